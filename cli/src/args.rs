@@ -1,0 +1,136 @@
+//! The command line, declared with clap derive. Doc comments are the help text.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Declarative, hard-isolated tenants for an LLM platform.
+///
+/// Exit codes: 0 ok; 1 changes pending (`plan`) or drift found (`status`); 2 error.
+#[derive(Debug, Parser)]
+#[command(name = "tenantctl", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// State directory of the local target (cluster, secret store).
+    #[arg(long, global = true, env = "TENANTCTL_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Deployment namespace: the database name and the prefix of its role names.
+    #[arg(long, global = true, env = "TENANTCTL_NAMESPACE", default_value = "tenantctl")]
+    pub namespace: String,
+    /// Print less (errors only).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more (repeat for debug logs).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Never show progress bars (they are hidden anyway when stderr is not a terminal).
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+    /// When to use colors (`NO_COLOR` is respected in `auto`).
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    /// Output format of data printed on stdout.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check manifests without touching any target.
+    Validate {
+        /// Manifest files or directories of manifests.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Show what `apply` would create or change, per tenant. Exits 1 when changes are pending.
+    Plan {
+        /// Manifest files or directories (default: `tenants/`).
+        paths: Vec<PathBuf>,
+    },
+    /// Create or update every tenant in the manifests; a second run reports no changes.
+    Apply {
+        /// Manifest files or directories (default: `tenants/`).
+        paths: Vec<PathBuf>,
+    },
+    /// Validate, plan and apply one tenant's manifest.
+    Onboard {
+        /// The tenant's manifest file.
+        file: PathBuf,
+    },
+    /// Show every tenant in the registry and check its database login. Exits 1 on drift.
+    Status,
+    /// Mint an access token from the dev identity provider (local target only).
+    Token {
+        /// Tenant id (must be onboarded).
+        #[arg(long)]
+        tenant: String,
+        /// Subject (`sub`) of the token.
+        #[arg(long, default_value = "dev-user")]
+        sub: String,
+        /// Space-separated scopes.
+        #[arg(long, default_value = "models:read chat:write usage:read")]
+        scope: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..=86_400))]
+        ttl: i64,
+    },
+    /// Serve the API for every onboarded tenant, and the dev identity provider, on loopback.
+    Serve(ServeArgs),
+    /// Do everything: start the local cluster, onboard `tenants/`, serve, print ready-to-paste curl
+    /// commands. Ctrl-C stops the server and the cluster it started.
+    Up {
+        /// Directory of tenant manifests.
+        #[arg(long, default_value = "tenants")]
+        tenants: PathBuf,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Manage the local Postgres cluster.
+    Local {
+        #[command(subcommand)]
+        command: LocalCommand,
+    },
+    /// Print the JSON Schema of tenant manifests.
+    Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// API listen address.
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    pub listen: SocketAddr,
+    /// Dev identity provider (JWKS) listen address.
+    #[arg(long, default_value = "127.0.0.1:8788")]
+    pub idp_listen: SocketAddr,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LocalCommand {
+    /// Create (first time) and start the cluster, and create the control plane.
+    Start,
+    /// Stop the cluster.
+    Stop,
+    /// Show where the cluster lives and whether it runs.
+    Status,
+}

@@ -1,0 +1,397 @@
+//! One function per command. Data goes to stdout (text or JSON); progress and logs go to stderr.
+
+use std::io::IsTerminal;
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use runtime::domain::{Namespace, TenantId};
+use runtime::secrets::SecretName;
+use runtime::tenancy::IdentityBinding;
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+use crate::args::{Cli, Command, Global, LocalCommand, OutputFormat, ServeArgs};
+use crate::local::StateDir;
+use crate::local::cluster::{ADMIN_ROLE, Cluster, ClusterOptions};
+use crate::manifest::{self, TenantSpec};
+use crate::provision::plan::{Action, Plan};
+use crate::provision::{AdminAccess, Target, apply, observe, plan, target_from_url};
+
+/// Runs the parsed command line; returns the exit code.
+pub async fn run(cli: Cli) -> Result<u8> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Validate { paths } => validate(g, &paths),
+        Command::Plan { paths } => plan_cmd(g, &paths).await,
+        Command::Apply { paths } => apply_cmd(g, &paths).await,
+        Command::Onboard { file } => apply_cmd(g, &[file]).await,
+        Command::Status => status(g).await,
+        Command::Token { tenant, sub, scope, ttl } => token(g, &tenant, &sub, &scope, ttl).await,
+        Command::Serve(args) => serve(g, &args).await,
+        Command::Up { tenants, serve } => up(g, &tenants, &serve).await,
+        Command::Local { command } => local(g, command).await,
+        Command::Schema => {
+            out(&manifest::raw::json_schema())?;
+            Ok(0)
+        }
+    }
+}
+
+fn out(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    if !text.ends_with('\n') {
+        stdout.write_all(b"\n")?;
+    }
+    stdout.flush()?;
+    Ok(())
+}
+
+fn out_json(value: &serde_json::Value) -> Result<()> {
+    out(&serde_json::to_string_pretty(value)?)
+}
+
+fn note(g: &Global, text: &str) {
+    if !g.quiet {
+        eprintln!("{text}");
+    }
+}
+
+fn default_paths(paths: &[PathBuf]) -> Vec<PathBuf> {
+    if paths.is_empty() { vec![PathBuf::from("tenants")] } else { paths.to_vec() }
+}
+
+/// Loads manifests, printing every error; `Err` carries how many failed.
+fn load(g: &Global, paths: &[PathBuf]) -> Result<Vec<TenantSpec>> {
+    match manifest::load_all(&default_paths(paths)) {
+        Ok(specs) => Ok(specs.into_iter().map(|(_, s)| s).collect()),
+        Err(errors) => {
+            if g.output == OutputFormat::Json {
+                let list: Vec<_> = errors
+                    .iter()
+                    .map(|e| json!({"file": e.file, "line": e.line, "column": e.column, "path": e.path, "message": e.message, "hint": e.hint}))
+                    .collect();
+                out_json(&json!({"valid": false, "errors": list}))?;
+            }
+            for e in &errors {
+                eprintln!("{}", e.render());
+            }
+            bail!("{} manifest error(s); nothing was applied", errors.len())
+        }
+    }
+}
+
+fn validate(g: &Global, paths: &[PathBuf]) -> Result<u8> {
+    let specs = load(g, paths)?;
+    match g.output {
+        OutputFormat::Json => out_json(&json!({"valid": true, "tenants": specs.iter().map(|s| s.id.as_str()).collect::<Vec<_>>()}))?,
+        OutputFormat::Text => {
+            for s in &specs {
+                out(&format!("ok: `{}` ({} tier)", s.id, s.tier))?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn namespace(g: &Global) -> Result<Namespace> {
+    Namespace::parse(&g.namespace).map_err(|e| anyhow::anyhow!("`--namespace`: {e}"))
+}
+
+/// The target: `TENANTCTL_DATABASE_URL` if set, else the local cluster (which must be running).
+pub fn target(g: &Global) -> Result<(Target, Option<Cluster>)> {
+    let state = StateDir::resolve(g.state_dir.as_deref())?;
+    let ns = namespace(g)?;
+    let secrets = state.secrets()?;
+    if let Ok(url) = std::env::var("TENANTCTL_DATABASE_URL") {
+        return Ok((target_from_url(&url, ns, secrets, state.secrets_dir())?, None));
+    }
+    let cluster = Cluster::new(&state)?;
+    let target = Target {
+        endpoint: cluster.endpoint(ns.as_str()),
+        namespace: ns,
+        admin: AdminAccess::Peer { role: ADMIN_ROLE.into() },
+        secrets,
+        secrets_dir: state.secrets_dir(),
+    };
+    Ok((target, Some(cluster)))
+}
+
+fn require_running(cluster: Option<&Cluster>) -> Result<()> {
+    if let Some(c) = cluster {
+        if !c.is_initialized() || !c.is_running() {
+            bail!("the local Postgres cluster is not running\nhint: run `tenantctl local start` (or `tenantctl up` to do everything)");
+        }
+    }
+    Ok(())
+}
+
+async fn compute_plan(g: &Global, paths: &[PathBuf]) -> Result<(Target, Vec<TenantSpec>, Plan)> {
+    let specs = load(g, paths)?;
+    let (target, cluster) = target(g)?;
+    require_running(cluster.as_ref())?;
+    target.ensure_database().await?;
+    let ids: Vec<TenantId> = specs.iter().map(|s| s.id.clone()).collect();
+    let observed = observe::observe(&target, &ids).await?;
+    let plan = plan::plan(&specs, &observed, &target.namespace, &target.endpoint.dbname);
+    Ok((target, specs, plan))
+}
+
+async fn plan_cmd(g: &Global, paths: &[PathBuf]) -> Result<u8> {
+    let (_, _, plan) = compute_plan(g, paths).await?;
+    match g.output {
+        OutputFormat::Json => out_json(&serde_json::to_value(&plan)?)?,
+        OutputFormat::Text => out(&plan.render())?,
+    }
+    Ok(if plan.has_changes() || plan.has_blocked() { 1 } else { 0 })
+}
+
+fn progress_bar(g: &Global) -> indicatif::ProgressBar {
+    if g.quiet || g.no_progress || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+async fn apply_cmd(g: &Global, paths: &[PathBuf]) -> Result<u8> {
+    let (target, specs, plan) = compute_plan(g, paths).await?;
+    if g.output == OutputFormat::Text && !g.quiet {
+        eprint!("{}", plan.render());
+    }
+    let outcomes = apply::apply(&target, &plan, &specs, &progress_bar(g)).await?;
+    let failed = outcomes.iter().filter(|o| matches!(o.result, "failed" | "blocked")).count();
+    match g.output {
+        OutputFormat::Json => out_json(&json!({"outcomes": outcomes}))?,
+        OutputFormat::Text => {
+            for o in &outcomes {
+                match &o.error {
+                    Some(e) => out(&format!("{}: {} ({e})", o.tenant, o.result))?,
+                    None => out(&format!("{}: {}", o.tenant, o.result))?,
+                }
+            }
+            if !plan.has_changes() {
+                note(g, "No changes: every tenant is up to date.");
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("error: {failed} tenant(s) were not applied; the others were\nhint: fix the cause above and run `tenantctl apply` again (it converges)");
+        return Ok(2);
+    }
+    Ok(0)
+}
+
+async fn status(g: &Global) -> Result<u8> {
+    let (target, cluster) = target(g)?;
+    require_running(cluster.as_ref())?;
+    target.ensure_database().await?;
+    let observed = observe::observe(&target, &[]).await?;
+    let latest = runtime::schema::latest_version();
+    let mut rows = Vec::new();
+    let mut drift = false;
+    for (id, t) in &observed.tenants {
+        let role = target.namespace.tenant_role(id);
+        let login = login_check(&target, id, &role).await;
+        let tenant_drift = login.is_err() || t.migration_version < latest || t.status != "active";
+        drift |= tenant_drift;
+        rows.push(json!({
+            "tenant": id, "tier": t.tier, "status": t.status,
+            "migrations": format!("{}/{latest}", t.migration_version),
+            "db_login": login.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|e| format!("failed: {e:#}")),
+            "spec_hash": &t.spec_hash[..12.min(t.spec_hash.len())],
+            "drift": tenant_drift,
+        }));
+    }
+    match g.output {
+        OutputFormat::Json => out_json(&json!({"namespace": target.namespace, "database": target.endpoint.dbname, "tenants": rows}))?,
+        OutputFormat::Text => {
+            out(&format!("{:<24} {:<10} {:<10} {:<11} {:<8} SPEC", "TENANT", "TIER", "STATUS", "MIGRATIONS", "LOGIN"))?;
+            for r in &rows {
+                let login = r["db_login"].as_str().unwrap_or("");
+                out(&format!(
+                    "{:<24} {:<10} {:<10} {:<11} {:<8} {}",
+                    r["tenant"].as_str().unwrap_or(""),
+                    r["tier"].as_str().unwrap_or(""),
+                    r["status"].as_str().unwrap_or(""),
+                    r["migrations"].as_str().unwrap_or(""),
+                    if login == "ok" { "ok" } else { "FAILED" },
+                    r["spec_hash"].as_str().unwrap_or(""),
+                ))?;
+            }
+            if rows.is_empty() {
+                note(g, "No tenants yet.\nhint: run `tenantctl apply tenants/`");
+            }
+        }
+    }
+    Ok(if drift { 1 } else { 0 })
+}
+
+/// Logs in as the tenant's role with its stored password and runs one query.
+async fn login_check(target: &Target, id: &TenantId, role: &str) -> Result<()> {
+    let password = target.secrets.get(&SecretName::for_tenant(id, "db-password")?).await?;
+    let mut config = target.endpoint.config(role, "tenantctl-status");
+    config.password(password.expose_secret().as_bytes());
+    let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    client.simple_query("SELECT 1").await?;
+    Ok(())
+}
+
+async fn binding_of(target: &Target, tenant: &TenantId) -> Result<IdentityBinding> {
+    let client = target.admin().await?;
+    let row = client
+        .query_opt(
+            "SELECT issuer, audience, tenant_claim FROM control.tenants WHERE tenant_id = $1 AND status = 'active'",
+            &[&tenant.as_str()],
+        )
+        .await
+        .context("reading the tenant registry")?
+        .with_context(|| format!("tenant `{tenant}` is not onboarded\nhint: run `tenantctl onboard tenants/{tenant}.yaml`"))?;
+    let binding = IdentityBinding { issuer: row.get(0), audience: row.get(1), tenant_claim: row.get(2) };
+    if binding.issuer != "platform" {
+        bail!("tenant `{tenant}` trusts issuer `{}`, not the dev identity provider; mint its tokens there", binding.issuer);
+    }
+    Ok(binding)
+}
+
+async fn token(g: &Global, tenant: &str, sub: &str, scope: &str, ttl: i64) -> Result<u8> {
+    let tenant = TenantId::parse(tenant).map_err(|e| anyhow::anyhow!("`--tenant`: {e}"))?;
+    let (target, cluster) = target(g)?;
+    require_running(cluster.as_ref())?;
+    let binding = binding_of(&target, &tenant).await?;
+    let signer = crate::devidp::signer(&target.secrets).await?;
+    let scopes: Vec<String> = scope.split_whitespace().map(str::to_owned).collect();
+    for s in &scopes {
+        if !runtime::routes::PERMISSIONS.contains(&s.as_str()) {
+            bail!("unknown scope `{s}`\nhint: scopes are {}", runtime::routes::PERMISSIONS.join(", "));
+        }
+    }
+    out(&crate::devidp::mint(&signer, &binding, &tenant, sub, &scopes, ttl))?;
+    Ok(0)
+}
+
+async fn wait_for_stop() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+}
+
+async fn serve(g: &Global, args: &ServeArgs) -> Result<u8> {
+    let (target, cluster) = target(g)?;
+    require_running(cluster.as_ref())?;
+    apply::ensure_control_plane(&target).await?;
+    let running = crate::serve::start(&target, args.listen, args.idp_listen).await?;
+    note(g, &format!("serving the API on http://{} (JWKS on http://{}); Ctrl-C stops", running.api_addr, running.idp_addr));
+    wait_for_stop().await;
+    running.stop().await?;
+    Ok(0)
+}
+
+async fn up(g: &Global, tenants: &PathBuf, args: &ServeArgs) -> Result<u8> {
+    let specs = load(g, std::slice::from_ref(tenants))?;
+    let (target, cluster) = target(g)?;
+    let mut started = false;
+    if let Some(c) = &cluster {
+        note(g, "starting the local Postgres cluster...");
+        c.init(ClusterOptions::default())?;
+        started = c.start()?;
+    }
+    let result = up_inner(g, &target, tenants, &specs, args).await;
+    if started {
+        if let Some(c) = &cluster {
+            note(g, "stopping the local Postgres cluster...");
+            c.stop()?;
+        }
+    }
+    result
+}
+
+async fn up_inner(g: &Global, target: &Target, tenants: &PathBuf, specs: &[TenantSpec], args: &ServeArgs) -> Result<u8> {
+    target.ensure_database().await?;
+    let ids: Vec<TenantId> = specs.iter().map(|s| s.id.clone()).collect();
+    let observed = observe::observe(target, &ids).await?;
+    let plan = plan::plan(specs, &observed, &target.namespace, &target.endpoint.dbname);
+    note(g, &plan.render());
+    let outcomes = apply::apply(target, &plan, specs, &progress_bar(g)).await?;
+    if let Some(bad) = outcomes.iter().find(|o| matches!(o.result, "failed" | "blocked")) {
+        bail!(
+            "tenant `{}` was not applied: {}\nhint: fix `{}` and run the command again",
+            bad.tenant,
+            bad.error.as_deref().unwrap_or("unknown error"),
+            tenants.display()
+        );
+    }
+    let running = crate::serve::start(target, args.listen, args.idp_listen).await?;
+    let signer = crate::devidp::signer(&target.secrets).await?;
+    let scopes: Vec<String> = runtime::routes::PERMISSIONS.iter().map(|s| (*s).to_owned()).collect();
+    let base = format!("http://{}", running.api_addr);
+    let mut text = format!("tenantctl is serving {} tenant(s) on {base}\n", specs.len());
+    for spec in specs.iter().filter(|s| !matches!(plan.tenants.iter().find(|t| t.tenant == s.id).map(|t| &t.action), Some(Action::Blocked(_)))) {
+        let token = crate::devidp::mint(&signer, &spec.identity, &spec.id, "dev-user", &scopes, 3600);
+        text.push_str(&format!(
+            "\n# {} ({}): token valid for 1 hour\n\
+             curl -sS {base}/v1/models -H 'Authorization: Bearer {token}'\n\
+             curl -sS {base}/v1/chat/completions -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"model\":\"{}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello from {}\"}}]}}'\n\
+             curl -sS {base}/v1/usage -H 'Authorization: Bearer {token}'\n",
+            spec.display_name, spec.id, spec.models.default, spec.id
+        ));
+    }
+    text.push_str("\nready (Ctrl-C to stop)");
+    out(&text)?;
+    wait_for_stop().await;
+    note(g, "stopping the server...");
+    running.stop().await?;
+    Ok(0)
+}
+
+async fn local(g: &Global, command: LocalCommand) -> Result<u8> {
+    let (target, cluster) = target(g)?;
+    let Some(cluster) = cluster else {
+        bail!("`TENANTCTL_DATABASE_URL` is set, so there is no local cluster to manage\nhint: unset it to use the local target");
+    };
+    match command {
+        LocalCommand::Start => {
+            cluster.init(ClusterOptions::default())?;
+            let started = cluster.start()?;
+            apply::ensure_control_plane(&target).await?;
+            note(g, if started { "local cluster started" } else { "local cluster already running" });
+            Ok(0)
+        }
+        LocalCommand::Stop => {
+            cluster.stop()?;
+            note(g, "local cluster stopped");
+            Ok(0)
+        }
+        LocalCommand::Status => {
+            let st = cluster.status();
+            match g.output {
+                OutputFormat::Json => out_json(&serde_json::to_value(&st)?)?,
+                OutputFormat::Text => out(&format!(
+                    "initialized: {}\nrunning:     {}\ndata:        {}\nsocket dir:  {}\nlog:         {}\nbinaries:    {}\nruns as:     {}\nconnect:     psql -h {} -p {} -U {ADMIN_ROLE} {}",
+                    st.initialized, st.running, st.data_dir.display(), st.socket_dir.display(),
+                    st.log_file.display(), st.bindir.display(), st.runs_as, st.socket_dir.display(),
+                    crate::local::cluster::PORT, target.endpoint.dbname
+                ))?,
+            }
+            Ok(if st.running { 0 } else { 1 })
+        }
+    }
+}

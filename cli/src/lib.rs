@@ -1,0 +1,12 @@
+//! `tenantctl`: reads tenant manifests, plans and applies hard-isolated tenant resources, and runs the
+//! local target. Depends on `runtime` for domain types, the secret store and the server; `runtime`
+//! never depends on this crate.
+
+pub mod args;
+pub mod commands;
+pub mod devidp;
+pub mod local;
+pub mod manifest;
+pub mod provision;
+pub mod serve;
+pub mod sql;

@@ -1,0 +1,72 @@
+//! The local target: a state directory, a private Postgres cluster started from the machine's server
+//! binaries, and the local secret store.
+//!
+//! Layout of the state directory (default `/var/lib/tenantctl` for root, the user's data dir otherwise):
+//! `secrets/` (the secret store, 0700), `pg/data` (the cluster), `pg/run` (its unix socket),
+//! `pg/postgres.log`. The cluster listens only on its unix socket. This module must not print secrets.
+
+pub mod cluster;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use runtime::secrets::{LocalSecretStore, SecretStore};
+
+/// The state directory of one local installation.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// `explicit`, else `TENANTCTL_STATE_DIR` (handled by clap), else the default for this user.
+    pub fn resolve(explicit: Option<&Path>) -> Result<Self> {
+        let root = match explicit {
+            Some(p) => p.to_owned(),
+            None if nix::unistd::geteuid().is_root() => PathBuf::from("/var/lib/tenantctl"),
+            None => dirs::data_dir()
+                .context("cannot find the user's data directory; pass `--state-dir`")?
+                .join("tenantctl"),
+        };
+        std::fs::create_dir_all(&root)
+            .with_context(|| format!("cannot create the state directory `{}`", root.display()))?;
+        let root = root
+            .canonicalize()
+            .with_context(|| format!("cannot resolve `{}`", root.display()))?;
+        if root.as_os_str().len() > 80 {
+            bail!(
+                "the state directory path `{}` is too long for a Postgres unix socket (max 80 bytes)",
+                root.display()
+            );
+        }
+        Ok(Self { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.root.join("secrets")
+    }
+
+    pub fn secrets(&self) -> Result<SecretStore> {
+        Ok(SecretStore::Local(LocalSecretStore::open(&self.secrets_dir())?))
+    }
+
+    pub fn pg_dir(&self) -> PathBuf {
+        self.root.join("pg")
+    }
+
+    pub fn pg_data(&self) -> PathBuf {
+        self.pg_dir().join("data")
+    }
+
+    pub fn pg_run(&self) -> PathBuf {
+        self.pg_dir().join("run")
+    }
+
+    pub fn pg_log(&self) -> PathBuf {
+        self.pg_dir().join("postgres.log")
+    }
+}

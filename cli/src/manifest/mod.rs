@@ -1,0 +1,476 @@
+//! Tenant manifests: parse, don't validate.
+//!
+//! A manifest is read in two stages: `raw::RawManifest` (serde, unknown fields refused) and then
+//! `TenantSpec`, built from the runtime's newtypes. After `TenantSpec::from_source` nothing re-checks
+//! shape. Every error names the file, line, column and field path, says what was expected, and carries a
+//! hint. This module does no IO beyond reading the manifest files it is given.
+
+pub mod locate;
+pub mod raw;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use runtime::domain::{MicroUsd, ModelId, ProviderId, TenantId, Tier};
+use runtime::models::ModelPolicy;
+use runtime::tenancy::IdentityBinding;
+use serde::Serialize;
+
+use locate::{Seg, display_path, locate};
+use raw::{RawManifest, RawMoney, RawTier};
+
+/// The trusted issuers this build knows by name. Platform issuer configuration comes with the identity
+/// work; until then every tenant binds to the platform issuer.
+pub const KNOWN_ISSUERS: &[&str] = &["platform"];
+
+/// A manifest error, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// Dotted field path (`models.default`), empty for whole-file problems.
+    pub path: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`", self.file.display())?;
+        if let (Some(l), Some(c)) = (self.line, self.column) {
+            write!(f, ":{l}:{c}")?;
+        }
+        if !self.path.is_empty() {
+            write!(f, ": field `{}`", self.path)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ManifestError {}
+
+impl ManifestError {
+    /// The error followed by its `hint:` line, as the CLI prints it.
+    pub fn render(&self) -> String {
+        match &self.hint {
+            Some(h) => format!("error: {self}\nhint: {h}"),
+            None => format!("error: {self}"),
+        }
+    }
+}
+
+/// Request and token rate limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RateLimits {
+    pub requests_per_minute: u32,
+    pub tokens_per_minute: u64,
+}
+
+/// A validated tenant manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TenantSpec {
+    pub id: TenantId,
+    pub display_name: String,
+    pub tier: Tier,
+    pub identity: IdentityBinding,
+    pub models: ModelPolicy,
+    pub monthly_budget: MicroUsd,
+    pub rate_limits: RateLimits,
+    pub tags: BTreeMap<String, String>,
+    pub retention_days: u32,
+}
+
+impl TenantSpec {
+    /// Canonical JSON of the spec (stable key order), as stored in the registry.
+    pub fn canonical_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// SHA-256 of the canonical JSON, hex.
+    pub fn hash(&self) -> String {
+        let bytes = serde_json::to_vec(&self.canonical_json()).unwrap_or_default();
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
+        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Parses one manifest's text. `file` is only used in error messages.
+    pub fn from_source(file: &Path, source: &str) -> Result<Self, ManifestError> {
+        let raw = parse_raw(file, source)?;
+        Checker { file, source }.build(raw)
+    }
+
+    /// Reads and parses one manifest file.
+    pub fn from_file(file: &Path) -> Result<Self, ManifestError> {
+        let source = std::fs::read_to_string(file).map_err(|e| ManifestError {
+            file: file.to_owned(),
+            line: None,
+            column: None,
+            path: String::new(),
+            message: format!("cannot read the file: {e}"),
+            hint: Some("check the path; `tenantctl validate` takes manifest files or directories".into()),
+        })?;
+        Self::from_source(file, &source)
+    }
+}
+
+fn parse_raw(file: &Path, source: &str) -> Result<RawManifest, ManifestError> {
+    let de = serde_norway::Deserializer::from_str(source);
+    serde_path_to_error::deserialize::<_, RawManifest>(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let location = inner.location();
+        let mut message = inner.to_string();
+        // serde_norway appends " at line L column C"; the location is printed separately.
+        if let Some(i) = message.find(" at line ") {
+            message.truncate(i);
+        }
+        let path = if path == "." { String::new() } else { path };
+        let hint = if message.contains("unknown field") {
+            Some("remove the field or fix its spelling; `docs/manifest.schema.json` lists every field".into())
+        } else if message.contains("missing field") {
+            Some("add the field; see `tenants/acme.yaml` for a complete example".into())
+        } else if message.contains("unknown variant") {
+            Some("use one of the values listed above".into())
+        } else if message.contains("invalid type") {
+            Some("check the value's type against `docs/manifest.schema.json`".into())
+        } else {
+            Some("fix the YAML syntax at that position".into())
+        };
+        ManifestError {
+            file: file.to_owned(),
+            line: location.as_ref().map(|l| l.line()),
+            column: location.as_ref().map(|l| l.column()),
+            path,
+            message,
+            hint,
+        }
+    })
+}
+
+struct Checker<'a> {
+    file: &'a Path,
+    source: &'a str,
+}
+
+fn key(s: &str) -> Seg {
+    Seg::Key(s.to_owned())
+}
+
+impl Checker<'_> {
+    fn err(&self, path: Vec<Seg>, message: impl Into<String>, hint: impl Into<String>) -> ManifestError {
+        let at = locate(self.source, &path);
+        ManifestError {
+            file: self.file.to_owned(),
+            line: at.map(|a| a.0),
+            column: at.map(|a| a.1),
+            path: display_path(&path),
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
+    }
+
+    fn build(&self, raw: RawManifest) -> Result<TenantSpec, ManifestError> {
+        if raw.version != 1 {
+            return Err(self.err(
+                vec![key("version")],
+                format!("unsupported manifest version {}", raw.version),
+                "this tenantctl reads `version: 1`",
+            ));
+        }
+        let id = TenantId::parse(&raw.id).map_err(|e| {
+            self.err(vec![key("id")], e.0, "example: `id: acme-health`")
+        })?;
+        let display_name = raw.display_name.trim().to_owned();
+        if display_name.is_empty()
+            || display_name.chars().count() > 100
+            || display_name.chars().any(char::is_control)
+        {
+            return Err(self.err(
+                vec![key("display_name")],
+                "display name must be 1-100 printable characters",
+                "example: `display_name: Acme Health`",
+            ));
+        }
+        let tier = match raw.tier {
+            RawTier::Pool => Tier::Pool,
+            RawTier::Schema => Tier::Schema,
+            RawTier::Dedicated => Tier::Dedicated,
+        };
+        let identity = self.identity(raw.identity)?;
+        let models = self.models(raw.models)?;
+        let monthly_budget = match raw.budget.monthly_usd {
+            RawMoney::Text(t) => MicroUsd::parse_dollars(&t).map_err(|e| {
+                self.err(vec![key("budget"), key("monthly_usd")], e.0, "example: `monthly_usd: \"2500.00\"`")
+            })?,
+            RawMoney::Whole(n) => i64::try_from(n)
+                .ok()
+                .and_then(|n| n.checked_mul(1_000_000))
+                .map(MicroUsd)
+                .ok_or_else(|| {
+                    self.err(vec![key("budget"), key("monthly_usd")], "amount is too large", "use at most 9,000,000,000,000 dollars")
+                })?,
+            RawMoney::Float(_) => {
+                return Err(self.err(
+                    vec![key("budget"), key("monthly_usd")],
+                    "money must not be written as a floating-point number",
+                    "quote it as a decimal string, e.g. `monthly_usd: \"2500.50\"`",
+                ));
+            }
+        };
+        let rl = raw.rate_limits;
+        if !(1..=1_000_000).contains(&rl.requests_per_minute) {
+            return Err(self.err(
+                vec![key("rate_limits"), key("requests_per_minute")],
+                format!("{} is out of range", rl.requests_per_minute),
+                "use a number from 1 to 1000000",
+            ));
+        }
+        if !(1..=1_000_000_000).contains(&rl.tokens_per_minute) {
+            return Err(self.err(
+                vec![key("rate_limits"), key("tokens_per_minute")],
+                format!("{} is out of range", rl.tokens_per_minute),
+                "use a number from 1 to 1000000000",
+            ));
+        }
+        let tags = self.tags(raw.tags)?;
+        if !(1..=3650).contains(&raw.retention.usage_days) {
+            return Err(self.err(
+                vec![key("retention"), key("usage_days")],
+                format!("{} days is out of range", raw.retention.usage_days),
+                "use a number of days from 1 to 3650",
+            ));
+        }
+        Ok(TenantSpec {
+            id,
+            display_name,
+            tier,
+            identity,
+            models,
+            monthly_budget,
+            rate_limits: RateLimits {
+                requests_per_minute: rl.requests_per_minute,
+                tokens_per_minute: rl.tokens_per_minute,
+            },
+            tags,
+            retention_days: raw.retention.usage_days,
+        })
+    }
+
+    fn identity(&self, raw: raw::RawIdentity) -> Result<IdentityBinding, ManifestError> {
+        if !KNOWN_ISSUERS.contains(&raw.issuer.as_str()) {
+            return Err(self.err(
+                vec![key("identity"), key("issuer")],
+                format!("unknown trusted issuer `{}`", runtime::domain::printable(&raw.issuer)),
+                format!("use one of the configured issuers: {}", quoted(KNOWN_ISSUERS.iter().copied())),
+            ));
+        }
+        let audience = raw.audience.trim();
+        if audience.is_empty() || audience.len() > 200 || audience.chars().any(char::is_whitespace) {
+            return Err(self.err(
+                vec![key("identity"), key("audience")],
+                "audience must be 1-200 characters without spaces",
+                "example: `audience: tenantctl-api`",
+            ));
+        }
+        let claim_ok = !raw.tenant_claim.is_empty()
+            && raw.tenant_claim.len() <= 100
+            && raw
+                .tenant_claim
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '/' | '.'));
+        if !claim_ok || ["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scope", "scp"].contains(&raw.tenant_claim.as_str()) {
+            return Err(self.err(
+                vec![key("identity"), key("tenant_claim")],
+                format!("`{}` cannot carry the tenant id", runtime::domain::printable(&raw.tenant_claim)),
+                "use a private claim such as `tenant_id`, `org_id` or `https://example.com/tenant`",
+            ));
+        }
+        Ok(IdentityBinding {
+            issuer: raw.issuer,
+            audience: audience.to_owned(),
+            tenant_claim: raw.tenant_claim,
+        })
+    }
+
+    fn models(&self, raw: raw::RawModels) -> Result<ModelPolicy, ManifestError> {
+        let base = || vec![key("models"), key("providers")];
+        if raw.providers.is_empty() {
+            return Err(self.err(base(), "no provider is listed", "example: `providers: { mock: [mock-small] }`"));
+        }
+        let mut providers: BTreeMap<ProviderId, Vec<ModelId>> = BTreeMap::new();
+        let mut all: Vec<ModelId> = Vec::new();
+        for (name, models) in &raw.providers {
+            let mut path = base();
+            path.push(key(name));
+            let provider = ProviderId::parse(name).map_err(|e| {
+                self.err(path.clone(), e.0, "model providers are named in the price book; see `docs/ARCHITECTURE.md`")
+            })?;
+            if models.is_empty() {
+                return Err(self.err(path, "the model list is empty", "list at least one model, or remove the provider"));
+            }
+            let priced: Vec<&str> = runtime::pricing::CURRENT.models(provider).collect();
+            for (i, model) in models.iter().enumerate() {
+                let mut at = path.clone();
+                at.push(Seg::Index(i));
+                let id = ModelId::parse(model).map_err(|e| self.err(at.clone(), e.0, "use the provider's model name"))?;
+                if !priced.contains(&id.as_str()) {
+                    return Err(self.err(
+                        at,
+                        format!("model `{id}` has no price for provider `{provider}` in price book `{}`", runtime::pricing::CURRENT.version),
+                        format!("use one of {}", quoted(priced.iter().copied())),
+                    ));
+                }
+                if all.contains(&id) {
+                    return Err(self.err(at, format!("model `{id}` is listed twice"), "list each model once"));
+                }
+                all.push(id.clone());
+                providers.entry(provider).or_default().push(id);
+            }
+        }
+        let mut aliases = BTreeMap::new();
+        for (alias, target) in &raw.aliases {
+            let at = vec![key("models"), key("aliases"), key(alias)];
+            let alias_id = ModelId::parse(alias).map_err(|e| self.err(at.clone(), e.0, "alias names follow model-name rules"))?;
+            if alias_id.as_str() == "default" || all.contains(&alias_id) {
+                return Err(self.err(
+                    at,
+                    format!("alias `{alias_id}` shadows a model name"),
+                    "pick an alias that is not `default` and not an allowed model",
+                ));
+            }
+            let target_id = ModelId::parse(target).ok().filter(|t| all.contains(t)).ok_or_else(|| {
+                self.err(
+                    at.clone(),
+                    format!("alias target `{}` is not an allowed model", runtime::domain::printable(target)),
+                    format!("point it at one of {}", quoted(all.iter().map(ModelId::as_str))),
+                )
+            })?;
+            aliases.insert(alias_id, target_id);
+        }
+        let default_at = vec![key("models"), key("default")];
+        let default = ModelId::parse(&raw.default)
+            .ok()
+            .map(|d| aliases.get(&d).cloned().unwrap_or(d))
+            .filter(|d| all.contains(d))
+            .ok_or_else(|| {
+                self.err(
+                    default_at,
+                    format!("default model `{}` is not an allowed model or alias", runtime::domain::printable(&raw.default)),
+                    format!("use one of {}", quoted(all.iter().map(ModelId::as_str))),
+                )
+            })?;
+        Ok(ModelPolicy {
+            providers,
+            default,
+            aliases,
+        })
+    }
+
+    fn tags(&self, raw: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ManifestError> {
+        if !raw.contains_key("cost-center") {
+            return Err(self.err(
+                vec![key("tags")],
+                "the `cost-center` tag is required",
+                "add `cost-center: <your cost center>` under `tags` (finance allocates cost by it)",
+            ));
+        }
+        if raw.len() > 40 {
+            return Err(self.err(vec![key("tags")], format!("{} tags is too many", raw.len()), "use at most 40 tags"));
+        }
+        for (k, v) in &raw {
+            let at = vec![key("tags"), key(k)];
+            let key_ok = !k.is_empty()
+                && k.chars().count() <= 128
+                && k.chars().all(|c| c.is_alphanumeric() || " _.:/=+-@".contains(c));
+            if !key_ok || k.to_ascii_lowercase().starts_with("aws:") {
+                return Err(self.err(
+                    at,
+                    format!("tag key `{}` is not a valid AWS tag key", runtime::domain::printable(k)),
+                    "use 1-128 letters, digits, spaces and `_ . : / = + - @`, not starting with `aws:`",
+                ));
+            }
+            if k == "tenant" || k == "tier" {
+                return Err(self.err(at, format!("tag `{k}` is reserved"), "tenantctl sets `tenant` and `tier` itself; remove it"));
+            }
+            if v.chars().count() > 256 || !v.chars().all(|c| c.is_alphanumeric() || " _.:/=+-@".contains(c)) {
+                return Err(self.err(
+                    at,
+                    "tag value is not a valid AWS tag value",
+                    "use at most 256 letters, digits, spaces and `_ . : / = + - @`",
+                ));
+            }
+        }
+        Ok(raw)
+    }
+}
+
+fn quoted<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    items.map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// Expands files and directories into manifest files (`*.yaml`, `*.yml`, sorted), parses all of them,
+/// and refuses a tenant id that appears in two files. Returns every error, not just the first.
+pub fn load_all(paths: &[PathBuf]) -> Result<Vec<(PathBuf, TenantSpec)>, Vec<ManifestError>> {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            match std::fs::read_dir(path) {
+                Ok(entries) => {
+                    let mut found: Vec<PathBuf> = entries
+                        .filter_map(Result::ok)
+                        .map(|e| e.path())
+                        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+                        .collect();
+                    found.sort();
+                    files.extend(found);
+                }
+                Err(e) => errors.push(ManifestError {
+                    file: path.clone(),
+                    line: None,
+                    column: None,
+                    path: String::new(),
+                    message: format!("cannot read the directory: {e}"),
+                    hint: None,
+                }),
+            }
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let mut specs: Vec<(PathBuf, TenantSpec)> = Vec::new();
+    for file in files {
+        match TenantSpec::from_file(&file) {
+            Ok(spec) => {
+                if let Some((other, _)) = specs.iter().find(|(_, s)| s.id == spec.id) {
+                    let source = std::fs::read_to_string(&file).unwrap_or_default();
+                    let at = locate(&source, &[key("id")]);
+                    errors.push(ManifestError {
+                        file: file.clone(),
+                        line: at.map(|a| a.0),
+                        column: at.map(|a| a.1),
+                        path: "id".into(),
+                        message: format!("tenant id `{}` is already declared in `{}`", spec.id, other.display()),
+                        hint: Some("every tenant id must be unique; remove or rename one of the manifests".into()),
+                    });
+                } else {
+                    specs.push((file, spec));
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if paths.iter().all(|p| p.is_dir()) && specs.is_empty() && errors.is_empty() {
+        errors.push(ManifestError {
+            file: paths.first().cloned().unwrap_or_default(),
+            line: None,
+            column: None,
+            path: String::new(),
+            message: "no manifests (`*.yaml`) found".into(),
+            hint: Some("create one from `tenants/acme.yaml`, or pass the right directory".into()),
+        });
+    }
+    if errors.is_empty() { Ok(specs) } else { Err(errors) }
+}

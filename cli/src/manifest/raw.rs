@@ -1,0 +1,153 @@
+//! `RawManifest`: the manifest exactly as written (serde, `deny_unknown_fields`), with the JSON Schema
+//! editors validate against. Shape only: every rule about values lives in `spec`.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+/// A tenant manifest, format version 1 (`tenants/<id>.yaml`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "tenantctl tenant manifest v1")]
+pub struct RawManifest {
+    /// Manifest format version. Must be `1`.
+    pub version: u32,
+    /// Tenant id: 3-40 characters of `a-z`, `0-9` and `-`, starting with a letter. Never changes.
+    #[schemars(regex(pattern = r"^[a-z](?:[a-z0-9]|-(?=[a-z0-9])){2,39}$"))]
+    pub id: String,
+    /// Human-readable name, 1-100 characters.
+    pub display_name: String,
+    /// Isolation tier of the tenant's data.
+    pub tier: RawTier,
+    /// How the tenant's tokens are recognised. Defaults to the platform issuer.
+    #[serde(default)]
+    pub identity: RawIdentity,
+    /// Which models the tenant may call.
+    pub models: RawModels,
+    /// Monthly spending limit.
+    pub budget: RawBudget,
+    /// Request and token rate limits.
+    #[serde(default)]
+    pub rate_limits: RawRateLimits,
+    /// Cost-allocation tags; `cost-center` is required. `tenant` and `tier` are set by tenantctl.
+    pub tags: BTreeMap<String, String>,
+    /// How long usage records are kept.
+    pub retention: RawRetention,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawTier {
+    /// Rows in shared tables, isolated by row-level security.
+    Pool,
+    /// A schema and a login role per tenant.
+    Schema,
+    /// A database (an RDS instance on AWS) per tenant.
+    Dedicated,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    /// Name of a trusted issuer in platform configuration.
+    #[serde(default = "default_issuer")]
+    pub issuer: String,
+    /// The `aud` value the tenant's tokens must carry.
+    #[serde(default = "default_audience")]
+    pub audience: String,
+    /// The claim that carries the tenant id (e.g. `tenant_id`, `org_id`, or a namespaced URL claim).
+    #[serde(default = "default_tenant_claim")]
+    pub tenant_claim: String,
+}
+
+impl Default for RawIdentity {
+    fn default() -> Self {
+        Self {
+            issuer: default_issuer(),
+            audience: default_audience(),
+            tenant_claim: default_tenant_claim(),
+        }
+    }
+}
+
+fn default_issuer() -> String {
+    "platform".into()
+}
+fn default_audience() -> String {
+    "tenantctl-api".into()
+}
+fn default_tenant_claim() -> String {
+    "tenant_id".into()
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawModels {
+    /// Allowed models, by provider: `{ mock: [mock-small, mock-large] }`.
+    pub providers: BTreeMap<String, Vec<String>>,
+    /// The model used when a request asks for `default`. Must be allowed (or an alias).
+    pub default: String,
+    /// Extra names for allowed models: `{ fast: mock-small }`.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    /// Monthly budget in US dollars, as a quoted decimal string (`"2500.00"`); never a float.
+    pub monthly_usd: RawMoney,
+}
+
+/// Money as written. Only text (or a whole number) is accepted; a float is refused.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawMoney {
+    Text(String),
+    Whole(u64),
+    #[schemars(skip)]
+    Float(f64),
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimits {
+    /// Requests per minute, 1-1,000,000. Default 600.
+    #[serde(default = "default_rpm")]
+    pub requests_per_minute: u32,
+    /// Model tokens per minute, 1-1,000,000,000. Default 100,000.
+    #[serde(default = "default_tpm")]
+    pub tokens_per_minute: u64,
+}
+
+impl Default for RawRateLimits {
+    fn default() -> Self {
+        Self {
+            requests_per_minute: default_rpm(),
+            tokens_per_minute: default_tpm(),
+        }
+    }
+}
+
+fn default_rpm() -> u32 {
+    600
+}
+fn default_tpm() -> u64 {
+    100_000
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetention {
+    /// Days usage records are kept, 1-3650.
+    pub usage_days: u32,
+}
+
+/// The JSON Schema of the manifest, as checked in at `docs/manifest.schema.json`.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(RawManifest);
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}

@@ -1,0 +1,117 @@
+//! Provisioning on a Postgres target: observe what exists, plan (pure), apply (converge per tenant).
+//!
+//! **Invariant:** a tenant's apply is one database transaction (roles, schema, grants, migrations and
+//! the registry row commit together, with the registry status written last), so a crash at any point
+//! leaves either the old state or the new one. The only work outside it is creating the tenant's
+//! password in the secret store, which is idempotent and reused by the next run.
+
+pub mod apply;
+pub mod observe;
+pub mod plan;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use runtime::domain::Namespace;
+use runtime::secrets::SecretStore;
+use runtime::tenancy::DbEndpoint;
+use tokio_postgres::NoTls;
+
+/// How tenantctl reaches Postgres as its admin role.
+#[derive(Debug, Clone)]
+pub enum AdminAccess {
+    /// The local cluster: peer authentication over its private socket.
+    Peer { role: String },
+    /// Any server, from `TENANTCTL_DATABASE_URL` (credentials stay in the environment).
+    Url(tokio_postgres::Config),
+}
+
+/// One deployment: a database on a server, its namespace and its secret store.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub namespace: Namespace,
+    pub endpoint: DbEndpoint,
+    pub admin: AdminAccess,
+    pub secrets: SecretStore,
+    pub secrets_dir: PathBuf,
+}
+
+impl Target {
+    fn admin_config(&self, dbname: &str) -> tokio_postgres::Config {
+        match &self.admin {
+            AdminAccess::Peer { role } => {
+                let mut c = self.endpoint.config(role, "tenantctl");
+                c.dbname(dbname);
+                c
+            }
+            AdminAccess::Url(config) => {
+                let mut c = config.clone();
+                c.dbname(dbname).application_name("tenantctl");
+                c
+            }
+        }
+    }
+
+    /// Connects as the admin role to `dbname`.
+    pub async fn connect_admin(&self, dbname: &str) -> Result<tokio_postgres::Client> {
+        let (client, connection) = self
+            .admin_config(dbname)
+            .connect(NoTls)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot connect to Postgres at `{}` (database `{dbname}`) as the admin role\n\
+                     hint: is the local cluster running? try `tenantctl local start`",
+                    self.endpoint.host
+                )
+            })?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "admin connection closed");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Creates the deployment database if it does not exist.
+    pub async fn ensure_database(&self) -> Result<()> {
+        let client = self.connect_admin("postgres").await?;
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&self.endpoint.dbname])
+            .await?
+            .is_some();
+        if !exists {
+            let sql = format!("CREATE DATABASE {}", crate::sql::quote_ident(&self.endpoint.dbname).map_err(anyhow::Error::msg)?);
+            client.batch_execute(&sql).await.with_context(|| {
+                format!("cannot create database `{}`", self.endpoint.dbname)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Connects as admin to the deployment database.
+    pub async fn admin(&self) -> Result<tokio_postgres::Client> {
+        self.connect_admin(&self.endpoint.dbname).await
+    }
+}
+
+/// Parses `TENANTCTL_DATABASE_URL` into an admin config and endpoint.
+pub fn target_from_url(url: &str, namespace: Namespace, secrets: SecretStore, secrets_dir: PathBuf) -> Result<Target> {
+    let config: tokio_postgres::Config = url
+        .parse()
+        .context("`TENANTCTL_DATABASE_URL` is not a valid Postgres URL (postgres://user:password@host:port/db)")?;
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => bail!("`TENANTCTL_DATABASE_URL` names no host"),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let dbname = config.get_dbname().unwrap_or("tenantctl").to_owned();
+    Ok(Target {
+        namespace,
+        endpoint: DbEndpoint { host, port, dbname },
+        admin: AdminAccess::Url(config),
+        secrets,
+        secrets_dir,
+    })
+}

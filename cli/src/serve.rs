@@ -1,0 +1,88 @@
+//! `tenantctl serve`: the runtime for every onboarded tenant, plus the dev identity provider, on
+//! loopback. Shares nothing with the runtime but its public API (`runtime::AppState`, `runtime::app`).
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result};
+use runtime::auth::IssuerConfig;
+use runtime::auth::jwks::JwksSource;
+use runtime::server::RuntimeConfig;
+use tokio::sync::watch;
+
+use crate::devidp;
+use crate::provision::Target;
+
+/// A running server pair; dropping `shutdown` or calling `stop` ends both.
+#[derive(Debug)]
+pub struct Running {
+    pub api_addr: SocketAddr,
+    pub idp_addr: SocketAddr,
+    pub state: runtime::AppState,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Running {
+    /// Stops both servers gracefully and waits for them.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            task.await.context("server task panicked")??;
+        }
+        Ok(())
+    }
+}
+
+fn signal(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut rx = rx.clone();
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+/// Binds both listeners and starts serving. Port 0 picks a free port.
+pub async fn start(target: &Target, api: SocketAddr, idp: SocketAddr) -> Result<Running> {
+    let signer = devidp::signer(&target.secrets).await?;
+    let idp_listener = tokio::net::TcpListener::bind(idp)
+        .await
+        .with_context(|| format!("cannot listen on `{idp}` for the dev identity provider\nhint: pass `--idp-listen` with a free port"))?;
+    let idp_addr = idp_listener.local_addr()?;
+    let api_listener = tokio::net::TcpListener::bind(api)
+        .await
+        .with_context(|| format!("cannot listen on `{api}`\nhint: pass `--listen` with a free port"))?;
+    let api_addr = api_listener.local_addr()?;
+    let (tx, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(devidp::serve_jwks(idp_listener, signer.jwks(), signal(&rx))));
+    let config = RuntimeConfig {
+        namespace: target.namespace.clone(),
+        database: target.endpoint.clone(),
+        secrets_dir: target.secrets_dir.clone(),
+        issuers: vec![IssuerConfig {
+            name: "platform".into(),
+            issuer: devidp::DEV_ISSUER.into(),
+            jwks: JwksSource::Url(devidp::jwks_url(idp_addr)),
+        }],
+        leeway_secs: 30,
+        registry_refresh_secs: 2,
+    };
+    let state = match runtime::AppState::from_config(&config).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = tx.send(true);
+            return Err(anyhow::Error::new(e).context("starting the runtime"));
+        }
+    };
+    tasks.push(tokio::spawn(runtime::server::serve_local(
+        api_listener,
+        state.clone(),
+        signal(&rx),
+    )));
+    Ok(Running {
+        api_addr,
+        idp_addr,
+        state,
+        shutdown: tx,
+        tasks,
+    })
+}

@@ -1,0 +1,71 @@
+//! Chat completions as a plain async function: route inside the tenant's policy, call the provider,
+//! write the ledger row, and only then hand the result back.
+//!
+//! **Invariant:** every model call goes through `ModelRouter` and leaves a ledger row committed before
+//! the response starts; a refused model leaves none. This module must not see axum types.
+
+use uuid::Uuid;
+
+use crate::auth::Tenant;
+use crate::error::ApiError;
+use crate::ledger;
+use crate::models::{ModelRouter, RouteError};
+use crate::models::providers::Completion;
+use crate::openai::ChatRequest;
+use crate::tenancy::{DataPlane, TenantTx};
+
+/// A completed, metered call.
+#[derive(Debug)]
+pub struct Metered {
+    pub completion: Completion,
+    pub model: String,
+    pub ledger_id: Uuid,
+}
+
+pub async fn complete(
+    router: &ModelRouter,
+    data: &DataPlane,
+    tenant: &Tenant,
+    request_id: Uuid,
+    request: &ChatRequest,
+) -> Result<Metered, ApiError> {
+    let route = router
+        .resolve(&tenant.record().policy, &request.model)
+        .map_err(|e| match e {
+            RouteError::NotPermitted(m) => ApiError::ModelNotPermitted(m),
+            other @ RouteError::Unpriced(..) => ApiError::internal(other, Some(request_id)),
+        })?;
+    let completion = router
+        .complete(&route, &request.messages, request.max_tokens)
+        .await
+        .map_err(|e| ApiError::internal(e, Some(request_id)))?;
+    let cost = route
+        .price
+        .cost(completion.input_tokens, completion.output_tokens);
+    let tx = TenantTx::begin(data, tenant)
+        .await
+        .map_err(|e| ApiError::internal(e, Some(request_id)))?;
+    let ledger_id = ledger::record(
+        &tx,
+        &ledger::NewEntry {
+            request_id,
+            subject: &tenant.principal().subject,
+            provider: route.provider,
+            model: &route.model,
+            input_tokens: completion.input_tokens,
+            output_tokens: completion.output_tokens,
+            cost,
+            price_book_version: route.price_book_version,
+        },
+    )
+    .await
+    .map_err(|e| ApiError::internal(e, Some(request_id)))?;
+    tx.commit()
+        .await
+        .map_err(|e| ApiError::internal(e, Some(request_id)))?;
+    Ok(Metered {
+        completion,
+        model: route.model.to_string(),
+        ledger_id,
+    })
+}

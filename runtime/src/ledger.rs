@@ -1,0 +1,122 @@
+//! The usage ledger: one row per model call, written through the tenant's own `TenantTx`.
+//!
+//! Rows are append-only for the tenant role (it holds SELECT and INSERT only). Money is integer
+//! micro-USD priced against a named price book version.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::domain::{MicroUsd, ModelId, ProviderId};
+use crate::tenancy::{DataError, TenantTx};
+
+/// A row to append.
+#[derive(Debug, Clone)]
+pub struct NewEntry<'a> {
+    pub request_id: Uuid,
+    pub subject: &'a str,
+    pub provider: ProviderId,
+    pub model: &'a ModelId,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost: MicroUsd,
+    pub price_book_version: &'a str,
+}
+
+/// A row as `/v1/usage` returns it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub id: Uuid,
+    pub tenant_id: String,
+    pub request_id: Uuid,
+    pub subject: String,
+    pub provider: String,
+    pub model: String,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_micro_usd: i64,
+    pub price_book_version: String,
+    pub created_at: String,
+}
+
+fn tokens(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Appends one row in `tx`; returns its id.
+pub async fn record(tx: &TenantTx, entry: &NewEntry<'_>) -> Result<Uuid, DataError> {
+    let id = Uuid::new_v4();
+    tx.execute(
+        "INSERT INTO usage_ledger (id, tenant_id, request_id, subject, provider, model, \
+             input_tokens, output_tokens, cost_micro_usd, price_book_version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        &[
+            &id,
+            &tx.tenant().as_str(),
+            &entry.request_id,
+            &entry.subject,
+            &entry.provider.as_str(),
+            &entry.model.as_str(),
+            &tokens(entry.input_tokens),
+            &tokens(entry.output_tokens),
+            &entry.cost.0,
+            &entry.price_book_version,
+        ],
+    )
+    .await?;
+    Ok(id)
+}
+
+/// The newest `limit` rows and the all-time totals of the tenant in `tx`.
+pub async fn recent(tx: &TenantTx, limit: i64) -> Result<(Vec<Entry>, Totals), DataError> {
+    let rows = tx
+        .query(
+            "SELECT id, tenant_id, request_id, subject, provider, model, input_tokens, \
+                    output_tokens, cost_micro_usd, price_book_version, \
+                    to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
+               FROM usage_ledger ORDER BY created_at DESC, id LIMIT $1",
+            &[&limit],
+        )
+        .await?;
+    let entries = rows
+        .iter()
+        .map(|r| Entry {
+            id: r.get(0),
+            tenant_id: r.get(1),
+            request_id: r.get(2),
+            subject: r.get(3),
+            provider: r.get(4),
+            model: r.get(5),
+            input_tokens: r.get(6),
+            output_tokens: r.get(7),
+            cost_micro_usd: r.get(8),
+            price_book_version: r.get(9),
+            created_at: r.get(10),
+        })
+        .collect();
+    let totals = tx
+        .query(
+            "SELECT count(*), coalesce(sum(input_tokens), 0)::bigint, \
+                    coalesce(sum(output_tokens), 0)::bigint, coalesce(sum(cost_micro_usd), 0)::bigint \
+               FROM usage_ledger",
+            &[],
+        )
+        .await?;
+    let t = totals
+        .first()
+        .map(|r| Totals {
+            requests: r.get(0),
+            input_tokens: r.get(1),
+            output_tokens: r.get(2),
+            cost_micro_usd: r.get(3),
+        })
+        .unwrap_or_default();
+    Ok((entries, t))
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_micro_usd: i64,
+}

@@ -1,0 +1,22 @@
+//! The tenant API runtime: one axum app, served locally and on AWS Lambda.
+//!
+//! Request path: `auth` verifies the bearer token and binds it to a tenant -> `routes` (one table of
+//! routes and permissions) -> a domain function (`chat`, `ledger`) -> `models::ModelRouter` for model
+//! calls and `tenancy::TenantTx` for tenant data. `tenantctl` (the `cli` crate) depends on this crate,
+//! never the reverse.
+
+pub mod auth;
+pub mod chat;
+pub mod domain;
+pub mod error;
+pub mod ledger;
+pub mod models;
+pub mod openai;
+pub mod pricing;
+pub mod routes;
+pub mod schema;
+pub mod secrets;
+pub mod server;
+pub mod tenancy;
+
+pub use server::{AppState, RuntimeConfig, app};

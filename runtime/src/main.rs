@@ -1,0 +1,45 @@
+//! `tenant-runtime`: runs the runtime from a JSON config file named by `TENANT_RUNTIME_CONFIG`.
+//!
+//! On AWS Lambda (`AWS_LAMBDA_RUNTIME_API` is set) it serves Lambda events; otherwise it listens on
+//! `TENANT_RUNTIME_LISTEN` (default `127.0.0.1:8080`).
+
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .json()
+        .init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "tenant-runtime failed");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let path = std::env::var_os("TENANT_RUNTIME_CONFIG")
+        .ok_or("set `TENANT_RUNTIME_CONFIG` to the path of the runtime's JSON config")?;
+    let text = std::fs::read_to_string(&path)?;
+    let config: runtime::RuntimeConfig = serde_json::from_str(&text)?;
+    let state = runtime::AppState::from_config(&config).await?;
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        runtime::server::run_lambda(state).await?;
+        return Ok(());
+    }
+    let addr = std::env::var("TENANT_RUNTIME_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    tracing::info!(%addr, "listening");
+    runtime::server::serve_local(listener, state, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
+}

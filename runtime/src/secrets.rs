@@ -1,0 +1,221 @@
+//! The secret-store interface: the only way a secret enters the process.
+//!
+//! Secret values travel as `secrecy::SecretString` (Debug prints `[REDACTED]`, memory is zeroized on
+//! drop). Names are validated `SecretName`s; a tenant's secrets live under `tenants/<id>/`, built from a
+//! `TenantId`, never from request input. This module must not log or format a secret value.
+//!
+//! Backends: `LocalSecretStore` (a directory of 0600 files under the tenantctl state directory, for the
+//! local target). The AWS Secrets Manager backend joins the `SecretStore` enum with the AWS target.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::domain::{TenantId, printable};
+
+/// A secret's name: `/`-separated segments of `[a-z0-9-]`, e.g. `tenants/acme/db-password`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SecretName(String);
+
+impl SecretName {
+    pub fn parse(raw: &str) -> Result<Self, SecretError> {
+        let ok = !raw.is_empty()
+            && raw.len() <= 200
+            && raw.split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            });
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(SecretError::InvalidName(printable(raw)))
+        }
+    }
+
+    /// A secret that belongs to one tenant: `tenants/<tenant>/<leaf>`.
+    pub fn for_tenant(tenant: &TenantId, leaf: &str) -> Result<Self, SecretError> {
+        Self::parse(&format!("tenants/{}/{leaf}", tenant.as_str()))
+    }
+
+    /// A platform secret: `platform/<leaf>`.
+    pub fn platform(leaf: &str) -> Result<Self, SecretError> {
+        Self::parse(&format!("platform/{leaf}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The tenant this secret belongs to, if it is a tenant secret.
+    pub fn tenant(&self) -> Option<&str> {
+        self.0.strip_prefix("tenants/")?.split('/').next()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("`{0}` is not a valid secret name (segments of a-z, 0-9 and `-`, separated by `/`)")]
+    InvalidName(String),
+    #[error("secret `{0}` does not exist in the secret store")]
+    NotFound(String),
+    #[error("secret store at `{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("secret store at `{0}` is readable by other users; run `chmod 700` on it")]
+    InsecurePermissions(PathBuf),
+}
+
+/// Where secrets come from. An enum, not a trait object: every backend is known at compile time.
+#[derive(Debug, Clone)]
+pub enum SecretStore {
+    Local(LocalSecretStore),
+}
+
+impl SecretStore {
+    pub async fn get(&self, name: &SecretName) -> Result<SecretString, SecretError> {
+        match self {
+            SecretStore::Local(store) => store.get(name),
+        }
+    }
+
+    pub async fn put(&self, name: &SecretName, value: &SecretString) -> Result<(), SecretError> {
+        match self {
+            SecretStore::Local(store) => store.put(name, value),
+        }
+    }
+
+    pub async fn exists(&self, name: &SecretName) -> Result<bool, SecretError> {
+        match self {
+            SecretStore::Local(store) => Ok(store.path_of(name).exists()),
+        }
+    }
+}
+
+/// A directory of secret files, each 0600 inside 0700 directories, written atomically (temp file +
+/// rename). For the local target only; it is as safe as the account that owns the directory.
+#[derive(Debug, Clone)]
+pub struct LocalSecretStore {
+    root: PathBuf,
+}
+
+impl LocalSecretStore {
+    /// Opens (creating if needed) a store rooted at `root`. Refuses a root that others can read.
+    pub fn open(root: &Path) -> Result<Self, SecretError> {
+        let io = |source| SecretError::Io {
+            path: root.to_owned(),
+            source,
+        };
+        fs::create_dir_all(root).map_err(io)?;
+        let mode = fs::metadata(root).map_err(io)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            fs::set_permissions(root, fs::Permissions::from_mode(0o700)).map_err(io)?;
+        }
+        let mode = fs::metadata(root).map_err(io)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(SecretError::InsecurePermissions(root.to_owned()));
+        }
+        Ok(Self {
+            root: root.to_owned(),
+        })
+    }
+
+    fn path_of(&self, name: &SecretName) -> PathBuf {
+        // SecretName's grammar has no `.` and no empty segment, so this cannot leave `root`.
+        self.root.join(name.as_str())
+    }
+
+    fn get(&self, name: &SecretName) -> Result<SecretString, SecretError> {
+        let path = self.path_of(name);
+        match fs::read_to_string(&path) {
+            Ok(value) => Ok(SecretString::from(value)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(SecretError::NotFound(name.as_str().to_owned()))
+            }
+            Err(source) => Err(SecretError::Io { path, source }),
+        }
+    }
+
+    fn put(&self, name: &SecretName, value: &SecretString) -> Result<(), SecretError> {
+        let path = self.path_of(name);
+        let io = |source| SecretError::Io {
+            path: path.clone(),
+            source,
+        };
+        let parent = path.parent().unwrap_or(&self.root);
+        fs::create_dir_all(parent).map_err(io)?;
+        let mut dir = parent;
+        while dir.starts_with(&self.root) {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
+            match dir.parent() {
+                Some(p) => dir = p,
+                None => break,
+            }
+        }
+        let tmp = parent.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        let written = file
+            .write_all(value.expose_secret().as_bytes())
+            .and_then(|()| file.sync_all())
+            .and_then(|()| fs::rename(&tmp, &path));
+        if let Err(source) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(SecretError::Io { path, source });
+        }
+        Ok(())
+    }
+}
+
+/// A fresh random secret: 32 bytes from the OS RNG, base64url-encoded.
+pub fn generate_secret() -> SecretString {
+    use base64::Engine;
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    aws_lc_rs::rand::fill(bytes.as_mut()).unwrap_or_else(|_| {
+        // aws-lc's RNG only fails if the OS entropy source is broken; there is no safe fallback.
+        std::process::abort()
+    });
+    SecretString::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes.as_ref()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_names_cannot_escape_the_store() {
+        for bad in ["../x", "a//b", "/abs", "a/./b", "A", "tenants/acme/", ""] {
+            assert!(SecretName::parse(bad).is_err(), "{bad}");
+        }
+        let tenant = TenantId::parse("acme").unwrap();
+        let name = SecretName::for_tenant(&tenant, "db-password").unwrap();
+        assert_eq!(name.as_str(), "tenants/acme/db-password");
+        assert_eq!(name.tenant(), Some("acme"));
+    }
+
+    #[tokio::test]
+    async fn local_store_round_trips_with_private_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SecretStore::Local(LocalSecretStore::open(&dir.path().join("s")).unwrap());
+        let name = SecretName::parse("tenants/acme/db-password").unwrap();
+        assert!(matches!(store.get(&name).await, Err(SecretError::NotFound(_))));
+        let value = generate_secret();
+        store.put(&name, &value).await.unwrap();
+        let back = store.get(&name).await.unwrap();
+        assert_eq!(back.expose_secret(), value.expose_secret());
+        let meta = fs::metadata(dir.path().join("s/tenants/acme/db-password")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(format!("{back:?}").contains(value.expose_secret()), false);
+    }
+}

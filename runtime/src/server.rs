@@ -1,0 +1,124 @@
+//! `app(state) -> axum::Router` and its two entry points: a local server and AWS Lambda.
+//!
+//! The layer order is fixed here: request id, then auth over everything (before routing), then the
+//! per-route permission check. This module wires; it must not hold business logic.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::middleware::{from_fn, from_fn_with_state};
+
+use crate::auth::{Authenticator, IssuerConfig};
+use crate::models::ModelRouter;
+use crate::secrets::{LocalSecretStore, SecretName, SecretStore};
+use crate::tenancy::{ControlPlane, DataPlane, DbEndpoint, TenantDirectory};
+
+/// Everything a request may need, shared.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub auth: Arc<Authenticator>,
+    pub directory: Arc<TenantDirectory>,
+    pub data: Arc<DataPlane>,
+    pub models: ModelRouter,
+}
+
+/// The runtime's configuration (JSON). Holds no secret: credentials are read from the secret store.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Deployment namespace (prefix of the database role names).
+    pub namespace: crate::domain::Namespace,
+    pub database: DbEndpoint,
+    /// Directory of the local secret store.
+    pub secrets_dir: std::path::PathBuf,
+    pub issuers: Vec<IssuerConfig>,
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: i64,
+    #[serde(default = "default_refresh")]
+    pub registry_refresh_secs: u64,
+}
+
+fn default_leeway() -> i64 {
+    30
+}
+
+fn default_refresh() -> u64 {
+    5
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("loading issuer keys: {0}")]
+    Jwks(#[from] crate::auth::jwks::JwksError),
+    #[error("secret store: {0}")]
+    Secrets(#[from] crate::secrets::SecretError),
+    #[error("control plane: {0}")]
+    Data(#[from] crate::tenancy::DataError),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl AppState {
+    /// Connects to the control plane, loads the tenant directory and issuer keys, and starts the
+    /// background registry refresh.
+    pub async fn from_config(config: &RuntimeConfig) -> Result<Self, StartupError> {
+        let secrets = SecretStore::Local(LocalSecretStore::open(&config.secrets_dir)?);
+        let control = ControlPlane::connect(
+            &config.database,
+            &config.namespace.runtime_role(),
+            &secrets,
+            &SecretName::platform("db/runtime-password")?,
+        )
+        .await?;
+        let directory = Arc::new(TenantDirectory::new(control.load_tenants().await?));
+        let auth = Authenticator::load(&config.issuers, config.leeway_secs).await?;
+        let refresh = Duration::from_secs(config.registry_refresh_secs.max(1));
+        let weak = Arc::downgrade(&directory);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(refresh).await;
+                let Some(directory) = weak.upgrade() else { break };
+                match control.load_tenants().await {
+                    Ok(records) => directory.replace(records).await,
+                    Err(e) => tracing::warn!(error = %e, "registry refresh failed; keeping the last snapshot"),
+                }
+            }
+        });
+        Ok(Self {
+            auth: Arc::new(auth),
+            directory,
+            data: Arc::new(DataPlane::new(config.database.clone(), secrets)),
+            models: ModelRouter::default(),
+        })
+    }
+}
+
+/// The whole API. Routes come from `routes::ROUTES` only.
+pub fn app(state: AppState) -> Router {
+    let mut router: Router<AppState> = Router::new();
+    for spec in crate::routes::ROUTES {
+        router = router.route(spec.path, (spec.handler)());
+    }
+    router
+        .route_layer(from_fn_with_state(state.clone(), crate::auth::require_permission))
+        .layer(from_fn_with_state(state.clone(), crate::auth::require_auth))
+        .layer(from_fn(crate::auth::assign_request_id))
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves.
+pub async fn serve_local(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Runs `app` as an AWS Lambda function behind API Gateway (HTTP API).
+pub async fn run_lambda(state: AppState) -> Result<(), lambda_http::Error> {
+    lambda_http::run(app(state)).await
+}

@@ -1,0 +1,331 @@
+//! Tenant scope as a type: the tenant directory, and `TenantTx`, the only handle that reaches tenant data.
+//!
+//! **Invariant:** no handler opens a database connection; tenant data is reachable only through
+//! `TenantTx::begin`, which takes a `Tenant` (built by the auth layer from a verified token) and checks
+//! out a connection that logs in as that tenant's own database role. The database enforces the rest
+//! (the role can use only its own schema). A `TenantTx` dropped without `commit` discards its
+//! connection, so no transaction state is ever handed to the next request.
+//!
+//! This module must not accept a tenant id from anywhere but a `Tenant`, and must not build SQL text.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, RwLock};
+use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+
+use crate::auth::Tenant;
+use crate::domain::{TenantId, Tier};
+use crate::models::ModelPolicy;
+use crate::secrets::{SecretError, SecretName, SecretStore};
+
+/// How a tenant's tokens are recognised: which trusted issuer, which audience, which claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityBinding {
+    pub issuer: String,
+    pub audience: String,
+    pub tenant_claim: String,
+}
+
+/// One active tenant, as the control plane registry describes it.
+#[derive(Debug, Clone)]
+pub struct TenantRecord {
+    pub id: TenantId,
+    pub display_name: String,
+    pub tier: Tier,
+    pub identity: IdentityBinding,
+    pub policy: ModelPolicy,
+    pub db_role: String,
+}
+
+/// Where the Postgres cluster is: a host name or a unix socket directory, a port and a database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbEndpoint {
+    pub host: String,
+    pub port: u16,
+    pub dbname: String,
+}
+
+impl DbEndpoint {
+    /// A tokio-postgres config for `user`; the caller sets the password.
+    pub fn config(&self, user: &str, application_name: &str) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&self.host)
+            .port(self.port)
+            .dbname(&self.dbname)
+            .user(user)
+            .application_name(application_name)
+            .connect_timeout(Duration::from_secs(5));
+        config
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("tenant data store: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("tenant connection pool: {0}")]
+    Pool(String),
+    #[error("tenant credentials: {0}")]
+    Secret(#[from] SecretError),
+    #[error("tier `{0}` is not served by this runtime yet")]
+    UnsupportedTier(Tier),
+}
+
+/// The active tenants, refreshed from the control plane. Lookups are in memory, so a request refused
+/// for an unknown tenant costs no database statement.
+#[derive(Debug, Default)]
+pub struct TenantDirectory {
+    tenants: RwLock<Arc<HashMap<TenantId, Arc<TenantRecord>>>>,
+}
+
+impl TenantDirectory {
+    pub fn new(records: Vec<TenantRecord>) -> Self {
+        let dir = Self::default();
+        dir.replace_sync(records);
+        dir
+    }
+
+    fn replace_sync(&self, records: Vec<TenantRecord>) {
+        let map = records
+            .into_iter()
+            .map(|r| (r.id.clone(), Arc::new(r)))
+            .collect();
+        if let Ok(mut guard) = self.tenants.try_write() {
+            *guard = Arc::new(map);
+        }
+    }
+
+    pub async fn replace(&self, records: Vec<TenantRecord>) {
+        let map = records
+            .into_iter()
+            .map(|r| (r.id.clone(), Arc::new(r)))
+            .collect();
+        *self.tenants.write().await = Arc::new(map);
+    }
+
+    pub async fn snapshot(&self) -> Arc<HashMap<TenantId, Arc<TenantRecord>>> {
+        self.tenants.read().await.clone()
+    }
+}
+
+/// Reads the tenant registry as the runtime's read-only control-plane role.
+#[derive(Debug, Clone)]
+pub struct ControlPlane {
+    pool: Pool,
+}
+
+impl ControlPlane {
+    pub async fn connect(
+        endpoint: &DbEndpoint,
+        role: &str,
+        secrets: &SecretStore,
+        password_secret: &SecretName,
+    ) -> Result<Self, DataError> {
+        let password = secrets.get(password_secret).await?;
+        let mut config = endpoint.config(role, "tenant-runtime-control");
+        config.password(password.expose_secret().as_bytes());
+        Ok(Self {
+            pool: build_pool(config, 2)?,
+        })
+    }
+
+    /// Loads every active tenant. Rows the runtime cannot interpret are skipped with an error log,
+    /// never served with defaults.
+    pub async fn load_tenants(&self) -> Result<Vec<TenantRecord>, DataError> {
+        #[expect(clippy::disallowed_methods, reason = "the control plane is not tenant data")]
+        let client = self.pool.get().await.map_err(|e| DataError::Pool(e.to_string()))?;
+        let rows = client
+            .query(
+                "SELECT tenant_id, display_name, tier, issuer, audience, tenant_claim, \
+                        model_policy, db_role \
+                   FROM control.tenants WHERE status = 'active' ORDER BY tenant_id",
+                &[],
+            )
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let raw_id: String = row.get(0);
+            let parsed = (|| {
+                let id = TenantId::parse(&raw_id).map_err(|e| e.to_string())?;
+                let tier = Tier::parse(row.get::<_, &str>(2)).map_err(|e| e.to_string())?;
+                let policy: ModelPolicy =
+                    serde_json::from_value(row.get::<_, serde_json::Value>(6))
+                        .map_err(|e| e.to_string())?;
+                Ok::<_, String>(TenantRecord {
+                    id,
+                    display_name: row.get(1),
+                    tier,
+                    identity: IdentityBinding {
+                        issuer: row.get(3),
+                        audience: row.get(4),
+                        tenant_claim: row.get(5),
+                    },
+                    policy,
+                    db_role: row.get(7),
+                })
+            })();
+            match parsed {
+                Ok(record) => out.push(record),
+                Err(e) => tracing::error!(tenant = %crate::domain::printable(&raw_id), error = %e,
+                    "skipping registry row the runtime cannot interpret"),
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn build_pool(config: tokio_postgres::Config, max_size: usize) -> Result<Pool, DataError> {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(max_size)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| DataError::Pool(e.to_string()))
+}
+
+/// Per-tenant connection pools, created on first use with the tenant's own credentials from the secret
+/// store. Counts every statement it runs, so tests can prove a denied request touched nothing.
+#[derive(Debug)]
+pub struct DataPlane {
+    endpoint: DbEndpoint,
+    secrets: SecretStore,
+    pools: Mutex<HashMap<TenantId, Pool>>,
+    statements: Arc<AtomicU64>,
+    max_connections_per_tenant: usize,
+}
+
+impl DataPlane {
+    pub fn new(endpoint: DbEndpoint, secrets: SecretStore) -> Self {
+        Self {
+            endpoint,
+            secrets,
+            pools: Mutex::new(HashMap::new()),
+            statements: Arc::new(AtomicU64::new(0)),
+            max_connections_per_tenant: 4,
+        }
+    }
+
+    /// Statements run through tenant handles since start.
+    pub fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    async fn pool_for(&self, record: &TenantRecord) -> Result<Pool, DataError> {
+        let mut pools = self.pools.lock().await;
+        if let Some(pool) = pools.get(&record.id) {
+            return Ok(pool.clone());
+        }
+        if record.tier != Tier::Schema {
+            return Err(DataError::UnsupportedTier(record.tier));
+        }
+        let secret = SecretName::for_tenant(&record.id, "db-password")?;
+        let password = self.secrets.get(&secret).await?;
+        let mut config = self.endpoint.config(&record.db_role, "tenant-runtime");
+        config.password(password.expose_secret().as_bytes());
+        let pool = build_pool(config, self.max_connections_per_tenant)?;
+        pools.insert(record.id.clone(), pool.clone());
+        Ok(pool)
+    }
+
+    /// Drops the cached pool of a tenant (after a credential rotation or offboarding).
+    pub async fn forget(&self, tenant: &TenantId) {
+        self.pools.lock().await.remove(tenant);
+    }
+}
+
+/// A transaction that can reach one tenant's data and nothing else.
+#[derive(Debug)]
+pub struct TenantTx {
+    client: Option<Object>,
+    tenant: TenantId,
+    committed: bool,
+    statements: Arc<AtomicU64>,
+}
+
+impl TenantTx {
+    /// Opens a transaction as `tenant`'s own database role.
+    pub async fn begin(data: &DataPlane, tenant: &Tenant) -> Result<Self, DataError> {
+        let pool = data.pool_for(tenant.record()).await?;
+        #[expect(clippy::disallowed_methods, reason = "this is the one place that checks out tenant connections")]
+        let client = pool.get().await.map_err(|e| DataError::Pool(e.to_string()))?;
+        let tx = Self {
+            client: Some(client),
+            tenant: tenant.id().clone(),
+            committed: false,
+            statements: data.statements.clone(),
+        };
+        tx.simple("BEGIN ISOLATION LEVEL READ COMMITTED").await?;
+        Ok(tx)
+    }
+
+    /// The tenant this transaction belongs to (for `tenant_id` columns).
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    fn client(&self) -> Result<&Object, DataError> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| DataError::Pool("transaction already finished".into()))
+    }
+
+    async fn simple(&self, sql: &'static str) -> Result<(), DataError> {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        self.client()?.batch_execute(sql).await?;
+        Ok(())
+    }
+
+    /// Runs a static query with bind parameters.
+    pub async fn query(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, DataError> {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        Ok(self.client()?.query(sql, params).await?)
+    }
+
+    /// Runs a static statement with bind parameters; returns the rows affected.
+    pub async fn execute(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, DataError> {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        Ok(self.client()?.execute(sql, params).await?)
+    }
+
+    pub async fn commit(mut self) -> Result<(), DataError> {
+        self.simple("COMMIT").await?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for TenantTx {
+    fn drop(&mut self) {
+        if !self.committed {
+            if let Some(object) = self.client.take() {
+                // Detach the connection from the pool and close it: the server rolls the transaction
+                // back, and no half-finished transaction can be handed to another request.
+                drop(Object::take(object));
+            }
+        }
+    }
+}
