@@ -23,7 +23,12 @@ pub struct Global {
     #[arg(long, global = true, env = "TENANTCTL_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Deployment namespace: the database name and the prefix of its role names.
-    #[arg(long, global = true, env = "TENANTCTL_NAMESPACE", default_value = "tenantctl")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANTCTL_NAMESPACE",
+        default_value = "tenantctl"
+    )]
     pub namespace: String,
     /// Print less (errors only).
     #[arg(short, long, global = true, conflicts_with = "verbose")]

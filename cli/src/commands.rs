@@ -27,7 +27,12 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Apply { paths } => apply_cmd(g, &paths).await,
         Command::Onboard { file } => apply_cmd(g, &[file]).await,
         Command::Status => status(g).await,
-        Command::Token { tenant, sub, scope, ttl } => token(g, &tenant, &sub, &scope, ttl).await,
+        Command::Token {
+            tenant,
+            sub,
+            scope,
+            ttl,
+        } => token(g, &tenant, &sub, &scope, ttl).await,
         Command::Serve(args) => serve(g, &args).await,
         Command::Up { tenants, serve } => up(g, &tenants, &serve).await,
         Command::Local { command } => local(g, command).await,
@@ -59,7 +64,11 @@ fn note(g: &Global, text: &str) {
 }
 
 fn default_paths(paths: &[PathBuf]) -> Vec<PathBuf> {
-    if paths.is_empty() { vec![PathBuf::from("tenants")] } else { paths.to_vec() }
+    if paths.is_empty() {
+        vec![PathBuf::from("tenants")]
+    } else {
+        paths.to_vec()
+    }
 }
 
 /// Loads manifests, printing every error; `Err` carries how many failed.
@@ -85,7 +94,9 @@ fn load(g: &Global, paths: &[PathBuf]) -> Result<Vec<TenantSpec>> {
 fn validate(g: &Global, paths: &[PathBuf]) -> Result<u8> {
     let specs = load(g, paths)?;
     match g.output {
-        OutputFormat::Json => out_json(&json!({"valid": true, "tenants": specs.iter().map(|s| s.id.as_str()).collect::<Vec<_>>()}))?,
+        OutputFormat::Json => out_json(
+            &json!({"valid": true, "tenants": specs.iter().map(|s| s.id.as_str()).collect::<Vec<_>>()}),
+        )?,
         OutputFormat::Text => {
             for s in &specs {
                 out(&format!("ok: `{}` ({} tier)", s.id, s.tier))?;
@@ -103,17 +114,20 @@ fn namespace(g: &Global) -> Result<Namespace> {
 pub fn target(g: &Global) -> Result<(Target, Option<Cluster>)> {
     let state = StateDir::resolve(g.state_dir.as_deref())?;
     let ns = namespace(g)?;
-    let secrets = state.secrets()?;
+    let secrets = state.secrets(&ns)?;
+    let secrets_dir = state.secrets_dir(&ns);
     if let Ok(url) = std::env::var("TENANTCTL_DATABASE_URL") {
-        return Ok((target_from_url(&url, ns, secrets, state.secrets_dir())?, None));
+        return Ok((target_from_url(&url, ns, secrets, secrets_dir)?, None));
     }
     let cluster = Cluster::new(&state)?;
     let target = Target {
         endpoint: cluster.endpoint(ns.as_str()),
         namespace: ns,
-        admin: AdminAccess::Peer { role: ADMIN_ROLE.into() },
+        admin: AdminAccess::Peer {
+            role: ADMIN_ROLE.into(),
+        },
         secrets,
-        secrets_dir: state.secrets_dir(),
+        secrets_dir,
     };
     Ok((target, Some(cluster)))
 }
@@ -121,7 +135,9 @@ pub fn target(g: &Global) -> Result<(Target, Option<Cluster>)> {
 fn require_running(cluster: Option<&Cluster>) -> Result<()> {
     if let Some(c) = cluster {
         if !c.is_initialized() || !c.is_running() {
-            bail!("the local Postgres cluster is not running\nhint: run `tenantctl local start` (or `tenantctl up` to do everything)");
+            bail!(
+                "the local Postgres cluster is not running\nhint: run `tenantctl local start` (or `tenantctl up` to do everything)"
+            );
         }
     }
     Ok(())
@@ -134,7 +150,12 @@ async fn compute_plan(g: &Global, paths: &[PathBuf]) -> Result<(Target, Vec<Tena
     target.ensure_database().await?;
     let ids: Vec<TenantId> = specs.iter().map(|s| s.id.clone()).collect();
     let observed = observe::observe(&target, &ids).await?;
-    let plan = plan::plan(&specs, &observed, &target.namespace, &target.endpoint.dbname);
+    let plan = plan::plan(
+        &specs,
+        &observed,
+        &target.namespace,
+        &target.endpoint.dbname,
+    );
     Ok((target, specs, plan))
 }
 
@@ -144,7 +165,11 @@ async fn plan_cmd(g: &Global, paths: &[PathBuf]) -> Result<u8> {
         OutputFormat::Json => out_json(&serde_json::to_value(&plan)?)?,
         OutputFormat::Text => out(&plan.render())?,
     }
-    Ok(if plan.has_changes() || plan.has_blocked() { 1 } else { 0 })
+    Ok(if plan.has_changes() || plan.has_blocked() {
+        1
+    } else {
+        0
+    })
 }
 
 fn progress_bar(g: &Global) -> indicatif::ProgressBar {
@@ -165,7 +190,10 @@ async fn apply_cmd(g: &Global, paths: &[PathBuf]) -> Result<u8> {
         eprint!("{}", plan.render());
     }
     let outcomes = apply::apply(&target, &plan, &specs, &progress_bar(g)).await?;
-    let failed = outcomes.iter().filter(|o| matches!(o.result, "failed" | "blocked")).count();
+    let failed = outcomes
+        .iter()
+        .filter(|o| matches!(o.result, "failed" | "blocked"))
+        .count();
     match g.output {
         OutputFormat::Json => out_json(&json!({"outcomes": outcomes}))?,
         OutputFormat::Text => {
@@ -181,7 +209,9 @@ async fn apply_cmd(g: &Global, paths: &[PathBuf]) -> Result<u8> {
         }
     }
     if failed > 0 {
-        eprintln!("error: {failed} tenant(s) were not applied; the others were\nhint: fix the cause above and run `tenantctl apply` again (it converges)");
+        eprintln!(
+            "error: {failed} tenant(s) were not applied; the others were\nhint: fix the cause above and run `tenantctl apply` again (it converges)"
+        );
         return Ok(2);
     }
     Ok(0)
@@ -209,9 +239,14 @@ async fn status(g: &Global) -> Result<u8> {
         }));
     }
     match g.output {
-        OutputFormat::Json => out_json(&json!({"namespace": target.namespace, "database": target.endpoint.dbname, "tenants": rows}))?,
+        OutputFormat::Json => out_json(
+            &json!({"namespace": target.namespace, "database": target.endpoint.dbname, "tenants": rows}),
+        )?,
         OutputFormat::Text => {
-            out(&format!("{:<24} {:<10} {:<10} {:<11} {:<8} SPEC", "TENANT", "TIER", "STATUS", "MIGRATIONS", "LOGIN"))?;
+            out(&format!(
+                "{:<24} {:<10} {:<10} {:<11} {:<8} SPEC",
+                "TENANT", "TIER", "STATUS", "MIGRATIONS", "LOGIN"
+            ))?;
             for r in &rows {
                 let login = r["db_login"].as_str().unwrap_or("");
                 out(&format!(
@@ -234,7 +269,10 @@ async fn status(g: &Global) -> Result<u8> {
 
 /// Logs in as the tenant's role with its stored password and runs one query.
 async fn login_check(target: &Target, id: &TenantId, role: &str) -> Result<()> {
-    let password = target.secrets.get(&SecretName::for_tenant(id, "db-password")?).await?;
+    let password = target
+        .secrets
+        .get(&SecretName::for_tenant(id, "db-password")?)
+        .await?;
     let mut config = target.endpoint.config(role, "tenantctl-status");
     config.password(password.expose_secret().as_bytes());
     let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
@@ -253,9 +291,16 @@ async fn binding_of(target: &Target, tenant: &TenantId) -> Result<IdentityBindin
         .await
         .context("reading the tenant registry")?
         .with_context(|| format!("tenant `{tenant}` is not onboarded\nhint: run `tenantctl onboard tenants/{tenant}.yaml`"))?;
-    let binding = IdentityBinding { issuer: row.get(0), audience: row.get(1), tenant_claim: row.get(2) };
+    let binding = IdentityBinding {
+        issuer: row.get(0),
+        audience: row.get(1),
+        tenant_claim: row.get(2),
+    };
     if binding.issuer != "platform" {
-        bail!("tenant `{tenant}` trusts issuer `{}`, not the dev identity provider; mint its tokens there", binding.issuer);
+        bail!(
+            "tenant `{tenant}` trusts issuer `{}`, not the dev identity provider; mint its tokens there",
+            binding.issuer
+        );
     }
     Ok(binding)
 }
@@ -269,10 +314,15 @@ async fn token(g: &Global, tenant: &str, sub: &str, scope: &str, ttl: i64) -> Re
     let scopes: Vec<String> = scope.split_whitespace().map(str::to_owned).collect();
     for s in &scopes {
         if !runtime::routes::PERMISSIONS.contains(&s.as_str()) {
-            bail!("unknown scope `{s}`\nhint: scopes are {}", runtime::routes::PERMISSIONS.join(", "));
+            bail!(
+                "unknown scope `{s}`\nhint: scopes are {}",
+                runtime::routes::PERMISSIONS.join(", ")
+            );
         }
     }
-    out(&crate::devidp::mint(&signer, &binding, &tenant, sub, &scopes, ttl))?;
+    out(&crate::devidp::mint(
+        &signer, &binding, &tenant, sub, &scopes, ttl,
+    ))?;
     Ok(0)
 }
 
@@ -280,13 +330,14 @@ async fn wait_for_stop() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -299,14 +350,20 @@ async fn serve(g: &Global, args: &ServeArgs) -> Result<u8> {
     require_running(cluster.as_ref())?;
     apply::ensure_control_plane(&target).await?;
     let running = crate::serve::start(&target, args.listen, args.idp_listen).await?;
-    note(g, &format!("serving the API on http://{} (JWKS on http://{}); Ctrl-C stops", running.api_addr, running.idp_addr));
+    note(
+        g,
+        &format!(
+            "serving the API on http://{} (JWKS on http://{}); Ctrl-C stops",
+            running.api_addr, running.idp_addr
+        ),
+    );
     wait_for_stop().await;
     running.stop().await?;
     Ok(0)
 }
 
-async fn up(g: &Global, tenants: &PathBuf, args: &ServeArgs) -> Result<u8> {
-    let specs = load(g, std::slice::from_ref(tenants))?;
+async fn up(g: &Global, tenants: &std::path::Path, args: &ServeArgs) -> Result<u8> {
+    let specs = load(g, &[tenants.to_path_buf()])?;
     let (target, cluster) = target(g)?;
     let mut started = false;
     if let Some(c) = &cluster {
@@ -324,14 +381,23 @@ async fn up(g: &Global, tenants: &PathBuf, args: &ServeArgs) -> Result<u8> {
     result
 }
 
-async fn up_inner(g: &Global, target: &Target, tenants: &PathBuf, specs: &[TenantSpec], args: &ServeArgs) -> Result<u8> {
+async fn up_inner(
+    g: &Global,
+    target: &Target,
+    tenants: &std::path::Path,
+    specs: &[TenantSpec],
+    args: &ServeArgs,
+) -> Result<u8> {
     target.ensure_database().await?;
     let ids: Vec<TenantId> = specs.iter().map(|s| s.id.clone()).collect();
     let observed = observe::observe(target, &ids).await?;
     let plan = plan::plan(specs, &observed, &target.namespace, &target.endpoint.dbname);
     note(g, &plan.render());
     let outcomes = apply::apply(target, &plan, specs, &progress_bar(g)).await?;
-    if let Some(bad) = outcomes.iter().find(|o| matches!(o.result, "failed" | "blocked")) {
+    if let Some(bad) = outcomes
+        .iter()
+        .find(|o| matches!(o.result, "failed" | "blocked"))
+    {
         bail!(
             "tenant `{}` was not applied: {}\nhint: fix `{}` and run the command again",
             bad.tenant,
@@ -341,11 +407,23 @@ async fn up_inner(g: &Global, target: &Target, tenants: &PathBuf, specs: &[Tenan
     }
     let running = crate::serve::start(target, args.listen, args.idp_listen).await?;
     let signer = crate::devidp::signer(&target.secrets).await?;
-    let scopes: Vec<String> = runtime::routes::PERMISSIONS.iter().map(|s| (*s).to_owned()).collect();
+    let scopes: Vec<String> = runtime::routes::PERMISSIONS
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
     let base = format!("http://{}", running.api_addr);
     let mut text = format!("tenantctl is serving {} tenant(s) on {base}\n", specs.len());
-    for spec in specs.iter().filter(|s| !matches!(plan.tenants.iter().find(|t| t.tenant == s.id).map(|t| &t.action), Some(Action::Blocked(_)))) {
-        let token = crate::devidp::mint(&signer, &spec.identity, &spec.id, "dev-user", &scopes, 3600);
+    for spec in specs.iter().filter(|s| {
+        !matches!(
+            plan.tenants
+                .iter()
+                .find(|t| t.tenant == s.id)
+                .map(|t| &t.action),
+            Some(Action::Blocked(_))
+        )
+    }) {
+        let token =
+            crate::devidp::mint(&signer, &spec.identity, &spec.id, "dev-user", &scopes, 3600);
         text.push_str(&format!(
             "\n# {} ({}): token valid for 1 hour\n\
              curl -sS {base}/v1/models -H 'Authorization: Bearer {token}'\n\
@@ -365,14 +443,23 @@ async fn up_inner(g: &Global, target: &Target, tenants: &PathBuf, specs: &[Tenan
 async fn local(g: &Global, command: LocalCommand) -> Result<u8> {
     let (target, cluster) = target(g)?;
     let Some(cluster) = cluster else {
-        bail!("`TENANTCTL_DATABASE_URL` is set, so there is no local cluster to manage\nhint: unset it to use the local target");
+        bail!(
+            "`TENANTCTL_DATABASE_URL` is set, so there is no local cluster to manage\nhint: unset it to use the local target"
+        );
     };
     match command {
         LocalCommand::Start => {
             cluster.init(ClusterOptions::default())?;
             let started = cluster.start()?;
             apply::ensure_control_plane(&target).await?;
-            note(g, if started { "local cluster started" } else { "local cluster already running" });
+            note(
+                g,
+                if started {
+                    "local cluster started"
+                } else {
+                    "local cluster already running"
+                },
+            );
             Ok(0)
         }
         LocalCommand::Stop => {
@@ -386,9 +473,16 @@ async fn local(g: &Global, command: LocalCommand) -> Result<u8> {
                 OutputFormat::Json => out_json(&serde_json::to_value(&st)?)?,
                 OutputFormat::Text => out(&format!(
                     "initialized: {}\nrunning:     {}\ndata:        {}\nsocket dir:  {}\nlog:         {}\nbinaries:    {}\nruns as:     {}\nconnect:     psql -h {} -p {} -U {ADMIN_ROLE} {}",
-                    st.initialized, st.running, st.data_dir.display(), st.socket_dir.display(),
-                    st.log_file.display(), st.bindir.display(), st.runs_as, st.socket_dir.display(),
-                    crate::local::cluster::PORT, target.endpoint.dbname
+                    st.initialized,
+                    st.running,
+                    st.data_dir.display(),
+                    st.socket_dir.display(),
+                    st.log_file.display(),
+                    st.bindir.display(),
+                    st.runs_as,
+                    st.socket_dir.display(),
+                    crate::local::cluster::PORT,
+                    target.endpoint.dbname
                 ))?,
             }
             Ok(if st.running { 0 } else { 1 })

@@ -56,7 +56,10 @@ pub fn mint(
         "scope": scopes.join(" "),
     });
     if let Value::Object(map) = &mut claims {
-        map.insert(binding.tenant_claim.clone(), Value::String(tenant.to_string()));
+        map.insert(
+            binding.tenant_claim.clone(),
+            Value::String(tenant.to_string()),
+        );
     }
     signer.sign(&claims)
 }
@@ -68,7 +71,9 @@ pub async fn serve_jwks(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = axum::Router::new().route(JWKS_PATH, get(move || async move { Json(jwks) }));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// The JWKS URL for a bound IdP address.

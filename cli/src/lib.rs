@@ -10,3 +10,4 @@ pub mod manifest;
 pub mod provision;
 pub mod serve;
 pub mod sql;
+pub mod testing;

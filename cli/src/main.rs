@@ -17,7 +17,8 @@ fn main() -> ExitCode {
         cli::args::ColorChoice::Always => true,
         cli::args::ColorChoice::Never => false,
         cli::args::ColorChoice::Auto => {
-            std::env::var_os("NO_COLOR").is_none() && console::Term::stderr().features().colors_supported()
+            std::env::var_os("NO_COLOR").is_none()
+                && console::Term::stderr().features().colors_supported()
         }
     };
     console::set_colors_enabled(color);
@@ -30,7 +31,10 @@ fn main() -> ExitCode {
         .with_ansi(color)
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

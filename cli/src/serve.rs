@@ -47,13 +47,17 @@ pub async fn start(target: &Target, api: SocketAddr, idp: SocketAddr) -> Result<
         .await
         .with_context(|| format!("cannot listen on `{idp}` for the dev identity provider\nhint: pass `--idp-listen` with a free port"))?;
     let idp_addr = idp_listener.local_addr()?;
-    let api_listener = tokio::net::TcpListener::bind(api)
-        .await
-        .with_context(|| format!("cannot listen on `{api}`\nhint: pass `--listen` with a free port"))?;
+    let api_listener = tokio::net::TcpListener::bind(api).await.with_context(|| {
+        format!("cannot listen on `{api}`\nhint: pass `--listen` with a free port")
+    })?;
     let api_addr = api_listener.local_addr()?;
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(devidp::serve_jwks(idp_listener, signer.jwks(), signal(&rx))));
+    tasks.push(tokio::spawn(devidp::serve_jwks(
+        idp_listener,
+        signer.jwks(),
+        signal(&rx),
+    )));
     let config = RuntimeConfig {
         namespace: target.namespace.clone(),
         database: target.endpoint.clone(),

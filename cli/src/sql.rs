@@ -9,12 +9,30 @@
 use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior, Value};
 
 const TEMPLATES: &[(&str, &str)] = &[
-    ("create-role.sql", include_str!("../../templates/postgres/create-role.sql.j2")),
-    ("control-plane.sql", include_str!("../../templates/postgres/control-plane.sql.j2")),
-    ("schema-tier.sql", include_str!("../../templates/postgres/schema-tier.sql.j2")),
-    ("migration-begin.sql", include_str!("../../templates/postgres/migration-begin.sql.j2")),
-    ("migration-end.sql", include_str!("../../templates/postgres/migration-end.sql.j2")),
-    ("tenant-grants.sql", include_str!("../../templates/postgres/tenant-grants.sql.j2")),
+    (
+        "create-role.sql",
+        include_str!("../../templates/postgres/create-role.sql.j2"),
+    ),
+    (
+        "control-plane.sql",
+        include_str!("../../templates/postgres/control-plane.sql.j2"),
+    ),
+    (
+        "schema-tier.sql",
+        include_str!("../../templates/postgres/schema-tier.sql.j2"),
+    ),
+    (
+        "migration-begin.sql",
+        include_str!("../../templates/postgres/migration-begin.sql.j2"),
+    ),
+    (
+        "migration-end.sql",
+        include_str!("../../templates/postgres/migration-end.sql.j2"),
+    ),
+    (
+        "tenant-grants.sql",
+        include_str!("../../templates/postgres/tenant-grants.sql.j2"),
+    ),
 ];
 
 /// Quotes a SQL identifier after checking it against the strict grammar.
@@ -22,11 +40,16 @@ pub fn quote_ident(name: &str) -> Result<String, String> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if ok {
         Ok(format!("\"{name}\""))
     } else {
-        Err(format!("`{}` is not a valid identifier", runtime::domain::printable(name)))
+        Err(format!(
+            "`{}` is not a valid identifier",
+            runtime::domain::printable(name)
+        ))
     }
 }
 
@@ -40,14 +63,22 @@ fn privileges_filter(value: String) -> Result<String, Error> {
     if ok {
         Ok(value)
     } else {
-        Err(Error::new(ErrorKind::InvalidOperation, format!("`{value}` is not a privilege list")))
+        Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("`{value}` is not a privilege list"),
+        ))
     }
 }
 
 fn int_filter(value: Value) -> Result<String, Error> {
     i64::try_from(value.clone())
         .map(|n| n.to_string())
-        .map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("`{value}` is not an integer")))
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidOperation,
+                format!("`{value}` is not an integer"),
+            )
+        })
 }
 
 fn environment() -> Environment<'static> {

@@ -9,8 +9,8 @@ use uuid::Uuid;
 use crate::auth::Tenant;
 use crate::error::ApiError;
 use crate::ledger;
-use crate::models::{ModelRouter, RouteError};
 use crate::models::providers::Completion;
+use crate::models::{ModelRouter, RouteError};
 use crate::openai::ChatRequest;
 use crate::tenancy::{DataPlane, TenantTx};
 

@@ -184,7 +184,10 @@ impl ProviderId {
             .copied()
             .find(|p| p.as_str() == raw)
             .ok_or_else(|| {
-                let known: Vec<_> = Self::ALL.iter().map(|p| format!("`{}`", p.as_str())).collect();
+                let known: Vec<_> = Self::ALL
+                    .iter()
+                    .map(|p| format!("`{}`", p.as_str()))
+                    .collect();
                 InvalidValue(format!(
                     "unknown provider `{}`; this build knows {}",
                     printable(raw),
@@ -201,7 +204,9 @@ impl fmt::Display for ProviderId {
 }
 
 /// Money in integer micro-US-dollars (1 USD = 1,000,000). Never a float.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct MicroUsd(pub i64);
 
@@ -365,7 +370,11 @@ mod tests {
             ("0.0000001", None),
             ("99999999999999999999", None),
         ] {
-            assert_eq!(MicroUsd::parse_dollars(raw).ok().map(|m| m.0), want, "{raw}");
+            assert_eq!(
+                MicroUsd::parse_dollars(raw).ok().map(|m| m.0),
+                want,
+                "{raw}"
+            );
         }
         assert_eq!(MicroUsd(2_500_500_000).to_string(), "$2500.500000");
     }

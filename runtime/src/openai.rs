@@ -19,7 +19,10 @@ struct RawMessage {
     role: String,
     content: RawContent,
     #[serde(default)]
-    #[expect(dead_code, reason = "accepted for wire compatibility; not used by the mock provider")]
+    #[expect(
+        dead_code,
+        reason = "accepted for wire compatibility; not used by the mock provider"
+    )]
     name: Option<String>,
 }
 
@@ -243,15 +246,38 @@ mod tests {
         // security-cases.md case 53: caller-supplied egress settings are refused, not ignored.
         let msgs = r#""messages":[{"role":"user","content":"hi"}]"#;
         check(&format!(r#"{{"model":"m",{msgs}}}"#), None);
-        check(&format!(r#"{{"model":"m",{msgs},"stream":true,"stream_options":{{"include_usage":true}}}}"#), None);
-        check(&format!(r#"{{"model":"m",{msgs},"temperature":0.2,"user":"u"}}"#), None);
-        check(r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"}]}]}"#, None);
-        check(&format!(r#"{{"model":"m",{msgs},"api_base":"http://x"}}"#), Some("unknown field `api_base`"));
-        check(&format!(r#"{{"model":"m",{msgs},"base_url":"http://x"}}"#), Some("unknown field `base_url`"));
-        check(&format!(r#"{{"model":"m",{msgs},"extra_headers":{{}}}}"#), Some("unknown field `extra_headers`"));
+        check(
+            &format!(
+                r#"{{"model":"m",{msgs},"stream":true,"stream_options":{{"include_usage":true}}}}"#
+            ),
+            None,
+        );
+        check(
+            &format!(r#"{{"model":"m",{msgs},"temperature":0.2,"user":"u"}}"#),
+            None,
+        );
+        check(
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"}]}]}"#,
+            None,
+        );
+        check(
+            &format!(r#"{{"model":"m",{msgs},"api_base":"http://x"}}"#),
+            Some("unknown field `api_base`"),
+        );
+        check(
+            &format!(r#"{{"model":"m",{msgs},"base_url":"http://x"}}"#),
+            Some("unknown field `base_url`"),
+        );
+        check(
+            &format!(r#"{{"model":"m",{msgs},"extra_headers":{{}}}}"#),
+            Some("unknown field `extra_headers`"),
+        );
         check(&format!(r#"{{"model":"m",{msgs},"n":2}}"#), Some("`n`"));
         check(r#"{"model":"m","messages":[]}"#, Some("at least one"));
-        check(r#"{"model":"m","messages":[{"role":"root","content":"x"}]}"#, Some("role"));
+        check(
+            r#"{"model":"m","messages":[{"role":"root","content":"x"}]}"#,
+            Some("role"),
+        );
         check(r#"{"messages":[]}"#, Some("missing field `model`"));
     }
 }

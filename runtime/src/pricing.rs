@@ -76,10 +76,10 @@ mod tests {
         let small = CURRENT.price(ProviderId::Mock, "mock-small").unwrap();
         for (n_in, n_out, want) in [
             (0, 0, 0),
-            (1, 0, 1),             // 0.15 micro-USD rounds up to 1
+            (1, 0, 1), // 0.15 micro-USD rounds up to 1
             (1_000_000, 0, 150_000),
             (1_000_000, 1_000_000, 750_000),
-            (10, 10, 8),           // 1.5 + 6 = 7.5 -> 8
+            (10, 10, 8), // 1.5 + 6 = 7.5 -> 8
             (u64::MAX, u64::MAX, i64::MAX),
         ] {
             assert_eq!(small.cost(n_in, n_out), MicroUsd(want), "{n_in} {n_out}");

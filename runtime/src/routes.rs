@@ -75,9 +75,10 @@ pub fn is_public(method: &Method, path: &str) -> bool {
 
 /// The table entry for a matched route.
 pub fn lookup(method: &Method, matched_path: &str) -> Option<&'static RouteSpec> {
-    ROUTES
-        .iter()
-        .find(|r| r.path == matched_path && (r.method == method || (method == Method::HEAD && r.method == Method::GET)))
+    ROUTES.iter().find(|r| {
+        r.path == matched_path
+            && (r.method == method || (method == Method::HEAD && r.method == Method::GET))
+    })
 }
 
 async fn healthz() -> &'static str {
@@ -170,7 +171,10 @@ async fn chat_completions(
             },
             usage,
         };
-        format!("data: {}\n\n", serde_json::to_string(&c).unwrap_or_default())
+        format!(
+            "data: {}\n\n",
+            serde_json::to_string(&c).unwrap_or_default()
+        )
     };
     let mut frames = vec![chunk(
         Delta {
@@ -181,7 +185,11 @@ async fn chat_completions(
         None,
     )];
     for (i, word) in c.content.split(' ').enumerate() {
-        let text = if i == 0 { word.to_owned() } else { format!(" {word}") };
+        let text = if i == 0 {
+            word.to_owned()
+        } else {
+            format!(" {word}")
+        };
         frames.push(chunk(
             Delta {
                 role: None,
@@ -197,11 +205,11 @@ async fn chat_completions(
     }
     frames.push("data: [DONE]\n\n".to_owned());
     let stream = futures_util::stream::iter(frames.into_iter().map(Ok::<_, Infallible>));
-    Ok(Response::builder()
+    Response::builder()
         .header(http::header::CONTENT_TYPE, "text/event-stream")
         .header(http::header::CACHE_CONTROL, "no-cache")
         .body(Body::from_stream(stream))
-        .map_err(|e| ApiError::internal(e, Some(request_id)))?)
+        .map_err(|e| ApiError::internal(e, Some(request_id)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -244,13 +252,25 @@ mod tests {
         // Invariant: every route has an entry in one permission table; public routes are listed there.
         for r in ROUTES {
             match r.permission {
-                Some(p) => assert!(PERMISSIONS.contains(&p), "{} uses unknown permission {p}", r.path),
-                None => assert!(!r.path.contains('{'), "public route {} takes parameters", r.path),
+                Some(p) => assert!(
+                    PERMISSIONS.contains(&p),
+                    "{} uses unknown permission {p}",
+                    r.path
+                ),
+                None => assert!(
+                    !r.path.contains('{'),
+                    "public route {} takes parameters",
+                    r.path
+                ),
             }
         }
         let mut seen = std::collections::HashSet::new();
         for r in ROUTES {
-            assert!(seen.insert((r.method.clone(), r.path)), "duplicate route {}", r.path);
+            assert!(
+                seen.insert((r.method.clone(), r.path)),
+                "duplicate route {}",
+                r.path
+            );
         }
     }
 }

@@ -209,13 +209,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SecretStore::Local(LocalSecretStore::open(&dir.path().join("s")).unwrap());
         let name = SecretName::parse("tenants/acme/db-password").unwrap();
-        assert!(matches!(store.get(&name).await, Err(SecretError::NotFound(_))));
+        assert!(matches!(
+            store.get(&name).await,
+            Err(SecretError::NotFound(_))
+        ));
         let value = generate_secret();
         store.put(&name, &value).await.unwrap();
         let back = store.get(&name).await.unwrap();
         assert_eq!(back.expose_secret(), value.expose_secret());
         let meta = fs::metadata(dir.path().join("s/tenants/acme/db-password")).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        assert_eq!(format!("{back:?}").contains(value.expose_secret()), false);
+        assert!(!format!("{back:?}").contains(value.expose_secret()));
     }
 }

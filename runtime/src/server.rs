@@ -78,10 +78,14 @@ impl AppState {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(refresh).await;
-                let Some(directory) = weak.upgrade() else { break };
+                let Some(directory) = weak.upgrade() else {
+                    break;
+                };
                 match control.load_tenants().await {
                     Ok(records) => directory.replace(records).await,
-                    Err(e) => tracing::warn!(error = %e, "registry refresh failed; keeping the last snapshot"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "registry refresh failed; keeping the last snapshot")
+                    }
                 }
             }
         });
@@ -101,7 +105,10 @@ pub fn app(state: AppState) -> Router {
         router = router.route(spec.path, (spec.handler)());
     }
     router
-        .route_layer(from_fn_with_state(state.clone(), crate::auth::require_permission))
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            crate::auth::require_permission,
+        ))
         .layer(from_fn_with_state(state.clone(), crate::auth::require_auth))
         .layer(from_fn(crate::auth::assign_request_id))
         .with_state(state)

@@ -140,8 +140,15 @@ impl ControlPlane {
     /// Loads every active tenant. Rows the runtime cannot interpret are skipped with an error log,
     /// never served with defaults.
     pub async fn load_tenants(&self) -> Result<Vec<TenantRecord>, DataError> {
-        #[expect(clippy::disallowed_methods, reason = "the control plane is not tenant data")]
-        let client = self.pool.get().await.map_err(|e| DataError::Pool(e.to_string()))?;
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the control plane is not tenant data"
+        )]
+        let client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| DataError::Pool(e.to_string()))?;
         let rows = client
             .query(
                 "SELECT tenant_id, display_name, tier, issuer, audience, tenant_claim, \
@@ -262,8 +269,14 @@ impl TenantTx {
     /// Opens a transaction as `tenant`'s own database role.
     pub async fn begin(data: &DataPlane, tenant: &Tenant) -> Result<Self, DataError> {
         let pool = data.pool_for(tenant.record()).await?;
-        #[expect(clippy::disallowed_methods, reason = "this is the one place that checks out tenant connections")]
-        let client = pool.get().await.map_err(|e| DataError::Pool(e.to_string()))?;
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "this is the one place that checks out tenant connections"
+        )]
+        let client = pool
+            .get()
+            .await
+            .map_err(|e| DataError::Pool(e.to_string()))?;
         let tx = Self {
             client: Some(client),
             tenant: tenant.id().clone(),

@@ -63,7 +63,11 @@ pub struct ClusterStatus {
 
 /// Finds the directory holding `initdb`, `pg_ctl` and `postgres`.
 pub fn find_bindir() -> Result<PathBuf> {
-    let complete = |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|b| dir.join(b).is_file());
+    let complete = |dir: &Path| {
+        ["initdb", "pg_ctl", "postgres"]
+            .iter()
+            .all(|b| dir.join(b).is_file())
+    };
     if let Some(dir) = std::env::var_os("TENANTCTL_PG_BINDIR").map(PathBuf::from) {
         if complete(&dir) {
             return Ok(dir);
@@ -182,7 +186,10 @@ impl Cluster {
                 let mode = std::fs::metadata(ancestor)?.permissions().mode();
                 if mode & 0o001 == 0 {
                     if ancestor == self.state.root() {
-                        std::fs::set_permissions(ancestor, std::fs::Permissions::from_mode(mode | 0o011))?;
+                        std::fs::set_permissions(
+                            ancestor,
+                            std::fs::Permissions::from_mode(mode | 0o011),
+                        )?;
                     } else {
                         bail!(
                             "the `{}` account cannot reach `{}` because `{}` is not searchable by other users\n\
@@ -196,8 +203,9 @@ impl Cluster {
                 }
             }
             for path in [pg.clone(), self.state.pg_run()] {
-                nix::unistd::chown(&path, Some(acct.uid), Some(acct.gid))
-                    .with_context(|| format!("cannot hand `{}` to `{}`", path.display(), acct.name))?;
+                nix::unistd::chown(&path, Some(acct.uid), Some(acct.gid)).with_context(|| {
+                    format!("cannot hand `{}` to `{}`", path.display(), acct.name)
+                })?;
             }
         }
         Ok(())
@@ -211,9 +219,15 @@ impl Cluster {
         self.prepare_dirs()?;
         let data = self.state.pg_data();
         let mut cmd = self.command("initdb");
-        cmd.arg("-D")
-            .arg(&data)
-            .args(["-U", ADMIN_ROLE, "-E", "UTF8", "--no-locale", "--auth-local=peer", "--auth-host=reject"]);
+        cmd.arg("-D").arg(&data).args([
+            "-U",
+            ADMIN_ROLE,
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--auth-local=peer",
+            "--auth-host=reject",
+        ]);
         if !options.durable {
             cmd.arg("--no-sync");
         }

@@ -2,7 +2,7 @@
 //! binaries, and the local secret store.
 //!
 //! Layout of the state directory (default `/var/lib/tenantctl` for root, the user's data dir otherwise):
-//! `secrets/` (the secret store, 0700), `pg/data` (the cluster), `pg/run` (its unix socket),
+//! `secrets/<namespace>/` (the secret store, 0700), `pg/data` (the cluster), `pg/run` (its unix socket),
 //! `pg/postgres.log`. The cluster listens only on its unix socket. This module must not print secrets.
 
 pub mod cluster;
@@ -10,6 +10,7 @@ pub mod cluster;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use runtime::domain::Namespace;
 use runtime::secrets::{LocalSecretStore, SecretStore};
 
 /// The state directory of one local installation.
@@ -46,12 +47,20 @@ impl StateDir {
         &self.root
     }
 
-    pub fn secrets_dir(&self) -> PathBuf {
-        self.root.join("secrets")
+    /// The secret store of one deployment namespace (namespaces never share secrets).
+    pub fn secrets_dir(&self, namespace: &Namespace) -> PathBuf {
+        self.root.join("secrets").join(namespace.as_str())
     }
 
-    pub fn secrets(&self) -> Result<SecretStore> {
-        Ok(SecretStore::Local(LocalSecretStore::open(&self.secrets_dir())?))
+    pub fn secrets(&self, namespace: &Namespace) -> Result<SecretStore> {
+        std::fs::create_dir_all(self.root.join("secrets"))?;
+        std::fs::set_permissions(
+            self.root.join("secrets"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )?;
+        Ok(SecretStore::Local(LocalSecretStore::open(
+            &self.secrets_dir(namespace),
+        )?))
     }
 
     pub fn pg_dir(&self) -> PathBuf {

@@ -67,7 +67,9 @@ pub fn locate(source: &str, path: &[Seg]) -> Option<(usize, usize)> {
                         Some(rest) if indent == this_indent => (indent + 2, rest),
                         _ => (indent, body),
                     };
-                    if (indent == this_indent || col == this_indent + 2) && key_of(text) == Some(k.as_str()) {
+                    if (indent == this_indent || col == this_indent + 2)
+                        && key_of(text) == Some(k.as_str())
+                    {
                         hit = Some((i, col));
                         break;
                     }
@@ -109,7 +111,10 @@ mod tests {
         let src = "version: 1\nmodels:\n  providers:\n    mock:\n      - a\n      - b\n  default: x\ntags:\n  cost-center: y\n";
         assert_eq!(locate(src, &[k("models"), k("default")]), Some((7, 3)));
         assert_eq!(
-            locate(src, &[k("models"), k("providers"), k("mock"), Seg::Index(1)]),
+            locate(
+                src,
+                &[k("models"), k("providers"), k("mock"), Seg::Index(1)]
+            ),
             Some((6, 9))
         );
         assert_eq!(locate(src, &[k("tags"), k("cost-center")]), Some((9, 3)));

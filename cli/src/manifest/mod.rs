@@ -5,6 +5,11 @@
 //! shape. Every error names the file, line, column and field path, says what was expected, and carries a
 //! hint. This module does no IO beyond reading the manifest files it is given.
 
+#![expect(
+    clippy::result_large_err,
+    reason = "manifest errors are cold, collected and printed; keeping them flat keeps the code plain"
+)]
+
 pub mod locate;
 pub mod raw;
 
@@ -109,7 +114,9 @@ impl TenantSpec {
             column: None,
             path: String::new(),
             message: format!("cannot read the file: {e}"),
-            hint: Some("check the path; `tenantctl validate` takes manifest files or directories".into()),
+            hint: Some(
+                "check the path; `tenantctl validate` takes manifest files or directories".into(),
+            ),
         })?;
         Self::from_source(file, &source)
     }
@@ -127,6 +134,21 @@ fn parse_raw(file: &Path, source: &str) -> Result<RawManifest, ManifestError> {
             message.truncate(i);
         }
         let path = if path == "." { String::new() } else { path };
+        // serde_norway prefixes some messages with the path (or a parent of it).
+        let mut prefix = path.as_str();
+        loop {
+            if let Some(rest) = message.strip_prefix(&format!("{prefix}: ")) {
+                message = rest.to_owned();
+                break;
+            }
+            match prefix.rfind('.') {
+                Some(i) => prefix = &prefix[..i],
+                None => break,
+            }
+        }
+        for (rust, human) in [("expected u32", "expected a whole number"), ("expected u64", "expected a whole number"), ("expected a string", "expected text")] {
+            message = message.replace(rust, human);
+        }
         let hint = if message.contains("unknown field") {
             Some("remove the field or fix its spelling; `docs/manifest.schema.json` lists every field".into())
         } else if message.contains("missing field") {
@@ -159,7 +181,12 @@ fn key(s: &str) -> Seg {
 }
 
 impl Checker<'_> {
-    fn err(&self, path: Vec<Seg>, message: impl Into<String>, hint: impl Into<String>) -> ManifestError {
+    fn err(
+        &self,
+        path: Vec<Seg>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> ManifestError {
         let at = locate(self.source, &path);
         ManifestError {
             file: self.file.to_owned(),
@@ -179,9 +206,8 @@ impl Checker<'_> {
                 "this tenantctl reads `version: 1`",
             ));
         }
-        let id = TenantId::parse(&raw.id).map_err(|e| {
-            self.err(vec![key("id")], e.0, "example: `id: acme-health`")
-        })?;
+        let id = TenantId::parse(&raw.id)
+            .map_err(|e| self.err(vec![key("id")], e.0, "example: `id: acme-health`"))?;
         let display_name = raw.display_name.trim().to_owned();
         if display_name.is_empty()
             || display_name.chars().count() > 100
@@ -202,14 +228,22 @@ impl Checker<'_> {
         let models = self.models(raw.models)?;
         let monthly_budget = match raw.budget.monthly_usd {
             RawMoney::Text(t) => MicroUsd::parse_dollars(&t).map_err(|e| {
-                self.err(vec![key("budget"), key("monthly_usd")], e.0, "example: `monthly_usd: \"2500.00\"`")
+                self.err(
+                    vec![key("budget"), key("monthly_usd")],
+                    e.0,
+                    "example: `monthly_usd: \"2500.00\"`",
+                )
             })?,
             RawMoney::Whole(n) => i64::try_from(n)
                 .ok()
                 .and_then(|n| n.checked_mul(1_000_000))
                 .map(MicroUsd)
                 .ok_or_else(|| {
-                    self.err(vec![key("budget"), key("monthly_usd")], "amount is too large", "use at most 9,000,000,000,000 dollars")
+                    self.err(
+                        vec![key("budget"), key("monthly_usd")],
+                        "amount is too large",
+                        "use at most 9,000,000,000,000 dollars",
+                    )
                 })?,
             RawMoney::Float(_) => {
                 return Err(self.err(
@@ -262,12 +296,19 @@ impl Checker<'_> {
         if !KNOWN_ISSUERS.contains(&raw.issuer.as_str()) {
             return Err(self.err(
                 vec![key("identity"), key("issuer")],
-                format!("unknown trusted issuer `{}`", runtime::domain::printable(&raw.issuer)),
-                format!("use one of the configured issuers: {}", quoted(KNOWN_ISSUERS.iter().copied())),
+                format!(
+                    "unknown trusted issuer `{}`",
+                    runtime::domain::printable(&raw.issuer)
+                ),
+                format!(
+                    "use one of the configured issuers: {}",
+                    quoted(KNOWN_ISSUERS.iter().copied())
+                ),
             ));
         }
         let audience = raw.audience.trim();
-        if audience.is_empty() || audience.len() > 200 || audience.chars().any(char::is_whitespace) {
+        if audience.is_empty() || audience.len() > 200 || audience.chars().any(char::is_whitespace)
+        {
             return Err(self.err(
                 vec![key("identity"), key("audience")],
                 "audience must be 1-200 characters without spaces",
@@ -280,10 +321,18 @@ impl Checker<'_> {
                 .tenant_claim
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '/' | '.'));
-        if !claim_ok || ["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scope", "scp"].contains(&raw.tenant_claim.as_str()) {
+        if !claim_ok
+            || [
+                "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scope", "scp",
+            ]
+            .contains(&raw.tenant_claim.as_str())
+        {
             return Err(self.err(
                 vec![key("identity"), key("tenant_claim")],
-                format!("`{}` cannot carry the tenant id", runtime::domain::printable(&raw.tenant_claim)),
+                format!(
+                    "`{}` cannot carry the tenant id",
+                    runtime::domain::printable(&raw.tenant_claim)
+                ),
                 "use a private claim such as `tenant_id`, `org_id` or `https://example.com/tenant`",
             ));
         }
@@ -297,7 +346,11 @@ impl Checker<'_> {
     fn models(&self, raw: raw::RawModels) -> Result<ModelPolicy, ManifestError> {
         let base = || vec![key("models"), key("providers")];
         if raw.providers.is_empty() {
-            return Err(self.err(base(), "no provider is listed", "example: `providers: { mock: [mock-small] }`"));
+            return Err(self.err(
+                base(),
+                "no provider is listed",
+                "example: `providers: { mock: [mock-small] }`",
+            ));
         }
         let mut providers: BTreeMap<ProviderId, Vec<ModelId>> = BTreeMap::new();
         let mut all: Vec<ModelId> = Vec::new();
@@ -305,16 +358,25 @@ impl Checker<'_> {
             let mut path = base();
             path.push(key(name));
             let provider = ProviderId::parse(name).map_err(|e| {
-                self.err(path.clone(), e.0, "model providers are named in the price book; see `docs/ARCHITECTURE.md`")
+                self.err(
+                    path.clone(),
+                    e.0,
+                    "model providers are named in the price book; see `docs/ARCHITECTURE.md`",
+                )
             })?;
             if models.is_empty() {
-                return Err(self.err(path, "the model list is empty", "list at least one model, or remove the provider"));
+                return Err(self.err(
+                    path,
+                    "the model list is empty",
+                    "list at least one model, or remove the provider",
+                ));
             }
             let priced: Vec<&str> = runtime::pricing::CURRENT.models(provider).collect();
             for (i, model) in models.iter().enumerate() {
                 let mut at = path.clone();
                 at.push(Seg::Index(i));
-                let id = ModelId::parse(model).map_err(|e| self.err(at.clone(), e.0, "use the provider's model name"))?;
+                let id = ModelId::parse(model)
+                    .map_err(|e| self.err(at.clone(), e.0, "use the provider's model name"))?;
                 if !priced.contains(&id.as_str()) {
                     return Err(self.err(
                         at,
@@ -323,7 +385,11 @@ impl Checker<'_> {
                     ));
                 }
                 if all.contains(&id) {
-                    return Err(self.err(at, format!("model `{id}` is listed twice"), "list each model once"));
+                    return Err(self.err(
+                        at,
+                        format!("model `{id}` is listed twice"),
+                        "list each model once",
+                    ));
                 }
                 all.push(id.clone());
                 providers.entry(provider).or_default().push(id);
@@ -332,7 +398,8 @@ impl Checker<'_> {
         let mut aliases = BTreeMap::new();
         for (alias, target) in &raw.aliases {
             let at = vec![key("models"), key("aliases"), key(alias)];
-            let alias_id = ModelId::parse(alias).map_err(|e| self.err(at.clone(), e.0, "alias names follow model-name rules"))?;
+            let alias_id = ModelId::parse(alias)
+                .map_err(|e| self.err(at.clone(), e.0, "alias names follow model-name rules"))?;
             if alias_id.as_str() == "default" || all.contains(&alias_id) {
                 return Err(self.err(
                     at,
@@ -340,13 +407,22 @@ impl Checker<'_> {
                     "pick an alias that is not `default` and not an allowed model",
                 ));
             }
-            let target_id = ModelId::parse(target).ok().filter(|t| all.contains(t)).ok_or_else(|| {
-                self.err(
-                    at.clone(),
-                    format!("alias target `{}` is not an allowed model", runtime::domain::printable(target)),
-                    format!("point it at one of {}", quoted(all.iter().map(ModelId::as_str))),
-                )
-            })?;
+            let target_id = ModelId::parse(target)
+                .ok()
+                .filter(|t| all.contains(t))
+                .ok_or_else(|| {
+                    self.err(
+                        at.clone(),
+                        format!(
+                            "alias target `{}` is not an allowed model",
+                            runtime::domain::printable(target)
+                        ),
+                        format!(
+                            "point it at one of {}",
+                            quoted(all.iter().map(ModelId::as_str))
+                        ),
+                    )
+                })?;
             aliases.insert(alias_id, target_id);
         }
         let default_at = vec![key("models"), key("default")];
@@ -357,7 +433,10 @@ impl Checker<'_> {
             .ok_or_else(|| {
                 self.err(
                     default_at,
-                    format!("default model `{}` is not an allowed model or alias", runtime::domain::printable(&raw.default)),
+                    format!(
+                        "default model `{}` is not an allowed model or alias",
+                        runtime::domain::printable(&raw.default)
+                    ),
                     format!("use one of {}", quoted(all.iter().map(ModelId::as_str))),
                 )
             })?;
@@ -368,7 +447,10 @@ impl Checker<'_> {
         })
     }
 
-    fn tags(&self, raw: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ManifestError> {
+    fn tags(
+        &self,
+        raw: BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, ManifestError> {
         if !raw.contains_key("cost-center") {
             return Err(self.err(
                 vec![key("tags")],
@@ -377,13 +459,18 @@ impl Checker<'_> {
             ));
         }
         if raw.len() > 40 {
-            return Err(self.err(vec![key("tags")], format!("{} tags is too many", raw.len()), "use at most 40 tags"));
+            return Err(self.err(
+                vec![key("tags")],
+                format!("{} tags is too many", raw.len()),
+                "use at most 40 tags",
+            ));
         }
         for (k, v) in &raw {
             let at = vec![key("tags"), key(k)];
             let key_ok = !k.is_empty()
                 && k.chars().count() <= 128
-                && k.chars().all(|c| c.is_alphanumeric() || " _.:/=+-@".contains(c));
+                && k.chars()
+                    .all(|c| c.is_alphanumeric() || " _.:/=+-@".contains(c));
             if !key_ok || k.to_ascii_lowercase().starts_with("aws:") {
                 return Err(self.err(
                     at,
@@ -392,9 +479,17 @@ impl Checker<'_> {
                 ));
             }
             if k == "tenant" || k == "tier" {
-                return Err(self.err(at, format!("tag `{k}` is reserved"), "tenantctl sets `tenant` and `tier` itself; remove it"));
+                return Err(self.err(
+                    at,
+                    format!("tag `{k}` is reserved"),
+                    "tenantctl sets `tenant` and `tier` itself; remove it",
+                ));
             }
-            if v.chars().count() > 256 || !v.chars().all(|c| c.is_alphanumeric() || " _.:/=+-@".contains(c)) {
+            if v.chars().count() > 256
+                || !v
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || " _.:/=+-@".contains(c))
+            {
                 return Err(self.err(
                     at,
                     "tag value is not a valid AWS tag value",
@@ -407,7 +502,10 @@ impl Checker<'_> {
 }
 
 fn quoted<'a>(items: impl Iterator<Item = &'a str>) -> String {
-    items.map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+    items
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Expands files and directories into manifest files (`*.yaml`, `*.yml`, sorted), parses all of them,
@@ -422,7 +520,9 @@ pub fn load_all(paths: &[PathBuf]) -> Result<Vec<(PathBuf, TenantSpec)>, Vec<Man
                     let mut found: Vec<PathBuf> = entries
                         .filter_map(Result::ok)
                         .map(|e| e.path())
-                        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+                        .filter(|p| {
+                            matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+                        })
                         .collect();
                     found.sort();
                     files.extend(found);
@@ -452,8 +552,15 @@ pub fn load_all(paths: &[PathBuf]) -> Result<Vec<(PathBuf, TenantSpec)>, Vec<Man
                         line: at.map(|a| a.0),
                         column: at.map(|a| a.1),
                         path: "id".into(),
-                        message: format!("tenant id `{}` is already declared in `{}`", spec.id, other.display()),
-                        hint: Some("every tenant id must be unique; remove or rename one of the manifests".into()),
+                        message: format!(
+                            "tenant id `{}` is already declared in `{}`",
+                            spec.id,
+                            other.display()
+                        ),
+                        hint: Some(
+                            "every tenant id must be unique; remove or rename one of the manifests"
+                                .into(),
+                        ),
                     });
                 } else {
                     specs.push((file, spec));
@@ -472,5 +579,9 @@ pub fn load_all(paths: &[PathBuf]) -> Result<Vec<(PathBuf, TenantSpec)>, Vec<Man
             hint: Some("create one from `tenants/acme.yaml`, or pass the right directory".into()),
         });
     }
-    if errors.is_empty() { Ok(specs) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(specs)
+    } else {
+        Err(errors)
+    }
 }

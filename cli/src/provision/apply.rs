@@ -37,13 +37,22 @@ pub async fn ensure_control_plane(target: &Target) -> Result<()> {
     let runtime_secret = SecretName::platform("db/runtime-password")?;
     let new_secret = !target.secrets.exists(&runtime_secret).await?;
     if new_secret {
-        target.secrets.put(&runtime_secret, &generate_secret()).await?;
+        target
+            .secrets
+            .put(&runtime_secret, &generate_secret())
+            .await?;
     }
     let password = target.secrets.get(&runtime_secret).await?;
-    #[expect(clippy::disallowed_methods, reason = "provisioning runs as the admin role, not as a tenant")]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "provisioning runs as the admin role, not as a tenant"
+    )]
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock(hashtextextended('tenantctl:control-plane', 0))", &[])
-        .await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('tenantctl:control-plane', 0))",
+        &[],
+    )
+    .await?;
     let mut runtime_role_created = false;
     for (role, login) in [(ns.migrator_role(), false), (ns.runtime_role(), true)] {
         let exists = tx
@@ -51,14 +60,18 @@ pub async fn ensure_control_plane(target: &Target) -> Result<()> {
             .await?
             .is_some();
         if !exists {
-            tx.batch_execute(&sql::render("create-role.sql", context! { role => role, login => login })?)
-                .await
-                .with_context(|| format!("creating role `{role}`"))?;
+            tx.batch_execute(&sql::render(
+                "create-role.sql",
+                context! { role => role, login => login },
+            )?)
+            .await
+            .with_context(|| format!("creating role `{role}`"))?;
             runtime_role_created |= login;
         }
     }
     if runtime_role_created || new_secret {
-        tx.batch_execute(&sql::alter_role_password(&ns.runtime_role(), &password)?).await?;
+        tx.batch_execute(&sql::alter_role_password(&ns.runtime_role(), &password)?)
+            .await?;
     }
     let ddl = sql::render(
         "control-plane.sql",
@@ -66,7 +79,9 @@ pub async fn ensure_control_plane(target: &Target) -> Result<()> {
             database => target.endpoint.dbname, migrator => ns.migrator_role(), runtime => ns.runtime_role(),
         },
     )?;
-    tx.batch_execute(&ddl).await.context("creating the control plane")?;
+    tx.batch_execute(&ddl)
+        .await
+        .context("creating the control plane")?;
     tx.commit().await?;
     Ok(())
 }
@@ -86,7 +101,11 @@ pub async fn apply(
         .collect();
     progress.set_length(work.len() as u64);
     let mut outcomes = Vec::new();
-    for tenant_plan in plan.tenants.iter().filter(|t| matches!(t.action, Action::NoOp)) {
+    for tenant_plan in plan
+        .tenants
+        .iter()
+        .filter(|t| matches!(t.action, Action::NoOp))
+    {
         outcomes.push(Outcome {
             tenant: tenant_plan.tenant.clone(),
             result: "unchanged",
@@ -105,12 +124,19 @@ pub async fn apply(
                 let spec = specs.iter().find(|s| s.id == tenant_plan.tenant);
                 let result = match spec {
                     Some(spec) => converge_tenant(target, spec).await,
-                    None => Err(anyhow::anyhow!("no manifest for tenant `{}`", tenant_plan.tenant)),
+                    None => Err(anyhow::anyhow!(
+                        "no manifest for tenant `{}`",
+                        tenant_plan.tenant
+                    )),
                 };
                 match result {
                     Ok(()) => Outcome {
                         tenant: tenant_plan.tenant.clone(),
-                        result: if *action == Action::Create { "created" } else { "updated" },
+                        result: if *action == Action::Create {
+                            "created"
+                        } else {
+                            "updated"
+                        },
                         error: None,
                     },
                     Err(e) => {
@@ -169,7 +195,10 @@ pub async fn converge_tenant(target: &Target, spec: &TenantSpec) -> Result<()> {
     let password = target.secrets.get(&secret).await?;
 
     let mut client = target.admin().await?;
-    #[expect(clippy::disallowed_methods, reason = "provisioning runs as the admin role, not as a tenant")]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "provisioning runs as the admin role, not as a tenant"
+    )]
     let tx = client.transaction().await?;
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended('tenantctl:tenant:' || $1, 0))",
@@ -181,12 +210,16 @@ pub async fn converge_tenant(target: &Target, spec: &TenantSpec) -> Result<()> {
         .await?
         .is_some();
     if !role_exists {
-        tx.batch_execute(&sql::render("create-role.sql", context! { role => role, login => true })?)
-            .await
-            .with_context(|| format!("creating role `{role}`"))?;
+        tx.batch_execute(&sql::render(
+            "create-role.sql",
+            context! { role => role, login => true },
+        )?)
+        .await
+        .with_context(|| format!("creating role `{role}`"))?;
     }
     if !role_exists || new_secret {
-        tx.batch_execute(&sql::alter_role_password(&role, &password)?).await?;
+        tx.batch_execute(&sql::alter_role_password(&role, &password)?)
+            .await?;
     }
     let base = context! {
         role => role, schema => schema, migrator => ns.migrator_role(), database => target.endpoint.dbname,
@@ -203,11 +236,13 @@ pub async fn converge_tenant(target: &Target, spec: &TenantSpec) -> Result<()> {
         .await?
         .get(0);
     for m in TENANT_MIGRATIONS.iter().filter(|m| m.version > applied) {
-        tx.batch_execute(&sql::render("migration-begin.sql", base.clone())?).await?;
+        tx.batch_execute(&sql::render("migration-begin.sql", base.clone())?)
+            .await?;
         tx.batch_execute(m.sql)
             .await
             .with_context(|| format!("tenant migration {:04}_{}", m.version, m.name))?;
-        tx.batch_execute(&sql::render("migration-end.sql", base.clone())?).await?;
+        tx.batch_execute(&sql::render("migration-end.sql", base.clone())?)
+            .await?;
         tx.execute(
             "INSERT INTO control.tenant_migrations (tenant_id, version, name) VALUES ($1, $2, $3)",
             &[&spec.id.as_str(), &m.version, &m.name],
@@ -257,7 +292,12 @@ pub async fn converge_tenant(target: &Target, spec: &TenantSpec) -> Result<()> {
     tx.execute(
         "INSERT INTO control.apply_log (id, tenant_id, action, outcome, detail, actor) \
          VALUES ($1, $2, 'apply', 'succeeded', $3, $4)",
-        &[&uuid::Uuid::new_v4(), &spec.id.as_str(), &spec.hash(), &actor()],
+        &[
+            &uuid::Uuid::new_v4(),
+            &spec.id.as_str(),
+            &spec.hash(),
+            &actor(),
+        ],
     )
     .await?;
     if std::env::var("TENANTCTL_FAILPOINT").as_deref() == Ok("tenant-before-commit") {
@@ -267,6 +307,8 @@ pub async fn converge_tenant(target: &Target, spec: &TenantSpec) -> Result<()> {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
     }
-    tx.commit().await.context("committing the tenant transaction")?;
+    tx.commit()
+        .await
+        .context("committing the tenant transaction")?;
     Ok(())
 }

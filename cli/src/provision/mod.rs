@@ -23,7 +23,7 @@ pub enum AdminAccess {
     /// The local cluster: peer authentication over its private socket.
     Peer { role: String },
     /// Any server, from `TENANTCTL_DATABASE_URL` (credentials stay in the environment).
-    Url(tokio_postgres::Config),
+    Url(Box<tokio_postgres::Config>),
 }
 
 /// One deployment: a database on a server, its namespace and its secret store.
@@ -45,7 +45,7 @@ impl Target {
                 c
             }
             AdminAccess::Url(config) => {
-                let mut c = config.clone();
+                let mut c = (**config).clone();
                 c.dbname(dbname).application_name("tenantctl");
                 c
             }
@@ -77,14 +77,21 @@ impl Target {
     pub async fn ensure_database(&self) -> Result<()> {
         let client = self.connect_admin("postgres").await?;
         let exists = client
-            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&self.endpoint.dbname])
+            .query_opt(
+                "SELECT 1 FROM pg_database WHERE datname = $1",
+                &[&self.endpoint.dbname],
+            )
             .await?
             .is_some();
         if !exists {
-            let sql = format!("CREATE DATABASE {}", crate::sql::quote_ident(&self.endpoint.dbname).map_err(anyhow::Error::msg)?);
-            client.batch_execute(&sql).await.with_context(|| {
-                format!("cannot create database `{}`", self.endpoint.dbname)
-            })?;
+            let sql = format!(
+                "CREATE DATABASE {}",
+                crate::sql::quote_ident(&self.endpoint.dbname).map_err(anyhow::Error::msg)?
+            );
+            client
+                .batch_execute(&sql)
+                .await
+                .with_context(|| format!("cannot create database `{}`", self.endpoint.dbname))?;
         }
         Ok(())
     }
@@ -96,7 +103,12 @@ impl Target {
 }
 
 /// Parses `TENANTCTL_DATABASE_URL` into an admin config and endpoint.
-pub fn target_from_url(url: &str, namespace: Namespace, secrets: SecretStore, secrets_dir: PathBuf) -> Result<Target> {
+pub fn target_from_url(
+    url: &str,
+    namespace: Namespace,
+    secrets: SecretStore,
+    secrets_dir: PathBuf,
+) -> Result<Target> {
     let config: tokio_postgres::Config = url
         .parse()
         .context("`TENANTCTL_DATABASE_URL` is not a valid Postgres URL (postgres://user:password@host:port/db)")?;
@@ -110,7 +122,7 @@ pub fn target_from_url(url: &str, namespace: Namespace, secrets: SecretStore, se
     Ok(Target {
         namespace,
         endpoint: DbEndpoint { host, port, dbname },
-        admin: AdminAccess::Url(config),
+        admin: AdminAccess::Url(Box::new(config)),
         secrets,
         secrets_dir,
     })

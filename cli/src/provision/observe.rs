@@ -48,7 +48,10 @@ pub async fn observe(target: &Target, ids: &[TenantId]) -> Result<Observed> {
         .map(|r| r.get::<_, String>(0))
         .collect();
     let schemas = client
-        .query("SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname, 't_')", &[])
+        .query(
+            "SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname, 't_')",
+            &[],
+        )
         .await?
         .iter()
         .map(|r| r.get::<_, String>(0))
@@ -85,7 +88,11 @@ pub async fn observe(target: &Target, ids: &[TenantId]) -> Result<Observed> {
     }
     let mut secrets = BTreeSet::new();
     for id in ids.iter().chain(tenants.keys()) {
-        if target.secrets.exists(&SecretName::for_tenant(id, "db-password")?).await? {
+        if target
+            .secrets
+            .exists(&SecretName::for_tenant(id, "db-password")?)
+            .await?
+        {
             secrets.insert(id.clone());
         }
     }

@@ -63,7 +63,9 @@ impl Plan {
     }
 
     pub fn has_blocked(&self) -> bool {
-        self.tenants.iter().any(|t| matches!(t.action, Action::Blocked(_)))
+        self.tenants
+            .iter()
+            .any(|t| matches!(t.action, Action::Blocked(_)))
     }
 
     pub fn counts(&self) -> (usize, usize, usize, usize) {
@@ -95,8 +97,18 @@ impl Plan {
             };
             let _ = writeln!(out, "tenant `{}` ({} tier): {what}", t.tenant, t.tier);
             for c in &t.changes {
-                let detail = c.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
-                let _ = writeln!(out, "  {} {:<10} {}{detail}", sign(c.op), c.resource, c.name);
+                let detail = c
+                    .detail
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "  {} {:<10} {}{detail}",
+                    sign(c.op),
+                    c.resource,
+                    c.name
+                );
             }
         }
         for id in &self.unmanaged {
@@ -118,7 +130,12 @@ impl Plan {
     }
 }
 
-fn change(op: Op, resource: &'static str, name: impl Into<String>, detail: Option<String>) -> Change {
+fn change(
+    op: Op,
+    resource: &'static str,
+    name: impl Into<String>,
+    detail: Option<String>,
+) -> Change {
     Change {
         op,
         resource,
@@ -186,9 +203,19 @@ pub fn plan(specs: &[TenantSpec], observed: &Observed, ns: &Namespace, database:
         }
         let mut changes = Vec::new();
         if !observed.secrets.contains(&spec.id) {
-            let op = if existing.is_some() { Op::Update } else { Op::Create };
-            let detail = existing.map(|_| "missing from the secret store; a new password is set".to_owned());
-            changes.push(change(op, "secret", format!("tenants/{}/db-password", spec.id), detail));
+            let op = if existing.is_some() {
+                Op::Update
+            } else {
+                Op::Create
+            };
+            let detail =
+                existing.map(|_| "missing from the secret store; a new password is set".to_owned());
+            changes.push(change(
+                op,
+                "secret",
+                format!("tenants/{}/db-password", spec.id),
+                detail,
+            ));
         }
         if !observed.roles.contains(&role) {
             changes.push(change(Op::Create, "role", role, None));
@@ -198,17 +225,32 @@ pub fn plan(specs: &[TenantSpec], observed: &Observed, ns: &Namespace, database:
         }
         let applied = existing.map_or(0, |e| e.migration_version);
         for m in TENANT_MIGRATIONS.iter().filter(|m| m.version > applied) {
-            changes.push(change(Op::Create, "migration", format!("{:04}_{}", m.version, m.name), None));
+            changes.push(change(
+                Op::Create,
+                "migration",
+                format!("{:04}_{}", m.version, m.name),
+                None,
+            ));
         }
         let new_spec = spec.canonical_json();
         match existing {
-            None => changes.push(change(Op::Create, "registry", spec.id.as_str(), Some("active".into()))),
+            None => changes.push(change(
+                Op::Create,
+                "registry",
+                spec.id.as_str(),
+                Some("active".into()),
+            )),
             Some(e) if e.spec_hash != spec.hash() || e.status != "active" => {
                 let mut fields = changed_fields(&e.spec, &new_spec);
                 if e.status != "active" {
                     fields.push(format!("status {} -> active", e.status));
                 }
-                changes.push(change(Op::Update, "registry", spec.id.as_str(), Some(fields.join(", "))));
+                changes.push(change(
+                    Op::Update,
+                    "registry",
+                    spec.id.as_str(),
+                    Some(fields.join(", ")),
+                ));
             }
             Some(_) => {}
         }
@@ -277,7 +319,10 @@ mod tests {
     }
 
     fn actions(p: &Plan) -> Vec<(String, Action)> {
-        p.tenants.iter().map(|t| (t.tenant.to_string(), t.action.clone())).collect()
+        p.tenants
+            .iter()
+            .map(|t| (t.tenant.to_string(), t.action.clone()))
+            .collect()
     }
 
     #[test]
@@ -287,12 +332,21 @@ mod tests {
         let fresh = plan(&specs, &Observed::default(), &ns, "ns");
         assert!(fresh.has_changes());
         assert_eq!(fresh.control_plane.len(), 4);
-        assert_eq!(actions(&fresh), vec![("acme".into(), Action::Create), ("globex".into(), Action::Create)]);
+        assert_eq!(
+            actions(&fresh),
+            vec![
+                ("acme".into(), Action::Create),
+                ("globex".into(), Action::Create)
+            ]
+        );
         assert_eq!(fresh.tenants[0].changes.len(), 5, "{}", fresh.render());
 
         let same = plan(&specs, &converged(&specs, &ns), &ns, "ns");
         assert!(!same.has_changes(), "{}", same.render());
-        assert!(same.render().ends_with("Plan: 0 to create, 0 to update, 2 unchanged\n"));
+        assert!(
+            same.render()
+                .ends_with("Plan: 0 to create, 0 to update, 2 unchanged\n")
+        );
     }
 
     #[test]
@@ -302,7 +356,10 @@ mod tests {
         let new = vec![spec("acme", "schema", "11")];
         let p = plan(&new, &converged(&old, &ns), &ns, "ns");
         assert_eq!(actions(&p), vec![("acme".into(), Action::Update)]);
-        assert_eq!(p.tenants[0].changes[0].detail.as_deref(), Some("monthly_budget"));
+        assert_eq!(
+            p.tenants[0].changes[0].detail.as_deref(),
+            Some("monthly_budget")
+        );
     }
 
     #[test]
@@ -320,7 +377,12 @@ mod tests {
         let moved = vec![spec("acme", "pool", "10")];
         let p = plan(&moved, &converged(&specs, &ns), &ns, "ns");
         assert!(matches!(&p.tenants[0].action, Action::Blocked(r) if r.contains("tenantctl move")));
-        let p = plan(&[spec("newco", "dedicated", "1")], &Observed::default(), &ns, "ns");
+        let p = plan(
+            &[spec("newco", "dedicated", "1")],
+            &Observed::default(),
+            &ns,
+            "ns",
+        );
         assert!(p.has_blocked());
 
         let p = plan(&[], &converged(&specs, &ns), &ns, "ns");

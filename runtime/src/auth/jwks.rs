@@ -163,10 +163,14 @@ impl KeyCache {
 
     async fn fetch(&self) -> Result<HashMap<String, RsaKey>, JwksError> {
         let bytes = match &self.source {
-            JwksSource::File(path) => tokio::fs::read(path).await.map_err(|source| JwksError::File {
-                path: path.clone(),
-                source,
-            })?,
+            JwksSource::File(path) => {
+                tokio::fs::read(path)
+                    .await
+                    .map_err(|source| JwksError::File {
+                        path: path.clone(),
+                        source,
+                    })?
+            }
             JwksSource::Url(url) => {
                 check_url(url)?;
                 let fetch_err = |reason: String| JwksError::Fetch {
@@ -212,7 +216,9 @@ impl KeyCache {
             *last = Some(Instant::now());
             match self.fetch().await {
                 Ok(keys) => *self.keys.write().await = Arc::new(keys),
-                Err(e) => tracing::warn!(error = %e, "JWKS refetch failed; keeping the last good key set"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "JWKS refetch failed; keeping the last good key set")
+                }
             }
         }
         self.keys.read().await.get(kid).cloned()
@@ -240,7 +246,10 @@ mod tests {
         let keys = parse_jwks(doc.to_string().as_bytes()).unwrap();
         assert_eq!(keys.keys().collect::<Vec<_>>(), vec!["good"]);
         assert!(matches!(parse_jwks(b"<html>"), Err(JwksError::Malformed)));
-        assert!(matches!(parse_jwks(b"{\"keys\":[]}"), Err(JwksError::NoUsableKey)));
+        assert!(matches!(
+            parse_jwks(b"{\"keys\":[]}"),
+            Err(JwksError::NoUsableKey)
+        ));
     }
 
     #[test]

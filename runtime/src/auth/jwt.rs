@@ -115,7 +115,8 @@ pub fn decode(token: &str) -> Result<UnverifiedToken<'_>, DenyReason> {
         return Err(DenyReason::Malformed);
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(DenyReason::Malformed);
     };
@@ -223,7 +224,11 @@ pub fn check_claims(claims: StrictObject, now: i64, leeway: i64) -> Result<Claim
     }
     let mut scopes: Vec<String> = match all.get("scope") {
         None => Vec::new(),
-        Some(Value::String(s)) => s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        Some(Value::String(s)) => s
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
         Some(_) => return Err(DenyReason::BadClaims),
     };
     match all.get("scp") {

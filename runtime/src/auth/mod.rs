@@ -57,6 +57,7 @@ pub struct Authenticator {
     leeway_secs: i64,
     denials: std::sync::Mutex<BTreeMap<&'static str, u64>>,
     verified: AtomicU64,
+    admitted: AtomicU64,
 }
 
 impl Authenticator {
@@ -75,7 +76,11 @@ impl Authenticator {
 
     /// An authenticator over fixed keys (tests).
     pub fn with_fixed_keys(
-        issuers: Vec<(String, String, std::collections::HashMap<String, jwks::RsaKey>)>,
+        issuers: Vec<(
+            String,
+            String,
+            std::collections::HashMap<String, jwks::RsaKey>,
+        )>,
         leeway_secs: i64,
     ) -> Self {
         let trusted = issuers
@@ -95,12 +100,18 @@ impl Authenticator {
             leeway_secs,
             denials: std::sync::Mutex::new(BTreeMap::new()),
             verified: AtomicU64::new(0),
+            admitted: AtomicU64::new(0),
         }
     }
 
     /// Denials counted by reason code since start.
     pub fn denial_counts(&self) -> BTreeMap<&'static str, u64> {
         self.denials.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Requests that passed authentication and the permission check, i.e. reached a handler.
+    pub fn admitted(&self) -> u64 {
+        self.admitted.load(Ordering::Relaxed)
     }
 
     fn count_denial(&self, reason: DenyReason) {
@@ -188,8 +199,11 @@ async fn bind_tenant(
 /// scheme but `Bearer` is refused: tokens are never accepted from URLs.
 fn bearer_token<'h>(headers: &'h HeaderMap, query: Option<&str>) -> Result<&'h str, DenyReason> {
     if query.is_some_and(|q| {
-        q.split('&')
-            .any(|kv| kv.split('=').next().is_some_and(|k| k.eq_ignore_ascii_case("access_token")))
+        q.split('&').any(|kv| {
+            kv.split('=')
+                .next()
+                .is_some_and(|k| k.eq_ignore_ascii_case("access_token"))
+        })
     }) {
         return Err(DenyReason::MultipleTokens);
     }
@@ -307,6 +321,7 @@ pub async fn require_permission(
         return ApiError::Forbidden("route_not_permitted").into_response();
     };
     let Some(permission) = spec.permission else {
+        state.auth.admitted.fetch_add(1, Ordering::Relaxed);
         return next.run(req).await;
     };
     let allowed = req
@@ -314,6 +329,7 @@ pub async fn require_permission(
         .get::<Tenant>()
         .is_some_and(|t| t.0.scopes.iter().any(|s| s == permission));
     if allowed {
+        state.auth.admitted.fetch_add(1, Ordering::Relaxed);
         next.run(req).await
     } else {
         state.auth.count_denial(DenyReason::InsufficientScope);

@@ -30,7 +30,9 @@ pub struct DevSigner {
 
 impl std::fmt::Debug for DevSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DevSigner").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("DevSigner")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 

@@ -1,0 +1,98 @@
+//! Test harness: a throwaway Postgres cluster per test process, one fresh deployment (database,
+//! namespace, secret store) per test. Used by this crate's and the `tests` crate's integration tests.
+//!
+//! The cluster is started once from the machine's server binaries, non-durable (fsync off), in a
+//! temporary state directory. A watchdog process stops it and deletes the directory when the test
+//! process exits, however it exits. If the binaries are missing, the harness fails and says how to
+//! install them; it never skips.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use runtime::domain::Namespace;
+
+use crate::local::StateDir;
+use crate::local::cluster::{ADMIN_ROLE, Cluster, ClusterOptions};
+use crate::provision::{AdminAccess, Target};
+
+/// The shared cluster of this test process.
+#[derive(Debug)]
+pub struct TestCluster {
+    pub state: StateDir,
+    pub cluster: Cluster,
+}
+
+static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
+
+fn start_cluster() -> TestCluster {
+    let base = std::env::temp_dir().join(format!(
+        "tenantctl-test-{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
+    let state = StateDir::resolve(Some(&base)).unwrap_or_else(|e| panic!("test state dir: {e:#}"));
+    let cluster = Cluster::new(&state).unwrap_or_else(|e| {
+        panic!("cannot start the test Postgres cluster: {e:#}\n(install PostgreSQL server binaries: `apt-get install postgresql`)")
+    });
+    cluster
+        .init(ClusterOptions { durable: false })
+        .unwrap_or_else(|e| panic!("initdb for the test cluster failed: {e:#}"));
+    cluster
+        .start()
+        .unwrap_or_else(|e| panic!("starting the test cluster failed: {e:#}"));
+    spawn_watchdog(&state.pg_data(), state.root());
+    TestCluster { state, cluster }
+}
+
+/// Stops the cluster (immediate shutdown) and removes its directory once this process is gone.
+fn spawn_watchdog(data: &Path, root: &Path) {
+    let script = r#"while kill -0 "$0" 2>/dev/null; do sleep 0.5; done
+pid=$(head -n 1 "$1/postmaster.pid" 2>/dev/null)
+[ -n "$pid" ] && kill -QUIT "$pid" 2>/dev/null
+sleep 2
+rm -rf "$2""#;
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(std::process::id().to_string())
+        .arg(data)
+        .arg(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+}
+
+/// The cluster shared by every test in this process, started on first use.
+pub fn cluster() -> &'static TestCluster {
+    CLUSTER.get_or_init(start_cluster)
+}
+
+/// A fresh deployment for one test: random namespace, its own database and secret store. The
+/// database is created by the first `apply` (or `ensure_database`).
+pub fn deployment() -> Target {
+    let tc = cluster();
+    let ns = Namespace::parse(&format!(
+        "t{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    Target {
+        endpoint: tc.cluster.endpoint(ns.as_str()),
+        admin: AdminAccess::Peer {
+            role: ADMIN_ROLE.into(),
+        },
+        secrets: tc.state.secrets(&ns).unwrap_or_else(|e| panic!("{e:#}")),
+        secrets_dir: tc.state.secrets_dir(&ns),
+        namespace: ns,
+    }
+}
+
+/// The repository root (for `tenants/`, `docs/`, `templates/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}

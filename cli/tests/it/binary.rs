@@ -1,0 +1,212 @@
+//! The `tenantctl` binary end to end: exit codes, bad input applying nothing, and the README's main
+//! command (`tenantctl up`) run as a test.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn tenantctl(state_dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantctl"));
+    cmd.arg("--state-dir")
+        .arg(state_dir)
+        .arg("--no-progress")
+        .arg("--color")
+        .arg("never")
+        .env_remove("TENANTCTL_DATABASE_URL")
+        .env_remove("TENANTCTL_FAILPOINT");
+    cmd
+}
+
+#[test]
+fn validate_reports_every_bad_manifest_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let good =
+        std::fs::read_to_string(cli::testing::repo_root().join("tenants/acme.yaml")).unwrap();
+    std::fs::write(dir.path().join("acme.yaml"), &good).unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        good.replace("tier: schema", "tier: shared")
+            .replace("id: acme", "id: bad"),
+    )
+    .unwrap();
+    let out = tenantctl(dir.path())
+        .arg("validate")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.yaml`:6:7: field `tier`: unknown variant `shared`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint: "), "{stderr}");
+    assert!(stderr.contains("nothing was applied"), "{stderr}");
+
+    let ok = tenantctl(dir.path())
+        .arg("validate")
+        .arg(cli::testing::repo_root().join("tenants"))
+        .output()
+        .unwrap();
+    assert_eq!(ok.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout),
+        "ok: `acme` (schema tier)\nok: `globex` (schema tier)\n"
+    );
+}
+
+#[test]
+fn apply_with_one_bad_manifest_applies_nothing() {
+    let cluster = cli::testing::cluster();
+    let target = cli::testing::deployment();
+    let dir = tempfile::tempdir().unwrap();
+    let good =
+        std::fs::read_to_string(cli::testing::repo_root().join("tenants/acme.yaml")).unwrap();
+    std::fs::write(dir.path().join("acme.yaml"), &good).unwrap();
+    std::fs::write(
+        dir.path().join("zeta.yaml"),
+        good.replace("id: acme", "id: zeta")
+            .replace("usage_days: 400", "usage_days: lots"),
+    )
+    .unwrap();
+    let out = tenantctl(cluster.state.root())
+        .args(["--namespace", target.namespace.as_str(), "apply"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Not even the database was created: validation happens before any connection.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let exists = rt.block_on(async {
+        let admin = target.connect_admin("postgres").await.unwrap();
+        admin
+            .query_opt(
+                "SELECT 1 FROM pg_database WHERE datname = $1",
+                &[&target.endpoint.dbname],
+            )
+            .await
+            .unwrap()
+            .is_some()
+    });
+    assert!(!exists);
+}
+
+#[test]
+fn commands_that_need_the_cluster_say_how_to_start_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tenantctl(dir.path()).arg("status").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not running") && stderr.contains("hint: run `tenantctl local start`"),
+        "{stderr}"
+    );
+}
+
+/// Kills the child if the test fails half-way.
+struct Guard(std::process::Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn up_starts_everything_prints_working_curl_commands_and_stops_cleanly_on_ctrl_c() {
+    // The README's main command, run as a test: fresh state dir, both example tenants.
+    let state = tempfile::Builder::new()
+        .prefix("tc-up")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let child = tenantctl(state.path())
+        .arg("up")
+        .arg("--tenants")
+        .arg(cli::testing::repo_root().join("tenants"))
+        .args(["--listen", "127.0.0.1:0", "--idp-listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(child);
+    let stdout = guard.0.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut curls = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "`tenantctl up` did not get ready in time"
+        );
+        let Some(Ok(line)) = lines.next() else {
+            panic!("`tenantctl up` exited early")
+        };
+        if line.starts_with("curl ") {
+            curls.push(line);
+        } else if line.starts_with("ready") {
+            break;
+        }
+    }
+    assert_eq!(curls.len(), 6, "three commands per tenant");
+    // Paste the commands into a shell, as a user would.
+    let mut bodies = Vec::new();
+    for cmd in &curls {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{cmd} --fail-with-body"))
+            .output()
+            .expect("`sh` and `curl` are needed (apt-get install curl)");
+        assert!(
+            out.status.success(),
+            "{cmd}\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        bodies.push(String::from_utf8_lossy(&out.stdout).to_string());
+    }
+    assert!(
+        bodies[0].contains("\"mock-large\""),
+        "acme sees its models: {}",
+        bodies[0]
+    );
+    assert!(bodies[1].contains("\"chat.completion\""), "{}", bodies[1]);
+    assert!(
+        bodies[2].contains("\"tenant\":\"acme\"") && bodies[2].contains("\"requests\":1"),
+        "{}",
+        bodies[2]
+    );
+    assert!(
+        !bodies[3].contains("mock-large"),
+        "globex's policy has no mock-large: {}",
+        bodies[3]
+    );
+    assert!(
+        bodies[5].contains("\"tenant\":\"globex\"") && bodies[5].contains("\"requests\":1"),
+        "{}",
+        bodies[5]
+    );
+
+    // Ctrl-C: the server stops, then the cluster `up` started.
+    let pid = nix::unistd::Pid::from_raw(guard.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`tenantctl up` did not stop on Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+    assert!(
+        !state.path().join("pg/data/postmaster.pid").exists(),
+        "the cluster must be stopped"
+    );
+}

@@ -1,0 +1,13 @@
+//! Integration tests of `tenantctl`: manifests, the local target against real Postgres, and the
+//! binary's end-to-end flow.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "test code: an unexpected error should fail the test loudly"
+)]
+
+mod binary;
+mod local;
+mod manifest;

@@ -1,0 +1,147 @@
+//! Manifest errors: a table of malformed manifests, each error text snapshotted (issue 2).
+
+use std::path::Path;
+
+use cli::manifest::{TenantSpec, load_all};
+
+const GOOD: &str = "version: 1
+id: acme
+display_name: Acme Health
+tier: schema
+models:
+  providers:
+    mock:
+      - mock-small
+  default: mock-small
+budget:
+  monthly_usd: \"2500.00\"
+tags:
+  cost-center: cc-1
+retention:
+  usage_days: 30
+";
+
+fn with(from: &str, to: &str) -> String {
+    assert!(GOOD.contains(from), "{from}");
+    GOOD.replacen(from, to, 1)
+}
+
+#[test]
+fn the_good_manifest_parses() {
+    let spec = TenantSpec::from_source(Path::new("tenants/acme.yaml"), GOOD).unwrap();
+    assert_eq!(spec.id.as_str(), "acme");
+    assert_eq!(spec.monthly_budget.0, 2_500_000_000);
+    assert_eq!(spec.identity.tenant_claim, "tenant_id");
+}
+
+#[test]
+fn malformed_manifests_fail_with_located_errors_and_hints() {
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "unknown_field",
+            with("tier: schema\n", "tier: schema\ntierr: pool\n"),
+        ),
+        (
+            "unknown_nested_field",
+            with(
+                "  monthly_usd: \"2500.00\"\n",
+                "  monthly_usd: \"2500.00\"\n  currency: EUR\n",
+            ),
+        ),
+        ("bad_tenant_id", with("id: acme", "id: Acme_Corp")),
+        ("tenant_id_path_traversal", with("id: acme", "id: ../x")),
+        ("bad_tier", with("tier: schema", "tier: shared")),
+        ("wrong_type", with("usage_days: 30", "usage_days: forever")),
+        (
+            "yaml_syntax_error",
+            with("    mock:\n      - mock-small\n", "    mock: [mock-small\n"),
+        ),
+        (
+            "float_money",
+            with("monthly_usd: \"2500.00\"", "monthly_usd: 2500.50"),
+        ),
+        (
+            "money_with_too_many_decimals",
+            with("\"2500.00\"", "\"0.0000001\""),
+        ),
+        (
+            "default_model_not_allowed",
+            with("default: mock-small", "default: gpt-4o"),
+        ),
+        (
+            "unpriced_model",
+            with(
+                "      - mock-small\n",
+                "      - mock-small\n      - mock-huge\n",
+            ),
+        ),
+        ("unknown_provider", with("    mock:\n", "    openai:\n")),
+        (
+            "missing_cost_center",
+            with("  cost-center: cc-1\n", "  team: x\n"),
+        ),
+        (
+            "reserved_tag",
+            with(
+                "  cost-center: cc-1\n",
+                "  cost-center: cc-1\n  tenant: other\n",
+            ),
+        ),
+        (
+            "missing_field",
+            GOOD.replace("retention:\n  usage_days: 30\n", ""),
+        ),
+        ("unsupported_version", with("version: 1", "version: 2")),
+        (
+            "unknown_issuer",
+            with(
+                "tier: schema\n",
+                "tier: schema\nidentity:\n  issuer: auth0-prod\n",
+            ),
+        ),
+        (
+            "retention_out_of_range",
+            with("usage_days: 30", "usage_days: 0"),
+        ),
+    ];
+    for (name, source) in cases {
+        let err = TenantSpec::from_source(Path::new("tenants/acme.yaml"), &source).expect_err(name);
+        assert!(err.hint.is_some(), "{name}: every error carries a hint");
+        insta::assert_snapshot!(name, err.render());
+    }
+}
+
+#[test]
+fn duplicate_tenant_ids_across_files_are_refused_naming_both_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.yaml"), GOOD).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), GOOD).unwrap();
+    let errors = load_all(&[dir.path().to_owned()]).unwrap_err();
+    assert_eq!(errors.len(), 1);
+    let text = errors[0]
+        .render()
+        .replace(&dir.path().display().to_string(), "DIR");
+    insta::assert_snapshot!("duplicate_ids", text);
+}
+
+#[test]
+fn example_manifests_are_valid() {
+    let specs = load_all(&[cli::testing::repo_root().join("tenants")]).unwrap();
+    let ids: Vec<_> = specs.iter().map(|(_, s)| s.id.to_string()).collect();
+    assert_eq!(ids, vec!["acme", "globex"]);
+}
+
+#[test]
+fn the_checked_in_json_schema_is_current() {
+    let path = cli::testing::repo_root().join("docs/manifest.schema.json");
+    let current = cli::manifest::raw::json_schema();
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    if std::env::var_os("UPDATE_SCHEMA").is_some() {
+        std::fs::write(&path, &current).unwrap();
+        return;
+    }
+    assert!(
+        checked_in == current,
+        "`docs/manifest.schema.json` is stale; regenerate it with `UPDATE_SCHEMA=1 cargo test -p cli --test it schema`"
+    );
+}

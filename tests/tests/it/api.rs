@@ -1,0 +1,208 @@
+//! The tenant API end to end (issue 2): chat completions (plain and streamed) metered into the
+//! tenant's ledger before the response, usage isolation, and policy refusals without a ledger row.
+
+use serde_json::{Value, json};
+use tests::serve_examples;
+
+async fn chat(s: &tests::Served, token: &str, body: Value) -> reqwest::Response {
+    s.http
+        .post(format!("{}/v1/chat/completions", s.base))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn usage(s: &tests::Served, token: &str) -> Value {
+    let r = s
+        .http
+        .get(format!("{}/v1/usage", s.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+fn hello(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}]})
+}
+
+#[tokio::test]
+async fn a_chat_completion_is_answered_and_metered_before_the_response_returns() {
+    let s = serve_examples().await;
+    let token = s.token("acme");
+    let r = chat(&s, &token, hello("fast")).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    // The ledger row is already committed when the response arrives.
+    assert_eq!(s.ledger_rows("acme").await, 1);
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], "mock-small");
+    assert_eq!(body["usage"]["prompt_tokens"], 10);
+    let u = usage(&s, &token).await;
+    let row = &u["data"][0];
+    assert_eq!(row["tenant_id"], "acme");
+    assert_eq!(row["subject"], "user-of-acme");
+    assert_eq!(row["model"], "mock-small");
+    assert_eq!(row["input_tokens"], 10);
+    assert_eq!(row["output_tokens"], body["usage"]["completion_tokens"]);
+    // mock-small: 0.15 USD / 0.60 USD per million tokens, rounded up to whole micro-USD per call.
+    let out = body["usage"]["completion_tokens"].as_i64().unwrap();
+    let want = (10 * 150_000 + out * 600_000 + 999_999) / 1_000_000;
+    assert_eq!(row["cost_micro_usd"], want);
+    assert_eq!(row["price_book_version"], runtime::pricing::CURRENT.version);
+    assert_eq!(
+        body["id"],
+        format!("chatcmpl-{}", row["id"].as_str().unwrap().replace('-', ""))
+    );
+    s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_streamed_completion_sends_sse_chunks_ending_in_done_and_leaves_one_ledger_row() {
+    let s = serve_examples().await;
+    let token = s.token("acme");
+    let mut body = hello("smart");
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let r = chat(&s, &token, body).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let text = r.text().await.unwrap();
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.last(), Some(&"data: [DONE]"));
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap())
+        .collect();
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert!(
+        content.starts_with("This is mock-large answering."),
+        "{content}"
+    );
+    let usage_chunk = chunks.last().unwrap();
+    assert_eq!(
+        usage_chunk["usage"]["completion_tokens"].as_u64().unwrap() as usize,
+        content.split_whitespace().count()
+    );
+    assert_eq!(s.ledger_rows("acme").await, 1);
+    s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tenant_sees_only_its_own_usage_whatever_it_sends() {
+    // security-cases.md cases 28/29/59: identity comes from the token only.
+    let s = serve_examples().await;
+    let acme = s.token("acme");
+    let globex = s.token("globex");
+    for _ in 0..2 {
+        assert_eq!(chat(&s, &acme, hello("mock-small")).await.status(), 200);
+    }
+    assert_eq!(chat(&s, &globex, hello("mock-small")).await.status(), 200);
+    let a = usage(&s, &acme).await;
+    assert_eq!(a["tenant"], "acme");
+    assert_eq!(a["totals"]["requests"], 2);
+    assert!(
+        a["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["tenant_id"] == "acme")
+    );
+    let g = usage(&s, &globex).await;
+    assert_eq!(g["totals"]["requests"], 1);
+    assert!(
+        g["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["tenant_id"] == "globex")
+    );
+
+    // A tenant header is ignored; a tenant query parameter or body field is refused.
+    let r = s
+        .http
+        .get(format!("{}/v1/usage", s.base))
+        .bearer_auth(&acme)
+        .header("x-tenant-id", "globex")
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["tenant"].as_str(), v["totals"]["requests"].as_i64()),
+        (Some("acme"), Some(2))
+    );
+    let r = s
+        .http
+        .get(format!("{}/v1/usage?tenant_id=globex", s.base))
+        .bearer_auth(&acme)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let mut body = hello("mock-small");
+    body["tenant_id"] = json!("globex");
+    assert_eq!(chat(&s, &acme, body).await.status(), 400);
+    assert_eq!(s.ledger_rows("globex").await, 1);
+    s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_model_outside_the_policy_is_refused_with_403_and_no_ledger_row() {
+    // security-cases.md cases 53/54.
+    let s = serve_examples().await;
+    let globex = s.token("globex");
+    for model in [
+        "mock-large",
+        "MOCK-SMALL",
+        "mock/mock-small",
+        "smart",
+        "gpt-4o",
+    ] {
+        let r = chat(&s, &globex, hello(model)).await;
+        assert_eq!(r.status(), 403, "{model}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "model_not_permitted");
+    }
+    let mut body = hello("mock-small");
+    body["api_base"] = json!("http://169.254.169.254/");
+    let r = chat(&s, &globex, body).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `api_base`")
+    );
+    assert_eq!(s.ledger_rows("globex").await, 0);
+    s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn models_lists_exactly_the_tenant_policy() {
+    let s = serve_examples().await;
+    let r = s
+        .http
+        .get(format!("{}/v1/models", s.base))
+        .bearer_auth(s.token("globex"))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["mock-small"]);
+    s.running.stop().await.unwrap();
+}

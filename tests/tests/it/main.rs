@@ -1,0 +1,12 @@
+//! End-to-end tests over real HTTP against real Postgres, and tidy checks over the repository.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "test code: an unexpected error should fail the test loudly"
+)]
+
+mod api;
+mod auth;
+mod tidy;

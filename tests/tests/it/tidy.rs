@@ -1,0 +1,169 @@
+//! Tidy checks over the repository: module docs, no stubs, one-way crate dependencies, no secrets.
+
+use std::path::{Path, PathBuf};
+
+fn files(root: &Path, ext: &str, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(root).unwrap().flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if path.is_dir() {
+            if !matches!(name.as_ref(), "target" | ".git" | "node_modules") {
+                files(&path, ext, out);
+            }
+        } else if name.ends_with(ext) {
+            out.push(path);
+        }
+    }
+}
+
+fn rust_files() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    files(&cli::testing::repo_root(), ".rs", &mut out);
+    assert!(out.len() > 20);
+    out
+}
+
+#[test]
+fn every_rust_file_opens_with_a_module_doc() {
+    for f in rust_files() {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            text.starts_with("//!"),
+            "`{}` must open with a `//!` comment saying what it owns",
+            f.display()
+        );
+    }
+}
+
+#[test]
+fn no_stubs_or_ignored_tests() {
+    let banned = [
+        concat!("todo", "!("),
+        concat!("unimplemented", "!("),
+        concat!("#[", "ignore"),
+    ];
+    for f in rust_files() {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for b in banned {
+            assert!(!text.contains(b), "`{}` contains `{b}`", f.display());
+        }
+    }
+}
+
+#[test]
+fn runtime_never_depends_on_cli() {
+    // Invariant: `cli` depends on `runtime`, never the reverse.
+    let manifest =
+        std::fs::read_to_string(cli::testing::repo_root().join("runtime/Cargo.toml")).unwrap();
+    assert!(
+        !manifest.lines().any(|l| l.trim_start().starts_with("cli")),
+        "runtime/Cargo.toml names `cli`"
+    );
+    for f in rust_files()
+        .iter()
+        .filter(|f| f.starts_with(cli::testing::repo_root().join("runtime")))
+    {
+        let text = std::fs::read_to_string(f).unwrap();
+        assert!(!text.contains("cli::"), "`{}` uses `cli::`", f.display());
+    }
+}
+
+#[test]
+fn no_sql_is_built_with_format_outside_the_quoting_module() {
+    // Invariant: SQL is static text with bind parameters; identifiers go through `sql::quote_ident`.
+    let allowed = ["cli/src/sql.rs", "cli/src/provision/mod.rs"];
+    for f in rust_files() {
+        let rel = f
+            .strip_prefix(cli::testing::repo_root())
+            .unwrap()
+            .display()
+            .to_string();
+        if allowed.contains(&rel.as_str()) || rel.starts_with("tests/") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            // SQL in this codebase is written with uppercase keywords.
+            let sqlish = [
+                "SELECT ",
+                "INSERT INTO",
+                "DELETE FROM",
+                "UPDATE ",
+                "CREATE TABLE",
+                "CREATE ROLE",
+                "CREATE SCHEMA",
+                "CREATE DATABASE",
+                "ALTER ROLE",
+                "ALTER TABLE",
+                "GRANT ",
+                "DROP ",
+            ]
+            .iter()
+            .any(|k| line.contains(k));
+            assert!(
+                !(sqlish && line.contains("format!(")),
+                "{rel}:{}: SQL built with format!",
+                i + 1
+            );
+        }
+    }
+}
+
+#[test]
+fn tenant_data_is_reached_only_through_the_tenancy_module() {
+    // Invariant: no handler opens a database connection; only `tenancy` checks out tenant connections.
+    for f in rust_files()
+        .iter()
+        .filter(|f| f.starts_with(cli::testing::repo_root().join("runtime/src")))
+    {
+        let rel = f
+            .strip_prefix(cli::testing::repo_root())
+            .unwrap()
+            .display()
+            .to_string();
+        let text = std::fs::read_to_string(f).unwrap();
+        if rel == "runtime/src/tenancy.rs" {
+            continue;
+        }
+        for needle in [
+            "deadpool_postgres",
+            "tokio_postgres::connect",
+            ".connect(NoTls",
+        ] {
+            assert!(
+                !text.contains(needle),
+                "{rel} uses `{needle}`; go through `TenantTx`"
+            );
+        }
+    }
+}
+
+#[test]
+fn no_credentials_or_private_keys_are_committed() {
+    let mut all = Vec::new();
+    for ext in [
+        ".rs", ".yaml", ".j2", ".md", ".toml", ".sh", ".json", ".sql",
+    ] {
+        files(&cli::testing::repo_root(), ext, &mut all);
+    }
+    let begin_key = concat!("-----BEGIN ", "PRIVATE KEY-----");
+    for f in all {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        assert!(
+            !text.contains(begin_key),
+            "{} contains a private key",
+            f.display()
+        );
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_')) {
+            let is_key =
+                (word.starts_with("sk-") && word.len() >= 27 && !word.starts_with("sk-canary"))
+                    || (word.starts_with("AKIA") && word.len() == 20);
+            assert!(
+                !is_key,
+                "{} contains something that looks like a credential",
+                f.display()
+            );
+        }
+    }
+}
