@@ -35,6 +35,11 @@ fi
 if ! command -v curl >/dev/null 2>&1; then
   apt_install curl || { say "curl is required by the end-to-end test of the README's main command"; exit 1; }
 fi
+if ! python3 -c 'import openai' >/dev/null 2>&1; then
+  say "installing the official openai Python SDK (the runtime's client-interop tests use it)"
+  python3 -m pip install --quiet --disable-pip-version-check 'openai>=1.40,<4' >&2 \
+    || { say "could not install it; run: python3 -m pip install openai"; exit 1; }
+fi
 if ! command -v cargo >/dev/null 2>&1; then
   say "cargo is required: install Rust from your distribution or rustup"
   exit 1

@@ -130,3 +130,32 @@ impl Served {
             .get(0)
     }
 }
+
+/// Builds (if needed) and returns the `tenant-runtime` binary of this workspace.
+pub fn runtime_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    // target/<profile>/deps/it-<hash> -> target/<profile>/tenant-runtime
+    let profile_dir = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .unwrap_or_else(|| panic!("unexpected test binary location {}", exe.display()));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "runtime",
+            "--bin",
+            "tenant-runtime",
+        ])
+        .env(
+            "CARGO_TARGET_DIR",
+            profile_dir.parent().unwrap_or(profile_dir),
+        )
+        .current_dir(cli::testing::repo_root())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build tenant-runtime: {e}"));
+    assert!(status.success(), "building tenant-runtime failed");
+    profile_dir.join("tenant-runtime")
+}

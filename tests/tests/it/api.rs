@@ -206,3 +206,47 @@ async fn models_lists_exactly_the_tenant_policy() {
     assert_eq!(ids, vec!["mock-small"]);
     s.running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_official_openai_python_sdk_works_as_a_client() {
+    let s = serve_examples().await;
+    let script = cli::testing::repo_root().join("tests/clients/openai_sdk.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .arg(format!("{}/v1", s.base))
+        .env("TENANT_TOKEN", s.token("acme"))
+        .output()
+        .await
+        .expect("python3 is needed for the SDK interop test");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("No module named 'openai'"),
+        "the `openai` Python package is missing: run `pip install openai` (scripts/test.sh does)"
+    );
+    assert!(out.status.success(), "{stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["models"],
+        json!(["fast", "mock-large", "mock-small", "smart"])
+    );
+    assert_eq!(v["plain"]["model"], "mock-small");
+    assert!(
+        v["plain"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("Echo: hello from the sdk")
+    );
+    assert!(
+        v["stream"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("This is mock-large answering.")
+    );
+    assert_eq!(v["stream"]["finish_reason"], "stop");
+    assert_eq!(
+        v["refused"],
+        json!({"status": 403, "code": "model_not_permitted"})
+    );
+    assert_eq!(s.ledger_rows("acme").await, 2);
+    s.running.stop().await.unwrap();
+}

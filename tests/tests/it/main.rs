@@ -9,4 +9,5 @@
 
 mod api;
 mod auth;
+mod lambda;
 mod tidy;

@@ -1,0 +1,164 @@
+//! The runtime's Lambda entry (issue 2): the real `tenant-runtime` binary, started with
+//! `AWS_LAMBDA_RUNTIME_API`, serves API Gateway (HTTP API, payload 2.0) events through the same app.
+//!
+//! AWS Lambda itself cannot run here, so this test plays the Lambda Runtime API (the documented HTTP
+//! protocol between the Lambda service and a custom runtime) on a loopback port.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tests::serve_examples;
+use tokio::sync::{Mutex, mpsc};
+
+#[derive(Clone)]
+struct RuntimeApi {
+    events: Arc<Mutex<mpsc::Receiver<(String, Value)>>>,
+    responses: mpsc::Sender<(String, Value)>,
+}
+
+async fn next(State(api): State<RuntimeApi>) -> (HeaderMap, axum::Json<Value>) {
+    let Some((id, event)) = api.events.lock().await.recv().await else {
+        // No more events: park the runtime's long poll until the test kills it.
+        let never: std::convert::Infallible = std::future::pending().await;
+        match never {}
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert("lambda-runtime-aws-request-id", id.parse().unwrap());
+    let deadline = (tests::now() + 30) * 1000;
+    headers.insert(
+        "lambda-runtime-deadline-ms",
+        deadline.to_string().parse().unwrap(),
+    );
+    headers.insert(
+        "lambda-runtime-invoked-function-arn",
+        "arn:aws:lambda:eu-west-1:123456789012:function:tenant-acme"
+            .parse()
+            .unwrap(),
+    );
+    headers.insert(
+        "lambda-runtime-trace-id",
+        "Root=1-00000000-000000000000000000000000".parse().unwrap(),
+    );
+    (headers, axum::Json(event))
+}
+
+async fn respond(
+    State(api): State<RuntimeApi>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> &'static str {
+    let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let _ = api.responses.send((id, value)).await;
+    "ok"
+}
+
+fn event(method: &str, path: &str, token: Option<&str>) -> Value {
+    let mut headers =
+        json!({"host": "abc123.execute-api.eu-west-1.amazonaws.com", "user-agent": "test"});
+    if let Some(t) = token {
+        headers["authorization"] = json!(format!("Bearer {t}"));
+    }
+    json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {
+            "accountId": "123456789012", "apiId": "abc123", "domainName": "abc123.execute-api.eu-west-1.amazonaws.com",
+            "domainPrefix": "abc123", "requestId": "req-1", "routeKey": "$default", "stage": "$default",
+            "time": "29/Nov/2026:09:00:00 +0000", "timeEpoch": 1_795_940_000_000_i64,
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1", "userAgent": "test"}
+        },
+        "isBase64Encoded": false
+    })
+}
+
+#[tokio::test]
+async fn the_runtime_binary_serves_api_gateway_events_when_started_as_a_lambda() {
+    let s = serve_examples().await;
+    let binary = tokio::task::spawn_blocking(tests::runtime_binary)
+        .await
+        .unwrap();
+
+    let (event_tx, event_rx) = mpsc::channel(8);
+    let (resp_tx, mut resp_rx) = mpsc::channel(8);
+    let api = RuntimeApi {
+        events: Arc::new(Mutex::new(event_rx)),
+        responses: resp_tx,
+    };
+    let app = axum::Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(respond),
+        )
+        .with_state(api);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let runtime_api = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = json!({
+        "namespace": s.target.namespace,
+        "database": s.target.endpoint,
+        "secrets_dir": s.target.secrets_dir,
+        "issuers": [{"name": "platform", "issuer": cli::devidp::DEV_ISSUER,
+                     "jwks": {"url": cli::devidp::jwks_url(s.running.idp_addr)}}],
+    });
+    let config_path = config_dir.path().join("runtime.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let mut child = tokio::process::Command::new(&binary)
+        .env("TENANT_RUNTIME_CONFIG", &config_path)
+        .env("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "tenant-acme")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/tenant-acme")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let token = s.token("acme");
+    let cases = [
+        (
+            "models with a token",
+            event("GET", "/v1/models", Some(&token)),
+            200,
+        ),
+        (
+            "models without a token",
+            event("GET", "/v1/models", None),
+            401,
+        ),
+        (
+            "models with a forged token",
+            event("GET", "/v1/models", Some("a.b.c")),
+            401,
+        ),
+        (
+            "usage with a token",
+            event("GET", "/v1/usage", Some(&token)),
+            200,
+        ),
+    ];
+    for (i, (name, ev, want)) in cases.iter().enumerate() {
+        let id = format!("invocation-{i}");
+        event_tx.send((id.clone(), ev.clone())).await.unwrap();
+        let (got_id, resp) = tokio::time::timeout(Duration::from_secs(30), resp_rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{name}: no response from the Lambda runtime"))
+            .unwrap();
+        assert_eq!(got_id, id);
+        assert_eq!(resp["statusCode"], *want, "{name}: {resp}");
+        if *want == 200 {
+            let body: Value = serde_json::from_str(resp["body"].as_str().unwrap()).unwrap();
+            assert_eq!(body["object"], "list", "{name}");
+        }
+    }
+    child.kill().await.unwrap();
+    s.running.stop().await.unwrap();
+}
