@@ -198,9 +198,9 @@ async fn apply_cmd(g: &Global, paths: &[PathBuf]) -> Result<u8> {
         OutputFormat::Json => out_json(&json!({"outcomes": outcomes}))?,
         OutputFormat::Text => {
             for o in &outcomes {
-                match &o.error {
-                    Some(e) => out(&format!("{}: {} ({e})", o.tenant, o.result))?,
-                    None => out(&format!("{}: {}", o.tenant, o.result))?,
+                out(&format!("{}: {}", o.tenant, o.result))?;
+                if let Some(e) = &o.error {
+                    eprintln!("error: tenant `{}` was not applied: {e}", o.tenant);
                 }
             }
             if !plan.has_changes() {

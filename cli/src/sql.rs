@@ -8,31 +8,26 @@
 
 use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior, Value};
 
-const TEMPLATES: &[(&str, &str)] = &[
-    (
-        "create-role.sql",
-        include_str!("../../templates/postgres/create-role.sql.j2"),
-    ),
-    (
-        "control-plane.sql",
-        include_str!("../../templates/postgres/control-plane.sql.j2"),
-    ),
-    (
-        "schema-tier.sql",
-        include_str!("../../templates/postgres/schema-tier.sql.j2"),
-    ),
-    (
-        "migration-begin.sql",
-        include_str!("../../templates/postgres/migration-begin.sql.j2"),
-    ),
-    (
-        "migration-end.sql",
-        include_str!("../../templates/postgres/migration-end.sql.j2"),
-    ),
-    (
-        "tenant-grants.sql",
-        include_str!("../../templates/postgres/tenant-grants.sql.j2"),
-    ),
+/// `("x.sql", <contents of templates/postgres/x.sql.j2>)`.
+macro_rules! template {
+    ($name:literal) => {
+        (
+            $name,
+            include_str!(concat!("../../templates/postgres/", $name, ".j2")),
+        )
+    };
+}
+
+/// Every template, compiled into the binary. A test checks that each file in `templates/postgres/` is
+/// listed here.
+pub const TEMPLATES: &[(&str, &str)] = &[
+    template!("create-role.sql"),
+    template!("control-plane.sql"),
+    template!("grant-migrator.sql"),
+    template!("schema-tier.sql"),
+    template!("migration-begin.sql"),
+    template!("migration-end.sql"),
+    template!("tenant-grants.sql"),
 ];
 
 /// Quotes a SQL identifier after checking it against the strict grammar.
@@ -145,6 +140,19 @@ mod tests {
         assert!(render("schema-tier.sql", minijinja::context! { role => "r" }).is_err());
         let bad = minijinja::context! { role => "r\"; DROP TABLE x; --", login => true };
         assert!(render("create-role.sql", bad).is_err());
+    }
+
+    #[test]
+    fn every_template_file_is_registered() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates/postgres");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let file = entry.unwrap().file_name().to_string_lossy().to_string();
+            let name = file.trim_end_matches(".j2");
+            assert!(
+                TEMPLATES.iter().any(|(n, _)| *n == name),
+                "`templates/postgres/{file}` is not in `TEMPLATES`"
+            );
+        }
     }
 
     #[test]

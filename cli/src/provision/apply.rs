@@ -69,6 +69,23 @@ pub async fn ensure_control_plane(target: &Target) -> Result<()> {
             runtime_role_created |= login;
         }
     }
+    // A non-superuser admin (CREATEROLE, as on managed Postgres) must be able to act as the migrator to
+    // own schemas and tables. A superuser needs no membership.
+    let superuser: bool = tx
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !superuser {
+        tx.batch_execute(&sql::render(
+            "grant-migrator.sql",
+            context! { migrator => ns.migrator_role() },
+        )?)
+        .await
+        .context("granting the migrator role to the admin role")?;
+    }
     if runtime_role_created || new_secret {
         tx.batch_execute(&sql::alter_role_password(&ns.runtime_role(), &password)?)
             .await?;
@@ -228,6 +245,23 @@ pub async fn converge_tenant(target: &Target, spec: &TenantSpec) -> Result<()> {
     tx.batch_execute(&sql::render("schema-tier.sql", base.clone())?)
         .await
         .context("creating the tenant schema and role settings")?;
+    let dangerous: Vec<String> = tx
+        .query(
+            "SELECT a FROM pg_roles r, LATERAL (VALUES ('SUPERUSER', r.rolsuper), ('REPLICATION', r.rolreplication), \
+                    ('BYPASSRLS', r.rolbypassrls)) AS attrs(a, on_) WHERE r.rolname = $1 AND attrs.on_",
+            &[&role],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !dangerous.is_empty() {
+        anyhow::bail!(
+            "role `{role}` has {}; a tenant role must not\nhint: a superuser must run `ALTER ROLE \"{role}\" NO{}` before tenantctl continues",
+            dangerous.join(", "),
+            dangerous.join(" NO")
+        );
+    }
     let applied: i32 = tx
         .query_one(
             "SELECT coalesce(max(version), 0) FROM control.tenant_migrations WHERE tenant_id = $1",

@@ -210,3 +210,216 @@ fn up_starts_everything_prints_working_curl_commands_and_stops_cleanly_on_ctrl_c
         "the cluster must be stopped"
     );
 }
+
+#[test]
+fn status_checks_a_real_login_per_tenant_and_exits_1_on_drift() {
+    let cluster = cli::testing::cluster();
+    let target = cli::testing::deployment();
+    let ns = target.namespace.to_string();
+    let run = |args: &[&str]| {
+        tenantctl(cluster.state.root())
+            .args(["--namespace", &ns])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let tenants = cli::testing::repo_root().join("tenants");
+    let out = run(&["apply", tenants.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = run(&["--output", "json", "status"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let logins: Vec<_> = v["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["tenant"].as_str().unwrap().to_owned(),
+                t["db_login"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        logins,
+        vec![("acme".into(), "ok".into()), ("globex".into(), "ok".into())]
+    );
+
+    // Drift: someone changed the tenant role's password behind tenantctl's back.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let admin = target.admin().await.unwrap();
+        let role = target
+            .namespace
+            .tenant_role(&runtime::domain::TenantId::parse("globex").unwrap());
+        admin
+            .batch_execute(&format!("ALTER ROLE \"{role}\" PASSWORD NULL"))
+            .await
+            .unwrap();
+    });
+    let out = run(&["status"]);
+    assert_eq!(out.status.code(), Some(1), "drift must exit 1");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("globex") && l.contains("FAILED")),
+        "{text}"
+    );
+}
+
+#[test]
+fn token_mints_a_token_the_runtime_accepts_and_refuses_unknown_tenants_with_a_hint() {
+    let cluster = cli::testing::cluster();
+    let target = cli::testing::deployment();
+    let ns = target.namespace.to_string();
+    let run = |args: &[&str]| {
+        tenantctl(cluster.state.root())
+            .args(["--namespace", &ns])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "apply",
+        cli::testing::repo_root().join("tenants").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = run(&["token", "--tenant", "initech"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("tenant `initech` is not onboarded")
+            && stderr.contains("hint: run `tenantctl onboard"),
+        "{stderr}"
+    );
+    let out = run(&["token", "--tenant", "acme", "--scope", "admin:all"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = run(&[
+        "token",
+        "--tenant",
+        "globex",
+        "--sub",
+        "alice",
+        "--scope",
+        "models:read",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let loopback = "127.0.0.1:0".parse().unwrap();
+        let running = cli::serve::start(&target, loopback, loopback)
+            .await
+            .unwrap();
+        let http = reqwest::Client::new();
+        let url = |p: &str| format!("http://{}{p}", running.api_addr);
+        let r = http
+            .get(url("/v1/models"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        // The token carries only the scope asked for.
+        let r = http
+            .get(url("/v1/usage"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        running.stop().await.unwrap();
+    });
+}
+
+#[test]
+fn an_existing_server_given_by_url_works_with_a_non_superuser_admin() {
+    // `TENANTCTL_DATABASE_URL` with an admin that has only CREATEROLE and CREATEDB (as on managed
+    // Postgres). The password travels in the environment, never in arguments.
+    let cluster = cli::testing::cluster();
+    let target = cli::testing::deployment();
+    let admin_role = format!("{}_extadmin", target.namespace);
+    let password = runtime::secrets::generate_secret();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let admin = target.connect_admin("postgres").await.unwrap();
+        admin
+            .batch_execute(&format!(
+                "CREATE ROLE \"{admin_role}\" LOGIN CREATEROLE CREATEDB"
+            ))
+            .await
+            .unwrap();
+        admin
+            .batch_execute(&cli::sql::alter_role_password(&admin_role, &password).unwrap())
+            .await
+            .unwrap();
+    });
+    use secrecy::ExposeSecret;
+    let socket = cluster
+        .state
+        .pg_run()
+        .display()
+        .to_string()
+        .replace('/', "%2F");
+    let url = format!(
+        "postgres://{admin_role}:{}@{socket}:{}/{}",
+        password.expose_secret(),
+        cli::local::cluster::PORT,
+        target.namespace
+    );
+    let ns = target.namespace.to_string();
+    let run = |args: &[&str]| {
+        tenantctl(cluster.state.root())
+            .args(["--namespace", &ns])
+            .args(args)
+            .env("TENANTCTL_DATABASE_URL", &url)
+            .output()
+            .unwrap()
+    };
+    let tenants = cli::testing::repo_root().join("tenants");
+    let out = run(&["apply", tenants.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "acme: created\nglobex: created\n"
+    );
+    let out = run(&["plan", tenants.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = run(&["status"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(password.expose_secret()));
+}

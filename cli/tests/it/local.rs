@@ -280,3 +280,43 @@ async fn kill_9_in_the_middle_of_an_apply_leaves_nothing_half_applied_and_a_reru
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn apply_refuses_to_continue_with_a_tenant_role_that_gained_bypassrls() {
+    // security-cases.md case 34: a tenant role with a dangerous attribute is never silently accepted.
+    let target = cli::testing::deployment();
+    let mut specs = examples();
+    apply_all(&target, &specs).await;
+    let role = target
+        .namespace
+        .tenant_role(&TenantId::parse("acme").unwrap());
+    let admin = target.admin().await.unwrap();
+    admin
+        .batch_execute(&format!("ALTER ROLE \"{role}\" BYPASSRLS"))
+        .await
+        .unwrap();
+    specs[0].monthly_budget = runtime::domain::MicroUsd(7);
+    let outcomes = apply_all(&target, &specs).await;
+    assert_eq!(outcomes[0].result, "failed");
+    let error = outcomes[0].error.as_deref().unwrap();
+    assert!(
+        error.contains("has BYPASSRLS; a tenant role must not"),
+        "{error}"
+    );
+    // Nothing of that apply committed.
+    let budget: i64 = admin
+        .query_one(
+            "SELECT monthly_budget_micro_usd FROM control.tenants WHERE tenant_id = 'acme'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(budget, 7);
+    let failures: i64 = admin
+        .query_one("SELECT count(*) FROM control.apply_log WHERE tenant_id = 'acme' AND outcome = 'failed'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(failures, 1, "a failed apply is recorded");
+}
