@@ -29,6 +29,28 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
+/// Creates `role` (LOGIN or NOLOGIN, every dangerous attribute off) unless it exists; returns whether
+/// it was created.
+async fn ensure_role(
+    tx: &tokio_postgres::Transaction<'_>,
+    role: &str,
+    login: bool,
+) -> Result<bool> {
+    let exists = tx
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
+        .await?
+        .is_some();
+    if !exists {
+        tx.batch_execute(&sql::render(
+            "create-role.sql",
+            context! { role => role, login => login },
+        )?)
+        .await
+        .with_context(|| format!("creating role `{role}`"))?;
+    }
+    Ok(!exists)
+}
+
 /// Creates the database and the control plane if they are missing (idempotent, one transaction).
 pub async fn ensure_control_plane(target: &Target) -> Result<()> {
     target.ensure_database().await?;
@@ -55,19 +77,7 @@ pub async fn ensure_control_plane(target: &Target) -> Result<()> {
     .await?;
     let mut runtime_role_created = false;
     for (role, login) in [(ns.migrator_role(), false), (ns.runtime_role(), true)] {
-        let exists = tx
-            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
-            .await?
-            .is_some();
-        if !exists {
-            tx.batch_execute(&sql::render(
-                "create-role.sql",
-                context! { role => role, login => login },
-            )?)
-            .await
-            .with_context(|| format!("creating role `{role}`"))?;
-            runtime_role_created |= login;
-        }
+        runtime_role_created |= ensure_role(&tx, &role, login).await? && login;
     }
     // A non-superuser admin (CREATEROLE, as on managed Postgres) must be able to act as the migrator to
     // own schemas and tables. A superuser needs no membership.
@@ -222,19 +232,8 @@ pub async fn converge_tenant(target: &Target, spec: &TenantSpec) -> Result<()> {
         &[&spec.id.as_str()],
     )
     .await?;
-    let role_exists = tx
-        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
-        .await?
-        .is_some();
-    if !role_exists {
-        tx.batch_execute(&sql::render(
-            "create-role.sql",
-            context! { role => role, login => true },
-        )?)
-        .await
-        .with_context(|| format!("creating role `{role}`"))?;
-    }
-    if !role_exists || new_secret {
+    let role_created = ensure_role(&tx, &role, true).await?;
+    if role_created || new_secret {
         tx.batch_execute(&sql::alter_role_password(&role, &password)?)
             .await?;
     }

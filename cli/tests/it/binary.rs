@@ -108,6 +108,13 @@ fn commands_that_need_the_cluster_say_how_to_start_it() {
     );
 }
 
+/// `tenantctl` on the shared test cluster, in deployment namespace `ns`.
+fn in_namespace(cluster: &cli::testing::TestCluster, ns: &str) -> Command {
+    let mut cmd = tenantctl(cluster.state.root());
+    cmd.args(["--namespace", ns]);
+    cmd
+}
+
 /// Kills the child if the test fails half-way.
 struct Guard(std::process::Child);
 impl Drop for Guard {
@@ -216,13 +223,7 @@ fn status_checks_a_real_login_per_tenant_and_exits_1_on_drift() {
     let cluster = cli::testing::cluster();
     let target = cli::testing::deployment();
     let ns = target.namespace.to_string();
-    let run = |args: &[&str]| {
-        tenantctl(cluster.state.root())
-            .args(["--namespace", &ns])
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| in_namespace(cluster, &ns).args(args).output().unwrap();
     let tenants = cli::testing::repo_root().join("tenants");
     let out = run(&["apply", tenants.to_str().unwrap()]);
     assert!(
@@ -282,13 +283,7 @@ fn token_mints_a_token_the_runtime_accepts_and_refuses_unknown_tenants_with_a_hi
     let cluster = cli::testing::cluster();
     let target = cli::testing::deployment();
     let ns = target.namespace.to_string();
-    let run = |args: &[&str]| {
-        tenantctl(cluster.state.root())
-            .args(["--namespace", &ns])
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| in_namespace(cluster, &ns).args(args).output().unwrap();
     let out = run(&[
         "apply",
         cli::testing::repo_root().join("tenants").to_str().unwrap(),
