@@ -22,6 +22,10 @@ pub struct Global {
     /// State directory of the local target (cluster, secret store).
     #[arg(long, global = true, env = "TENANTCTL_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Platform configuration (trusted issuers). Default: `platform.yaml` in the current directory if
+    /// it exists, else only the local development identity provider.
+    #[arg(long, global = true, env = "TENANTCTL_PLATFORM", value_name = "FILE")]
+    pub platform: Option<PathBuf>,
     /// Deployment namespace: the database name and the prefix of its role names.
     #[arg(
         long,
@@ -128,6 +132,9 @@ pub struct ServeArgs {
     /// Dev identity provider (JWKS) listen address.
     #[arg(long, default_value = "127.0.0.1:8788")]
     pub idp_listen: SocketAddr,
+    /// Operator metrics (Prometheus text at `/metrics`) listen address; keep it off the public network.
+    #[arg(long, default_value = "127.0.0.1:8789")]
+    pub metrics_listen: SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]

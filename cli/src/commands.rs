@@ -73,7 +73,8 @@ fn default_paths(paths: &[PathBuf]) -> Vec<PathBuf> {
 
 /// Loads manifests, printing every error; `Err` carries how many failed.
 fn load(g: &Global, paths: &[PathBuf]) -> Result<Vec<TenantSpec>> {
-    match manifest::load_all(&default_paths(paths)) {
+    let platform = crate::platform::Platform::resolve(g.platform.as_deref())?;
+    match manifest::load_all(&default_paths(paths), &platform) {
         Ok(specs) => Ok(specs.into_iter().map(|(_, s)| s).collect()),
         Err(errors) => {
             if g.output == OutputFormat::Json {
@@ -309,6 +310,12 @@ async fn token(g: &Global, tenant: &str, sub: &str, scope: &str, ttl: i64) -> Re
     let tenant = TenantId::parse(tenant).map_err(|e| anyhow::anyhow!("`--tenant`: {e}"))?;
     let (target, cluster) = target(g)?;
     require_running(cluster.as_ref())?;
+    let platform = crate::platform::Platform::resolve(g.platform.as_deref())?;
+    if !platform.dev_issuer {
+        bail!(
+            "the platform configuration defines its own `platform` issuer, so there is no development identity provider to mint tokens\nhint: get tokens from that issuer"
+        );
+    }
     let binding = binding_of(&target, &tenant).await?;
     let signer = crate::devidp::signer(&target.secrets).await?;
     let scopes: Vec<String> = scope.split_whitespace().map(str::to_owned).collect();
@@ -345,16 +352,25 @@ async fn wait_for_stop() {
     }
 }
 
+fn listen(args: &ServeArgs) -> crate::serve::Listen {
+    crate::serve::Listen {
+        api: args.listen,
+        idp: args.idp_listen,
+        metrics: args.metrics_listen,
+    }
+}
+
 async fn serve(g: &Global, args: &ServeArgs) -> Result<u8> {
     let (target, cluster) = target(g)?;
     require_running(cluster.as_ref())?;
     apply::ensure_control_plane(&target).await?;
-    let running = crate::serve::start(&target, args.listen, args.idp_listen).await?;
+    let platform = crate::platform::Platform::resolve(g.platform.as_deref())?;
+    let running = crate::serve::start(&target, &platform, listen(args)).await?;
     note(
         g,
         &format!(
-            "serving the API on http://{} (JWKS on http://{}); Ctrl-C stops",
-            running.api_addr, running.idp_addr
+            "serving the API on http://{} (JWKS on http://{}, metrics on http://{}/metrics); Ctrl-C stops",
+            running.api_addr, running.idp_addr, running.metrics_addr
         ),
     );
     wait_for_stop().await;
@@ -405,7 +421,8 @@ async fn up_inner(
             tenants.display()
         );
     }
-    let running = crate::serve::start(target, args.listen, args.idp_listen).await?;
+    let platform = crate::platform::Platform::resolve(g.platform.as_deref())?;
+    let running = crate::serve::start(target, &platform, listen(args)).await?;
     let signer = crate::devidp::signer(&target.secrets).await?;
     let scopes: Vec<String> = runtime::routes::PERMISSIONS
         .iter()

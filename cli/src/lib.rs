@@ -7,6 +7,7 @@ pub mod commands;
 pub mod devidp;
 pub mod local;
 pub mod manifest;
+pub mod platform;
 pub mod provision;
 pub mod serve;
 pub mod sql;

@@ -4,12 +4,11 @@
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
-use runtime::auth::IssuerConfig;
-use runtime::auth::jwks::JwksSource;
 use runtime::server::RuntimeConfig;
 use tokio::sync::watch;
 
 use crate::devidp;
+use crate::platform::Platform;
 use crate::provision::Target;
 
 /// A running server pair; dropping `shutdown` or calling `stop` ends both.
@@ -17,6 +16,7 @@ use crate::provision::Target;
 pub struct Running {
     pub api_addr: SocketAddr,
     pub idp_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
     pub state: runtime::AppState,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -40,8 +40,30 @@ fn signal(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> +
     }
 }
 
-/// Binds both listeners and starts serving. Port 0 picks a free port.
-pub async fn start(target: &Target, api: SocketAddr, idp: SocketAddr) -> Result<Running> {
+/// Where to listen. Port 0 picks a free port.
+#[derive(Debug, Clone, Copy)]
+pub struct Listen {
+    pub api: SocketAddr,
+    pub idp: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+impl Listen {
+    /// Every listener on a free loopback port (tests).
+    pub fn loopback_any() -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            api: any,
+            idp: any,
+            metrics: any,
+        }
+    }
+}
+
+/// Binds the listeners and starts serving: the API, the dev identity provider's JWKS, and the
+/// operator metrics.
+pub async fn start(target: &Target, platform: &Platform, listen: Listen) -> Result<Running> {
+    let Listen { api, idp, metrics } = listen;
     let signer = devidp::signer(&target.secrets).await?;
     let idp_listener = tokio::net::TcpListener::bind(idp)
         .await
@@ -51,6 +73,10 @@ pub async fn start(target: &Target, api: SocketAddr, idp: SocketAddr) -> Result<
         format!("cannot listen on `{api}`\nhint: pass `--listen` with a free port")
     })?;
     let api_addr = api_listener.local_addr()?;
+    let metrics_listener = tokio::net::TcpListener::bind(metrics)
+        .await
+        .with_context(|| format!("cannot listen on `{metrics}` for metrics\nhint: pass `--metrics-listen` with a free port"))?;
+    let metrics_addr = metrics_listener.local_addr()?;
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(devidp::serve_jwks(
@@ -62,12 +88,8 @@ pub async fn start(target: &Target, api: SocketAddr, idp: SocketAddr) -> Result<
         namespace: target.namespace.clone(),
         database: target.endpoint.clone(),
         secrets_dir: target.secrets_dir.clone(),
-        issuers: vec![IssuerConfig {
-            name: "platform".into(),
-            issuer: devidp::DEV_ISSUER.into(),
-            jwks: JwksSource::Url(devidp::jwks_url(idp_addr)),
-        }],
-        leeway_secs: 30,
+        issuers: platform.runtime_issuers(&devidp::jwks_url(idp_addr)),
+        deployment: Default::default(),
         registry_refresh_secs: 2,
     };
     let state = match runtime::AppState::from_config(&config).await {
@@ -82,9 +104,17 @@ pub async fn start(target: &Target, api: SocketAddr, idp: SocketAddr) -> Result<
         state.clone(),
         signal(&rx),
     )));
+    let metrics_app = runtime::server::metrics_app(state.clone());
+    let stop = signal(&rx);
+    tasks.push(tokio::spawn(async move {
+        axum::serve(metrics_listener, metrics_app)
+            .with_graceful_shutdown(stop)
+            .await
+    }));
     Ok(Running {
         api_addr,
         idp_addr,
+        metrics_addr,
         state,
         shutdown: tx,
         tasks,

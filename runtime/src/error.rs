@@ -42,6 +42,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, kind, code, message) = match &self {
+            ApiError::Unauthenticated(DenyReason::KeysUnavailable) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "authentication_error",
+                DenyReason::KeysUnavailable.code().to_owned(),
+                "the identity provider's keys are unavailable; retry later".to_owned(),
+            ),
             ApiError::Unauthenticated(reason) => (
                 StatusCode::UNAUTHORIZED,
                 "authentication_error",

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::middleware::{from_fn, from_fn_with_state};
 
-use crate::auth::{Authenticator, IssuerConfig};
+use crate::auth::{Authenticator, DeploymentPolicy, IssuerConfig};
 use crate::models::ModelRouter;
 use crate::secrets::{LocalSecretStore, SecretName, SecretStore};
 use crate::tenancy::{ControlPlane, DataPlane, DbEndpoint, TenantDirectory};
@@ -33,14 +33,10 @@ pub struct RuntimeConfig {
     /// Directory of the local secret store.
     pub secrets_dir: std::path::PathBuf,
     pub issuers: Vec<IssuerConfig>,
-    #[serde(default = "default_leeway")]
-    pub leeway_secs: i64,
+    #[serde(default)]
+    pub deployment: DeploymentPolicy,
     #[serde(default = "default_refresh")]
     pub registry_refresh_secs: u64,
-}
-
-fn default_leeway() -> i64 {
-    30
 }
 
 fn default_refresh() -> u64 {
@@ -49,8 +45,8 @@ fn default_refresh() -> u64 {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("loading issuer keys: {0}")]
-    Jwks(#[from] crate::auth::jwks::JwksError),
+    #[error("trusted issuers: {0}")]
+    Issuers(String),
     #[error("secret store: {0}")]
     Secrets(#[from] crate::secrets::SecretError),
     #[error("control plane: {0}")]
@@ -72,7 +68,9 @@ impl AppState {
         )
         .await?;
         let directory = Arc::new(TenantDirectory::new(control.load_tenants().await?));
-        let auth = Authenticator::load(&config.issuers, config.leeway_secs).await?;
+        let auth = Authenticator::load(&config.issuers, config.deployment.clone())
+            .await
+            .map_err(StartupError::Issuers)?;
         let refresh = Duration::from_secs(config.registry_refresh_secs.max(1));
         let weak = Arc::downgrade(&directory);
         tokio::spawn(async move {
@@ -82,7 +80,7 @@ impl AppState {
                     break;
                 };
                 match control.load_tenants().await {
-                    Ok(records) => directory.replace(records).await,
+                    Ok(records) => directory.replace(records),
                     Err(e) => {
                         tracing::warn!(error = %e, "registry refresh failed; keeping the last snapshot")
                     }
@@ -112,6 +110,82 @@ pub fn app(state: AppState) -> Router {
         .layer(from_fn_with_state(state.clone(), crate::auth::require_auth))
         .layer(from_fn(crate::auth::assign_request_id))
         .with_state(state)
+}
+
+/// Prometheus text-format metrics: denials by reason, admitted requests, verifications, cache hits,
+/// JWKS fetches per issuer, tenant-database statements. Served on a separate (operator) listener, never
+/// on the tenant API.
+pub fn metrics_text(state: &AppState) -> String {
+    use std::fmt::Write as _;
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = &state.auth.metrics;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP tenant_auth_denials_total Requests refused at the edge, by reason."
+    );
+    let _ = writeln!(out, "# TYPE tenant_auth_denials_total counter");
+    let counts = state.auth.denial_counts();
+    for reason in crate::auth::jwt::DenyReason::ALL {
+        let n = counts.get(reason.code()).copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "tenant_auth_denials_total{{reason=\"{}\"}} {n}",
+            reason.code()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# TYPE tenant_auth_admitted_total counter\ntenant_auth_admitted_total {}",
+        m.admitted.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE tenant_auth_verifications_total counter\ntenant_auth_verifications_total {}",
+        m.verifications.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE tenant_auth_cache_hits_total counter\ntenant_auth_cache_hits_total {}",
+        m.cache_hits.load(Relaxed)
+    );
+    let _ = writeln!(out, "# TYPE tenant_jwks_fetches_total counter");
+    for name in state.auth.issuer_names() {
+        if let Some(keys) = state.auth.keys(name) {
+            let _ = writeln!(
+                out,
+                "tenant_jwks_fetches_total{{issuer=\"{name}\",outcome=\"attempt\"}} {}",
+                keys.stats.attempts.load(Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "tenant_jwks_fetches_total{{issuer=\"{name}\",outcome=\"failure\"}} {}",
+                keys.stats.failures.load(Relaxed)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# TYPE tenant_db_statements_total counter\ntenant_db_statements_total {}",
+        state.data.statements()
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE tenant_directory_tenants gauge\ntenant_directory_tenants {}",
+        state.directory.len()
+    );
+    out
+}
+
+/// The operator listener's router: `GET /metrics`.
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let state = state.clone();
+            async move { metrics_text(&state) }
+        }),
+    )
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves.

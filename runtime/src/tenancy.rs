@@ -16,7 +16,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Mutex, RwLock};
+use tokio::sync::Mutex;
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
@@ -83,36 +83,37 @@ pub enum DataError {
 /// for an unknown tenant costs no database statement.
 #[derive(Debug, Default)]
 pub struct TenantDirectory {
-    tenants: RwLock<Arc<HashMap<TenantId, Arc<TenantRecord>>>>,
+    tenants: std::sync::RwLock<Arc<HashMap<TenantId, Arc<TenantRecord>>>>,
 }
 
 impl TenantDirectory {
     pub fn new(records: Vec<TenantRecord>) -> Self {
         let dir = Self::default();
-        dir.replace_sync(records);
+        dir.replace(records);
         dir
     }
 
-    fn replace_sync(&self, records: Vec<TenantRecord>) {
+    /// Swaps in a new snapshot.
+    pub fn replace(&self, records: Vec<TenantRecord>) {
         let map = records
             .into_iter()
             .map(|r| (r.id.clone(), Arc::new(r)))
             .collect();
-        if let Ok(mut guard) = self.tenants.try_write() {
+        if let Ok(mut guard) = self.tenants.write() {
             *guard = Arc::new(map);
         }
     }
 
-    pub async fn replace(&self, records: Vec<TenantRecord>) {
-        let map = records
-            .into_iter()
-            .map(|r| (r.id.clone(), Arc::new(r)))
-            .collect();
-        *self.tenants.write().await = Arc::new(map);
+    pub fn get(&self, id: &TenantId) -> Option<Arc<TenantRecord>> {
+        self.tenants.read().ok()?.get(id).cloned()
     }
 
-    pub async fn snapshot(&self) -> Arc<HashMap<TenantId, Arc<TenantRecord>>> {
-        self.tenants.read().await.clone()
+    pub fn len(&self) -> usize {
+        self.tenants.read().map(|t| t.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -8,7 +8,10 @@
     reason = "test code: an unexpected error should fail the test loudly"
 )]
 
-use std::net::SocketAddr;
+pub mod jwks_server;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use cli::manifest::{TenantSpec, load_all};
 use cli::provision::{Target, apply, observe, plan};
@@ -29,11 +32,14 @@ pub struct Served {
 
 pub async fn serve_examples() -> Served {
     let target = cli::testing::deployment();
-    let specs: Vec<TenantSpec> = load_all(&[cli::testing::repo_root().join("tenants")])
-        .unwrap_or_else(|e| panic!("{e:?}"))
-        .into_iter()
-        .map(|(_, s)| s)
-        .collect();
+    let specs: Vec<TenantSpec> = load_all(
+        &[cli::testing::repo_root().join("tenants")],
+        &cli::platform::Platform::builtin(),
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"))
+    .into_iter()
+    .map(|(_, s)| s)
+    .collect();
     target
         .ensure_database()
         .await
@@ -51,10 +57,13 @@ pub async fn serve_examples() -> Served {
     apply::apply(&target, &p, &specs, &indicatif_hidden())
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
-    let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
-    let running = cli::serve::start(&target, loopback, loopback)
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let running = cli::serve::start(
+        &target,
+        &cli::platform::Platform::builtin(),
+        cli::serve::Listen::loopback_any(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
     let signer = cli::devidp::signer(&target.secrets)
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
@@ -159,3 +168,66 @@ pub fn runtime_binary() -> std::path::PathBuf {
     assert!(status.success(), "building tenant-runtime failed");
     profile_dir.join("tenant-runtime")
 }
+
+/// A tenant record for an in-memory directory: `mock-small` only, bound to `issuer` and `audience`.
+pub fn record(
+    id: &str,
+    issuer: &str,
+    audience: &str,
+    tenant_claim: &str,
+) -> runtime::tenancy::TenantRecord {
+    let model = runtime::domain::ModelId::parse("mock-small").unwrap_or_else(|e| panic!("{e}"));
+    runtime::tenancy::TenantRecord {
+        id: TenantId::parse(id).unwrap_or_else(|e| panic!("{e}")),
+        display_name: id.to_owned(),
+        tier: runtime::domain::Tier::Schema,
+        identity: runtime::tenancy::IdentityBinding {
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            tenant_claim: tenant_claim.to_owned(),
+        },
+        policy: runtime::models::ModelPolicy {
+            providers: BTreeMap::from([(runtime::domain::ProviderId::Mock, vec![model.clone()])]),
+            default: model,
+            aliases: BTreeMap::new(),
+        },
+        db_role: format!("x_t_{id}"),
+    }
+}
+
+/// Good claims for `tenant` from `iss` to `aud`, valid for ten minutes.
+pub fn claims_for(iss: &str, aud: &str, tenant: &str) -> Value {
+    let now = now();
+    json!({"iss": iss, "sub": "user-1", "aud": aud, "iat": now, "nbf": now, "exp": now + 600,
+           "tenant_id": tenant, "scope": "models:read"})
+}
+
+/// Authenticates `token` against `auth` with only an `Authorization` header.
+pub async fn check(
+    auth: &runtime::auth::Authenticator,
+    directory: &runtime::tenancy::TenantDirectory,
+    token: &str,
+) -> Result<String, runtime::auth::jwt::DenyReason> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "authorization",
+        format!("Bearer {token}")
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    auth.authenticate(
+        runtime::auth::Credentials {
+            headers: &headers,
+            query: None,
+            gateway_claims: None,
+        },
+        directory,
+        now(),
+    )
+    .await
+    .map(|t| t.id().to_string())
+    .map_err(|d| d.reason)
+}
+
+/// Shared handle type for directories in tests.
+pub type Directory = Arc<runtime::tenancy::TenantDirectory>;

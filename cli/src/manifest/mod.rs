@@ -22,12 +22,9 @@ use runtime::models::ModelPolicy;
 use runtime::tenancy::IdentityBinding;
 use serde::Serialize;
 
+use crate::platform::Platform;
 use locate::{Seg, display_path, locate};
 use raw::{RawManifest, RawMoney, RawTier};
-
-/// The trusted issuers this build knows by name. Platform issuer configuration comes with the identity
-/// work; until then every tenant binds to the platform issuer.
-pub const KNOWN_ISSUERS: &[&str] = &["platform"];
 
 /// A manifest error, located.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,13 +98,22 @@ impl TenantSpec {
     }
 
     /// Parses one manifest's text. `file` is only used in error messages.
-    pub fn from_source(file: &Path, source: &str) -> Result<Self, ManifestError> {
+    pub fn from_source(
+        file: &Path,
+        source: &str,
+        platform: &Platform,
+    ) -> Result<Self, ManifestError> {
         let raw = parse_raw(file, source)?;
-        Checker { file, source }.build(raw)
+        Checker {
+            file,
+            source,
+            platform,
+        }
+        .build(raw)
     }
 
     /// Reads and parses one manifest file.
-    pub fn from_file(file: &Path) -> Result<Self, ManifestError> {
+    pub fn from_file(file: &Path, platform: &Platform) -> Result<Self, ManifestError> {
         let source = std::fs::read_to_string(file).map_err(|e| ManifestError {
             file: file.to_owned(),
             line: None,
@@ -118,7 +124,7 @@ impl TenantSpec {
                 "check the path; `tenantctl validate` takes manifest files or directories".into(),
             ),
         })?;
-        Self::from_source(file, &source)
+        Self::from_source(file, &source, platform)
     }
 }
 
@@ -174,6 +180,7 @@ fn parse_raw(file: &Path, source: &str) -> Result<RawManifest, ManifestError> {
 struct Checker<'a> {
     file: &'a Path,
     source: &'a str,
+    platform: &'a Platform,
 }
 
 fn key(s: &str) -> Seg {
@@ -293,7 +300,8 @@ impl Checker<'_> {
     }
 
     fn identity(&self, raw: raw::RawIdentity) -> Result<IdentityBinding, ManifestError> {
-        if !KNOWN_ISSUERS.contains(&raw.issuer.as_str()) {
+        let Some(issuer) = self.platform.issuer(&raw.issuer) else {
+            let names = self.platform.issuers.iter().map(|i| i.name.as_str());
             return Err(self.err(
                 vec![key("identity"), key("issuer")],
                 format!(
@@ -301,45 +309,38 @@ impl Checker<'_> {
                     runtime::domain::printable(&raw.issuer)
                 ),
                 format!(
-                    "use one of the configured issuers: {}",
-                    quoted(KNOWN_ISSUERS.iter().copied())
+                    "use one of the issuers in the platform configuration: {}",
+                    quoted(names)
                 ),
             ));
-        }
-        let audience = raw.audience.trim();
-        if audience.is_empty() || audience.len() > 200 || audience.chars().any(char::is_whitespace)
-        {
-            return Err(self.err(
-                vec![key("identity"), key("audience")],
-                "audience must be 1-200 characters without spaces",
-                "example: `audience: tenantctl-api`",
-            ));
-        }
-        let claim_ok = !raw.tenant_claim.is_empty()
-            && raw.tenant_claim.len() <= 100
-            && raw
-                .tenant_claim
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '/' | '.'));
-        if !claim_ok
-            || [
-                "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scope", "scp",
-            ]
-            .contains(&raw.tenant_claim.as_str())
-        {
+        };
+        let audience = match raw.audience {
+            None => issuer.audiences.first().cloned().unwrap_or_default(),
+            Some(a) if issuer.audiences.contains(&a) => a,
+            Some(a) => {
+                return Err(self.err(
+                    vec![key("identity"), key("audience")],
+                    format!("issuer `{}` does not issue tokens for audience `{}`", issuer.name, runtime::domain::printable(&a)),
+                    format!("use one of {} (or add it to the issuer's `audiences` in the platform configuration)", quoted(issuer.audiences.iter().map(String::as_str))),
+                ));
+            }
+        };
+        if let Some(claim) = raw.tenant_claim.filter(|c| *c != issuer.tenant_claim) {
             return Err(self.err(
                 vec![key("identity"), key("tenant_claim")],
                 format!(
-                    "`{}` cannot carry the tenant id",
-                    runtime::domain::printable(&raw.tenant_claim)
+                    "issuer `{}` carries the tenant id in `{}`, not `{}`",
+                    issuer.name,
+                    issuer.tenant_claim,
+                    runtime::domain::printable(&claim)
                 ),
-                "use a private claim such as `tenant_id`, `org_id` or `https://example.com/tenant`",
+                "remove `tenant_claim` (it is set per issuer in the platform configuration)",
             ));
         }
         Ok(IdentityBinding {
-            issuer: raw.issuer,
-            audience: audience.to_owned(),
-            tenant_claim: raw.tenant_claim,
+            issuer: issuer.name.clone(),
+            audience,
+            tenant_claim: issuer.tenant_claim.clone(),
         })
     }
 
@@ -510,7 +511,10 @@ fn quoted<'a>(items: impl Iterator<Item = &'a str>) -> String {
 
 /// Expands files and directories into manifest files (`*.yaml`, `*.yml`, sorted), parses all of them,
 /// and refuses a tenant id that appears in two files. Returns every error, not just the first.
-pub fn load_all(paths: &[PathBuf]) -> Result<Vec<(PathBuf, TenantSpec)>, Vec<ManifestError>> {
+pub fn load_all(
+    paths: &[PathBuf],
+    platform: &Platform,
+) -> Result<Vec<(PathBuf, TenantSpec)>, Vec<ManifestError>> {
     let mut files = Vec::new();
     let mut errors = Vec::new();
     for path in paths {
@@ -542,7 +546,7 @@ pub fn load_all(paths: &[PathBuf]) -> Result<Vec<(PathBuf, TenantSpec)>, Vec<Man
     }
     let mut specs: Vec<(PathBuf, TenantSpec)> = Vec::new();
     for file in files {
-        match TenantSpec::from_file(&file) {
+        match TenantSpec::from_file(&file, platform) {
             Ok(spec) => {
                 if let Some((other, _)) = specs.iter().find(|(_, s)| s.id == spec.id) {
                     let source = std::fs::read_to_string(&file).unwrap_or_default();

@@ -53,32 +53,28 @@ pub struct RawIdentity {
     /// Name of a trusted issuer in platform configuration.
     #[serde(default = "default_issuer")]
     pub issuer: String,
-    /// The `aud` value the tenant's tokens must carry.
-    #[serde(default = "default_audience")]
-    pub audience: String,
-    /// The claim that carries the tenant id (e.g. `tenant_id`, `org_id`, or a namespaced URL claim).
-    #[serde(default = "default_tenant_claim")]
-    pub tenant_claim: String,
+    /// The `aud` value the tenant's tokens must carry; one of the issuer's audiences (default: its
+    /// first).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// The claim that carries the tenant id. It is set per issuer in `platform.yaml`; if given here it
+    /// must match.
+    #[serde(default)]
+    pub tenant_claim: Option<String>,
 }
 
 impl Default for RawIdentity {
     fn default() -> Self {
         Self {
             issuer: default_issuer(),
-            audience: default_audience(),
-            tenant_claim: default_tenant_claim(),
+            audience: None,
+            tenant_claim: None,
         }
     }
 }
 
 fn default_issuer() -> String {
     "platform".into()
-}
-fn default_audience() -> String {
-    "tenantctl-api".into()
-}
-fn default_tenant_claim() -> String {
-    "tenant_id".into()
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -290,7 +290,12 @@ mod tests {
         let src = format!(
             "version: 1\nid: {id}\ndisplay_name: X\ntier: {tier}\nmodels:\n  providers:\n    mock: [mock-small]\n  default: mock-small\nbudget:\n  monthly_usd: \"{budget}\"\ntags:\n  cost-center: cc-1\nretention:\n  usage_days: 30\n"
         );
-        TenantSpec::from_source(Path::new("t.yaml"), &src).unwrap()
+        TenantSpec::from_source(
+            Path::new("t.yaml"),
+            &src,
+            &crate::platform::Platform::builtin(),
+        )
+        .unwrap()
     }
 
     fn converged(specs: &[TenantSpec], ns: &Namespace) -> Observed {

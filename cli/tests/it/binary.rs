@@ -135,7 +135,14 @@ fn up_starts_everything_prints_working_curl_commands_and_stops_cleanly_on_ctrl_c
         .arg("up")
         .arg("--tenants")
         .arg(cli::testing::repo_root().join("tenants"))
-        .args(["--listen", "127.0.0.1:0", "--idp-listen", "127.0.0.1:0"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--idp-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -322,10 +329,13 @@ fn token_mints_a_token_the_runtime_accepts_and_refuses_unknown_tenants_with_a_hi
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let loopback = "127.0.0.1:0".parse().unwrap();
-        let running = cli::serve::start(&target, loopback, loopback)
-            .await
-            .unwrap();
+        let running = cli::serve::start(
+            &target,
+            &cli::platform::Platform::builtin(),
+            cli::serve::Listen::loopback_any(),
+        )
+        .await
+        .unwrap();
         let http = reqwest::Client::new();
         let url = |p: &str| format!("http://{}{p}", running.api_addr);
         let r = http

@@ -11,11 +11,14 @@ use runtime::secrets::SecretName;
 use secrecy::ExposeSecret;
 
 fn examples() -> Vec<TenantSpec> {
-    load_all(&[cli::testing::repo_root().join("tenants")])
-        .unwrap()
-        .into_iter()
-        .map(|(_, s)| s)
-        .collect()
+    load_all(
+        &[cli::testing::repo_root().join("tenants")],
+        &cli::platform::Platform::builtin(),
+    )
+    .unwrap()
+    .into_iter()
+    .map(|(_, s)| s)
+    .collect()
 }
 
 async fn plan_for(target: &Target, specs: &[TenantSpec]) -> cli::provision::plan::Plan {

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use cli::manifest::{TenantSpec, load_all};
+use cli::platform::Platform;
 
 const GOOD: &str = "version: 1
 id: acme
@@ -28,7 +29,8 @@ fn with(from: &str, to: &str) -> String {
 
 #[test]
 fn the_good_manifest_parses() {
-    let spec = TenantSpec::from_source(Path::new("tenants/acme.yaml"), GOOD).unwrap();
+    let spec = TenantSpec::from_source(Path::new("tenants/acme.yaml"), GOOD, &Platform::builtin())
+        .unwrap();
     assert_eq!(spec.id.as_str(), "acme");
     assert_eq!(spec.monthly_budget.0, 2_500_000_000);
     assert_eq!(spec.identity.tenant_claim, "tenant_id");
@@ -105,7 +107,12 @@ fn malformed_manifests_fail_with_located_errors_and_hints() {
         ),
     ];
     for (name, source) in cases {
-        let err = TenantSpec::from_source(Path::new("tenants/acme.yaml"), &source).expect_err(name);
+        let err = TenantSpec::from_source(
+            Path::new("tenants/acme.yaml"),
+            &source,
+            &Platform::builtin(),
+        )
+        .expect_err(name);
         assert!(err.hint.is_some(), "{name}: every error carries a hint");
         insta::assert_snapshot!(name, err.render());
     }
@@ -116,7 +123,7 @@ fn duplicate_tenant_ids_across_files_are_refused_naming_both_files() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("a.yaml"), GOOD).unwrap();
     std::fs::write(dir.path().join("b.yaml"), GOOD).unwrap();
-    let errors = load_all(&[dir.path().to_owned()]).unwrap_err();
+    let errors = load_all(&[dir.path().to_owned()], &Platform::builtin()).unwrap_err();
     assert_eq!(errors.len(), 1);
     let text = errors[0]
         .render()
@@ -126,7 +133,11 @@ fn duplicate_tenant_ids_across_files_are_refused_naming_both_files() {
 
 #[test]
 fn example_manifests_are_valid() {
-    let specs = load_all(&[cli::testing::repo_root().join("tenants")]).unwrap();
+    let specs = load_all(
+        &[cli::testing::repo_root().join("tenants")],
+        &Platform::builtin(),
+    )
+    .unwrap();
     let ids: Vec<_> = specs.iter().map(|(_, s)| s.id.to_string()).collect();
     assert_eq!(ids, vec!["acme", "globex"]);
 }

@@ -1,22 +1,27 @@
 //! Identity at the edge: one layer over the whole router, deny by default.
 //!
-//! `require_auth` runs before routing for every request except the public routes of
-//! `routes::ROUTES`. It verifies the bearer token (see `jwt`), binds the tenant to its issuer and
-//! audience through the `TenantDirectory`, and stores a `Tenant` in the request. Handlers take the
-//! `Tenant` extractor, which rejects when it is absent, so a route that somehow escaped the layer still
-//! fails closed. `require_permission` then checks the route's permission from the one route table.
+//! `require_auth` runs before routing for every request except the public routes of `routes::ROUTES`.
+//! It takes the one bearer token, verifies it against the trusted issuer named by its `iss` (see
+//! `jwt`, `jwks`, `issuer`), binds it to a tenant through the issuer's tenant claim and the
+//! `TenantDirectory` (the tenant must be bound to that issuer and audience), applies the deployment's
+//! rules (a per-tenant deployment serves only its tenant; behind API Gateway the authorizer's claims must
+//! agree), and stores a `Tenant` in the request. Handlers take the `Tenant` extractor, which rejects
+//! when it is absent, so a route that escaped the layer still fails closed. `require_permission` checks
+//! the route's permission from the one route table.
 //!
-//! **Invariant:** the verified token is the only source of tenant identity; nothing in a body, query or
-//! header other than `Authorization` is read here. This module must not touch the database.
+//! **Invariant:** the verified token is the only source of tenant identity; nothing but the
+//! `Authorization` header (and the gateway's own claims, for comparison only) is read here. This module
+//! must not touch the database, log a token, or fetch keys from anywhere a token names.
 
+pub mod cache;
+pub mod issuer;
 pub mod jwks;
 pub mod jwt;
 pub mod signer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -30,169 +35,319 @@ use crate::domain::TenantId;
 use crate::error::ApiError;
 use crate::server::AppState;
 use crate::tenancy::{TenantDirectory, TenantRecord};
-use jwks::{JwksSource, KeyCache};
-use jwt::DenyReason;
+pub use issuer::{Alg, IssuerConfig, JwksCacheConfig, RolesConfig};
+use jwks::{Jwk, KeyCache, Lookup};
+use jwt::{Claims, DenyReason};
 
-/// A trusted issuer as configured by the platform.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct IssuerConfig {
-    /// The name tenant manifests bind to (`platform` is the default issuer).
-    pub name: String,
-    /// The exact `iss` value.
-    pub issuer: String,
-    pub jwks: JwksSource,
+/// Rules of one deployment of the runtime.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentPolicy {
+    /// A deployment for one tenant (a tenant's Lambda) refuses every other tenant's tokens.
+    #[serde(default)]
+    pub tenant: Option<TenantId>,
+    /// Behind API Gateway's JWT authorizer: the request must carry the authorizer's claims, and they
+    /// must agree with the token this runtime verified itself.
+    #[serde(default)]
+    pub require_gateway_authorizer: bool,
 }
 
 #[derive(Debug)]
 struct TrustedIssuer {
-    name: String,
-    issuer: String,
-    keys: KeyCache,
+    config: IssuerConfig,
+    keys: Arc<KeyCache>,
+}
+
+/// Counters the auth layer keeps (exported as metrics).
+#[derive(Debug, Default)]
+pub struct AuthMetrics {
+    denials: [AtomicU64; DenyReason::ALL.len()],
+    /// Requests that reached a handler.
+    pub admitted: AtomicU64,
+    /// Full signature verifications performed.
+    pub verifications: AtomicU64,
+    /// Requests served from the verified-token cache.
+    pub cache_hits: AtomicU64,
+}
+
+/// A refused request: the reason, and the issuer if one was identified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub reason: DenyReason,
+    pub issuer: Option<String>,
+}
+
+impl From<DenyReason> for Denial {
+    fn from(reason: DenyReason) -> Self {
+        Self {
+            reason,
+            issuer: None,
+        }
+    }
+}
+
+/// What `authenticate` looks at: the headers, the query string, and API Gateway's authorizer claims.
+#[derive(Debug, Clone, Copy)]
+pub struct Credentials<'a> {
+    pub headers: &'a HeaderMap,
+    pub query: Option<&'a str>,
+    pub gateway_claims: Option<&'a HashMap<String, String>>,
 }
 
 /// Verifies bearer tokens against the trusted issuers and binds them to tenants.
 #[derive(Debug)]
 pub struct Authenticator {
     issuers: Vec<TrustedIssuer>,
-    leeway_secs: i64,
-    denials: std::sync::Mutex<BTreeMap<&'static str, u64>>,
-    verified: AtomicU64,
-    admitted: AtomicU64,
+    cache: cache::VerifiedCache,
+    policy: DeploymentPolicy,
+    pub metrics: AuthMetrics,
 }
 
+const CACHE_CAPACITY: usize = 50_000;
+
 impl Authenticator {
-    /// Loads every issuer's keys; an issuer whose keys cannot be loaded stops startup.
-    pub async fn load(issuers: &[IssuerConfig], leeway_secs: i64) -> Result<Self, jwks::JwksError> {
+    /// Checks every issuer's configuration, loads its keys and starts its background refresh. An issuer
+    /// whose keys cannot be fetched yet fails closed (503) until a fetch succeeds; startup goes on.
+    pub async fn load(issuers: &[IssuerConfig], policy: DeploymentPolicy) -> Result<Self, String> {
         let mut trusted = Vec::with_capacity(issuers.len());
-        for cfg in issuers {
+        for config in issuers {
+            config.check()?;
+            if trusted.iter().any(|t: &TrustedIssuer| {
+                t.config.name == config.name || t.config.issuer == config.issuer
+            }) {
+                return Err(format!("issuer `{}` is configured twice", config.name));
+            }
+            let keys = Arc::new(KeyCache::new(
+                &config.name,
+                config.jwks.clone(),
+                &config.algorithms,
+                config.jwks_cache.clone(),
+                config.allow_loopback_http,
+            ));
+            if let Err(e) = keys.refresh().await {
+                tracing::error!(issuer = %config.name, error = %e, "no keys for this issuer yet; its tokens are refused until a fetch succeeds");
+            }
+            keys.spawn_refresher();
             trusted.push(TrustedIssuer {
-                name: cfg.name.clone(),
-                issuer: cfg.issuer.clone(),
-                keys: KeyCache::load(cfg.jwks.clone(), Duration::from_secs(30)).await?,
+                config: config.clone(),
+                keys,
             });
         }
-        Ok(Self::from_parts(trusted, leeway_secs))
+        Ok(Self::from_parts(trusted, policy))
     }
 
-    /// An authenticator over fixed keys (tests).
+    /// An authenticator over fixed keys that never fetch (tests and benchmarks).
     pub fn with_fixed_keys(
-        issuers: Vec<(
-            String,
-            String,
-            std::collections::HashMap<String, jwks::RsaKey>,
-        )>,
-        leeway_secs: i64,
+        issuers: Vec<(IssuerConfig, HashMap<String, Arc<Jwk>>)>,
+        policy: DeploymentPolicy,
     ) -> Self {
         let trusted = issuers
             .into_iter()
-            .map(|(name, issuer, keys)| TrustedIssuer {
-                name,
-                issuer,
-                keys: KeyCache::fixed(keys),
+            .map(|(config, keys)| TrustedIssuer {
+                config,
+                keys: Arc::new(KeyCache::fixed(keys)),
             })
             .collect();
-        Self::from_parts(trusted, leeway_secs)
+        Self::from_parts(trusted, policy)
     }
 
-    fn from_parts(issuers: Vec<TrustedIssuer>, leeway_secs: i64) -> Self {
+    fn from_parts(issuers: Vec<TrustedIssuer>, policy: DeploymentPolicy) -> Self {
         Self {
             issuers,
-            leeway_secs,
-            denials: std::sync::Mutex::new(BTreeMap::new()),
-            verified: AtomicU64::new(0),
-            admitted: AtomicU64::new(0),
+            cache: cache::VerifiedCache::new(CACHE_CAPACITY),
+            policy,
+            metrics: AuthMetrics::default(),
         }
+    }
+
+    /// The key cache of issuer `name` (metrics and tests).
+    pub fn keys(&self, name: &str) -> Option<&Arc<KeyCache>> {
+        self.issuers
+            .iter()
+            .find(|i| i.config.name == name)
+            .map(|i| &i.keys)
+    }
+
+    /// The configured issuers' names.
+    pub fn issuer_names(&self) -> impl Iterator<Item = &str> {
+        self.issuers.iter().map(|i| i.config.name.as_str())
     }
 
     /// Denials counted by reason code since start.
     pub fn denial_counts(&self) -> BTreeMap<&'static str, u64> {
-        self.denials.lock().map(|m| m.clone()).unwrap_or_default()
+        DenyReason::ALL
+            .iter()
+            .zip(&self.metrics.denials)
+            .map(|(r, n)| (r.code(), n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
-    /// Requests that passed authentication and the permission check, i.e. reached a handler.
+    /// Requests that reached a handler.
     pub fn admitted(&self) -> u64 {
-        self.admitted.load(Ordering::Relaxed)
+        self.metrics.admitted.load(Ordering::Relaxed)
     }
 
     fn count_denial(&self, reason: DenyReason) {
-        if let Ok(mut m) = self.denials.lock() {
-            *m.entry(reason.code()).or_default() += 1;
+        if let Some(i) = DenyReason::ALL.iter().position(|r| *r == reason) {
+            self.metrics.denials[i].fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Authenticates one request from its headers and query string.
+    /// Full verification of a token not in the cache: header, issuer, key, signature, claims.
+    async fn verify(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<(usize, String, Arc<Jwk>, Arc<Claims>), Denial> {
+        let t = jwt::decode(token)?;
+        let index = t
+            .issuer_hint()
+            .and_then(|iss| self.issuers.iter().position(|i| i.config.issuer == iss))
+            .ok_or(DenyReason::UntrustedIssuer)?;
+        let issuer = &self.issuers[index];
+        let deny = |reason| Denial {
+            reason,
+            issuer: Some(issuer.config.name.clone()),
+        };
+        if !issuer.config.algorithms.contains(&t.alg) {
+            return Err(deny(DenyReason::UnsupportedAlg));
+        }
+        if let Some(required) = &issuer.config.required_typ {
+            if !jwt::typ_matches(t.typ.as_deref(), required) {
+                return Err(deny(DenyReason::BadType));
+            }
+        }
+        let mut key = match issuer.keys.lookup(&t.kid).await {
+            Lookup::Found(k) => k,
+            Lookup::Unknown => return Err(deny(DenyReason::UnknownKey)),
+            Lookup::Stale => return Err(deny(DenyReason::KeysUnavailable)),
+        };
+        if key.alg != t.alg {
+            return Err(deny(DenyReason::UnsupportedAlg));
+        }
+        self.metrics.verifications.fetch_add(1, Ordering::Relaxed);
+        let input = t.signing_input.as_bytes();
+        if !key.verify(input, &t.signature) {
+            // The issuer may have put new material under the same `kid`: one cooldown-limited refetch.
+            let rotated = issuer.keys.refetch_on_demand().await
+                && issuer
+                    .keys
+                    .current(&t.kid)
+                    .filter(|k| {
+                        !Arc::ptr_eq(k, &key) && k.alg == t.alg && k.verify(input, &t.signature)
+                    })
+                    .map(|k| key = k)
+                    .is_some();
+            if !rotated {
+                return Err(deny(DenyReason::BadSignature));
+            }
+        }
+        let claims = jwt::check_claims(t.claims, &issuer.config, now).map_err(deny)?;
+        Ok((index, t.kid, key, Arc::new(claims)))
+    }
+
+    /// Authenticates one request at time `now` (unix seconds).
     pub async fn authenticate(
         &self,
-        headers: &HeaderMap,
-        query: Option<&str>,
+        credentials: Credentials<'_>,
         directory: &TenantDirectory,
         now: i64,
-    ) -> Result<Tenant, (DenyReason, Option<String>)> {
-        let token = bearer_token(headers, query).map_err(|r| (r, None))?;
-        let unverified = jwt::decode(token).map_err(|r| (r, None))?;
-        let issuer = unverified
-            .issuer_hint()
-            .and_then(|iss| self.issuers.iter().find(|i| i.issuer == iss))
-            .ok_or((DenyReason::UntrustedIssuer, None))?;
-        let issuer_name = Some(issuer.name.clone());
-        let key = issuer
-            .keys
-            .key(&unverified.kid)
-            .await
-            .ok_or((DenyReason::UnknownKey, issuer_name.clone()))?;
-        unverified
-            .verify_signature(&key)
-            .map_err(|r| (r, issuer_name.clone()))?;
-        let claims = jwt::check_claims(unverified.claims, now, self.leeway_secs)
-            .map_err(|r| (r, issuer_name.clone()))?;
-        let record = bind_tenant(&claims.all, &issuer.name, directory)
-            .await
-            .map_err(|r| (r, issuer_name.clone()))?;
+    ) -> Result<Tenant, Denial> {
+        let token = bearer_token(credentials.headers, credentials.query)?;
+        let hash = cache::token_hash(token);
+        let cached = self.cache.get(&hash).filter(|e| {
+            let issuer = &self.issuers[e.issuer];
+            now <= e.claims.exp.saturating_add(issuer.config.leeway_secs)
+                && issuer
+                    .keys
+                    .current(&e.kid)
+                    .is_some_and(|k| Arc::ptr_eq(&k, &e.key))
+        });
+        let (index, claims) = match cached {
+            Some(e) => {
+                self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+                (e.issuer, e.claims)
+            }
+            None => {
+                self.cache.remove(&hash);
+                let (index, kid, key, claims) = self.verify(token, now).await?;
+                self.cache
+                    .insert(hash, index, kid, key, claims.clone(), now);
+                (index, claims)
+            }
+        };
+        let issuer = &self.issuers[index];
+        let deny = |reason| Denial {
+            reason,
+            issuer: Some(issuer.config.name.clone()),
+        };
+        let record = bind_tenant(&claims, &issuer.config, directory).map_err(deny)?;
         if !claims.aud.iter().any(|a| *a == record.identity.audience) {
-            return Err((DenyReason::WrongAudience, issuer_name));
+            return Err(deny(DenyReason::WrongAudience));
         }
-        self.verified.fetch_add(1, Ordering::Relaxed);
+        if self.policy.tenant.as_ref().is_some_and(|t| *t != record.id) {
+            return Err(deny(DenyReason::WrongDeployment));
+        }
+        check_gateway(
+            credentials.gateway_claims,
+            &claims,
+            &issuer.config,
+            self.policy.require_gateway_authorizer,
+        )
+        .map_err(deny)?;
         Ok(Tenant(Arc::new(Principal {
             record,
-            subject: claims.sub,
-            issuer: issuer.name.clone(),
-            scopes: claims.scopes,
+            subject: claims.sub.clone(),
+            issuer: issuer.config.name.clone(),
+            scopes: claims.scopes.clone(),
             expires_at: claims.exp,
         })))
     }
 }
 
-/// Finds the tenant the token names, through the claims the tenants bound to this issuer declared.
-async fn bind_tenant(
-    claims: &BTreeMap<String, Value>,
-    issuer_name: &str,
+/// Finds the tenant the token names through the issuer's tenant claim; the tenant must be bound to
+/// this issuer.
+fn bind_tenant(
+    claims: &Claims,
+    issuer: &IssuerConfig,
     directory: &TenantDirectory,
 ) -> Result<Arc<TenantRecord>, DenyReason> {
-    let tenants = directory.snapshot().await;
-    let mut claim_names: Vec<&str> = tenants
-        .values()
-        .filter(|t| t.identity.issuer == issuer_name)
-        .map(|t| t.identity.tenant_claim.as_str())
-        .collect();
-    claim_names.sort_unstable();
-    claim_names.dedup();
-    let mut found: Option<&Arc<TenantRecord>> = None;
-    for claim in claim_names {
-        let Some(value) = claims.get(claim) else {
-            continue;
-        };
-        let raw = value.as_str().ok_or(DenyReason::BadClaims)?;
-        let id = TenantId::parse(raw).map_err(|_| DenyReason::UnknownTenant)?;
-        let record = tenants.get(&id).ok_or(DenyReason::UnknownTenant)?;
-        if record.identity.issuer != issuer_name || record.identity.tenant_claim != claim {
-            return Err(DenyReason::TenantIssuerMismatch);
-        }
-        if found.is_some_and(|f| f.id != record.id) {
-            return Err(DenyReason::BadClaims);
-        }
-        found = Some(record);
+    let value = jwt::claim_at(&claims.all, &issuer.tenant_claim).ok_or(DenyReason::BadClaims)?;
+    let raw = value.as_str().ok_or(DenyReason::BadClaims)?;
+    let id = TenantId::parse(raw).map_err(|_| DenyReason::BadClaims)?;
+    let record = directory.get(&id).ok_or(DenyReason::UnknownTenant)?;
+    if record.identity.issuer != issuer.name {
+        return Err(DenyReason::TenantIssuerMismatch);
     }
-    found.cloned().ok_or(DenyReason::UnknownTenant)
+    Ok(record)
+}
+
+/// Behind API Gateway's JWT authorizer, the claims the gateway verified must be the ones we verified.
+fn check_gateway(
+    gateway: Option<&HashMap<String, String>>,
+    claims: &Claims,
+    issuer: &IssuerConfig,
+    required: bool,
+) -> Result<(), DenyReason> {
+    let Some(gateway) = gateway else {
+        return if required {
+            Err(DenyReason::AuthorizerMismatch)
+        } else {
+            Ok(())
+        };
+    };
+    let agrees = |name: &str, ours: &str| gateway.get(name).is_some_and(|g| g == ours);
+    if !agrees("iss", &claims.iss) || !agrees("sub", &claims.sub) {
+        return Err(DenyReason::AuthorizerMismatch);
+    }
+    let ours = jwt::claim_at(&claims.all, &issuer.tenant_claim).and_then(Value::as_str);
+    if let (Some(theirs), Some(ours)) = (gateway.get(&issuer.tenant_claim), ours) {
+        if theirs != ours {
+            return Err(DenyReason::AuthorizerMismatch);
+        }
+    }
+    Ok(())
 }
 
 /// Extracts the one bearer token. Two `Authorization` headers, a token in the query string, or any
@@ -200,9 +355,9 @@ async fn bind_tenant(
 fn bearer_token<'h>(headers: &'h HeaderMap, query: Option<&str>) -> Result<&'h str, DenyReason> {
     if query.is_some_and(|q| {
         q.split('&').any(|kv| {
-            kv.split('=')
-                .next()
-                .is_some_and(|k| k.eq_ignore_ascii_case("access_token"))
+            kv.split('=').next().is_some_and(|k| {
+                k.eq_ignore_ascii_case("access_token") || k.eq_ignore_ascii_case("token")
+            })
         })
     }) {
         return Err(DenyReason::MultipleTokens);
@@ -223,7 +378,7 @@ fn bearer_token<'h>(headers: &'h HeaderMap, query: Option<&str>) -> Result<&'h s
     Ok(token)
 }
 
-/// The verified caller: tenant (with its registry record), subject, issuer and scopes.
+/// The verified caller: tenant (with its registry record), subject, issuer and permissions.
 #[derive(Debug)]
 pub struct Principal {
     record: Arc<TenantRecord>,
@@ -267,11 +422,27 @@ impl<S: Send + Sync> FromRequestParts<S> for Tenant {
 #[derive(Debug, Clone, Copy)]
 pub struct RequestId(pub uuid::Uuid);
 
-fn unix_now() -> i64 {
+pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// API Gateway's JWT-authorizer claims, when the request came through Lambda.
+fn gateway_claims(req: &Request) -> Option<HashMap<String, String>> {
+    match req
+        .extensions()
+        .get::<lambda_http::request::RequestContext>()?
+    {
+        lambda_http::request::RequestContext::ApiGatewayV2(ctx) => ctx
+            .authorizer
+            .as_ref()?
+            .jwt
+            .as_ref()
+            .map(|j| j.claims.clone()),
+        _ => None,
+    }
 }
 
 /// Middleware: authenticate every non-public request before routing.
@@ -279,11 +450,15 @@ pub async fn require_auth(State(state): State<AppState>, mut req: Request, next:
     if crate::routes::is_public(req.method(), req.uri().path()) {
         return next.run(req).await;
     }
+    let gateway = gateway_claims(&req);
     let outcome = state
         .auth
         .authenticate(
-            req.headers(),
-            req.uri().query(),
+            Credentials {
+                headers: req.headers(),
+                query: req.uri().query(),
+                gateway_claims: gateway.as_ref(),
+            },
             &state.directory,
             unix_now(),
         )
@@ -293,7 +468,7 @@ pub async fn require_auth(State(state): State<AppState>, mut req: Request, next:
             req.extensions_mut().insert(tenant);
             next.run(req).await
         }
-        Err((reason, issuer)) => {
+        Err(Denial { reason, issuer }) => {
             state.auth.count_denial(reason);
             let request_id = req.extensions().get::<RequestId>().map(|r| r.0);
             tracing::info!(
@@ -308,8 +483,8 @@ pub async fn require_auth(State(state): State<AppState>, mut req: Request, next:
     }
 }
 
-/// Route middleware: the route's permission from `routes::ROUTES` must be among the token's scopes.
-/// A route without an entry is refused.
+/// Route middleware: the route's permission from `routes::ROUTES` must be among the caller's
+/// permissions. A route without an entry is refused.
 pub async fn require_permission(
     State(state): State<AppState>,
     matched: Option<MatchedPath>,
@@ -320,16 +495,15 @@ pub async fn require_permission(
     let Some(spec) = matched.and_then(|m| crate::routes::lookup(&method, m.as_str())) else {
         return ApiError::Forbidden("route_not_permitted").into_response();
     };
-    let Some(permission) = spec.permission else {
-        state.auth.admitted.fetch_add(1, Ordering::Relaxed);
-        return next.run(req).await;
+    let allowed = match spec.permission {
+        None => true,
+        Some(permission) => req
+            .extensions()
+            .get::<Tenant>()
+            .is_some_and(|t| t.0.scopes.iter().any(|s| s == permission)),
     };
-    let allowed = req
-        .extensions()
-        .get::<Tenant>()
-        .is_some_and(|t| t.0.scopes.iter().any(|s| s == permission));
     if allowed {
-        state.auth.admitted.fetch_add(1, Ordering::Relaxed);
+        state.auth.metrics.admitted.fetch_add(1, Ordering::Relaxed);
         next.run(req).await
     } else {
         state.auth.count_denial(DenyReason::InsufficientScope);

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use super::jwks::RsaKey;
+use super::jwks::Jwk;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignerError {
@@ -88,13 +88,23 @@ impl DevSigner {
         }]})
     }
 
+    /// The public modulus (big-endian), e.g. to forge key-confusion tokens in tests.
+    pub fn modulus(&self) -> Vec<u8> {
+        self.key
+            .public_key()
+            .modulus()
+            .big_endian_without_leading_zero()
+            .to_vec()
+    }
+
     /// The public key in the verifier's form.
-    pub fn public_key(&self) -> RsaKey {
+    pub fn verifier_key(&self) -> Option<std::sync::Arc<Jwk>> {
         let public = self.key.public_key();
-        RsaKey {
-            n: public.modulus().big_endian_without_leading_zero().to_vec(),
-            e: public.exponent().big_endian_without_leading_zero().to_vec(),
-        }
+        Jwk::rsa(
+            public.modulus().big_endian_without_leading_zero(),
+            public.exponent().big_endian_without_leading_zero(),
+        )
+        .map(std::sync::Arc::new)
     }
 
     /// Signs `claims` with the standard header `{"alg":"RS256","typ":"JWT","kid":...}`.

@@ -9,5 +9,6 @@
 
 mod api;
 mod auth;
+mod jwks;
 mod lambda;
 mod tidy;
