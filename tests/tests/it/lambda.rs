@@ -104,8 +104,7 @@ async fn the_runtime_binary_serves_api_gateway_events_when_started_as_a_lambda()
         "namespace": s.target.namespace,
         "database": s.target.endpoint,
         "secrets_dir": s.target.secrets_dir,
-        "issuers": [{"name": "platform", "issuer": cli::devidp::DEV_ISSUER,
-                     "jwks": {"url": cli::devidp::jwks_url(s.running.idp_addr)}}],
+        "issuers": cli::platform::Platform::builtin().runtime_issuers(&cli::devidp::jwks_url(s.running.idp_addr)),
     });
     let config_path = config_dir.path().join("runtime.json");
     std::fs::write(&config_path, config.to_string()).unwrap();
@@ -148,10 +147,11 @@ async fn the_runtime_binary_serves_api_gateway_events_when_started_as_a_lambda()
     for (i, (name, ev, want)) in cases.iter().enumerate() {
         let id = format!("invocation-{i}");
         event_tx.send((id.clone(), ev.clone())).await.unwrap();
-        let (got_id, resp) = tokio::time::timeout(Duration::from_secs(30), resp_rx.recv())
-            .await
-            .unwrap_or_else(|_| panic!("{name}: no response from the Lambda runtime"))
-            .unwrap();
+        let (got_id, resp) = tokio::select! {
+            r = resp_rx.recv() => r.unwrap(),
+            status = child.wait() => panic!("{name}: tenant-runtime exited ({:?}) instead of answering", status),
+            _ = tokio::time::sleep(Duration::from_secs(30)) => panic!("{name}: no response from the Lambda runtime"),
+        };
         assert_eq!(got_id, id);
         assert_eq!(resp["statusCode"], *want, "{name}: {resp}");
         if *want == 200 {

@@ -79,7 +79,8 @@ fn no_sql_is_built_with_format_outside_the_quoting_module() {
             .unwrap()
             .display()
             .to_string();
-        if allowed.contains(&rel.as_str()) || rel.starts_with("tests/") {
+        // Test code may build hostile SQL on purpose; the rule is for what ships.
+        if allowed.contains(&rel.as_str()) || rel.starts_with("tests/") || rel.contains("/tests/") {
             continue;
         }
         let text = std::fs::read_to_string(&f).unwrap();
