@@ -35,10 +35,18 @@ fi
 if ! command -v curl >/dev/null 2>&1; then
   apt_install curl || { say "curl is required by the end-to-end test of the README's main command"; exit 1; }
 fi
-if ! python3 -c 'import openai' >/dev/null 2>&1; then
-  say "installing the official openai Python SDK (the runtime's client-interop tests use it)"
-  python3 -m pip install --quiet --disable-pip-version-check 'openai>=1.40,<4' >&2 \
-    || { say "could not install it; run: python3 -m pip install openai"; exit 1; }
+if ! python3 -c 'import openai, jwt, cryptography' >/dev/null 2>&1; then
+  say "installing the Python clients the interop tests use: the official openai SDK, PyJWT, cryptography"
+  python3 -m pip install --quiet --disable-pip-version-check 'openai>=1.40,<4' 'pyjwt[crypto]>=2.8,<3' >&2 \
+    || { say "could not install them; run: python3 -m pip install openai 'pyjwt[crypto]'"; exit 1; }
+fi
+if ! command -v node >/dev/null 2>&1; then
+  apt_install nodejs npm || { say "Node.js 20+ is required by the OpenID Provider interop test"; exit 1; }
+fi
+if [ ! -d tests/idp/node_modules/oidc-provider ]; then
+  say "installing oidc-provider (a certified OpenID Provider) for the identity interop test"
+  npm ci --prefix tests/idp --no-audit --no-fund --loglevel=error >&2 \
+    || { say "could not install it; run: npm ci --prefix tests/idp"; exit 1; }
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   say "cargo is required: install Rust from your distribution or rustup"

@@ -31,15 +31,22 @@ pub struct Served {
 }
 
 pub async fn serve_examples() -> Served {
+    serve_with(cli::platform::Platform::builtin(), |_| {}).await
+}
+
+/// Onboards the example tenants (after `edit`) under `platform` and serves them.
+pub async fn serve_with(
+    platform: cli::platform::Platform,
+    edit: impl Fn(&mut TenantSpec),
+) -> Served {
     let target = cli::testing::deployment();
-    let specs: Vec<TenantSpec> = load_all(
-        &[cli::testing::repo_root().join("tenants")],
-        &cli::platform::Platform::builtin(),
-    )
-    .unwrap_or_else(|e| panic!("{e:?}"))
-    .into_iter()
-    .map(|(_, s)| s)
-    .collect();
+    let mut specs: Vec<TenantSpec> =
+        load_all(&[cli::testing::repo_root().join("tenants")], &platform)
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+    specs.iter_mut().for_each(edit);
     target
         .ensure_database()
         .await
@@ -57,13 +64,9 @@ pub async fn serve_examples() -> Served {
     apply::apply(&target, &p, &specs, &indicatif_hidden())
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
-    let running = cli::serve::start(
-        &target,
-        &cli::platform::Platform::builtin(),
-        cli::serve::Listen::loopback_any(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    let running = cli::serve::start(&target, &platform, cli::serve::Listen::loopback_any())
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let signer = cli::devidp::signer(&target.secrets)
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));

@@ -250,3 +250,38 @@ async fn the_official_openai_python_sdk_works_as_a_client() {
     assert_eq!(s.ledger_rows("acme").await, 2);
     s.running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_suspended_tenant_is_refused_once_the_registry_says_so() {
+    // security-cases.md case 15: never a default tenant, and suspension takes effect without a restart.
+    let s = serve_examples().await;
+    let token = s.token("globex");
+    let models = |t: String| {
+        let http = s.http.clone();
+        let url = format!("{}/v1/models", s.base);
+        async move { http.get(url).bearer_auth(t).send().await.unwrap().status() }
+    };
+    assert_eq!(models(token.clone()).await, 200);
+    let admin = s.target.admin().await.unwrap();
+    admin
+        .execute(
+            "UPDATE control.tenants SET status = 'suspended' WHERE tenant_id = 'globex'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while models(token.clone()).await != 401 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "suspension never took effect"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        models(s.token("acme")).await,
+        200,
+        "other tenants are unaffected"
+    );
+    s.running.stop().await.unwrap();
+}

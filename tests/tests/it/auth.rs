@@ -67,6 +67,16 @@ async fn send(s: &Served, path: &str, cred: &Cred) -> reqwest::StatusCode {
     };
     match cred {
         Cred::None => {}
+        Cred::Header(v) if v.is_empty() => {
+            req = req.header(
+                "cookie",
+                format!(
+                    "access_token={}; session={}",
+                    s.token("acme"),
+                    s.token("acme")
+                ),
+            )
+        }
         Cred::Header(v) => req = req.header("authorization", v),
         Cred::Bearer(t) | Cred::BearerAndQuery(t) => req = req.bearer_auth(t),
         Cred::TwoBearers(a, b) => {
@@ -384,6 +394,11 @@ async fn every_hostile_token_is_refused_with_401_and_no_side_effect() {
     ];
 
     let ledger_before = s.ledger_rows("acme").await;
+    let platform_keys = s.running.state.auth.keys("platform").unwrap().clone();
+    let fetches_before = platform_keys
+        .stats
+        .attempts
+        .load(std::sync::atomic::Ordering::SeqCst);
     for (name, cred) in &cases {
         for path in ["/v1/chat/completions", "/v1/usage", "/v1/models"] {
             let before = s.side_effects();
@@ -401,7 +416,19 @@ async fn every_hostile_token_is_refused_with_401_and_no_side_effect() {
         ledger_before,
         "no ledger row from a denied request"
     );
-    assert!(trap.accept().is_err(), "the jku/x5u listener was contacted");
+    assert!(
+        trap.accept().is_err(),
+        "case 6: the jku/x5u listener was contacted"
+    );
+    // case 5: nothing from a token header entered the key cache.
+    assert!(platform_keys.current(attacker.kid()).is_none());
+    // case 7/21: hostile kids cost at most one JWKS refetch per cooldown (30 s) across the whole table.
+    let fetches = platform_keys
+        .stats
+        .attempts
+        .load(std::sync::atomic::Ordering::SeqCst)
+        - fetches_before;
+    assert!(fetches <= 1, "{fetches} JWKS fetches during the table");
     // Denials are counted by reason.
     let counts = s.running.state.auth.denial_counts();
     assert!(

@@ -9,6 +9,8 @@
 
 mod api;
 mod auth;
+mod interop;
+mod issuers;
 mod jwks;
 mod lambda;
 mod tidy;
