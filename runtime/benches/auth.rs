@@ -7,7 +7,10 @@
 //! - `auth_layer/mix`: `Authenticator::authenticate` on one thread over a realistic mix: 90% repeat
 //!   tokens of 200 users, 5% forged signatures (never cacheable), 5% garbage.
 
-#![allow(clippy::expect_used, reason = "benchmark set-up: a failure should stop the run loudly")]
+#![allow(
+    clippy::expect_used,
+    reason = "benchmark set-up: a failure should stop the run loudly"
+)]
 
 use std::collections::HashMap;
 use std::hint::black_box;

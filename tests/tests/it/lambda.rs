@@ -57,12 +57,22 @@ async fn respond(
 }
 
 fn event(method: &str, path: &str, token: Option<&str>) -> Value {
+    event_with_authorizer(method, path, token, None)
+}
+
+/// An event as API Gateway sends it after its JWT authorizer accepted the token (`claims`).
+fn event_with_authorizer(
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    claims: Option<Value>,
+) -> Value {
     let mut headers =
         json!({"host": "abc123.execute-api.eu-west-1.amazonaws.com", "user-agent": "test"});
     if let Some(t) = token {
         headers["authorization"] = json!(format!("Bearer {t}"));
     }
-    json!({
+    let mut ev = json!({
         "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
         "headers": headers,
         "requestContext": {
@@ -72,16 +82,18 @@ fn event(method: &str, path: &str, token: Option<&str>) -> Value {
             "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1", "userAgent": "test"}
         },
         "isBase64Encoded": false
-    })
+    });
+    if let Some(claims) = claims {
+        ev["requestContext"]["authorizer"] = json!({"jwt": {"claims": claims, "scopes": null}});
+    }
+    ev
 }
 
-#[tokio::test]
-async fn the_runtime_binary_serves_api_gateway_events_when_started_as_a_lambda() {
-    let s = serve_examples().await;
+/// Starts `tenant-runtime` as a Lambda with `deployment`, sends each event, checks each status.
+async fn run_lambda(s: &tests::Served, deployment: Value, cases: Vec<(&str, Value, u16)>) {
     let binary = tokio::task::spawn_blocking(tests::runtime_binary)
         .await
         .unwrap();
-
     let (event_tx, event_rx) = mpsc::channel(8);
     let (resp_tx, mut resp_rx) = mpsc::channel(8);
     let api = RuntimeApi {
@@ -105,6 +117,7 @@ async fn the_runtime_binary_serves_api_gateway_events_when_started_as_a_lambda()
         "database": s.target.endpoint,
         "secrets_dir": s.target.secrets_dir,
         "issuers": cli::platform::Platform::builtin().runtime_issuers(&cli::devidp::jwks_url(s.running.idp_addr)),
+        "deployment": deployment,
     });
     let config_path = config_dir.path().join("runtime.json");
     std::fs::write(&config_path, config.to_string()).unwrap();
@@ -120,9 +133,29 @@ async fn the_runtime_binary_serves_api_gateway_events_when_started_as_a_lambda()
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    for (i, (name, ev, want)) in cases.iter().enumerate() {
+        let id = format!("invocation-{i}");
+        event_tx.send((id.clone(), ev.clone())).await.unwrap();
+        let (got_id, resp) = tokio::select! {
+            r = resp_rx.recv() => r.unwrap(),
+            status = child.wait() => panic!("{name}: tenant-runtime exited ({:?}) instead of answering", status),
+            _ = tokio::time::sleep(Duration::from_secs(30)) => panic!("{name}: no response from the Lambda runtime"),
+        };
+        assert_eq!(got_id, id);
+        assert_eq!(resp["statusCode"], *want, "{name}: {resp}");
+        if *want == 200 {
+            let body: Value = serde_json::from_str(resp["body"].as_str().unwrap()).unwrap();
+            assert_eq!(body["object"], "list", "{name}");
+        }
+    }
+    child.kill().await.unwrap();
+}
 
+#[tokio::test]
+async fn the_runtime_binary_serves_api_gateway_events_when_started_as_a_lambda() {
+    let s = serve_examples().await;
     let token = s.token("acme");
-    let cases = [
+    let cases = vec![
         (
             "models with a token",
             event("GET", "/v1/models", Some(&token)),
@@ -144,21 +177,70 @@ async fn the_runtime_binary_serves_api_gateway_events_when_started_as_a_lambda()
             200,
         ),
     ];
-    for (i, (name, ev, want)) in cases.iter().enumerate() {
-        let id = format!("invocation-{i}");
-        event_tx.send((id.clone(), ev.clone())).await.unwrap();
-        let (got_id, resp) = tokio::select! {
-            r = resp_rx.recv() => r.unwrap(),
-            status = child.wait() => panic!("{name}: tenant-runtime exited ({:?}) instead of answering", status),
-            _ = tokio::time::sleep(Duration::from_secs(30)) => panic!("{name}: no response from the Lambda runtime"),
-        };
-        assert_eq!(got_id, id);
-        assert_eq!(resp["statusCode"], *want, "{name}: {resp}");
-        if *want == 200 {
-            let body: Value = serde_json::from_str(resp["body"].as_str().unwrap()).unwrap();
-            assert_eq!(body["object"], "list", "{name}");
-        }
-    }
-    child.kill().await.unwrap();
+    run_lambda(&s, json!({}), cases).await;
+    s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tenant_lambda_behind_the_jwt_authorizer_checks_the_authorizer_claims_and_its_tenant() {
+    // Issue 3 item 4: the runtime verifies the token itself, requires the gateway's claims to agree,
+    // and a Lambda deployed for `acme` refuses every other tenant.
+    let s = serve_examples().await;
+    let acme = s.token("acme");
+    let globex = s.token("globex");
+    let claims_of = |tenant: &str, sub: &str| json!({"iss": cli::devidp::DEV_ISSUER, "sub": sub, "tenant_id": tenant, "aud": "tenantctl-api"});
+    let cases = vec![
+        (
+            "acme token, agreeing authorizer claims",
+            event_with_authorizer(
+                "GET",
+                "/v1/models",
+                Some(&acme),
+                Some(claims_of("acme", "user-of-acme")),
+            ),
+            200,
+        ),
+        (
+            "acme token, no authorizer context",
+            event("GET", "/v1/models", Some(&acme)),
+            401,
+        ),
+        (
+            "acme token, authorizer saw another subject",
+            event_with_authorizer(
+                "GET",
+                "/v1/models",
+                Some(&acme),
+                Some(claims_of("acme", "mallory")),
+            ),
+            401,
+        ),
+        (
+            "acme token, authorizer saw another tenant",
+            event_with_authorizer(
+                "GET",
+                "/v1/models",
+                Some(&acme),
+                Some(claims_of("globex", "user-of-acme")),
+            ),
+            401,
+        ),
+        (
+            "globex token at acme's Lambda",
+            event_with_authorizer(
+                "GET",
+                "/v1/models",
+                Some(&globex),
+                Some(claims_of("globex", "user-of-globex")),
+            ),
+            401,
+        ),
+    ];
+    run_lambda(
+        &s,
+        json!({"tenant": "acme", "require_gateway_authorizer": true}),
+        cases,
+    )
+    .await;
     s.running.stop().await.unwrap();
 }
