@@ -28,6 +28,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     template!("migration-begin.sql"),
     template!("migration-end.sql"),
     template!("tenant-grants.sql"),
+    template!("pool-tier.sql"),
+    template!("pool-rls.sql"),
+    template!("dedicated-db.sql"),
+    template!("create-database.sql"),
 ];
 
 /// Quotes a SQL identifier after checking it against the strict grammar.
@@ -129,7 +133,7 @@ mod tests {
     fn templates_render_in_strict_mode() {
         let ctx = minijinja::context! {
             role => "ns_t_acme", schema => "t_acme", migrator => "ns_migrator", runtime => "ns_runtime",
-            database => "ns", connection_limit => 20, login => true,
+            database => "ns", connection_limit => 20, login => true, owner => "ns_migrator",
             grants => vec![minijinja::context! { table => "usage_ledger", privileges => "SELECT, INSERT" }],
         };
         for (name, _) in TEMPLATES {

@@ -51,6 +51,7 @@ fn setup() -> (DevSigner, Authenticator, TenantDirectory, IssuerConfig) {
             aliases: Default::default(),
         },
         db_role: "r".into(),
+        db_name: "d".into(),
     }]);
     (signer, auth, dir, issuer)
 }

@@ -293,6 +293,16 @@ impl Namespace {
         format!("{}_t_{}", self.0, tenant.as_identifier_part())
     }
 
+    /// The login role every pool-tier tenant's requests use (rows fenced by row-level security).
+    pub fn pool_role(&self) -> String {
+        format!("{}_pool", self.0)
+    }
+
+    /// The database of one dedicated-tier tenant.
+    pub fn tenant_database(&self, tenant: &TenantId) -> String {
+        format!("{}_t_{}", self.0, tenant.as_identifier_part())
+    }
+
     /// The schema of one tenant (schema tier).
     pub fn tenant_schema(tenant: &TenantId) -> String {
         format!("t_{}", tenant.as_identifier_part())

@@ -67,12 +67,17 @@ impl AppState {
             &SecretName::platform("db/runtime-password")?,
         )
         .await?;
+        // Startup self-check (security case 34): refuse to run with a role that could bypass isolation.
+        control.check_role(&config.namespace.runtime_role()).await?;
+        control.check_role(&config.namespace.pool_role()).await?;
         let directory = Arc::new(TenantDirectory::new(control.load_tenants().await?));
         let auth = Authenticator::load(&config.issuers, config.deployment.clone())
             .await
             .map_err(StartupError::Issuers)?;
         let refresh = Duration::from_secs(config.registry_refresh_secs.max(1));
         let weak = Arc::downgrade(&directory);
+        let data =
+            DataPlane::new(config.database.clone(), secrets).with_role_checks(control.clone());
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(refresh).await;
@@ -90,7 +95,7 @@ impl AppState {
         Ok(Self {
             auth: Arc::new(auth),
             directory,
-            data: Arc::new(DataPlane::new(config.database.clone(), secrets)),
+            data: Arc::new(data),
             models: ModelRouter::default(),
         })
     }

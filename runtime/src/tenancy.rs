@@ -41,7 +41,10 @@ pub struct TenantRecord {
     pub tier: Tier,
     pub identity: IdentityBinding,
     pub policy: ModelPolicy,
+    /// The role the tenant's data is reached as (its own role; the shared pool role for `pool`).
     pub db_role: String,
+    /// The database holding the tenant's data (its own for `dedicated`).
+    pub db_name: String,
 }
 
 /// Where the Postgres cluster is: a host name or a unix socket directory, a port and a database.
@@ -75,8 +78,8 @@ pub enum DataError {
     Pool(String),
     #[error("tenant credentials: {0}")]
     Secret(#[from] SecretError),
-    #[error("tier `{0}` is not served by this runtime yet")]
-    UnsupportedTier(Tier),
+    #[error("database role `{role}` has {hazards}; refusing to use it (security case 34)")]
+    UnsafeRole { role: String, hazards: String },
 }
 
 /// The active tenants, refreshed from the control plane. Lookups are in memory, so a request refused
@@ -138,6 +141,64 @@ impl ControlPlane {
         })
     }
 
+    /// What makes `role` unfit for the runtime (security case 34): superuser, BYPASSRLS, CREATEROLE,
+    /// CREATEDB, REPLICATION, membership in `pg_read_all_data`/`pg_write_all_data`, or owning a table in
+    /// a tenant or control schema. `None` when the role does not exist.
+    pub async fn role_hazards(&self, role: &str) -> Result<Option<Vec<&'static str>>, DataError> {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the control plane is not tenant data"
+        )]
+        let client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| DataError::Pool(e.to_string()))?;
+        let row = client
+            .query_opt(
+                "SELECT r.rolsuper, r.rolbypassrls, r.rolcreaterole, r.rolcreatedb, r.rolreplication, \
+                        CASE WHEN to_regrole('pg_read_all_data') IS NULL THEN false \
+                             ELSE pg_has_role(r.oid, to_regrole('pg_read_all_data'), 'MEMBER') END, \
+                        CASE WHEN to_regrole('pg_write_all_data') IS NULL THEN false \
+                             ELSE pg_has_role(r.oid, to_regrole('pg_write_all_data'), 'MEMBER') END, \
+                        EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                                 WHERE c.relowner = r.oid \
+                                   AND (n.nspname IN ('pool', 'control') OR starts_with(n.nspname, 't_'))) \
+                   FROM pg_roles r WHERE r.rolname = $1",
+                &[&role],
+            )
+            .await?;
+        Ok(row.map(|r| {
+            const NAMES: [&str; 8] = [
+                "SUPERUSER",
+                "BYPASSRLS",
+                "CREATEROLE",
+                "CREATEDB",
+                "REPLICATION",
+                "membership in pg_read_all_data",
+                "membership in pg_write_all_data",
+                "ownership of tenant tables",
+            ];
+            NAMES
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| r.get::<_, bool>(*i))
+                .map(|(_, n)| *n)
+                .collect()
+        }))
+    }
+
+    /// Fails when `role` exists and has any hazard.
+    pub async fn check_role(&self, role: &str) -> Result<(), DataError> {
+        match self.role_hazards(role).await? {
+            Some(h) if !h.is_empty() => Err(DataError::UnsafeRole {
+                role: role.to_owned(),
+                hazards: h.join(", "),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Loads every active tenant. Rows the runtime cannot interpret are skipped with an error log,
     /// never served with defaults.
     pub async fn load_tenants(&self) -> Result<Vec<TenantRecord>, DataError> {
@@ -153,7 +214,7 @@ impl ControlPlane {
         let rows = client
             .query(
                 "SELECT tenant_id, display_name, tier, issuer, audience, tenant_claim, \
-                        model_policy, db_role \
+                        model_policy, db_role, coalesce(db_name, current_database()) \
                    FROM control.tenants WHERE status = 'active' ORDER BY tenant_id",
                 &[],
             )
@@ -178,6 +239,7 @@ impl ControlPlane {
                     },
                     policy,
                     db_role: row.get(7),
+                    db_name: row.get(8),
                 })
             })();
             match parsed {
@@ -213,7 +275,9 @@ fn build_pool(config: tokio_postgres::Config, max_size: usize) -> Result<Pool, D
 pub struct DataPlane {
     endpoint: DbEndpoint,
     secrets: SecretStore,
-    pools: Mutex<HashMap<TenantId, Pool>>,
+    /// Pools by (role, database): one per tenant for `schema`/`dedicated`, one shared for `pool`.
+    pools: Mutex<HashMap<(String, String), Pool>>,
+    control: Option<ControlPlane>,
     statements: Arc<AtomicU64>,
     max_connections_per_tenant: usize,
 }
@@ -224,9 +288,16 @@ impl DataPlane {
             endpoint,
             secrets,
             pools: Mutex::new(HashMap::new()),
+            control: None,
             statements: Arc::new(AtomicU64::new(0)),
             max_connections_per_tenant: 4,
         }
+    }
+
+    /// Checks every role before first use with `control` (security case 34).
+    pub fn with_role_checks(mut self, control: ControlPlane) -> Self {
+        self.control = Some(control);
+        self
     }
 
     /// Statements run through tenant handles since start.
@@ -235,25 +306,38 @@ impl DataPlane {
     }
 
     async fn pool_for(&self, record: &TenantRecord) -> Result<Pool, DataError> {
+        let key = (record.db_role.clone(), record.db_name.clone());
         let mut pools = self.pools.lock().await;
-        if let Some(pool) = pools.get(&record.id) {
+        if let Some(pool) = pools.get(&key) {
             return Ok(pool.clone());
         }
-        if record.tier != Tier::Schema {
-            return Err(DataError::UnsupportedTier(record.tier));
+        if let Some(control) = &self.control {
+            control.check_role(&record.db_role).await?;
         }
-        let secret = SecretName::for_tenant(&record.id, "db-password")?;
+        let secret = match record.tier {
+            Tier::Pool => SecretName::platform("db/pool-password")?,
+            Tier::Schema | Tier::Dedicated => SecretName::for_tenant(&record.id, "db-password")?,
+        };
         let password = self.secrets.get(&secret).await?;
-        let mut config = self.endpoint.config(&record.db_role, "tenant-runtime");
+        let mut endpoint = self.endpoint.clone();
+        endpoint.dbname = record.db_name.clone();
+        let mut config = endpoint.config(&record.db_role, "tenant-runtime");
         config.password(password.expose_secret().as_bytes());
-        let pool = build_pool(config, self.max_connections_per_tenant)?;
-        pools.insert(record.id.clone(), pool.clone());
+        let size = match record.tier {
+            Tier::Pool => self.max_connections_per_tenant * 4,
+            Tier::Schema | Tier::Dedicated => self.max_connections_per_tenant,
+        };
+        let pool = build_pool(config, size)?;
+        pools.insert(key, pool.clone());
         Ok(pool)
     }
 
     /// Drops the cached pool of a tenant (after a credential rotation or offboarding).
-    pub async fn forget(&self, tenant: &TenantId) {
-        self.pools.lock().await.remove(tenant);
+    pub async fn forget(&self, record: &TenantRecord) {
+        self.pools
+            .lock()
+            .await
+            .remove(&(record.db_role.clone(), record.db_name.clone()));
     }
 }
 
@@ -285,6 +369,15 @@ impl TenantTx {
             statements: data.statements.clone(),
         };
         tx.simple("BEGIN ISOLATION LEVEL READ COMMITTED").await?;
+        if tenant.record().tier == Tier::Pool {
+            // Transaction-local (`is_local = true`): gone at COMMIT or ROLLBACK, never left on the
+            // connection for the next checkout (security cases 36-38).
+            tx.query(
+                "SELECT set_config('app.tenant_id', $1, true)",
+                &[&tenant.id().as_str()],
+            )
+            .await?;
+        }
         Ok(tx)
     }
 

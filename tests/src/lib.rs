@@ -195,6 +195,7 @@ pub fn record(
             aliases: BTreeMap::new(),
         },
         db_role: format!("x_t_{id}"),
+        db_name: "x".into(),
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use minijinja::context;
-use runtime::domain::{Namespace, TenantId};
+use runtime::domain::{Namespace, TenantId, Tier};
 use runtime::schema::{TENANT_MIGRATIONS, TENANT_TABLE_GRANTS};
 use runtime::secrets::{SecretName, generate_secret};
 use serde::Serialize;
@@ -19,6 +19,8 @@ use crate::sql;
 
 /// Connections one tenant role may hold at once.
 const TENANT_CONNECTION_LIMIT: i64 = 20;
+/// Connections the shared pool role may hold at once.
+const POOL_CONNECTION_LIMIT: i64 = 100;
 
 /// What happened to one tenant.
 #[derive(Debug, Clone, Serialize)]
@@ -207,43 +209,49 @@ async fn log_failure(target: &Target, tenant: &TenantId, message: &str) -> Resul
     Ok(())
 }
 
-/// Brings one tenant to its spec in one transaction. Safe to re-run at any point.
+/// Brings one tenant to its spec. Safe to re-run at any point.
 pub async fn converge_tenant(target: &Target, spec: &TenantSpec) -> Result<()> {
-    let ns = &target.namespace;
-    let role = ns.tenant_role(&spec.id);
-    let schema = Namespace::tenant_schema(&spec.id);
-    let secret = SecretName::for_tenant(&spec.id, "db-password")?;
-    // Outside the transaction, idempotent: a password created here and not yet used by a committed
-    // role is simply reused by the next run.
-    let new_secret = !target.secrets.exists(&secret).await?;
-    if new_secret {
-        target.secrets.put(&secret, &generate_secret()).await?;
+    match spec.tier {
+        Tier::Schema => converge_schema(target, spec).await,
+        Tier::Pool => converge_pool(target, spec).await,
+        Tier::Dedicated => converge_dedicated(target, spec).await,
     }
-    let password = target.secrets.get(&secret).await?;
+}
 
-    let mut client = target.admin().await?;
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "provisioning runs as the admin role, not as a tenant"
-    )]
-    let tx = client.transaction().await?;
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('tenantctl:tenant:' || $1, 0))",
-        &[&spec.id.as_str()],
-    )
-    .await?;
-    let role_created = ensure_role(&tx, &role, true).await?;
-    if role_created || new_secret {
-        tx.batch_execute(&sql::alter_role_password(&role, &password)?)
+/// Creates the password secret `name` unless it exists; returns it and whether it was created.
+/// Outside any transaction and idempotent: a password created here and not yet used by a committed role
+/// is simply reused by the next run.
+async fn ensure_secret(
+    target: &Target,
+    name: &SecretName,
+) -> Result<(secrecy::SecretString, bool)> {
+    let created = !target.secrets.exists(name).await?;
+    if created {
+        target.secrets.put(name, &generate_secret()).await?;
+    }
+    Ok((target.secrets.get(name).await?, created))
+}
+
+/// Creates `role` as a LOGIN role if missing and sets its password from the secret when the role or
+/// the secret is new; then refuses the role if it carries a dangerous attribute.
+async fn ensure_login_role(
+    tx: &tokio_postgres::Transaction<'_>,
+    role: &str,
+    password: &secrecy::SecretString,
+    new_secret: bool,
+) -> Result<()> {
+    let created = ensure_role(tx, role, true).await?;
+    if created || new_secret {
+        tx.batch_execute(&sql::alter_role_password(role, password)?)
             .await?;
     }
-    let base = context! {
-        role => role, schema => schema, migrator => ns.migrator_role(), database => target.endpoint.dbname,
-        connection_limit => TENANT_CONNECTION_LIMIT,
-    };
-    tx.batch_execute(&sql::render("schema-tier.sql", base.clone())?)
-        .await
-        .context("creating the tenant schema and role settings")?;
+    Ok(())
+}
+
+async fn refuse_dangerous_attributes(
+    tx: &tokio_postgres::Transaction<'_>,
+    role: &str,
+) -> Result<()> {
     let dangerous: Vec<String> = tx
         .query(
             "SELECT a FROM pg_roles r, LATERAL (VALUES ('SUPERUSER', r.rolsuper), ('REPLICATION', r.rolreplication), \
@@ -261,13 +269,18 @@ pub async fn converge_tenant(target: &Target, spec: &TenantSpec) -> Result<()> {
             dangerous.join(" NO")
         );
     }
-    let applied: i32 = tx
-        .query_one(
-            "SELECT coalesce(max(version), 0) FROM control.tenant_migrations WHERE tenant_id = $1",
-            &[&spec.id.as_str()],
-        )
-        .await?
-        .get(0);
+    Ok(())
+}
+
+/// Applies `migrations` newer than `applied` with the migrator role and search path `schema`, calling
+/// `record` for each so the version is stored in the same transaction.
+async fn run_migrations(
+    tx: &tokio_postgres::Transaction<'_>,
+    base: &minijinja::Value,
+    applied: i32,
+    record_sql: &'static str,
+    tenant: Option<&str>,
+) -> Result<()> {
     for m in TENANT_MIGRATIONS.iter().filter(|m| m.version > applied) {
         tx.batch_execute(&sql::render("migration-begin.sql", base.clone())?)
             .await?;
@@ -276,35 +289,43 @@ pub async fn converge_tenant(target: &Target, spec: &TenantSpec) -> Result<()> {
             .with_context(|| format!("tenant migration {:04}_{}", m.version, m.name))?;
         tx.batch_execute(&sql::render("migration-end.sql", base.clone())?)
             .await?;
-        tx.execute(
-            "INSERT INTO control.tenant_migrations (tenant_id, version, name) VALUES ($1, $2, $3)",
-            &[&spec.id.as_str(), &m.version, &m.name],
-        )
-        .await?;
+        match tenant {
+            Some(t) => tx.execute(record_sql, &[&t, &m.version, &m.name]).await?,
+            None => tx.execute(record_sql, &[&m.version, &m.name]).await?,
+        };
     }
-    let grants: Vec<_> = TENANT_TABLE_GRANTS
+    Ok(())
+}
+
+fn grants() -> Vec<minijinja::Value> {
+    TENANT_TABLE_GRANTS
         .iter()
         .map(|(table, privileges)| context! { table => table, privileges => privileges })
-        .collect();
-    tx.batch_execute(&sql::render(
-        "tenant-grants.sql",
-        context! { role => ns.tenant_role(&spec.id), schema => Namespace::tenant_schema(&spec.id), grants => grants },
-    )?)
-    .await
-    .context("granting table privileges")?;
+        .collect()
+}
+
+/// Writes the registry row (status `active`: everything before it committed or commits with it) and
+/// the audit record, then honours the crash-test failpoint, then commits.
+async fn finish_tenant(
+    tx: tokio_postgres::Transaction<'_>,
+    spec: &TenantSpec,
+    role: &str,
+    schema: &str,
+    database: &str,
+) -> Result<()> {
     let spec_json = spec.canonical_json();
     let policy = serde_json::to_value(&spec.models)?;
     let tags = serde_json::to_value(&spec.tags)?;
-    // The registry row is written last: its `active` status means everything above committed with it.
     tx.execute(
         "INSERT INTO control.tenants (tenant_id, display_name, tier, status, issuer, audience, tenant_claim, \
-             model_policy, monthly_budget_micro_usd, tags, spec, spec_hash, db_role, db_schema) \
-         VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             model_policy, monthly_budget_micro_usd, tags, spec, spec_hash, db_role, db_schema, db_name) \
+         VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
          ON CONFLICT (tenant_id) DO UPDATE SET display_name = EXCLUDED.display_name, \
              status = 'active', issuer = EXCLUDED.issuer, audience = EXCLUDED.audience, \
              tenant_claim = EXCLUDED.tenant_claim, model_policy = EXCLUDED.model_policy, \
              monthly_budget_micro_usd = EXCLUDED.monthly_budget_micro_usd, tags = EXCLUDED.tags, \
-             spec = EXCLUDED.spec, spec_hash = EXCLUDED.spec_hash, updated_at = now()",
+             spec = EXCLUDED.spec, spec_hash = EXCLUDED.spec_hash, db_role = EXCLUDED.db_role, \
+             db_schema = EXCLUDED.db_schema, db_name = EXCLUDED.db_name, updated_at = now()",
         &[
             &spec.id.as_str(),
             &spec.display_name,
@@ -317,8 +338,9 @@ pub async fn converge_tenant(target: &Target, spec: &TenantSpec) -> Result<()> {
             &tags,
             &spec_json,
             &spec.hash(),
-            &ns.tenant_role(&spec.id),
-            &Namespace::tenant_schema(&spec.id),
+            &role,
+            &schema,
+            &database,
         ],
     )
     .await?;
@@ -344,4 +366,214 @@ pub async fn converge_tenant(target: &Target, spec: &TenantSpec) -> Result<()> {
         .await
         .context("committing the tenant transaction")?;
     Ok(())
+}
+
+async fn lock_tenant(tx: &tokio_postgres::Transaction<'_>, spec: &TenantSpec) -> Result<()> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('tenantctl:tenant:' || $1, 0))",
+        &[&spec.id.as_str()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Schema tier: role, schema, migrations, grants and registry row in one transaction.
+async fn converge_schema(target: &Target, spec: &TenantSpec) -> Result<()> {
+    let ns = &target.namespace;
+    let role = ns.tenant_role(&spec.id);
+    let schema = Namespace::tenant_schema(&spec.id);
+    let (password, new_secret) =
+        ensure_secret(target, &SecretName::for_tenant(&spec.id, "db-password")?).await?;
+    let mut client = target.admin().await?;
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "provisioning runs as the admin role, not as a tenant"
+    )]
+    let tx = client.transaction().await?;
+    lock_tenant(&tx, spec).await?;
+    ensure_login_role(&tx, &role, &password, new_secret).await?;
+    let base = context! {
+        role => role, schema => schema, migrator => ns.migrator_role(), database => target.endpoint.dbname,
+        connection_limit => TENANT_CONNECTION_LIMIT,
+    };
+    tx.batch_execute(&sql::render("schema-tier.sql", base.clone())?)
+        .await
+        .context("creating the tenant schema and role settings")?;
+    refuse_dangerous_attributes(&tx, &role).await?;
+    let applied: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM control.tenant_migrations WHERE tenant_id = $1",
+            &[&spec.id.as_str()],
+        )
+        .await?
+        .get(0);
+    run_migrations(
+        &tx,
+        &base,
+        applied,
+        "INSERT INTO control.tenant_migrations (tenant_id, version, name) VALUES ($1, $2, $3)",
+        Some(spec.id.as_str()),
+    )
+    .await?;
+    tx.batch_execute(&sql::render(
+        "tenant-grants.sql",
+        context! { role => role, schema => schema, grants => grants() },
+    )?)
+    .await
+    .context("granting table privileges")?;
+    finish_tenant(tx, spec, &role, &schema, &target.endpoint.dbname).await
+}
+
+/// Pool tier: the shared pool role, schema, migrations and row-level security (idempotent, under a
+/// deployment-wide lock), and the tenant's registry row, in one transaction.
+async fn converge_pool(target: &Target, spec: &TenantSpec) -> Result<()> {
+    let ns = &target.namespace;
+    let role = ns.pool_role();
+    let (password, new_secret) =
+        ensure_secret(target, &SecretName::platform("db/pool-password")?).await?;
+    let mut client = target.admin().await?;
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "provisioning runs as the admin role, not as a tenant"
+    )]
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('tenantctl:pool', 0))",
+        &[],
+    )
+    .await?;
+    lock_tenant(&tx, spec).await?;
+    ensure_login_role(&tx, &role, &password, new_secret).await?;
+    let base = context! {
+        role => role, schema => "pool", migrator => ns.migrator_role(), database => target.endpoint.dbname,
+        connection_limit => POOL_CONNECTION_LIMIT,
+    };
+    tx.batch_execute(&sql::render("pool-tier.sql", base.clone())?)
+        .await
+        .context("creating the pool schema and role settings")?;
+    refuse_dangerous_attributes(&tx, &role).await?;
+    let applied: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM control.pool_migrations",
+            &[],
+        )
+        .await?
+        .get(0);
+    run_migrations(
+        &tx,
+        &base,
+        applied,
+        "INSERT INTO control.pool_migrations (version, name) VALUES ($1, $2)",
+        None,
+    )
+    .await?;
+    let ctx = context! { role => role, schema => "pool", grants => grants() };
+    tx.batch_execute(&sql::render("tenant-grants.sql", ctx.clone())?)
+        .await
+        .context("granting pool table privileges")?;
+    tx.batch_execute(&sql::render("pool-rls.sql", ctx)?)
+        .await
+        .context("enabling row-level security on the pool tables")?;
+    // The tenant's migration level is the pool's.
+    tx.execute(
+        "INSERT INTO control.tenant_migrations (tenant_id, version, name) \
+         SELECT $1, version, name FROM control.pool_migrations ON CONFLICT DO NOTHING",
+        &[&spec.id.as_str()],
+    )
+    .await?;
+    finish_tenant(tx, spec, &role, "pool", &target.endpoint.dbname).await
+}
+
+/// Dedicated tier: a database of the tenant's own. `CREATE DATABASE` cannot run in a transaction, so
+/// the steps are: role (one transaction), database (if missing), everything inside it (one
+/// transaction; migrations tracked in the database itself so a re-run resumes), registry row.
+async fn converge_dedicated(target: &Target, spec: &TenantSpec) -> Result<()> {
+    let ns = &target.namespace;
+    let role = ns.tenant_role(&spec.id);
+    let schema = Namespace::tenant_schema(&spec.id);
+    let database = ns.tenant_database(&spec.id);
+    let (password, new_secret) =
+        ensure_secret(target, &SecretName::for_tenant(&spec.id, "db-password")?).await?;
+    {
+        let mut client = target.admin().await?;
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "provisioning runs as the admin role, not as a tenant"
+        )]
+        let tx = client.transaction().await?;
+        lock_tenant(&tx, spec).await?;
+        ensure_login_role(&tx, &role, &password, new_secret).await?;
+        tx.commit().await?;
+    }
+    let admin = target.admin().await?;
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
+        .await?
+        .is_some();
+    if !exists {
+        admin
+            .batch_execute(&sql::render(
+                "create-database.sql",
+                context! { database => database, owner => ns.migrator_role() },
+            )?)
+            .await
+            .with_context(|| format!("creating database `{database}`"))?;
+    }
+    let mut tenant_db = target.connect_admin(&database).await?;
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "provisioning runs as the admin role, not as a tenant"
+    )]
+    let tx = tenant_db.transaction().await?;
+    let base = context! {
+        role => role, schema => schema, migrator => ns.migrator_role(), database => database,
+        connection_limit => TENANT_CONNECTION_LIMIT,
+    };
+    tx.batch_execute(&sql::render("dedicated-db.sql", base.clone())?)
+        .await?;
+    tx.batch_execute(&sql::render("schema-tier.sql", base.clone())?)
+        .await
+        .context("creating the tenant schema in its database")?;
+    refuse_dangerous_attributes(&tx, &role).await?;
+    let applied: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM tenantctl.migrations",
+            &[],
+        )
+        .await?
+        .get(0);
+    run_migrations(
+        &tx,
+        &base,
+        applied,
+        "INSERT INTO tenantctl.migrations (version, name) VALUES ($1, $2)",
+        None,
+    )
+    .await?;
+    tx.batch_execute(&sql::render(
+        "tenant-grants.sql",
+        context! { role => role, schema => schema, grants => grants() },
+    )?)
+    .await?;
+    tx.commit()
+        .await
+        .context("committing the tenant database")?;
+    let mut client = target.admin().await?;
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "provisioning runs as the admin role, not as a tenant"
+    )]
+    let tx = client.transaction().await?;
+    lock_tenant(&tx, spec).await?;
+    tx.execute(
+        "INSERT INTO control.tenant_migrations (tenant_id, version, name) \
+         SELECT $1, v.version, v.name FROM unnest($2::int[], $3::text[]) AS v(version, name) ON CONFLICT DO NOTHING",
+        &[
+            &spec.id.as_str(),
+            &TENANT_MIGRATIONS.iter().map(|m| m.version).collect::<Vec<_>>(),
+            &TENANT_MIGRATIONS.iter().map(|m| m.name).collect::<Vec<_>>(),
+        ],
+    )
+    .await?;
+    finish_tenant(tx, spec, &role, &schema, &database).await
 }

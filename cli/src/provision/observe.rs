@@ -29,6 +29,12 @@ pub struct Observed {
     pub tenants: BTreeMap<TenantId, ObservedTenant>,
     /// Tenants whose database password exists in the secret store.
     pub secrets: BTreeSet<TenantId>,
+    /// Databases of this namespace's dedicated tenants.
+    pub databases: BTreeSet<String>,
+    /// The pool tier's migration version (0: no pool yet).
+    pub pool_migration_version: i32,
+    /// Whether the pool role's password exists in the secret store.
+    pub pool_secret: bool,
 }
 
 pub async fn observe(target: &Target, ids: &[TenantId]) -> Result<Observed> {
@@ -56,6 +62,37 @@ pub async fn observe(target: &Target, ids: &[TenantId]) -> Result<Observed> {
         .iter()
         .map(|r| r.get::<_, String>(0))
         .collect();
+    let databases = client
+        .query(
+            "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)",
+            &[&format!("{}_t_", ns.as_str())],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    let has_pool_table: bool = client
+        .query_one(
+            "SELECT to_regclass('control.pool_migrations') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    let pool_migration_version: i32 = if has_pool_table {
+        client
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM control.pool_migrations",
+                &[],
+            )
+            .await?
+            .get(0)
+    } else {
+        0
+    };
+    let pool_secret = target
+        .secrets
+        .exists(&SecretName::platform("db/pool-password")?)
+        .await?;
     let mut tenants = BTreeMap::new();
     if control_plane {
         let rows = client
@@ -102,5 +139,8 @@ pub async fn observe(target: &Target, ids: &[TenantId]) -> Result<Observed> {
         schemas,
         tenants,
         secrets,
+        databases,
+        pool_migration_version,
+        pool_secret,
     })
 }

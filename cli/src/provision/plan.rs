@@ -189,48 +189,80 @@ pub fn plan(specs: &[TenantSpec], observed: &Observed, ns: &Namespace, database:
             });
             continue;
         }
-        if spec.tier != Tier::Schema {
-            tenants.push(TenantPlan {
-                tenant: spec.id.clone(),
-                tier: spec.tier,
-                action: Action::Blocked(format!(
-                    "tier `{}` is not supported on this target yet; use `tier: schema`",
-                    spec.tier
-                )),
-                changes: Vec::new(),
-            });
-            continue;
-        }
         let mut changes = Vec::new();
-        if !observed.secrets.contains(&spec.id) {
-            let op = if existing.is_some() {
-                Op::Update
-            } else {
-                Op::Create
-            };
-            let detail =
-                existing.map(|_| "missing from the secret store; a new password is set".to_owned());
-            changes.push(change(
-                op,
-                "secret",
-                format!("tenants/{}/db-password", spec.id),
-                detail,
-            ));
-        }
-        if !observed.roles.contains(&role) {
-            changes.push(change(Op::Create, "role", role, None));
-        }
-        if !observed.schemas.contains(&schema) {
-            changes.push(change(Op::Create, "schema", schema, None));
-        }
         let applied = existing.map_or(0, |e| e.migration_version);
-        for m in TENANT_MIGRATIONS.iter().filter(|m| m.version > applied) {
-            changes.push(change(
-                Op::Create,
-                "migration",
-                format!("{:04}_{}", m.version, m.name),
-                None,
-            ));
+        let pending = |from: i32| TENANT_MIGRATIONS.iter().filter(move |m| m.version > from);
+        match spec.tier {
+            Tier::Schema | Tier::Dedicated => {
+                if !observed.secrets.contains(&spec.id) {
+                    let op = if existing.is_some() {
+                        Op::Update
+                    } else {
+                        Op::Create
+                    };
+                    let detail = existing
+                        .map(|_| "missing from the secret store; a new password is set".to_owned());
+                    changes.push(change(
+                        op,
+                        "secret",
+                        format!("tenants/{}/db-password", spec.id),
+                        detail,
+                    ));
+                }
+                if !observed.roles.contains(&role) {
+                    changes.push(change(Op::Create, "role", role, None));
+                }
+                if spec.tier == Tier::Dedicated {
+                    let database = ns.tenant_database(&spec.id);
+                    if !observed.databases.contains(&database) {
+                        changes.push(change(Op::Create, "database", database, None));
+                    }
+                } else if !observed.schemas.contains(&schema) {
+                    changes.push(change(Op::Create, "schema", schema, None));
+                }
+                for m in pending(applied) {
+                    changes.push(change(
+                        Op::Create,
+                        "migration",
+                        format!("{:04}_{}", m.version, m.name),
+                        None,
+                    ));
+                }
+            }
+            Tier::Pool => {
+                if !observed.pool_secret {
+                    changes.push(change(
+                        Op::Create,
+                        "secret",
+                        "platform/db/pool-password",
+                        None,
+                    ));
+                }
+                if !observed.roles.contains(&ns.pool_role()) {
+                    changes.push(change(
+                        Op::Create,
+                        "role",
+                        ns.pool_role(),
+                        Some("shared by pool tenants".into()),
+                    ));
+                }
+                if !observed.schemas.contains("pool") {
+                    changes.push(change(
+                        Op::Create,
+                        "schema",
+                        "pool",
+                        Some("row-level security".into()),
+                    ));
+                }
+                for m in pending(observed.pool_migration_version.max(applied)) {
+                    changes.push(change(
+                        Op::Create,
+                        "migration",
+                        format!("pool {:04}_{}", m.version, m.name),
+                        None,
+                    ));
+                }
+            }
         }
         let new_spec = spec.canonical_json();
         match existing {
@@ -368,7 +400,7 @@ mod tests {
     }
 
     #[test]
-    fn drift_and_unsupported_tiers_are_reported_not_hidden() {
+    fn drift_tier_changes_and_every_tier_are_planned() {
         let ns = Namespace::parse("ns").unwrap();
         let specs = vec![spec("acme", "schema", "10")];
         let mut observed = converged(&specs, &ns);
@@ -388,7 +420,29 @@ mod tests {
             &ns,
             "ns",
         );
-        assert!(p.has_blocked());
+        let resources: Vec<_> = p.tenants[0]
+            .changes
+            .iter()
+            .map(|c| (c.resource, c.name.as_str()))
+            .collect();
+        assert!(
+            resources.contains(&("database", "ns_t_newco")),
+            "{}",
+            p.render()
+        );
+        let p = plan(
+            &[spec("newco", "pool", "1"), spec("oldco", "pool", "1")],
+            &Observed::default(),
+            &ns,
+            "ns",
+        );
+        let resources: Vec<_> = p.tenants[0].changes.iter().map(|c| c.resource).collect();
+        assert_eq!(
+            resources,
+            vec!["secret", "role", "schema", "migration", "registry"],
+            "{}",
+            p.render()
+        );
 
         let p = plan(&[], &converged(&specs, &ns), &ns, "ns");
         assert_eq!(p.unmanaged, vec![specs[0].id.clone()]);
