@@ -226,9 +226,22 @@ async fn status(g: &Global) -> Result<u8> {
     let latest = runtime::schema::latest_version();
     let mut rows = Vec::new();
     let mut drift = false;
+    let admin = target.admin().await?;
+    let mut access = std::collections::BTreeMap::new();
+    if observed.control_plane {
+        for row in admin
+            .query(
+                "SELECT tenant_id, db_role, coalesce(db_name, current_database()) FROM control.tenants",
+                &[],
+            )
+            .await?
+        {
+            access.insert(row.get::<_, String>(0), (row.get::<_, String>(1), row.get::<_, String>(2)));
+        }
+    }
     for (id, t) in &observed.tenants {
-        let role = target.namespace.tenant_role(id);
-        let login = login_check(&target, id, &role).await;
+        let (role, db) = access.get(id.as_str()).cloned().unwrap_or_default();
+        let login = login_check(&target, t.tier, id, &role, &db).await;
         let tenant_drift = login.is_err() || t.migration_version < latest || t.status != "active";
         drift |= tenant_drift;
         rows.push(json!({
@@ -268,13 +281,23 @@ async fn status(g: &Global) -> Result<u8> {
     Ok(if drift { 1 } else { 0 })
 }
 
-/// Logs in as the tenant's role with its stored password and runs one query.
-async fn login_check(target: &Target, id: &TenantId, role: &str) -> Result<()> {
-    let password = target
-        .secrets
-        .get(&SecretName::for_tenant(id, "db-password")?)
-        .await?;
-    let mut config = target.endpoint.config(role, "tenantctl-status");
+/// Logs in the way the runtime will for this tenant (its role, or the pool role; its database) with
+/// the stored password, and runs one query.
+async fn login_check(
+    target: &Target,
+    tier: runtime::domain::Tier,
+    id: &TenantId,
+    role: &str,
+    db: &str,
+) -> Result<()> {
+    let secret = match tier {
+        runtime::domain::Tier::Pool => SecretName::platform("db/pool-password")?,
+        _ => SecretName::for_tenant(id, "db-password")?,
+    };
+    let password = target.secrets.get(&secret).await?;
+    let mut endpoint = target.endpoint.clone();
+    endpoint.dbname = db.to_owned();
+    let mut config = endpoint.config(role, "tenantctl-status");
     config.password(password.expose_secret().as_bytes());
     let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
     tokio::spawn(conn);

@@ -107,6 +107,11 @@ impl Served {
         self.signer.sign(&self.claims(tenant))
     }
 
+    /// The dev identity provider's address (it keeps serving after `running.stop` only until dropped).
+    pub fn running_idp(&self) -> std::net::SocketAddr {
+        self.running.idp_addr
+    }
+
     /// Statements run through tenant handles and requests admitted to handlers so far.
     pub fn side_effects(&self) -> (u64, u64) {
         (
@@ -115,28 +120,37 @@ impl Served {
         )
     }
 
-    /// Ledger rows of `tenant`, read as the admin (not through the API).
+    /// Ledger rows of `tenant`, read as the admin (not through the API), wherever its tier keeps them.
     pub async fn ledger_rows(&self, tenant: &str) -> i64 {
         let admin = self
             .target
             .admin()
             .await
             .unwrap_or_else(|e| panic!("{e:#}"));
-        let rows = admin
-            .query(
-                "SELECT count(*) FROM control.tenants t WHERE t.tenant_id = $1",
+        let row = admin
+            .query_one(
+                "SELECT tier, coalesce(db_name, current_database()) FROM control.tenants WHERE tenant_id = $1",
                 &[&tenant],
             )
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(rows[0].get::<_, i64>(0), 1, "tenant {tenant} is onboarded");
-        let sql = match tenant {
-            "acme" => "SELECT count(*) FROM t_acme.usage_ledger",
-            "globex" => "SELECT count(*) FROM t_globex.usage_ledger",
-            other => panic!("no ledger query for {other}"),
+            .unwrap_or_else(|e| panic!("tenant {tenant} is not onboarded: {e}"));
+        let (tier, db): (String, String) = (row.get(0), row.get(1));
+        let client = if tier == "dedicated" {
+            self.target
+                .connect_admin(&db)
+                .await
+                .unwrap_or_else(|e| panic!("{e:#}"))
+        } else {
+            admin
         };
-        admin
-            .query_one(sql, &[])
+        let sql = match (tier.as_str(), tenant) {
+            ("pool", _) => "SELECT count(*) FROM pool.usage_ledger WHERE tenant_id = $1",
+            (_, "acme") => "SELECT count(*) FROM t_acme.usage_ledger WHERE tenant_id = $1",
+            (_, "globex") => "SELECT count(*) FROM t_globex.usage_ledger WHERE tenant_id = $1",
+            (_, other) => panic!("no ledger query for {other}"),
+        };
+        client
+            .query_one(sql, &[&tenant])
             .await
             .unwrap_or_else(|e| panic!("{e}"))
             .get(0)

@@ -55,7 +55,7 @@ pub async fn observe(target: &Target, ids: &[TenantId]) -> Result<Observed> {
         .collect();
     let schemas = client
         .query(
-            "SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname, 't_')",
+            "SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname, 't_') OR nspname = 'pool'",
             &[],
         )
         .await?

@@ -428,3 +428,54 @@ fn an_existing_server_given_by_url_works_with_a_non_superuser_admin() {
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains(password.expose_secret()));
 }
+
+#[test]
+fn apply_and_status_work_for_every_tier_from_the_command_line() {
+    let cluster = cli::testing::cluster();
+    let target = cli::testing::deployment();
+    let ns = target.namespace.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let acme =
+        std::fs::read_to_string(cli::testing::repo_root().join("tenants/acme.yaml")).unwrap();
+    for (id, tier) in [
+        ("pooled-one", "pool"),
+        ("pooled-two", "pool"),
+        ("walled", "dedicated"),
+        ("schemed", "schema"),
+    ] {
+        let text = acme
+            .replace("id: acme", &format!("id: {id}"))
+            .replace("tier: schema", &format!("tier: {tier}"));
+        std::fs::write(dir.path().join(format!("{id}.yaml")), text).unwrap();
+    }
+    let run = |args: &[&str]| in_namespace(cluster, &ns).args(args).output().unwrap();
+    let path = dir.path().to_str().unwrap();
+    let out = run(&["plan", path]);
+    assert_eq!(out.status.code(), Some(1), "changes pending");
+    let out = run(&["apply", path]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["plan", path]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = run(&["--output", "json", "status"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for t in v["tenants"].as_array().unwrap() {
+        assert_eq!(t["db_login"], "ok", "{t}");
+    }
+    assert_eq!(v["tenants"].as_array().unwrap().len(), 4);
+}

@@ -14,3 +14,4 @@ mod issuers;
 mod jwks;
 mod lambda;
 mod tidy;
+mod tiers;

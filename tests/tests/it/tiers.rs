@@ -1,0 +1,450 @@
+//! The three isolation tiers (issue 4; security-cases.md section D): the foundation's API tests run
+//! against every tier, tiers mix in one deployment, the pool tier's row-level security holds when the
+//! application forgets its filter, connections never carry a tenant to the next checkout, the catalog
+//! has forced RLS everywhere, and the runtime refuses dangerous roles at startup.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cli::manifest::TenantSpec;
+use cli::platform::Platform;
+use runtime::domain::{TenantId, Tier};
+use runtime::secrets::SecretName;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use tests::{Served, serve_with};
+
+fn tier(t: Tier) -> impl Fn(&mut TenantSpec) {
+    move |spec| spec.tier = t
+}
+
+async fn chat(s: &Served, tenant: &str, model: &str) -> u16 {
+    s.http
+        .post(format!("{}/v1/chat/completions", s.base))
+        .bearer_auth(s.token(tenant))
+        .json(&json!({"model": model, "messages": [{"role": "user", "content": format!("hello from {tenant}")}]}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn usage(s: &Served, tenant: &str) -> Value {
+    s.http
+        .get(format!("{}/v1/usage", s.base))
+        .bearer_auth(s.token(tenant))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_tier_serves_metered_chat_with_isolated_usage() {
+    for t in [Tier::Pool, Tier::Schema, Tier::Dedicated] {
+        let s = serve_with(Platform::builtin(), tier(t)).await;
+        assert_eq!(chat(&s, "acme", "mock-small").await, 200, "{t}");
+        assert_eq!(chat(&s, "acme", "smart").await, 200, "{t}");
+        assert_eq!(chat(&s, "globex", "mock-small").await, 200, "{t}");
+        assert_eq!(
+            chat(&s, "globex", "mock-large").await,
+            403,
+            "{t}: outside globex's policy"
+        );
+        let a = usage(&s, "acme").await;
+        assert_eq!(a["totals"]["requests"], 2, "{t}: {a}");
+        assert!(
+            a["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["tenant_id"] == "acme"),
+            "{t}"
+        );
+        let g = usage(&s, "globex").await;
+        assert_eq!(g["totals"]["requests"], 1, "{t}: {g}");
+        assert_eq!(
+            (s.ledger_rows("acme").await, s.ledger_rows("globex").await),
+            (2, 1),
+            "{t}"
+        );
+        s.running.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn tiers_mix_in_one_deployment_and_a_second_apply_changes_nothing() {
+    let s = serve_with(Platform::builtin(), |spec| {
+        spec.tier = if spec.id.as_str() == "acme" {
+            Tier::Pool
+        } else {
+            Tier::Dedicated
+        }
+    })
+    .await;
+    assert_eq!(chat(&s, "acme", "mock-small").await, 200);
+    assert_eq!(chat(&s, "globex", "mock-small").await, 200);
+    assert_eq!(
+        (s.ledger_rows("acme").await, s.ledger_rows("globex").await),
+        (1, 1)
+    );
+    let ids: Vec<TenantId> = s.specs.iter().map(|x| x.id.clone()).collect();
+    let observed = cli::provision::observe::observe(&s.target, &ids)
+        .await
+        .unwrap();
+    let p = cli::provision::plan::plan(
+        &s.specs,
+        &observed,
+        &s.target.namespace,
+        &s.target.endpoint.dbname,
+    );
+    assert!(!p.has_changes(), "{}", p.render());
+    s.running.stop().await.unwrap();
+}
+
+/// Connects as the pool role, with its password from the secret store.
+async fn pool_client(s: &Served) -> tokio_postgres::Client {
+    let password = s
+        .target
+        .secrets
+        .get(&SecretName::platform("db/pool-password").unwrap())
+        .await
+        .unwrap();
+    let mut config = s
+        .target
+        .endpoint
+        .config(&s.target.namespace.pool_role(), "test");
+    config.password(password.expose_secret().as_bytes());
+    let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// Runs `sql` as `tenant` the way the runtime does: the setting is transaction-local.
+async fn as_tenant(
+    c: &tokio_postgres::Client,
+    tenant: &str,
+    sql: &str,
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    c.batch_execute("BEGIN").await?;
+    c.query("SELECT set_config('app.tenant_id', $1, true)", &[&tenant])
+        .await?;
+    let result = c.query(sql, &[]).await;
+    c.batch_execute(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })
+        .await?;
+    result
+}
+
+fn code(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_owned()).unwrap_or_default()
+}
+
+async fn count(c: &tokio_postgres::Client) -> i64 {
+    c.query_one("SELECT count(*) FROM usage_ledger", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Whether a connection that finished its work still carries a tenant (it must not).
+async fn carries_tenant(c: &tokio_postgres::Client) -> bool {
+    let v: Option<String> = c
+        .query_one("SELECT current_setting('app.tenant_id', true)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    v.is_some_and(|v| !v.is_empty())
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn insert_row(tenant: &str) -> String {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "INSERT INTO usage_ledger (id, tenant_id, request_id, subject, provider, model, input_tokens, output_tokens, \
+         cost_micro_usd, price_book_version) VALUES (gen_random_uuid(), '{tenant}', gen_random_uuid(), 's{n}', 'mock', \
+         'mock-small', 1, 1, 1, 'v')"
+    )
+}
+
+#[tokio::test]
+async fn pool_tier_row_level_security_holds_when_the_application_forgets_its_filter() {
+    let s = serve_with(Platform::builtin(), tier(Tier::Pool)).await;
+    let c = pool_client(&s).await;
+    for _ in 0..3 {
+        as_tenant(&c, "acme", &insert_row("acme")).await.unwrap();
+    }
+    as_tenant(&c, "globex", &insert_row("globex"))
+        .await
+        .unwrap();
+
+    // case 36: no tenant set -> no rows, never all rows; also right after a transaction that set one.
+    assert_eq!(count(&c).await, 0, "no tenant set");
+    assert_eq!(
+        as_tenant(&c, "acme", "SELECT count(*) FROM usage_ledger")
+            .await
+            .unwrap()[0]
+            .get::<_, i64>(0),
+        3
+    );
+    assert!(
+        !carries_tenant(&c).await,
+        "the transaction-local setting is gone after COMMIT"
+    );
+    assert_eq!(
+        count(&c).await,
+        0,
+        "the next use of the connection sees nothing"
+    );
+
+    // case 37: a session-level SET would leak to the next checkout; the hygiene check catches it.
+    c.batch_execute("SET app.tenant_id = 'acme'").await.unwrap();
+    assert!(
+        carries_tenant(&c).await,
+        "the injected session-level SET must be detected"
+    );
+    assert_eq!(count(&c).await, 3, "and it really would leak acme's rows");
+    c.batch_execute("RESET app.tenant_id").await.unwrap();
+    assert!(!carries_tenant(&c).await);
+
+    // case 38: a request dropped after the tenant was set and before commit leaves nothing behind.
+    c.batch_execute("BEGIN").await.unwrap();
+    c.query("SELECT set_config('app.tenant_id', 'acme', true)", &[])
+        .await
+        .unwrap();
+    c.batch_execute("ROLLBACK").await.unwrap();
+    assert!(!carries_tenant(&c).await);
+    assert_eq!(count(&c).await, 0);
+
+    // cases 39, 40, 43: writes into another tenant, destructive statements, leaky functions.
+    let denied: Vec<(&str, String, &[&str])> = vec![
+        ("case 39: insert a row for another tenant", insert_row("globex"), &["42501"]),
+        ("case 39: move a row to another tenant", "UPDATE usage_ledger SET tenant_id = 'globex'".into(), &["42501"]),
+        ("case 39: upsert onto another tenant's key", format!("{} ON CONFLICT (id) DO UPDATE SET tenant_id = 'acme'", insert_row("globex")), &["42501"]),
+        ("case 40: TRUNCATE", "TRUNCATE usage_ledger".into(), &["42501"]),
+        ("case 40: DELETE without WHERE", "DELETE FROM usage_ledger".into(), &["42501"]),
+        ("case 40: COPY FROM", "COPY usage_ledger FROM PROGRAM 'true'".into(), &["42501", "0A000"]),
+        ("case 43: create a leaky function", "CREATE FUNCTION f_leak(text) RETURNS bool LANGUAGE plpgsql COST 0.0000001 AS $$BEGIN RAISE NOTICE '%', $1; RETURN true; END$$".into(), &["42501", "3F000"]),
+        ("case 46: create in a shared schema", "CREATE TABLE public.stash (x text)".into(), &["42501"]),
+        ("control plane", "SELECT * FROM control.tenants".into(), &["42501"]),
+    ];
+    for (name, sql, codes) in denied {
+        let err = as_tenant(&c, "acme", &sql).await.expect_err(name);
+        assert!(codes.contains(&code(&err).as_str()), "{name}: {err}");
+    }
+    assert_eq!(
+        s.ledger_rows("globex").await,
+        1,
+        "globex's rows are untouched"
+    );
+    assert_eq!(s.ledger_rows("acme").await, 3);
+    s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn nothing_tenant_a_does_returns_or_modifies_tenant_b_rows() {
+    // A property over random tenants and random operations, with a fixed seed so failures replay.
+    let s = serve_with(Platform::builtin(), tier(Tier::Pool)).await;
+    let c = pool_client(&s).await;
+    let tenants = ["acme", "globex"];
+    let mut expected = [0i64, 0i64];
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for step in 0..300 {
+        let a = (next() % 2) as usize;
+        let b = 1 - a;
+        match next() % 5 {
+            0 | 1 => {
+                as_tenant(&c, tenants[a], &insert_row(tenants[a]))
+                    .await
+                    .unwrap();
+                expected[a] += 1;
+            }
+            2 => {
+                let err = as_tenant(&c, tenants[a], &insert_row(tenants[b])).await;
+                assert!(
+                    err.is_err(),
+                    "step {step}: {} wrote a row for {}",
+                    tenants[a],
+                    tenants[b]
+                );
+            }
+            3 => {
+                let rows = as_tenant(
+                    &c,
+                    tenants[a],
+                    &format!(
+                        "SELECT count(*) FROM usage_ledger WHERE tenant_id = '{}'",
+                        tenants[b]
+                    ),
+                )
+                .await
+                .unwrap();
+                assert_eq!(
+                    rows[0].get::<_, i64>(0),
+                    0,
+                    "step {step}: {} saw {}'s rows",
+                    tenants[a],
+                    tenants[b]
+                );
+            }
+            _ => {
+                let rows = as_tenant(&c, tenants[a], "SELECT tenant_id FROM usage_ledger")
+                    .await
+                    .unwrap();
+                assert!(
+                    rows.iter().all(|r| r.get::<_, &str>(0) == tenants[a]),
+                    "step {step}"
+                );
+                assert_eq!(rows.len() as i64, expected[a], "step {step}");
+            }
+        }
+    }
+    assert_eq!(
+        (s.ledger_rows("acme").await, s.ledger_rows("globex").await),
+        (expected[0], expected[1])
+    );
+    s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_catalog_has_forced_rls_and_policies_on_every_pool_table() {
+    // security-cases.md case 35.
+    let s = serve_with(Platform::builtin(), tier(Tier::Pool)).await;
+    let admin = s.target.admin().await.unwrap();
+    let tables = admin
+        .query(
+            "SELECT c.relname::text, c.relrowsecurity, c.relforcerowsecurity, \
+                    (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid AND p.polqual IS NOT NULL \
+                                                      AND (p.polwithcheck IS NOT NULL OR p.polcmd = 'r')) \
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE n.nspname = 'pool' AND c.relkind IN ('r', 'p')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!tables.is_empty(), "the pool has tables");
+    for t in &tables {
+        let name: String = t.get(0);
+        assert!(
+            t.get::<_, bool>(1) && t.get::<_, bool>(2),
+            "{name}: RLS must be enabled and forced"
+        );
+        assert!(
+            t.get::<_, i64>(3) >= 1,
+            "{name}: needs a policy with USING and WITH CHECK"
+        );
+    }
+    let unsafe_views: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE c.relkind = 'v' AND (n.nspname = 'pool' OR starts_with(n.nspname, 't_')) \
+                AND NOT coalesce('security_invoker=true' = ANY (c.reloptions), false)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        unsafe_views, 0,
+        "views over tenant data must be security_invoker"
+    );
+    let definers: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+              WHERE p.prosecdef AND (n.nspname IN ('pool', 'control') OR starts_with(n.nspname, 't_'))",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        definers, 0,
+        "no SECURITY DEFINER functions are allow-listed"
+    );
+    s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_runtime_refuses_to_start_with_a_dangerous_role_and_says_which() {
+    // security-cases.md case 34.
+    let s = serve_with(Platform::builtin(), tier(Tier::Pool)).await;
+    let idp = s.running_idp();
+    s.running.stop().await.unwrap();
+    let admin = s.target.admin().await.unwrap();
+    let pool = s.target.namespace.pool_role();
+    let runtime_role = s.target.namespace.runtime_role();
+    let cases: Vec<(&str, String, String, &str)> = vec![
+        (
+            "pool role BYPASSRLS",
+            format!("ALTER ROLE \"{pool}\" BYPASSRLS"),
+            format!("ALTER ROLE \"{pool}\" NOBYPASSRLS"),
+            "BYPASSRLS",
+        ),
+        (
+            "pool role CREATEROLE",
+            format!("ALTER ROLE \"{pool}\" CREATEROLE"),
+            format!("ALTER ROLE \"{pool}\" NOCREATEROLE"),
+            "CREATEROLE",
+        ),
+        (
+            "runtime role CREATEDB",
+            format!("ALTER ROLE \"{runtime_role}\" CREATEDB"),
+            format!("ALTER ROLE \"{runtime_role}\" NOCREATEDB"),
+            "CREATEDB",
+        ),
+        (
+            "runtime role superuser",
+            format!("ALTER ROLE \"{runtime_role}\" SUPERUSER"),
+            format!("ALTER ROLE \"{runtime_role}\" NOSUPERUSER"),
+            "SUPERUSER",
+        ),
+        (
+            "pool role in pg_read_all_data",
+            format!("GRANT pg_read_all_data TO \"{pool}\""),
+            format!("REVOKE pg_read_all_data FROM \"{pool}\""),
+            "pg_read_all_data",
+        ),
+        (
+            "pool role owns a tenant table",
+            format!("ALTER TABLE pool.usage_ledger OWNER TO \"{pool}\""),
+            format!(
+                "ALTER TABLE pool.usage_ledger OWNER TO \"{}\"",
+                s.target.namespace.migrator_role()
+            ),
+            "ownership of tenant tables",
+        ),
+    ];
+    let config = runtime::RuntimeConfig {
+        namespace: s.target.namespace.clone(),
+        database: s.target.endpoint.clone(),
+        secrets_dir: s.target.secrets_dir.clone(),
+        issuers: Platform::builtin().runtime_issuers(&cli::devidp::jwks_url(idp)),
+        deployment: Default::default(),
+        registry_refresh_secs: 5,
+    };
+    assert!(
+        runtime::AppState::from_config(&config).await.is_ok(),
+        "a clean deployment starts"
+    );
+    for (name, break_it, fix_it, hazard) in cases {
+        admin.batch_execute(&break_it).await.unwrap();
+        let err = runtime::AppState::from_config(&config)
+            .await
+            .expect_err(name)
+            .to_string();
+        assert!(err.contains(hazard), "{name}: {err}");
+        admin.batch_execute(&fix_it).await.unwrap();
+    }
+    assert!(
+        runtime::AppState::from_config(&config).await.is_ok(),
+        "fixed again"
+    );
+}
