@@ -87,6 +87,13 @@ pub enum Command {
         /// The tenant's manifest file.
         file: PathBuf,
     },
+    /// Bring every active tenant to the newest tenant migration, in parallel; failures are reported per
+    /// tenant and do not stop the others.
+    Migrate {
+        /// Tenants migrated at the same time.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+        jobs: u16,
+    },
     /// Show every tenant in the registry and check its database login. Exits 1 on drift.
     Status,
     /// Mint an access token from the dev identity provider (local target only).

@@ -27,6 +27,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Apply { paths } => apply_cmd(g, &paths).await,
         Command::Onboard { file } => apply_cmd(g, &[file]).await,
         Command::Status => status(g).await,
+        Command::Migrate { jobs } => migrate(g, jobs.into()).await,
         Command::Token {
             tenant,
             sub,
@@ -216,6 +217,39 @@ async fn apply_cmd(g: &Global, paths: &[PathBuf]) -> Result<u8> {
         return Ok(2);
     }
     Ok(0)
+}
+
+fn report(g: &Global, outcomes: &[apply::Outcome]) -> Result<u8> {
+    let failed = outcomes
+        .iter()
+        .filter(|o| matches!(o.result, "failed" | "blocked"))
+        .count();
+    match g.output {
+        OutputFormat::Json => out_json(&json!({"outcomes": outcomes}))?,
+        OutputFormat::Text => {
+            for o in outcomes {
+                out(&format!("{}: {}", o.tenant, o.result))?;
+                if let Some(e) = &o.error {
+                    eprintln!("error: tenant `{}`: {e}", o.tenant);
+                }
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!(
+            "error: {failed} tenant(s) failed; the others were done\nhint: fix the cause above and run the command again (it resumes)"
+        );
+        return Ok(2);
+    }
+    Ok(0)
+}
+
+async fn migrate(g: &Global, jobs: usize) -> Result<u8> {
+    let (target, cluster) = target(g)?;
+    require_running(cluster.as_ref())?;
+    target.ensure_database().await?;
+    let outcomes = crate::provision::migrate::migrate_all(&target, jobs, &progress_bar(g)).await?;
+    report(g, &outcomes)
 }
 
 async fn status(g: &Global) -> Result<u8> {

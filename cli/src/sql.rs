@@ -32,6 +32,7 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     template!("pool-rls.sql"),
     template!("dedicated-db.sql"),
     template!("create-database.sql"),
+    template!("grant-connect.sql"),
 ];
 
 /// Quotes a SQL identifier after checking it against the strict grammar.

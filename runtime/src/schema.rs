@@ -12,14 +12,36 @@ pub struct Migration {
 }
 
 /// Every tenant migration, in order.
-pub const TENANT_MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "usage_ledger",
-    sql: include_str!("../sql/tenant/0001_usage_ledger.sql"),
-}];
+pub const TENANT_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "usage_ledger",
+        sql: include_str!("../sql/tenant/0001_usage_ledger.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "usage_ledger_by_subject",
+        sql: include_str!("../sql/tenant/0002_usage_ledger_by_subject.sql"),
+    },
+];
 
 /// Table privileges of the tenant's own role, per table. The ledger is append-only for the tenant role.
 pub const TENANT_TABLE_GRANTS: &[(&str, &str)] = &[("usage_ledger", "SELECT, INSERT")];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migrations_are_numbered_one_by_one_and_every_file_is_listed() {
+        for (i, m) in super::TENANT_MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1, "{}", m.name);
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/tenant");
+        assert_eq!(
+            std::fs::read_dir(dir).unwrap().count(),
+            super::TENANT_MIGRATIONS.len()
+        );
+    }
+}
 
 /// The newest tenant migration version.
 pub fn latest_version() -> i32 {

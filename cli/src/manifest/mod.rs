@@ -64,14 +64,15 @@ impl ManifestError {
 }
 
 /// Request and token rate limits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RateLimits {
     pub requests_per_minute: u32,
     pub tokens_per_minute: u64,
 }
 
-/// A validated tenant manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A validated tenant manifest. Deserializable only from the registry's canonical copy (written by
+/// `canonical_json`), never from user input, which goes through `from_source`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct TenantSpec {
     pub id: TenantId,
     pub display_name: String,

@@ -248,6 +248,36 @@ async fn ensure_login_role(
     Ok(())
 }
 
+/// Grants CONNECT on `database` to `role` unless it has it. Re-runs never touch the database's ACL;
+/// first-time grants are serialized per database (concurrent GRANTs on one row fail).
+async fn grant_connect(
+    tx: &tokio_postgres::Transaction<'_>,
+    role: &str,
+    database: &str,
+) -> Result<()> {
+    let has: bool = tx
+        .query_one(
+            "SELECT has_database_privilege($1, $2, 'CONNECT')",
+            &[&role, &database],
+        )
+        .await?
+        .get(0);
+    if !has {
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('tenantctl:database-acl:' || $1, 0))",
+            &[&database],
+        )
+        .await?;
+        tx.batch_execute(&sql::render(
+            "grant-connect.sql",
+            context! { role => role, database => database },
+        )?)
+        .await
+        .with_context(|| format!("granting CONNECT on `{database}` to `{role}`"))?;
+    }
+    Ok(())
+}
+
 async fn refuse_dangerous_attributes(
     tx: &tokio_postgres::Transaction<'_>,
     role: &str,
@@ -399,6 +429,7 @@ async fn converge_schema(target: &Target, spec: &TenantSpec) -> Result<()> {
     tx.batch_execute(&sql::render("schema-tier.sql", base.clone())?)
         .await
         .context("creating the tenant schema and role settings")?;
+    grant_connect(&tx, &role, &target.endpoint.dbname).await?;
     refuse_dangerous_attributes(&tx, &role).await?;
     let applied: i32 = tx
         .query_one(
@@ -451,6 +482,7 @@ async fn converge_pool(target: &Target, spec: &TenantSpec) -> Result<()> {
     tx.batch_execute(&sql::render("pool-tier.sql", base.clone())?)
         .await
         .context("creating the pool schema and role settings")?;
+    grant_connect(&tx, &role, &target.endpoint.dbname).await?;
     refuse_dangerous_attributes(&tx, &role).await?;
     let applied: i32 = tx
         .query_one(
@@ -534,6 +566,7 @@ async fn converge_dedicated(target: &Target, spec: &TenantSpec) -> Result<()> {
     tx.batch_execute(&sql::render("schema-tier.sql", base.clone())?)
         .await
         .context("creating the tenant schema in its database")?;
+    grant_connect(&tx, &role, &database).await?;
     refuse_dangerous_attributes(&tx, &role).await?;
     let applied: i32 = tx
         .query_one(

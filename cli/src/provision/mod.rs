@@ -6,6 +6,7 @@
 //! password in the secret store, which is idempotent and reused by the next run.
 
 pub mod apply;
+pub mod migrate;
 pub mod observe;
 pub mod plan;
 

@@ -376,7 +376,13 @@ mod tests {
                 ("globex".into(), Action::Create)
             ]
         );
-        assert_eq!(fresh.tenants[0].changes.len(), 5, "{}", fresh.render());
+        // secret, role, schema, one per migration, registry.
+        assert_eq!(
+            fresh.tenants[0].changes.len(),
+            4 + TENANT_MIGRATIONS.len(),
+            "{}",
+            fresh.render()
+        );
 
         let same = plan(&specs, &converged(&specs, &ns), &ns, "ns");
         assert!(!same.has_changes(), "{}", same.render());
@@ -439,7 +445,12 @@ mod tests {
         let resources: Vec<_> = p.tenants[0].changes.iter().map(|c| c.resource).collect();
         assert_eq!(
             resources,
-            vec!["secret", "role", "schema", "migration", "registry"],
+            [
+                &["secret", "role", "schema"][..],
+                &vec!["migration"; TENANT_MIGRATIONS.len()],
+                &["registry"]
+            ]
+            .concat(),
             "{}",
             p.render()
         );

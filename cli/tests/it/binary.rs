@@ -479,3 +479,117 @@ fn apply_and_status_work_for_every_tier_from_the_command_line() {
     }
     assert_eq!(v["tenants"].as_array().unwrap().len(), 4);
 }
+
+#[test]
+fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_failure_without_stopping()
+ {
+    let cluster = cli::testing::cluster();
+    let target = cli::testing::deployment();
+    let ns = target.namespace.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let acme =
+        std::fs::read_to_string(cli::testing::repo_root().join("tenants/acme.yaml")).unwrap();
+    let tenants = [
+        ("sa", "schema"),
+        ("sb", "schema"),
+        ("da", "dedicated"),
+        ("pa", "pool"),
+        ("pb", "pool"),
+    ];
+    for (id, tier) in tenants {
+        let id = format!("{id}-co");
+        let text = acme
+            .replace("id: acme", &format!("id: {id}"))
+            .replace("tier: schema", &format!("tier: {tier}"));
+        std::fs::write(dir.path().join(format!("{id}.yaml")), text).unwrap();
+    }
+    let run = |args: &[&str]| in_namespace(cluster, &ns).args(args).output().unwrap();
+    let out = run(&["apply", dir.path().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Make every tenant look as if it predates migration 0002, and break `sb-co` so 0002 fails there.
+    let index = "usage_ledger_subject_created_at";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let admin = target.admin().await.unwrap();
+        admin
+            .batch_execute(&format!(
+                "DROP INDEX t_sa_co.{index}; DROP INDEX t_sb_co.{index}; DROP INDEX pool.{index};
+                 DELETE FROM control.tenant_migrations WHERE version = 2;
+                 DELETE FROM control.pool_migrations WHERE version = 2;
+                 CREATE TABLE t_sb_co.{index} (x int);"
+            ))
+            .await
+            .unwrap();
+        let dedicated = target
+            .connect_admin(&format!("{ns}_t_da_co"))
+            .await
+            .unwrap();
+        dedicated
+            .batch_execute(&format!(
+                "DROP INDEX t_da_co.{index}; DELETE FROM tenantctl.migrations WHERE version = 2;"
+            ))
+            .await
+            .unwrap();
+    });
+    let out = run(&["status"]);
+    assert_eq!(out.status.code(), Some(1), "behind on migrations is drift");
+
+    let out = run(&["migrate", "--jobs", "3"]);
+    assert_eq!(out.status.code(), Some(2), "one tenant failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stdout,
+        "da-co: migrated\npa-co: migrated\npb-co: migrated\nsa-co: migrated\nsb-co: failed\n",
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("tenant `sb-co`") && stderr.contains("already exists"),
+        "{stderr}"
+    );
+
+    // Fix the cause; the next run resumes with only the failed tenant.
+    rt.block_on(async {
+        target
+            .admin()
+            .await
+            .unwrap()
+            .batch_execute(&format!("DROP TABLE t_sb_co.{index}"))
+            .await
+            .unwrap();
+    });
+    let out = run(&["migrate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "da-co: unchanged\npa-co: unchanged\npb-co: unchanged\nsa-co: unchanged\nsb-co: migrated\n"
+    );
+    let out = run(&["status"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    rt.block_on(async {
+        let admin = target.admin().await.unwrap();
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_indexes WHERE indexname = $1",
+                &[&index],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 3, "schema tenants and the pool have the index again");
+    });
+}
