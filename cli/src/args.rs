@@ -94,6 +94,16 @@ pub enum Command {
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
         jobs: u16,
     },
+    /// Export a tenant's data (one JSON-lines file per table, verified), then delete it from its tier
+    /// and mark it offboarded in the registry (kept for finance). Remove its manifest first, or the
+    /// next apply onboards it again.
+    Offboard {
+        /// Tenant id.
+        tenant: String,
+        /// Directory the export is written to (`<dir>/<tenant>/`).
+        #[arg(long, value_name = "DIR")]
+        export: PathBuf,
+    },
     /// Show every tenant in the registry and check its database login. Exits 1 on drift.
     Status,
     /// Mint an access token from the dev identity provider (local target only).

@@ -28,6 +28,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Onboard { file } => apply_cmd(g, &[file]).await,
         Command::Status => status(g).await,
         Command::Migrate { jobs } => migrate(g, jobs.into()).await,
+        Command::Offboard { tenant, export } => offboard(g, &tenant, &export).await,
         Command::Token {
             tenant,
             sub,
@@ -250,6 +251,33 @@ async fn migrate(g: &Global, jobs: usize) -> Result<u8> {
     target.ensure_database().await?;
     let outcomes = crate::provision::migrate::migrate_all(&target, jobs, &progress_bar(g)).await?;
     report(g, &outcomes)
+}
+
+async fn offboard(g: &Global, tenant: &str, export: &std::path::Path) -> Result<u8> {
+    let tenant = TenantId::parse(tenant).map_err(|e| anyhow::anyhow!("tenant: {e}"))?;
+    let (target, cluster) = target(g)?;
+    require_running(cluster.as_ref())?;
+    let report = crate::provision::offboard::offboard(&target, &tenant, export).await?;
+    match g.output {
+        OutputFormat::Json => out_json(&serde_json::to_value(&report)?)?,
+        OutputFormat::Text => {
+            if report.already_offboarded {
+                out(&format!(
+                    "{tenant}: already offboarded; leftovers cleaned up"
+                ))?;
+            } else {
+                for (table, rows) in &report.rows {
+                    out(&format!("{tenant}: exported {rows} row(s) of `{table}`"))?;
+                }
+                out(&format!(
+                    "{tenant}: offboarded ({} tier); export in `{}`",
+                    report.tier,
+                    report.export_dir.display()
+                ))?;
+            }
+        }
+    }
+    Ok(0)
 }
 
 async fn status(g: &Global) -> Result<u8> {

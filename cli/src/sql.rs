@@ -33,6 +33,12 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     template!("dedicated-db.sql"),
     template!("create-database.sql"),
     template!("grant-connect.sql"),
+    template!("tenant-rows.sql"),
+    template!("tenant-rows-delete.sql"),
+    template!("drop-tenant.sql"),
+    template!("drop-role.sql"),
+    template!("drop-database.sql"),
+    template!("act-as-migrator.sql"),
 ];
 
 /// Quotes a SQL identifier after checking it against the strict grammar.
@@ -134,7 +140,7 @@ mod tests {
     fn templates_render_in_strict_mode() {
         let ctx = minijinja::context! {
             role => "ns_t_acme", schema => "t_acme", migrator => "ns_migrator", runtime => "ns_runtime",
-            database => "ns", connection_limit => 20, login => true, owner => "ns_migrator",
+            database => "ns", connection_limit => 20, login => true, owner => "ns_migrator", table => "usage_ledger",
             grants => vec![minijinja::context! { table => "usage_ledger", privileges => "SELECT, INSERT" }],
         };
         for (name, _) in TEMPLATES {

@@ -28,6 +28,11 @@ pub const TENANT_MIGRATIONS: &[Migration] = &[
 /// Table privileges of the tenant's own role, per table. The ledger is append-only for the tenant role.
 pub const TENANT_TABLE_GRANTS: &[(&str, &str)] = &[("usage_ledger", "SELECT, INSERT")];
 
+/// The newest tenant migration version.
+pub fn latest_version() -> i32 {
+    TENANT_MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -41,9 +46,4 @@ mod tests {
             super::TENANT_MIGRATIONS.len()
         );
     }
-}
-
-/// The newest tenant migration version.
-pub fn latest_version() -> i32 {
-    TENANT_MIGRATIONS.last().map_or(0, |m| m.version)
 }

@@ -92,6 +92,20 @@ impl SecretStore {
         }
     }
 
+    /// Deletes a secret; deleting one that does not exist is not an error.
+    pub async fn delete(&self, name: &SecretName) -> Result<(), SecretError> {
+        match self {
+            SecretStore::Local(store) => match fs::remove_file(store.path_of(name)) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(source) => Err(SecretError::Io {
+                    path: store.path_of(name),
+                    source,
+                }),
+            },
+        }
+    }
+
     pub async fn exists(&self, name: &SecretName) -> Result<bool, SecretError> {
         match self {
             SecretStore::Local(store) => Ok(store.path_of(name).exists()),

@@ -499,7 +499,7 @@ async fn converge_pool(target: &Target, spec: &TenantSpec) -> Result<()> {
         None,
     )
     .await?;
-    let ctx = context! { role => role, schema => "pool", grants => grants() };
+    let ctx = context! { role => role, schema => "pool", migrator => ns.migrator_role(), grants => grants() };
     tx.batch_execute(&sql::render("tenant-grants.sql", ctx.clone())?)
         .await
         .context("granting pool table privileges")?;

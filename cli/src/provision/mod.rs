@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod migrate;
 pub mod observe;
+pub mod offboard;
 pub mod plan;
 
 use std::path::PathBuf;

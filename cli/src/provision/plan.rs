@@ -300,9 +300,9 @@ pub fn plan(specs: &[TenantSpec], observed: &Observed, ns: &Namespace, database:
     }
     let unmanaged = observed
         .tenants
-        .keys()
-        .filter(|id| !specs.iter().any(|s| &s.id == *id))
-        .cloned()
+        .iter()
+        .filter(|(id, t)| t.status != "offboarded" && !specs.iter().any(|s| &s.id == *id))
+        .map(|(id, _)| id.clone())
         .collect();
     Plan {
         control_plane,

@@ -448,3 +448,145 @@ async fn the_runtime_refuses_to_start_with_a_dangerous_role_and_says_which() {
         "fixed again"
     );
 }
+
+/// Both tenants' ledger rows as the export query renders them (for before/after comparisons).
+async fn rows_of(s: &Served, tenant: &str) -> Vec<String> {
+    let id = TenantId::parse(tenant).unwrap();
+    let loc = cli::provision::offboard::locate(&s.target, &id)
+        .await
+        .unwrap();
+    cli::provision::offboard::read_rows(&s.target, &loc, &id, "usage_ledger")
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn offboarding_exports_then_deletes_only_that_tenant_on_every_tier() {
+    // Issue 4 item 7: export a tenant's data, delete it from its tier; the other tenant is untouched.
+    for t in [Tier::Pool, Tier::Schema, Tier::Dedicated] {
+        let s = serve_with(Platform::builtin(), tier(t)).await;
+        for _ in 0..3 {
+            assert_eq!(chat(&s, "acme", "mock-small").await, 200);
+        }
+        assert_eq!(chat(&s, "globex", "mock-small").await, 200);
+        let acme_rows = rows_of(&s, "acme").await;
+        let globex_before = rows_of(&s, "globex").await;
+        assert_eq!((acme_rows.len(), globex_before.len()), (3, 1), "{t}");
+
+        let export = tempfile::tempdir().unwrap();
+        let acme = TenantId::parse("acme").unwrap();
+        let report = cli::provision::offboard::offboard(&s.target, &acme, export.path())
+            .await
+            .unwrap();
+        assert_eq!(report.rows.get("usage_ledger"), Some(&3), "{t}");
+
+        // The export is portable JSON lines matching what the database held, with a manifest.
+        let dir = export.path().join("acme");
+        let file = std::fs::read_to_string(dir.join("usage_ledger.jsonl")).unwrap();
+        let exported: Vec<&str> = file.lines().collect();
+        assert_eq!(
+            exported,
+            acme_rows.iter().map(String::as_str).collect::<Vec<_>>(),
+            "{t}"
+        );
+        for line in &exported {
+            let v: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["tenant_id"], "acme", "{t}");
+        }
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(manifest["tables"]["usage_ledger"]["rows"], 3, "{t}");
+
+        // Gone from its tier; the other tenant's rows are exactly as before.
+        assert_eq!(
+            rows_of(&s, "globex").await,
+            globex_before,
+            "{t}: globex untouched"
+        );
+        let admin = s.target.admin().await.unwrap();
+        let status: String = admin
+            .query_one(
+                "SELECT status FROM control.tenants WHERE tenant_id = 'acme'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(status, "offboarded", "{t}: kept for finance history");
+        match t {
+            Tier::Pool => {
+                let left: i64 = admin
+                    .query_one(
+                        "SELECT count(*) FROM pool.usage_ledger WHERE tenant_id = 'acme'",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(left, 0);
+            }
+            Tier::Schema | Tier::Dedicated => {
+                let role = s.target.namespace.tenant_role(&acme);
+                let roles: i64 = admin
+                    .query_one("SELECT count(*) FROM pg_roles WHERE rolname = $1", &[&role])
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(roles, 0, "{t}: the tenant role is dropped");
+                let schemas: i64 = admin
+                    .query_one(
+                        "SELECT count(*) FROM pg_namespace WHERE nspname = 't_acme'",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                let dbs: i64 = admin
+                    .query_one(
+                        "SELECT count(*) FROM pg_database WHERE datname = $1",
+                        &[&s.target.namespace.tenant_database(&acme)],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!((schemas, dbs), (0, 0), "{t}");
+                assert!(
+                    !s.target
+                        .secrets
+                        .exists(&SecretName::for_tenant(&acme, "db-password").unwrap())
+                        .await
+                        .unwrap()
+                );
+            }
+        }
+        // The API refuses the tenant once the registry refresh sees it, and still serves globex.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let status = s
+                .http
+                .get(format!("{}/v1/models", s.base))
+                .bearer_auth(s.token("acme"))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            if status == 401 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{t}: acme still served"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        assert_eq!(chat(&s, "globex", "mock-small").await, 200, "{t}");
+        // Offboarding again is a no-op that reports it.
+        assert!(
+            cli::provision::offboard::offboard(&s.target, &acme, export.path())
+                .await
+                .unwrap()
+                .already_offboarded
+        );
+        s.running.stop().await.unwrap();
+    }
+}

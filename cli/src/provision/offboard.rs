@@ -1,0 +1,287 @@
+//! Offboarding a tenant's data: export every tenant table to portable files, verify them, then delete
+//! the tenant from its tier and mark its registry row `offboarded` (kept for finance history).
+//!
+//! Nothing is deleted before the export is written and re-read successfully. In the pool, export and
+//! delete run as the migrator under row-level security with the tenant set, so they can reach only
+//! that tenant's rows. Re-running for an offboarded tenant finishes any cleanup left behind.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use minijinja::context;
+use runtime::domain::{TenantId, Tier};
+use runtime::schema::TENANT_TABLE_GRANTS;
+use runtime::secrets::SecretName;
+use serde::Serialize;
+
+use super::Target;
+use crate::sql;
+
+/// Where a tenant's data lives, from the registry.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub tier: Tier,
+    pub status: String,
+    pub role: String,
+    pub schema: String,
+    pub database: String,
+}
+
+pub async fn locate(target: &Target, tenant: &TenantId) -> Result<Location> {
+    let admin = target.admin().await?;
+    let row = admin
+        .query_opt(
+            "SELECT tier, status, db_role, db_schema, coalesce(db_name, current_database()) \
+               FROM control.tenants WHERE tenant_id = $1",
+            &[&tenant.as_str()],
+        )
+        .await?
+        .with_context(|| format!("tenant `{tenant}` is not in the registry\nhint: `tenantctl status` lists the tenants"))?;
+    Ok(Location {
+        tier: Tier::parse(row.get(0)).map_err(|e| anyhow::anyhow!("{e}"))?,
+        status: row.get(1),
+        role: row.get(2),
+        schema: row.get(3),
+        database: row.get(4),
+    })
+}
+
+/// Every row of one tenant table, as JSON text, in a stable order.
+pub async fn read_rows(
+    target: &Target,
+    loc: &Location,
+    tenant: &TenantId,
+    table: &str,
+) -> Result<Vec<String>> {
+    let mut client = target.connect_admin(&loc.database).await?;
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "maintenance runs as the admin role, not as a tenant"
+    )]
+    let tx = client.transaction().await?;
+    if loc.tier == Tier::Pool {
+        tx.batch_execute(&sql::render(
+            "act-as-migrator.sql",
+            context! { migrator => target.namespace.migrator_role() },
+        )?)
+        .await?;
+        tx.execute(
+            "SELECT set_config('app.tenant_id', $1, true)",
+            &[&tenant.as_str()],
+        )
+        .await?;
+    }
+    let query = sql::render(
+        "tenant-rows.sql",
+        context! { schema => loc.schema, table => table },
+    )?;
+    let rows = tx.query(&query, &[&tenant.as_str()]).await?;
+    tx.commit().await?;
+    Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+}
+
+/// One exported table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ExportedTable {
+    pub file: String,
+    pub rows: usize,
+    pub sha256: String,
+}
+
+/// `manifest.json` of an export.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ExportManifest {
+    pub tenant: String,
+    pub tier: Tier,
+    pub format: String,
+    pub exported_at_unix: u64,
+    pub tables: BTreeMap<String, ExportedTable>,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes one JSON-lines file per tenant table plus `manifest.json` under `dir/<tenant>/`, then re-reads
+/// every file and checks its row count and SHA-256.
+pub async fn export(
+    target: &Target,
+    loc: &Location,
+    tenant: &TenantId,
+    dir: &Path,
+) -> Result<(PathBuf, ExportManifest)> {
+    let out = dir.join(tenant.as_str());
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create `{}`", out.display()))?;
+    let mut tables = BTreeMap::new();
+    for (table, _) in TENANT_TABLE_GRANTS {
+        let rows = read_rows(target, loc, tenant, table).await?;
+        let mut body = rows.join("\n");
+        if !body.is_empty() {
+            body.push('\n');
+        }
+        let file = format!("{table}.jsonl");
+        let tmp = out.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, body.as_bytes())
+            .with_context(|| format!("cannot write `{}`", tmp.display()))?;
+        std::fs::rename(&tmp, out.join(&file))?;
+        tables.insert(
+            (*table).to_owned(),
+            ExportedTable {
+                file,
+                rows: rows.len(),
+                sha256: sha256_hex(body.as_bytes()),
+            },
+        );
+    }
+    let manifest = ExportManifest {
+        tenant: tenant.to_string(),
+        tier: loc.tier,
+        format: "jsonl: one JSON object per row, as PostgreSQL row_to_json renders it".into(),
+        exported_at_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        tables,
+    };
+    std::fs::write(
+        out.join("manifest.json"),
+        serde_json::to_vec_pretty(&manifest)?,
+    )?;
+    for (table, t) in &manifest.tables {
+        let bytes = std::fs::read(out.join(&t.file))?;
+        let lines = bytes.iter().filter(|b| **b == b'\n').count();
+        if lines != t.rows || sha256_hex(&bytes) != t.sha256 {
+            bail!("the export of `{table}` did not read back intact; nothing was deleted");
+        }
+    }
+    Ok((out, manifest))
+}
+
+/// What offboarding did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub tenant: TenantId,
+    pub tier: Tier,
+    pub export_dir: PathBuf,
+    pub rows: BTreeMap<String, usize>,
+    pub already_offboarded: bool,
+}
+
+/// Exports, verifies, deletes, and marks the tenant offboarded.
+pub async fn offboard(target: &Target, tenant: &TenantId, export_dir: &Path) -> Result<Report> {
+    let loc = locate(target, tenant).await?;
+    let already = loc.status == "offboarded";
+    let mut rows = BTreeMap::new();
+    if !already {
+        let (_, manifest) = export(target, &loc, tenant, export_dir).await?;
+        rows = manifest
+            .tables
+            .iter()
+            .map(|(k, v)| (k.clone(), v.rows))
+            .collect();
+    }
+    let ns = &target.namespace;
+    let mut client = target.admin().await?;
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "maintenance runs as the admin role, not as a tenant"
+    )]
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('tenantctl:tenant:' || $1, 0))",
+        &[&tenant.as_str()],
+    )
+    .await?;
+    match loc.tier {
+        Tier::Pool => {
+            tx.batch_execute(&sql::render(
+                "act-as-migrator.sql",
+                context! { migrator => ns.migrator_role() },
+            )?)
+            .await?;
+            tx.execute(
+                "SELECT set_config('app.tenant_id', $1, true)",
+                &[&tenant.as_str()],
+            )
+            .await?;
+            for (table, _) in TENANT_TABLE_GRANTS {
+                tx.execute(
+                    &sql::render("tenant-rows-delete.sql", context! { table => table })?,
+                    &[&tenant.as_str()],
+                )
+                .await?;
+            }
+            tx.batch_execute("RESET ROLE").await?;
+        }
+        Tier::Schema => {
+            let exists = tx
+                .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&loc.role])
+                .await?
+                .is_some();
+            if exists {
+                tx.batch_execute(&sql::render(
+                    "drop-tenant.sql",
+                    context! { schema => loc.schema, role => loc.role, database => loc.database },
+                )?)
+                .await?;
+                tx.batch_execute(&sql::render(
+                    "drop-role.sql",
+                    context! { role => loc.role },
+                )?)
+                .await?;
+            }
+        }
+        Tier::Dedicated => {}
+    }
+    tx.execute(
+        "UPDATE control.tenants SET status = 'offboarded', updated_at = now() WHERE tenant_id = $1",
+        &[&tenant.as_str()],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO control.apply_log (id, tenant_id, action, outcome, detail, actor) \
+         VALUES ($1, $2, 'offboard', 'succeeded', $3, $4)",
+        &[
+            &uuid::Uuid::new_v4(),
+            &tenant.as_str(),
+            &serde_json::to_string(&rows)?,
+            &format!(
+                "tenantctl:{}",
+                std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+            ),
+        ],
+    )
+    .await?;
+    tx.commit().await.context("committing the offboarding")?;
+    if loc.tier == Tier::Dedicated {
+        let admin = target.admin().await?;
+        admin
+            .batch_execute(&sql::render(
+                "drop-database.sql",
+                context! { database => loc.database },
+            )?)
+            .await
+            .with_context(|| format!("dropping database `{}`", loc.database))?;
+        admin
+            .batch_execute(&sql::render(
+                "drop-role.sql",
+                context! { role => loc.role },
+            )?)
+            .await?;
+    }
+    if loc.tier != Tier::Pool {
+        target
+            .secrets
+            .delete(&SecretName::for_tenant(tenant, "db-password")?)
+            .await?;
+    }
+    Ok(Report {
+        tenant: tenant.clone(),
+        tier: loc.tier,
+        export_dir: export_dir.join(tenant.as_str()),
+        rows,
+        already_offboarded: already,
+    })
+}
