@@ -94,6 +94,18 @@ pub enum Command {
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
         jobs: u16,
     },
+    /// Move a tenant to another isolation tier. Its API keeps serving reads; writes get 503 with
+    /// Retry-After during the copy. Update the manifest's `tier` afterwards.
+    Move {
+        /// Tenant id.
+        tenant: String,
+        /// Destination tier: `pool`, `schema` or `dedicated`.
+        #[arg(long)]
+        to: String,
+        /// Seconds to wait for every runtime to see a registry change (at least its refresh interval).
+        #[arg(long, default_value_t = 10)]
+        drain_secs: u64,
+    },
     /// Export a tenant's data (one JSON-lines file per table, verified), then delete it from its tier
     /// and mark it offboarded in the registry (kept for finance). Remove its manifest first, or the
     /// next apply onboards it again.

@@ -29,6 +29,11 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Status => status(g).await,
         Command::Migrate { jobs } => migrate(g, jobs.into()).await,
         Command::Offboard { tenant, export } => offboard(g, &tenant, &export).await,
+        Command::Move {
+            tenant,
+            to,
+            drain_secs,
+        } => move_cmd(g, &tenant, &to, drain_secs).await,
         Command::Token {
             tenant,
             sub,
@@ -251,6 +256,35 @@ async fn migrate(g: &Global, jobs: usize) -> Result<u8> {
     target.ensure_database().await?;
     let outcomes = crate::provision::migrate::migrate_all(&target, jobs, &progress_bar(g)).await?;
     report(g, &outcomes)
+}
+
+async fn move_cmd(g: &Global, tenant: &str, to: &str, drain_secs: u64) -> Result<u8> {
+    let tenant = TenantId::parse(tenant).map_err(|e| anyhow::anyhow!("tenant: {e}"))?;
+    let to = runtime::domain::Tier::parse(to).map_err(|e| anyhow::anyhow!("`--to`: {e}"))?;
+    let (target, cluster) = target(g)?;
+    require_running(cluster.as_ref())?;
+    let drain = std::time::Duration::from_secs(drain_secs);
+    let report = crate::provision::moves::move_tenant(&target, &tenant, to, drain).await?;
+    match g.output {
+        OutputFormat::Json => out_json(&serde_json::to_value(&report)?)?,
+        OutputFormat::Text => {
+            if report.from == report.to {
+                out(&format!("{tenant}: already on tier `{to}`"))?;
+            } else {
+                out(&format!(
+                    "{tenant}: moved from `{}` to `{}` ({} row(s) copied and verified, {} late row(s) caught up)",
+                    report.from, report.to, report.rows, report.stragglers
+                ))?;
+                note(
+                    g,
+                    &format!(
+                        "hint: set `tier: {to}` in the tenant's manifest so the next `tenantctl plan` agrees"
+                    ),
+                );
+            }
+        }
+    }
+    Ok(0)
 }
 
 async fn offboard(g: &Global, tenant: &str, export: &std::path::Path) -> Result<u8> {

@@ -39,6 +39,7 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     template!("drop-role.sql"),
     template!("drop-database.sql"),
     template!("act-as-migrator.sql"),
+    template!("tenant-rows-insert.sql"),
 ];
 
 /// Quotes a SQL identifier after checking it against the strict grammar.

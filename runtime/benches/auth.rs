@@ -52,6 +52,7 @@ fn setup() -> (DevSigner, Authenticator, TenantDirectory, IssuerConfig) {
         },
         db_role: "r".into(),
         db_name: "d".into(),
+        read_only: false,
     }]);
     (signer, auth, dir, issuer)
 }

@@ -29,6 +29,10 @@ pub async fn complete(
     request_id: Uuid,
     request: &ChatRequest,
 ) -> Result<Metered, ApiError> {
+    if tenant.record().read_only {
+        // The tenant's data is being moved between tiers: no model call, no ledger row, retry shortly.
+        return Err(ApiError::Unavailable("tenant_read_only"));
+    }
     let route = router
         .resolve(&tenant.record().policy, &request.model)
         .map_err(|e| match e {

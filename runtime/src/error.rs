@@ -23,6 +23,9 @@ pub enum ApiError {
     ModelNotPermitted(String),
     #[error("{0}")]
     BadRequest(String),
+    /// Temporarily unable (the code says why); the client should retry after a few seconds.
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(&'static str),
     #[error("internal error: {cause}")]
     Internal {
         cause: String,
@@ -72,6 +75,12 @@ impl IntoResponse for ApiError {
                 "invalid_request".to_owned(),
                 msg.clone(),
             ),
+            ApiError::Unavailable(code) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                (*code).to_owned(),
+                "temporarily unavailable; retry shortly".to_owned(),
+            ),
             ApiError::Internal { cause, request_id } => {
                 tracing::error!(request_id = ?request_id, cause = %cause, "internal error");
                 let id = request_id.map(|r| r.to_string()).unwrap_or_default();
@@ -88,6 +97,12 @@ impl IntoResponse for ApiError {
             Json(json!({"error": {"message": message, "type": kind, "code": code}})),
         )
             .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("5"),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,

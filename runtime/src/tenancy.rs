@@ -45,6 +45,8 @@ pub struct TenantRecord {
     pub db_role: String,
     /// The database holding the tenant's data (its own for `dedicated`).
     pub db_name: String,
+    /// While `tenantctl move` copies the tenant's data: reads are served, writes are refused (503).
+    pub read_only: bool,
 }
 
 /// Where the Postgres cluster is: a host name or a unix socket directory, a port and a database.
@@ -214,8 +216,8 @@ impl ControlPlane {
         let rows = client
             .query(
                 "SELECT tenant_id, display_name, tier, issuer, audience, tenant_claim, \
-                        model_policy, db_role, coalesce(db_name, current_database()) \
-                   FROM control.tenants WHERE status = 'active' ORDER BY tenant_id",
+                        model_policy, db_role, coalesce(db_name, current_database()), status \
+                   FROM control.tenants WHERE status IN ('active', 'read_only') ORDER BY tenant_id",
                 &[],
             )
             .await?;
@@ -240,6 +242,7 @@ impl ControlPlane {
                     policy,
                     db_role: row.get(7),
                     db_name: row.get(8),
+                    read_only: row.get::<_, &str>(9) == "read_only",
                 })
             })();
             match parsed {

@@ -210,6 +210,7 @@ pub fn record(
         },
         db_role: format!("x_t_{id}"),
         db_name: "x".into(),
+        read_only: false,
     }
 }
 

@@ -209,12 +209,25 @@ async fn log_failure(target: &Target, tenant: &TenantId, message: &str) -> Resul
     Ok(())
 }
 
-/// Brings one tenant to its spec. Safe to re-run at any point.
+/// Brings one tenant to its spec and records it in the registry. Safe to re-run at any point.
 pub async fn converge_tenant(target: &Target, spec: &TenantSpec) -> Result<()> {
+    provision(target, spec, Registry::Write).await
+}
+
+/// Whether provisioning writes the tenant's registry row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registry {
+    Write,
+    /// Provision the tier's resources only (a tier move switches the registry itself, later).
+    Leave,
+}
+
+/// Creates or updates the resources of `spec`'s tier.
+pub async fn provision(target: &Target, spec: &TenantSpec, registry: Registry) -> Result<()> {
     match spec.tier {
-        Tier::Schema => converge_schema(target, spec).await,
-        Tier::Pool => converge_pool(target, spec).await,
-        Tier::Dedicated => converge_dedicated(target, spec).await,
+        Tier::Schema => converge_schema(target, spec, registry).await,
+        Tier::Pool => converge_pool(target, spec, registry).await,
+        Tier::Dedicated => converge_dedicated(target, spec, registry).await,
     }
 }
 
@@ -342,7 +355,14 @@ async fn finish_tenant(
     role: &str,
     schema: &str,
     database: &str,
+    registry: Registry,
 ) -> Result<()> {
+    if registry == Registry::Leave {
+        tx.commit()
+            .await
+            .context("committing the tenant's resources")?;
+        return Ok(());
+    }
     let spec_json = spec.canonical_json();
     let policy = serde_json::to_value(&spec.models)?;
     let tags = serde_json::to_value(&spec.tags)?;
@@ -408,7 +428,7 @@ async fn lock_tenant(tx: &tokio_postgres::Transaction<'_>, spec: &TenantSpec) ->
 }
 
 /// Schema tier: role, schema, migrations, grants and registry row in one transaction.
-async fn converge_schema(target: &Target, spec: &TenantSpec) -> Result<()> {
+async fn converge_schema(target: &Target, spec: &TenantSpec, registry: Registry) -> Result<()> {
     let ns = &target.namespace;
     let role = ns.tenant_role(&spec.id);
     let schema = Namespace::tenant_schema(&spec.id);
@@ -422,6 +442,18 @@ async fn converge_schema(target: &Target, spec: &TenantSpec) -> Result<()> {
     let tx = client.transaction().await?;
     lock_tenant(&tx, spec).await?;
     ensure_login_role(&tx, &role, &password, new_secret).await?;
+    // A schema created now has no migrations, whatever the registry remembers from another tier.
+    let schema_existed = tx
+        .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema])
+        .await?
+        .is_some();
+    if !schema_existed {
+        tx.execute(
+            "DELETE FROM control.tenant_migrations WHERE tenant_id = $1",
+            &[&spec.id.as_str()],
+        )
+        .await?;
+    }
     let base = context! {
         role => role, schema => schema, migrator => ns.migrator_role(), database => target.endpoint.dbname,
         connection_limit => TENANT_CONNECTION_LIMIT,
@@ -452,12 +484,12 @@ async fn converge_schema(target: &Target, spec: &TenantSpec) -> Result<()> {
     )?)
     .await
     .context("granting table privileges")?;
-    finish_tenant(tx, spec, &role, &schema, &target.endpoint.dbname).await
+    finish_tenant(tx, spec, &role, &schema, &target.endpoint.dbname, registry).await
 }
 
 /// Pool tier: the shared pool role, schema, migrations and row-level security (idempotent, under a
 /// deployment-wide lock), and the tenant's registry row, in one transaction.
-async fn converge_pool(target: &Target, spec: &TenantSpec) -> Result<()> {
+async fn converge_pool(target: &Target, spec: &TenantSpec, registry: Registry) -> Result<()> {
     let ns = &target.namespace;
     let role = ns.pool_role();
     let (password, new_secret) =
@@ -513,13 +545,13 @@ async fn converge_pool(target: &Target, spec: &TenantSpec) -> Result<()> {
         &[&spec.id.as_str()],
     )
     .await?;
-    finish_tenant(tx, spec, &role, "pool", &target.endpoint.dbname).await
+    finish_tenant(tx, spec, &role, "pool", &target.endpoint.dbname, registry).await
 }
 
 /// Dedicated tier: a database of the tenant's own. `CREATE DATABASE` cannot run in a transaction, so
 /// the steps are: role (one transaction), database (if missing), everything inside it (one
 /// transaction; migrations tracked in the database itself so a re-run resumes), registry row.
-async fn converge_dedicated(target: &Target, spec: &TenantSpec) -> Result<()> {
+async fn converge_dedicated(target: &Target, spec: &TenantSpec, registry: Registry) -> Result<()> {
     let ns = &target.namespace;
     let role = ns.tenant_role(&spec.id);
     let schema = Namespace::tenant_schema(&spec.id);
@@ -608,5 +640,5 @@ async fn converge_dedicated(target: &Target, spec: &TenantSpec) -> Result<()> {
         ],
     )
     .await?;
-    finish_tenant(tx, spec, &role, &schema, &database).await
+    finish_tenant(tx, spec, &role, &schema, &database, registry).await
 }

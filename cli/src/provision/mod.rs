@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod migrate;
+pub mod moves;
 pub mod observe;
 pub mod offboard;
 pub mod plan;

@@ -159,46 +159,21 @@ pub async fn export(
     Ok((out, manifest))
 }
 
-/// What offboarding did.
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    pub tenant: TenantId,
-    pub tier: Tier,
-    pub export_dir: PathBuf,
-    pub rows: BTreeMap<String, usize>,
-    pub already_offboarded: bool,
-}
-
-/// Exports, verifies, deletes, and marks the tenant offboarded.
-pub async fn offboard(target: &Target, tenant: &TenantId, export_dir: &Path) -> Result<Report> {
-    let loc = locate(target, tenant).await?;
-    let already = loc.status == "offboarded";
-    let mut rows = BTreeMap::new();
-    if !already {
-        let (_, manifest) = export(target, &loc, tenant, export_dir).await?;
-        rows = manifest
-            .tables
-            .iter()
-            .map(|(k, v)| (k.clone(), v.rows))
-            .collect();
-    }
-    let ns = &target.namespace;
-    let mut client = target.admin().await?;
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "maintenance runs as the admin role, not as a tenant"
-    )]
-    let tx = client.transaction().await?;
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('tenantctl:tenant:' || $1, 0))",
-        &[&tenant.as_str()],
-    )
-    .await?;
+/// Deletes the tenant's data at `loc` inside `tx`: its pool rows (as the migrator, fenced by row-level
+/// security), or its schema and database privileges. Unless `keep_role`, the schema tier's role goes
+/// too. A dedicated database is dropped afterwards by `remove_data_after` (not transactional).
+pub async fn remove_data_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    target: &Target,
+    loc: &Location,
+    tenant: &TenantId,
+    keep_role: bool,
+) -> Result<()> {
     match loc.tier {
         Tier::Pool => {
             tx.batch_execute(&sql::render(
                 "act-as-migrator.sql",
-                context! { migrator => ns.migrator_role() },
+                context! { migrator => target.namespace.migrator_role() },
             )?)
             .await?;
             tx.execute(
@@ -226,15 +201,88 @@ pub async fn offboard(target: &Target, tenant: &TenantId, export_dir: &Path) -> 
                     context! { schema => loc.schema, role => loc.role, database => loc.database },
                 )?)
                 .await?;
-                tx.batch_execute(&sql::render(
-                    "drop-role.sql",
-                    context! { role => loc.role },
-                )?)
-                .await?;
+                if !keep_role {
+                    tx.batch_execute(&sql::render(
+                        "drop-role.sql",
+                        context! { role => loc.role },
+                    )?)
+                    .await?;
+                }
             }
         }
         Tier::Dedicated => {}
     }
+    Ok(())
+}
+
+/// The non-transactional rest of a removal: a dedicated database, then (unless `keep_role`) the role
+/// and the tenant's password.
+pub async fn remove_data_after(
+    target: &Target,
+    loc: &Location,
+    tenant: &TenantId,
+    keep_role: bool,
+) -> Result<()> {
+    let admin = target.admin().await?;
+    if loc.tier == Tier::Dedicated {
+        admin
+            .batch_execute(&sql::render(
+                "drop-database.sql",
+                context! { database => loc.database },
+            )?)
+            .await
+            .with_context(|| format!("dropping database `{}`", loc.database))?;
+    }
+    if !keep_role && loc.tier != Tier::Pool {
+        admin
+            .batch_execute(&sql::render(
+                "drop-role.sql",
+                context! { role => loc.role },
+            )?)
+            .await?;
+        target
+            .secrets
+            .delete(&SecretName::for_tenant(tenant, "db-password")?)
+            .await?;
+    }
+    Ok(())
+}
+
+/// What offboarding did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub tenant: TenantId,
+    pub tier: Tier,
+    pub export_dir: PathBuf,
+    pub rows: BTreeMap<String, usize>,
+    pub already_offboarded: bool,
+}
+
+/// Exports, verifies, deletes, and marks the tenant offboarded.
+pub async fn offboard(target: &Target, tenant: &TenantId, export_dir: &Path) -> Result<Report> {
+    let loc = locate(target, tenant).await?;
+    let already = loc.status == "offboarded";
+    let mut rows = BTreeMap::new();
+    if !already {
+        let (_, manifest) = export(target, &loc, tenant, export_dir).await?;
+        rows = manifest
+            .tables
+            .iter()
+            .map(|(k, v)| (k.clone(), v.rows))
+            .collect();
+    }
+    let mut client = target.admin().await?;
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "maintenance runs as the admin role, not as a tenant"
+    )]
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('tenantctl:tenant:' || $1, 0))",
+        &[&tenant.as_str()],
+    )
+    .await?;
+    remove_data_in(&tx, target, &loc, tenant, false).await?;
     tx.execute(
         "UPDATE control.tenants SET status = 'offboarded', updated_at = now() WHERE tenant_id = $1",
         &[&tenant.as_str()],
@@ -255,28 +303,7 @@ pub async fn offboard(target: &Target, tenant: &TenantId, export_dir: &Path) -> 
     )
     .await?;
     tx.commit().await.context("committing the offboarding")?;
-    if loc.tier == Tier::Dedicated {
-        let admin = target.admin().await?;
-        admin
-            .batch_execute(&sql::render(
-                "drop-database.sql",
-                context! { database => loc.database },
-            )?)
-            .await
-            .with_context(|| format!("dropping database `{}`", loc.database))?;
-        admin
-            .batch_execute(&sql::render(
-                "drop-role.sql",
-                context! { role => loc.role },
-            )?)
-            .await?;
-    }
-    if loc.tier != Tier::Pool {
-        target
-            .secrets
-            .delete(&SecretName::for_tenant(tenant, "db-password")?)
-            .await?;
-    }
+    remove_data_after(target, &loc, tenant, false).await?;
     Ok(Report {
         tenant: tenant.clone(),
         tier: loc.tier,

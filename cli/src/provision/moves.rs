@@ -1,0 +1,250 @@
+//! `tenantctl move`: moves a tenant between isolation tiers (e.g. pool -> schema -> dedicated as its
+//! contract hardens) while its API keeps answering.
+//!
+//! Steps: mark the tenant `read_only` (the runtime keeps serving reads and answers writes with 503 +
+//! Retry-After) and wait one registry refresh; provision the destination tier; copy the rows
+//! (idempotently); verify the copy equals the source row for row; switch the registry to the
+//! destination and `active` in one transaction; wait one refresh so no runtime still reads the old
+//! copy; copy any straggler rows; only then remove the old copy. A failure before the switch puts the
+//! tenant back to `active` on its old tier; the old copy is never removed unverified.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use minijinja::context;
+use runtime::domain::{Namespace, TenantId, Tier};
+use runtime::schema::TENANT_TABLE_GRANTS;
+use serde::Serialize;
+
+use super::Target;
+use super::apply::{Registry, provision};
+use super::offboard::{Location, locate, read_rows, remove_data_after, remove_data_in};
+use crate::manifest::TenantSpec;
+use crate::sql;
+
+/// What a move did.
+#[derive(Debug, Clone, Serialize)]
+pub struct MoveReport {
+    pub tenant: TenantId,
+    pub from: Tier,
+    pub to: Tier,
+    pub rows: usize,
+    pub stragglers: usize,
+}
+
+fn destination(target: &Target, tenant: &TenantId, tier: Tier) -> Location {
+    let ns = &target.namespace;
+    let (role, schema, database) = match tier {
+        Tier::Pool => (
+            ns.pool_role(),
+            "pool".to_owned(),
+            target.endpoint.dbname.clone(),
+        ),
+        Tier::Schema => (
+            ns.tenant_role(tenant),
+            Namespace::tenant_schema(tenant),
+            target.endpoint.dbname.clone(),
+        ),
+        Tier::Dedicated => (
+            ns.tenant_role(tenant),
+            Namespace::tenant_schema(tenant),
+            ns.tenant_database(tenant),
+        ),
+    };
+    Location {
+        tier,
+        status: "active".into(),
+        role,
+        schema,
+        database,
+    }
+}
+
+async fn set_status(target: &Target, tenant: &TenantId, from: &str, to: &str) -> Result<()> {
+    let admin = target.admin().await?;
+    let n = admin
+        .execute(
+            "UPDATE control.tenants SET status = $3, updated_at = now() WHERE tenant_id = $1 AND status = $2",
+            &[&tenant.as_str(), &from, &to],
+        )
+        .await?;
+    if n != 1 {
+        bail!("tenant `{tenant}` is not `{from}` (another move or offboarding in progress?)");
+    }
+    Ok(())
+}
+
+/// Inserts the source rows missing at the destination; returns how many source rows there were.
+async fn copy(target: &Target, src: &Location, dst: &Location, tenant: &TenantId) -> Result<usize> {
+    let mut total = 0;
+    for (table, _) in TENANT_TABLE_GRANTS {
+        let rows = read_rows(target, src, tenant, table).await?;
+        total += rows.len();
+        if rows.is_empty() {
+            continue;
+        }
+        let json = format!("[{}]", rows.join(","));
+        let mut client = target.connect_admin(&dst.database).await?;
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "maintenance runs as the admin role, not as a tenant"
+        )]
+        let tx = client.transaction().await?;
+        if dst.tier == Tier::Pool {
+            tx.batch_execute(&sql::render(
+                "act-as-migrator.sql",
+                context! { migrator => target.namespace.migrator_role() },
+            )?)
+            .await?;
+            tx.execute(
+                "SELECT set_config('app.tenant_id', $1, true)",
+                &[&tenant.as_str()],
+            )
+            .await?;
+        }
+        tx.execute(
+            &sql::render(
+                "tenant-rows-insert.sql",
+                context! { schema => dst.schema, table => table },
+            )?,
+            &[&json],
+        )
+        .await
+        .with_context(|| format!("copying `{table}`"))?;
+        tx.commit().await?;
+    }
+    Ok(total)
+}
+
+/// The destination must hold exactly the source's rows (compared as rendered JSON, row by row).
+async fn verify(target: &Target, src: &Location, dst: &Location, tenant: &TenantId) -> Result<()> {
+    for (table, _) in TENANT_TABLE_GRANTS {
+        let a = read_rows(target, src, tenant, table).await?;
+        let b = read_rows(target, dst, tenant, table).await?;
+        if a != b {
+            bail!(
+                "verification failed for `{table}`: {} source row(s), {} copied; the old copy is kept",
+                a.len(),
+                b.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Moves `tenant` to tier `to`. `drain` is how long to wait for every runtime to see a registry change
+/// (at least one registry refresh interval).
+pub async fn move_tenant(
+    target: &Target,
+    tenant: &TenantId,
+    to: Tier,
+    drain: Duration,
+) -> Result<MoveReport> {
+    let src = locate(target, tenant).await?;
+    if src.tier == to {
+        return Ok(MoveReport {
+            tenant: tenant.clone(),
+            from: to,
+            to,
+            rows: 0,
+            stragglers: 0,
+        });
+    }
+    let admin = target.admin().await?;
+    let raw: serde_json::Value = admin
+        .query_one(
+            "SELECT spec FROM control.tenants WHERE tenant_id = $1",
+            &[&tenant.as_str()],
+        )
+        .await?
+        .get(0);
+    let mut spec: TenantSpec =
+        serde_json::from_value(raw).context("reading the registry's copy of the spec")?;
+    spec.tier = to;
+    let dst = destination(target, tenant, to);
+
+    set_status(target, tenant, "active", "read_only").await?;
+    tokio::time::sleep(drain).await;
+    let copied = async {
+        provision(target, &spec, Registry::Leave).await?;
+        let rows = copy(target, &src, &dst, tenant).await?;
+        verify(target, &src, &dst, tenant).await?;
+        Ok::<_, anyhow::Error>(rows)
+    }
+    .await;
+    let rows = match copied {
+        Ok(rows) => rows,
+        Err(e) => {
+            set_status(target, tenant, "read_only", "active").await?;
+            return Err(e.context(format!(
+                "moving `{tenant}` failed before the switch; it stays on tier `{}`",
+                src.tier
+            )));
+        }
+    };
+
+    // The switch: one transaction moves the registry to the destination and reopens writes.
+    let mut client = target.admin().await?;
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "maintenance runs as the admin role, not as a tenant"
+    )]
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('tenantctl:tenant:' || $1, 0))",
+        &[&tenant.as_str()],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE control.tenants SET tier = $2, db_role = $3, db_schema = $4, db_name = $5, spec = $6, \
+                spec_hash = $7, status = 'active', updated_at = now() \
+          WHERE tenant_id = $1 AND status = 'read_only'",
+        &[
+            &tenant.as_str(),
+            &to.as_str(),
+            &dst.role,
+            &dst.schema,
+            &dst.database,
+            &spec.canonical_json(),
+            &spec.hash(),
+        ],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO control.apply_log (id, tenant_id, action, outcome, detail, actor) \
+         VALUES ($1, $2, 'move', 'succeeded', $3, 'tenantctl')",
+        &[
+            &uuid::Uuid::new_v4(),
+            &tenant.as_str(),
+            &format!("{} -> {to}, {rows} row(s)", src.tier),
+        ],
+    )
+    .await?;
+    tx.commit().await.context("switching the registry")?;
+
+    // Let every runtime see the new location, catch rows a late writer put in the old copy, then
+    // remove it. Schema and dedicated share the tenant's role, so a move between them keeps it.
+    tokio::time::sleep(drain).await;
+    let total = copy(target, &src, &dst, tenant).await?;
+    let stragglers = total.saturating_sub(rows);
+    let keep_role = matches!(
+        (src.tier, to),
+        (Tier::Schema, Tier::Dedicated) | (Tier::Dedicated, Tier::Schema)
+    );
+    let mut client = target.admin().await?;
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "maintenance runs as the admin role, not as a tenant"
+    )]
+    let tx = client.transaction().await?;
+    remove_data_in(&tx, target, &src, tenant, keep_role).await?;
+    tx.commit().await?;
+    remove_data_after(target, &src, tenant, keep_role).await?;
+    Ok(MoveReport {
+        tenant: tenant.clone(),
+        from: src.tier,
+        to,
+        rows,
+        stragglers,
+    })
+}
