@@ -32,6 +32,9 @@ if [ "$(id -u)" = 0 ] && ! id "${TENANTCTL_PG_USER:-postgres}" >/dev/null 2>&1; 
   say "creating the unprivileged account ${TENANTCTL_PG_USER:-postgres} (initdb and postgres refuse to run as root)"
   useradd --system --create-home "${TENANTCTL_PG_USER:-postgres}"
 fi
+if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
+  apt_install pgbouncer || { say "PgBouncer is required by the pooled-connection isolation test"; exit 1; }
+fi
 if ! command -v curl >/dev/null 2>&1; then
   apt_install curl || { say "curl is required by the end-to-end test of the README's main command"; exit 1; }
 fi

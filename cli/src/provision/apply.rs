@@ -141,6 +141,7 @@ pub async fn apply(
             error: None,
         });
     }
+    let mut admin = target.admin().await?;
     for tenant_plan in work {
         progress.set_message(format!("tenant `{}`", tenant_plan.tenant));
         let outcome = match &tenant_plan.action {
@@ -152,7 +153,7 @@ pub async fn apply(
             action => {
                 let spec = specs.iter().find(|s| s.id == tenant_plan.tenant);
                 let result = match spec {
-                    Some(spec) => converge_tenant(target, spec).await,
+                    Some(spec) => converge_tenant(target, &mut admin, spec).await,
                     None => Err(anyhow::anyhow!(
                         "no manifest for tenant `{}`",
                         tenant_plan.tenant
@@ -210,8 +211,14 @@ async fn log_failure(target: &Target, tenant: &TenantId, message: &str) -> Resul
 }
 
 /// Brings one tenant to its spec and records it in the registry. Safe to re-run at any point.
-pub async fn converge_tenant(target: &Target, spec: &TenantSpec) -> Result<()> {
-    provision(target, spec, Registry::Write).await
+/// `admin` is an admin connection to the deployment database, reused across tenants (a new backend
+/// per tenant would pay catalog-cache warm-up each time).
+pub async fn converge_tenant(
+    target: &Target,
+    admin: &mut tokio_postgres::Client,
+    spec: &TenantSpec,
+) -> Result<()> {
+    provision(target, admin, spec, Registry::Write).await
 }
 
 /// Whether provisioning writes the tenant's registry row.
@@ -223,11 +230,16 @@ pub enum Registry {
 }
 
 /// Creates or updates the resources of `spec`'s tier.
-pub async fn provision(target: &Target, spec: &TenantSpec, registry: Registry) -> Result<()> {
+pub async fn provision(
+    target: &Target,
+    admin: &mut tokio_postgres::Client,
+    spec: &TenantSpec,
+    registry: Registry,
+) -> Result<()> {
     match spec.tier {
-        Tier::Schema => converge_schema(target, spec, registry).await,
-        Tier::Pool => converge_pool(target, spec, registry).await,
-        Tier::Dedicated => converge_dedicated(target, spec, registry).await,
+        Tier::Schema => converge_schema(target, admin, spec, registry).await,
+        Tier::Pool => converge_pool(target, admin, spec, registry).await,
+        Tier::Dedicated => converge_dedicated(target, admin, spec, registry).await,
     }
 }
 
@@ -428,13 +440,17 @@ async fn lock_tenant(tx: &tokio_postgres::Transaction<'_>, spec: &TenantSpec) ->
 }
 
 /// Schema tier: role, schema, migrations, grants and registry row in one transaction.
-async fn converge_schema(target: &Target, spec: &TenantSpec, registry: Registry) -> Result<()> {
+async fn converge_schema(
+    target: &Target,
+    client: &mut tokio_postgres::Client,
+    spec: &TenantSpec,
+    registry: Registry,
+) -> Result<()> {
     let ns = &target.namespace;
     let role = ns.tenant_role(&spec.id);
     let schema = Namespace::tenant_schema(&spec.id);
     let (password, new_secret) =
         ensure_secret(target, &SecretName::for_tenant(&spec.id, "db-password")?).await?;
-    let mut client = target.admin().await?;
     #[expect(
         clippy::disallowed_methods,
         reason = "provisioning runs as the admin role, not as a tenant"
@@ -489,12 +505,16 @@ async fn converge_schema(target: &Target, spec: &TenantSpec, registry: Registry)
 
 /// Pool tier: the shared pool role, schema, migrations and row-level security (idempotent, under a
 /// deployment-wide lock), and the tenant's registry row, in one transaction.
-async fn converge_pool(target: &Target, spec: &TenantSpec, registry: Registry) -> Result<()> {
+async fn converge_pool(
+    target: &Target,
+    client: &mut tokio_postgres::Client,
+    spec: &TenantSpec,
+    registry: Registry,
+) -> Result<()> {
     let ns = &target.namespace;
     let role = ns.pool_role();
     let (password, new_secret) =
         ensure_secret(target, &SecretName::platform("db/pool-password")?).await?;
-    let mut client = target.admin().await?;
     #[expect(
         clippy::disallowed_methods,
         reason = "provisioning runs as the admin role, not as a tenant"
@@ -551,7 +571,12 @@ async fn converge_pool(target: &Target, spec: &TenantSpec, registry: Registry) -
 /// Dedicated tier: a database of the tenant's own. `CREATE DATABASE` cannot run in a transaction, so
 /// the steps are: role (one transaction), database (if missing), everything inside it (one
 /// transaction; migrations tracked in the database itself so a re-run resumes), registry row.
-async fn converge_dedicated(target: &Target, spec: &TenantSpec, registry: Registry) -> Result<()> {
+async fn converge_dedicated(
+    target: &Target,
+    client: &mut tokio_postgres::Client,
+    spec: &TenantSpec,
+    registry: Registry,
+) -> Result<()> {
     let ns = &target.namespace;
     let role = ns.tenant_role(&spec.id);
     let schema = Namespace::tenant_schema(&spec.id);
@@ -559,7 +584,6 @@ async fn converge_dedicated(target: &Target, spec: &TenantSpec, registry: Regist
     let (password, new_secret) =
         ensure_secret(target, &SecretName::for_tenant(&spec.id, "db-password")?).await?;
     {
-        let mut client = target.admin().await?;
         #[expect(
             clippy::disallowed_methods,
             reason = "provisioning runs as the admin role, not as a tenant"
@@ -569,13 +593,12 @@ async fn converge_dedicated(target: &Target, spec: &TenantSpec, registry: Regist
         ensure_login_role(&tx, &role, &password, new_secret).await?;
         tx.commit().await?;
     }
-    let admin = target.admin().await?;
-    let exists = admin
+    let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
         .await?
         .is_some();
     if !exists {
-        admin
+        client
             .batch_execute(&sql::render(
                 "create-database.sql",
                 context! { database => database, owner => ns.migrator_role() },
@@ -623,7 +646,6 @@ async fn converge_dedicated(target: &Target, spec: &TenantSpec, registry: Regist
     tx.commit()
         .await
         .context("committing the tenant database")?;
-    let mut client = target.admin().await?;
     #[expect(
         clippy::disallowed_methods,
         reason = "provisioning runs as the admin role, not as a tenant"

@@ -4,7 +4,6 @@
 //! the others go on.
 
 use anyhow::{Context, Result};
-use futures_util::stream::{self, StreamExt};
 use runtime::domain::TenantId;
 use runtime::schema::latest_version;
 
@@ -56,11 +55,28 @@ pub async fn migrate_all(
         }
     }
     progress.set_length(work.len() as u64);
-    let results: Vec<Outcome> = stream::iter(work)
-        .map(|spec| async move {
-            let result = converge_tenant(target, &spec).await;
+    // `jobs` lanes, each with its own admin connection, take tenants from a shared queue.
+    let queue = std::sync::Mutex::new(work.into_iter());
+    let lanes = (0..jobs.max(1)).map(|_| async {
+        let mut done = Vec::new();
+        let mut admin = match target.admin().await {
+            Ok(a) => a,
+            Err(e) => {
+                let message = format!("{e:#}");
+                while let Some(spec) = queue.lock().ok().and_then(|mut q| q.next()) {
+                    done.push(Outcome {
+                        tenant: spec.id,
+                        result: "failed",
+                        error: Some(message.clone()),
+                    });
+                }
+                return done;
+            }
+        };
+        while let Some(spec) = queue.lock().ok().and_then(|mut q| q.next()) {
+            let result = converge_tenant(target, &mut admin, &spec).await;
             progress.inc(1);
-            match result {
+            done.push(match result {
                 Ok(()) => Outcome {
                     tenant: spec.id,
                     result: "migrated",
@@ -71,11 +87,15 @@ pub async fn migrate_all(
                     result: "failed",
                     error: Some(format!("{e:#}")),
                 },
-            }
-        })
-        .buffer_unordered(jobs.max(1))
-        .collect()
-        .await;
+            });
+        }
+        done
+    });
+    let results: Vec<Outcome> = futures_util::future::join_all(lanes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     progress.finish_and_clear();
     outcomes.extend(results);
     outcomes.sort_by(|a, b| a.tenant.cmp(&b.tenant));

@@ -150,8 +150,9 @@ pub async fn move_tenant(
             stragglers: 0,
         });
     }
-    let admin = target.admin().await?;
-    let raw: serde_json::Value = admin
+    let raw: serde_json::Value = target
+        .admin()
+        .await?
         .query_one(
             "SELECT spec FROM control.tenants WHERE tenant_id = $1",
             &[&tenant.as_str()],
@@ -166,7 +167,8 @@ pub async fn move_tenant(
     set_status(target, tenant, "active", "read_only").await?;
     tokio::time::sleep(drain).await;
     let copied = async {
-        provision(target, &spec, Registry::Leave).await?;
+        let mut admin = target.admin().await?;
+        provision(target, &mut admin, &spec, Registry::Leave).await?;
         let rows = copy(target, &src, &dst, tenant).await?;
         verify(target, &src, &dst, tenant).await?;
         Ok::<_, anyhow::Error>(rows)

@@ -704,3 +704,171 @@ async fn a_tenant_moves_across_all_tiers_while_its_api_keeps_answering_and_loses
     assert_eq!(rows_of(&s, "globex").await, globex_before);
     s.running.stop().await.unwrap();
 }
+
+/// A PgBouncer in transaction-pooling mode in front of the test cluster, with ONE server connection per
+/// database/user so every client shares the same backend. Stopped when dropped.
+struct Bouncer {
+    port: u16,
+    _dir: tempfile::TempDir,
+    _child: tokio::process::Child,
+}
+
+async fn start_bouncer(s: &Served) -> Bouncer {
+    let binary = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("PgBouncer is needed for the pooled-connection test: apt-get install pgbouncer (scripts/test.sh does)");
+    let dir = tempfile::Builder::new()
+        .prefix("tc-bouncer")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // PgBouncer authenticates clients with the role's SCRAM verifier and reuses the client's SCRAM
+    // proof towards Postgres; no plaintext password is written anywhere.
+    let admin = s.target.admin().await.unwrap();
+    let role = s.target.namespace.pool_role();
+    let verifier: String = admin
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+            &[&role],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    std::fs::write(
+        dir.path().join("userlist.txt"),
+        format!("\"{role}\" \"{verifier}\"\n"),
+    )
+    .unwrap();
+    let ini = format!(
+        "[databases]\n* = host={host} port={pgport}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
+         unix_socket_dir =\nauth_type = scram-sha-256\nauth_file = {dir}/userlist.txt\npool_mode = transaction\n\
+         default_pool_size = 1\nmax_client_conn = 50\nlogfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n\
+         ignore_startup_parameters = extra_float_digits\n",
+        host = s.target.endpoint.host,
+        pgport = s.target.endpoint.port,
+        dir = dir.path().display()
+    );
+    std::fs::write(dir.path().join("pgbouncer.ini"), ini).unwrap();
+    let mut cmd = tokio::process::Command::new(binary);
+    if nix::unistd::geteuid().is_root() {
+        // PgBouncer refuses to run as root; it switches to the cluster's account, which must read its files.
+        use std::os::unix::fs::PermissionsExt;
+        let pg = nix::unistd::User::from_name("postgres")
+            .unwrap()
+            .expect("the postgres account");
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            nix::unistd::chown(&entry.unwrap().path(), Some(pg.uid), Some(pg.gid)).unwrap();
+        }
+        nix::unistd::chown(dir.path(), Some(pg.uid), Some(pg.gid)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        cmd.arg("-u").arg("postgres");
+    }
+    let child = cmd
+        .arg(dir.path().join("pgbouncer.ini"))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "PgBouncer did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Bouncer {
+        port,
+        _dir: dir,
+        _child: child,
+    }
+}
+
+async fn bouncer_client(s: &Served, b: &Bouncer) -> tokio_postgres::Client {
+    let password = s
+        .target
+        .secrets
+        .get(&SecretName::platform("db/pool-password").unwrap())
+        .await
+        .unwrap();
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(b.port)
+        .dbname(&s.target.endpoint.dbname)
+        .user(s.target.namespace.pool_role())
+        .password(password.expose_secret().as_bytes());
+    let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+#[tokio::test]
+async fn through_pgbouncer_in_transaction_mode_no_tenant_crosses_clients() {
+    // security-cases.md cases 36-38 through PgBouncer (transaction pooling, one shared backend).
+    let s = serve_with(Platform::builtin(), tier(Tier::Pool)).await;
+    let direct = pool_client(&s).await;
+    for _ in 0..2 {
+        as_tenant(&direct, "acme", &insert_row("acme"))
+            .await
+            .unwrap();
+    }
+    let bouncer = start_bouncer(&s).await;
+    let x = bouncer_client(&s, &bouncer).await;
+    let y = bouncer_client(&s, &bouncer).await;
+    let pid_x: i32 = x
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let pid_y: i32 = y
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pid_x, pid_y, "both clients share one server connection");
+
+    // The real path: the tenant is set inside X's transaction and is gone for Y on the same backend.
+    assert_eq!(
+        as_tenant(&x, "acme", "SELECT count(*) FROM usage_ledger")
+            .await
+            .unwrap()[0]
+            .get::<_, i64>(0),
+        2
+    );
+    assert!(!carries_tenant(&y).await);
+    assert_eq!(count(&y).await, 0);
+
+    // An injected session-level SET leaks through the shared backend, and the hygiene check sees it.
+    x.batch_execute("SET app.tenant_id = 'acme'").await.unwrap();
+    assert!(
+        carries_tenant(&y).await,
+        "the check must flag a session-level SET on a pooled backend"
+    );
+    assert_eq!(
+        count(&y).await,
+        2,
+        "and the leak is real: Y sees acme's rows"
+    );
+    y.batch_execute("RESET app.tenant_id").await.unwrap();
+    assert!(!carries_tenant(&x).await);
+
+    // A client that disconnects mid-transaction leaves nothing on the backend for the next client.
+    let z = bouncer_client(&s, &bouncer).await;
+    z.batch_execute("BEGIN").await.unwrap();
+    z.query("SELECT set_config('app.tenant_id', 'acme', true)", &[])
+        .await
+        .unwrap();
+    drop(z);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!carries_tenant(&y).await);
+    assert_eq!(count(&y).await, 0);
+    s.running.stop().await.unwrap();
+}
