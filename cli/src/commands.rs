@@ -157,7 +157,7 @@ async fn compute_plan(g: &Global, paths: &[PathBuf]) -> Result<(Target, Vec<Tena
     require_running(cluster.as_ref())?;
     target.ensure_database().await?;
     let ids: Vec<TenantId> = specs.iter().map(|s| s.id.clone()).collect();
-    let observed = observe::observe(&target, &ids).await?;
+    let observed = observe::observe(&target, observe::Scope::Only(&ids)).await?;
     let plan = plan::plan(
         &specs,
         &observed,
@@ -318,7 +318,7 @@ async fn status(g: &Global) -> Result<u8> {
     let (target, cluster) = target(g)?;
     require_running(cluster.as_ref())?;
     target.ensure_database().await?;
-    let observed = observe::observe(&target, &[]).await?;
+    let observed = observe::observe(&target, observe::Scope::All).await?;
     let latest = runtime::schema::latest_version();
     let mut rows = Vec::new();
     let mut drift = false;
@@ -525,7 +525,7 @@ async fn up_inner(
 ) -> Result<u8> {
     target.ensure_database().await?;
     let ids: Vec<TenantId> = specs.iter().map(|s| s.id.clone()).collect();
-    let observed = observe::observe(target, &ids).await?;
+    let observed = observe::observe(target, observe::Scope::Only(&ids)).await?;
     let plan = plan::plan(specs, &observed, &target.namespace, &target.endpoint.dbname);
     note(g, &plan.render());
     let outcomes = apply::apply(target, &plan, specs, &progress_bar(g)).await?;

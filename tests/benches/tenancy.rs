@@ -56,7 +56,7 @@ fn bench(c: &mut Criterion) {
         specs.push(solo);
         target.ensure_database().await.unwrap();
         let ids: Vec<TenantId> = specs.iter().map(|s| s.id.clone()).collect();
-        let observed = cli::provision::observe::observe(&target, &ids).await.unwrap();
+        let observed = cli::provision::observe::observe(&target, cli::provision::observe::Scope::Only(&ids)).await.unwrap();
         let plan = cli::provision::plan::plan(&specs, &observed, &target.namespace, &target.endpoint.dbname);
         cli::provision::apply::apply(&target, &plan, &specs, &indicatif::ProgressBar::hidden()).await.unwrap();
         let admin = target.admin().await.unwrap();

@@ -52,7 +52,7 @@ pub async fn serve_with(
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
     let ids: Vec<TenantId> = specs.iter().map(|s| s.id.clone()).collect();
-    let observed = observe::observe(&target, &ids)
+    let observed = observe::observe(&target, observe::Scope::Only(&ids))
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
     let p = plan::plan(

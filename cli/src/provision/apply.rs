@@ -352,6 +352,26 @@ async fn run_migrations(
     Ok(())
 }
 
+/// The common tail of every tier's set-up inside its transaction: CONNECT on the database, no dangerous
+/// attribute on the role, then the migrations newer than the version `applied_sql` reports.
+async fn grant_check_migrate(
+    tx: &tokio_postgres::Transaction<'_>,
+    base: &minijinja::Value,
+    role: &str,
+    database: &str,
+    applied_sql: &'static str,
+    record_sql: &'static str,
+    tenant: Option<&str>,
+) -> Result<()> {
+    grant_connect(tx, role, database).await?;
+    refuse_dangerous_attributes(tx, role).await?;
+    let applied: i32 = match tenant {
+        Some(t) => tx.query_one(applied_sql, &[&t]).await?.get(0),
+        None => tx.query_one(applied_sql, &[]).await?.get(0),
+    };
+    run_migrations(tx, base, applied, record_sql, tenant).await
+}
+
 fn grants() -> Vec<minijinja::Value> {
     TENANT_TABLE_GRANTS
         .iter()
@@ -477,19 +497,12 @@ async fn converge_schema(
     tx.batch_execute(&sql::render("schema-tier.sql", base.clone())?)
         .await
         .context("creating the tenant schema and role settings")?;
-    grant_connect(&tx, &role, &target.endpoint.dbname).await?;
-    refuse_dangerous_attributes(&tx, &role).await?;
-    let applied: i32 = tx
-        .query_one(
-            "SELECT coalesce(max(version), 0) FROM control.tenant_migrations WHERE tenant_id = $1",
-            &[&spec.id.as_str()],
-        )
-        .await?
-        .get(0);
-    run_migrations(
+    grant_check_migrate(
         &tx,
         &base,
-        applied,
+        &role,
+        &target.endpoint.dbname,
+        "SELECT coalesce(max(version), 0) FROM control.tenant_migrations WHERE tenant_id = $1",
         "INSERT INTO control.tenant_migrations (tenant_id, version, name) VALUES ($1, $2, $3)",
         Some(spec.id.as_str()),
     )
@@ -534,19 +547,12 @@ async fn converge_pool(
     tx.batch_execute(&sql::render("pool-tier.sql", base.clone())?)
         .await
         .context("creating the pool schema and role settings")?;
-    grant_connect(&tx, &role, &target.endpoint.dbname).await?;
-    refuse_dangerous_attributes(&tx, &role).await?;
-    let applied: i32 = tx
-        .query_one(
-            "SELECT coalesce(max(version), 0) FROM control.pool_migrations",
-            &[],
-        )
-        .await?
-        .get(0);
-    run_migrations(
+    grant_check_migrate(
         &tx,
         &base,
-        applied,
+        &role,
+        &target.endpoint.dbname,
+        "SELECT coalesce(max(version), 0) FROM control.pool_migrations",
         "INSERT INTO control.pool_migrations (version, name) VALUES ($1, $2)",
         None,
     )
@@ -621,19 +627,12 @@ async fn converge_dedicated(
     tx.batch_execute(&sql::render("schema-tier.sql", base.clone())?)
         .await
         .context("creating the tenant schema in its database")?;
-    grant_connect(&tx, &role, &database).await?;
-    refuse_dangerous_attributes(&tx, &role).await?;
-    let applied: i32 = tx
-        .query_one(
-            "SELECT coalesce(max(version), 0) FROM tenantctl.migrations",
-            &[],
-        )
-        .await?
-        .get(0);
-    run_migrations(
+    grant_check_migrate(
         &tx,
         &base,
-        applied,
+        &role,
+        &database,
+        "SELECT coalesce(max(version), 0) FROM tenantctl.migrations",
         "INSERT INTO tenantctl.migrations (version, name) VALUES ($1, $2)",
         None,
     )

@@ -18,7 +18,9 @@ use serde::Serialize;
 
 use super::Target;
 use super::apply::{Registry, provision};
-use super::offboard::{Location, locate, read_rows, remove_data_after, remove_data_in};
+use super::offboard::{
+    Location, fence_to_tenant, locate, read_rows, remove_data_after, remove_data_in,
+};
 use crate::manifest::TenantSpec;
 use crate::sql;
 
@@ -91,16 +93,7 @@ async fn copy(target: &Target, src: &Location, dst: &Location, tenant: &TenantId
         )]
         let tx = client.transaction().await?;
         if dst.tier == Tier::Pool {
-            tx.batch_execute(&sql::render(
-                "act-as-migrator.sql",
-                context! { migrator => target.namespace.migrator_role() },
-            )?)
-            .await?;
-            tx.execute(
-                "SELECT set_config('app.tenant_id', $1, true)",
-                &[&tenant.as_str()],
-            )
-            .await?;
+            fence_to_tenant(&tx, target, tenant).await?;
         }
         tx.execute(
             &sql::render(

@@ -1,5 +1,9 @@
-//! Reads what exists on a target: the registry, roles, schemas, migration versions and secrets.
-//! Read-only; must not change anything.
+//! Reads what exists on a target: the registry, roles, schemas, databases, migration versions and
+//! secrets. Read-only; must not change anything.
+//!
+//! `Scope::Only(ids)` looks closely only at the tenants being planned (their roles, schemas, specs,
+//! versions and secrets) plus one cheap list of every registry id and status, so planning one tenant
+//! in a deployment of thousands costs the same as in an empty one. `Scope::All` looks at everything.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,7 +14,14 @@ use serde::Serialize;
 
 use super::Target;
 
-/// One tenant as the target has it.
+/// Which tenants to look at closely.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    All,
+    Only(&'a [TenantId]),
+}
+
+/// One tenant as the target has it. Outside the scope only `tier` and `status` are filled.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ObservedTenant {
     pub tier: Tier,
@@ -37,40 +48,97 @@ pub struct Observed {
     pub pool_secret: bool,
 }
 
-pub async fn observe(target: &Target, ids: &[TenantId]) -> Result<Observed> {
+fn strings(rows: &[tokio_postgres::Row]) -> BTreeSet<String> {
+    rows.iter().map(|r| r.get::<_, String>(0)).collect()
+}
+
+pub async fn observe(target: &Target, scope: Scope<'_>) -> Result<Observed> {
     let client = target.admin().await?;
     let ns: &Namespace = &target.namespace;
     let control_plane: bool = client
         .query_one("SELECT to_regclass('control.tenants') IS NOT NULL", &[])
         .await?
         .get(0);
-    let roles = client
-        .query(
-            "SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1)",
-            &[&format!("{}_", ns.as_str())],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .collect();
-    let schemas = client
-        .query(
-            "SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname, 't_') OR nspname = 'pool'",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .collect();
-    let databases = client
-        .query(
-            "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)",
-            &[&format!("{}_t_", ns.as_str())],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .collect();
+    // Every registry id and status (cheap), then the scope's ids.
+    let mut tenants = BTreeMap::new();
+    if control_plane {
+        for row in client
+            .query("SELECT tenant_id, tier, status FROM control.tenants", &[])
+            .await?
+        {
+            let (Ok(id), Ok(tier)) = (
+                TenantId::parse(row.get::<_, &str>(0)),
+                Tier::parse(row.get::<_, &str>(1)),
+            ) else {
+                continue;
+            };
+            tenants.insert(
+                id,
+                ObservedTenant {
+                    tier,
+                    status: row.get(2),
+                    spec: serde_json::Value::Null,
+                    spec_hash: String::new(),
+                    migration_version: 0,
+                },
+            );
+        }
+    }
+    let ids: Vec<TenantId> = match scope {
+        Scope::All => tenants.keys().cloned().collect(),
+        Scope::Only(ids) => ids.to_vec(),
+    };
+    let id_strings: Vec<&str> = ids.iter().map(TenantId::as_str).collect();
+    if control_plane {
+        let rows = client
+            .query(
+                "SELECT t.tenant_id, t.spec, t.spec_hash, \
+                        coalesce((SELECT max(version) FROM control.tenant_migrations m \
+                                   WHERE m.tenant_id = t.tenant_id), 0) \
+                   FROM control.tenants t WHERE t.tenant_id = ANY($1)",
+                &[&id_strings],
+            )
+            .await?;
+        for row in rows {
+            let Ok(id) = TenantId::parse(row.get::<_, &str>(0)) else {
+                continue;
+            };
+            if let Some(t) = tenants.get_mut(&id) {
+                t.spec = row.get(1);
+                t.spec_hash = row.get(2);
+                t.migration_version = row.get(3);
+            }
+        }
+    }
+    let mut role_names = vec![ns.migrator_role(), ns.runtime_role(), ns.pool_role()];
+    role_names.extend(ids.iter().map(|id| ns.tenant_role(id)));
+    let roles = strings(
+        &client
+            .query(
+                "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)",
+                &[&role_names],
+            )
+            .await?,
+    );
+    let mut schema_names = vec!["pool".to_owned()];
+    schema_names.extend(ids.iter().map(Namespace::tenant_schema));
+    let schemas = strings(
+        &client
+            .query(
+                "SELECT nspname::text FROM pg_namespace WHERE nspname = ANY($1)",
+                &[&schema_names],
+            )
+            .await?,
+    );
+    let database_names: Vec<String> = ids.iter().map(|id| ns.tenant_database(id)).collect();
+    let databases = strings(
+        &client
+            .query(
+                "SELECT datname::text FROM pg_database WHERE datname = ANY($1)",
+                &[&database_names],
+            )
+            .await?,
+    );
     let has_pool_table: bool = client
         .query_one(
             "SELECT to_regclass('control.pool_migrations') IS NOT NULL",
@@ -93,38 +161,8 @@ pub async fn observe(target: &Target, ids: &[TenantId]) -> Result<Observed> {
         .secrets
         .exists(&SecretName::platform("db/pool-password")?)
         .await?;
-    let mut tenants = BTreeMap::new();
-    if control_plane {
-        let rows = client
-            .query(
-                "SELECT t.tenant_id, t.tier, t.status, t.spec, t.spec_hash, \
-                        coalesce((SELECT max(version) FROM control.tenant_migrations m \
-                                   WHERE m.tenant_id = t.tenant_id), 0) \
-                   FROM control.tenants t",
-                &[],
-            )
-            .await?;
-        for row in rows {
-            let (Ok(id), Ok(tier)) = (
-                TenantId::parse(row.get::<_, &str>(0)),
-                Tier::parse(row.get::<_, &str>(1)),
-            ) else {
-                continue;
-            };
-            tenants.insert(
-                id,
-                ObservedTenant {
-                    tier,
-                    status: row.get(2),
-                    spec: row.get(3),
-                    spec_hash: row.get(4),
-                    migration_version: row.get(5),
-                },
-            );
-        }
-    }
     let mut secrets = BTreeSet::new();
-    for id in ids.iter().chain(tenants.keys()) {
+    for id in &ids {
         if target
             .secrets
             .exists(&SecretName::for_tenant(id, "db-password")?)

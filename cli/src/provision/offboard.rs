@@ -47,6 +47,26 @@ pub async fn locate(target: &Target, tenant: &TenantId) -> Result<Location> {
     })
 }
 
+/// Makes `tx` act as the migrator with `tenant` set transaction-locally, so pool maintenance reaches
+/// that tenant's rows only (the maintenance row-level security policy).
+pub async fn fence_to_tenant(
+    tx: &tokio_postgres::Transaction<'_>,
+    target: &Target,
+    tenant: &TenantId,
+) -> Result<()> {
+    tx.batch_execute(&sql::render(
+        "act-as-migrator.sql",
+        context! { migrator => target.namespace.migrator_role() },
+    )?)
+    .await?;
+    tx.execute(
+        "SELECT set_config('app.tenant_id', $1, true)",
+        &[&tenant.as_str()],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Every row of one tenant table, as JSON text, in a stable order.
 pub async fn read_rows(
     target: &Target,
@@ -61,16 +81,7 @@ pub async fn read_rows(
     )]
     let tx = client.transaction().await?;
     if loc.tier == Tier::Pool {
-        tx.batch_execute(&sql::render(
-            "act-as-migrator.sql",
-            context! { migrator => target.namespace.migrator_role() },
-        )?)
-        .await?;
-        tx.execute(
-            "SELECT set_config('app.tenant_id', $1, true)",
-            &[&tenant.as_str()],
-        )
-        .await?;
+        fence_to_tenant(&tx, target, tenant).await?;
     }
     let query = sql::render(
         "tenant-rows.sql",
@@ -171,16 +182,7 @@ pub async fn remove_data_in(
 ) -> Result<()> {
     match loc.tier {
         Tier::Pool => {
-            tx.batch_execute(&sql::render(
-                "act-as-migrator.sql",
-                context! { migrator => target.namespace.migrator_role() },
-            )?)
-            .await?;
-            tx.execute(
-                "SELECT set_config('app.tenant_id', $1, true)",
-                &[&tenant.as_str()],
-            )
-            .await?;
+            fence_to_tenant(tx, target, tenant).await?;
             for (table, _) in TENANT_TABLE_GRANTS {
                 tx.execute(
                     &sql::render("tenant-rows-delete.sql", context! { table => table })?,

@@ -24,7 +24,9 @@ fn examples() -> Vec<TenantSpec> {
 async fn plan_for(target: &Target, specs: &[TenantSpec]) -> cli::provision::plan::Plan {
     target.ensure_database().await.unwrap();
     let ids: Vec<TenantId> = specs.iter().map(|s| s.id.clone()).collect();
-    let observed = observe::observe(target, &ids).await.unwrap();
+    let observed = observe::observe(target, observe::Scope::Only(&ids))
+        .await
+        .unwrap();
     plan(specs, &observed, &target.namespace, &target.endpoint.dbname)
 }
 

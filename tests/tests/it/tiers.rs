@@ -91,9 +91,10 @@ async fn tiers_mix_in_one_deployment_and_a_second_apply_changes_nothing() {
         (1, 1)
     );
     let ids: Vec<TenantId> = s.specs.iter().map(|x| x.id.clone()).collect();
-    let observed = cli::provision::observe::observe(&s.target, &ids)
-        .await
-        .unwrap();
+    let observed =
+        cli::provision::observe::observe(&s.target, cli::provision::observe::Scope::Only(&ids))
+            .await
+            .unwrap();
     let p = cli::provision::plan::plan(
         &s.specs,
         &observed,
