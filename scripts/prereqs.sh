@@ -38,10 +38,11 @@ fi
 if ! command -v curl >/dev/null 2>&1; then
   apt_install curl || { say "curl is required by the end-to-end test of the README's main command"; exit 1; }
 fi
-if ! python3 -c 'import openai, jwt, cryptography' >/dev/null 2>&1; then
-  say "installing the Python clients the interop tests use: the official openai SDK, PyJWT, cryptography"
-  python3 -m pip install --quiet --disable-pip-version-check 'openai>=1.40,<4' 'pyjwt[crypto]>=2.8,<3' >&2 \
-    || { say "could not install them; run: python3 -m pip install openai 'pyjwt[crypto]'"; exit 1; }
+if ! python3 -c 'import openai, jwt, cryptography' >/dev/null 2>&1 || ! command -v sqlmap >/dev/null 2>&1; then
+  say "installing the Python tools the tests use: the official openai SDK, PyJWT, cryptography, sqlmap"
+  python3 -m pip install --quiet --disable-pip-version-check 'openai>=1.40,<4' 'pyjwt[crypto]>=2.8,<3' 'sqlmap==1.10.10' >&2 \
+    || { say "could not install them; run: python3 -m pip install openai 'pyjwt[crypto]' sqlmap"; exit 1; }
+  hash -r
 fi
 if ! command -v node >/dev/null 2>&1; then
   apt_install nodejs npm || { say "Node.js 20+ is required by the OpenID Provider interop test"; exit 1; }

@@ -1,7 +1,8 @@
 //! The usage ledger: one row per model call, written through the tenant's own `TenantTx`.
 //!
 //! Rows are append-only for the tenant role (it holds SELECT and INSERT only). Money is integer
-//! micro-USD priced against a named price book version.
+//! micro-USD priced against a named price book version. Every read also filters on the handle's own
+//! `tenant_id`: redundant with the tier's fence, and it lets every tier use the same indexes.
 
 use serde::Serialize;
 use uuid::Uuid;
@@ -73,8 +74,8 @@ pub async fn recent(tx: &TenantTx, limit: i64) -> Result<(Vec<Entry>, Totals), D
             "SELECT id, tenant_id, request_id, subject, provider, model, input_tokens, \
                     output_tokens, cost_micro_usd, price_book_version, \
                     to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
-               FROM usage_ledger ORDER BY created_at DESC, id LIMIT $1",
-            &[&limit],
+               FROM usage_ledger WHERE tenant_id = $1 ORDER BY created_at DESC, id LIMIT $2",
+            &[&tx.tenant().as_str(), &limit],
         )
         .await?;
     let entries = rows
@@ -97,8 +98,8 @@ pub async fn recent(tx: &TenantTx, limit: i64) -> Result<(Vec<Entry>, Totals), D
         .query(
             "SELECT count(*), coalesce(sum(input_tokens), 0)::bigint, \
                     coalesce(sum(output_tokens), 0)::bigint, coalesce(sum(cost_micro_usd), 0)::bigint \
-               FROM usage_ledger",
-            &[],
+               FROM usage_ledger WHERE tenant_id = $1",
+            &[&tx.tenant().as_str()],
         )
         .await?;
     let t = totals

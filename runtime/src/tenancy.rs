@@ -371,15 +371,23 @@ impl TenantTx {
             committed: false,
             statements: data.statements.clone(),
         };
-        tx.simple("BEGIN ISOLATION LEVEL READ COMMITTED").await?;
         if tenant.record().tier == Tier::Pool {
             // Transaction-local (`is_local = true`): gone at COMMIT or ROLLBACK, never left on the
-            // connection for the next checkout (security cases 36-38).
-            tx.query(
-                "SELECT set_config('app.tenant_id', $1, true)",
-                &[&tenant.id().as_str()],
-            )
-            .await?;
+            // connection for the next checkout (security cases 36-38). BEGIN and the setting are
+            // pipelined: one round trip.
+            tx.statements.fetch_add(2, Ordering::Relaxed);
+            let client = tx.client()?;
+            let set = client
+                .prepare_cached("SELECT set_config('app.tenant_id', $1, true)")
+                .await?;
+            let tenant_id = tenant.id().as_str();
+            let params: [&(dyn ToSql + Sync); 1] = [&tenant_id];
+            tokio::try_join!(
+                client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
+                client.query(&set, &params),
+            )?;
+        } else {
+            tx.simple("BEGIN ISOLATION LEVEL READ COMMITTED").await?;
         }
         Ok(tx)
     }
@@ -408,7 +416,10 @@ impl TenantTx {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, DataError> {
         self.statements.fetch_add(1, Ordering::Relaxed);
-        Ok(self.client()?.query(sql, params).await?)
+        let client = self.client()?;
+        // Static SQL only, so the per-connection statement cache saves a parse round trip per query.
+        let statement = client.prepare_cached(sql).await?;
+        Ok(client.query(&statement, params).await?)
     }
 
     /// Runs a static statement with bind parameters; returns the rows affected.
@@ -418,7 +429,9 @@ impl TenantTx {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, DataError> {
         self.statements.fetch_add(1, Ordering::Relaxed);
-        Ok(self.client()?.execute(sql, params).await?)
+        let client = self.client()?;
+        let statement = client.prepare_cached(sql).await?;
+        Ok(client.execute(&statement, params).await?)
     }
 
     pub async fn commit(mut self) -> Result<(), DataError> {

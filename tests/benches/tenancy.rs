@@ -21,7 +21,9 @@ use runtime::secrets::SecretName;
 use secrecy::ExposeSecret;
 
 const ROWS: i64 = 5_000;
-const QUERY: &str = "SELECT count(*), coalesce(sum(cost_micro_usd), 0)::bigint FROM usage_ledger WHERE subject = $1";
+/// The same query in both tiers, as the runtime writes it: filtered on the handle's own tenant too.
+const QUERY: &str = "SELECT count(*), coalesce(sum(cost_micro_usd), 0)::bigint FROM usage_ledger \
+                     WHERE tenant_id = $1 AND subject = $2";
 
 async fn connect(
     target: &cli::provision::Target,
@@ -75,6 +77,17 @@ fn bench(c: &mut Criterion) {
         (pool, schema)
     });
 
+    // Statements prepared once per connection, as `TenantTx` does with deadpool's statement cache; the
+    // pool tier pipelines BEGIN with the tenant setting, as `TenantTx::begin` does.
+    let (q_schema, q_pool, set) = rt.block_on(async {
+        (
+            schema.prepare(QUERY).await.unwrap(),
+            pool.prepare(QUERY).await.unwrap(),
+            pool.prepare("SELECT set_config('app.tenant_id', $1, true)")
+                .await
+                .unwrap(),
+        )
+    });
     let mut g = c.benchmark_group("tenant_handle");
     g.bench_function("schema_tier_no_rls", |b| {
         b.iter(|| {
@@ -83,7 +96,10 @@ fn bench(c: &mut Criterion) {
                     .batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED")
                     .await
                     .unwrap();
-                let rows = schema.query(QUERY, &[&"user-7"]).await.unwrap();
+                let rows = schema
+                    .query(&q_schema, &[&"solo", &"user-7"])
+                    .await
+                    .unwrap();
                 schema.batch_execute("COMMIT").await.unwrap();
                 black_box(rows)
             })
@@ -92,13 +108,13 @@ fn bench(c: &mut Criterion) {
     g.bench_function("pool_tier_rls", |b| {
         b.iter(|| {
             rt.block_on(async {
-                pool.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED")
-                    .await
-                    .unwrap();
-                pool.query("SELECT set_config('app.tenant_id', $1, true)", &[&"acme"])
-                    .await
-                    .unwrap();
-                let rows = pool.query(QUERY, &[&"user-7"]).await.unwrap();
+                let tenant: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&"acme"];
+                tokio::try_join!(
+                    pool.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
+                    pool.query(&set, &tenant),
+                )
+                .unwrap();
+                let rows = pool.query(&q_pool, &[&"acme", &"user-7"]).await.unwrap();
                 pool.batch_execute("COMMIT").await.unwrap();
                 assert_eq!(rows[0].get::<_, i64>(0), ROWS / 50);
                 black_box(rows)

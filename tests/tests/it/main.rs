@@ -9,6 +9,7 @@
 
 mod api;
 mod auth;
+mod injection;
 mod interop;
 mod issuers;
 mod jwks;
