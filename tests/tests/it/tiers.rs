@@ -55,6 +55,11 @@ async fn every_tier_serves_metered_chat_with_isolated_usage() {
         );
         let a = usage(&s, "acme").await;
         assert_eq!(a["totals"]["requests"], 2, "{t}: {a}");
+        // case 42: ids are random (version 4) UUIDs, so they reveal nothing about volume.
+        for row in a["data"].as_array().unwrap() {
+            let id: uuid::Uuid = row["id"].as_str().unwrap().parse().unwrap();
+            assert_eq!(id.get_version_num(), 4, "{t}: {id}");
+        }
         assert!(
             a["data"]
                 .as_array()
@@ -370,6 +375,42 @@ async fn the_catalog_has_forced_rls_and_policies_on_every_pool_table() {
         definers, 0,
         "no SECURITY DEFINER functions are allow-listed"
     );
+    // case 41: uniques are per tenant. Every unique index on a pool table is the uuid primary key or
+    // leads with tenant_id, so a natural key (an email, a name) can repeat across tenants and a
+    // uniqueness error can never be caused by (or echo) another tenant's row.
+    let global_uniques: Vec<String> = admin
+        .query(
+            "SELECT i.indexrelid::regclass::text FROM pg_index i \
+               JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+               JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0] \
+              WHERE n.nspname = 'pool' AND i.indisunique \
+                AND NOT (a.attname = 'tenant_id' OR (i.indisprimary AND a.attname = 'id' AND i.indnatts = 1))",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        global_uniques.is_empty(),
+        "unique indexes not scoped to the tenant: {global_uniques:?}"
+    );
+    let uniques: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid \
+               JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'pool' AND i.indisunique",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        uniques >= 1,
+        "the check saw no unique index at all (it must see the primary key)"
+    );
+    // case 44: partitions would each need their own forced RLS; the walk above covers relkind 'r'
+    // (partitions included) and 'p', so none can slip through.
     s.running.stop().await.unwrap();
 }
 
