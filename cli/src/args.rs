@@ -149,6 +149,21 @@ pub enum Command {
         #[command(subcommand)]
         command: LocalCommand,
     },
+    /// Render the AWS target's CloudFormation templates (platform stack and one stack per tenant) into a
+    /// directory, without calling AWS.
+    Render {
+        /// Manifest files or directories (default: `tenants/`).
+        paths: Vec<PathBuf>,
+        /// Environment name (`prod`, `staging`): part of every stack and resource name.
+        #[arg(long)]
+        env: String,
+        /// Directory the templates are written to.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Lambda architecture.
+        #[arg(long, value_enum, default_value_t = crate::aws::Arch::Arm64)]
+        arch: crate::aws::Arch,
+    },
     /// Print the JSON Schema of tenant manifests.
     Schema,
 }

@@ -43,6 +43,12 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Serve(args) => serve(g, &args).await,
         Command::Up { tenants, serve } => up(g, &tenants, &serve).await,
         Command::Local { command } => local(g, command).await,
+        Command::Render {
+            paths,
+            env,
+            out,
+            arch,
+        } => render(g, &paths, &env, &out, arch),
         Command::Schema => {
             out(&manifest::raw::json_schema())?;
             Ok(0)
@@ -108,6 +114,40 @@ fn validate(g: &Global, paths: &[PathBuf]) -> Result<u8> {
         OutputFormat::Text => {
             for s in &specs {
                 out(&format!("ok: `{}` ({} tier)", s.id, s.tier))?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn render(
+    g: &Global,
+    paths: &[PathBuf],
+    env: &str,
+    dir: &std::path::Path,
+    arch: crate::aws::Arch,
+) -> Result<u8> {
+    let specs = load(g, paths)?;
+    let platform = crate::platform::Platform::resolve(g.platform.as_deref())?;
+    let ns = namespace(g)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    let mut written = Vec::new();
+    let platform_body =
+        crate::aws::render_platform(env, &platform, &std::collections::BTreeMap::new())?;
+    let path = dir.join(format!("{}.yaml", crate::aws::platform_stack_name(env)));
+    std::fs::write(&path, platform_body)?;
+    written.push(path);
+    for spec in &specs {
+        let body = crate::aws::render_tenant(spec, &ns, env, &platform, arch)?;
+        let path = dir.join(format!("{}.yaml", crate::aws::tenant_stack_name(env, spec)));
+        std::fs::write(&path, body)?;
+        written.push(path);
+    }
+    match g.output {
+        OutputFormat::Json => out_json(&json!({"templates": written}))?,
+        OutputFormat::Text => {
+            for p in &written {
+                out(&p.display().to_string())?;
             }
         }
     }

@@ -3,6 +3,7 @@
 //! never depends on this crate.
 
 pub mod args;
+pub mod aws;
 pub mod commands;
 pub mod devidp;
 pub mod local;

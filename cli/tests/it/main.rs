@@ -8,6 +8,7 @@
     reason = "test code: an unexpected error should fail the test loudly"
 )]
 
+mod aws;
 mod binary;
 mod local;
 mod manifest;

@@ -1,0 +1,156 @@
+//! Renders the AWS target's CloudFormation templates (`templates/aws/`): the platform stack (once per
+//! environment) and one stack per tenant. Pure: no AWS call; applying the stacks is the AWS target's
+//! executor. Values come from validated types only, and every string reaches YAML through the `q`
+//! filter (a JSON string literal, which is a valid YAML double-quoted scalar).
+
+use std::collections::BTreeMap;
+
+use anyhow::{Result, bail};
+use minijinja::{Environment, UndefinedBehavior, context};
+use runtime::domain::{Namespace, Tier};
+
+use crate::manifest::TenantSpec;
+use crate::platform::Platform;
+
+const TENANT: &str = include_str!("../../templates/aws/tenant.yaml.j2");
+const PLATFORM: &str = include_str!("../../templates/aws/platform.yaml.j2");
+
+/// The Lambda architecture (arm64 by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Arch {
+    Arm64,
+    X86_64,
+}
+
+impl Arch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::Arm64 => "arm64",
+            Arch::X86_64 => "x86_64",
+        }
+    }
+}
+
+/// An environment name (`prod`, `staging`): 1-10 lowercase letters and digits, starting with a letter.
+pub fn check_environment(env: &str) -> Result<()> {
+    let ok = (1..=10).contains(&env.len())
+        && env.starts_with(|c: char| c.is_ascii_lowercase())
+        && env
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !ok {
+        bail!(
+            "environment `{}` must be 1-10 characters of a-z and 0-9, starting with a letter",
+            runtime::domain::printable(env)
+        );
+    }
+    Ok(())
+}
+
+fn environment() -> Result<Environment<'static>> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.add_filter("q", |v: String| {
+        serde_json::to_string(&v).unwrap_or_default()
+    });
+    env.add_template("tenant.yaml", TENANT)?;
+    env.add_template("platform.yaml", PLATFORM)?;
+    Ok(env)
+}
+
+/// Retention values CloudWatch Logs accepts; a manifest's days round up to the next one.
+const LOG_RETENTION_DAYS: &[u32] = &[
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+
+pub fn log_retention(days: u32) -> u32 {
+    LOG_RETENTION_DAYS
+        .iter()
+        .copied()
+        .find(|d| *d >= days)
+        .unwrap_or(3653)
+}
+
+/// The tenant's CloudFormation stack name (also its Lambda's name).
+pub fn tenant_stack_name(env: &str, spec: &TenantSpec) -> String {
+    format!("tenantctl-{env}-{}", spec.id)
+}
+
+/// The platform stack name.
+pub fn platform_stack_name(env: &str) -> String {
+    format!("tenantctl-{env}-platform")
+}
+
+/// Tags every taggable resource of a tenant's stack carries: `tenant`, `tier`, then the manifest's.
+pub fn tenant_tags(spec: &TenantSpec) -> BTreeMap<String, String> {
+    let mut tags = spec.tags.clone();
+    tags.insert("tenant".into(), spec.id.to_string());
+    tags.insert("tier".into(), spec.tier.to_string());
+    tags
+}
+
+/// Renders one tenant's stack.
+pub fn render_tenant(
+    spec: &TenantSpec,
+    ns: &Namespace,
+    env: &str,
+    platform: &Platform,
+    arch: Arch,
+) -> Result<String> {
+    check_environment(env)?;
+    let issuer = platform
+        .issuer(&spec.identity.issuer)
+        .map(|i| i.issuer.clone())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "issuer `{}` is not in the platform configuration",
+                spec.identity.issuer
+            )
+        })?;
+    let (db_user, db_name) = match spec.tier {
+        Tier::Pool => (ns.pool_role(), ns.as_str().to_owned()),
+        Tier::Schema => (ns.tenant_role(&spec.id), ns.as_str().to_owned()),
+        Tier::Dedicated => (ns.tenant_role(&spec.id), ns.tenant_database(&spec.id)),
+    };
+    let tags: Vec<(String, String)> = tenant_tags(spec).into_iter().collect();
+    let ctx = context! {
+        tenant => spec.id.as_str(),
+        tier => spec.tier.as_str(),
+        namespace => ns.as_str(),
+        platform_stack => platform_stack_name(env),
+        function_name => tenant_stack_name(env, spec),
+        db_user => db_user,
+        db_name => db_name,
+        issuer => issuer,
+        audience => spec.identity.audience,
+        architecture => arch.as_str(),
+        log_retention_days => log_retention(spec.retention_days),
+        tags => tags,
+    };
+    Ok(environment()?.get_template("tenant.yaml")?.render(ctx)?)
+}
+
+/// Renders the platform stack of environment `env`.
+pub fn render_platform(
+    env: &str,
+    platform: &Platform,
+    tags: &BTreeMap<String, String>,
+) -> Result<String> {
+    check_environment(env)?;
+    let issuers: Vec<serde_json::Value> = platform
+        .issuers
+        .iter()
+        .map(|i| serde_json::json!({"name": i.name, "issuer": i.issuer, "audiences": i.audiences}))
+        .collect();
+    let mut tags = tags.clone();
+    tags.insert("environment".into(), env.to_owned());
+    let tags: Vec<(String, String)> = tags.into_iter().collect();
+    let ctx = context! {
+        environment => env,
+        issuers_json => serde_json::to_string(&issuers)?,
+        tags => tags,
+    };
+    Ok(environment()?.get_template("platform.yaml")?.render(ctx)?)
+}

@@ -1,0 +1,193 @@
+//! The AWS target's templates (issue 5, offline part): every example manifest in every tier renders,
+//! matches its snapshot, passes `cfn-lint` with no errors, and its IAM policy is least-privilege
+//! (security cases 64-66): secrets only under `tenants/<id>/` (the trailing slash keeps `acme` from
+//! matching `acme2`), `rds-db:connect` only as the tenant's database user, logs only its own group, no
+//! `Resource: "*"` on a data action, a trust policy for Lambda in this account only.
+
+use std::collections::BTreeMap;
+
+use cli::aws::{Arch, render_platform, render_tenant};
+use cli::manifest::{TenantSpec, load_all};
+use cli::platform::Platform;
+use runtime::domain::{Namespace, Tier};
+use serde_json::Value;
+
+fn examples() -> Vec<TenantSpec> {
+    load_all(
+        &[cli::testing::repo_root().join("tenants")],
+        &Platform::builtin(),
+    )
+    .unwrap()
+    .into_iter()
+    .map(|(_, s)| s)
+    .collect()
+}
+
+fn rendered() -> Vec<(String, String, TenantSpec)> {
+    let ns = Namespace::parse("tenantctl").unwrap();
+    let mut out = Vec::new();
+    for spec in examples() {
+        for tier in [Tier::Pool, Tier::Schema, Tier::Dedicated] {
+            let mut spec = spec.clone();
+            spec.tier = tier;
+            let body =
+                render_tenant(&spec, &ns, "prod", &Platform::builtin(), Arch::Arm64).unwrap();
+            out.push((format!("tenant_{}_{tier}", spec.id), body, spec));
+        }
+    }
+    out
+}
+
+fn statements(template: &Value) -> Vec<Value> {
+    template["Resources"]["FunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn sub_string(resource: &Value) -> String {
+    match &resource["Fn::Sub"] {
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a[0].as_str().unwrap().to_owned(),
+        other => panic!("resource is not an Fn::Sub: {other}"),
+    }
+}
+
+#[test]
+fn tenant_stacks_render_and_match_their_snapshots() {
+    for (name, body, _) in rendered() {
+        insta::assert_snapshot!(name, body);
+    }
+    let platform = render_platform(
+        "prod",
+        &Platform::builtin(),
+        &BTreeMap::from([("cost-center".into(), "platform".into())]),
+    )
+    .unwrap();
+    insta::assert_snapshot!("platform_prod", platform);
+}
+
+#[test]
+fn tenant_policies_are_least_privilege() {
+    // security-cases.md cases 64, 65, 66.
+    let ns = Namespace::parse("tenantctl").unwrap();
+    for (name, body, spec) in rendered() {
+        let t: Value = serde_norway::from_str(&body).unwrap();
+        for s in statements(&t) {
+            let resource = &s["Resource"];
+            assert_ne!(
+                resource,
+                &Value::String("*".into()),
+                "{name}: Resource * on {}",
+                s["Action"]
+            );
+            let arn = sub_string(resource);
+            match s["Sid"].as_str().unwrap() {
+                "OwnSecretsOnly" => {
+                    assert!(
+                        arn.ends_with(&format!(":secret:tenants/{}/*", spec.id)),
+                        "{name}: {arn}"
+                    );
+                    // `acme` must not match `acme2/...`: the prefix ends in a slash.
+                    assert!(!arn.contains(&format!("tenants/{}*", spec.id)), "{name}");
+                }
+                "OwnDatabaseUserOnly" => {
+                    assert_eq!(s["Action"], "rds-db:connect");
+                    let user = if spec.tier == Tier::Pool {
+                        ns.pool_role()
+                    } else {
+                        ns.tenant_role(&spec.id)
+                    };
+                    assert!(arn.ends_with(&format!("/{user}")), "{name}: {arn}");
+                    assert!(!arn.contains('*'), "{name}: wildcard in {arn}");
+                }
+                "OwnLogGroupOnly" => {
+                    assert!(
+                        arn.ends_with(&format!(
+                            ":log-group:/aws/lambda/tenantctl-prod-{}:*",
+                            spec.id
+                        )),
+                        "{name}: {arn}"
+                    );
+                }
+                other => panic!("{name}: unexpected statement {other}"),
+            }
+        }
+        let trust =
+            &t["Resources"]["FunctionRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"];
+        assert_eq!(trust.as_array().unwrap().len(), 1, "{name}");
+        assert_eq!(
+            trust[0]["Principal"],
+            serde_json::json!({"Service": "lambda.amazonaws.com"}),
+            "{name}"
+        );
+        assert_eq!(
+            trust[0]["Condition"]["StringEquals"]["aws:SourceAccount"]["Ref"], "AWS::AccountId",
+            "{name}"
+        );
+        // Tags on every taggable resource: tenant, tier, cost-center.
+        for (logical, resource) in t["Resources"].as_object().unwrap() {
+            let Some(tags) = resource["Properties"].get("Tags") else {
+                continue;
+            };
+            let keys: Vec<String> = match tags {
+                Value::Array(list) => list
+                    .iter()
+                    .map(|kv| kv["Key"].as_str().unwrap().to_owned())
+                    .collect(),
+                Value::Object(map) => map.keys().cloned().collect(),
+                other => panic!("{name}/{logical}: tags {other}"),
+            };
+            for k in ["tenant", "tier", "cost-center"] {
+                assert!(
+                    keys.iter().any(|x| x == k),
+                    "{name}/{logical}: missing tag {k}"
+                );
+            }
+        }
+        for logical in ["FunctionRole", "LogGroup", "Function", "HttpApi", "Stage"] {
+            assert!(
+                t["Resources"][logical]["Properties"].get("Tags").is_some(),
+                "{name}: {logical} untagged"
+            );
+        }
+        assert_eq!(
+            t["Resources"].get("Database").is_some(),
+            spec.tier == Tier::Dedicated,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn every_rendered_template_passes_cfn_lint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (name, body, _) in rendered() {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, body).unwrap();
+        files.push(path);
+    }
+    let platform = dir.path().join("platform.yaml");
+    std::fs::write(
+        &platform,
+        render_platform("prod", &Platform::builtin(), &BTreeMap::new()).unwrap(),
+    )
+    .unwrap();
+    files.push(platform);
+    let out = std::process::Command::new("cfn-lint")
+        .args(["--format", "parseable", "--regions", "eu-west-1", "--"])
+        .args(&files)
+        .output()
+        .expect("cfn-lint is needed: pip install cfn-lint (scripts/test.sh does)");
+    let report = String::from_utf8_lossy(&out.stdout);
+    // cfn-lint's exit code is a bit mask: 2 = errors, 4 = warnings, 8 = informational.
+    let code = out.status.code().unwrap_or(2);
+    assert_eq!(
+        code & 2,
+        0,
+        "cfn-lint found errors:\n{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(code & 4, 0, "cfn-lint found warnings:\n{report}");
+}
