@@ -278,8 +278,12 @@ fn build_pool(config: tokio_postgres::Config, max_size: usize) -> Result<Pool, D
 pub struct DataPlane {
     endpoint: DbEndpoint,
     secrets: SecretStore,
-    /// Pools by (role, database): one per tenant for `schema`/`dedicated`, one shared for `pool`.
-    pools: Mutex<HashMap<(String, String), Pool>>,
+    /// Pools by (role, database): one per tenant for `schema`/`dedicated`, one shared for `pool`. At
+    /// most `max_pools`; the least recently used pool is dropped first (its idle connections close
+    /// with it, connections in use finish their transaction first).
+    pools: Mutex<HashMap<(String, String), (Pool, u64)>>,
+    uses: AtomicU64,
+    max_pools: std::sync::atomic::AtomicUsize,
     control: Option<ControlPlane>,
     statements: Arc<AtomicU64>,
     max_connections_per_tenant: usize,
@@ -291,6 +295,8 @@ impl DataPlane {
             endpoint,
             secrets,
             pools: Mutex::new(HashMap::new()),
+            uses: AtomicU64::new(0),
+            max_pools: std::sync::atomic::AtomicUsize::new(256),
             control: None,
             statements: Arc::new(AtomicU64::new(0)),
             max_connections_per_tenant: 4,
@@ -303,6 +309,16 @@ impl DataPlane {
         self
     }
 
+    /// Caps the number of connection pools kept (default 256).
+    pub fn set_max_pools(&self, max: usize) {
+        self.max_pools.store(max.max(1), Ordering::Relaxed);
+    }
+
+    /// Connection pools currently kept.
+    pub async fn pool_count(&self) -> usize {
+        self.pools.lock().await.len()
+    }
+
     /// Statements run through tenant handles since start.
     pub fn statements(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
@@ -310,8 +326,10 @@ impl DataPlane {
 
     async fn pool_for(&self, record: &TenantRecord) -> Result<Pool, DataError> {
         let key = (record.db_role.clone(), record.db_name.clone());
+        let tick = self.uses.fetch_add(1, Ordering::Relaxed);
         let mut pools = self.pools.lock().await;
-        if let Some(pool) = pools.get(&key) {
+        if let Some((pool, last)) = pools.get_mut(&key) {
+            *last = tick;
             return Ok(pool.clone());
         }
         if let Some(control) = &self.control {
@@ -331,7 +349,17 @@ impl DataPlane {
             Tier::Schema | Tier::Dedicated => self.max_connections_per_tenant,
         };
         let pool = build_pool(config, size)?;
-        pools.insert(key, pool.clone());
+        while pools.len() >= self.max_pools.load(Ordering::Relaxed) {
+            let Some(oldest) = pools
+                .iter()
+                .min_by_key(|(_, (_, last))| *last)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            pools.remove(&oldest);
+        }
+        pools.insert(key, (pool.clone(), tick));
         Ok(pool)
     }
 

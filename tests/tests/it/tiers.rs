@@ -914,3 +914,25 @@ async fn through_pgbouncer_in_transaction_mode_no_tenant_crosses_clients() {
     assert_eq!(count(&y).await, 0);
     s.running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_runtime_keeps_a_bounded_number_of_connection_pools() {
+    // Thousands of active tenants must not mean thousands of idle pools: the least recently used go.
+    let s = serve_with(Platform::builtin(), tier(Tier::Schema)).await;
+    s.running.state.data.set_max_pools(1);
+    for round in 0..3 {
+        for tenant in ["acme", "globex"] {
+            assert_eq!(
+                chat(&s, tenant, "mock-small").await,
+                200,
+                "round {round}, {tenant}"
+            );
+            assert_eq!(s.running.state.data.pool_count().await, 1);
+        }
+    }
+    assert_eq!(
+        (s.ledger_rows("acme").await, s.ledger_rows("globex").await),
+        (3, 3)
+    );
+    s.running.stop().await.unwrap();
+}
