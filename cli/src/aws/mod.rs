@@ -3,6 +3,8 @@
 //! executor. Values come from validated types only, and every string reaches YAML through the `q`
 //! filter (a JSON string literal, which is a valid YAML double-quoted scalar).
 
+pub mod changeset;
+
 use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};
@@ -12,8 +14,8 @@ use runtime::domain::{Namespace, Tier};
 use crate::manifest::TenantSpec;
 use crate::platform::Platform;
 
-const TENANT: &str = include_str!("../../templates/aws/tenant.yaml.j2");
-const PLATFORM: &str = include_str!("../../templates/aws/platform.yaml.j2");
+const TENANT: &str = include_str!("../../../templates/aws/tenant.yaml.j2");
+const PLATFORM: &str = include_str!("../../../templates/aws/platform.yaml.j2");
 
 /// The Lambda architecture (arm64 by default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
