@@ -38,9 +38,9 @@ fi
 if ! command -v curl >/dev/null 2>&1; then
   apt_install curl || { say "curl is required by the end-to-end test of the README's main command"; exit 1; }
 fi
-if ! python3 -c 'import openai, jwt, cryptography' >/dev/null 2>&1 || ! command -v sqlmap >/dev/null 2>&1 || ! command -v cfn-lint >/dev/null 2>&1; then
-  say "installing the Python tools the tests use: the official openai SDK, PyJWT, cryptography, sqlmap, cfn-lint"
-  python3 -m pip install --quiet --disable-pip-version-check 'openai>=1.40,<4' 'pyjwt[crypto]>=2.8,<3' 'sqlmap==1.10.10' 'cfn-lint>=1.20,<2' >&2 \
+if ! python3 -c 'import openai, jwt, cryptography' >/dev/null 2>&1 || ! command -v sqlmap >/dev/null 2>&1 || ! command -v cfn-lint >/dev/null 2>&1 || ! command -v moto_server >/dev/null 2>&1; then
+  say "installing the Python tools the tests use: the official openai SDK, PyJWT, cryptography, sqlmap, cfn-lint, moto"
+  python3 -m pip install --quiet --disable-pip-version-check 'openai>=1.40,<4' 'pyjwt[crypto]>=2.8,<3' 'sqlmap==1.10.10' 'cfn-lint>=1.20,<2' 'moto[server]>=5,<6' >&2 \
     || { say "could not install them; run: python3 -m pip install openai 'pyjwt[crypto]' sqlmap"; exit 1; }
   hash -r
 fi

@@ -5,7 +5,8 @@
 //! `TenantId`, never from request input. This module must not log or format a secret value.
 //!
 //! Backends: `LocalSecretStore` (a directory of 0600 files under the tenantctl state directory, for the
-//! local target). The AWS Secrets Manager backend joins the `SecretStore` enum with the AWS target.
+//! local target) and `AwsSecretStore` (AWS Secrets Manager, for the AWS target; the secret name is the
+//! `SecretName`, so the tenant role's IAM policy on `secret:tenants/<id>/*` fences it).
 
 use std::fs;
 use std::io::Write;
@@ -71,24 +72,34 @@ pub enum SecretError {
     },
     #[error("secret store at `{0}` is readable by other users; run `chmod 700` on it")]
     InsecurePermissions(PathBuf),
+    /// An AWS Secrets Manager call failed (the message names the call and the secret, never a value).
+    #[error("AWS Secrets Manager {call} `{name}`: {message}")]
+    Aws {
+        call: &'static str,
+        name: String,
+        message: String,
+    },
 }
 
 /// Where secrets come from. An enum, not a trait object: every backend is known at compile time.
 #[derive(Debug, Clone)]
 pub enum SecretStore {
     Local(LocalSecretStore),
+    Aws(AwsSecretStore),
 }
 
 impl SecretStore {
     pub async fn get(&self, name: &SecretName) -> Result<SecretString, SecretError> {
         match self {
             SecretStore::Local(store) => store.get(name),
+            SecretStore::Aws(store) => store.get(name).await,
         }
     }
 
     pub async fn put(&self, name: &SecretName, value: &SecretString) -> Result<(), SecretError> {
         match self {
             SecretStore::Local(store) => store.put(name, value),
+            SecretStore::Aws(store) => store.put(name, value).await,
         }
     }
 
@@ -103,12 +114,14 @@ impl SecretStore {
                     source,
                 }),
             },
+            SecretStore::Aws(store) => store.delete(name).await,
         }
     }
 
     pub async fn exists(&self, name: &SecretName) -> Result<bool, SecretError> {
         match self {
             SecretStore::Local(store) => Ok(store.path_of(name).exists()),
+            SecretStore::Aws(store) => store.exists(name).await,
         }
     }
 }
@@ -189,6 +202,197 @@ impl LocalSecretStore {
             return Err(SecretError::Io { path, source });
         }
         Ok(())
+    }
+}
+
+/// AWS Secrets Manager. Tenant secrets are tagged `tenant=<id>`. Deleting schedules deletion with a
+/// recovery window; writing a secret that is scheduled for deletion restores it first, so re-onboarding
+/// within the window works instead of failing.
+#[derive(Debug, Clone)]
+pub struct AwsSecretStore {
+    client: aws_sdk_secretsmanager::Client,
+    recovery_window_days: i64,
+}
+
+fn aws_err<E>(
+    call: &'static str,
+    name: &SecretName,
+    error: aws_sdk_secretsmanager::error::SdkError<E>,
+) -> SecretError
+where
+    E: std::error::Error + 'static,
+{
+    SecretError::Aws {
+        call,
+        name: name.as_str().to_owned(),
+        message: aws_sdk_secretsmanager::error::DisplayErrorContext(error).to_string(),
+    }
+}
+
+impl AwsSecretStore {
+    /// A store using `config` (region, credentials, and `AWS_ENDPOINT_URL` if set, e.g. a local moto).
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        Self {
+            client: aws_sdk_secretsmanager::Client::new(config),
+            recovery_window_days: 7,
+        }
+    }
+
+    /// A store from the standard AWS configuration chain (profiles, SSO, environment, role assumption).
+    pub async fn from_environment() -> Self {
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::new(&config)
+    }
+
+    async fn get(&self, name: &SecretName) -> Result<SecretString, SecretError> {
+        use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+        match self
+            .client
+            .get_secret_value()
+            .secret_id(name.as_str())
+            .send()
+            .await
+        {
+            Ok(out) => out
+                .secret_string()
+                .map(|v| SecretString::from(v.to_owned()))
+                .ok_or_else(|| SecretError::NotFound(name.as_str().to_owned())),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(GetSecretValueError::ResourceNotFoundException(_))
+                ) =>
+            {
+                Err(SecretError::NotFound(name.as_str().to_owned()))
+            }
+            Err(e) => Err(aws_err("GetSecretValue", name, e)),
+        }
+    }
+
+    /// Whether the secret exists and is not scheduled for deletion.
+    async fn exists(&self, name: &SecretName) -> Result<bool, SecretError> {
+        use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretError;
+        match self
+            .client
+            .describe_secret()
+            .secret_id(name.as_str())
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.deleted_date().is_none()),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(DescribeSecretError::ResourceNotFoundException(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(aws_err("DescribeSecret", name, e)),
+        }
+    }
+
+    async fn put(&self, name: &SecretName, value: &SecretString) -> Result<(), SecretError> {
+        use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretError;
+        use aws_sdk_secretsmanager::types::Tag;
+        let existing = match self
+            .client
+            .describe_secret()
+            .secret_id(name.as_str())
+            .send()
+            .await
+        {
+            Ok(out) => Some(out.deleted_date().is_some()),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(DescribeSecretError::ResourceNotFoundException(_))
+                ) =>
+            {
+                None
+            }
+            Err(e) => return Err(aws_err("DescribeSecret", name, e)),
+        };
+        match existing {
+            None => {
+                let mut create = self
+                    .client
+                    .create_secret()
+                    .name(name.as_str())
+                    .secret_string(value.expose_secret())
+                    .tags(Tag::builder().key("managed-by").value("tenantctl").build());
+                if let Some(tenant) = name.tenant() {
+                    create = create.tags(Tag::builder().key("tenant").value(tenant).build());
+                }
+                create
+                    .send()
+                    .await
+                    .map_err(|e| aws_err("CreateSecret", name, e))?;
+            }
+            Some(scheduled_for_deletion) => {
+                if scheduled_for_deletion {
+                    self.client
+                        .restore_secret()
+                        .secret_id(name.as_str())
+                        .send()
+                        .await
+                        .map_err(|e| aws_err("RestoreSecret", name, e))?;
+                }
+                self.client
+                    .put_secret_value()
+                    .secret_id(name.as_str())
+                    .secret_string(value.expose_secret())
+                    .send()
+                    .await
+                    .map_err(|e| aws_err("PutSecretValue", name, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Schedules deletion (with the recovery window); a missing secret is not an error.
+    async fn delete(&self, name: &SecretName) -> Result<(), SecretError> {
+        use aws_sdk_secretsmanager::operation::delete_secret::DeleteSecretError;
+        match self
+            .client
+            .delete_secret()
+            .secret_id(name.as_str())
+            .recovery_window_in_days(self.recovery_window_days)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(DeleteSecretError::ResourceNotFoundException(_))
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(aws_err("DeleteSecret", name, e)),
+        }
+    }
+
+    /// The tags of a secret (tests and audits).
+    pub async fn tags(&self, name: &SecretName) -> Result<Vec<(String, String)>, SecretError> {
+        let out = self
+            .client
+            .describe_secret()
+            .secret_id(name.as_str())
+            .send()
+            .await
+            .map_err(|e| aws_err("DescribeSecret", name, e))?;
+        Ok(out
+            .tags()
+            .iter()
+            .map(|t| {
+                (
+                    t.key().unwrap_or_default().to_owned(),
+                    t.value().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect())
     }
 }
 

@@ -8,3 +8,4 @@
 )]
 
 mod properties;
+mod secrets_aws;
