@@ -88,6 +88,7 @@ pub async fn start(target: &Target, platform: &Platform, listen: Listen) -> Resu
         namespace: target.namespace.clone(),
         database: target.endpoint.clone(),
         secrets_dir: target.secrets_dir.clone(),
+        secret_store: runtime::server::SecretStoreKind::Local,
         issuers: platform.runtime_issuers(&devidp::jwks_url(idp_addr)),
         deployment: Default::default(),
         registry_refresh_secs: 2,

@@ -1,4 +1,5 @@
-//! `tenant-runtime`: runs the runtime from a JSON config file named by `TENANT_RUNTIME_CONFIG`.
+//! `tenant-runtime`: runs the runtime from a JSON config: inline in `TENANT_RUNTIME_CONFIG_JSON` (a
+//! Lambda's environment) or in the file named by `TENANT_RUNTIME_CONFIG`.
 //!
 //! On AWS Lambda (`AWS_LAMBDA_RUNTIME_API` is set) it serves Lambda events; otherwise it listens on
 //! `TENANT_RUNTIME_LISTEN` (default `127.0.0.1:8080`).
@@ -25,9 +26,17 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let path = std::env::var_os("TENANT_RUNTIME_CONFIG")
-        .ok_or("set `TENANT_RUNTIME_CONFIG` to the path of the runtime's JSON config")?;
-    let text = std::fs::read_to_string(&path)?;
+    // Inline JSON (a Lambda's environment) or a file path (a server).
+    let text = match (
+        std::env::var("TENANT_RUNTIME_CONFIG_JSON"),
+        std::env::var_os("TENANT_RUNTIME_CONFIG"),
+    ) {
+        (Ok(json), _) => json,
+        (Err(_), Some(path)) => std::fs::read_to_string(&path)?,
+        (Err(_), None) => {
+            return Err("set `TENANT_RUNTIME_CONFIG` (a JSON file) or `TENANT_RUNTIME_CONFIG_JSON` (inline JSON)".into());
+        }
+    };
     let config: runtime::RuntimeConfig = serde_json::from_str(&text)?;
     let state = runtime::AppState::from_config(&config).await?;
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {

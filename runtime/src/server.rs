@@ -30,13 +30,27 @@ pub struct RuntimeConfig {
     /// Deployment namespace (prefix of the database role names).
     pub namespace: crate::domain::Namespace,
     pub database: DbEndpoint,
-    /// Directory of the local secret store.
+    /// Directory of the local secret store (used when `secret_store` is `local`).
+    #[serde(default)]
     pub secrets_dir: std::path::PathBuf,
+    /// Where secrets come from: `local` (the directory above) or `aws` (Secrets Manager, through the
+    /// standard AWS configuration chain; `AWS_ENDPOINT_URL` is honoured).
+    #[serde(default)]
+    pub secret_store: SecretStoreKind,
     pub issuers: Vec<IssuerConfig>,
     #[serde(default)]
     pub deployment: DeploymentPolicy,
     #[serde(default = "default_refresh")]
     pub registry_refresh_secs: u64,
+}
+
+/// Which secret store backend the runtime uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretStoreKind {
+    #[default]
+    Local,
+    Aws,
 }
 
 fn default_refresh() -> u64 {
@@ -59,7 +73,14 @@ impl AppState {
     /// Connects to the control plane, loads the tenant directory and issuer keys, and starts the
     /// background registry refresh.
     pub async fn from_config(config: &RuntimeConfig) -> Result<Self, StartupError> {
-        let secrets = SecretStore::Local(LocalSecretStore::open(&config.secrets_dir)?);
+        let secrets = match config.secret_store {
+            SecretStoreKind::Local => {
+                SecretStore::Local(LocalSecretStore::open(&config.secrets_dir)?)
+            }
+            SecretStoreKind::Aws => {
+                SecretStore::Aws(crate::secrets::AwsSecretStore::from_environment().await)
+            }
+        };
         let control = ControlPlane::connect(
             &config.database,
             &config.namespace.runtime_role(),

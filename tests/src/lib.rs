@@ -250,3 +250,64 @@ pub async fn check(
 
 /// Shared handle type for directories in tests.
 pub type Directory = Arc<runtime::tenancy::TenantDirectory>;
+
+/// A local moto server (AWS API emulator) on a free loopback port; stopped when dropped.
+#[derive(Debug)]
+pub struct Moto {
+    pub url: String,
+    _child: tokio::process::Child,
+}
+
+/// Starts `moto_server`.
+pub async fn moto() -> Moto {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .port();
+    let child = tokio::process::Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("moto is needed for the AWS tests: pip install 'moto[server]' (scripts/test.sh does): {e}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "moto_server did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Moto {
+        url: format!("http://127.0.0.1:{port}"),
+        _child: child,
+    }
+}
+
+impl Moto {
+    /// The environment an AWS SDK process needs to talk to this moto (test credentials only).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.url.clone()),
+            ("AWS_REGION", "eu-west-1".into()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ]
+    }
+
+    /// A Secrets Manager store on this moto.
+    pub async fn secret_store(&self) -> runtime::secrets::AwsSecretStore {
+        use aws_sdk_secretsmanager::config::{Credentials, Region};
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(Region::new("eu-west-1"))
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
+            .endpoint_url(&self.url)
+            .load()
+            .await;
+        runtime::secrets::AwsSecretStore::new(&config)
+    }
+}

@@ -8,4 +8,3 @@
 )]
 
 mod properties;
-mod secrets_aws;

@@ -89,8 +89,27 @@ fn event_with_authorizer(
     ev
 }
 
-/// Starts `tenant-runtime` as a Lambda with `deployment`, sends each event, checks each status.
-async fn run_lambda(s: &tests::Served, deployment: Value, cases: Vec<(&str, Value, u16)>) {
+/// The runtime config for the served deployment, with `extra` merged in.
+fn config(s: &tests::Served, extra: Value) -> Value {
+    let mut config = json!({
+        "namespace": s.target.namespace,
+        "database": s.target.endpoint,
+        "secrets_dir": s.target.secrets_dir,
+        "issuers": cli::platform::Platform::builtin().runtime_issuers(&cli::devidp::jwks_url(s.running.idp_addr)),
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    config
+}
+
+/// Starts `tenant-runtime` as a Lambda with `config` (inline, as a Lambda's environment carries it)
+/// and `env`, sends each event, checks each status.
+async fn run_lambda(
+    config: Value,
+    env: Vec<(&'static str, String)>,
+    cases: Vec<(&str, Value, u16)>,
+) {
     let binary = tokio::task::spawn_blocking(tests::runtime_binary)
         .await
         .unwrap();
@@ -111,18 +130,11 @@ async fn run_lambda(s: &tests::Served, deployment: Value, cases: Vec<(&str, Valu
     let runtime_api = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let config_dir = tempfile::tempdir().unwrap();
-    let config = json!({
-        "namespace": s.target.namespace,
-        "database": s.target.endpoint,
-        "secrets_dir": s.target.secrets_dir,
-        "issuers": cli::platform::Platform::builtin().runtime_issuers(&cli::devidp::jwks_url(s.running.idp_addr)),
-        "deployment": deployment,
-    });
-    let config_path = config_dir.path().join("runtime.json");
-    std::fs::write(&config_path, config.to_string()).unwrap();
-    let mut child = tokio::process::Command::new(&binary)
-        .env("TENANT_RUNTIME_CONFIG", &config_path)
+    let mut child = tokio::process::Command::new(&binary);
+    child
+        .env("TENANT_RUNTIME_CONFIG_JSON", config.to_string())
+        .envs(env);
+    let mut child = child
         .env("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string())
         .env("AWS_LAMBDA_FUNCTION_NAME", "tenant-acme")
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
@@ -177,7 +189,7 @@ async fn the_runtime_binary_serves_api_gateway_events_when_started_as_a_lambda()
             200,
         ),
     ];
-    run_lambda(&s, json!({}), cases).await;
+    run_lambda(config(&s, json!({})), vec![], cases).await;
     s.running.stop().await.unwrap();
 }
 
@@ -237,10 +249,51 @@ async fn a_tenant_lambda_behind_the_jwt_authorizer_checks_the_authorizer_claims_
         ),
     ];
     run_lambda(
-        &s,
-        json!({"tenant": "acme", "require_gateway_authorizer": true}),
+        config(
+            &s,
+            json!({"deployment": {"tenant": "acme", "require_gateway_authorizer": true}}),
+        ),
+        vec![],
         cases,
     )
     .await;
+    s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn on_lambda_the_runtime_reads_every_credential_from_secrets_manager() {
+    // Issue 5: the runtime's secrets come from AWS Secrets Manager (here a local moto), not from disk.
+    let s = serve_examples().await;
+    let moto = tests::moto().await;
+    let aws = moto.secret_store().await;
+    for name in [
+        "platform/db/runtime-password",
+        "tenants/acme/db-password",
+        "tenants/globex/db-password",
+    ] {
+        let name = runtime::secrets::SecretName::parse(name).unwrap();
+        let value = s.target.secrets.get(&name).await.unwrap();
+        runtime::secrets::SecretStore::Aws(aws.clone())
+            .put(&name, &value)
+            .await
+            .unwrap();
+    }
+    // An empty local directory: if the runtime looked on disk it could not even start.
+    let empty = tempfile::tempdir().unwrap();
+    let token = s.token("acme");
+    let cases = vec![
+        ("models", event("GET", "/v1/models", Some(&token)), 200),
+        (
+            "usage (the tenant's database password from Secrets Manager)",
+            event("GET", "/v1/usage", Some(&token)),
+            200,
+        ),
+        ("no token", event("GET", "/v1/models", None), 401),
+    ];
+    let cfg = config(
+        &s,
+        json!({"secret_store": "aws", "secrets_dir": empty.path()}),
+    );
+    run_lambda(cfg, moto.env(), cases).await;
     s.running.stop().await.unwrap();
 }

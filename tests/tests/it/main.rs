@@ -14,5 +14,6 @@ mod interop;
 mod issuers;
 mod jwks;
 mod lambda;
+mod secrets_aws;
 mod tidy;
 mod tiers;

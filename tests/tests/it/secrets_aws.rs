@@ -3,61 +3,14 @@
 //! version, deletion is scheduled (not immediate), and writing a secret that is scheduled for deletion
 //! restores it instead of failing, so re-onboarding within the recovery window works.
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-
-use aws_sdk_secretsmanager::config::{Credentials, Region};
-use runtime::secrets::{AwsSecretStore, SecretError, SecretName, SecretStore, generate_secret};
+use runtime::secrets::{SecretError, SecretName, SecretStore, generate_secret};
 use secrecy::ExposeSecret;
-
-struct Moto {
-    url: String,
-    _child: tokio::process::Child,
-}
-
-async fn moto() -> Moto {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = tokio::process::Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect(
-            "moto is needed for the AWS tests: pip install 'moto[server]' (scripts/test.sh does)",
-        );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "moto_server did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Moto {
-        url: format!("http://127.0.0.1:{port}"),
-        _child: child,
-    }
-}
-
-async fn store(m: &Moto) -> AwsSecretStore {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(Region::new("eu-west-1"))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
-        .endpoint_url(&m.url)
-        .load()
-        .await;
-    AwsSecretStore::new(&config)
-}
+use tests::moto;
 
 #[tokio::test]
 async fn secrets_round_trip_are_tagged_and_restorable_within_the_recovery_window() {
     let m = moto().await;
-    let aws = store(&m).await;
+    let aws = m.secret_store().await;
     let s = SecretStore::Aws(aws.clone());
     let name = SecretName::parse("tenants/acme/db-password").unwrap();
     assert!(!s.exists(&name).await.unwrap());
