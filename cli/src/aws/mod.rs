@@ -4,6 +4,7 @@
 //! filter (a JSON string literal, which is a valid YAML double-quoted scalar).
 
 pub mod changeset;
+pub mod deploy;
 
 use std::collections::BTreeMap;
 

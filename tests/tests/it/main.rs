@@ -9,6 +9,7 @@
 
 mod api;
 mod auth;
+mod cloudformation;
 mod injection;
 mod interop;
 mod issuers;
