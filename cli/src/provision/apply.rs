@@ -451,9 +451,14 @@ async fn finish_tenant(
 }
 
 async fn lock_tenant(tx: &tokio_postgres::Transaction<'_>, spec: &TenantSpec) -> Result<()> {
+    lock_tenant_id(tx, &spec.id).await
+}
+
+/// Serializes every change to one tenant (apply, migrate, move, offboard) for the transaction.
+pub async fn lock_tenant_id(tx: &tokio_postgres::Transaction<'_>, tenant: &TenantId) -> Result<()> {
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended('tenantctl:tenant:' || $1, 0))",
-        &[&spec.id.as_str()],
+        &[&tenant.as_str()],
     )
     .await?;
     Ok(())

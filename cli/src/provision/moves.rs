@@ -17,6 +17,7 @@ use runtime::schema::TENANT_TABLE_GRANTS;
 use serde::Serialize;
 
 use super::Target;
+use super::apply::lock_tenant_id;
 use super::apply::{Registry, provision};
 use super::offboard::{
     Location, fence_to_tenant, locate, read_rows, remove_data_after, remove_data_in,
@@ -185,11 +186,7 @@ pub async fn move_tenant(
         reason = "maintenance runs as the admin role, not as a tenant"
     )]
     let tx = client.transaction().await?;
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('tenantctl:tenant:' || $1, 0))",
-        &[&tenant.as_str()],
-    )
-    .await?;
+    lock_tenant_id(&tx, tenant).await?;
     tx.execute(
         "UPDATE control.tenants SET tier = $2, db_role = $3, db_schema = $4, db_name = $5, spec = $6, \
                 spec_hash = $7, status = 'active', updated_at = now() \

@@ -16,6 +16,7 @@ use runtime::secrets::SecretName;
 use serde::Serialize;
 
 use super::Target;
+use super::apply::lock_tenant_id;
 use crate::sql;
 
 /// Where a tenant's data lives, from the registry.
@@ -279,11 +280,7 @@ pub async fn offboard(target: &Target, tenant: &TenantId, export_dir: &Path) -> 
         reason = "maintenance runs as the admin role, not as a tenant"
     )]
     let tx = client.transaction().await?;
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('tenantctl:tenant:' || $1, 0))",
-        &[&tenant.as_str()],
-    )
-    .await?;
+    lock_tenant_id(&tx, tenant).await?;
     remove_data_in(&tx, target, &loc, tenant, false).await?;
     tx.execute(
         "UPDATE control.tenants SET status = 'offboarded', updated_at = now() WHERE tenant_id = $1",
