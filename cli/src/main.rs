@@ -9,7 +9,9 @@ fn main() -> ExitCode {
     let cli = cli::args::Cli::parse();
     let filter = match (cli.global.quiet, cli.global.verbose) {
         (true, _) => "error",
-        (_, 0) => "warn",
+        // An idle pooled connection closed by a stopping cluster is not worth a warning; real
+        // connection failures surface as request or command errors.
+        (_, 0) => "warn,deadpool.postgres=error",
         (_, 1) => "info,tenantctl=info",
         _ => "debug",
     };
