@@ -152,7 +152,7 @@ pub fn render_platform(
     let tags: Vec<(String, String)> = tags.into_iter().collect();
     let ctx = context! {
         environment => env,
-        issuers_json => serde_json::to_string(&issuers)?,
+        issuers_json => serde_json::to_string(&crate::manifest::canonical(&serde_json::Value::Array(issuers)))?,
         tags => tags,
     };
     Ok(environment()?.get_template("platform.yaml")?.render(ctx)?)

@@ -63,6 +63,27 @@ impl ManifestError {
     }
 }
 
+/// `value` with the keys of every object in sorted order. Serialized bytes then no longer depend on
+/// whether serde_json was built with `preserve_order` (a feature any dependency can switch on for the
+/// whole build), so hashes, published schemas and rendered templates are the same in every build.
+pub fn canonical(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let mut out = serde_json::Map::new();
+            for k in keys {
+                out.insert(k.clone(), canonical(&map[k]));
+            }
+            serde_json::Value::Object(out)
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(canonical).collect())
+        }
+        other => other.clone(),
+    }
+}
+
 /// Request and token rate limits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RateLimits {
@@ -86,9 +107,9 @@ pub struct TenantSpec {
 }
 
 impl TenantSpec {
-    /// Canonical JSON of the spec (stable key order), as stored in the registry.
+    /// Canonical JSON of the spec (keys sorted at every level), as stored in the registry and hashed.
     pub fn canonical_json(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+        canonical(&serde_json::to_value(self).unwrap_or(serde_json::Value::Null))
     }
 
     /// SHA-256 of the canonical JSON, hex.

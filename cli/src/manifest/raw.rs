@@ -142,8 +142,8 @@ pub struct RawRetention {
 
 /// The JSON Schema of the manifest, as checked in at `docs/manifest.schema.json`.
 pub fn json_schema() -> String {
-    let schema = schemars::schema_for!(RawManifest);
-    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    let schema = serde_json::to_value(schemars::schema_for!(RawManifest)).unwrap_or_default();
+    let mut text = serde_json::to_string_pretty(&super::canonical(&schema)).unwrap_or_default();
     text.push('\n');
     text
 }
