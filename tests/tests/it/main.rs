@@ -10,6 +10,7 @@
 mod api;
 mod auth;
 mod cloudformation;
+mod deploy_mocked;
 mod injection;
 mod interop;
 mod issuers;
