@@ -122,6 +122,42 @@ impl TenantDirectory {
     }
 }
 
+/// What makes a role unfit to reach tenant data (security case 34): superuser, BYPASSRLS, CREATEROLE,
+/// CREATEDB, REPLICATION, membership in `pg_read_all_data`/`pg_write_all_data`, or owning a table in a
+/// tenant or control schema. One row for role `$1`, one boolean per hazard of `ROLE_HAZARDS`. Used by
+/// the runtime's startup self-check and by `tenantctl apply`, so both mean the same thing.
+pub const ROLE_HAZARDS_SQL: &str = "SELECT r.rolsuper, r.rolbypassrls, r.rolcreaterole, r.rolcreatedb, r.rolreplication, \
+        CASE WHEN to_regrole('pg_read_all_data') IS NULL THEN false \
+             ELSE pg_has_role(r.oid, to_regrole('pg_read_all_data'), 'MEMBER') END, \
+        CASE WHEN to_regrole('pg_write_all_data') IS NULL THEN false \
+             ELSE pg_has_role(r.oid, to_regrole('pg_write_all_data'), 'MEMBER') END, \
+        EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relowner = r.oid \
+                   AND (n.nspname IN ('pool', 'control') OR starts_with(n.nspname, 't_'))) \
+   FROM pg_roles r WHERE r.rolname = $1";
+
+/// The hazards, in the column order of `ROLE_HAZARDS_SQL`.
+pub const ROLE_HAZARDS: [&str; 8] = [
+    "SUPERUSER",
+    "BYPASSRLS",
+    "CREATEROLE",
+    "CREATEDB",
+    "REPLICATION",
+    "membership in pg_read_all_data",
+    "membership in pg_write_all_data",
+    "ownership of tenant tables",
+];
+
+/// The hazards a `ROLE_HAZARDS_SQL` row reports.
+pub fn role_hazards_of(row: &tokio_postgres::Row) -> Vec<&'static str> {
+    ROLE_HAZARDS
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| row.get::<_, bool>(*i))
+        .map(|(_, h)| *h)
+        .collect()
+}
+
 /// Reads the tenant registry as the runtime's read-only control-plane role.
 #[derive(Debug, Clone)]
 pub struct ControlPlane {
@@ -143,51 +179,27 @@ impl ControlPlane {
         })
     }
 
-    /// What makes `role` unfit for the runtime (security case 34): superuser, BYPASSRLS, CREATEROLE,
-    /// CREATEDB, REPLICATION, membership in `pg_read_all_data`/`pg_write_all_data`, or owning a table in
-    /// a tenant or control schema. `None` when the role does not exist.
-    pub async fn role_hazards(&self, role: &str) -> Result<Option<Vec<&'static str>>, DataError> {
+    /// One checked-out control-plane connection.
+    async fn client(&self) -> Result<Object, DataError> {
         #[expect(
             clippy::disallowed_methods,
             reason = "the control plane is not tenant data"
         )]
-        let client = self
-            .pool
+        self.pool
             .get()
             .await
-            .map_err(|e| DataError::Pool(e.to_string()))?;
-        let row = client
-            .query_opt(
-                "SELECT r.rolsuper, r.rolbypassrls, r.rolcreaterole, r.rolcreatedb, r.rolreplication, \
-                        CASE WHEN to_regrole('pg_read_all_data') IS NULL THEN false \
-                             ELSE pg_has_role(r.oid, to_regrole('pg_read_all_data'), 'MEMBER') END, \
-                        CASE WHEN to_regrole('pg_write_all_data') IS NULL THEN false \
-                             ELSE pg_has_role(r.oid, to_regrole('pg_write_all_data'), 'MEMBER') END, \
-                        EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                                 WHERE c.relowner = r.oid \
-                                   AND (n.nspname IN ('pool', 'control') OR starts_with(n.nspname, 't_'))) \
-                   FROM pg_roles r WHERE r.rolname = $1",
-                &[&role],
-            )
+            .map_err(|e| DataError::Pool(e.to_string()))
+    }
+
+    /// What makes `role` unfit (security case 34; see `ROLE_HAZARDS_SQL`). `None` when the role does
+    /// not exist.
+    pub async fn role_hazards(&self, role: &str) -> Result<Option<Vec<&'static str>>, DataError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(ROLE_HAZARDS_SQL, &[&role])
             .await?;
-        Ok(row.map(|r| {
-            const NAMES: [&str; 8] = [
-                "SUPERUSER",
-                "BYPASSRLS",
-                "CREATEROLE",
-                "CREATEDB",
-                "REPLICATION",
-                "membership in pg_read_all_data",
-                "membership in pg_write_all_data",
-                "ownership of tenant tables",
-            ];
-            NAMES
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| r.get::<_, bool>(*i))
-                .map(|(_, n)| *n)
-                .collect()
-        }))
+        Ok(row.map(|r| role_hazards_of(&r)))
     }
 
     /// Fails when `role` exists and has any hazard.
@@ -204,15 +216,7 @@ impl ControlPlane {
     /// Loads every active tenant. Rows the runtime cannot interpret are skipped with an error log,
     /// never served with defaults.
     pub async fn load_tenants(&self) -> Result<Vec<TenantRecord>, DataError> {
-        #[expect(
-            clippy::disallowed_methods,
-            reason = "the control plane is not tenant data"
-        )]
-        let client = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| DataError::Pool(e.to_string()))?;
+        let client = self.client().await?;
         let rows = client
             .query(
                 "SELECT tenant_id, display_name, tier, issuer, audience, tenant_claim, \

@@ -58,15 +58,8 @@ pub async fn ensure_control_plane(target: &Target) -> Result<()> {
     target.ensure_database().await?;
     let mut client = target.admin().await?;
     let ns = &target.namespace;
-    let runtime_secret = SecretName::platform("db/runtime-password")?;
-    let new_secret = !target.secrets.exists(&runtime_secret).await?;
-    if new_secret {
-        target
-            .secrets
-            .put(&runtime_secret, &generate_secret())
-            .await?;
-    }
-    let password = target.secrets.get(&runtime_secret).await?;
+    let (password, new_secret) =
+        ensure_secret(target, &SecretName::platform("db/runtime-password")?).await?;
     #[expect(
         clippy::disallowed_methods,
         reason = "provisioning runs as the admin role, not as a tenant"
@@ -307,21 +300,17 @@ async fn refuse_dangerous_attributes(
     tx: &tokio_postgres::Transaction<'_>,
     role: &str,
 ) -> Result<()> {
-    let dangerous: Vec<String> = tx
-        .query(
-            "SELECT a FROM pg_roles r, LATERAL (VALUES ('SUPERUSER', r.rolsuper), ('REPLICATION', r.rolreplication), \
-                    ('BYPASSRLS', r.rolbypassrls)) AS attrs(a, on_) WHERE r.rolname = $1 AND attrs.on_",
-            &[&role],
-        )
+    // The same definition of "dangerous" the runtime's startup self-check uses.
+    let hazards = tx
+        .query_opt(runtime::tenancy::ROLE_HAZARDS_SQL, &[&role])
         .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    if !dangerous.is_empty() {
+        .map(|row| runtime::tenancy::role_hazards_of(&row))
+        .unwrap_or_default();
+    if !hazards.is_empty() {
         anyhow::bail!(
-            "role `{role}` has {}; a tenant role must not\nhint: a superuser must run `ALTER ROLE \"{role}\" NO{}` before tenantctl continues",
-            dangerous.join(", "),
-            dangerous.join(" NO")
+            "role `{role}` has {}; a tenant role must not\nhint: a superuser must remove it (for an attribute: \
+             `ALTER ROLE \"{role}\" NO<ATTRIBUTE>`) before tenantctl continues",
+            hazards.join(", ")
         );
     }
     Ok(())
