@@ -238,34 +238,15 @@ async fn apply_cmd(g: &Global, paths: &[PathBuf]) -> Result<u8> {
         eprint!("{}", plan.render());
     }
     let outcomes = apply::apply(&target, &plan, &specs, &progress_bar(g)).await?;
-    let failed = outcomes
-        .iter()
-        .filter(|o| matches!(o.result, "failed" | "blocked"))
-        .count();
-    match g.output {
-        OutputFormat::Json => out_json(&json!({"outcomes": outcomes}))?,
-        OutputFormat::Text => {
-            for o in &outcomes {
-                out(&format!("{}: {}", o.tenant, o.result))?;
-                if let Some(e) = &o.error {
-                    eprintln!("error: tenant `{}` was not applied: {e}", o.tenant);
-                }
-            }
-            if !plan.has_changes() {
-                note(g, "No changes: every tenant is up to date.");
-            }
-        }
+    if g.output == OutputFormat::Text && !plan.has_changes() {
+        note(g, "No changes: every tenant is up to date.");
     }
-    if failed > 0 {
-        eprintln!(
-            "error: {failed} tenant(s) were not applied; the others were\nhint: fix the cause above and run `tenantctl apply` again (it converges)"
-        );
-        return Ok(2);
-    }
-    Ok(0)
+    report(g, &outcomes, "apply")
 }
 
-fn report(g: &Global, outcomes: &[apply::Outcome]) -> Result<u8> {
+/// Prints per-tenant outcomes (failures also on stderr) and returns the exit code: 2 if any tenant
+/// failed or was blocked. `command` names what to re-run in the hint.
+fn report(g: &Global, outcomes: &[apply::Outcome], command: &str) -> Result<u8> {
     let failed = outcomes
         .iter()
         .filter(|o| matches!(o.result, "failed" | "blocked"))
@@ -283,7 +264,7 @@ fn report(g: &Global, outcomes: &[apply::Outcome]) -> Result<u8> {
     }
     if failed > 0 {
         eprintln!(
-            "error: {failed} tenant(s) failed; the others were done\nhint: fix the cause above and run the command again (it resumes)"
+            "error: {failed} tenant(s) failed; the others were done\nhint: fix the cause above and run `tenantctl {command}` again (it converges)"
         );
         return Ok(2);
     }
@@ -295,7 +276,7 @@ async fn migrate(g: &Global, jobs: usize) -> Result<u8> {
     require_running(cluster.as_ref())?;
     target.ensure_database().await?;
     let outcomes = crate::provision::migrate::migrate_all(&target, jobs, &progress_bar(g)).await?;
-    report(g, &outcomes)
+    report(g, &outcomes, "migrate")
 }
 
 async fn move_cmd(g: &Global, tenant: &str, to: &str, drain_secs: u64) -> Result<u8> {
