@@ -331,11 +331,12 @@ impl DataPlane {
     async fn pool_for(&self, record: &TenantRecord) -> Result<Pool, DataError> {
         let key = (record.db_role.clone(), record.db_name.clone());
         let tick = self.uses.fetch_add(1, Ordering::Relaxed);
-        let mut pools = self.pools.lock().await;
-        if let Some((pool, last)) = pools.get_mut(&key) {
+        if let Some((pool, last)) = self.pools.lock().await.get_mut(&key) {
             *last = tick;
             return Ok(pool.clone());
         }
+        // Built without holding the map lock: the role check and the secret fetch are network calls,
+        // and other tenants' requests must not wait behind them.
         if let Some(control) = &self.control {
             control.check_role(&record.db_role).await?;
         }
@@ -353,6 +354,12 @@ impl DataPlane {
             Tier::Schema | Tier::Dedicated => self.max_connections_per_tenant,
         };
         let pool = build_pool(config, size)?;
+        let mut pools = self.pools.lock().await;
+        if let Some((existing, last)) = pools.get_mut(&key) {
+            // Another request built it meanwhile; keep one pool per key.
+            *last = tick;
+            return Ok(existing.clone());
+        }
         while pools.len() >= self.max_pools.load(Ordering::Relaxed) {
             let Some(oldest) = pools
                 .iter()
