@@ -29,6 +29,12 @@ pub enum Action {
     Stop(String),
 }
 
+/// Whether a stack status means an operation is running (wait for it). REVIEW_IN_PROGRESS is not one:
+/// it is a stack waiting on a change set nobody executed.
+pub fn operation_in_progress(status: &str) -> bool {
+    status.ends_with("_IN_PROGRESS") && status != "REVIEW_IN_PROGRESS"
+}
+
 /// Decides from the stack status (`None`: the stack does not exist).
 pub fn action_for(status: Option<&str>) -> Action {
     match status {
@@ -36,7 +42,7 @@ pub fn action_for(status: Option<&str>) -> Action {
         Some("REVIEW_IN_PROGRESS") => Action::ReplaceStaleChangeSet,
         Some("ROLLBACK_COMPLETE") => Action::DeleteThenCreate,
         Some("UPDATE_ROLLBACK_FAILED") => Action::ContinueRollback,
-        Some(s) if s.ends_with("_IN_PROGRESS") => Action::Wait,
+        Some(s) if operation_in_progress(s) => Action::Wait,
         Some(s) if s.ends_with("_COMPLETE") => Action::UpdateChangeSet,
         Some(s) => Action::Stop(match s {
             "CREATE_FAILED" | "ROLLBACK_FAILED" => format!(

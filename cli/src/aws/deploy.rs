@@ -12,7 +12,7 @@ use aws_sdk_cloudformation::Client;
 use aws_sdk_cloudformation::types::{Capability, ChangeSetStatus, ChangeSetType, Parameter, Tag};
 use serde::Serialize;
 
-use super::changeset::{Action, action_for, is_no_changes, poll_delay};
+use super::changeset::{Action, action_for, is_no_changes, operation_in_progress, poll_delay};
 
 /// What a deployment did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -96,8 +96,7 @@ async fn settle(
             last = shown;
         }
         match &status {
-            // REVIEW_IN_PROGRESS is a resting state (a change set waiting), not an operation.
-            Some(s) if s.ends_with("_IN_PROGRESS") && s != "REVIEW_IN_PROGRESS" => {}
+            Some(s) if operation_in_progress(s) => {}
             _ => return Ok(status),
         }
         if start.elapsed() > polling.timeout {
