@@ -65,11 +65,7 @@ pub async fn ensure_control_plane(target: &Target) -> Result<()> {
         reason = "provisioning runs as the admin role, not as a tenant"
     )]
     let tx = client.transaction().await?;
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('tenantctl:control-plane', 0))",
-        &[],
-    )
-    .await?;
+    advisory_lock(&tx, "tenantctl:control-plane").await?;
     let mut runtime_role_created = false;
     for (role, login) in [(ns.migrator_role(), false), (ns.runtime_role(), true)] {
         runtime_role_created |= ensure_role(&tx, &role, login).await? && login;
@@ -281,11 +277,7 @@ async fn grant_connect(
         .await?
         .get(0);
     if !has {
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('tenantctl:database-acl:' || $1, 0))",
-            &[&database],
-        )
-        .await?;
+        advisory_lock(tx, &format!("tenantctl:database-acl:{database}")).await?;
         tx.batch_execute(&sql::render(
             "grant-connect.sql",
             context! { role => role, database => database },
@@ -443,14 +435,19 @@ async fn lock_tenant(tx: &tokio_postgres::Transaction<'_>, spec: &TenantSpec) ->
     lock_tenant_id(tx, &spec.id).await
 }
 
-/// Serializes every change to one tenant (apply, migrate, move, offboard) for the transaction.
-pub async fn lock_tenant_id(tx: &tokio_postgres::Transaction<'_>, tenant: &TenantId) -> Result<()> {
+/// Takes the transaction-level advisory lock named `key` (released at commit or rollback).
+pub async fn advisory_lock(tx: &tokio_postgres::Transaction<'_>, key: &str) -> Result<()> {
     tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('tenantctl:tenant:' || $1, 0))",
-        &[&tenant.as_str()],
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &[&key],
     )
     .await?;
     Ok(())
+}
+
+/// Serializes every change to one tenant (apply, migrate, move, offboard) for the transaction.
+pub async fn lock_tenant_id(tx: &tokio_postgres::Transaction<'_>, tenant: &TenantId) -> Result<()> {
+    advisory_lock(tx, &format!("tenantctl:tenant:{tenant}")).await
 }
 
 /// Schema tier: role, schema, migrations, grants and registry row in one transaction.
@@ -527,11 +524,7 @@ async fn converge_pool(
         reason = "provisioning runs as the admin role, not as a tenant"
     )]
     let tx = client.transaction().await?;
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('tenantctl:pool', 0))",
-        &[],
-    )
-    .await?;
+    advisory_lock(&tx, "tenantctl:pool").await?;
     lock_tenant(&tx, spec).await?;
     ensure_login_role(&tx, &role, &password, new_secret).await?;
     let base = context! {
