@@ -49,6 +49,46 @@ pub struct Global {
     /// Output format of data printed on stdout.
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+/// Where tenants live: this machine, or an AWS account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetKind {
+    /// The embedded Postgres cluster, local secret store, runtime on loopback.
+    Local,
+    /// CloudFormation stacks, Secrets Manager, RDS (the control plane at `TENANTCTL_DATABASE_URL`).
+    Aws,
+}
+
+/// Options of the AWS target. Credentials and region come from the standard AWS configuration chain
+/// (environment, profiles, SSO, role assumption); they are never options.
+#[derive(Debug, Args)]
+pub struct AwsArgs {
+    /// Which target to work on.
+    #[arg(long, global = true, env = "TENANTCTL_TARGET", value_enum, default_value_t = TargetKind::Local)]
+    pub target: TargetKind,
+    /// Environment name (`prod`, `staging`): part of every stack name (AWS target).
+    #[arg(long = "env", global = true, env = "TENANTCTL_ENV", value_name = "ENV")]
+    pub environment: Option<String>,
+    /// Send every AWS call to this endpoint (an emulator such as moto); `AWS_ENDPOINT_URL` works too.
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// The runtime's Lambda package, s3://BUCKET/KEY (a zip holding `bootstrap`).
+    #[arg(
+        long,
+        global = true,
+        env = "TENANTCTL_LAMBDA_CODE",
+        value_name = "S3_URL"
+    )]
+    pub lambda_code: Option<crate::aws::LambdaCode>,
+    /// Lambda architecture of tenant functions.
+    #[arg(long, global = true, value_enum, default_value_t = crate::aws::Arch::Arm64)]
+    pub arch: crate::aws::Arch,
+    /// Tenants deployed at the same time (one wave); AWS target.
+    #[arg(long, global = true, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallelism: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -116,8 +156,18 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         export: PathBuf,
     },
-    /// Show every tenant in the registry and check its database login. Exits 1 on drift.
+    /// Show every tenant in the registry and check its database login (and, on AWS, its stack). Exits 1
+    /// on drift.
     Status,
+    /// Reconcile the registry with CloudFormation (AWS target): a stack missing, failed, orphaned, or
+    /// disagreeing with the registry. Exits 1 when drift is found.
+    Drift,
+    /// Manage a tenant's secrets (provider keys). Values are read from stdin or a file, never from
+    /// arguments.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
     /// Mint an access token from the dev identity provider (local target only).
     Token {
         /// Tenant id (must be onboarded).
@@ -154,15 +204,9 @@ pub enum Command {
     Render {
         /// Manifest files or directories (default: `tenants/`).
         paths: Vec<PathBuf>,
-        /// Environment name (`prod`, `staging`): part of every stack and resource name.
-        #[arg(long)]
-        env: String,
-        /// Directory the templates are written to.
+        /// Directory the templates are written to (needs `--env`).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        /// Lambda architecture.
-        #[arg(long, value_enum, default_value_t = crate::aws::Arch::Arm64)]
-        arch: crate::aws::Arch,
     },
     /// Print the JSON Schema of tenant manifests.
     Schema,
@@ -179,6 +223,20 @@ pub struct ServeArgs {
     /// Operator metrics (Prometheus text at `/metrics`) listen address; keep it off the public network.
     #[arg(long, default_value = "127.0.0.1:8789")]
     pub metrics_listen: SocketAddr,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Create or replace `tenants/<TENANT>/<NAME>` (restoring it if it is scheduled for deletion).
+    Put {
+        /// Tenant id.
+        tenant: String,
+        /// Secret name under the tenant, e.g. `openai-api-key`.
+        name: String,
+        /// Read the value from this file instead of stdin. Trailing newlines are removed.
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -11,7 +11,9 @@ use runtime::tenancy::IdentityBinding;
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::args::{Cli, Command, Global, LocalCommand, OutputFormat, ServeArgs};
+use crate::args::{
+    Cli, Command, Global, LocalCommand, OutputFormat, SecretCommand, ServeArgs, TargetKind,
+};
 use crate::local::StateDir;
 use crate::local::cluster::{ADMIN_ROLE, Cluster, ClusterOptions};
 use crate::manifest::{self, TenantSpec};
@@ -23,6 +25,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
     let g = &cli.global;
     match cli.command {
         Command::Validate { paths } => validate(g, &paths),
+        Command::Plan { paths } if aws(g) => aws_plan(g, &paths).await,
+        Command::Apply { paths } if aws(g) => aws_apply(g, &paths).await,
+        Command::Onboard { file } if aws(g) => aws_apply(g, &[file]).await,
         Command::Plan { paths } => plan_cmd(g, &paths).await,
         Command::Apply { paths } => apply_cmd(g, &paths).await,
         Command::Onboard { file } => apply_cmd(g, &[file]).await,
@@ -43,12 +48,16 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Serve(args) => serve(g, &args).await,
         Command::Up { tenants, serve } => up(g, &tenants, &serve).await,
         Command::Local { command } => local(g, command).await,
-        Command::Render {
-            paths,
-            env,
-            out,
-            arch,
-        } => render(g, &paths, &env, &out, arch),
+        Command::Render { paths, out } => render(g, &paths, &environment(g)?, &out, g.aws.arch),
+        Command::Drift => drift(g).await,
+        Command::Secret {
+            command:
+                SecretCommand::Put {
+                    tenant,
+                    name,
+                    from_file,
+                },
+        } => secret_put(g, &tenant, &name, from_file.as_deref()).await,
         Command::Schema => {
             out(&manifest::raw::json_schema())?;
             Ok(0)
@@ -135,12 +144,12 @@ fn render(
     let platform_body =
         crate::aws::render_platform(env, &platform, &std::collections::BTreeMap::new())?;
     let path = dir.join(format!("{}.yaml", crate::aws::platform_stack_name(env)));
-    std::fs::write(&path, platform_body)?;
+    std::fs::write(&path, platform_body.body)?;
     written.push(path);
     for spec in &specs {
         let body = crate::aws::render_tenant(spec, &ns, env, &platform, arch)?;
         let path = dir.join(format!("{}.yaml", crate::aws::tenant_stack_name(env, spec)));
-        std::fs::write(&path, body)?;
+        std::fs::write(&path, body.body)?;
         written.push(path);
     }
     match g.output {
@@ -158,8 +167,54 @@ fn namespace(g: &Global) -> Result<Namespace> {
     Namespace::parse(&g.namespace).map_err(|e| anyhow::anyhow!("`--namespace`: {e}"))
 }
 
-/// The target: `TENANTCTL_DATABASE_URL` if set, else the local cluster (which must be running).
-pub fn target(g: &Global) -> Result<(Target, Option<Cluster>)> {
+fn aws(g: &Global) -> bool {
+    g.aws.target == TargetKind::Aws
+}
+
+/// The `--env` of the AWS target, checked.
+fn environment(g: &Global) -> Result<String> {
+    let env = g.aws.environment.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "the AWS target needs an environment name\nhint: pass `--env prod` (or set TENANTCTL_ENV)"
+        )
+    })?;
+    crate::aws::check_environment(&env).map_err(|e| anyhow::anyhow!("`--env`: {e}"))?;
+    Ok(env)
+}
+
+/// The AWS target: clients for `--env`, and its control plane (the platform database) at
+/// `TENANTCTL_DATABASE_URL`, with tenant secrets in Secrets Manager.
+async fn aws_target(g: &Global) -> Result<(crate::aws::fleet::Aws, Target)> {
+    let env = environment(g)?;
+    let url = std::env::var("TENANTCTL_DATABASE_URL").map_err(|_| {
+        anyhow::anyhow!(
+            "the AWS target keeps its registry in the platform database, and TENANTCTL_DATABASE_URL is not set\n\
+             hint: set it to the admin connection of the platform stack's database (see docs/aws.md)"
+        )
+    })?;
+    let aws = crate::aws::fleet::Aws::connect(&env, g.aws.endpoint_url.as_deref()).await?;
+    let state = StateDir::resolve(g.state_dir.as_deref())?;
+    let ns = namespace(g)?;
+    let secrets_dir = state.secrets_dir(&ns);
+    let target = target_from_url(
+        &url,
+        ns,
+        runtime::secrets::SecretStore::Aws(aws.secrets.clone()),
+        secrets_dir,
+    )?;
+    Ok((aws, target))
+}
+
+/// The target: the AWS target's control plane with `--target aws`; else `TENANTCTL_DATABASE_URL` if
+/// set, else the local cluster (which must be running).
+pub async fn target(g: &Global) -> Result<(Target, Option<Cluster>)> {
+    if aws(g) {
+        return Ok((aws_target(g).await?.1, None));
+    }
+    local_target(g)
+}
+
+fn local_target(g: &Global) -> Result<(Target, Option<Cluster>)> {
     let state = StateDir::resolve(g.state_dir.as_deref())?;
     let ns = namespace(g)?;
     let secrets = state.secrets(&ns)?;
@@ -193,7 +248,7 @@ fn require_running(cluster: Option<&Cluster>) -> Result<()> {
 
 async fn compute_plan(g: &Global, paths: &[PathBuf]) -> Result<(Target, Vec<TenantSpec>, Plan)> {
     let specs = load(g, paths)?;
-    let (target, cluster) = target(g)?;
+    let (target, cluster) = target(g).await?;
     require_running(cluster.as_ref())?;
     target.ensure_database().await?;
     let ids: Vec<TenantId> = specs.iter().map(|s| s.id.clone()).collect();
@@ -205,6 +260,193 @@ async fn compute_plan(g: &Global, paths: &[PathBuf]) -> Result<(Target, Vec<Tena
         &target.endpoint.dbname,
     );
     Ok((target, specs, plan))
+}
+
+fn fleet_options(g: &Global) -> Result<crate::aws::fleet::FleetOptions> {
+    let code = g.aws.lambda_code.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "the AWS target needs the runtime's Lambda package\n\
+             hint: build it (`cargo lambda build --release --arm64 -p runtime --bin tenant-runtime --output-format zip`), upload it to S3 and pass `--lambda-code s3://BUCKET/KEY` (or set TENANTCTL_LAMBDA_CODE)"
+        )
+    })?;
+    Ok(crate::aws::fleet::FleetOptions {
+        arch: g.aws.arch,
+        code,
+        parallelism: usize::from(g.aws.parallelism),
+    })
+}
+
+/// Everything `plan` and `apply` need on AWS, checked in order: manifests (before any AWS or database
+/// call), options, then the control plane.
+async fn aws_prepare(
+    g: &Global,
+    paths: &[PathBuf],
+) -> Result<(
+    crate::aws::fleet::Aws,
+    Target,
+    Vec<TenantSpec>,
+    crate::aws::fleet::FleetOptions,
+    Plan,
+)> {
+    let specs = load(g, paths)?;
+    let opts = fleet_options(g)?;
+    let (aws, target) = aws_target(g).await?;
+    target.ensure_database().await?;
+    let ids: Vec<TenantId> = specs.iter().map(|s| s.id.clone()).collect();
+    let observed = observe::observe(&target, observe::Scope::Only(&ids)).await?;
+    let plan = plan::plan(
+        &specs,
+        &observed,
+        &target.namespace,
+        &target.endpoint.dbname,
+    );
+    Ok((aws, target, specs, opts, plan))
+}
+
+async fn aws_plan(g: &Global, paths: &[PathBuf]) -> Result<u8> {
+    let (aws, target, specs, opts, db_plan) = aws_prepare(g, paths).await?;
+    let platform = crate::platform::Platform::resolve(g.platform.as_deref())?;
+    let plan = crate::aws::fleet::plan(&aws, &target, &platform, &specs, db_plan, &opts).await?;
+    match g.output {
+        OutputFormat::Json => out_json(&json!({"plan": plan, "aws_calls": aws.calls.get()}))?,
+        OutputFormat::Text => out(&plan.render())?,
+    }
+    Ok(if plan.has_changes() { 1 } else { 0 })
+}
+
+async fn aws_apply(g: &Global, paths: &[PathBuf]) -> Result<u8> {
+    let (aws, target, specs, opts, db_plan) = aws_prepare(g, paths).await?;
+    let platform = crate::platform::Platform::resolve(g.platform.as_deref())?;
+    let bars = crate::aws::fleet::Bars::new(
+        !(g.quiet || g.no_progress || !std::io::stderr().is_terminal()),
+    );
+    let report =
+        crate::aws::fleet::apply(&aws, &target, &platform, &specs, &db_plan, &opts, &bars).await?;
+    if g.output == OutputFormat::Text {
+        note(
+            g,
+            &format!(
+                "platform stack {}: {}",
+                crate::aws::platform_stack_name(&aws.env),
+                serde_json::to_value(report.platform)?
+                    .as_str()
+                    .unwrap_or("")
+            ),
+        );
+        if let Some(tags) = &report.cost_tags {
+            if !tags.activated.is_empty() {
+                note(
+                    g,
+                    &format!("cost-allocation tags active: {}", tags.activated.join(", ")),
+                );
+            }
+            for (key, why) in &tags.pending {
+                note(
+                    g,
+                    &format!(
+                        "cost-allocation tag `{key}` is not visible to billing yet ({why}); the next apply activates it"
+                    ),
+                );
+            }
+            for (key, why) in &tags.failed {
+                eprintln!("warning: cost-allocation tag `{key}` was refused: {why}");
+            }
+        }
+        if let Some(e) = &report.cost_tags_error {
+            eprintln!("warning: cost-allocation tags were not activated: {e}");
+        }
+        note(g, &format!("{} AWS call(s)", report.aws_calls));
+    }
+    if g.output == OutputFormat::Json {
+        out_json(&serde_json::to_value(&report)?)?;
+        let failed = report
+            .outcomes
+            .iter()
+            .any(|o| matches!(o.result, "failed" | "blocked"));
+        return Ok(if failed { 2 } else { 0 });
+    }
+    report_outcomes(g, &report.outcomes, "apply --target aws")
+}
+
+async fn drift(g: &Global) -> Result<u8> {
+    if !aws(g) {
+        bail!(
+            "`tenantctl drift` compares the registry with CloudFormation\nhint: pass `--target aws --env ENV` (for the local target, `tenantctl status` checks every tenant)"
+        );
+    }
+    let (aws, target) = aws_target(g).await?;
+    let findings = crate::aws::fleet::drift(&aws, &target).await?;
+    match g.output {
+        OutputFormat::Json => out_json(&json!({"environment": aws.env, "drift": findings}))?,
+        OutputFormat::Text => {
+            for f in &findings {
+                out(&format!(
+                    "{} ({}): {}\n    hint: {}",
+                    f.tenant, f.stack, f.problem, f.hint
+                ))?;
+            }
+            if findings.is_empty() {
+                note(g, "No drift: the registry and CloudFormation agree.");
+            }
+        }
+    }
+    Ok(if findings.is_empty() { 0 } else { 1 })
+}
+
+/// Reads a secret value from a file or stdin, never from arguments; trailing newlines removed.
+fn read_secret_value(from_file: Option<&std::path::Path>) -> Result<secrecy::SecretString> {
+    use std::io::Read as _;
+    let mut raw = String::new();
+    match from_file {
+        Some(p) if p != std::path::Path::new("-") => {
+            std::fs::File::open(p)
+                .and_then(|mut f| f.read_to_string(&mut raw))
+                .with_context(|| format!("cannot read the secret from `{}`", p.display()))?;
+        }
+        _ => {
+            if std::io::stdin().is_terminal() {
+                eprintln!("Paste the secret, then press Ctrl-D:");
+            }
+            std::io::stdin()
+                .read_to_string(&mut raw)
+                .context("cannot read the secret from stdin")?;
+        }
+    }
+    let value = raw.trim_end_matches(['\n', '\r']).to_owned();
+    if value.is_empty() {
+        bail!("the secret is empty\nhint: pipe the value on stdin or pass `--from-file FILE`");
+    }
+    Ok(secrecy::SecretString::from(value))
+}
+
+async fn secret_put(
+    g: &Global,
+    tenant: &str,
+    name: &str,
+    from_file: Option<&std::path::Path>,
+) -> Result<u8> {
+    let tenant = TenantId::parse(tenant).map_err(|e| anyhow::anyhow!("tenant: {e}"))?;
+    let secret = SecretName::for_tenant(&tenant, name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let value = read_secret_value(from_file)?;
+    let store = if aws(g) {
+        runtime::secrets::SecretStore::Aws(
+            crate::aws::fleet::Aws::connect(&environment(g)?, g.aws.endpoint_url.as_deref())
+                .await?
+                .secrets,
+        )
+    } else {
+        let state = StateDir::resolve(g.state_dir.as_deref())?;
+        state.secrets(&namespace(g)?)?
+    };
+    store
+        .put(&secret, &value)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    match g.output {
+        OutputFormat::Json => out_json(&json!({"secret": secret.as_str(), "stored": true}))?,
+        OutputFormat::Text => out(&format!("stored `{}`", secret.as_str()))?,
+    }
+    Ok(0)
 }
 
 async fn plan_cmd(g: &Global, paths: &[PathBuf]) -> Result<u8> {
@@ -241,12 +483,12 @@ async fn apply_cmd(g: &Global, paths: &[PathBuf]) -> Result<u8> {
     if g.output == OutputFormat::Text && !plan.has_changes() {
         note(g, "No changes: every tenant is up to date.");
     }
-    report(g, &outcomes, "apply")
+    report_outcomes(g, &outcomes, "apply")
 }
 
 /// Prints per-tenant outcomes (failures also on stderr) and returns the exit code: 2 if any tenant
 /// failed or was blocked. `command` names what to re-run in the hint.
-fn report(g: &Global, outcomes: &[apply::Outcome], command: &str) -> Result<u8> {
+fn report_outcomes(g: &Global, outcomes: &[apply::Outcome], command: &str) -> Result<u8> {
     let failed = outcomes
         .iter()
         .filter(|o| matches!(o.result, "failed" | "blocked"))
@@ -272,17 +514,17 @@ fn report(g: &Global, outcomes: &[apply::Outcome], command: &str) -> Result<u8> 
 }
 
 async fn migrate(g: &Global, jobs: usize) -> Result<u8> {
-    let (target, cluster) = target(g)?;
+    let (target, cluster) = target(g).await?;
     require_running(cluster.as_ref())?;
     target.ensure_database().await?;
     let outcomes = crate::provision::migrate::migrate_all(&target, jobs, &progress_bar(g)).await?;
-    report(g, &outcomes, "migrate")
+    report_outcomes(g, &outcomes, "migrate")
 }
 
 async fn move_cmd(g: &Global, tenant: &str, to: &str, drain_secs: u64) -> Result<u8> {
     let tenant = TenantId::parse(tenant).map_err(|e| anyhow::anyhow!("tenant: {e}"))?;
     let to = runtime::domain::Tier::parse(to).map_err(|e| anyhow::anyhow!("`--to`: {e}"))?;
-    let (target, cluster) = target(g)?;
+    let (target, cluster) = target(g).await?;
     require_running(cluster.as_ref())?;
     let drain = std::time::Duration::from_secs(drain_secs);
     let report = crate::provision::moves::move_tenant(&target, &tenant, to, drain).await?;
@@ -310,11 +552,42 @@ async fn move_cmd(g: &Global, tenant: &str, to: &str, drain_secs: u64) -> Result
 
 async fn offboard(g: &Global, tenant: &str, export: &std::path::Path) -> Result<u8> {
     let tenant = TenantId::parse(tenant).map_err(|e| anyhow::anyhow!("tenant: {e}"))?;
-    let (target, cluster) = target(g)?;
+    let (target, cluster) = target(g).await?;
     require_running(cluster.as_ref())?;
     let report = crate::provision::offboard::offboard(&target, &tenant, export).await?;
+    let aws_report = if aws(g) {
+        let (aws, _) = aws_target(g).await?;
+        let bar = progress_bar(g);
+        let r = crate::aws::fleet::offboard(&aws, &target, &tenant, report.tier, &bar).await;
+        bar.finish_and_clear();
+        Some(r.with_context(|| {
+            format!("the database part of offboarding `{tenant}` is done; the AWS part failed\nhint: fix the cause and run the same `tenantctl offboard` again (it resumes)")
+        })?)
+    } else {
+        None
+    };
+    if let Some(a) = &aws_report {
+        if g.output == OutputFormat::Text {
+            if a.stack_deleted {
+                out(&format!(
+                    "{tenant}: stack `{}` deleted{}",
+                    a.stack,
+                    if a.final_snapshot {
+                        " (CloudFormation kept a final snapshot of the dedicated database)"
+                    } else {
+                        ""
+                    }
+                ))?;
+            }
+            out(&format!(
+                "{tenant}: {} secret(s) scheduled for deletion (recoverable for {} days)",
+                a.secrets_scheduled_for_deletion.len(),
+                a.recovery_window_days
+            ))?;
+        }
+    }
     match g.output {
-        OutputFormat::Json => out_json(&serde_json::to_value(&report)?)?,
+        OutputFormat::Json => out_json(&json!({"database": report, "aws": aws_report}))?,
         OutputFormat::Text => {
             if report.already_offboarded {
                 out(&format!(
@@ -336,7 +609,7 @@ async fn offboard(g: &Global, tenant: &str, export: &std::path::Path) -> Result<
 }
 
 async fn status(g: &Global) -> Result<u8> {
-    let (target, cluster) = target(g)?;
+    let (target, cluster) = target(g).await?;
     require_running(cluster.as_ref())?;
     target.ensure_database().await?;
     let observed = observe::observe(&target, observe::Scope::All).await?;
@@ -369,9 +642,17 @@ async fn status(g: &Global) -> Result<u8> {
             "drift": tenant_drift,
         }));
     }
+    let stack_drift = if aws(g) {
+        let (aws, _) = aws_target(g).await?;
+        let findings = crate::aws::fleet::drift(&aws, &target).await?;
+        drift |= !findings.is_empty();
+        Some(findings)
+    } else {
+        None
+    };
     match g.output {
         OutputFormat::Json => out_json(
-            &json!({"namespace": target.namespace, "database": target.endpoint.dbname, "tenants": rows}),
+            &json!({"namespace": target.namespace, "database": target.endpoint.dbname, "tenants": rows, "stack_drift": stack_drift}),
         )?,
         OutputFormat::Text => {
             out(&format!(
@@ -392,6 +673,12 @@ async fn status(g: &Global) -> Result<u8> {
             }
             if rows.is_empty() {
                 note(g, "No tenants yet.\nhint: run `tenantctl apply tenants/`");
+            }
+            for f in stack_drift.iter().flatten() {
+                out(&format!(
+                    "drift: {} ({}): {}\n    hint: {}",
+                    f.tenant, f.stack, f.problem, f.hint
+                ))?;
             }
         }
     }
@@ -448,7 +735,7 @@ async fn binding_of(target: &Target, tenant: &TenantId) -> Result<IdentityBindin
 
 async fn token(g: &Global, tenant: &str, sub: &str, scope: &str, ttl: i64) -> Result<u8> {
     let tenant = TenantId::parse(tenant).map_err(|e| anyhow::anyhow!("`--tenant`: {e}"))?;
-    let (target, cluster) = target(g)?;
+    let (target, cluster) = target(g).await?;
     require_running(cluster.as_ref())?;
     let platform = crate::platform::Platform::resolve(g.platform.as_deref())?;
     if !platform.dev_issuer {
@@ -501,7 +788,7 @@ fn listen(args: &ServeArgs) -> crate::serve::Listen {
 }
 
 async fn serve(g: &Global, args: &ServeArgs) -> Result<u8> {
-    let (target, cluster) = target(g)?;
+    let (target, cluster) = target(g).await?;
     require_running(cluster.as_ref())?;
     apply::ensure_control_plane(&target).await?;
     let platform = crate::platform::Platform::resolve(g.platform.as_deref())?;
@@ -520,7 +807,7 @@ async fn serve(g: &Global, args: &ServeArgs) -> Result<u8> {
 
 async fn up(g: &Global, tenants: &std::path::Path, args: &ServeArgs) -> Result<u8> {
     let specs = load(g, &[tenants.to_path_buf()])?;
-    let (target, cluster) = target(g)?;
+    let (target, cluster) = target(g).await?;
     let mut started = false;
     if let Some(c) = &cluster {
         note(g, "starting the local Postgres cluster...");
@@ -598,7 +885,7 @@ async fn up_inner(
 }
 
 async fn local(g: &Global, command: LocalCommand) -> Result<u8> {
-    let (target, cluster) = target(g)?;
+    let (target, cluster) = target(g).await?;
     let Some(cluster) = cluster else {
         bail!(
             "`TENANTCTL_DATABASE_URL` is set, so there is no local cluster to manage\nhint: unset it to use the local target"

@@ -238,6 +238,62 @@ impl AwsSecretStore {
         }
     }
 
+    /// A store using a client built by the caller (with its own interceptors or endpoint).
+    pub fn from_client(client: aws_sdk_secretsmanager::Client) -> Self {
+        Self {
+            client,
+            recovery_window_days: 7,
+        }
+    }
+
+    /// Days a deleted secret can still be restored.
+    pub fn recovery_window_days(&self) -> i64 {
+        self.recovery_window_days
+    }
+
+    /// Schedules deletion of every secret under `tenants/<tenant>/` (the trailing slash keeps `acme`
+    /// from matching `acme2`); returns their names. Secrets already scheduled are left as they are.
+    pub async fn schedule_tenant_deletion(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<String>, SecretError> {
+        use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+        let prefix = format!("tenants/{tenant}/");
+        let probe = SecretName::for_tenant(tenant, "probe")?;
+        let mut names = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_secrets()
+                .filters(
+                    Filter::builder()
+                        .key(FilterNameStringType::Name)
+                        .values(&prefix)
+                        .build(),
+                )
+                .set_next_token(next.clone())
+                .send()
+                .await
+                .map_err(|e| aws_err("ListSecrets", &probe, e))?;
+            for s in out.secret_list() {
+                let Some(name) = s.name() else { continue };
+                // The Name filter matches prefixes; keep only this tenant's namespace.
+                if name.starts_with(&prefix) && s.deleted_date().is_none() {
+                    names.push(name.to_owned());
+                }
+            }
+            next = out.next_token().map(str::to_owned);
+            if next.is_none() {
+                break;
+            }
+        }
+        for name in &names {
+            self.delete(&SecretName::parse(name)?).await?;
+        }
+        Ok(names)
+    }
+
     /// A store from the standard AWS configuration chain (profiles, SSO, environment, role assumption).
     pub async fn from_environment() -> Self {
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;

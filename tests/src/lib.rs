@@ -264,13 +264,20 @@ pub async fn moto() -> Moto {
         .and_then(|l| l.local_addr())
         .unwrap_or_else(|e| panic!("{e}"))
         .port();
-    let child = tokio::process::Command::new("moto_server")
+    // moto's own server plus one CloudFormation attribute it lacks (see the script).
+    let mut child = tokio::process::Command::new("python3")
+        .arg(cli::testing::repo_root().join("tests/clients/moto_server.py"))
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(
+            // moto's tracebacks, for a failing test to read: $TMPDIR/tenantctl-moto-<port>.log
+            std::fs::File::create(std::env::temp_dir().join(format!("tenantctl-moto-{port}.log")))
+                .map(std::process::Stdio::from)
+                .unwrap_or_else(|_| std::process::Stdio::null()),
+        )
         .kill_on_drop(true)
         .spawn()
-        .unwrap_or_else(|e| panic!("moto is needed for the AWS tests: pip install 'moto[server]' (scripts/test.sh does): {e}"));
+        .unwrap_or_else(|e| panic!("python3 with moto is needed for the AWS tests: pip install 'moto[server]' (scripts/test.sh does): {e}"));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -278,7 +285,8 @@ pub async fn moto() -> Moto {
     {
         assert!(
             std::time::Instant::now() < deadline,
-            "moto_server did not start"
+            "moto did not start (exit {:?}); is it installed? pip install 'moto[server]' (scripts/test.sh does)",
+            child.try_wait().ok().flatten()
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
@@ -310,4 +318,159 @@ impl Moto {
             .await;
         runtime::secrets::AwsSecretStore::new(&config)
     }
+}
+
+/// Builds `tenantctl` (next to this test binary) and returns its path.
+pub fn tenantctl_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    let profile_dir = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .unwrap_or_else(|| panic!("unexpected test binary location {}", exe.display()));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "-p", "cli", "--bin", "tenantctl"])
+        .env(
+            "CARGO_TARGET_DIR",
+            profile_dir.parent().unwrap_or(profile_dir),
+        )
+        .current_dir(cli::testing::repo_root())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build tenantctl: {e}"));
+    assert!(status.success(), "building tenantctl failed");
+    profile_dir.join("tenantctl")
+}
+
+/// An admin URL for `target`'s cluster with a password login and only CREATEROLE + CREATEDB, as a
+/// managed database's master user has (a stand-in for the platform's RDS, which cannot run here).
+pub async fn external_admin_url(target: &cli::provision::Target) -> String {
+    use secrecy::ExposeSecret;
+    let role = format!("{}_extadmin", target.namespace);
+    let password = runtime::secrets::generate_secret();
+    let admin = target
+        .connect_admin("postgres")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    admin
+        .batch_execute(&format!("CREATE ROLE \"{role}\" LOGIN CREATEROLE CREATEDB"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    admin
+        .batch_execute(
+            &cli::sql::alter_role_password(&role, &password).unwrap_or_else(|e| panic!("{e:#}")),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let socket = cli::testing::cluster()
+        .state
+        .pg_run()
+        .display()
+        .to_string()
+        .replace('/', "%2F");
+    format!(
+        "postgres://{role}:{}@{socket}:{}/{}",
+        password.expose_secret(),
+        cli::local::cluster::PORT,
+        target.namespace
+    )
+}
+
+/// Cost Explorer's `UpdateCostAllocationTagsStatus` (moto lacks it), over real HTTP in the AWS JSON 1.1
+/// protocol. Keys in `not_visible` are refused the way AWS refuses a key billing has not seen yet.
+#[derive(Debug, Clone)]
+pub struct FakeCostExplorer {
+    pub url: String,
+    pub calls: std::sync::Arc<std::sync::Mutex<Vec<Vec<String>>>>,
+    pub not_visible: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+}
+
+/// Starts the fake on a loopback port.
+pub async fn fake_cost_explorer() -> FakeCostExplorer {
+    use axum::http::HeaderMap;
+    let fake = FakeCostExplorer {
+        url: String::new(),
+        calls: Default::default(),
+        not_visible: Default::default(),
+    };
+    let state = fake.clone();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let state = state.clone();
+            async move {
+                let target = headers
+                    .get("x-amz-target")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                let json = [("content-type", "application/x-amz-json-1.1")];
+                if target != "AWSInsightsIndexService.UpdateCostAllocationTagsStatus" {
+                    return (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        json,
+                        format!(r#"{{"__type":"UnknownOperationException","message":"{target}"}}"#),
+                    );
+                }
+                let req: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                let keys: Vec<String> = req["CostAllocationTagsStatus"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e["TagKey"].as_str().map(str::to_owned))
+                    .collect();
+                if keys.len() > 20 {
+                    return (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        json,
+                        r#"{"__type":"ValidationException","message":"at most 20 entries"}"#.into(),
+                    );
+                }
+                let hidden = state.not_visible.lock().map(|s| s.clone()).unwrap_or_default();
+                let errors: Vec<serde_json::Value> = keys
+                    .iter()
+                    .filter(|k| hidden.contains(*k))
+                    .map(|k| serde_json::json!({"TagKey": k, "Code": "TagKeysNotFoundException", "Message": "Tag keys not found"}))
+                    .collect();
+                if let Ok(mut calls) = state.calls.lock() {
+                    calls.push(keys);
+                }
+                (
+                    axum::http::StatusCode::OK,
+                    json,
+                    serde_json::json!({"Errors": errors}).to_string(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    FakeCostExplorer {
+        url: format!("http://{addr}"),
+        ..fake
+    }
+}
+
+/// Runs `tests/clients/moto_fixture.py` against `moto` and returns its stdout.
+pub fn moto_fixture(moto: &Moto, args: &[&str]) -> String {
+    let script = cli::testing::repo_root().join("tests/clients/moto_fixture.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(&moto.url)
+        .args(args)
+        .envs(moto.env())
+        .env("AWS_DEFAULT_REGION", "eu-west-1")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("python3 with boto3 is needed (pip install 'moto[server]'): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "moto_fixture {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -12,6 +12,7 @@ use aws_sdk_cloudformation::Client;
 use aws_sdk_cloudformation::types::{Capability, ChangeSetStatus, ChangeSetType, Parameter, Tag};
 use serde::Serialize;
 
+use super::call::{jitter, with_backoff};
 use super::changeset::{Action, action_for, is_no_changes, operation_in_progress, poll_delay};
 
 /// What a deployment did.
@@ -27,9 +28,72 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct StackRequest {
     pub name: String,
+    /// The template body; empty: keep the stack's current template (`UsePreviousTemplate`).
     pub template: String,
     pub parameters: Vec<(String, String)>,
+    /// Parameters passed with `UsePreviousValue` (with an empty `template`).
+    pub keep_parameters: Vec<String>,
     pub tags: BTreeMap<String, String>,
+    /// The template's digest (its `TenantctlDigest` output), if it has one: a settled stack with the
+    /// same digest and parameters is unchanged, known without a change set.
+    pub digest: Option<String>,
+}
+
+/// A stack as `DescribeStacks` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StackState {
+    pub name: String,
+    pub id: String,
+    pub status: String,
+    pub outputs: BTreeMap<String, String>,
+    pub parameters: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl StackState {
+    pub fn from_sdk(s: &aws_sdk_cloudformation::types::Stack) -> Self {
+        Self {
+            name: s.stack_name().unwrap_or_default().to_owned(),
+            id: s.stack_id().unwrap_or_default().to_owned(),
+            status: s
+                .stack_status()
+                .map(|x| x.as_str().to_owned())
+                .unwrap_or_default(),
+            outputs: s
+                .outputs()
+                .iter()
+                .filter_map(|o| Some((o.output_key()?.to_owned(), o.output_value()?.to_owned())))
+                .collect(),
+            parameters: s
+                .parameters()
+                .iter()
+                .filter_map(|p| {
+                    Some((
+                        p.parameter_key()?.to_owned(),
+                        p.parameter_value().unwrap_or_default().to_owned(),
+                    ))
+                })
+                .collect(),
+            tags: s
+                .tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+                .collect(),
+        }
+    }
+}
+
+/// Whether `state` already is what `req` asks for: settled, same digest, same parameters.
+pub fn unchanged(req: &StackRequest, state: &StackState) -> bool {
+    let Some(digest) = &req.digest else {
+        return false;
+    };
+    action_for(Some(&state.status)) == Action::UpdateChangeSet
+        && state.outputs.get(super::DIGEST_OUTPUT) == Some(digest)
+        && req
+            .parameters
+            .iter()
+            .all(|(k, v)| state.parameters.get(k) == Some(v))
 }
 
 /// Polling limits.
@@ -48,12 +112,6 @@ impl Default for Polling {
     }
 }
 
-fn jitter() -> f64 {
-    let mut b = [0u8; 8];
-    let _ = aws_lc_rs::rand::fill(&mut b);
-    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
-}
-
 fn err_text<E: std::error::Error + 'static>(
     e: aws_sdk_cloudformation::error::SdkError<E>,
 ) -> String {
@@ -62,12 +120,13 @@ fn err_text<E: std::error::Error + 'static>(
 
 /// The stack's status, `None` when it does not exist.
 pub async fn stack_status(client: &Client, name: &str) -> Result<Option<String>> {
-    match client.describe_stacks().stack_name(name).send().await {
-        Ok(out) => Ok(out
-            .stacks()
-            .first()
-            .and_then(|s| s.stack_status())
-            .map(|s| s.as_str().to_owned())),
+    Ok(describe(client, name).await?.map(|s| s.status))
+}
+
+/// The stack, `None` when it does not exist.
+pub async fn describe(client: &Client, name: &str) -> Result<Option<StackState>> {
+    match with_backoff(|| client.describe_stacks().stack_name(name).send()).await {
+        Ok(out) => Ok(out.stacks().first().map(StackState::from_sdk)),
         Err(e) => {
             let text = err_text(e);
             if text.contains("does not exist") {
@@ -112,7 +171,8 @@ async fn settle(
 
 /// The first failed resource event's reason, for error messages.
 async fn failure_reason(client: &Client, name: &str) -> String {
-    let Ok(out) = client.describe_stack_events().stack_name(name).send().await else {
+    let Ok(out) = with_backoff(|| client.describe_stack_events().stack_name(name).send()).await
+    else {
         return String::new();
     };
     out.stack_events()
@@ -132,21 +192,34 @@ async fn failure_reason(client: &Client, name: &str) -> String {
         .unwrap_or_default()
 }
 
-async fn change_set(
+/// Creates a change set and waits until it is computed. `Ok(None)`: it had no changes (either shape)
+/// and is gone.
+async fn computed_change_set(
     client: &Client,
     req: &StackRequest,
     kind: ChangeSetType,
     polling: Polling,
-    report: &(dyn Fn(&str) + Sync),
-) -> Result<Outcome> {
+) -> Result<Option<(String, Vec<ResourceChange>)>> {
     let cs_name = format!("tenantctl-{}", uuid::Uuid::new_v4().simple());
     let mut create = client
         .create_change_set()
         .stack_name(&req.name)
         .change_set_name(&cs_name)
-        .change_set_type(kind.clone())
-        .template_body(&req.template)
+        .change_set_type(kind)
         .capabilities(Capability::CapabilityNamedIam);
+    create = if req.template.is_empty() {
+        create.use_previous_template(true)
+    } else {
+        create.template_body(&req.template)
+    };
+    for k in &req.keep_parameters {
+        create = create.parameters(
+            Parameter::builder()
+                .parameter_key(k)
+                .use_previous_value(true)
+                .build(),
+        );
+    }
     for (k, v) in &req.parameters {
         create = create.parameters(
             Parameter::builder()
@@ -158,50 +231,152 @@ async fn change_set(
     for (k, v) in &req.tags {
         create = create.tags(Tag::builder().key(k).value(v).build());
     }
-    if let Err(e) = create.send().await {
+    if let Err(e) = with_backoff(|| create.clone().send()).await {
         let text = err_text(e);
         if is_no_changes(&text) {
-            return Ok(Outcome::NoChanges);
+            return Ok(None);
         }
         bail!("CreateChangeSet for `{}`: {text}", req.name);
     }
-    // Wait for the change set to be computed.
-    for n in 0u32.. {
-        let cs = client
-            .describe_change_set()
-            .stack_name(&req.name)
-            .change_set_name(&cs_name)
-            .send()
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("DescribeChangeSet for `{}`: {}", req.name, err_text(e))
-            })?;
+    let mut changes = Vec::new();
+    let mut next: Option<String> = None;
+    let mut n = 0u32;
+    loop {
+        let cs = with_backoff(|| {
+            client
+                .describe_change_set()
+                .stack_name(&req.name)
+                .change_set_name(&cs_name)
+                .set_next_token(next.clone())
+                .send()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("DescribeChangeSet for `{}`: {}", req.name, err_text(e)))?;
         match cs.status() {
-            Some(ChangeSetStatus::CreateComplete) => break,
+            Some(ChangeSetStatus::CreateComplete) => {
+                changes.extend(cs.changes().iter().filter_map(ResourceChange::from_sdk));
+                next = cs.next_token().map(str::to_owned);
+                if next.is_none() {
+                    return Ok(Some((cs_name, changes)));
+                }
+            }
             Some(ChangeSetStatus::Failed) => {
                 let reason = cs.status_reason().unwrap_or_default().to_owned();
-                let _ = client
-                    .delete_change_set()
-                    .stack_name(&req.name)
-                    .change_set_name(&cs_name)
-                    .send()
-                    .await;
+                let _ = with_backoff(|| {
+                    client
+                        .delete_change_set()
+                        .stack_name(&req.name)
+                        .change_set_name(&cs_name)
+                        .send()
+                })
+                .await;
                 if is_no_changes(&reason) {
-                    return Ok(Outcome::NoChanges);
+                    return Ok(None);
                 }
                 bail!("the change set for `{}` failed: {reason}", req.name);
             }
-            _ => tokio::time::sleep(poll_delay(n, polling.max_delay, jitter())).await,
+            _ => {
+                tokio::time::sleep(poll_delay(n, polling.max_delay, jitter())).await;
+                n += 1;
+            }
         }
     }
-    report(&format!("executing change set {cs_name}"));
-    client
-        .execute_change_set()
-        .stack_name(&req.name)
-        .change_set_name(&cs_name)
-        .send()
+}
+
+/// One resource change of a change set, as `plan` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResourceChange {
+    pub logical_id: String,
+    pub resource_type: String,
+    /// Add, Modify, Remove, Import, Dynamic.
+    pub action: String,
+    /// For Modify: True, False or Conditional.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replacement: Option<String>,
+}
+
+impl ResourceChange {
+    fn from_sdk(c: &aws_sdk_cloudformation::types::Change) -> Option<Self> {
+        let r = c.resource_change()?;
+        Some(Self {
+            logical_id: r.logical_resource_id()?.to_owned(),
+            resource_type: r.resource_type().unwrap_or_default().to_owned(),
+            action: r
+                .action()
+                .map(|a| a.as_str().to_owned())
+                .unwrap_or_default(),
+            replacement: r.replacement().map(|x| x.as_str().to_owned()),
+        })
+    }
+}
+
+/// What applying `req` to an existing, settled stack would change, from a change set that is then
+/// deleted unexecuted. An empty list: no changes.
+pub async fn preview(
+    client: &Client,
+    req: &StackRequest,
+    polling: Polling,
+) -> Result<Vec<ResourceChange>> {
+    let Some((cs_name, changes)) =
+        computed_change_set(client, req, ChangeSetType::Update, polling).await?
+    else {
+        return Ok(Vec::new());
+    };
+    with_backoff(|| {
+        client
+            .delete_change_set()
+            .stack_name(&req.name)
+            .change_set_name(&cs_name)
+            .send()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("DeleteChangeSet for `{}`: {}", req.name, err_text(e)))?;
+    Ok(changes)
+}
+
+/// Deletes a stack and waits until it is gone. A missing stack is not an error.
+pub async fn delete(
+    client: &Client,
+    name: &str,
+    polling: Polling,
+    report: &(dyn Fn(&str) + Sync),
+) -> Result<()> {
+    if describe(client, name).await?.is_none() {
+        return Ok(());
+    }
+    with_backoff(|| client.delete_stack().stack_name(name).send())
         .await
-        .map_err(|e| anyhow::anyhow!("ExecuteChangeSet for `{}`: {}", req.name, err_text(e)))?;
+        .map_err(|e| anyhow::anyhow!("DeleteStack `{name}`: {}", err_text(e)))?;
+    match settle(client, name, polling, report).await? {
+        None => Ok(()),
+        Some(s) if s == "DELETE_COMPLETE" => Ok(()),
+        Some(s) => {
+            let reason = failure_reason(client, name).await;
+            bail!("stack `{name}` ended `{s}` instead of being deleted: {reason}")
+        }
+    }
+}
+
+async fn change_set(
+    client: &Client,
+    req: &StackRequest,
+    kind: ChangeSetType,
+    polling: Polling,
+    report: &(dyn Fn(&str) + Sync),
+) -> Result<Outcome> {
+    let Some((cs_name, _)) = computed_change_set(client, req, kind.clone(), polling).await? else {
+        return Ok(Outcome::NoChanges);
+    };
+    report(&format!("executing change set {cs_name}"));
+    with_backoff(|| {
+        client
+            .execute_change_set()
+            .stack_name(&req.name)
+            .change_set_name(&cs_name)
+            .send()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("ExecuteChangeSet for `{}`: {}", req.name, err_text(e)))?;
     let settled = settle(client, &req.name, polling, report).await?;
     match (kind, settled.as_deref()) {
         (ChangeSetType::Create, Some("CREATE_COMPLETE")) => Ok(Outcome::Created),
@@ -225,8 +400,11 @@ pub async fn deploy(
     report: &(dyn Fn(&str) + Sync),
 ) -> Result<Outcome> {
     for _ in 0..6 {
-        let status = stack_status(client, &req.name).await?;
-        match action_for(status.as_deref()) {
+        let state = describe(client, &req.name).await?;
+        if state.as_ref().is_some_and(|s| unchanged(req, s)) {
+            return Ok(Outcome::NoChanges);
+        }
+        match action_for(state.as_ref().map(|s| s.status.as_str())) {
             Action::CreateChangeSet => {
                 return change_set(client, req, ChangeSetType::Create, polling, report).await;
             }
@@ -234,10 +412,7 @@ pub async fn deploy(
                 return change_set(client, req, ChangeSetType::Update, polling, report).await;
             }
             Action::ReplaceStaleChangeSet => {
-                let sets = client
-                    .list_change_sets()
-                    .stack_name(&req.name)
-                    .send()
+                let sets = with_backoff(|| client.list_change_sets().stack_name(&req.name).send())
                     .await
                     .map_err(|e| {
                         anyhow::anyhow!("ListChangeSets for `{}`: {}", req.name, err_text(e))
@@ -251,23 +426,22 @@ pub async fn deploy(
             }
             Action::DeleteThenCreate => {
                 report("deleting the rolled-back stack");
-                client
-                    .delete_stack()
-                    .stack_name(&req.name)
-                    .send()
+                with_backoff(|| client.delete_stack().stack_name(&req.name).send())
                     .await
                     .map_err(|e| anyhow::anyhow!("DeleteStack `{}`: {}", req.name, err_text(e)))?;
                 settle(client, &req.name, polling, report).await?;
             }
             Action::ContinueRollback => {
-                client
-                    .continue_update_rollback()
-                    .stack_name(&req.name)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        anyhow::anyhow!("ContinueUpdateRollback `{}`: {}", req.name, err_text(e))
-                    })?;
+                with_backoff(|| {
+                    client
+                        .continue_update_rollback()
+                        .stack_name(&req.name)
+                        .send()
+                })
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("ContinueUpdateRollback `{}`: {}", req.name, err_text(e))
+                })?;
                 settle(client, &req.name, polling, report).await?;
             }
             Action::Wait => {

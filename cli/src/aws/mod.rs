@@ -3,8 +3,11 @@
 //! executor. Values come from validated types only, and every string reaches YAML through the `q`
 //! filter (a JSON string literal, which is a valid YAML double-quoted scalar).
 
+pub mod call;
 pub mod changeset;
+pub mod costs;
 pub mod deploy;
+pub mod fleet;
 
 use std::collections::BTreeMap;
 
@@ -94,6 +97,123 @@ pub fn tenant_tags(spec: &TenantSpec) -> BTreeMap<String, String> {
     tags
 }
 
+/// A rendered stack template and its digest (the `TenantctlDigest` output).
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub body: String,
+    pub digest: String,
+}
+
+/// The name of the output carrying a template's digest.
+pub const DIGEST_OUTPUT: &str = "TenantctlDigest";
+const DIGEST_SENTINEL: &str = "@@tenantctl-digest@@";
+
+/// Fills the digest: SHA-256 over the template (with the sentinel in place) and the stack's tags, so
+/// an unchanged stack is recognised from `DescribeStacks` alone, without a change set.
+fn seal(body: String, tags: &BTreeMap<String, String>) -> Rendered {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(body.as_bytes());
+    for (k, v) in tags {
+        ctx.update(&[0]);
+        ctx.update(k.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(v.as_bytes());
+    }
+    let digest: String = ctx
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Rendered {
+        body: body.replace(DIGEST_SENTINEL, &digest),
+        digest,
+    }
+}
+
+/// The platform outputs a tenant stack of `tier` takes as parameters.
+pub fn platform_parameters(tier: Tier) -> &'static [&'static str] {
+    match tier {
+        Tier::Dedicated => &[
+            "PrivateSubnetA",
+            "PrivateSubnetB",
+            "FunctionSecurityGroup",
+            "DatabaseSecurityGroup",
+            "DbSubnetGroup",
+            "KmsKeyArn",
+        ],
+        Tier::Pool | Tier::Schema => &[
+            "PrivateSubnetA",
+            "PrivateSubnetB",
+            "FunctionSecurityGroup",
+            "DbiResourceId",
+        ],
+    }
+}
+
+/// Where the runtime's Lambda package (a zip holding `bootstrap`) lives: `s3://bucket/key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LambdaCode {
+    pub bucket: String,
+    pub key: String,
+}
+
+impl std::str::FromStr for LambdaCode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let rest = s.strip_prefix("s3://").ok_or_else(|| {
+            format!("`{s}` is not an S3 location; expected s3://BUCKET/KEY (the zip holding `bootstrap`)")
+        })?;
+        match rest.split_once('/') {
+            Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => Ok(Self {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+            }),
+            _ => Err(format!(
+                "`{s}` names no bucket or no key; expected s3://BUCKET/KEY"
+            )),
+        }
+    }
+}
+
+/// A tenant stack's parameters: the platform outputs its tier needs, then the Lambda package.
+pub fn tenant_parameters(
+    spec: &TenantSpec,
+    platform_outputs: &BTreeMap<String, String>,
+    code: &LambdaCode,
+    platform_stack: &str,
+) -> Result<Vec<(String, String)>> {
+    let mut params = Vec::new();
+    for name in platform_parameters(spec.tier) {
+        let value = platform_outputs.get(*name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "the platform stack `{platform_stack}` has no output `{name}`\n\
+                 hint: apply the platform stack of this tenantctl version first (`tenantctl apply` does)"
+            )
+        })?;
+        params.push(((*name).to_owned(), value.clone()));
+    }
+    params.push(("CodeBucket".into(), code.bucket.clone()));
+    params.push(("CodeKey".into(), code.key.clone()));
+    Ok(params)
+}
+
+/// The resources a template declares, as (logical id, type), for a plan of a stack not created yet.
+pub fn template_resources(body: &str) -> Result<Vec<(String, String)>> {
+    #[derive(serde::Deserialize)]
+    struct Resource {
+        #[serde(rename = "Type")]
+        kind: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Template {
+        #[serde(rename = "Resources")]
+        resources: BTreeMap<String, Resource>,
+    }
+    let t: Template = serde_norway::from_str(body)?;
+    Ok(t.resources.into_iter().map(|(k, r)| (k, r.kind)).collect())
+}
+
 /// Renders one tenant's stack.
 pub fn render_tenant(
     spec: &TenantSpec,
@@ -101,7 +221,7 @@ pub fn render_tenant(
     env: &str,
     platform: &Platform,
     arch: Arch,
-) -> Result<String> {
+) -> Result<Rendered> {
     check_environment(env)?;
     let issuer = platform
         .issuer(&spec.identity.issuer)
@@ -122,7 +242,6 @@ pub fn render_tenant(
         tenant => spec.id.as_str(),
         tier => spec.tier.as_str(),
         namespace => ns.as_str(),
-        platform_stack => platform_stack_name(env),
         function_name => tenant_stack_name(env, spec),
         db_user => db_user,
         db_name => db_name,
@@ -131,8 +250,10 @@ pub fn render_tenant(
         architecture => arch.as_str(),
         log_retention_days => log_retention(spec.retention_days),
         tags => tags,
+        digest => DIGEST_SENTINEL,
     };
-    Ok(environment()?.get_template("tenant.yaml")?.render(ctx)?)
+    let body = environment()?.get_template("tenant.yaml")?.render(ctx)?;
+    Ok(seal(body, &tenant_tags(spec)))
 }
 
 /// Renders the platform stack of environment `env`.
@@ -140,20 +261,28 @@ pub fn render_platform(
     env: &str,
     platform: &Platform,
     tags: &BTreeMap<String, String>,
-) -> Result<String> {
+) -> Result<Rendered> {
     check_environment(env)?;
     let issuers: Vec<serde_json::Value> = platform
         .issuers
         .iter()
         .map(|i| serde_json::json!({"name": i.name, "issuer": i.issuer, "audiences": i.audiences}))
         .collect();
-    let mut tags = tags.clone();
-    tags.insert("environment".into(), env.to_owned());
-    let tags: Vec<(String, String)> = tags.into_iter().collect();
+    let tags = platform_tags(env, tags);
+    let list: Vec<(String, String)> = tags.clone().into_iter().collect();
     let ctx = context! {
         environment => env,
         issuers_json => serde_json::to_string(&crate::manifest::canonical(&serde_json::Value::Array(issuers)))?,
-        tags => tags,
+        tags => list,
+        digest => DIGEST_SENTINEL,
     };
-    Ok(environment()?.get_template("platform.yaml")?.render(ctx)?)
+    let body = environment()?.get_template("platform.yaml")?.render(ctx)?;
+    Ok(seal(body, &tags))
+}
+
+/// The platform stack's tags: `environment` and the given ones.
+pub fn platform_tags(env: &str, tags: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut tags = tags.clone();
+    tags.insert("environment".into(), env.to_owned());
+    tags
 }

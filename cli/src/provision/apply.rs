@@ -160,7 +160,8 @@ pub async fn apply(
                     },
                     Err(e) => {
                         let message = format!("{e:#}");
-                        let _ = log_failure(target, &tenant_plan.tenant, &message).await;
+                        let _ =
+                            audit(target, &tenant_plan.tenant, "apply", "failed", &message).await;
                         Outcome {
                             tenant: tenant_plan.tenant.clone(),
                             result: "failed",
@@ -187,13 +188,28 @@ fn actor() -> String {
     format!("tenantctl:{user}")
 }
 
-async fn log_failure(target: &Target, tenant: &TenantId, message: &str) -> Result<()> {
+/// Writes one audit row to `control.apply_log` (who, which tenant, what, the outcome, details that
+/// never contain a secret).
+pub async fn audit(
+    target: &Target,
+    tenant: &TenantId,
+    action: &str,
+    outcome: &str,
+    detail: &str,
+) -> Result<()> {
     let client = target.admin().await?;
     client
         .execute(
             "INSERT INTO control.apply_log (id, tenant_id, action, outcome, detail, actor) \
-             VALUES ($1, $2, 'apply', 'failed', $3, $4)",
-            &[&uuid::Uuid::new_v4(), &tenant.as_str(), &message, &actor()],
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &uuid::Uuid::new_v4(),
+                &tenant.as_str(),
+                &action,
+                &outcome,
+                &detail,
+                &actor(),
+            ],
         )
         .await?;
     Ok(())

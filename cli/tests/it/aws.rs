@@ -30,8 +30,9 @@ fn rendered() -> Vec<(String, String, TenantSpec)> {
         for tier in [Tier::Pool, Tier::Schema, Tier::Dedicated] {
             let mut spec = spec.clone();
             spec.tier = tier;
-            let body =
-                render_tenant(&spec, &ns, "prod", &Platform::builtin(), Arch::Arm64).unwrap();
+            let body = render_tenant(&spec, &ns, "prod", &Platform::builtin(), Arch::Arm64)
+                .unwrap()
+                .body;
             out.push((format!("tenant_{}_{tier}", spec.id), body, spec));
         }
     }
@@ -63,7 +64,8 @@ fn tenant_stacks_render_and_match_their_snapshots() {
         &Platform::builtin(),
         &BTreeMap::from([("cost-center".into(), "platform".into())]),
     )
-    .unwrap();
+    .unwrap()
+    .body;
     insta::assert_snapshot!("platform_prod", platform);
 }
 
@@ -171,7 +173,9 @@ fn every_rendered_template_passes_cfn_lint() {
     let platform = dir.path().join("platform.yaml");
     std::fs::write(
         &platform,
-        render_platform("prod", &Platform::builtin(), &BTreeMap::new()).unwrap(),
+        render_platform("prod", &Platform::builtin(), &BTreeMap::new())
+            .unwrap()
+            .body,
     )
     .unwrap();
     files.push(platform);

@@ -35,8 +35,11 @@ fn platform(cost_center: &str) -> StackRequest {
             &Platform::builtin(),
             &BTreeMap::from([("cost-center".into(), cost_center.into())]),
         )
-        .unwrap(),
+        .unwrap()
+        .body,
         parameters: vec![],
+        keep_parameters: vec![],
+        digest: None,
         tags: BTreeMap::from([
             ("environment".into(), "test".into()),
             ("cost-center".into(), cost_center.into()),

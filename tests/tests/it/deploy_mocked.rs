@@ -47,6 +47,8 @@ fn request() -> StackRequest {
         name: "tenantctl-prod-acme".into(),
         template: "{}".into(),
         parameters: vec![],
+        keep_parameters: vec![],
+        digest: None,
         tags: Default::default(),
     }
 }

@@ -9,6 +9,7 @@
 
 mod api;
 mod auth;
+mod aws_flow;
 mod cloudformation;
 mod deploy_mocked;
 mod injection;

@@ -1,0 +1,863 @@
+//! The AWS target over many tenants: plan every stack, apply in waves of bounded parallelism with a
+//! progress bar per tenant, write the registry only from a final AWS state, activate cost-allocation
+//! tags, offboard, and reconcile the registry with CloudFormation (drift).
+//!
+//! Order per tenant: the stack first (through a change set, until it settles), then the tenant's
+//! database objects and its registry row in one transaction (the same SQL as the local target). A
+//! tenant whose stack fails is reported and audited, keeps its previous registry row, and does not stop
+//! the others.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{Context, Result, bail};
+use aws_sdk_cloudformation::Client;
+use futures_util::future::join_all;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use runtime::domain::TenantId;
+use serde::Serialize;
+
+use super::call::{CallCounter, with_backoff};
+use super::changeset::{Action as StateAction, action_for, operation_in_progress, waves};
+use super::costs::{self, TagActivation};
+use super::deploy::{
+    self, Outcome, Polling, ResourceChange, StackRequest, StackState, describe, unchanged,
+};
+use super::{
+    Arch, DIGEST_OUTPUT, LambdaCode, platform_stack_name, platform_tags, render_platform,
+    render_tenant, template_resources, tenant_parameters, tenant_stack_name, tenant_tags,
+};
+use crate::manifest::TenantSpec;
+use crate::platform::Platform;
+use crate::provision::Target;
+use crate::provision::apply::{self as db_apply, audit, converge_tenant};
+use crate::provision::plan::{Action as DbAction, Plan as DbPlan};
+
+/// The AWS clients of one environment. Every client counts its HTTP requests in `calls`.
+#[derive(Debug, Clone)]
+pub struct Aws {
+    pub env: String,
+    pub cfn: Client,
+    pub cost_explorer: aws_sdk_costexplorer::Client,
+    pub secrets: runtime::secrets::AwsSecretStore,
+    pub calls: CallCounter,
+    pub polling: Polling,
+}
+
+impl Aws {
+    /// Clients from the standard configuration chain (profiles, SSO, environment, role assumption);
+    /// `endpoint_url` (or `AWS_ENDPOINT_URL`) sends every call to an emulator such as moto, except Cost
+    /// Explorer when `AWS_ENDPOINT_URL_COST_EXPLORER` names its own endpoint.
+    pub async fn connect(env: &str, endpoint_url: Option<&str>) -> Result<Self> {
+        super::check_environment(env)?;
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(url) = endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let config = loader.load().await;
+        if config.region().is_none() {
+            bail!(
+                "no AWS region is configured\nhint: set AWS_REGION (or `region` in your AWS profile)"
+            );
+        }
+        let mut aws = Self::from_config(env, &config);
+        // Emulators settle in milliseconds; a finer poll keeps tests and benchmarks honest.
+        if let Some(ms) = std::env::var("TENANTCTL_POLL_MAX_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            aws.polling.max_delay = std::time::Duration::from_millis(ms.max(10));
+        }
+        Ok(aws)
+    }
+
+    pub fn from_config(env: &str, config: &aws_config::SdkConfig) -> Self {
+        let calls = CallCounter::default();
+        let cfn = aws_sdk_cloudformation::config::Builder::from(config)
+            .interceptor(calls.clone())
+            .build();
+        let mut ce = aws_sdk_costexplorer::config::Builder::from(config).interceptor(calls.clone());
+        if let Ok(url) = std::env::var("AWS_ENDPOINT_URL_COST_EXPLORER") {
+            ce = ce.endpoint_url(url);
+        }
+        Self {
+            env: env.to_owned(),
+            cfn: Client::from_conf(cfn),
+            cost_explorer: aws_sdk_costexplorer::Client::from_conf(ce.build()),
+            secrets: runtime::secrets::AwsSecretStore::from_client(
+                aws_sdk_secretsmanager::Client::from_conf(
+                    aws_sdk_secretsmanager::config::Builder::from(config)
+                        .interceptor(calls.clone())
+                        .build(),
+                ),
+            ),
+            calls,
+            polling: Polling::default(),
+        }
+    }
+}
+
+/// Every stack of environment `env` (tenantctl's names: `tenantctl-<env>-...`), by name.
+pub async fn list_stacks(cfn: &Client, env: &str) -> Result<BTreeMap<String, StackState>> {
+    let prefix = format!("tenantctl-{env}-");
+    let mut stacks = BTreeMap::new();
+    let mut next: Option<String> = None;
+    loop {
+        let out = with_backoff(|| cfn.describe_stacks().set_next_token(next.clone()).send())
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "DescribeStacks: {}",
+                    aws_sdk_cloudformation::error::DisplayErrorContext(e)
+                )
+            })?;
+        for s in out.stacks() {
+            let state = StackState::from_sdk(s);
+            if state.name.starts_with(&prefix) && state.status != "DELETE_COMPLETE" {
+                stacks.insert(state.name.clone(), state);
+            }
+        }
+        next = out.next_token().map(str::to_owned);
+        if next.is_none() {
+            return Ok(stacks);
+        }
+    }
+}
+
+/// What `apply` would do to one stack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
+pub enum StackAction {
+    Create,
+    Update,
+    NoChanges,
+    /// Recovery before the change: the text says which.
+    Recover(String),
+    /// An operation is running; apply waits for it.
+    Wait(String),
+    /// Needs a human.
+    Blocked(String),
+}
+
+/// One stack's plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct StackPlan {
+    pub stack: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantId>,
+    pub action: StackAction,
+    pub changes: Vec<ResourceChange>,
+}
+
+impl StackPlan {
+    pub fn pending(&self) -> bool {
+        self.action != StackAction::NoChanges
+    }
+}
+
+fn additions(req: &StackRequest) -> Result<Vec<ResourceChange>> {
+    Ok(template_resources(&req.template)?
+        .into_iter()
+        .map(|(id, kind)| ResourceChange {
+            logical_id: id,
+            resource_type: kind,
+            action: "Add".into(),
+            replacement: None,
+        })
+        .collect())
+}
+
+/// Plans one stack without changing anything: a stack that does not exist yet lists the template's
+/// resources (no change set, which would create the stack in REVIEW_IN_PROGRESS); an unchanged stack is
+/// recognised by digest and parameters; otherwise a change set is computed, read and deleted.
+pub async fn plan_stack(
+    cfn: &Client,
+    req: &StackRequest,
+    state: Option<&StackState>,
+    polling: Polling,
+) -> Result<(StackAction, Vec<ResourceChange>)> {
+    let Some(state) = state else {
+        return Ok((StackAction::Create, additions(req)?));
+    };
+    if unchanged(req, state) {
+        return Ok((StackAction::NoChanges, Vec::new()));
+    }
+    Ok(match action_for(Some(&state.status)) {
+        StateAction::CreateChangeSet => (StackAction::Create, additions(req)?),
+        StateAction::UpdateChangeSet => {
+            let changes = deploy::preview(cfn, req, polling).await?;
+            if changes.is_empty() {
+                (StackAction::NoChanges, changes)
+            } else {
+                (StackAction::Update, changes)
+            }
+        }
+        StateAction::ReplaceStaleChangeSet => (
+            StackAction::Recover(
+                "delete the unexecuted change set left in review, then create".into(),
+            ),
+            additions(req)?,
+        ),
+        StateAction::DeleteThenCreate => (
+            StackAction::Recover("delete the stack whose creation rolled back, then create".into()),
+            additions(req)?,
+        ),
+        StateAction::ContinueRollback => (
+            StackAction::Recover("continue the failed update rollback, then update".into()),
+            Vec::new(),
+        ),
+        StateAction::Wait => (StackAction::Wait(state.status.clone()), Vec::new()),
+        StateAction::Stop(hint) => (StackAction::Blocked(hint), Vec::new()),
+    })
+}
+
+/// The inputs every tenant stack shares.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    pub arch: Arch,
+    pub code: LambdaCode,
+    pub parallelism: usize,
+}
+
+/// The tenant's stack request.
+pub fn tenant_request(
+    aws: &Aws,
+    target: &Target,
+    platform: &Platform,
+    spec: &TenantSpec,
+    outputs: &BTreeMap<String, String>,
+    opts: &FleetOptions,
+) -> Result<StackRequest> {
+    let rendered = render_tenant(spec, &target.namespace, &aws.env, platform, opts.arch)?;
+    Ok(StackRequest {
+        name: tenant_stack_name(&aws.env, spec),
+        template: rendered.body,
+        parameters: tenant_parameters(spec, outputs, &opts.code, &platform_stack_name(&aws.env))?,
+        keep_parameters: Vec::new(),
+        tags: tenant_tags(spec),
+        digest: Some(rendered.digest),
+    })
+}
+
+/// The platform stack's request.
+pub fn platform_request(aws: &Aws, platform: &Platform) -> Result<StackRequest> {
+    let tags = platform_tags(&aws.env, &BTreeMap::new());
+    let rendered = render_platform(&aws.env, platform, &tags)?;
+    Ok(StackRequest {
+        name: platform_stack_name(&aws.env),
+        template: rendered.body,
+        parameters: Vec::new(),
+        keep_parameters: Vec::new(),
+        tags,
+        digest: Some(rendered.digest),
+    })
+}
+
+/// The platform stack's outputs; an error naming what to do when it is missing or not settled.
+pub fn platform_outputs(
+    aws: &Aws,
+    stacks: &BTreeMap<String, StackState>,
+) -> Result<BTreeMap<String, String>> {
+    let name = platform_stack_name(&aws.env);
+    match stacks.get(&name) {
+        Some(s) if s.status.ends_with("_COMPLETE") && !s.status.contains("ROLLBACK") => {
+            Ok(s.outputs.clone())
+        }
+        Some(s) => bail!(
+            "the platform stack `{name}` is `{}`\nhint: run `tenantctl apply --target aws --env {}` to converge it",
+            s.status,
+            aws.env
+        ),
+        None => bail!(
+            "the platform stack `{name}` does not exist\nhint: `tenantctl apply --target aws --env {}` creates it first",
+            aws.env
+        ),
+    }
+}
+
+/// The whole plan of an environment: the platform stack, then every tenant's stack and database.
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetPlan {
+    pub environment: String,
+    pub platform: StackPlan,
+    pub stacks: Vec<StackPlan>,
+    pub database: DbPlan,
+}
+
+impl FleetPlan {
+    pub fn has_changes(&self) -> bool {
+        self.platform.pending()
+            || self.stacks.iter().any(StackPlan::pending)
+            || self.database.has_changes()
+            || self.database.has_blocked()
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for p in std::iter::once(&self.platform).chain(&self.stacks) {
+            let (label, detail) = match &p.action {
+                StackAction::Create => ("create", String::new()),
+                StackAction::Update => ("update", String::new()),
+                StackAction::NoChanges => ("no changes", String::new()),
+                StackAction::Recover(t) => ("recover", format!(" ({t})")),
+                StackAction::Wait(t) => ("wait", format!(" (an operation is running: {t})")),
+                StackAction::Blocked(t) => ("blocked", format!(": {t}")),
+            };
+            *counts.entry(label).or_default() += 1;
+            if p.action == StackAction::NoChanges {
+                continue;
+            }
+            out.push_str(&format!("stack {}: {label}{detail}\n", p.stack));
+            for c in &p.changes {
+                let replace = match c.replacement.as_deref() {
+                    Some("True") => "  (REPLACEMENT)",
+                    Some("Conditional") => "  (may be replaced)",
+                    _ => "",
+                };
+                out.push_str(&format!(
+                    "    {:<7} {:<28} {}{replace}\n",
+                    c.action, c.logical_id, c.resource_type
+                ));
+            }
+        }
+        out.push_str(&format!(
+            "stacks: {}\n",
+            counts
+                .iter()
+                .map(|(k, v)| format!("{v} {k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        out.push_str("database:\n");
+        out.push_str(&self.database.render());
+        out
+    }
+}
+
+/// Plans the platform stack and every tenant's stack, `parallelism` change-set previews at a time.
+pub async fn plan(
+    aws: &Aws,
+    target: &Target,
+    platform: &Platform,
+    specs: &[TenantSpec],
+    database: DbPlan,
+    opts: &FleetOptions,
+) -> Result<FleetPlan> {
+    let stacks = list_stacks(&aws.cfn, &aws.env).await?;
+    let platform_req = platform_request(aws, platform)?;
+    let platform_state = stacks.get(&platform_req.name);
+    let (action, changes) =
+        plan_stack(&aws.cfn, &platform_req, platform_state, aws.polling).await?;
+    let platform_plan = StackPlan {
+        stack: platform_req.name.clone(),
+        tenant: None,
+        action,
+        changes,
+    };
+    // Until the platform exists its outputs are unknown; tenant stacks are then planned as creations.
+    let outputs = match platform_state {
+        Some(s) => s.outputs.clone(),
+        None => BTreeMap::new(),
+    };
+    let mut plans = Vec::new();
+    for wave in waves(specs, opts.parallelism) {
+        let jobs = wave.iter().map(|spec| {
+            let stacks = &stacks;
+            let outputs = &outputs;
+            async move {
+                let name = tenant_stack_name(&aws.env, spec);
+                let state = stacks.get(&name);
+                let planned = if outputs.is_empty() {
+                    let rendered =
+                        render_tenant(spec, &target.namespace, &aws.env, platform, opts.arch)?;
+                    let req = StackRequest {
+                        name: name.clone(),
+                        template: rendered.body,
+                        parameters: Vec::new(),
+                        keep_parameters: Vec::new(),
+                        tags: tenant_tags(spec),
+                        digest: None,
+                    };
+                    (StackAction::Create, additions(&req)?)
+                } else {
+                    let req = tenant_request(aws, target, platform, spec, outputs, opts)?;
+                    plan_stack(&aws.cfn, &req, state, aws.polling).await?
+                };
+                anyhow::Ok(StackPlan {
+                    stack: name,
+                    tenant: Some(spec.id.clone()),
+                    action: planned.0,
+                    changes: planned.1,
+                })
+            }
+        });
+        for p in join_all(jobs).await {
+            plans.push(p?);
+        }
+    }
+    Ok(FleetPlan {
+        environment: aws.env.clone(),
+        platform: platform_plan,
+        stacks: plans,
+        database,
+    })
+}
+
+/// Progress display: an overall bar and one line per tenant in flight (hidden when not a terminal).
+#[derive(Debug, Clone)]
+pub struct Bars {
+    multi: MultiProgress,
+    pub overall: ProgressBar,
+    hidden: bool,
+}
+
+impl Bars {
+    pub fn new(visible: bool) -> Self {
+        let multi = MultiProgress::new();
+        if !visible {
+            multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        let overall = multi.add(ProgressBar::new(0));
+        overall.set_style(
+            ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} tenants {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Self {
+            multi,
+            overall,
+            hidden: !visible,
+        }
+    }
+
+    fn tenant(&self, name: &str) -> ProgressBar {
+        if self.hidden {
+            return ProgressBar::hidden();
+        }
+        let bar = self.multi.add(ProgressBar::new_spinner());
+        bar.set_style(
+            ProgressStyle::with_template("  {spinner} {prefix:<28} {msg} ({elapsed})")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.set_prefix(name.to_owned());
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    }
+}
+
+/// What `apply` did, per tenant, plus the platform and cost tags.
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetReport {
+    pub platform: Outcome,
+    pub outcomes: Vec<db_apply::Outcome>,
+    pub cost_tags: Option<TagActivation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_tags_error: Option<String>,
+    pub aws_calls: u64,
+}
+
+fn stack_result(outcome: Outcome, db: &DbAction) -> &'static str {
+    match (outcome, db) {
+        (Outcome::Created, _) | (_, DbAction::Create) => "created",
+        (Outcome::Updated, _) | (_, DbAction::Update) => "updated",
+        _ => "unchanged",
+    }
+}
+
+async fn apply_one(
+    aws: &Aws,
+    target: &Target,
+    req: Result<StackRequest>,
+    spec: &TenantSpec,
+    db_action: DbAction,
+    bar: ProgressBar,
+) -> db_apply::Outcome {
+    let tenant = spec.id.clone();
+    let result: Result<&'static str> = async {
+        if let DbAction::Blocked(why) = &db_action {
+            bail!("blocked: {why}");
+        }
+        let req = req?;
+        let report = |status: &str| bar.set_message(status.to_owned());
+        let outcome = deploy::deploy(&aws.cfn, &req, aws.polling, &report).await?;
+        // The stack is in a final, successful state: only now the database and the registry.
+        if db_action != DbAction::NoOp {
+            bar.set_message("database and registry");
+            let mut admin = target.admin().await?;
+            converge_tenant(target, &mut admin, spec).await?;
+        }
+        Ok(stack_result(outcome, &db_action))
+    }
+    .await;
+    bar.finish_and_clear();
+    let (result, error) = match result {
+        Ok(r) => (r, None),
+        Err(e) => ("failed", Some(format!("{e:#}"))),
+    };
+    let detail = serde_json::json!({"stack": tenant_stack_name(&aws.env, spec), "result": result, "error": error});
+    if let Err(e) = audit(target, &tenant, "apply-aws", result, &detail.to_string()).await {
+        tracing::warn!(tenant = %tenant, error = %e, "could not write the audit row");
+    }
+    db_apply::Outcome {
+        tenant,
+        result,
+        error,
+    }
+}
+
+/// Applies the platform stack, then every tenant in waves of `opts.parallelism`, then activates the
+/// cost-allocation tag keys. A tenant's failure is reported in its outcome; only a platform failure or
+/// an unreachable control plane stops the run.
+pub async fn apply(
+    aws: &Aws,
+    target: &Target,
+    platform: &Platform,
+    specs: &[TenantSpec],
+    database: &DbPlan,
+    opts: &FleetOptions,
+    bars: &Bars,
+) -> Result<FleetReport> {
+    let platform_req = platform_request(aws, platform)?;
+    let platform_bar = bars.tenant(&platform_req.name);
+    let report = |s: &str| platform_bar.set_message(s.to_owned());
+    let platform_outcome = deploy::deploy(&aws.cfn, &platform_req, aws.polling, &report)
+        .await
+        .context("the platform stack")?;
+    platform_bar.finish_and_clear();
+    let outputs = describe(&aws.cfn, &platform_req.name)
+        .await?
+        .map(|s| s.outputs)
+        .unwrap_or_default();
+    db_apply::ensure_control_plane(target).await?;
+    bars.overall.set_length(specs.len() as u64);
+    let mut outcomes = Vec::new();
+    let db_actions: BTreeMap<&TenantId, &DbAction> = database
+        .tenants
+        .iter()
+        .map(|t| (&t.tenant, &t.action))
+        .collect();
+    for wave in waves(specs, opts.parallelism) {
+        let jobs = wave.iter().map(|spec| {
+            let req = tenant_request(aws, target, platform, spec, &outputs, opts);
+            let db_action = db_actions
+                .get(&spec.id)
+                .map(|a| (*a).clone())
+                .unwrap_or(DbAction::Update);
+            let bar = bars.tenant(spec.id.as_str());
+            async move {
+                let o = apply_one(aws, target, req, spec, db_action, bar).await;
+                bars.overall.inc(1);
+                o
+            }
+        });
+        outcomes.extend(join_all(jobs).await);
+    }
+    bars.overall.finish_and_clear();
+    let keys: BTreeSet<String> = specs
+        .iter()
+        .filter(|s| {
+            outcomes
+                .iter()
+                .any(|o| o.tenant == s.id && o.result != "failed")
+        })
+        .flat_map(|s| tenant_tags(s).into_keys())
+        .collect();
+    let (cost_tags, cost_tags_error) = if keys.is_empty() {
+        (None, None)
+    } else {
+        match costs::activate(&aws.cost_explorer, &keys).await {
+            Ok(r) => (Some(r), None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        }
+    };
+    outcomes.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+    Ok(FleetReport {
+        platform: platform_outcome,
+        outcomes,
+        cost_tags,
+        cost_tags_error,
+        aws_calls: aws.calls.get(),
+    })
+}
+
+/// What AWS offboarding did, after the database part.
+#[derive(Debug, Clone, Serialize)]
+pub struct AwsOffboard {
+    pub stack: String,
+    pub stack_deleted: bool,
+    /// For the dedicated tier: CloudFormation keeps a final snapshot (DeletionPolicy: Snapshot).
+    pub final_snapshot: bool,
+    pub secrets_scheduled_for_deletion: Vec<String>,
+    pub recovery_window_days: i64,
+}
+
+/// After the database offboarding (export verified, data removed, registry `offboarded`): turns off
+/// the dedicated database's deletion protection, deletes the stack (CloudFormation snapshots the
+/// dedicated database on the way), schedules every `tenants/<id>/` secret for deletion, and audits each
+/// step. Re-running after a failure resumes.
+pub async fn offboard(
+    aws: &Aws,
+    target: &Target,
+    tenant: &TenantId,
+    tier: runtime::domain::Tier,
+    bar: &ProgressBar,
+) -> Result<AwsOffboard> {
+    let stack = format!("tenantctl-{}-{tenant}", aws.env);
+    let report = |s: &str| bar.set_message(format!("{stack}: {s}"));
+    let state = describe(&aws.cfn, &stack).await?;
+    let dedicated = tier == runtime::domain::Tier::Dedicated;
+    if let Some(state) = &state {
+        if dedicated
+            && state
+                .parameters
+                .get("DeletionProtection")
+                .map(String::as_str)
+                != Some("false")
+        {
+            let req = StackRequest {
+                name: stack.clone(),
+                template: String::new(),
+                parameters: vec![("DeletionProtection".into(), "false".into())],
+                keep_parameters: state
+                    .parameters
+                    .keys()
+                    .filter(|k| *k != "DeletionProtection")
+                    .cloned()
+                    .collect(),
+                tags: state.tags.clone(),
+                digest: None,
+            };
+            deploy::deploy(&aws.cfn, &req, aws.polling, &report)
+                .await
+                .context("turning off the dedicated database's deletion protection")?;
+            audit(
+                target,
+                tenant,
+                "offboard-aws",
+                "deletion_protection_off",
+                &stack,
+            )
+            .await?;
+        }
+        deploy::delete(&aws.cfn, &stack, aws.polling, &report).await?;
+        audit(
+            target,
+            tenant,
+            "offboard-aws",
+            "stack_deleted",
+            &serde_json::json!({"stack": stack, "final_snapshot": dedicated}).to_string(),
+        )
+        .await?;
+    }
+    let names = aws
+        .secrets
+        .schedule_tenant_deletion(tenant)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    audit(
+        target,
+        tenant,
+        "offboard-aws",
+        "secrets_scheduled_for_deletion",
+        &serde_json::json!({"secrets": names, "recovery_window_days": aws.secrets.recovery_window_days()})
+            .to_string(),
+    )
+    .await?;
+    Ok(AwsOffboard {
+        stack,
+        stack_deleted: state.is_some(),
+        final_snapshot: dedicated && state.is_some(),
+        secrets_scheduled_for_deletion: names,
+        recovery_window_days: aws.secrets.recovery_window_days(),
+    })
+}
+
+/// A registry entry, as drift detection needs it.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    pub tenant: String,
+    pub tier: String,
+    pub status: String,
+}
+
+/// One disagreement between the registry and CloudFormation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub tenant: String,
+    pub stack: String,
+    pub problem: String,
+    pub hint: String,
+}
+
+/// Reconciles the registry with the environment's stacks. Pure.
+pub fn reconcile(
+    env: &str,
+    registry: &[Registered],
+    stacks: &BTreeMap<String, StackState>,
+) -> Vec<Finding> {
+    let platform = platform_stack_name(env);
+    let prefix = format!("tenantctl-{env}-");
+    let mut findings = Vec::new();
+    let mut seen = BTreeSet::new();
+    for r in registry {
+        let stack = format!("{prefix}{}", r.tenant);
+        seen.insert(stack.clone());
+        let state = stacks.get(&stack);
+        let finding = |problem: String, hint: &str| Finding {
+            tenant: r.tenant.clone(),
+            stack: stack.clone(),
+            problem,
+            hint: hint.to_owned(),
+        };
+        match (r.status.as_str(), state) {
+            ("offboarded", None) => {}
+            ("offboarded", Some(_)) => findings.push(finding(
+                "the tenant is offboarded but its stack still exists".into(),
+                "run `tenantctl offboard` for it again (it resumes)",
+            )),
+            (_, None) => findings.push(finding(
+                format!(
+                    "the registry says `{}` but the stack does not exist",
+                    r.status
+                ),
+                "run `tenantctl apply` with the tenant's manifest",
+            )),
+            (_, Some(s)) => {
+                if operation_in_progress(&s.status) {
+                    findings.push(finding(
+                        format!("an operation is running (`{}`)", s.status),
+                        "wait for it, then check again",
+                    ));
+                } else if action_for(Some(&s.status)) != StateAction::UpdateChangeSet
+                    || s.status == "UPDATE_ROLLBACK_COMPLETE"
+                {
+                    findings.push(finding(
+                        format!("the stack is `{}`", s.status),
+                        "run `tenantctl apply` (it recovers the stack) and read its error",
+                    ));
+                }
+                if s.tags.get("tier").is_some_and(|t| *t != r.tier) {
+                    findings.push(finding(
+                        format!(
+                            "the registry says tier `{}` but the stack is tagged `{}`",
+                            r.tier,
+                            s.tags.get("tier").map(String::as_str).unwrap_or("")
+                        ),
+                        "run `tenantctl apply` with the tenant's manifest",
+                    ));
+                }
+                if !s.outputs.contains_key(DIGEST_OUTPUT) {
+                    findings.push(finding(
+                        "the stack was not made by tenantctl (no digest output)".into(),
+                        "run `tenantctl apply` with the tenant's manifest",
+                    ));
+                }
+            }
+        }
+    }
+    for (name, s) in stacks {
+        if *name == platform || seen.contains(name) {
+            continue;
+        }
+        let tenant = s
+            .tags
+            .get("tenant")
+            .cloned()
+            .unwrap_or_else(|| name.trim_start_matches(&prefix).to_owned());
+        findings.push(Finding {
+            tenant,
+            stack: name.clone(),
+            problem: format!("a stack (`{}`) with no registry entry", s.status),
+            hint: "apply the tenant's manifest, or delete the stack if the tenant never existed"
+                .into(),
+        });
+    }
+    findings
+}
+
+/// Reads the registry (every tenant, offboarded too).
+pub async fn registry(target: &Target) -> Result<Vec<Registered>> {
+    let admin = target.admin().await?;
+    let rows = admin
+        .query(
+            "SELECT tenant_id, tier, status FROM control.tenants ORDER BY tenant_id",
+            &[],
+        )
+        .await
+        .context("reading the registry (is the control plane created? run `tenantctl apply`)")?;
+    Ok(rows
+        .iter()
+        .map(|r| Registered {
+            tenant: r.get(0),
+            tier: r.get(1),
+            status: r.get(2),
+        })
+        .collect())
+}
+
+/// Drift of an environment: the registry against CloudFormation.
+pub async fn drift(aws: &Aws, target: &Target) -> Result<Vec<Finding>> {
+    let registry = registry(target).await?;
+    let stacks = list_stacks(&aws.cfn, &aws.env).await?;
+    Ok(reconcile(&aws.env, &registry, &stacks))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stack(name: &str, status: &str, tier: &str) -> (String, StackState) {
+        (
+            name.to_owned(),
+            StackState {
+                name: name.to_owned(),
+                status: status.to_owned(),
+                tags: BTreeMap::from([("tier".into(), tier.into())]),
+                outputs: BTreeMap::from([(DIGEST_OUTPUT.into(), "d".into())]),
+                ..StackState::default()
+            },
+        )
+    }
+
+    fn reg(tenant: &str, tier: &str, status: &str) -> Registered {
+        Registered {
+            tenant: tenant.into(),
+            tier: tier.into(),
+            status: status.into(),
+        }
+    }
+
+    #[test]
+    fn reconcile_finds_every_kind_of_drift_and_nothing_else() {
+        let stacks = BTreeMap::from([
+            stack("tenantctl-prod-platform", "UPDATE_COMPLETE", ""),
+            stack("tenantctl-prod-ok", "UPDATE_COMPLETE", "schema"),
+            stack("tenantctl-prod-rolled", "ROLLBACK_COMPLETE", "schema"),
+            stack("tenantctl-prod-moved", "CREATE_COMPLETE", "pool"),
+            stack("tenantctl-prod-gone", "CREATE_COMPLETE", "schema"),
+            stack("tenantctl-prod-orphan", "CREATE_COMPLETE", "schema"),
+            stack("tenantctl-prod-busy", "UPDATE_IN_PROGRESS", "schema"),
+        ]);
+        let registry = [
+            reg("ok", "schema", "active"),
+            reg("rolled", "schema", "active"),
+            reg("moved", "dedicated", "active"),
+            reg("gone", "schema", "offboarded"),
+            reg("missing", "schema", "active"),
+            reg("done", "schema", "offboarded"),
+            reg("busy", "schema", "active"),
+        ];
+        let found: Vec<(String, String)> = reconcile("prod", &registry, &stacks)
+            .into_iter()
+            .map(|f| (f.tenant, f.problem))
+            .collect();
+        let tenants: Vec<&str> = found.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(
+            tenants,
+            ["rolled", "moved", "gone", "missing", "busy", "orphan"],
+            "{found:#?}"
+        );
+        assert!(found[1].1.contains("tier `dedicated`"), "{found:?}");
+        assert!(found[3].1.contains("does not exist"), "{found:?}");
+        assert!(found[5].1.contains("no registry entry"), "{found:?}");
+    }
+}

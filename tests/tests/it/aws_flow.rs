@@ -1,0 +1,403 @@
+//! The AWS target end to end through the `tenantctl` binary, against a local moto server (issue 5):
+//! onboard two tenants, re-apply (no changes), update one, drift, secrets, tags, offboard one. The
+//! control plane is the test cluster reached by URL with a non-superuser admin (the platform's RDS
+//! cannot run here); Cost Explorer, which moto lacks, is a fake speaking its wire protocol.
+//!
+//! moto's CloudFormation skips some resource types (API Gateway v2) and never rolls back, so this
+//! proves the orchestration and the direct API calls; cfn-lint and `cli/tests/it/aws.rs` prove the
+//! templates.
+
+use std::path::Path;
+use std::process::Output;
+
+use runtime::secrets::SecretName;
+
+struct Env {
+    moto: tests::Moto,
+    costs: tests::FakeCostExplorer,
+    url: String,
+    ns: String,
+    state: tempfile::TempDir,
+    bin: std::path::PathBuf,
+}
+
+impl Env {
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write as _;
+        let mut cmd = std::process::Command::new(&self.bin);
+        cmd.args([
+            "--target",
+            "aws",
+            "--env",
+            "test",
+            "--namespace",
+            &self.ns,
+            "--lambda-code",
+            "s3://tenantctl-code/runtime.zip",
+            "--arch",
+            "x86-64",
+        ])
+        .args(args)
+        .envs(self.moto.env())
+        .env("AWS_ENDPOINT_URL_COST_EXPLORER", &self.costs.url)
+        .env("TENANTCTL_DATABASE_URL", &self.url)
+        .env("TENANTCTL_STATE_DIR", self.state.path())
+        .env("TENANTCTL_POLL_MAX_MS", "200")
+        .env_remove("TENANTCTL_TARGET")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn copy_examples(dir: &Path) {
+    for name in ["acme.yaml", "globex.yaml"] {
+        std::fs::copy(
+            cli::testing::repo_root().join("tenants").join(name),
+            dir.join(name),
+        )
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onboard_reapply_update_drift_and_offboard_on_moto() {
+    let moto = tests::moto().await;
+    let costs = tests::fake_cost_explorer().await;
+    costs
+        .not_visible
+        .lock()
+        .unwrap()
+        .insert("department".into());
+    let target = cli::testing::deployment();
+    let url = tests::external_admin_url(&target).await;
+    tests::moto_fixture(&moto, &["upload-code", "tenantctl-code", "runtime.zip"]);
+    let env = Env {
+        moto,
+        costs,
+        url,
+        ns: target.namespace.to_string(),
+        state: tempfile::tempdir().unwrap(),
+        bin: tests::tenantctl_binary(),
+    };
+    let manifests = tempfile::tempdir().unwrap();
+    copy_examples(manifests.path());
+    let dir = manifests.path().to_str().unwrap();
+
+    // Onboard both tenants (and the platform stack).
+    let out = env.run(&["apply", dir], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        stdout(&out),
+        "acme: created\nglobex: created\n",
+        "{}",
+        text(&out)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("platform stack tenantctl-test-platform: created"),
+        "{err}"
+    );
+    // Cost-allocation tag keys activated in batches; a key billing has not seen yet is pending.
+    assert!(
+        err.contains("cost-allocation tags active: cost-center, tenant, tier"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`department` is not visible to billing yet"),
+        "{err}"
+    );
+    assert!(
+        env.costs
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|c| c.len() <= 20)
+    );
+
+    // The registry was written after the stacks settled, and the audit log has both runs.
+    let admin = target.admin().await.unwrap();
+    let rows = admin
+        .query(
+            "SELECT tenant_id, status FROM control.tenants ORDER BY tenant_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let reg: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        reg,
+        [
+            ("acme".into(), "active".into()),
+            ("globex".into(), "active".into())
+        ]
+    );
+    let audited: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM control.apply_log WHERE action = 'apply-aws' AND outcome = 'created'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(audited, 2);
+
+    // Re-apply and plan: nothing to do, and no change set was needed to know it.
+    let out = env.run(&["plan", dir], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("stacks: 3 no changes"),
+        "{}",
+        text(&out)
+    );
+    let out = env.run(&["--output", "json", "apply", dir], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["platform"], "no_changes", "{report}");
+    let results: Vec<&str> = report["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(results, ["unchanged", "unchanged"], "{report}");
+
+    // Update one tenant: a longer log retention changes only acme's log group.
+    let acme = manifests.path().join("acme.yaml");
+    let body = std::fs::read_to_string(&acme).unwrap();
+    std::fs::write(&acme, body.replace("usage_days: 400", "usage_days: 800")).unwrap();
+    let out = env.run(&["plan", dir], None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let plan = stdout(&out);
+    assert!(plan.contains("stack tenantctl-test-acme: update"), "{plan}");
+    assert!(plan.contains("Modify  LogGroup"), "{plan}");
+    assert!(!plan.contains("tenantctl-test-globex:"), "{plan}");
+    let out = env.run(&["apply", dir], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        stdout(&out),
+        "acme: updated\nglobex: unchanged\n",
+        "{}",
+        text(&out)
+    );
+
+    // No drift; then a stack deleted behind tenantctl's back is found.
+    let out = env.run(&["drift"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // A provider key, from stdin, never an argument; tagged with its tenant; readable by name.
+    let out = env.run(
+        &["secret", "put", "acme", "openai-api-key"],
+        Some("sk-test-generated\n"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!text(&out).contains("sk-test-generated"));
+    let store = env.moto.secret_store().await;
+    let name = SecretName::parse("tenants/acme/openai-api-key").unwrap();
+    let tags = store.tags(&name).await.unwrap();
+    assert!(tags.contains(&("tenant".into(), "acme".into())), "{tags:?}");
+    let secrets = runtime::secrets::SecretStore::Aws(store.clone());
+    use secrecy::ExposeSecret as _;
+    assert_eq!(
+        secrets.get(&name).await.unwrap().expose_secret(),
+        "sk-test-generated"
+    );
+
+    // Resources are findable by the tenant tag.
+    let tagged: Vec<String> = serde_json::from_str(&tests::moto_fixture(
+        &env.moto,
+        &["tagged", "tenant", "acme"],
+    ))
+    .unwrap();
+    for needle in [
+        ":stack/tenantctl-test-acme/",
+        ":log-group:/aws/lambda/tenantctl-test-acme",
+        ":secret:tenants/acme/db-password",
+        ":secret:tenants/acme/openai-api-key",
+    ] {
+        assert!(
+            tagged.iter().any(|a| a.contains(needle)),
+            "{needle}: {tagged:?}"
+        );
+    }
+    assert!(tagged.iter().all(|a| !a.contains("globex")), "{tagged:?}");
+    // The function exists. (moto neither indexes Lambda in its tagging API nor applies a function's
+    // CloudFormation `Tags`; that every taggable resource carries them is `cli/tests/it/aws.rs`'s job.)
+    let _function_tags = tests::moto_fixture(&env.moto, &["function-tags", "tenantctl-test-acme"]);
+
+    // Offboard acme: export, stack deleted, secrets scheduled for deletion, registry kept.
+    let export = tempfile::tempdir().unwrap();
+    let out = env.run(
+        &[
+            "offboard",
+            "acme",
+            "--export",
+            export.path().to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let said = stdout(&out);
+    assert!(
+        said.contains("stack `tenantctl-test-acme` deleted"),
+        "{said}"
+    );
+    // The database password went with the role; the provider key with the AWS step.
+    assert!(
+        said.contains("1 secret(s) scheduled for deletion"),
+        "{said}"
+    );
+    for leaf in ["openai-api-key", "db-password"] {
+        let n = SecretName::parse(&format!("tenants/acme/{leaf}")).unwrap();
+        assert!(
+            !secrets.exists(&n).await.unwrap(),
+            "{leaf} is scheduled for deletion"
+        );
+    }
+    assert!(
+        secrets
+            .exists(&SecretName::parse("tenants/globex/db-password").unwrap())
+            .await
+            .unwrap(),
+        "another tenant's secrets are untouched"
+    );
+    let status: String = admin
+        .query_one(
+            "SELECT status FROM control.tenants WHERE tenant_id = 'acme'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "offboarded");
+    let steps: Vec<String> = admin
+        .query(
+            "SELECT outcome FROM control.apply_log WHERE tenant_id = 'acme' AND action = 'offboard-aws' ORDER BY at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(steps, ["stack_deleted", "secrets_scheduled_for_deletion"]);
+    let out = env.run(&["drift"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // Re-onboarding within the recovery window restores the secret instead of failing.
+    let out = env.run(
+        &["secret", "put", "acme", "openai-api-key"],
+        Some("sk-test-second\n"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        secrets.get(&name).await.unwrap().expose_secret(),
+        "sk-test-second"
+    );
+
+    // Drift: globex's stack deleted out of band.
+    tests::moto_fixture(&env.moto, &["delete-stack", "tenantctl-test-globex"]);
+    let out = env.run(&["drift"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("globex (tenantctl-test-globex): the registry says `active` but the stack does not exist"),
+        "{}",
+        text(&out)
+    );
+    let out = env.run(&["status"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn bad_input_fails_before_any_aws_call() {
+    // security-cases.md case 63: a malformed manifest, a bad tenant id, or an unknown tenant is refused
+    // before any AWS (or database) call. Every AWS call would go to a listener that counts them.
+    let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let trap_url = format!("http://{}", trap.local_addr().unwrap());
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((_s, _)) = trap.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let bin = tests::tenantctl_binary();
+    let bad = tempfile::tempdir().unwrap();
+    std::fs::write(
+        bad.path().join("x.yaml"),
+        "version: 1\nid: \"acme*\"\ndisplay_name: X\ntier: schema\n",
+    )
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(&bin)
+            .args([
+                "--target",
+                "aws",
+                "--env",
+                "test",
+                "--lambda-code",
+                "s3://b/k",
+            ])
+            .args(args)
+            .env("AWS_ENDPOINT_URL", &trap_url)
+            .env("AWS_REGION", "eu-west-1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env(
+                "TENANTCTL_DATABASE_URL",
+                "postgres://nobody@127.0.0.1:1/none",
+            )
+            .env("TENANTCTL_STATE_DIR", state.path())
+            .output()
+            .unwrap()
+    };
+    for (args, needle) in [
+        (
+            vec!["apply", bad.path().to_str().unwrap()],
+            "manifest error",
+        ),
+        (vec!["plan", bad.path().to_str().unwrap()], "manifest error"),
+        (vec!["offboard", "../x", "--export", "/tmp/x"], "tenant"),
+        (vec!["offboard", "a/b", "--export", "/tmp/x"], "tenant"),
+        (vec!["secret", "put", "x\";drop", "k"], "tenant"),
+        (
+            vec!["offboard", &"a".repeat(200), "--export", "/tmp/x"],
+            "tenant",
+        ),
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    // An unknown (well-formed) tenant fails at the registry, still before any AWS call.
+    let out = run(&["offboard", "nosuch", "--export", "/tmp/x"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
