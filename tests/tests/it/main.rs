@@ -12,6 +12,7 @@ mod auth;
 mod aws_flow;
 mod cloudformation;
 mod deploy_mocked;
+mod fleet_mocked;
 mod injection;
 mod interop;
 mod issuers;

@@ -1,0 +1,363 @@
+//! The AWS fleet's failure paths moto cannot produce (issue 5), with `aws-smithy-mocks` answering the
+//! real SDK clients: throttling retried with backoff, Cost Explorer's batches and per-key answers, and
+//! one tenant failing in the middle of a wave while the others, and the next wave, go on.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_cloudformation::Client;
+use aws_sdk_cloudformation::operation::create_change_set::CreateChangeSetOutput;
+use aws_sdk_cloudformation::operation::describe_change_set::DescribeChangeSetOutput;
+use aws_sdk_cloudformation::operation::describe_stacks::DescribeStacksOutput;
+use aws_sdk_cloudformation::operation::execute_change_set::ExecuteChangeSetOutput;
+use aws_sdk_cloudformation::types::{ChangeSetStatus, Output, Stack, StackStatus};
+use aws_sdk_costexplorer::operation::update_cost_allocation_tags_status::UpdateCostAllocationTagsStatusOutput;
+use aws_sdk_costexplorer::types::UpdateCostAllocationTagsStatusError;
+use aws_smithy_mocks::{MockResponse, MockResponseInterceptor, Rule, RuleMode, mock};
+use cli::aws::deploy::{Outcome, Polling, StackRequest, deploy};
+use cli::aws::fleet::{Aws, Bars, FleetOptions};
+use runtime::domain::TenantId;
+
+const POLL: Polling = Polling {
+    max_delay: Duration::from_millis(1),
+    timeout: Duration::from_secs(5),
+};
+
+fn interceptor(rules: &[&Rule]) -> MockResponseInterceptor {
+    let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
+    for rule in rules {
+        interceptor = interceptor.with_rule(rule);
+    }
+    interceptor
+}
+
+fn cfn(rules: &[&Rule]) -> Client {
+    Client::from_conf(
+        aws_sdk_cloudformation::Config::builder()
+            .with_test_defaults()
+            .region(aws_sdk_cloudformation::config::Region::new("eu-west-1"))
+            .http_client(aws_smithy_mocks::create_mock_http_client())
+            .interceptor(interceptor(rules))
+            .build(),
+    )
+}
+
+fn cost_explorer(rules: &[&Rule]) -> aws_sdk_costexplorer::Client {
+    aws_sdk_costexplorer::Client::from_conf(
+        aws_sdk_costexplorer::Config::builder()
+            .with_test_defaults()
+            .region(aws_sdk_costexplorer::config::Region::new("us-east-1"))
+            .http_client(aws_smithy_mocks::create_mock_http_client())
+            .interceptor(interceptor(rules))
+            .build(),
+    )
+}
+
+/// An awsQuery error as CloudFormation sends it.
+fn error_response(code: &str, message: &str) -> aws_smithy_runtime_api::http::Response {
+    let body = format!(
+        "<ErrorResponse xmlns=\"http://cloudformation.amazonaws.com/doc/2010-05-15/\"><Error><Type>Sender</Type>\
+         <Code>{code}</Code><Message>{message}</Message></Error><RequestId>r-1</RequestId></ErrorResponse>"
+    );
+    aws_smithy_runtime_api::http::Response::new(
+        aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
+        aws_smithy_types::body::SdkBody::from(body),
+    )
+}
+
+fn stack(name: &str, status: &str, outputs: &BTreeMap<String, String>) -> DescribeStacksOutput {
+    let mut s = Stack::builder()
+        .stack_name(name)
+        .stack_status(StackStatus::from(status))
+        .creation_time(aws_sdk_cloudformation::primitives::DateTime::from_secs(0));
+    for (k, v) in outputs {
+        s = s.outputs(Output::builder().output_key(k).output_value(v).build());
+    }
+    DescribeStacksOutput::builder().stacks(s.build()).build()
+}
+
+#[tokio::test]
+async fn throttling_is_retried_with_backoff_until_it_passes() {
+    // Five throttled answers in a row: more than the SDK's own three attempts, so the deployer's
+    // backoff is what carries the call through.
+    let describe = mock!(Client::describe_stacks)
+        .sequence()
+        .http_response(|| error_response("Throttling", "Rate exceeded"))
+        .times(5)
+        .http_response(|| {
+            error_response(
+                "ValidationError",
+                "Stack with id tenantctl-prod-acme does not exist",
+            )
+        })
+        .output(|| stack("tenantctl-prod-acme", "CREATE_COMPLETE", &BTreeMap::new()))
+        .build();
+    let create = mock!(Client::create_change_set)
+        .sequence()
+        .http_response(|| error_response("Throttling", "Rate exceeded"))
+        .output(|| CreateChangeSetOutput::builder().id("cs").build())
+        .build();
+    let ready = mock!(Client::describe_change_set).then_output(|| {
+        DescribeChangeSetOutput::builder()
+            .status(ChangeSetStatus::CreateComplete)
+            .build()
+    });
+    let execute =
+        mock!(Client::execute_change_set).then_output(|| ExecuteChangeSetOutput::builder().build());
+    let client = cfn(&[&describe, &create, &ready, &execute]);
+    let req = StackRequest {
+        name: "tenantctl-prod-acme".into(),
+        template: "{}".into(),
+        parameters: vec![],
+        keep_parameters: vec![],
+        tags: BTreeMap::new(),
+        digest: None,
+    };
+    let outcome = deploy(&client, &req, POLL, &|_| {}).await.unwrap();
+    assert_eq!(outcome, Outcome::Created);
+    assert!(
+        describe.num_calls() >= 7 && create.num_calls() == 2,
+        "{} {}",
+        describe.num_calls(),
+        create.num_calls()
+    );
+}
+
+#[tokio::test]
+async fn cost_tags_go_in_batches_of_20_and_unseen_keys_are_pending_not_errors() {
+    let seen = Arc::new(Mutex::new(Vec::<usize>::new()));
+    let log = seen.clone();
+    let update = mock!(aws_sdk_costexplorer::Client::update_cost_allocation_tags_status)
+        .then_compute_output(move |req| {
+            let keys: Vec<String> = req
+                .cost_allocation_tags_status()
+                .iter()
+                .map(|e| e.tag_key().to_owned())
+                .collect();
+            log.lock().unwrap().push(keys.len());
+            let mut out = UpdateCostAllocationTagsStatusOutput::builder();
+            for k in keys {
+                if k == "key-07" {
+                    out = out.errors(
+                        UpdateCostAllocationTagsStatusError::builder()
+                            .tag_key(&k)
+                            .code("TagKeysNotFoundException")
+                            .message("Tag keys not found")
+                            .build(),
+                    );
+                } else if k == "key-30" {
+                    out = out.errors(
+                        UpdateCostAllocationTagsStatusError::builder()
+                            .tag_key(&k)
+                            .code("InvalidParameterValue")
+                            .message("aws: prefix is reserved")
+                            .build(),
+                    );
+                }
+            }
+            out.build()
+        });
+    let client = cost_explorer(&[&update]);
+    let keys: BTreeSet<String> = (0..45).map(|i| format!("key-{i:02}")).collect();
+    let report = cli::aws::costs::activate(&client, &keys).await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), [20, 20, 5]);
+    assert_eq!(report.activated.len(), 43);
+    assert_eq!(
+        report.pending.keys().collect::<Vec<_>>(),
+        ["key-07"],
+        "{report:?}"
+    );
+    assert_eq!(
+        report.failed.keys().collect::<Vec<_>>(),
+        ["key-30"],
+        "{report:?}"
+    );
+    assert!(report.failed["key-30"].contains("InvalidParameterValue"));
+}
+
+#[tokio::test]
+async fn a_cost_explorer_refusal_is_an_error_naming_the_permission() {
+    let denied = mock!(aws_sdk_costexplorer::Client::update_cost_allocation_tags_status)
+        .then_http_response(|| {
+            aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
+                aws_smithy_types::body::SdkBody::from(
+                    r#"{"__type":"AccessDeniedException","Message":"not authorized"}"#,
+                ),
+            )
+        });
+    let client = cost_explorer(&[&denied]);
+    let keys = BTreeSet::from(["tenant".to_owned()]);
+    let err = cli::aws::costs::activate(&client, &keys)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ce:UpdateCostAllocationTagsStatus"), "{err}");
+}
+
+#[tokio::test]
+async fn one_tenant_failing_mid_wave_does_not_stop_the_others_or_the_next_wave() {
+    let target = cli::testing::deployment();
+    target.ensure_database().await.unwrap();
+    let platform = cli::platform::Platform::builtin();
+    let env = "prod";
+    let platform_digest = cli::aws::render_platform(
+        env,
+        &platform,
+        &cli::aws::platform_tags(env, &BTreeMap::new()),
+    )
+    .unwrap()
+    .digest;
+    let mut platform_outputs: BTreeMap<String, String> = [
+        ("PrivateSubnetA", "subnet-a"),
+        ("PrivateSubnetB", "subnet-b"),
+        ("FunctionSecurityGroup", "sg-f"),
+        ("DbiResourceId", "db-ABC"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    platform_outputs.insert(cli::aws::DIGEST_OUTPUT.into(), platform_digest);
+
+    // A tiny CloudFormation: stacks exist once their change set executed; `bbb`'s change set is refused.
+    let created = Arc::new(Mutex::new(BTreeSet::<String>::new()));
+    let (seen, outputs) = (created.clone(), platform_outputs.clone());
+    let describe = mock!(Client::describe_stacks).then_compute_response(move |req| {
+        let name = req.stack_name().unwrap_or_default().to_owned();
+        if name == "tenantctl-prod-platform" {
+            MockResponse::Output(stack(&name, "UPDATE_COMPLETE", &outputs))
+        } else if seen.lock().unwrap().contains(&name) {
+            MockResponse::Output(stack(&name, "CREATE_COMPLETE", &BTreeMap::new()))
+        } else {
+            MockResponse::Http(error_response(
+                "ValidationError",
+                &format!("Stack with id {name} does not exist"),
+            ))
+        }
+    });
+    let create = mock!(Client::create_change_set).then_compute_response(|req| {
+        if req.stack_name() == Some("tenantctl-prod-bbb") {
+            MockResponse::Http(error_response(
+                "ValidationError",
+                "Template format error: Unresolved resource dependencies [Missing]",
+            ))
+        } else {
+            MockResponse::Output(CreateChangeSetOutput::builder().id("cs").build())
+        }
+    });
+    let ready = mock!(Client::describe_change_set).then_output(|| {
+        DescribeChangeSetOutput::builder()
+            .status(ChangeSetStatus::CreateComplete)
+            .build()
+    });
+    let seen = created.clone();
+    let execute = mock!(Client::execute_change_set).then_compute_output(move |req| {
+        seen.lock()
+            .unwrap()
+            .insert(req.stack_name().unwrap_or_default().to_owned());
+        ExecuteChangeSetOutput::builder().build()
+    });
+    let costs = mock!(aws_sdk_costexplorer::Client::update_cost_allocation_tags_status)
+        .then_output(|| UpdateCostAllocationTagsStatusOutput::builder().build());
+
+    let aws = Aws {
+        env: env.into(),
+        cfn: cfn(&[&describe, &create, &ready, &execute]),
+        cost_explorer: cost_explorer(&[&costs]),
+        secrets: runtime::secrets::AwsSecretStore::from_client(
+            aws_sdk_secretsmanager::Client::from_conf(
+                aws_sdk_secretsmanager::Config::builder()
+                    .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+                    .region(aws_sdk_secretsmanager::config::Region::new("eu-west-1"))
+                    .build(),
+            ),
+        ),
+        calls: Default::default(),
+        polling: POLL,
+    };
+    let base = cli::manifest::TenantSpec::from_file(
+        &cli::testing::repo_root().join("tenants/acme.yaml"),
+        &platform,
+    )
+    .unwrap();
+    let specs: Vec<_> = ["aaa", "bbb", "ccc"]
+        .iter()
+        .map(|id| {
+            let mut s = base.clone();
+            s.id = TenantId::parse(id).unwrap();
+            s
+        })
+        .collect();
+    let ids: Vec<TenantId> = specs.iter().map(|s| s.id.clone()).collect();
+    let observed =
+        cli::provision::observe::observe(&target, cli::provision::observe::Scope::Only(&ids))
+            .await
+            .unwrap();
+    let db_plan = cli::provision::plan::plan(
+        &specs,
+        &observed,
+        &target.namespace,
+        &target.endpoint.dbname,
+    );
+    let opts = FleetOptions {
+        arch: cli::aws::Arch::X86_64,
+        code: "s3://code/runtime.zip".parse().unwrap(),
+        parallelism: 2,
+    };
+    let report = cli::aws::fleet::apply(
+        &aws,
+        &target,
+        &platform,
+        &specs,
+        &db_plan,
+        &opts,
+        &Bars::new(false),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.platform, Outcome::NoChanges, "digest matched");
+    let results: Vec<(String, &str)> = report
+        .outcomes
+        .iter()
+        .map(|o| (o.tenant.to_string(), o.result))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("aaa".into(), "created"),
+            ("bbb".into(), "failed"),
+            ("ccc".into(), "created")
+        ]
+    );
+    let error = report.outcomes[1].error.as_deref().unwrap();
+    assert!(
+        error.contains("Unresolved resource dependencies"),
+        "{error}"
+    );
+
+    // Only tenants whose stack settled are in the registry; the failure is audited.
+    let admin = target.admin().await.unwrap();
+    let registered: Vec<String> = admin
+        .query(
+            "SELECT tenant_id FROM control.tenants ORDER BY tenant_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(registered, ["aaa", "ccc"]);
+    let failed: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM control.apply_log WHERE tenant_id = 'bbb' AND action = 'apply-aws' AND outcome = 'failed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(failed, 1);
+    // Cost tags were activated for the tenants that succeeded.
+    assert_eq!(costs.num_calls(), 1);
+}
