@@ -4,10 +4,9 @@
 //! resource types and never rolls back, so this proves the orchestration, not the templates (cfn-lint
 //! and the policy tests in `cli/tests/it/aws.rs` do that).
 //!
-//! Not here yet, because moto diverges from AWS on them: tenant stacks (moto lists the platform's
-//! exports but does not resolve `Fn::ImportValue` while executing a change set), and recovery from
-//! REVIEW_IN_PROGRESS (moto leaves the stack in review after the new change set executes). Both need
-//! `aws-smithy-mocks` tests replaying AWS's documented responses.
+//! Tenant stacks and the whole CLI flow are in `aws_flow.rs`. Recovery from REVIEW_IN_PROGRESS is not
+//! tested on moto (moto leaves the stack in review after the new change set executes); the
+//! `aws-smithy-mocks` tests replay AWS's documented responses for it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -297,3 +297,146 @@ async fn on_lambda_the_runtime_reads_every_credential_from_secrets_manager() {
     run_lambda(cfg, moto.env(), cases).await;
     s.running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn under_cargo_lambda_watch_the_runtime_answers_its_tenant_and_refuses_another() {
+    // Issue 5's Lambda smoke: the runtime's Lambda binary run by `cargo lambda watch` (PyPI
+    // `cargo-lambda`, the standard local Lambda emulator), invoked over HTTP with API Gateway v2
+    // payloads carrying the authorizer's JWT claims and the bearer token.
+    let s = serve_examples().await;
+    let binary = tokio::task::spawn_blocking(tests::runtime_binary)
+        .await
+        .unwrap();
+    let target_dir = binary
+        .parent()
+        .and_then(|p| p.parent())
+        .unwrap()
+        .to_path_buf();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = config(
+        &s,
+        json!({"deployment": {"tenant": "acme", "require_gateway_authorizer": true}}),
+    );
+    let mut watch = tokio::process::Command::new("cargo")
+        .args([
+            "lambda",
+            "watch",
+            "--ignore-changes",
+            "--quiet",
+            "--invoke-address",
+            "127.0.0.1",
+            "--invoke-port",
+            &port.to_string(),
+            "-p",
+            "runtime",
+            "--bin",
+            "tenant-runtime",
+        ])
+        .current_dir(cli::testing::repo_root())
+        .env("TENANT_RUNTIME_CONFIG_JSON", cfg.to_string())
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("cargo-lambda is needed: pip install cargo-lambda (scripts/test.sh does)");
+    // Drain its stderr (a full pipe would block it), keeping the text for a failure message.
+    let log = Arc::new(std::sync::Mutex::new(String::new()));
+    if let Some(mut stderr) = watch.stderr.take() {
+        let log = log.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt as _;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut l) = log.lock() {
+                    l.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        });
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if let Ok(Some(status)) = watch.try_wait() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            panic!(
+                "cargo lambda watch exited ({status}): {}\n(install it: pip install cargo-lambda)",
+                log.lock().unwrap()
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cargo lambda watch did not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let claims_of = |tenant: &str, sub: &str| json!({"iss": cli::devidp::DEV_ISSUER, "sub": sub, "tenant_id": tenant, "aud": "tenantctl-api"});
+    let acme = s.token("acme");
+    let globex = s.token("globex");
+    let url = format!("http://127.0.0.1:{port}/2015-03-31/functions/tenant-runtime/invocations");
+    let http = reqwest::Client::new();
+    for (name, ev, want) in [
+        (
+            "acme's token at acme's function",
+            event_with_authorizer(
+                "GET",
+                "/v1/models",
+                Some(&acme),
+                Some(claims_of("acme", "user-of-acme")),
+            ),
+            200,
+        ),
+        (
+            "globex's token at acme's function",
+            event_with_authorizer(
+                "GET",
+                "/v1/models",
+                Some(&globex),
+                Some(claims_of("globex", "user-of-globex")),
+            ),
+            401,
+        ),
+        (
+            "no token",
+            event_with_authorizer("GET", "/v1/models", None, None),
+            401,
+        ),
+    ] {
+        let resp = http
+            .post(&url)
+            .json(&ev)
+            .timeout(Duration::from_secs(120))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_success(),
+            "{name}: invoke {}",
+            resp.status()
+        );
+        let out: Value = resp.json().await.unwrap();
+        assert_eq!(out["statusCode"], want, "{name}: {out}");
+        if want == 200 {
+            let body: Value = serde_json::from_str(out["body"].as_str().unwrap()).unwrap();
+            let ids: Vec<&str> = body["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap())
+                .collect();
+            assert!(ids.contains(&"mock-small"), "{name}: {body}");
+        }
+    }
+    watch.kill().await.unwrap();
+    s.running.stop().await.unwrap();
+}
