@@ -196,12 +196,34 @@ async fn aws_target(g: &Global) -> Result<(crate::aws::fleet::Aws, Target)> {
     let state = StateDir::resolve(g.state_dir.as_deref())?;
     let ns = namespace(g)?;
     let secrets_dir = state.secrets_dir(&ns);
-    let target = target_from_url(
+    let mut target = target_from_url(
         &url,
         ns,
         runtime::secrets::SecretStore::Aws(aws.secrets.clone()),
         secrets_dir,
     )?;
+    match std::env::var("TENANTCTL_DATABASE_AUTH").as_deref() {
+        Ok("iam") => {
+            let ca = std::env::var("TENANTCTL_DATABASE_CA").map_err(|_| {
+                anyhow::anyhow!(
+                    "TENANTCTL_DATABASE_AUTH=iam needs TENANTCTL_DATABASE_CA, the RDS certificate bundle\n\
+                     hint: download global-bundle.pem from AWS and point TENANTCTL_DATABASE_CA at it"
+                )
+            })?;
+            let crate::provision::AdminAccess::Url(config) = &target.admin else {
+                bail!("TENANTCTL_DATABASE_AUTH=iam needs TENANTCTL_DATABASE_URL");
+            };
+            target.admin = crate::provision::AdminAccess::Iam(Box::new(
+                crate::aws::rds_iam::IamAccess::new((**config).clone(), std::path::Path::new(&ca))
+                    .await?,
+            ));
+        }
+        Ok("password") | Err(_) => {}
+        Ok(other) => bail!(
+            "TENANTCTL_DATABASE_AUTH is `{}`; expected `iam` or `password`",
+            runtime::domain::printable(other)
+        ),
+    }
     Ok((aws, target))
 }
 
@@ -308,7 +330,9 @@ async fn aws_plan(g: &Global, paths: &[PathBuf]) -> Result<u8> {
     let platform = crate::platform::Platform::resolve(g.platform.as_deref())?;
     let plan = crate::aws::fleet::plan(&aws, &target, &platform, &specs, db_plan, &opts).await?;
     match g.output {
-        OutputFormat::Json => out_json(&json!({"plan": plan, "aws_calls": aws.calls.get()}))?,
+        OutputFormat::Json => out_json(
+            &json!({"plan": plan, "aws_calls": aws.calls.get(), "aws_calls_by_operation": aws.calls.by_operation()}),
+        )?,
         OutputFormat::Text => out(&plan.render())?,
     }
     Ok(if plan.has_changes() { 1 } else { 0 })

@@ -96,3 +96,116 @@ pub fn repo_root() -> PathBuf {
         .map(Path::to_path_buf)
         .unwrap_or_default()
 }
+
+/// A throwaway cluster that listens on TCP `127.0.0.1:<port>` with TLS only, its server certificate
+/// signed by a CA generated for it (`ca_pem`), and `hostssl` trust for every role: it stands in for RDS
+/// when testing the TLS half of IAM authentication (the token itself cannot be checked here; it is
+/// proven equal to botocore's). Needs the `openssl` command.
+#[derive(Debug)]
+pub struct TlsCluster {
+    pub cluster: Cluster,
+    pub state: StateDir,
+    pub port: u16,
+    pub ca_pem: PathBuf,
+}
+
+/// Starts a `TlsCluster` (stopped and removed when the test process exits).
+pub fn tls_cluster() -> TlsCluster {
+    let base = std::env::temp_dir().join(format!(
+        "tenantctl-tls-{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
+    let state = StateDir::resolve(Some(&base)).unwrap_or_else(|e| panic!("{e:#}"));
+    let certs = base.join("certs");
+    std::fs::create_dir_all(&certs).unwrap_or_else(|e| panic!("{e}"));
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&certs)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("the `openssl` command is needed (apt-get install openssl): {e}")
+            });
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=tenantctl test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(certs.join("san.ext"), "subjectAltName = IP:127.0.0.1\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    let read =
+        |name: &str| std::fs::read_to_string(certs.join(name)).unwrap_or_else(|e| panic!("{e}"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cluster = Cluster::new(&state).unwrap_or_else(|e| panic!("{e:#}"));
+    cluster
+        .init(ClusterOptions { durable: false })
+        .unwrap_or_else(|e| panic!("initdb for the TLS cluster failed: {e:#}"));
+    cluster
+        .customize(
+            &format!(
+                "listen_addresses = '127.0.0.1'\nport = {port}\nssl = on\nssl_cert_file = 'server.pem'\nssl_key_file = 'server.key'\n"
+            ),
+            "hostssl all all 127.0.0.1/32 trust\n",
+            &[("server.pem", &read("server.pem")), ("server.key", &read("server.key"))],
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    cluster
+        .start()
+        .unwrap_or_else(|e| panic!("starting the TLS cluster failed: {e:#}"));
+    spawn_watchdog(&state.pg_data(), state.root());
+    TlsCluster {
+        cluster,
+        state,
+        port,
+        ca_pem: certs.join("ca.pem"),
+    }
+}

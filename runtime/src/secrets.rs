@@ -124,7 +124,39 @@ impl SecretStore {
             SecretStore::Aws(store) => store.exists(name).await,
         }
     }
+
+    /// Which of `tenants` have the secret `tenants/<id>/<leaf>` (not scheduled for deletion). On
+    /// Secrets Manager a large set is answered by listing the `tenants/` namespace (100 names per
+    /// call) rather than one call per tenant.
+    pub async fn tenants_having(
+        &self,
+        tenants: &[TenantId],
+        leaf: &str,
+    ) -> Result<std::collections::BTreeSet<TenantId>, SecretError> {
+        let mut found = std::collections::BTreeSet::new();
+        match self {
+            SecretStore::Aws(store) if tenants.len() > LIST_INSTEAD_OF_DESCRIBE => {
+                let names = store.list_names("tenants/").await?;
+                for id in tenants {
+                    if names.contains(SecretName::for_tenant(id, leaf)?.as_str()) {
+                        found.insert(id.clone());
+                    }
+                }
+            }
+            _ => {
+                for id in tenants {
+                    if self.exists(&SecretName::for_tenant(id, leaf)?).await? {
+                        found.insert(id.clone());
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
 }
+
+/// Above this many tenants, `tenants_having` lists instead of describing each secret.
+const LIST_INSTEAD_OF_DESCRIBE: usize = 20;
 
 /// A directory of secret files, each 0600 inside 0700 directories, written atomically (temp file +
 /// rename). For the local target only; it is as safe as the account that owns the directory.
@@ -251,16 +283,14 @@ impl AwsSecretStore {
         self.recovery_window_days
     }
 
-    /// Schedules deletion of every secret under `tenants/<tenant>/` (the trailing slash keeps `acme`
-    /// from matching `acme2`); returns their names. Secrets already scheduled are left as they are.
-    pub async fn schedule_tenant_deletion(
+    /// Names of the secrets under `prefix` that are not scheduled for deletion.
+    pub async fn list_names(
         &self,
-        tenant: &TenantId,
-    ) -> Result<Vec<String>, SecretError> {
+        prefix: &str,
+    ) -> Result<std::collections::BTreeSet<String>, SecretError> {
         use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
-        let prefix = format!("tenants/{tenant}/");
-        let probe = SecretName::for_tenant(tenant, "probe")?;
-        let mut names = Vec::new();
+        let probe = SecretName::parse("platform/list")?;
+        let mut names = std::collections::BTreeSet::new();
         let mut next: Option<String> = None;
         loop {
             let out = self
@@ -269,25 +299,37 @@ impl AwsSecretStore {
                 .filters(
                     Filter::builder()
                         .key(FilterNameStringType::Name)
-                        .values(&prefix)
+                        .values(prefix)
                         .build(),
                 )
+                .max_results(100)
                 .set_next_token(next.clone())
                 .send()
                 .await
                 .map_err(|e| aws_err("ListSecrets", &probe, e))?;
             for s in out.secret_list() {
-                let Some(name) = s.name() else { continue };
-                // The Name filter matches prefixes; keep only this tenant's namespace.
-                if name.starts_with(&prefix) && s.deleted_date().is_none() {
-                    names.push(name.to_owned());
+                if let Some(name) = s.name() {
+                    if name.starts_with(prefix) && s.deleted_date().is_none() {
+                        names.insert(name.to_owned());
+                    }
                 }
             }
             next = out.next_token().map(str::to_owned);
             if next.is_none() {
-                break;
+                return Ok(names);
             }
         }
+    }
+
+    /// Schedules deletion of every secret under `tenants/<tenant>/` (the trailing slash keeps `acme`
+    /// from matching `acme2`); returns their names. Secrets already scheduled are left as they are.
+    pub async fn schedule_tenant_deletion(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<String>, SecretError> {
+        let prefix = format!("tenants/{tenant}/");
+        // The Name filter matches prefixes; `list_names` keeps only this tenant's namespace.
+        let names: Vec<String> = self.list_names(&prefix).await?.into_iter().collect();
         for name in &names {
             self.delete(&SecretName::parse(name)?).await?;
         }

@@ -13,13 +13,19 @@
 
 Nothing else changes; the normal server starts.
 
+For benchmarks only: with MOTO_STACK_OPERATION_SECONDS=N, an executed change set leaves its stack
+`*_IN_PROGRESS` for N seconds before it reports `*_COMPLETE`, as AWS does while it creates resources
+(moto completes instantly), so waiting and parallelism can be measured.
+
 Usage: python3 moto_server.py -H 127.0.0.1 -p PORT
 """
 
+import os
 import sys
+import time
 
 from moto.cloudformation.exceptions import ValidationError
-from moto.cloudformation.models import ChangeSet
+from moto.cloudformation.models import ChangeSet, CloudFormationBackend
 from moto.cloudformation.parsing import OutputMap
 from moto.kms.models import Key
 from moto.rds.models import DBInstance
@@ -85,6 +91,34 @@ def output(self, key):
 OutputMap.__getitem__ = output
 DBInstance.has_cfn_attr = classmethod(has_cfn_attr)
 DBInstance.get_cfn_attribute = get_cfn_attribute
+
+OPERATION_SECONDS = float(os.environ.get("MOTO_STACK_OPERATION_SECONDS", "0"))
+_execute = CloudFormationBackend.execute_change_set
+_describe = CloudFormationBackend.describe_stacks
+
+
+def execute_change_set(self, change_set_name, stack_name=None):
+    _execute(self, change_set_name, stack_name)
+    if OPERATION_SECONDS > 0:
+        for stack in self.stacks.values():
+            if stack.name == stack_name or stack.stack_id == stack_name:
+                stack._tenantctl_final = stack.status
+                stack._tenantctl_ready_at = time.time() + OPERATION_SECONDS
+                stack.status = stack.status.replace("_COMPLETE", "_IN_PROGRESS")
+
+
+def describe_stacks(self, name_or_stack_id):
+    now = time.time()
+    for stack in self.stacks.values():
+        ready_at = getattr(stack, "_tenantctl_ready_at", None)
+        if ready_at is not None and ready_at <= now:
+            stack.status = stack._tenantctl_final
+            stack._tenantctl_ready_at = None
+    return _describe(self, name_or_stack_id)
+
+
+CloudFormationBackend.execute_change_set = execute_change_set
+CloudFormationBackend.describe_stacks = describe_stacks
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

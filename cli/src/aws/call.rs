@@ -2,15 +2,17 @@
 //! (on top of the SDK's own retries, which give up after three attempts), and calls can be counted
 //! (the benchmarks report AWS calls per tenant).
 
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_cloudformation::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
@@ -60,13 +62,24 @@ where
     }
 }
 
-/// Counts HTTP requests sent by every client it is installed on.
+/// Counts HTTP requests sent by every client it is installed on, in total and per operation.
 #[derive(Debug, Clone, Default)]
-pub struct CallCounter(Arc<AtomicU64>);
+pub struct CallCounter {
+    total: Arc<AtomicU64>,
+    by_operation: Arc<Mutex<BTreeMap<String, u64>>>,
+}
 
 impl CallCounter {
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// `service.Operation` -> requests.
+    pub fn by_operation(&self) -> BTreeMap<String, u64> {
+        self.by_operation
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -79,9 +92,15 @@ impl Intercept for CallCounter {
         &self,
         _context: &BeforeTransmitInterceptorContextRef<'_>,
         _runtime_components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
+        cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.total.fetch_add(1, Ordering::Relaxed);
+        if let Some(meta) = cfg.load::<Metadata>() {
+            if let Ok(mut map) = self.by_operation.lock() {
+                *map.entry(format!("{}.{}", meta.service(), meta.name()))
+                    .or_default() += 1;
+            }
+        }
         Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! The decisions of the CloudFormation executor, as pure functions: what to do for each stack state,
-//! how to recognise "no changes", how long to wait between polls and retries, and how to split tenants
-//! into waves. No AWS call here; the executor calls these and the SDK.
+//! how to recognise "no changes", how long to wait between polls and retries. No AWS call here; the
+//! executor calls these and the SDK.
 //!
 //! State -> action (issue 5): absent -> create a CREATE change set; REVIEW_IN_PROGRESS -> delete the
 //! stale change set, create again; *_COMPLETE -> UPDATE change set; ROLLBACK_COMPLETE -> delete the
@@ -98,14 +98,6 @@ pub fn poll_delay(n: u32, max: Duration, unit: f64) -> Duration {
     base.mul_f64(jitter)
 }
 
-/// Splits `items` into waves of at most `parallelism`, keeping order.
-pub fn waves<T: Clone>(items: &[T], parallelism: usize) -> Vec<Vec<T>> {
-    items
-        .chunks(parallelism.max(1))
-        .map(<[T]>::to_vec)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,16 +176,5 @@ mod tests {
             poll_delay(0, max, 0.5) < Duration::from_secs(30),
             "finer than the SDK waiters"
         );
-    }
-
-    #[test]
-    fn waves_keep_order_and_bound_parallelism() {
-        let items: Vec<u32> = (1..=7).collect();
-        assert_eq!(
-            waves(&items, 3),
-            vec![vec![1, 2, 3], vec![4, 5, 6], vec![7]]
-        );
-        assert_eq!(waves(&items, 0).len(), 7);
-        assert!(waves::<u32>(&[], 8).is_empty());
     }
 }

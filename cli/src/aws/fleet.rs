@@ -1,4 +1,4 @@
-//! The AWS target over many tenants: plan every stack, apply in waves of bounded parallelism with a
+//! The AWS target over many tenants: plan every stack, apply in a rolling wave of bounded parallelism with a
 //! progress bar per tenant, write the registry only from a final AWS state, activate cost-allocation
 //! tags, offboard, and reconcile the registry with CloudFormation (drift).
 //!
@@ -11,13 +11,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_cloudformation::Client;
-use futures_util::future::join_all;
+use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use runtime::domain::TenantId;
 use serde::Serialize;
 
 use super::call::{CallCounter, with_backoff};
-use super::changeset::{Action as StateAction, action_for, operation_in_progress, waves};
+use super::changeset::{Action as StateAction, action_for, operation_in_progress};
 use super::costs::{self, TagActivation};
 use super::deploy::{
     self, Outcome, Polling, ResourceChange, StackRequest, StackState, describe, unchanged,
@@ -359,42 +359,43 @@ pub async fn plan(
         Some(s) => s.outputs.clone(),
         None => BTreeMap::new(),
     };
-    let mut plans = Vec::new();
-    for wave in waves(specs, opts.parallelism) {
-        let jobs = wave.iter().map(|spec| {
-            let stacks = &stacks;
-            let outputs = &outputs;
-            async move {
-                let name = tenant_stack_name(&aws.env, spec);
-                let state = stacks.get(&name);
-                let planned = if outputs.is_empty() {
-                    let rendered =
-                        render_tenant(spec, &target.namespace, &aws.env, platform, opts.arch)?;
-                    let req = StackRequest {
-                        name: name.clone(),
-                        template: rendered.body,
-                        parameters: Vec::new(),
-                        keep_parameters: Vec::new(),
-                        tags: tenant_tags(spec),
-                        digest: None,
-                    };
-                    (StackAction::Create, additions(&req)?)
-                } else {
-                    let req = tenant_request(aws, target, platform, spec, outputs, opts)?;
-                    plan_stack(&aws.cfn, &req, state, aws.polling).await?
+    let stacks = &stacks;
+    let outputs = &outputs;
+    let mut plans: Vec<(usize, StackPlan)> = stream::iter(specs.iter().enumerate())
+        .map(|(i, spec)| async move {
+            let name = tenant_stack_name(&aws.env, spec);
+            let state = stacks.get(&name);
+            let planned = if outputs.is_empty() {
+                let rendered =
+                    render_tenant(spec, &target.namespace, &aws.env, platform, opts.arch)?;
+                let req = StackRequest {
+                    name: name.clone(),
+                    template: rendered.body,
+                    parameters: Vec::new(),
+                    keep_parameters: Vec::new(),
+                    tags: tenant_tags(spec),
+                    digest: None,
                 };
-                anyhow::Ok(StackPlan {
+                (StackAction::Create, additions(&req)?)
+            } else {
+                let req = tenant_request(aws, target, platform, spec, outputs, opts)?;
+                plan_stack(&aws.cfn, &req, state, aws.polling).await?
+            };
+            anyhow::Ok((
+                i,
+                StackPlan {
                     stack: name,
                     tenant: Some(spec.id.clone()),
                     action: planned.0,
                     changes: planned.1,
-                })
-            }
-        });
-        for p in join_all(jobs).await {
-            plans.push(p?);
-        }
-    }
+                },
+            ))
+        })
+        .buffer_unordered(opts.parallelism.max(1))
+        .try_collect()
+        .await?;
+    plans.sort_by_key(|(i, _)| *i);
+    let plans = plans.into_iter().map(|(_, p)| p).collect();
     Ok(FleetPlan {
         environment: aws.env.clone(),
         platform: platform_plan,
@@ -453,6 +454,7 @@ pub struct FleetReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_tags_error: Option<String>,
     pub aws_calls: u64,
+    pub aws_calls_by_operation: BTreeMap<String, u64>,
 }
 
 fn stack_result(outcome: Outcome, db: &DbAction) -> &'static str {
@@ -467,6 +469,7 @@ async fn apply_one(
     aws: &Aws,
     target: &Target,
     req: Result<StackRequest>,
+    listed: Option<&StackState>,
     spec: &TenantSpec,
     db_action: DbAction,
     bar: ProgressBar,
@@ -478,7 +481,12 @@ async fn apply_one(
         }
         let req = req?;
         let report = |status: &str| bar.set_message(status.to_owned());
-        let outcome = deploy::deploy(&aws.cfn, &req, aws.polling, &report).await?;
+        // Known unchanged from the listing made before any tenant started: no call for this tenant.
+        let outcome = if listed.is_some_and(|state| unchanged(&req, state)) {
+            Outcome::NoChanges
+        } else {
+            deploy::deploy(&aws.cfn, &req, aws.polling, &report).await?
+        };
         // The stack is in a final, successful state: only now the database and the registry.
         if db_action != DbAction::NoOp {
             bar.set_message("database and registry");
@@ -504,7 +512,7 @@ async fn apply_one(
     }
 }
 
-/// Applies the platform stack, then every tenant in waves of `opts.parallelism`, then activates the
+/// Applies the platform stack, then every tenant, at most `opts.parallelism` at once, then activates the
 /// cost-allocation tag keys. A tenant's failure is reported in its outcome; only a platform failure or
 /// an unreachable control plane stops the run.
 pub async fn apply(
@@ -528,29 +536,36 @@ pub async fn apply(
         .map(|s| s.outputs)
         .unwrap_or_default();
     db_apply::ensure_control_plane(target).await?;
+    let stacks = list_stacks(&aws.cfn, &aws.env).await?;
     bars.overall.set_length(specs.len() as u64);
-    let mut outcomes = Vec::new();
     let db_actions: BTreeMap<&TenantId, &DbAction> = database
         .tenants
         .iter()
         .map(|t| (&t.tenant, &t.action))
         .collect();
-    for wave in waves(specs, opts.parallelism) {
-        let jobs = wave.iter().map(|spec| {
-            let req = tenant_request(aws, target, platform, spec, &outputs, opts);
+    // At most `parallelism` tenants in flight; the next starts as soon as any finishes (a rolling
+    // wave: a barrier between fixed waves would leave slots idle behind each wave's slowest stack).
+    let outputs = &outputs;
+    let stacks = &stacks;
+    let db_actions = &db_actions;
+    let mut outcomes: Vec<db_apply::Outcome> = stream::iter(specs)
+        .map(|spec| {
+            let req = tenant_request(aws, target, platform, spec, outputs, opts);
             let db_action = db_actions
                 .get(&spec.id)
                 .map(|a| (*a).clone())
                 .unwrap_or(DbAction::Update);
             let bar = bars.tenant(spec.id.as_str());
+            let listed = stacks.get(&tenant_stack_name(&aws.env, spec));
             async move {
-                let o = apply_one(aws, target, req, spec, db_action, bar).await;
+                let o = apply_one(aws, target, req, listed, spec, db_action, bar).await;
                 bars.overall.inc(1);
                 o
             }
-        });
-        outcomes.extend(join_all(jobs).await);
-    }
+        })
+        .buffer_unordered(opts.parallelism.max(1))
+        .collect()
+        .await;
     bars.overall.finish_and_clear();
     let keys: BTreeSet<String> = specs
         .iter()
@@ -576,6 +591,7 @@ pub async fn apply(
         cost_tags,
         cost_tags_error,
         aws_calls: aws.calls.get(),
+        aws_calls_by_operation: aws.calls.by_operation(),
     })
 }
 

@@ -8,6 +8,7 @@ pub mod changeset;
 pub mod costs;
 pub mod deploy;
 pub mod fleet;
+pub mod rds_iam;
 
 use std::collections::BTreeMap;
 

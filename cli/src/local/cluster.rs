@@ -326,6 +326,20 @@ impl Cluster {
         }
     }
 
+    /// Sets up an initialized, stopped cluster differently from the local target: `settings` appended
+    /// to `postgresql.conf`, `hba_lines` appended to `pg_hba.conf`, and `files` written into the data
+    /// directory, owned by the cluster's account, mode 0600 (certificates and keys). Used by the test
+    /// harness's TLS cluster.
+    pub fn customize(&self, settings: &str, hba_lines: &str, files: &[(&str, &str)]) -> Result<()> {
+        let data = self.state.pg_data();
+        append(&data.join("postgresql.conf"), settings)?;
+        append(&data.join("pg_hba.conf"), hba_lines)?;
+        for (name, text) in files {
+            write_owned(&data.join(name), text, self.account.as_ref())?;
+        }
+        Ok(())
+    }
+
     /// Where clients connect (the unix socket directory) for database `dbname`.
     pub fn endpoint(&self, dbname: &str) -> DbEndpoint {
         DbEndpoint {

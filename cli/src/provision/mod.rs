@@ -18,6 +18,7 @@ use anyhow::{Context, Result, bail};
 use runtime::domain::Namespace;
 use runtime::secrets::SecretStore;
 use runtime::tenancy::DbEndpoint;
+use secrecy::ExposeSecret;
 use tokio_postgres::NoTls;
 
 /// How tenantctl reaches Postgres as its admin role.
@@ -27,6 +28,8 @@ pub enum AdminAccess {
     Peer { role: String },
     /// Any server, from `TENANTCTL_DATABASE_URL` (credentials stay in the environment).
     Url(Box<tokio_postgres::Config>),
+    /// The AWS target's RDS with IAM authentication: a fresh token per connection, over verified TLS.
+    Iam(Box<crate::aws::rds_iam::IamAccess>),
 }
 
 /// One deployment: a database on a server, its namespace and its secret store.
@@ -52,11 +55,34 @@ impl Target {
                 c.dbname(dbname).application_name("tenantctl");
                 c
             }
+            AdminAccess::Iam(iam) => {
+                let mut c = iam.config.clone();
+                c.dbname(dbname).application_name("tenantctl");
+                c
+            }
         }
     }
 
     /// Connects as the admin role to `dbname`.
     pub async fn connect_admin(&self, dbname: &str) -> Result<tokio_postgres::Client> {
+        if let AdminAccess::Iam(iam) = &self.admin {
+            let mut config = self.admin_config(dbname);
+            config.password(iam.token().await?.expose_secret());
+            let (client, connection) =
+                config.connect(iam.tls.clone()).await.with_context(|| {
+                    format!(
+                        "cannot connect to `{}` (database `{dbname}`) with IAM authentication over TLS\n\
+                         hint: the user needs `GRANT rds_iam`, the caller `rds-db:connect` on it, and TENANTCTL_DATABASE_CA the RDS bundle",
+                        self.endpoint.host
+                    )
+                })?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "admin connection closed");
+                }
+            });
+            return Ok(client);
+        }
         let (client, connection) = self
             .admin_config(dbname)
             .connect(NoTls)

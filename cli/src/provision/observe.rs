@@ -161,16 +161,8 @@ pub async fn observe(target: &Target, scope: Scope<'_>) -> Result<Observed> {
         .secrets
         .exists(&SecretName::platform("db/pool-password")?)
         .await?;
-    let mut secrets = BTreeSet::new();
-    for id in &ids {
-        if target
-            .secrets
-            .exists(&SecretName::for_tenant(id, "db-password")?)
-            .await?
-        {
-            secrets.insert(id.clone());
-        }
-    }
+    let ids: Vec<TenantId> = ids.to_vec();
+    let secrets = target.secrets.tenants_having(&ids, "db-password").await?;
     Ok(Observed {
         control_plane,
         roles,

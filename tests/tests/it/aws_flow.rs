@@ -382,6 +382,8 @@ async fn bad_input_fails_before_any_aws_call() {
         (vec!["offboard", "../x", "--export", "/tmp/x"], "tenant"),
         (vec!["offboard", "a/b", "--export", "/tmp/x"], "tenant"),
         (vec!["secret", "put", "x\";drop", "k"], "tenant"),
+        (vec!["secret", "put", "\u{430}cme", "k"], "tenant"),
+        (vec!["offboard", "acme*", "--export", "/tmp/x"], "tenant"),
         (
             vec!["offboard", &"a".repeat(200), "--export", "/tmp/x"],
             "tenant",

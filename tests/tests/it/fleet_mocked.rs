@@ -1,6 +1,7 @@
 //! The AWS fleet's failure paths moto cannot produce (issue 5), with `aws-smithy-mocks` answering the
-//! real SDK clients: throttling retried with backoff, Cost Explorer's batches and per-key answers, and
-//! one tenant failing in the middle of a wave while the others, and the next wave, go on.
+//! real SDK clients: throttling retried with backoff, Cost Explorer's batches and per-key answers, one
+//! tenant failing while others are in flight and more wait (they all go on), and offboarding a
+//! dedicated tenant (deletion protection lifted, stack deleted, only its secrets scheduled).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -197,7 +198,7 @@ async fn a_cost_explorer_refusal_is_an_error_naming_the_permission() {
 }
 
 #[tokio::test]
-async fn one_tenant_failing_mid_wave_does_not_stop_the_others_or_the_next_wave() {
+async fn one_tenant_failing_does_not_stop_those_in_flight_or_those_after_it() {
     let target = cli::testing::deployment();
     target.ensure_database().await.unwrap();
     let platform = cli::platform::Platform::builtin();
@@ -224,7 +225,19 @@ async fn one_tenant_failing_mid_wave_does_not_stop_the_others_or_the_next_wave()
     let created = Arc::new(Mutex::new(BTreeSet::<String>::new()));
     let (seen, outputs) = (created.clone(), platform_outputs.clone());
     let describe = mock!(Client::describe_stacks).then_compute_response(move |req| {
-        let name = req.stack_name().unwrap_or_default().to_owned();
+        let Some(name) = req.stack_name().map(str::to_owned) else {
+            // The listing: the platform and every stack created so far.
+            let mut out = DescribeStacksOutput::builder();
+            for s in stack("tenantctl-prod-platform", "UPDATE_COMPLETE", &outputs).stacks() {
+                out = out.stacks(s.clone());
+            }
+            for name in seen.lock().unwrap().iter() {
+                for s in stack(name, "CREATE_COMPLETE", &BTreeMap::new()).stacks() {
+                    out = out.stacks(s.clone());
+                }
+            }
+            return MockResponse::Output(out.build());
+        };
         if name == "tenantctl-prod-platform" {
             MockResponse::Output(stack(&name, "UPDATE_COMPLETE", &outputs))
         } else if seen.lock().unwrap().contains(&name) {
@@ -360,4 +373,151 @@ async fn one_tenant_failing_mid_wave_does_not_stop_the_others_or_the_next_wave()
     assert_eq!(failed, 1);
     // Cost tags were activated for the tenants that succeeded.
     assert_eq!(costs.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn offboarding_a_dedicated_tenant_lifts_deletion_protection_deletes_the_stack_and_schedules_secrets()
+ {
+    use aws_sdk_cloudformation::operation::delete_stack::DeleteStackOutput;
+    use aws_sdk_cloudformation::types::Parameter;
+    use aws_sdk_secretsmanager::operation::delete_secret::DeleteSecretOutput;
+    use aws_sdk_secretsmanager::operation::list_secrets::ListSecretsOutput;
+    use aws_sdk_secretsmanager::types::SecretListEntry;
+
+    let target = cli::testing::deployment();
+    cli::provision::apply::ensure_control_plane(&target)
+        .await
+        .unwrap();
+    let name = "tenantctl-prod-acme";
+    // CloudFormation: protected, then unprotected by a change set on the previous template, then gone.
+    let phase = Arc::new(Mutex::new(0u8));
+    let p = phase.clone();
+    let describe = mock!(Client::describe_stacks).then_compute_response(move |_| {
+        let (protection, status) = match *p.lock().unwrap() {
+            0 => ("true", StackStatus::CreateComplete),
+            1 => ("false", StackStatus::UpdateComplete),
+            _ => {
+                return MockResponse::Http(error_response(
+                    "ValidationError",
+                    "Stack with id tenantctl-prod-acme does not exist",
+                ));
+            }
+        };
+        let stack = Stack::builder()
+            .stack_name(name)
+            .stack_status(status)
+            .creation_time(aws_sdk_cloudformation::primitives::DateTime::from_secs(0))
+            .parameters(
+                Parameter::builder()
+                    .parameter_key("DeletionProtection")
+                    .parameter_value(protection)
+                    .build(),
+            )
+            .parameters(
+                Parameter::builder()
+                    .parameter_key("KmsKeyArn")
+                    .parameter_value("arn:aws:kms:eu-west-1:1:key/k")
+                    .build(),
+            )
+            .build();
+        MockResponse::Output(DescribeStacksOutput::builder().stacks(stack).build())
+    });
+    let create = mock!(Client::create_change_set)
+        .match_requests(|req| {
+            req.use_previous_template() == Some(true)
+                && req.parameters().iter().any(|p| {
+                    p.parameter_key() == Some("DeletionProtection")
+                        && p.parameter_value() == Some("false")
+                })
+                && req.parameters().iter().any(|p| {
+                    p.parameter_key() == Some("KmsKeyArn") && p.use_previous_value() == Some(true)
+                })
+        })
+        .then_output(|| CreateChangeSetOutput::builder().id("cs").build());
+    let ready = mock!(Client::describe_change_set).then_output(|| {
+        DescribeChangeSetOutput::builder()
+            .status(ChangeSetStatus::CreateComplete)
+            .build()
+    });
+    let p = phase.clone();
+    let execute = mock!(Client::execute_change_set).then_compute_output(move |_| {
+        *p.lock().unwrap() = 1;
+        ExecuteChangeSetOutput::builder().build()
+    });
+    let p = phase.clone();
+    let delete = mock!(Client::delete_stack).then_compute_output(move |_| {
+        *p.lock().unwrap() = 2;
+        DeleteStackOutput::builder().build()
+    });
+    // Secrets Manager: two of acme's secrets (and one of acme2's, which the prefix must not catch).
+    let list = mock!(aws_sdk_secretsmanager::Client::list_secrets).then_output(|| {
+        let entry = |n: &str| SecretListEntry::builder().name(n).build();
+        ListSecretsOutput::builder()
+            .secret_list(entry("tenants/acme/db-password"))
+            .secret_list(entry("tenants/acme/openai-api-key"))
+            .secret_list(entry("tenants/acme2/openai-api-key"))
+            .build()
+    });
+    let deleted = Arc::new(Mutex::new(Vec::<String>::new()));
+    let d = deleted.clone();
+    let delete_secret =
+        mock!(aws_sdk_secretsmanager::Client::delete_secret).then_compute_output(move |req| {
+            assert_eq!(req.recovery_window_in_days(), Some(7));
+            d.lock()
+                .unwrap()
+                .push(req.secret_id().unwrap_or_default().to_owned());
+            DeleteSecretOutput::builder().build()
+        });
+    let secrets = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::Config::builder()
+            .with_test_defaults()
+            .region(aws_sdk_secretsmanager::config::Region::new("eu-west-1"))
+            .http_client(aws_smithy_mocks::create_mock_http_client())
+            .interceptor(interceptor(&[&list, &delete_secret]))
+            .build(),
+    );
+    let aws = Aws {
+        env: "prod".into(),
+        cfn: cfn(&[&describe, &create, &ready, &execute, &delete]),
+        cost_explorer: cost_explorer(&[]),
+        secrets: runtime::secrets::AwsSecretStore::from_client(secrets),
+        calls: Default::default(),
+        polling: POLL,
+    };
+    let tenant = TenantId::parse("acme").unwrap();
+    let report = cli::aws::fleet::offboard(
+        &aws,
+        &target,
+        &tenant,
+        runtime::domain::Tier::Dedicated,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .await
+    .unwrap();
+    assert!(report.stack_deleted && report.final_snapshot, "{report:?}");
+    assert_eq!(create.num_calls(), 1, "deletion protection lifted once");
+    assert_eq!(delete.num_calls(), 1);
+    assert_eq!(
+        *deleted.lock().unwrap(),
+        ["tenants/acme/db-password", "tenants/acme/openai-api-key"]
+    );
+    let admin = target.admin().await.unwrap();
+    let steps: Vec<String> = admin
+        .query(
+            "SELECT outcome FROM control.apply_log WHERE tenant_id = 'acme' ORDER BY at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "deletion_protection_off",
+            "stack_deleted",
+            "secrets_scheduled_for_deletion"
+        ]
+    );
 }
