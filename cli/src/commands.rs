@@ -272,15 +272,7 @@ async fn compute_plan(g: &Global, paths: &[PathBuf]) -> Result<(Target, Vec<Tena
     let specs = load(g, paths)?;
     let (target, cluster) = target(g).await?;
     require_running(cluster.as_ref())?;
-    target.ensure_database().await?;
-    let ids: Vec<TenantId> = specs.iter().map(|s| s.id.clone()).collect();
-    let observed = observe::observe(&target, observe::Scope::Only(&ids)).await?;
-    let plan = plan::plan(
-        &specs,
-        &observed,
-        &target.namespace,
-        &target.endpoint.dbname,
-    );
+    let plan = plan::plan_for(&target, &specs).await?;
     Ok((target, specs, plan))
 }
 
@@ -313,15 +305,7 @@ async fn aws_prepare(
     let specs = load(g, paths)?;
     let opts = fleet_options(g)?;
     let (aws, target) = aws_target(g).await?;
-    target.ensure_database().await?;
-    let ids: Vec<TenantId> = specs.iter().map(|s| s.id.clone()).collect();
-    let observed = observe::observe(&target, observe::Scope::Only(&ids)).await?;
-    let plan = plan::plan(
-        &specs,
-        &observed,
-        &target.namespace,
-        &target.endpoint.dbname,
-    );
+    let plan = plan::plan_for(&target, &specs).await?;
     Ok((aws, target, specs, opts, plan))
 }
 

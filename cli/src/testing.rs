@@ -119,20 +119,7 @@ pub fn tls_cluster() -> TlsCluster {
     let state = StateDir::resolve(Some(&base)).unwrap_or_else(|e| panic!("{e:#}"));
     let certs = base.join("certs");
     std::fs::create_dir_all(&certs).unwrap_or_else(|e| panic!("{e}"));
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(&certs)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("the `openssl` command is needed (apt-get install openssl): {e}")
-            });
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let openssl = |args: &[&str]| openssl(&certs, args);
     openssl(&[
         "req",
         "-x509",
@@ -208,4 +195,20 @@ pub fn tls_cluster() -> TlsCluster {
         port,
         ca_pem: certs.join("ca.pem"),
     }
+}
+
+/// Runs the `openssl` command in `dir`; panics with its error output if it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("the `openssl` command is needed (apt-get install openssl): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

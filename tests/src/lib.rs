@@ -159,31 +159,29 @@ impl Served {
 
 /// Builds (if needed) and returns the `tenant-runtime` binary of this workspace.
 pub fn runtime_binary() -> std::path::PathBuf {
+    workspace_binary("runtime", "tenant-runtime")
+}
+
+/// Builds `bin` of `package` into the target directory of this test binary and returns its path.
+fn workspace_binary(package: &str, bin: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
-    // target/<profile>/deps/it-<hash> -> target/<profile>/tenant-runtime
+    // target/<profile>/deps/it-<hash> -> target/<profile>/<bin>
     let profile_dir = exe
         .parent()
         .and_then(|p| p.parent())
         .unwrap_or_else(|| panic!("unexpected test binary location {}", exe.display()));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "runtime",
-            "--bin",
-            "tenant-runtime",
-        ])
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
         .env(
             "CARGO_TARGET_DIR",
             profile_dir.parent().unwrap_or(profile_dir),
         )
         .current_dir(cli::testing::repo_root())
         .status()
-        .unwrap_or_else(|e| panic!("cannot run cargo to build tenant-runtime: {e}"));
-    assert!(status.success(), "building tenant-runtime failed");
-    profile_dir.join("tenant-runtime")
+        .unwrap_or_else(|e| panic!("cannot run cargo to build {bin}: {e}"));
+    assert!(status.success(), "building {bin} failed");
+    profile_dir.join(bin)
 }
 
 /// A tenant record for an in-memory directory: `mock-small` only, bound to `issuer` and `audience`.
@@ -322,23 +320,43 @@ impl Moto {
 
 /// Builds `tenantctl` (next to this test binary) and returns its path.
 pub fn tenantctl_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
-    let profile_dir = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .unwrap_or_else(|| panic!("unexpected test binary location {}", exe.display()));
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args(["build", "--quiet", "-p", "cli", "--bin", "tenantctl"])
-        .env(
-            "CARGO_TARGET_DIR",
-            profile_dir.parent().unwrap_or(profile_dir),
-        )
-        .current_dir(cli::testing::repo_root())
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run cargo to build tenantctl: {e}"));
-    assert!(status.success(), "building tenantctl failed");
-    profile_dir.join("tenantctl")
+    workspace_binary("cli", "tenantctl")
+}
+
+/// The first column of every row `sql` returns, as text (audit and registry checks).
+pub async fn column(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    client
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// An `aws-smithy-mocks` interceptor answering with `rules` (in any order).
+pub fn mock_interceptor(
+    rules: &[&aws_smithy_mocks::Rule],
+) -> aws_smithy_mocks::MockResponseInterceptor {
+    let mut interceptor = aws_smithy_mocks::MockResponseInterceptor::new()
+        .rule_mode(aws_smithy_mocks::RuleMode::MatchAny);
+    for rule in rules {
+        interceptor = interceptor.with_rule(rule);
+    }
+    interceptor
+}
+
+/// A CloudFormation client whose calls are answered by `rules` (what `mock_client!` does; the macro
+/// needs a newer SDK than this lockfile's).
+pub fn mocked_cfn(rules: &[&aws_smithy_mocks::Rule]) -> aws_sdk_cloudformation::Client {
+    aws_sdk_cloudformation::Client::from_conf(
+        aws_sdk_cloudformation::Config::builder()
+            .with_test_defaults()
+            .region(aws_sdk_cloudformation::config::Region::new("eu-west-1"))
+            .http_client(aws_smithy_mocks::create_mock_http_client())
+            .interceptor(mock_interceptor(rules))
+            .build(),
+    )
 }
 
 /// An admin URL for `target`'s cluster with a password login and only CREATEROLE + CREATEDB, as a

@@ -159,6 +159,20 @@ fn changed_fields(old: &serde_json::Value, new: &serde_json::Value) -> Vec<Strin
 }
 
 /// Plans `specs` against `observed` for deployment namespace `ns`.
+/// Observes what exists for `specs`' tenants on `target` (creating its database if missing) and plans
+/// them.
+pub async fn plan_for(target: &super::Target, specs: &[TenantSpec]) -> anyhow::Result<Plan> {
+    target.ensure_database().await?;
+    let ids: Vec<TenantId> = specs.iter().map(|s| s.id.clone()).collect();
+    let observed = super::observe::observe(target, super::observe::Scope::Only(&ids)).await?;
+    Ok(plan(
+        specs,
+        &observed,
+        &target.namespace,
+        &target.endpoint.dbname,
+    ))
+}
+
 pub fn plan(specs: &[TenantSpec], observed: &Observed, ns: &Namespace, database: &str) -> Plan {
     let mut control_plane = Vec::new();
     if !observed.control_plane {

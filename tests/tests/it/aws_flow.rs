@@ -300,16 +300,11 @@ async fn onboard_reapply_update_drift_and_offboard_on_moto() {
         .unwrap()
         .get(0);
     assert_eq!(status, "offboarded");
-    let steps: Vec<String> = admin
-        .query(
-            "SELECT outcome FROM control.apply_log WHERE tenant_id = 'acme' AND action = 'offboard-aws' ORDER BY at",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let steps = tests::column(
+        &admin,
+        "SELECT outcome FROM control.apply_log WHERE tenant_id = 'acme' AND action = 'offboard-aws' ORDER BY at",
+    )
+    .await;
     assert_eq!(steps, ["stack_deleted", "secrets_scheduled_for_deletion"]);
     let out = env.run(&["drift"], None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

@@ -17,7 +17,7 @@ use aws_sdk_cloudformation::operation::execute_change_set::ExecuteChangeSetOutpu
 use aws_sdk_cloudformation::types::{
     ChangeSetStatus, ResourceStatus, Stack, StackEvent, StackStatus,
 };
-use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
+use aws_smithy_mocks::{Rule, mock};
 use cli::aws::deploy::{Outcome, Polling, StackRequest, deploy};
 
 const POLL: Polling = Polling {
@@ -25,21 +25,8 @@ const POLL: Polling = Polling {
     timeout: Duration::from_secs(5),
 };
 
-/// A CloudFormation client whose calls are answered by `rules` (what `mock_client!` does; the macro
-/// needs a newer SDK than this lockfile's).
 fn mocked(rules: &[&Rule]) -> Client {
-    let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
-    for rule in rules {
-        interceptor = interceptor.with_rule(rule);
-    }
-    Client::from_conf(
-        aws_sdk_cloudformation::Config::builder()
-            .with_test_defaults()
-            .region(aws_sdk_cloudformation::config::Region::new("eu-west-1"))
-            .http_client(create_mock_http_client())
-            .interceptor(interceptor)
-            .build(),
-    )
+    tests::mocked_cfn(rules)
 }
 
 fn request() -> StackRequest {

@@ -15,7 +15,7 @@ use aws_sdk_cloudformation::operation::execute_change_set::ExecuteChangeSetOutpu
 use aws_sdk_cloudformation::types::{ChangeSetStatus, Output, Stack, StackStatus};
 use aws_sdk_costexplorer::operation::update_cost_allocation_tags_status::UpdateCostAllocationTagsStatusOutput;
 use aws_sdk_costexplorer::types::UpdateCostAllocationTagsStatusError;
-use aws_smithy_mocks::{MockResponse, MockResponseInterceptor, Rule, RuleMode, mock};
+use aws_smithy_mocks::{MockResponse, Rule, mock};
 use cli::aws::deploy::{Outcome, Polling, StackRequest, deploy};
 use cli::aws::fleet::{Aws, Bars, FleetOptions};
 use runtime::domain::TenantId;
@@ -25,23 +25,12 @@ const POLL: Polling = Polling {
     timeout: Duration::from_secs(5),
 };
 
-fn interceptor(rules: &[&Rule]) -> MockResponseInterceptor {
-    let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
-    for rule in rules {
-        interceptor = interceptor.with_rule(rule);
-    }
-    interceptor
+fn interceptor(rules: &[&Rule]) -> aws_smithy_mocks::MockResponseInterceptor {
+    tests::mock_interceptor(rules)
 }
 
 fn cfn(rules: &[&Rule]) -> Client {
-    Client::from_conf(
-        aws_sdk_cloudformation::Config::builder()
-            .with_test_defaults()
-            .region(aws_sdk_cloudformation::config::Region::new("eu-west-1"))
-            .http_client(aws_smithy_mocks::create_mock_http_client())
-            .interceptor(interceptor(rules))
-            .build(),
-    )
+    tests::mocked_cfn(rules)
 }
 
 fn cost_explorer(rules: &[&Rule]) -> aws_sdk_costexplorer::Client {
@@ -302,17 +291,9 @@ async fn one_tenant_failing_does_not_stop_those_in_flight_or_those_after_it() {
             s
         })
         .collect();
-    let ids: Vec<TenantId> = specs.iter().map(|s| s.id.clone()).collect();
-    let observed =
-        cli::provision::observe::observe(&target, cli::provision::observe::Scope::Only(&ids))
-            .await
-            .unwrap();
-    let db_plan = cli::provision::plan::plan(
-        &specs,
-        &observed,
-        &target.namespace,
-        &target.endpoint.dbname,
-    );
+    let db_plan = cli::provision::plan::plan_for(&target, &specs)
+        .await
+        .unwrap();
     let opts = FleetOptions {
         arch: cli::aws::Arch::X86_64,
         code: "s3://code/runtime.zip".parse().unwrap(),
@@ -351,16 +332,11 @@ async fn one_tenant_failing_does_not_stop_those_in_flight_or_those_after_it() {
 
     // Only tenants whose stack settled are in the registry; the failure is audited.
     let admin = target.admin().await.unwrap();
-    let registered: Vec<String> = admin
-        .query(
-            "SELECT tenant_id FROM control.tenants ORDER BY tenant_id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let registered = tests::column(
+        &admin,
+        "SELECT tenant_id FROM control.tenants ORDER BY tenant_id",
+    )
+    .await;
     assert_eq!(registered, ["aaa", "ccc"]);
     let failed: i64 = admin
         .query_one(
@@ -502,16 +478,11 @@ async fn offboarding_a_dedicated_tenant_lifts_deletion_protection_deletes_the_st
         ["tenants/acme/db-password", "tenants/acme/openai-api-key"]
     );
     let admin = target.admin().await.unwrap();
-    let steps: Vec<String> = admin
-        .query(
-            "SELECT outcome FROM control.apply_log WHERE tenant_id = 'acme' ORDER BY at",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let steps = tests::column(
+        &admin,
+        "SELECT outcome FROM control.apply_log WHERE tenant_id = 'acme' ORDER BY at",
+    )
+    .await;
     assert_eq!(
         steps,
         [

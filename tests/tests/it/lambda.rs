@@ -89,6 +89,11 @@ fn event_with_authorizer(
     ev
 }
 
+/// The claims API Gateway's JWT authorizer passes on for a token of `tenant` and `sub`.
+fn claims_of(tenant: &str, sub: &str) -> Value {
+    json!({"iss": cli::devidp::DEV_ISSUER, "sub": sub, "tenant_id": tenant, "aud": "tenantctl-api"})
+}
+
 /// The runtime config for the served deployment, with `extra` merged in.
 fn config(s: &tests::Served, extra: Value) -> Value {
     let mut config = json!({
@@ -200,7 +205,6 @@ async fn a_tenant_lambda_behind_the_jwt_authorizer_checks_the_authorizer_claims_
     let s = serve_examples().await;
     let acme = s.token("acme");
     let globex = s.token("globex");
-    let claims_of = |tenant: &str, sub: &str| json!({"iss": cli::devidp::DEV_ISSUER, "sub": sub, "tenant_id": tenant, "aud": "tenantctl-api"});
     let cases = vec![
         (
             "acme token, agreeing authorizer claims",
@@ -380,7 +384,6 @@ async fn under_cargo_lambda_watch_the_runtime_answers_its_tenant_and_refuses_ano
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let claims_of = |tenant: &str, sub: &str| json!({"iss": cli::devidp::DEV_ISSUER, "sub": sub, "tenant_id": tenant, "aud": "tenantctl-api"});
     let acme = s.token("acme");
     let globex = s.token("globex");
     let url = format!("http://127.0.0.1:{port}/2015-03-31/functions/tenant-runtime/invocations");

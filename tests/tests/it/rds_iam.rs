@@ -149,8 +149,9 @@ async fn the_iam_admin_connection_sends_its_token_only_over_verified_tls() {
     assert_eq!(row.get::<_, String>(1), "iam_admin");
     // With a CA that did not sign the server's certificate: refused before any password is sent.
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new("openssl")
-        .args([
+    cli::testing::openssl(
+        dir.path(),
+        &[
             "req",
             "-x509",
             "-newkey",
@@ -164,11 +165,8 @@ async fn the_iam_admin_connection_sends_its_token_only_over_verified_tls() {
             "other.key",
             "-out",
             "other.pem",
-        ])
-        .current_dir(dir.path())
-        .output()
-        .expect("the openssl command is needed");
-    assert!(out.status.success());
+        ],
+    );
     let err = iam_target(&dir.path().join("other.pem"))
         .connect_admin("postgres")
         .await
