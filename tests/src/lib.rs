@@ -346,6 +346,18 @@ pub fn mock_interceptor(
     interceptor
 }
 
+/// An awsQuery error response as CloudFormation sends it (parsed by the SDK's real deserializer).
+pub fn cfn_error(code: &str, message: &str) -> aws_smithy_runtime_api::http::Response {
+    let body = format!(
+        "<ErrorResponse xmlns=\"http://cloudformation.amazonaws.com/doc/2010-05-15/\"><Error><Type>Sender</Type>\
+         <Code>{code}</Code><Message>{message}</Message></Error><RequestId>r-1</RequestId></ErrorResponse>"
+    );
+    aws_smithy_runtime_api::http::Response::new(
+        aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap_or_else(|e| panic!("{e}")),
+        aws_smithy_types::body::SdkBody::from(body),
+    )
+}
+
 /// A CloudFormation client whose calls are answered by `rules` (what `mock_client!` does; the macro
 /// needs a newer SDK than this lockfile's).
 pub fn mocked_cfn(rules: &[&aws_smithy_mocks::Rule]) -> aws_sdk_cloudformation::Client {

@@ -291,15 +291,15 @@ async fn onboard_reapply_update_drift_and_offboard_on_moto() {
             .unwrap(),
         "another tenant's secrets are untouched"
     );
-    let status: String = admin
-        .query_one(
-            "SELECT status FROM control.tenants WHERE tenant_id = 'acme'",
-            &[],
+    assert_eq!(
+        tests::column(
+            &admin,
+            "SELECT status FROM control.tenants WHERE tenant_id = 'acme'"
         )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(status, "offboarded");
+        .await,
+        ["offboarded"],
+        "kept for finance"
+    );
     let steps = tests::column(
         &admin,
         "SELECT outcome FROM control.apply_log WHERE tenant_id = 'acme' AND action = 'offboard-aws' ORDER BY at",

@@ -52,16 +52,8 @@ fn stack(status: &str) -> DescribeStacksOutput {
         .build()
 }
 
-/// An awsQuery error response as CloudFormation sends it (parsed by the SDK's real deserializer).
 fn error_response(code: &str, message: &str) -> aws_smithy_runtime_api::http::Response {
-    let body = format!(
-        "<ErrorResponse xmlns=\"http://cloudformation.amazonaws.com/doc/2010-05-15/\"><Error><Type>Sender</Type>\
-         <Code>{code}</Code><Message>{message}</Message></Error><RequestId>r-1</RequestId></ErrorResponse>"
-    );
-    aws_smithy_runtime_api::http::Response::new(
-        aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
-        aws_smithy_types::body::SdkBody::from(body),
-    )
+    tests::cfn_error(code, message)
 }
 
 fn missing() -> aws_smithy_runtime_api::http::Response {

@@ -44,16 +44,8 @@ fn cost_explorer(rules: &[&Rule]) -> aws_sdk_costexplorer::Client {
     )
 }
 
-/// An awsQuery error as CloudFormation sends it.
 fn error_response(code: &str, message: &str) -> aws_smithy_runtime_api::http::Response {
-    let body = format!(
-        "<ErrorResponse xmlns=\"http://cloudformation.amazonaws.com/doc/2010-05-15/\"><Error><Type>Sender</Type>\
-         <Code>{code}</Code><Message>{message}</Message></Error><RequestId>r-1</RequestId></ErrorResponse>"
-    );
-    aws_smithy_runtime_api::http::Response::new(
-        aws_smithy_runtime_api::http::StatusCode::try_from(400).unwrap(),
-        aws_smithy_types::body::SdkBody::from(body),
-    )
+    tests::cfn_error(code, message)
 }
 
 fn stack(name: &str, status: &str, outputs: &BTreeMap<String, String>) -> DescribeStacksOutput {
