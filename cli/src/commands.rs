@@ -304,6 +304,21 @@ async fn aws_prepare(
 )> {
     let specs = load(g, paths)?;
     let opts = fleet_options(g)?;
+    let dedicated: Vec<&str> = specs
+        .iter()
+        .filter(|s| s.tier == runtime::domain::Tier::Dedicated)
+        .map(|s| s.id.as_str())
+        .collect();
+    if !dedicated.is_empty() && g.output == OutputFormat::Text {
+        note(
+            g,
+            &format!(
+                "note: dedicated tier ({}): the tenant's stack creates its own RDS instance, but its database \
+                 objects are still created on the platform database (see docs/aws.md, limits)",
+                dedicated.join(", ")
+            ),
+        );
+    }
     let (aws, target) = aws_target(g).await?;
     let plan = plan::plan_for(&target, &specs).await?;
     Ok((aws, target, specs, opts, plan))

@@ -531,12 +531,9 @@ pub async fn apply(
         .await
         .context("the platform stack")?;
     platform_bar.finish_and_clear();
-    let outputs = describe(&aws.cfn, &platform_req.name)
-        .await?
-        .map(|s| s.outputs)
-        .unwrap_or_default();
     db_apply::ensure_control_plane(target).await?;
     let stacks = list_stacks(&aws.cfn, &aws.env).await?;
+    let outputs = platform_outputs(aws, &stacks)?;
     bars.overall.set_length(specs.len() as u64);
     let db_actions: BTreeMap<&TenantId, &DbAction> = database
         .tenants
