@@ -202,6 +202,9 @@ async fn aws_target(g: &Global) -> Result<(crate::aws::fleet::Aws, Target)> {
         runtime::secrets::SecretStore::Aws(aws.secrets.clone()),
         secrets_dir,
     )?;
+    // The platform database is across a network: verified TLS whenever a CA bundle is given.
+    target.endpoint.tls_ca =
+        std::env::var_os("TENANTCTL_DATABASE_CA").map(std::path::PathBuf::from);
     match std::env::var("TENANTCTL_DATABASE_AUTH").as_deref() {
         Ok("iam") => {
             let ca = std::env::var("TENANTCTL_DATABASE_CA").map_err(|_| {
@@ -280,7 +283,7 @@ fn fleet_options(g: &Global) -> Result<crate::aws::fleet::FleetOptions> {
     let code = g.aws.lambda_code.clone().ok_or_else(|| {
         anyhow::anyhow!(
             "the AWS target needs the runtime's Lambda package\n\
-             hint: build it (`cargo lambda build --release --arm64 -p runtime --bin tenant-runtime --output-format zip`), upload it to S3 and pass `--lambda-code s3://BUCKET/KEY` (or set TENANTCTL_LAMBDA_CODE)"
+             hint: build it (`cargo lambda build --release --arm64 -p runtime --bin tenant-runtime --output-format zip --include rds-ca-bundle.pem`, see docs/aws.md), upload it to S3 and pass `--lambda-code s3://BUCKET/KEY` (or set TENANTCTL_LAMBDA_CODE)"
         )
     })?;
     Ok(crate::aws::fleet::FleetOptions {
@@ -726,8 +729,18 @@ async fn login_check(
     endpoint.dbname = db.to_owned();
     let mut config = endpoint.config(role, "tenantctl-status");
     config.password(password.expose_secret().as_bytes());
-    let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
+    let client = match endpoint.tls()? {
+        Some(tls) => {
+            let (client, conn) = config.connect(tls).await?;
+            tokio::spawn(conn);
+            client
+        }
+        None => {
+            let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(conn);
+            client
+        }
+    };
     client.simple_query("SELECT 1").await?;
     Ok(())
 }

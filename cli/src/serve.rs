@@ -92,6 +92,7 @@ pub async fn start(target: &Target, platform: &Platform, listen: Listen) -> Resu
         issuers: platform.runtime_issuers(&devidp::jwks_url(idp_addr)),
         deployment: Default::default(),
         registry_refresh_secs: 2,
+        tenant: None,
     };
     let state = match runtime::AppState::from_config(&config).await {
         Ok(s) => s,

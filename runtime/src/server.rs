@@ -42,6 +42,12 @@ pub struct RuntimeConfig {
     pub deployment: DeploymentPolicy,
     #[serde(default = "default_refresh")]
     pub registry_refresh_secs: u64,
+    /// A single-tenant deployment (a tenant's Lambda on AWS): the tenant's registry record itself.
+    /// The runtime then needs no control-plane credential (its role may read only `tenants/<id>/`
+    /// secrets, security case 64); it serves only this tenant, reaching its data as the tenant's own
+    /// role with `tenants/<id>/db-password`. `deployment.tenant` must name the same tenant.
+    #[serde(default)]
+    pub tenant: Option<crate::tenancy::TenantRecord>,
 }
 
 /// Which secret store backend the runtime uses.
@@ -81,6 +87,9 @@ impl AppState {
                 SecretStore::Aws(crate::secrets::AwsSecretStore::from_environment().await)
             }
         };
+        if let Some(record) = &config.tenant {
+            return Self::single_tenant(config, record, secrets).await;
+        }
         let control = ControlPlane::connect(
             &config.database,
             &config.namespace.runtime_role(),
@@ -117,6 +126,36 @@ impl AppState {
             auth: Arc::new(auth),
             directory,
             data: Arc::new(data),
+            models: ModelRouter::default(),
+        })
+    }
+}
+
+impl AppState {
+    /// A deployment serving exactly `record`, from configuration alone (no control plane).
+    async fn single_tenant(
+        config: &RuntimeConfig,
+        record: &crate::tenancy::TenantRecord,
+        secrets: SecretStore,
+    ) -> Result<Self, StartupError> {
+        if config.deployment.tenant.as_ref() != Some(&record.id) {
+            return Err(StartupError::Config(format!(
+                "`tenant` is `{}` but `deployment.tenant` is not the same tenant; a single-tenant deployment must be pinned to it",
+                record.id
+            )));
+        }
+        if record.tier == crate::domain::Tier::Pool {
+            return Err(StartupError::Config(
+                "a single-tenant deployment of a pool-tier tenant would need the shared pool role's credential, which a tenant's deployment may not read; serve pool-tier tenants from a multi-tenant runtime".into(),
+            ));
+        }
+        let auth = Authenticator::load(&config.issuers, config.deployment.clone())
+            .await
+            .map_err(StartupError::Issuers)?;
+        Ok(Self {
+            auth: Arc::new(auth),
+            directory: Arc::new(TenantDirectory::new(vec![record.clone()])),
+            data: Arc::new(DataPlane::new(config.database.clone(), secrets)),
             models: ModelRouter::default(),
         })
     }

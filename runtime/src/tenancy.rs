@@ -33,8 +33,10 @@ pub struct IdentityBinding {
     pub tenant_claim: String,
 }
 
-/// One active tenant, as the control plane registry describes it.
-#[derive(Debug, Clone)]
+/// One active tenant, as the control plane registry describes it (or, for a single-tenant deployment,
+/// as its configuration carries it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TenantRecord {
     pub id: TenantId,
     pub display_name: String,
@@ -46,15 +48,21 @@ pub struct TenantRecord {
     /// The database holding the tenant's data (its own for `dedicated`).
     pub db_name: String,
     /// While `tenantctl move` copies the tenant's data: reads are served, writes are refused (503).
+    #[serde(default)]
     pub read_only: bool,
 }
 
-/// Where the Postgres cluster is: a host name or a unix socket directory, a port and a database.
+/// Where the Postgres cluster is: a host name or a unix socket directory, a port and a database; and,
+/// for a server across a network (RDS), the CA bundle its certificate must chain to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DbEndpoint {
     pub host: String,
     pub port: u16,
     pub dbname: String,
+    /// When set, every connection is TLS, verified against the certificates in this PEM file (the
+    /// RDS bundle); without it connections are plain (the local target's private unix socket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 impl DbEndpoint {
@@ -68,8 +76,44 @@ impl DbEndpoint {
             .user(user)
             .application_name(application_name)
             .connect_timeout(Duration::from_secs(5));
+        if self.tls_ca.is_some() {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
         config
     }
+
+    /// The TLS connector for this endpoint, if it uses TLS.
+    pub fn tls(&self) -> Result<Option<tokio_postgres_rustls::MakeRustlsConnect>, DataError> {
+        self.tls_ca.as_deref().map(verified_tls).transpose()
+    }
+}
+
+/// A TLS connector trusting only the certificates in the PEM file `ca_file`.
+pub fn verified_tls(
+    ca_file: &std::path::Path,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, DataError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+    let bad = |why: String| DataError::Tls(format!("`{}`: {why}", ca_file.display()));
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca_file)
+        .map_err(|e| bad(format!("cannot read the CA bundle: {e}")))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(format!("not a PEM certificate bundle: {e}")))?;
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(bad(
+            "holds no usable certificate (use the RDS bundle, global-bundle.pem)".into(),
+        ));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +124,8 @@ pub enum DataError {
     Pool(String),
     #[error("tenant credentials: {0}")]
     Secret(#[from] SecretError),
+    #[error("database TLS: {0}")]
+    Tls(String),
     #[error("database role `{role}` has {hazards}; refusing to use it (security case 34)")]
     UnsafeRole { role: String, hazards: String },
 }
@@ -175,7 +221,7 @@ impl ControlPlane {
         let mut config = endpoint.config(role, "tenant-runtime-control");
         config.password(password.expose_secret().as_bytes());
         Ok(Self {
-            pool: build_pool(config, 2)?,
+            pool: build_pool(config, 2, endpoint)?,
         })
     }
 
@@ -259,14 +305,18 @@ impl ControlPlane {
     }
 }
 
-fn build_pool(config: tokio_postgres::Config, max_size: usize) -> Result<Pool, DataError> {
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+fn build_pool(
+    config: tokio_postgres::Config,
+    max_size: usize,
+    endpoint: &DbEndpoint,
+) -> Result<Pool, DataError> {
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match endpoint.tls()? {
+        Some(tls) => Manager::from_config(config, tls, manager_config),
+        None => Manager::from_config(config, NoTls, manager_config),
+    };
     Pool::builder(manager)
         .max_size(max_size)
         .wait_timeout(Some(Duration::from_secs(10)))
@@ -353,7 +403,7 @@ impl DataPlane {
             Tier::Pool => self.max_connections_per_tenant * 4,
             Tier::Schema | Tier::Dedicated => self.max_connections_per_tenant,
         };
-        let pool = build_pool(config, size)?;
+        let pool = build_pool(config, size, &endpoint)?;
         let mut pools = self.pools.lock().await;
         if let Some((existing, last)) = pools.get_mut(&key) {
             // Another request built it meanwhile; keep one pool per key.

@@ -136,6 +136,7 @@ fn seal(body: String, tags: &BTreeMap<String, String>) -> Rendered {
 pub fn platform_parameters(tier: Tier) -> &'static [&'static str] {
     match tier {
         Tier::Dedicated => &[
+            "DatabaseEndpoint",
             "PrivateSubnetA",
             "PrivateSubnetB",
             "FunctionSecurityGroup",
@@ -144,6 +145,7 @@ pub fn platform_parameters(tier: Tier) -> &'static [&'static str] {
             "KmsKeyArn",
         ],
         Tier::Pool | Tier::Schema => &[
+            "DatabaseEndpoint",
             "PrivateSubnetA",
             "PrivateSubnetB",
             "FunctionSecurityGroup",
@@ -215,6 +217,65 @@ pub fn template_resources(body: &str) -> Result<Vec<(String, String)>> {
     Ok(t.resources.into_iter().map(|(k, r)| (k, r.kind)).collect())
 }
 
+/// Where the tenant's Lambda finds the RDS certificate bundle: the package must include it
+/// (`cargo lambda build ... --include rds-ca-bundle.pem`, see docs/aws.md).
+pub const LAMBDA_RDS_CA: &str = "/var/task/rds-ca-bundle.pem";
+const DB_HOST_PLACEHOLDER: &str = "@@tenantctl-database-host@@";
+
+/// The tenant's registry record as its single-tenant deployment carries it.
+pub fn tenant_record(spec: &TenantSpec, ns: &Namespace) -> runtime::tenancy::TenantRecord {
+    let (db_role, db_name) = match spec.tier {
+        Tier::Pool => (ns.pool_role(), ns.as_str().to_owned()),
+        Tier::Schema => (ns.tenant_role(&spec.id), ns.as_str().to_owned()),
+        Tier::Dedicated => (ns.tenant_role(&spec.id), ns.tenant_database(&spec.id)),
+    };
+    runtime::tenancy::TenantRecord {
+        id: spec.id.clone(),
+        display_name: spec.display_name.clone(),
+        tier: spec.tier,
+        identity: spec.identity.clone(),
+        policy: spec.models.clone(),
+        db_role,
+        db_name,
+        read_only: false,
+    }
+}
+
+/// The runtime configuration of the tenant's Lambda, as the string of an `Fn::Sub` whose only
+/// substitution is the platform database's host: a single-tenant deployment pinned to the tenant,
+/// behind the gateway's JWT authorizer, trusting only the tenant's issuer, secrets from Secrets
+/// Manager, the database over TLS verified against the RDS bundle. No secret is in it.
+fn lambda_runtime_config(
+    spec: &TenantSpec,
+    ns: &Namespace,
+    issuer: &runtime::auth::IssuerConfig,
+) -> Result<String> {
+    let record = tenant_record(spec, ns);
+    let config = runtime::RuntimeConfig {
+        namespace: ns.clone(),
+        database: runtime::tenancy::DbEndpoint {
+            host: DB_HOST_PLACEHOLDER.into(),
+            port: 5432,
+            dbname: record.db_name.clone(),
+            tls_ca: Some(LAMBDA_RDS_CA.into()),
+        },
+        secrets_dir: std::path::PathBuf::new(),
+        secret_store: runtime::server::SecretStoreKind::Aws,
+        issuers: vec![issuer.clone()],
+        deployment: runtime::auth::DeploymentPolicy {
+            tenant: Some(spec.id.clone()),
+            require_gateway_authorizer: true,
+        },
+        registry_refresh_secs: 60,
+        tenant: Some(record),
+    };
+    let json = serde_json::to_string(&config)?;
+    // `${` starts a substitution in Fn::Sub; `${!` is its literal form.
+    Ok(json
+        .replace("${", "${!")
+        .replace(DB_HOST_PLACEHOLDER, "${DatabaseEndpoint}"))
+}
+
 /// Renders one tenant's stack.
 pub fn render_tenant(
     spec: &TenantSpec,
@@ -224,20 +285,15 @@ pub fn render_tenant(
     arch: Arch,
 ) -> Result<Rendered> {
     check_environment(env)?;
-    let issuer = platform
-        .issuer(&spec.identity.issuer)
-        .map(|i| i.issuer.clone())
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "issuer `{}` is not in the platform configuration",
-                spec.identity.issuer
-            )
-        })?;
-    let (db_user, db_name) = match spec.tier {
-        Tier::Pool => (ns.pool_role(), ns.as_str().to_owned()),
-        Tier::Schema => (ns.tenant_role(&spec.id), ns.as_str().to_owned()),
-        Tier::Dedicated => (ns.tenant_role(&spec.id), ns.tenant_database(&spec.id)),
-    };
+    let issuer_config = platform.issuer(&spec.identity.issuer).ok_or_else(|| {
+        anyhow::anyhow!(
+            "issuer `{}` is not in the platform configuration",
+            spec.identity.issuer
+        )
+    })?;
+    let issuer = issuer_config.issuer.clone();
+    let record = tenant_record(spec, ns);
+    let (db_user, db_name) = (record.db_role, record.db_name);
     let tags: Vec<(String, String)> = tenant_tags(spec).into_iter().collect();
     let ctx = context! {
         tenant => spec.id.as_str(),
@@ -251,6 +307,7 @@ pub fn render_tenant(
         architecture => arch.as_str(),
         log_retention_days => log_retention(spec.retention_days),
         tags => tags,
+        runtime_config => lambda_runtime_config(spec, ns, issuer_config)?,
         digest => DIGEST_SENTINEL,
     };
     let body = environment()?.get_template("tenant.yaml")?.render(ctx)?;

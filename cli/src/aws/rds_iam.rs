@@ -8,7 +8,6 @@
 //! `global-bundle.pem`).
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -103,28 +102,9 @@ impl std::fmt::Debug for IamAccess {
 
 /// A TLS connector trusting only the certificates in `ca_file` (the RDS bundle).
 pub fn tls(ca_file: &Path) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject as _;
-    let mut roots = rustls::RootCertStore::empty();
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca_file)
-        .with_context(|| format!("cannot read the CA bundle `{}`", ca_file.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("`{}` is not a PEM certificate bundle", ca_file.display()))?;
-    let (added, _) = roots.add_parsable_certificates(certs);
-    if added == 0 {
-        bail!(
-            "`{}` holds no usable certificate\nhint: download the RDS bundle (global-bundle.pem) and point TENANTCTL_DATABASE_CA at it",
-            ca_file.display()
-        );
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| anyhow!("TLS: {e}"))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+    runtime::tenancy::verified_tls(ca_file).map_err(|e| {
+        anyhow!("{e}\nhint: download the RDS bundle (global-bundle.pem) and point TENANTCTL_DATABASE_CA at it")
+    })
 }
 
 impl IamAccess {

@@ -346,6 +346,7 @@ impl Cluster {
             host: self.state.pg_run().display().to_string(),
             port: PORT,
             dbname: dbname.to_owned(),
+            tls_ca: None,
         }
     }
 }

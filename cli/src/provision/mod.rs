@@ -53,6 +53,9 @@ impl Target {
             AdminAccess::Url(config) => {
                 let mut c = (**config).clone();
                 c.dbname(dbname).application_name("tenantctl");
+                if self.endpoint.tls_ca.is_some() {
+                    c.ssl_mode(tokio_postgres::config::SslMode::Require);
+                }
                 c
             }
             AdminAccess::Iam(iam) => {
@@ -76,6 +79,22 @@ impl Target {
                         self.endpoint.host
                     )
                 })?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "admin connection closed");
+                }
+            });
+            return Ok(client);
+        }
+        if let Some(tls) = self.endpoint.tls()? {
+            let (client, connection) = self.admin_config(dbname).connect(tls).await.with_context(
+                || {
+                    format!(
+                        "cannot connect over TLS to `{}` (database `{dbname}`) as the admin role",
+                        self.endpoint.host
+                    )
+                },
+            )?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::debug!(error = %e, "admin connection closed");
@@ -150,7 +169,12 @@ pub fn target_from_url(
     let dbname = config.get_dbname().unwrap_or("tenantctl").to_owned();
     Ok(Target {
         namespace,
-        endpoint: DbEndpoint { host, port, dbname },
+        endpoint: DbEndpoint {
+            host,
+            port,
+            dbname,
+            tls_ca: None,
+        },
         admin: AdminAccess::Url(Box::new(config)),
         secrets,
         secrets_dir,

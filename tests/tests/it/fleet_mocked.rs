@@ -192,6 +192,7 @@ async fn one_tenant_failing_does_not_stop_those_in_flight_or_those_after_it() {
     .unwrap()
     .digest;
     let mut platform_outputs: BTreeMap<String, String> = [
+        ("DatabaseEndpoint", "db.example.internal"),
         ("PrivateSubnetA", "subnet-a"),
         ("PrivateSubnetB", "subnet-b"),
         ("FunctionSecurityGroup", "sg-f"),

@@ -443,3 +443,143 @@ async fn under_cargo_lambda_watch_the_runtime_answers_its_tenant_and_refuses_ano
     watch.kill().await.unwrap();
     s.running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_tenant_stack_configures_a_single_tenant_lambda_that_reaches_its_data_over_tls() {
+    // The runtime configuration the tenant template renders (TENANT_RUNTIME_CONFIG_JSON) starts the real
+    // Lambda binary as a single-tenant deployment: no control-plane credential (case 64), pinned to its
+    // tenant behind the gateway's authorizer, its data reached as the tenant's role over verified TLS.
+    // A TLS-only cluster stands in for RDS; only the host, port, CA path, secret store and the dev
+    // issuer's JWKS address are changed from what the template says.
+    let s = serve_examples().await;
+    let tls = cli::testing::tls_cluster();
+    let ns = runtime::domain::Namespace::parse("lambdatls").unwrap();
+    let platform = cli::platform::Platform::builtin();
+    let spec = cli::manifest::TenantSpec::from_file(
+        &cli::testing::repo_root().join("tenants/acme.yaml"),
+        &platform,
+    )
+    .unwrap();
+    assert_eq!(spec.tier, runtime::domain::Tier::Schema);
+    let target = cli::provision::Target {
+        namespace: ns.clone(),
+        endpoint: runtime::tenancy::DbEndpoint {
+            host: tls.state.pg_run().display().to_string(),
+            port: tls.port,
+            dbname: ns.to_string(),
+            tls_ca: None,
+        },
+        admin: cli::provision::AdminAccess::Peer {
+            role: cli::local::cluster::ADMIN_ROLE.into(),
+        },
+        secrets: tls.state.secrets(&ns).unwrap(),
+        secrets_dir: tls.state.secrets_dir(&ns),
+    };
+    cli::provision::apply::ensure_control_plane(&target)
+        .await
+        .unwrap();
+    let mut admin = target.admin().await.unwrap();
+    cli::provision::apply::converge_tenant(&target, &mut admin, &spec)
+        .await
+        .unwrap();
+
+    let rendered =
+        cli::aws::render_tenant(&spec, &ns, "test", &platform, cli::aws::Arch::X86_64).unwrap();
+    let template: Value = serde_norway::from_str(&rendered.body).unwrap();
+    let sub = template["Resources"]["Function"]["Properties"]["Environment"]["Variables"]
+        ["TENANT_RUNTIME_CONFIG_JSON"]["Fn::Sub"]
+        .as_str()
+        .unwrap()
+        .replace("${DatabaseEndpoint}", "127.0.0.1");
+    assert!(!sub.contains("${"), "one substitution only: {sub}");
+    let mut cfg: Value = serde_json::from_str(&sub).unwrap();
+    assert_eq!(cfg["secret_store"], "aws");
+    assert_eq!(cfg["deployment"]["tenant"], "acme");
+    assert_eq!(cfg["deployment"]["require_gateway_authorizer"], true);
+    assert_eq!(cfg["database"]["tls_ca"], cli::aws::LAMBDA_RDS_CA);
+    cfg["database"]["port"] = json!(tls.port);
+    cfg["database"]["tls_ca"] = json!(tls.ca_pem);
+    cfg["secret_store"] = json!("local");
+    cfg["secrets_dir"] = json!(target.secrets_dir);
+    cfg["issuers"] = json!(platform.runtime_issuers(&cli::devidp::jwks_url(s.running.idp_addr)));
+
+    let acme = s.token("acme");
+    let globex = s.token("globex");
+    let cases = vec![
+        (
+            "acme's usage, read as acme's role over TLS",
+            event_with_authorizer(
+                "GET",
+                "/v1/usage",
+                Some(&acme),
+                Some(claims_of("acme", "user-of-acme")),
+            ),
+            200,
+        ),
+        (
+            "acme's models",
+            event_with_authorizer(
+                "GET",
+                "/v1/models",
+                Some(&acme),
+                Some(claims_of("acme", "user-of-acme")),
+            ),
+            200,
+        ),
+        (
+            "globex at acme's function",
+            event_with_authorizer(
+                "GET",
+                "/v1/usage",
+                Some(&globex),
+                Some(claims_of("globex", "user-of-globex")),
+            ),
+            401,
+        ),
+    ];
+    run_lambda(cfg, vec![], cases).await;
+    s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_single_tenant_deployment_must_be_pinned_to_its_tenant_and_cannot_be_pool_tier() {
+    let platform = cli::platform::Platform::builtin();
+    let ns = runtime::domain::Namespace::parse("pinning").unwrap();
+    let mut spec = cli::manifest::TenantSpec::from_file(
+        &cli::testing::repo_root().join("tenants/acme.yaml"),
+        &platform,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = |spec: &cli::manifest::TenantSpec, pin: &str| runtime::RuntimeConfig {
+        namespace: ns.clone(),
+        database: runtime::tenancy::DbEndpoint {
+            host: "127.0.0.1".into(),
+            port: 1,
+            dbname: "none".into(),
+            tls_ca: None,
+        },
+        secrets_dir: dir.path().to_path_buf(),
+        secret_store: runtime::server::SecretStoreKind::Local,
+        issuers: vec![],
+        deployment: runtime::auth::DeploymentPolicy {
+            tenant: Some(runtime::domain::TenantId::parse(pin).unwrap()),
+            require_gateway_authorizer: true,
+        },
+        registry_refresh_secs: 5,
+        tenant: Some(cli::aws::tenant_record(spec, &ns)),
+    };
+    let err = runtime::AppState::from_config(&config(&spec, "globex"))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("pinned"), "{err}");
+    spec.tier = runtime::domain::Tier::Pool;
+    let err = runtime::AppState::from_config(&config(&spec, "acme"))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("pool-tier"), "{err}");
+}

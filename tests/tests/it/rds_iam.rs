@@ -97,6 +97,7 @@ async fn the_iam_admin_connection_sends_its_token_only_over_verified_tls() {
             host: tls.state.pg_run().display().to_string(),
             port: tls.port,
             dbname: "postgres".into(),
+            tls_ca: None,
         },
         admin: AdminAccess::Peer {
             role: cli::local::cluster::ADMIN_ROLE.into(),
@@ -130,6 +131,7 @@ async fn the_iam_admin_connection_sends_its_token_only_over_verified_tls() {
             host: "127.0.0.1".into(),
             port: tls.port,
             dbname: "postgres".into(),
+            tls_ca: None,
         },
         ..peer.clone()
     };

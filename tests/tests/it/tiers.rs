@@ -472,6 +472,7 @@ async fn the_runtime_refuses_to_start_with_a_dangerous_role_and_says_which() {
         issuers: Platform::builtin().runtime_issuers(&cli::devidp::jwks_url(idp)),
         deployment: Default::default(),
         registry_refresh_secs: 5,
+        tenant: None,
     };
     assert!(
         runtime::AppState::from_config(&config).await.is_ok(),
