@@ -33,6 +33,7 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     template!("dedicated-db.sql"),
     template!("create-database.sql"),
     template!("grant-connect.sql"),
+    template!("grant-rds-iam.sql"),
     template!("tenant-rows.sql"),
     template!("tenant-rows-delete.sql"),
     template!("drop-tenant.sql"),

@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod models;
 pub mod openai;
 pub mod pricing;
+pub mod rds_iam;
 pub mod routes;
 pub mod schema;
 pub mod secrets;

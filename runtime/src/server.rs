@@ -44,8 +44,9 @@ pub struct RuntimeConfig {
     pub registry_refresh_secs: u64,
     /// A single-tenant deployment (a tenant's Lambda on AWS): the tenant's registry record itself.
     /// The runtime then needs no control-plane credential (its role may read only `tenants/<id>/`
-    /// secrets, security case 64); it serves only this tenant, reaching its data as the tenant's own
-    /// role with `tenants/<id>/db-password`. `deployment.tenant` must name the same tenant.
+    /// secrets, security case 64); it serves only this tenant, reaching its data as the tenant's
+    /// database role (with RDS IAM tokens when `database.iam_auth`, else `tenants/<id>/db-password`).
+    /// `deployment.tenant` must name the same tenant.
     #[serde(default)]
     pub tenant: Option<crate::tenancy::TenantRecord>,
 }
@@ -144,9 +145,9 @@ impl AppState {
                 record.id
             )));
         }
-        if record.tier == crate::domain::Tier::Pool {
+        if record.tier == crate::domain::Tier::Pool && !config.database.iam_auth {
             return Err(StartupError::Config(
-                "a single-tenant deployment of a pool-tier tenant would need the shared pool role's credential, which a tenant's deployment may not read; serve pool-tier tenants from a multi-tenant runtime".into(),
+                "a single-tenant deployment of a pool-tier tenant needs `database.iam_auth`: the shared pool role's password is not the tenant's to read".into(),
             ));
         }
         let auth = Authenticator::load(&config.issuers, config.deployment.clone())

@@ -63,6 +63,10 @@ pub struct DbEndpoint {
     /// RDS bundle); without it connections are plain (the local target's private unix socket).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_ca: Option<std::path::PathBuf>,
+    /// Log in with RDS IAM tokens (a fresh one per connection, from the AWS credential chain) instead
+    /// of passwords from the secret store. Needs `tls_ca`: a token is never sent in the clear.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub iam_auth: bool,
 }
 
 impl DbEndpoint {
@@ -84,7 +88,52 @@ impl DbEndpoint {
 
     /// The TLS connector for this endpoint, if it uses TLS.
     pub fn tls(&self) -> Result<Option<tokio_postgres_rustls::MakeRustlsConnect>, DataError> {
+        if self.iam_auth && self.tls_ca.is_none() {
+            return Err(DataError::Tls(
+                "IAM authentication needs `tls_ca`: a token is never sent without verified TLS"
+                    .into(),
+            ));
+        }
         self.tls_ca.as_deref().map(verified_tls).transpose()
+    }
+}
+
+/// Opens connections with a fresh RDS IAM token as the password, over verified TLS (a pooled
+/// connection may be opened long after the pool, and a token lives 15 minutes).
+struct IamConnect {
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    tokens: crate::rds_iam::TokenSource,
+    host: String,
+    port: u16,
+}
+
+impl deadpool_postgres::Connect for IamConnect {
+    fn connect(
+        &self,
+        pg_config: &tokio_postgres::Config,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
+    > {
+        let mut config = pg_config.clone();
+        Box::pin(async move {
+            let user = config.get_user().unwrap_or_default().to_owned();
+            match self.tokens.token(&self.host, self.port, &user).await {
+                Ok(token) => {
+                    config.password(token.expose_secret().as_bytes());
+                }
+                // Connecting without a password fails with the server's own error, which is what the
+                // pool can report; the cause is logged here.
+                Err(e) => tracing::error!(error = %e, role = %user, "no RDS IAM token"),
+            }
+            let (client, connection) = config.connect(self.tls.clone()).await?;
+            let task = tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::warn!(error = %e, "database connection closed");
+                }
+            });
+            Ok((client, task))
+        })
     }
 }
 
@@ -126,6 +175,8 @@ pub enum DataError {
     Secret(#[from] SecretError),
     #[error("database TLS: {0}")]
     Tls(String),
+    #[error("database IAM authentication: {0}")]
+    Iam(String),
     #[error("database role `{role}` has {hazards}; refusing to use it (security case 34)")]
     UnsafeRole { role: String, hazards: String },
 }
@@ -221,7 +272,7 @@ impl ControlPlane {
         let mut config = endpoint.config(role, "tenant-runtime-control");
         config.password(password.expose_secret().as_bytes());
         Ok(Self {
-            pool: build_pool(config, 2, endpoint)?,
+            pool: build_pool(config, 2, endpoint, None)?,
         })
     }
 
@@ -309,13 +360,24 @@ fn build_pool(
     config: tokio_postgres::Config,
     max_size: usize,
     endpoint: &DbEndpoint,
+    tokens: Option<crate::rds_iam::TokenSource>,
 ) -> Result<Pool, DataError> {
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
-    let manager = match endpoint.tls()? {
-        Some(tls) => Manager::from_config(config, tls, manager_config),
-        None => Manager::from_config(config, NoTls, manager_config),
+    let manager = match (endpoint.tls()?, tokens) {
+        (Some(tls), Some(tokens)) => Manager::from_connect(
+            config,
+            IamConnect {
+                tls,
+                tokens,
+                host: endpoint.host.clone(),
+                port: endpoint.port,
+            },
+            manager_config,
+        ),
+        (Some(tls), None) => Manager::from_config(config, tls, manager_config),
+        (None, _) => Manager::from_config(config, NoTls, manager_config),
     };
     Pool::builder(manager)
         .max_size(max_size)
@@ -341,6 +403,8 @@ pub struct DataPlane {
     control: Option<ControlPlane>,
     statements: Arc<AtomicU64>,
     max_connections_per_tenant: usize,
+    /// RDS IAM token source, when the endpoint logs in with IAM (loaded on first use).
+    iam: tokio::sync::OnceCell<crate::rds_iam::TokenSource>,
 }
 
 impl DataPlane {
@@ -354,6 +418,7 @@ impl DataPlane {
             control: None,
             statements: Arc::new(AtomicU64::new(0)),
             max_connections_per_tenant: 4,
+            iam: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -390,20 +455,33 @@ impl DataPlane {
         if let Some(control) = &self.control {
             control.check_role(&record.db_role).await?;
         }
-        let secret = match record.tier {
-            Tier::Pool => SecretName::platform("db/pool-password")?,
-            Tier::Schema | Tier::Dedicated => SecretName::for_tenant(&record.id, "db-password")?,
-        };
-        let password = self.secrets.get(&secret).await?;
         let mut endpoint = self.endpoint.clone();
         endpoint.dbname = record.db_name.clone();
         let mut config = endpoint.config(&record.db_role, "tenant-runtime");
-        config.password(password.expose_secret().as_bytes());
+        let tokens = if endpoint.iam_auth {
+            let tokens = self.iam_tokens().await?;
+            // Fail here, with the reason, rather than at every connection attempt.
+            tokens
+                .token(&endpoint.host, endpoint.port, &record.db_role)
+                .await
+                .map_err(|e| DataError::Iam(e.to_string()))?;
+            Some(tokens)
+        } else {
+            let secret = match record.tier {
+                Tier::Pool => SecretName::platform("db/pool-password")?,
+                Tier::Schema | Tier::Dedicated => {
+                    SecretName::for_tenant(&record.id, "db-password")?
+                }
+            };
+            let password = self.secrets.get(&secret).await?;
+            config.password(password.expose_secret().as_bytes());
+            None
+        };
         let size = match record.tier {
             Tier::Pool => self.max_connections_per_tenant * 4,
             Tier::Schema | Tier::Dedicated => self.max_connections_per_tenant,
         };
-        let pool = build_pool(config, size, &endpoint)?;
+        let pool = build_pool(config, size, &endpoint, tokens)?;
         let mut pools = self.pools.lock().await;
         if let Some((existing, last)) = pools.get_mut(&key) {
             // Another request built it meanwhile; keep one pool per key.
@@ -422,6 +500,18 @@ impl DataPlane {
         }
         pools.insert(key, (pool.clone(), tick));
         Ok(pool)
+    }
+
+    /// The token source for IAM logins, loaded from the AWS configuration chain once.
+    async fn iam_tokens(&self) -> Result<crate::rds_iam::TokenSource, DataError> {
+        self.iam
+            .get_or_try_init(|| async {
+                crate::rds_iam::TokenSource::from_environment()
+                    .await
+                    .map_err(|e| DataError::Iam(e.to_string()))
+            })
+            .await
+            .cloned()
     }
 
     /// Drops the cached pool of a tenant (after a credential rotation or offboarding).

@@ -243,8 +243,8 @@ pub fn tenant_record(spec: &TenantSpec, ns: &Namespace) -> runtime::tenancy::Ten
 
 /// The runtime configuration of the tenant's Lambda, as the string of an `Fn::Sub` whose only
 /// substitution is the platform database's host: a single-tenant deployment pinned to the tenant,
-/// behind the gateway's JWT authorizer, trusting only the tenant's issuer, secrets from Secrets
-/// Manager, the database over TLS verified against the RDS bundle. No secret is in it.
+/// behind the gateway's JWT authorizer, trusting only the tenant's issuer, logging in to the database
+/// with RDS IAM tokens over TLS verified against the RDS bundle. No secret is in it.
 fn lambda_runtime_config(
     spec: &TenantSpec,
     ns: &Namespace,
@@ -258,6 +258,8 @@ fn lambda_runtime_config(
             port: 5432,
             dbname: record.db_name.clone(),
             tls_ca: Some(LAMBDA_RDS_CA.into()),
+            // The function's role may `rds-db:connect` only as this tenant's database user.
+            iam_auth: true,
         },
         secrets_dir: std::path::PathBuf::new(),
         secret_store: runtime::server::SecretStoreKind::Aws,

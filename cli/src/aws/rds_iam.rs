@@ -8,85 +8,18 @@
 //! `global-bundle.pem`).
 
 use std::path::Path;
-use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result, anyhow, bail};
-use aws_credential_types::Credentials;
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use aws_sigv4::http_request::{
-    SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign,
-};
-use aws_sigv4::sign::v4;
+use anyhow::{Result, anyhow, bail};
+use aws_credential_types::provider::SharedCredentialsProvider;
+use runtime::rds_iam::TokenSource;
+pub use runtime::rds_iam::{TOKEN_LIFETIME, auth_token};
 use secrecy::SecretString;
-
-/// How long a token is accepted by RDS (tokens are made per connection, so this only bounds the
-/// connect handshake).
-pub const TOKEN_LIFETIME: Duration = Duration::from_secs(900);
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// The token for `user` at `host:port` in `region`, signed with `credentials` at `time`:
-/// `host:port/?Action=connect&DBUser=...&X-Amz-...` (a presigned URL without its scheme).
-pub fn auth_token(
-    host: &str,
-    port: u16,
-    user: &str,
-    region: &str,
-    credentials: &Credentials,
-    time: SystemTime,
-) -> Result<SecretString> {
-    let mut settings = SigningSettings::default();
-    settings.signature_location = SignatureLocation::QueryParams;
-    settings.expires_in = Some(TOKEN_LIFETIME);
-    let identity = credentials.clone().into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name("rds-db")
-        .time(time)
-        .settings(settings)
-        .build()
-        .map_err(|e| anyhow!("signing parameters: {e}"))?
-        .into();
-    let url = format!(
-        "https://{host}:{port}/?Action=connect&DBUser={}",
-        encode(user)
-    );
-    let signable = SignableRequest::new("GET", &url, std::iter::empty(), SignableBody::Bytes(&[]))
-        .map_err(|e| anyhow!("the token request: {e}"))?;
-    let (instructions, _) = sign(signable, &params)
-        .map_err(|e| anyhow!("signing the token: {e}"))?
-        .into_parts();
-    let mut request = http::Request::builder()
-        .method("GET")
-        .uri(&url)
-        .body(())
-        .context("the token request")?;
-    instructions.apply_to_request_http1x(&mut request);
-    let signed = request.uri().to_string();
-    Ok(SecretString::from(
-        signed
-            .strip_prefix("https://")
-            .unwrap_or(&signed)
-            .to_owned(),
-    ))
-}
 
 /// The admin connection of the AWS target with IAM authentication.
 #[derive(Clone)]
 pub struct IamAccess {
     pub config: tokio_postgres::Config,
-    pub region: String,
-    credentials: SharedCredentialsProvider,
+    tokens: TokenSource,
     pub tls: tokio_postgres_rustls::MakeRustlsConnect,
 }
 
@@ -95,7 +28,7 @@ impl std::fmt::Debug for IamAccess {
         f.debug_struct("IamAccess")
             .field("host", &self.config.get_hosts())
             .field("user", &self.config.get_user())
-            .field("region", &self.region)
+            .field("tokens", &self.tokens)
             .finish_non_exhaustive()
     }
 }
@@ -118,38 +51,31 @@ impl IamAccess {
         if config.get_user().is_none() {
             bail!("TENANTCTL_DATABASE_URL names no user\nhint: postgres://USER@HOST:5432/DATABASE");
         }
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let region = sdk
-            .region()
-            .map(|r| r.to_string())
-            .ok_or_else(|| anyhow!("no AWS region is configured\nhint: set AWS_REGION"))?;
-        let credentials = sdk.credentials_provider().ok_or_else(|| {
-            anyhow!(
-                "no AWS credentials are configured\nhint: use a profile, SSO, or the environment"
-            )
-        })?;
-        let mut config = config;
-        config.ssl_mode(tokio_postgres::config::SslMode::Require);
-        Ok(Self {
-            config,
-            region,
-            credentials,
-            tls: tls(ca_file)?,
-        })
+        let tokens = TokenSource::from_environment()
+            .await
+            .map_err(|e| anyhow!("{e}\nhint: configure AWS credentials and AWS_REGION"))?;
+        Self::with_tokens(config, tokens, ca_file)
     }
 
     /// From explicit parts (tests, or callers with their own credentials provider).
     pub fn from_parts(
-        mut config: tokio_postgres::Config,
+        config: tokio_postgres::Config,
         region: &str,
         credentials: SharedCredentialsProvider,
+        ca_file: &Path,
+    ) -> Result<Self> {
+        Self::with_tokens(config, TokenSource::new(region, credentials), ca_file)
+    }
+
+    fn with_tokens(
+        mut config: tokio_postgres::Config,
+        tokens: TokenSource,
         ca_file: &Path,
     ) -> Result<Self> {
         config.ssl_mode(tokio_postgres::config::SslMode::Require);
         Ok(Self {
             config,
-            region: region.to_owned(),
-            credentials,
+            tokens,
             tls: tls(ca_file)?,
         })
     }
@@ -162,18 +88,6 @@ impl IamAccess {
         };
         let port = self.config.get_ports().first().copied().unwrap_or(5432);
         let user = self.config.get_user().unwrap_or_default();
-        let credentials = self
-            .credentials
-            .provide_credentials()
-            .await
-            .map_err(|e| anyhow!("AWS credentials: {e}"))?;
-        auth_token(
-            &host,
-            port,
-            user,
-            &self.region,
-            &credentials,
-            SystemTime::now(),
-        )
+        Ok(self.tokens.token(&host, port, user).await?)
     }
 }

@@ -347,6 +347,7 @@ impl Cluster {
             port: PORT,
             dbname: dbname.to_owned(),
             tls_ca: None,
+            iam_auth: false,
         }
     }
 }

@@ -275,6 +275,22 @@ async fn ensure_login_role(
         tx.batch_execute(&sql::alter_role_password(role, password)?)
             .await?;
     }
+    let needs_rds_iam: bool = tx
+        .query_one(
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'rds_iam') \
+             THEN NOT pg_has_role($1, 'rds_iam', 'MEMBER') ELSE false END",
+            &[&role],
+        )
+        .await?
+        .get(0);
+    if needs_rds_iam {
+        tx.batch_execute(&sql::render(
+            "grant-rds-iam.sql",
+            context! { role => role },
+        )?)
+        .await
+        .with_context(|| format!("granting rds_iam to `{role}`"))?;
+    }
     Ok(())
 }
 

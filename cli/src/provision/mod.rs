@@ -174,6 +174,7 @@ pub fn target_from_url(
             port,
             dbname,
             tls_ca: None,
+            iam_auth: false,
         },
         admin: AdminAccess::Url(Box::new(config)),
         secrets,

@@ -100,6 +100,16 @@ async fn onboard_reapply_update_drift_and_offboard_on_moto() {
         .insert("department".into());
     let target = cli::testing::deployment();
     let url = tests::external_admin_url(&target).await;
+    // RDS predefines `rds_iam`; tenantctl grants it to the roles it creates there.
+    target
+        .connect_admin("postgres")
+        .await
+        .unwrap()
+        .batch_execute(
+            "DO $$ BEGIN CREATE ROLE rds_iam NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+        )
+        .await
+        .unwrap();
     tests::moto_fixture(&moto, &["upload-code", "tenantctl-code", "runtime.zip"]);
     let env = Env {
         moto,
@@ -171,6 +181,18 @@ async fn onboard_reapply_update_drift_and_offboard_on_moto() {
         .unwrap()
         .get(0);
     assert_eq!(audited, 2);
+    // Both tenants' database users may log in with IAM tokens (how their Lambdas connect).
+    for tenant in ["acme", "globex"] {
+        let role = target
+            .namespace
+            .tenant_role(&runtime::domain::TenantId::parse(tenant).unwrap());
+        let member: bool = admin
+            .query_one("SELECT pg_has_role($1, 'rds_iam', 'MEMBER')", &[&role])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(member, "{role} is granted rds_iam");
+    }
 
     // Re-apply and plan: nothing to do, and no change set was needed to know it.
     let out = env.run(&["plan", dir], None);

@@ -448,96 +448,104 @@ async fn under_cargo_lambda_watch_the_runtime_answers_its_tenant_and_refuses_ano
 async fn the_tenant_stack_configures_a_single_tenant_lambda_that_reaches_its_data_over_tls() {
     // The runtime configuration the tenant template renders (TENANT_RUNTIME_CONFIG_JSON) starts the real
     // Lambda binary as a single-tenant deployment: no control-plane credential (case 64), pinned to its
-    // tenant behind the gateway's authorizer, its data reached as the tenant's role over verified TLS.
-    // A TLS-only cluster stands in for RDS; only the host, port, CA path, secret store and the dev
+    // tenant behind the gateway's authorizer, its data reached as the tenant's database user with an RDS
+    // IAM token over verified TLS; for the schema tier and for the pool tier (whose shared password the
+    // function could not read). A TLS-only cluster stands in for RDS (`hostssl ... trust`: the token
+    // itself is proven equal to botocore's in rds_iam.rs); only the host, port, CA path and the dev
     // issuer's JWKS address are changed from what the template says.
     let s = serve_examples().await;
     let tls = cli::testing::tls_cluster();
-    let ns = runtime::domain::Namespace::parse("lambdatls").unwrap();
     let platform = cli::platform::Platform::builtin();
-    let spec = cli::manifest::TenantSpec::from_file(
-        &cli::testing::repo_root().join("tenants/acme.yaml"),
-        &platform,
-    )
-    .unwrap();
-    assert_eq!(spec.tier, runtime::domain::Tier::Schema);
-    let target = cli::provision::Target {
-        namespace: ns.clone(),
-        endpoint: runtime::tenancy::DbEndpoint {
-            host: tls.state.pg_run().display().to_string(),
-            port: tls.port,
-            dbname: ns.to_string(),
-            tls_ca: None,
-        },
-        admin: cli::provision::AdminAccess::Peer {
-            role: cli::local::cluster::ADMIN_ROLE.into(),
-        },
-        secrets: tls.state.secrets(&ns).unwrap(),
-        secrets_dir: tls.state.secrets_dir(&ns),
-    };
-    cli::provision::apply::ensure_control_plane(&target)
-        .await
+    for tier in [runtime::domain::Tier::Schema, runtime::domain::Tier::Pool] {
+        let ns = runtime::domain::Namespace::parse(&format!("lambda{tier}")).unwrap();
+        let mut spec = cli::manifest::TenantSpec::from_file(
+            &cli::testing::repo_root().join("tenants/acme.yaml"),
+            &platform,
+        )
         .unwrap();
-    let mut admin = target.admin().await.unwrap();
-    cli::provision::apply::converge_tenant(&target, &mut admin, &spec)
-        .await
-        .unwrap();
+        spec.tier = tier;
+        let target = cli::provision::Target {
+            namespace: ns.clone(),
+            endpoint: runtime::tenancy::DbEndpoint {
+                host: tls.state.pg_run().display().to_string(),
+                port: tls.port,
+                dbname: ns.to_string(),
+                tls_ca: None,
+                iam_auth: false,
+            },
+            admin: cli::provision::AdminAccess::Peer {
+                role: cli::local::cluster::ADMIN_ROLE.into(),
+            },
+            secrets: tls.state.secrets(&ns).unwrap(),
+            secrets_dir: tls.state.secrets_dir(&ns),
+        };
+        cli::provision::apply::ensure_control_plane(&target)
+            .await
+            .unwrap();
+        let mut admin = target.admin().await.unwrap();
+        cli::provision::apply::converge_tenant(&target, &mut admin, &spec)
+            .await
+            .unwrap();
 
-    let rendered =
-        cli::aws::render_tenant(&spec, &ns, "test", &platform, cli::aws::Arch::X86_64).unwrap();
-    let template: Value = serde_norway::from_str(&rendered.body).unwrap();
-    let sub = template["Resources"]["Function"]["Properties"]["Environment"]["Variables"]
-        ["TENANT_RUNTIME_CONFIG_JSON"]["Fn::Sub"]
-        .as_str()
-        .unwrap()
-        .replace("${DatabaseEndpoint}", "127.0.0.1");
-    assert!(!sub.contains("${"), "one substitution only: {sub}");
-    let mut cfg: Value = serde_json::from_str(&sub).unwrap();
-    assert_eq!(cfg["secret_store"], "aws");
-    assert_eq!(cfg["deployment"]["tenant"], "acme");
-    assert_eq!(cfg["deployment"]["require_gateway_authorizer"], true);
-    assert_eq!(cfg["database"]["tls_ca"], cli::aws::LAMBDA_RDS_CA);
-    cfg["database"]["port"] = json!(tls.port);
-    cfg["database"]["tls_ca"] = json!(tls.ca_pem);
-    cfg["secret_store"] = json!("local");
-    cfg["secrets_dir"] = json!(target.secrets_dir);
-    cfg["issuers"] = json!(platform.runtime_issuers(&cli::devidp::jwks_url(s.running.idp_addr)));
+        let rendered =
+            cli::aws::render_tenant(&spec, &ns, "test", &platform, cli::aws::Arch::X86_64).unwrap();
+        let template: Value = serde_norway::from_str(&rendered.body).unwrap();
+        let sub = template["Resources"]["Function"]["Properties"]["Environment"]["Variables"]
+            ["TENANT_RUNTIME_CONFIG_JSON"]["Fn::Sub"]
+            .as_str()
+            .unwrap()
+            .replace("${DatabaseEndpoint}", "127.0.0.1");
+        assert!(!sub.contains("${"), "one substitution only: {sub}");
+        let mut cfg: Value = serde_json::from_str(&sub).unwrap();
+        assert_eq!(cfg["secret_store"], "aws");
+        assert_eq!(cfg["deployment"]["tenant"], "acme");
+        assert_eq!(cfg["deployment"]["require_gateway_authorizer"], true);
+        assert_eq!(cfg["database"]["tls_ca"], cli::aws::LAMBDA_RDS_CA);
+        assert_eq!(cfg["database"]["iam_auth"], true);
+        cfg["database"]["port"] = json!(tls.port);
+        cfg["database"]["tls_ca"] = json!(tls.ca_pem);
+        cfg["issuers"] =
+            json!(platform.runtime_issuers(&cli::devidp::jwks_url(s.running.idp_addr)));
+        // No secret store is reachable: the function must need none to serve its tenant.
+        let empty = tempfile::tempdir().unwrap();
+        cfg["secret_store"] = json!("local");
+        cfg["secrets_dir"] = json!(empty.path());
 
-    let acme = s.token("acme");
-    let globex = s.token("globex");
-    let cases = vec![
-        (
-            "acme's usage, read as acme's role over TLS",
-            event_with_authorizer(
-                "GET",
-                "/v1/usage",
-                Some(&acme),
-                Some(claims_of("acme", "user-of-acme")),
+        let acme = s.token("acme");
+        let globex = s.token("globex");
+        let cases = vec![
+            (
+                "acme's usage, read as acme's database user over TLS",
+                event_with_authorizer(
+                    "GET",
+                    "/v1/usage",
+                    Some(&acme),
+                    Some(claims_of("acme", "user-of-acme")),
+                ),
+                200,
             ),
-            200,
-        ),
-        (
-            "acme's models",
-            event_with_authorizer(
-                "GET",
-                "/v1/models",
-                Some(&acme),
-                Some(claims_of("acme", "user-of-acme")),
+            (
+                "globex at acme's function",
+                event_with_authorizer(
+                    "GET",
+                    "/v1/usage",
+                    Some(&globex),
+                    Some(claims_of("globex", "user-of-globex")),
+                ),
+                401,
             ),
-            200,
-        ),
-        (
-            "globex at acme's function",
-            event_with_authorizer(
-                "GET",
-                "/v1/usage",
-                Some(&globex),
-                Some(claims_of("globex", "user-of-globex")),
+        ];
+        // Test credentials for signing the IAM tokens (never real).
+        let env = vec![
+            ("AWS_ACCESS_KEY_ID", "TESTKEYIDGENERATED01".to_owned()),
+            (
+                "AWS_SECRET_ACCESS_KEY",
+                "test/generated/secret/key/000000000000000".to_owned(),
             ),
-            401,
-        ),
-    ];
-    run_lambda(cfg, vec![], cases).await;
+            ("AWS_REGION", "eu-west-1".to_owned()),
+        ];
+        run_lambda(cfg, env, cases).await;
+    }
     s.running.stop().await.unwrap();
 }
 
@@ -558,6 +566,7 @@ async fn a_single_tenant_deployment_must_be_pinned_to_its_tenant_and_cannot_be_p
             port: 1,
             dbname: "none".into(),
             tls_ca: None,
+            iam_auth: false,
         },
         secrets_dir: dir.path().to_path_buf(),
         secret_store: runtime::server::SecretStoreKind::Local,

@@ -98,6 +98,7 @@ async fn the_iam_admin_connection_sends_its_token_only_over_verified_tls() {
             port: tls.port,
             dbname: "postgres".into(),
             tls_ca: None,
+            iam_auth: false,
         },
         admin: AdminAccess::Peer {
             role: cli::local::cluster::ADMIN_ROLE.into(),
@@ -132,6 +133,7 @@ async fn the_iam_admin_connection_sends_its_token_only_over_verified_tls() {
             port: tls.port,
             dbname: "postgres".into(),
             tls_ca: None,
+            iam_auth: false,
         },
         ..peer.clone()
     };
