@@ -101,6 +101,9 @@ pub fn unchanged(req: &StackRequest, state: &StackState) -> bool {
 pub struct Polling {
     pub max_delay: Duration,
     pub timeout: Duration,
+    /// Also read the stack's newest event at each poll while an operation runs, and report it (for
+    /// progress bars; one more call per poll, so off when nobody watches).
+    pub events: bool,
 }
 
 impl Default for Polling {
@@ -108,6 +111,7 @@ impl Default for Polling {
         Self {
             max_delay: Duration::from_secs(10),
             timeout: Duration::from_secs(3600),
+            events: false,
         }
     }
 }
@@ -147,6 +151,7 @@ async fn settle(
 ) -> Result<Option<String>> {
     let start = std::time::Instant::now();
     let mut last = String::new();
+    let mut last_event = String::new();
     for n in 0u32.. {
         let status = stack_status(client, name).await?;
         let shown = status.clone().unwrap_or_else(|| "DELETE_COMPLETE".into());
@@ -155,7 +160,16 @@ async fn settle(
             last = shown;
         }
         match &status {
-            Some(s) if operation_in_progress(s) => {}
+            Some(s) if operation_in_progress(s) => {
+                if polling.events {
+                    if let Some(event) = newest_event(client, name).await {
+                        if event != last_event {
+                            report(&format!("{last}: {event}"));
+                            last_event = event;
+                        }
+                    }
+                }
+            }
             _ => return Ok(status),
         }
         if start.elapsed() > polling.timeout {
@@ -167,6 +181,20 @@ async fn settle(
         tokio::time::sleep(poll_delay(n, polling.max_delay, jitter())).await;
     }
     unreachable!("the poll loop only returns")
+}
+
+/// The stack's newest event as `LogicalId RESOURCE_STATUS`, if it can be read (progress only: a failure
+/// to read it is not an error).
+async fn newest_event(client: &Client, name: &str) -> Option<String> {
+    let out = with_backoff(|| client.describe_stack_events().stack_name(name).send())
+        .await
+        .ok()?;
+    let e = out.stack_events().first()?;
+    Some(format!(
+        "{} {}",
+        e.logical_resource_id().unwrap_or("?"),
+        e.resource_status().map(|s| s.as_str()).unwrap_or("")
+    ))
 }
 
 /// The first failed resource event's reason, for error messages.

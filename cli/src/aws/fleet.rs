@@ -465,8 +465,13 @@ fn stack_result(outcome: Outcome, db: &DbAction) -> &'static str {
     }
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one tenant's inputs, gathered by the caller's loop"
+)]
 async fn apply_one(
     aws: &Aws,
+    polling: Polling,
     target: &Target,
     req: Result<StackRequest>,
     listed: Option<&StackState>,
@@ -485,7 +490,7 @@ async fn apply_one(
         let outcome = if listed.is_some_and(|state| unchanged(&req, state)) {
             Outcome::NoChanges
         } else {
-            deploy::deploy(&aws.cfn, &req, aws.polling, &report).await?
+            deploy::deploy(&aws.cfn, &req, polling, &report).await?
         };
         // The stack is in a final, successful state: only now the database and the registry.
         if db_action != DbAction::NoOp {
@@ -524,10 +529,15 @@ pub async fn apply(
     opts: &FleetOptions,
     bars: &Bars,
 ) -> Result<FleetReport> {
+    // Stack events feed the progress lines only when someone watches them.
+    let polling = Polling {
+        events: !bars.hidden,
+        ..aws.polling
+    };
     let platform_req = platform_request(aws, platform)?;
     let platform_bar = bars.tenant(&platform_req.name);
     let report = |s: &str| platform_bar.set_message(s.to_owned());
-    let platform_outcome = deploy::deploy(&aws.cfn, &platform_req, aws.polling, &report)
+    let platform_outcome = deploy::deploy(&aws.cfn, &platform_req, polling, &report)
         .await
         .context("the platform stack")?;
     platform_bar.finish_and_clear();
@@ -555,7 +565,7 @@ pub async fn apply(
             let bar = bars.tenant(spec.id.as_str());
             let listed = stacks.get(&tenant_stack_name(&aws.env, spec));
             async move {
-                let o = apply_one(aws, target, req, listed, spec, db_action, bar).await;
+                let o = apply_one(aws, polling, target, req, listed, spec, db_action, bar).await;
                 bars.overall.inc(1);
                 o
             }

@@ -49,6 +49,7 @@ fn platform(cost_center: &str) -> StackRequest {
 const POLLING: Polling = Polling {
     max_delay: Duration::from_millis(200),
     timeout: Duration::from_secs(60),
+    events: false,
 };
 
 #[tokio::test]

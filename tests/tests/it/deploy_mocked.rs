@@ -23,6 +23,7 @@ use cli::aws::deploy::{Outcome, Polling, StackRequest, deploy};
 const POLL: Polling = Polling {
     max_delay: Duration::from_millis(1),
     timeout: Duration::from_secs(5),
+    events: false,
 };
 
 fn mocked(rules: &[&Rule]) -> Client {
@@ -243,4 +244,74 @@ async fn a_failed_stack_stops_with_a_hint_and_a_failed_creation_names_its_resour
         err.contains("ROLLBACK_COMPLETE") && err.contains("Function: Architecture arm64"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn while_a_stack_is_in_progress_its_newest_event_is_reported_only_when_asked() {
+    for events in [true, false] {
+        let describe = describe(&[
+            None,
+            Some("CREATE_IN_PROGRESS"),
+            Some("CREATE_IN_PROGRESS"),
+            Some("CREATE_COMPLETE"),
+        ]);
+        let stack_events = mock!(Client::describe_stack_events)
+            .sequence()
+            .output(|| {
+                DescribeStackEventsOutput::builder()
+                    .stack_events(
+                        StackEvent::builder()
+                            .stack_id("s")
+                            .stack_name("tenantctl-prod-acme")
+                            .event_id("e1")
+                            .logical_resource_id("FunctionRole")
+                            .resource_status(ResourceStatus::CreateInProgress)
+                            .timestamp(aws_sdk_cloudformation::primitives::DateTime::from_secs(1))
+                            .build(),
+                    )
+                    .build()
+            })
+            .output(|| {
+                DescribeStackEventsOutput::builder()
+                    .stack_events(
+                        StackEvent::builder()
+                            .stack_id("s")
+                            .stack_name("tenantctl-prod-acme")
+                            .event_id("e2")
+                            .logical_resource_id("Function")
+                            .resource_status(ResourceStatus::CreateInProgress)
+                            .timestamp(aws_sdk_cloudformation::primitives::DateTime::from_secs(2))
+                            .build(),
+                    )
+                    .build()
+            })
+            .build();
+        let client = mocked(&[
+            &describe,
+            &ok_create(),
+            &change_set_ready(),
+            &ok_execute(),
+            &stack_events,
+        ]);
+        let seen = std::sync::Mutex::new(Vec::<String>::new());
+        let report = |s: &str| seen.lock().unwrap().push(s.to_owned());
+        let polling = Polling { events, ..POLL };
+        assert_eq!(
+            deploy(&client, &request(), polling, &report).await.unwrap(),
+            Outcome::Created
+        );
+        let seen = seen.into_inner().unwrap();
+        if events {
+            assert!(
+                seen.iter()
+                    .any(|s| s == "CREATE_IN_PROGRESS: FunctionRole CREATE_IN_PROGRESS")
+                    && seen
+                        .iter()
+                        .any(|s| s == "CREATE_IN_PROGRESS: Function CREATE_IN_PROGRESS"),
+                "{seen:?}"
+            );
+        } else {
+            assert_eq!(stack_events.num_calls(), 0, "{seen:?}");
+        }
+    }
 }

@@ -23,6 +23,7 @@ use runtime::domain::TenantId;
 const POLL: Polling = Polling {
     max_delay: Duration::from_millis(1),
     timeout: Duration::from_secs(5),
+    events: false,
 };
 
 fn interceptor(rules: &[&Rule]) -> aws_smithy_mocks::MockResponseInterceptor {
