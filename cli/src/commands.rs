@@ -233,10 +233,20 @@ async fn aws_target(g: &Global) -> Result<(crate::aws::fleet::Aws, Target)> {
 /// The target: the AWS target's control plane with `--target aws`; else `TENANTCTL_DATABASE_URL` if
 /// set, else the local cluster (which must be running).
 pub async fn target(g: &Global) -> Result<(Target, Option<Cluster>)> {
+    let (target, cluster, _) = target_and_aws(g).await?;
+    Ok((target, cluster))
+}
+
+/// The target, and with `--target aws` the AWS clients it was built with (made once per command).
+async fn target_and_aws(
+    g: &Global,
+) -> Result<(Target, Option<Cluster>, Option<crate::aws::fleet::Aws>)> {
     if aws(g) {
-        return Ok((aws_target(g).await?.1, None));
+        let (aws, target) = aws_target(g).await?;
+        return Ok((target, None, Some(aws)));
     }
-    local_target(g)
+    let (target, cluster) = local_target(g)?;
+    Ok((target, cluster, None))
 }
 
 fn local_target(g: &Global) -> Result<(Target, Option<Cluster>)> {
@@ -578,11 +588,10 @@ async fn move_cmd(g: &Global, tenant: &str, to: &str, drain_secs: u64) -> Result
 
 async fn offboard(g: &Global, tenant: &str, export: &std::path::Path) -> Result<u8> {
     let tenant = TenantId::parse(tenant).map_err(|e| anyhow::anyhow!("tenant: {e}"))?;
-    let (target, cluster) = target(g).await?;
+    let (target, cluster, aws) = target_and_aws(g).await?;
     require_running(cluster.as_ref())?;
     let report = crate::provision::offboard::offboard(&target, &tenant, export).await?;
-    let aws_report = if aws(g) {
-        let (aws, _) = aws_target(g).await?;
+    let aws_report = if let Some(aws) = aws {
         let bar = progress_bar(g);
         let r = crate::aws::fleet::offboard(&aws, &target, &tenant, report.tier, &bar).await;
         bar.finish_and_clear();
@@ -635,7 +644,7 @@ async fn offboard(g: &Global, tenant: &str, export: &std::path::Path) -> Result<
 }
 
 async fn status(g: &Global) -> Result<u8> {
-    let (target, cluster) = target(g).await?;
+    let (target, cluster, aws) = target_and_aws(g).await?;
     require_running(cluster.as_ref())?;
     target.ensure_database().await?;
     let observed = observe::observe(&target, observe::Scope::All).await?;
@@ -668,9 +677,8 @@ async fn status(g: &Global) -> Result<u8> {
             "drift": tenant_drift,
         }));
     }
-    let stack_drift = if aws(g) {
-        let (aws, _) = aws_target(g).await?;
-        let findings = crate::aws::fleet::drift(&aws, &target).await?;
+    let stack_drift = if let Some(aws) = &aws {
+        let findings = crate::aws::fleet::drift(aws, &target).await?;
         drift |= !findings.is_empty();
         Some(findings)
     } else {
@@ -729,18 +737,7 @@ async fn login_check(
     endpoint.dbname = db.to_owned();
     let mut config = endpoint.config(role, "tenantctl-status");
     config.password(password.expose_secret().as_bytes());
-    let client = match endpoint.tls()? {
-        Some(tls) => {
-            let (client, conn) = config.connect(tls).await?;
-            tokio::spawn(conn);
-            client
-        }
-        None => {
-            let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
-            tokio::spawn(conn);
-            client
-        }
-    };
+    let (client, _task) = runtime::tenancy::connect(&config, endpoint.tls()?).await?;
     client.simple_query("SELECT 1").await?;
     Ok(())
 }

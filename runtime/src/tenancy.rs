@@ -98,6 +98,35 @@ impl DbEndpoint {
     }
 }
 
+/// Opens one connection with `config`, over `tls` when given (else plain), and drives it in a task whose
+/// handle is returned (deadpool aborts it when the pooled client goes).
+pub async fn connect(
+    config: &tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
+    fn drive<S, T>(connection: tokio_postgres::Connection<S, T>) -> tokio::task::JoinHandle<()>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "database connection closed");
+            }
+        })
+    }
+    match tls {
+        Some(tls) => {
+            let (client, connection) = config.connect(tls).await?;
+            Ok((client, drive(connection)))
+        }
+        None => {
+            let (client, connection) = config.connect(NoTls).await?;
+            Ok((client, drive(connection)))
+        }
+    }
+}
+
 /// Opens connections with a fresh RDS IAM token as the password, over verified TLS (a pooled
 /// connection may be opened long after the pool, and a token lives 15 minutes).
 struct IamConnect {
@@ -126,13 +155,7 @@ impl deadpool_postgres::Connect for IamConnect {
                 // pool can report; the cause is logged here.
                 Err(e) => tracing::error!(error = %e, role = %user, "no RDS IAM token"),
             }
-            let (client, connection) = config.connect(self.tls.clone()).await?;
-            let task = tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::warn!(error = %e, "database connection closed");
-                }
-            });
-            Ok((client, task))
+            connect(&config, Some(self.tls.clone())).await
         })
     }
 }

@@ -154,8 +154,9 @@ impl StackPlan {
     }
 }
 
-fn additions(req: &StackRequest) -> Result<Vec<ResourceChange>> {
-    Ok(template_resources(&req.template)?
+/// Every resource of `template`, as additions (the plan of a stack not created yet).
+fn additions(template: &str) -> Result<Vec<ResourceChange>> {
+    Ok(template_resources(template)?
         .into_iter()
         .map(|(id, kind)| ResourceChange {
             logical_id: id,
@@ -176,13 +177,13 @@ pub async fn plan_stack(
     polling: Polling,
 ) -> Result<(StackAction, Vec<ResourceChange>)> {
     let Some(state) = state else {
-        return Ok((StackAction::Create, additions(req)?));
+        return Ok((StackAction::Create, additions(&req.template)?));
     };
     if unchanged(req, state) {
         return Ok((StackAction::NoChanges, Vec::new()));
     }
     Ok(match action_for(Some(&state.status)) {
-        StateAction::CreateChangeSet => (StackAction::Create, additions(req)?),
+        StateAction::CreateChangeSet => (StackAction::Create, additions(&req.template)?),
         StateAction::UpdateChangeSet => {
             let changes = deploy::preview(cfn, req, polling).await?;
             if changes.is_empty() {
@@ -195,11 +196,11 @@ pub async fn plan_stack(
             StackAction::Recover(
                 "delete the unexecuted change set left in review, then create".into(),
             ),
-            additions(req)?,
+            additions(&req.template)?,
         ),
         StateAction::DeleteThenCreate => (
             StackAction::Recover("delete the stack whose creation rolled back, then create".into()),
-            additions(req)?,
+            additions(&req.template)?,
         ),
         StateAction::ContinueRollback => (
             StackAction::Recover("continue the failed update rollback, then update".into()),
@@ -368,15 +369,7 @@ pub async fn plan(
             let planned = if outputs.is_empty() {
                 let rendered =
                     render_tenant(spec, &target.namespace, &aws.env, platform, opts.arch)?;
-                let req = StackRequest {
-                    name: name.clone(),
-                    template: rendered.body,
-                    parameters: Vec::new(),
-                    keep_parameters: Vec::new(),
-                    tags: tenant_tags(spec),
-                    digest: None,
-                };
-                (StackAction::Create, additions(&req)?)
+                (StackAction::Create, additions(&rendered.body)?)
             } else {
                 let req = tenant_request(aws, target, platform, spec, outputs, opts)?;
                 plan_stack(&aws.cfn, &req, state, aws.polling).await?

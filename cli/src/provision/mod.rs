@@ -19,7 +19,6 @@ use runtime::domain::Namespace;
 use runtime::secrets::SecretStore;
 use runtime::tenancy::DbEndpoint;
 use secrecy::ExposeSecret;
-use tokio_postgres::NoTls;
 
 /// How tenantctl reaches Postgres as its admin role.
 #[derive(Debug, Clone)]
@@ -66,58 +65,41 @@ impl Target {
         }
     }
 
-    /// Connects as the admin role to `dbname`.
+    /// Connects as the admin role to `dbname`: a fresh IAM token over verified TLS (AWS target with
+    /// IAM), verified TLS (an endpoint with a CA bundle), or plain (the local cluster's socket).
     pub async fn connect_admin(&self, dbname: &str) -> Result<tokio_postgres::Client> {
-        if let AdminAccess::Iam(iam) = &self.admin {
-            let mut config = self.admin_config(dbname);
-            config.password(iam.token().await?.expose_secret());
-            let (client, connection) =
-                config.connect(iam.tls.clone()).await.with_context(|| {
+        let mut config = self.admin_config(dbname);
+        let host = &self.endpoint.host;
+        let (tls, failure) = match &self.admin {
+            AdminAccess::Iam(iam) => {
+                config.password(iam.token().await?.expose_secret());
+                (
+                    Some(iam.tls.clone()),
                     format!(
-                        "cannot connect to `{}` (database `{dbname}`) with IAM authentication over TLS\n\
-                         hint: the user needs `GRANT rds_iam`, the caller `rds-db:connect` on it, and TENANTCTL_DATABASE_CA the RDS bundle",
-                        self.endpoint.host
-                    )
-                })?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "admin connection closed");
-                }
-            });
-            return Ok(client);
-        }
-        if let Some(tls) = self.endpoint.tls()? {
-            let (client, connection) = self.admin_config(dbname).connect(tls).await.with_context(
-                || {
-                    format!(
-                        "cannot connect over TLS to `{}` (database `{dbname}`) as the admin role",
-                        self.endpoint.host
-                    )
-                },
-            )?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "admin connection closed");
-                }
-            });
-            return Ok(client);
-        }
-        let (client, connection) = self
-            .admin_config(dbname)
-            .connect(NoTls)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot connect to Postgres at `{}` (database `{dbname}`) as the admin role\n\
-                     hint: is the local cluster running? try `tenantctl local start`",
-                    self.endpoint.host
+                        "cannot connect to `{host}` (database `{dbname}`) with IAM authentication over TLS\n\
+                         hint: the user needs `GRANT rds_iam`, the caller `rds-db:connect` on it, and TENANTCTL_DATABASE_CA the RDS bundle"
+                    ),
                 )
-            })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "admin connection closed");
             }
-        });
+            _ => match self.endpoint.tls()? {
+                Some(tls) => (
+                    Some(tls),
+                    format!(
+                        "cannot connect over TLS to `{host}` (database `{dbname}`) as the admin role"
+                    ),
+                ),
+                None => (
+                    None,
+                    format!(
+                        "cannot connect to Postgres at `{host}` (database `{dbname}`) as the admin role\n\
+                         hint: is the local cluster running? try `tenantctl local start`"
+                    ),
+                ),
+            },
+        };
+        let (client, _task) = runtime::tenancy::connect(&config, tls)
+            .await
+            .context(failure)?;
         Ok(client)
     }
 

@@ -255,36 +255,26 @@ async fn while_a_stack_is_in_progress_its_newest_event_is_reported_only_when_ask
             Some("CREATE_IN_PROGRESS"),
             Some("CREATE_COMPLETE"),
         ]);
+        let event = |id: &'static str, logical: &'static str, at: i64| {
+            move || {
+                DescribeStackEventsOutput::builder()
+                    .stack_events(
+                        StackEvent::builder()
+                            .stack_id("s")
+                            .stack_name("tenantctl-prod-acme")
+                            .event_id(id)
+                            .logical_resource_id(logical)
+                            .resource_status(ResourceStatus::CreateInProgress)
+                            .timestamp(aws_sdk_cloudformation::primitives::DateTime::from_secs(at))
+                            .build(),
+                    )
+                    .build()
+            }
+        };
         let stack_events = mock!(Client::describe_stack_events)
             .sequence()
-            .output(|| {
-                DescribeStackEventsOutput::builder()
-                    .stack_events(
-                        StackEvent::builder()
-                            .stack_id("s")
-                            .stack_name("tenantctl-prod-acme")
-                            .event_id("e1")
-                            .logical_resource_id("FunctionRole")
-                            .resource_status(ResourceStatus::CreateInProgress)
-                            .timestamp(aws_sdk_cloudformation::primitives::DateTime::from_secs(1))
-                            .build(),
-                    )
-                    .build()
-            })
-            .output(|| {
-                DescribeStackEventsOutput::builder()
-                    .stack_events(
-                        StackEvent::builder()
-                            .stack_id("s")
-                            .stack_name("tenantctl-prod-acme")
-                            .event_id("e2")
-                            .logical_resource_id("Function")
-                            .resource_status(ResourceStatus::CreateInProgress)
-                            .timestamp(aws_sdk_cloudformation::primitives::DateTime::from_secs(2))
-                            .build(),
-                    )
-                    .build()
-            })
+            .output(event("e1", "FunctionRole", 1))
+            .output(event("e2", "Function", 2))
             .build();
         let client = mocked(&[
             &describe,
