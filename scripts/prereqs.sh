@@ -46,6 +46,17 @@ if ! python3 -c 'import openai, jwt, cryptography, moto, boto3; assert moto.__ve
     || { say "could not install them; run: python3 -m pip install openai 'pyjwt[crypto]' sqlmap cfn-lint 'moto[server]==5.2.1' 'cargo-lambda==1.9.2'"; exit 1; }
   hash -r
 fi
+# checkov (the independent IaC scanner) lives in its own virtual environment: its dependencies must not
+# move the pinned moto's. Its command is put on PATH (after the system's python).
+CHECKOV_VENV="${TENANTCTL_CHECKOV_VENV:-/var/tmp/tenantctl-checkov}"
+if [ ! -x "$CHECKOV_VENV/bin/checkov" ]; then
+  say "installing checkov into $CHECKOV_VENV (the IaC scanner the template tests run)"
+  { python3 -m venv "$CHECKOV_VENV" && "$CHECKOV_VENV/bin/pip" install --quiet --disable-pip-version-check 'checkov>=3.2,<4'; } >&2 \
+    || { say "could not install checkov; run: python3 -m venv $CHECKOV_VENV && $CHECKOV_VENV/bin/pip install checkov"; exit 1; }
+fi
+mkdir -p "$CHECKOV_VENV/tools"
+ln -sf "$CHECKOV_VENV/bin/checkov" "$CHECKOV_VENV/tools/checkov"
+export PATH="$PATH:$CHECKOV_VENV/tools"
 if ! command -v node >/dev/null 2>&1; then
   apt_install nodejs npm || { say "Node.js 20+ is required by the OpenID Provider interop test"; exit 1; }
 fi

@@ -666,7 +666,7 @@ async fn status(g: &Global) -> Result<u8> {
     }
     for (id, t) in &observed.tenants {
         let (role, db) = access.get(id.as_str()).cloned().unwrap_or_default();
-        let login = login_check(&target, t.tier, id, &role, &db).await;
+        let login = login_check(&target, id, &role, &db).await;
         let tenant_drift = login.is_err() || t.migration_version < latest || t.status != "active";
         drift |= tenant_drift;
         rows.push(json!({
@@ -719,20 +719,13 @@ async fn status(g: &Global) -> Result<u8> {
     Ok(if drift { 1 } else { 0 })
 }
 
-/// Logs in the way the runtime will for this tenant (its role, or the pool role; its database) with
+/// Logs in the way the runtime will for this tenant (its own role, on every tier; its database) with
 /// the stored password, and runs one query.
-async fn login_check(
-    target: &Target,
-    tier: runtime::domain::Tier,
-    id: &TenantId,
-    role: &str,
-    db: &str,
-) -> Result<()> {
-    let secret = match tier {
-        runtime::domain::Tier::Pool => SecretName::platform("db/pool-password")?,
-        _ => SecretName::for_tenant(id, "db-password")?,
-    };
-    let password = target.secrets.get(&secret).await?;
+async fn login_check(target: &Target, id: &TenantId, role: &str, db: &str) -> Result<()> {
+    let password = target
+        .secrets
+        .get(&SecretName::for_tenant(id, "db-password")?)
+        .await?;
     let mut endpoint = target.endpoint.clone();
     endpoint.dbname = db.to_owned();
     let mut config = endpoint.config(role, "tenantctl-status");

@@ -92,6 +92,9 @@ pub async fn start(target: &Target, platform: &Platform, listen: Listen) -> Resu
         issuers: platform.runtime_issuers(&devidp::jwks_url(idp_addr)),
         deployment: Default::default(),
         registry_refresh_secs: 2,
+        registry_max_stale_secs: 6,
+        max_connections_per_tenant: 4,
+        max_in_flight_per_tenant: 32,
         tenant: None,
     };
     let state = match runtime::AppState::from_config(&config).await {

@@ -1,7 +1,8 @@
 //! Renders the SQL templates in `templates/postgres/` with minijinja (strict undefined).
 //!
 //! Templates carry identifiers only. The `ident` filter is the single quoting function for them and
-//! accepts only names built from validated newtypes (`[a-z_][a-z0-9_]*`, at most 63 bytes); `privileges`
+//! accepts only names built from validated newtypes (`[a-z_][a-z0-9_]*`, at most 63 bytes); `literal`
+//! quotes a string of the same alphabet as a SQL string (a role-name prefix in a policy); `privileges`
 //! accepts only a fixed list of privilege words; `int` only integers. Values (tenant data, passwords)
 //! always travel as bind parameters, never through a template. The one exception is a role's password
 //! verifier, see `alter_role_password`.
@@ -41,6 +42,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     template!("drop-database.sql"),
     template!("act-as-migrator.sql"),
     template!("tenant-rows-insert.sql"),
+    template!("pool-tenant.sql"),
+    template!("leave-pool.sql"),
+    template!("revoke-connect.sql"),
+    template!("close-database.sql"),
 ];
 
 /// Quotes a SQL identifier after checking it against the strict grammar.
@@ -63,6 +68,26 @@ pub fn quote_ident(name: &str) -> Result<String, String> {
 
 fn ident_filter(value: String) -> Result<String, Error> {
     quote_ident(&value).map_err(|e| Error::new(ErrorKind::InvalidOperation, e))
+}
+
+/// A string literal made only of `[a-z0-9_]` (at most 63 bytes), so no quoting can be escaped.
+fn literal_filter(value: String) -> Result<String, Error> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(format!("'{value}'"))
+    } else {
+        Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!(
+                "`{}` is not a plain literal",
+                runtime::domain::printable(&value)
+            ),
+        ))
+    }
 }
 
 fn privileges_filter(value: String) -> Result<String, Error> {
@@ -94,6 +119,7 @@ fn environment() -> Environment<'static> {
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env.add_filter("ident", ident_filter);
+    env.add_filter("literal", literal_filter);
     env.add_filter("privileges", privileges_filter);
     env.add_filter("int", int_filter);
     for (name, source) in TEMPLATES {
@@ -131,7 +157,7 @@ mod tests {
 
     #[test]
     fn ident_refuses_anything_but_plain_lowercase_names() {
-        // security-cases.md case 63/45: nothing hostile reaches DDL.
+        // docs/security.md case 63/45: nothing hostile reaches DDL.
         for bad in ["", "A", "x\";drop", "a-b", "1a", "a b", &"a".repeat(64)] {
             assert!(quote_ident(bad).is_err(), "{bad}");
         }
@@ -143,6 +169,7 @@ mod tests {
         let ctx = minijinja::context! {
             role => "ns_t_acme", schema => "t_acme", migrator => "ns_migrator", runtime => "ns_runtime",
             database => "ns", connection_limit => 20, login => true, owner => "ns_migrator", table => "usage_ledger",
+            group => "ns_pool", role_prefix => "ns_t_",
             grants => vec![minijinja::context! { table => "usage_ledger", privileges => "SELECT, INSERT" }],
         };
         for (name, _) in TEMPLATES {
@@ -153,6 +180,11 @@ mod tests {
         assert!(render("schema-tier.sql", minijinja::context! { role => "r" }).is_err());
         let bad = minijinja::context! { role => "r\"; DROP TABLE x; --", login => true };
         assert!(render("create-role.sql", bad).is_err());
+        for bad in ["", "ns_t_'", "ns' OR true --", "NS", "a-b"] {
+            let ctx = minijinja::context! { role_prefix => bad, group => "g", migrator => "m",
+            grants => vec![minijinja::context! { table => "usage_ledger" }] };
+            assert!(render("pool-rls.sql", ctx).is_err(), "{bad}");
+        }
     }
 
     #[test]

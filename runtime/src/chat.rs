@@ -33,6 +33,11 @@ pub async fn complete(
         // The tenant's data is being moved between tiers: no model call, no ledger row, retry shortly.
         return Err(ApiError::Unavailable("tenant_read_only"));
     }
+    // Admitted before the model call: a busy tenant is refused (429) before anything is spent, and a
+    // call that was made is never refused its ledger row.
+    let admission = data
+        .admit(tenant)
+        .map_err(|e| ApiError::data(e, Some(request_id)))?;
     let route = router
         .resolve(&tenant.record().policy, &request.model)
         .map_err(|e| match e {
@@ -46,9 +51,9 @@ pub async fn complete(
     let cost = route
         .price
         .cost(completion.input_tokens, completion.output_tokens);
-    let tx = TenantTx::begin(data, tenant)
+    let tx = TenantTx::begin_admitted(data, tenant, admission)
         .await
-        .map_err(|e| ApiError::internal(e, Some(request_id)))?;
+        .map_err(|e| ApiError::data(e, Some(request_id)))?;
     let ledger_id = ledger::record(
         &tx,
         &ledger::NewEntry {

@@ -288,12 +288,25 @@ impl Namespace {
         format!("{}_runtime", self.0)
     }
 
-    /// The login role of one tenant (schema tier).
+    /// The login role of one tenant, on every tier: its data is reached only as this role. In the
+    /// pool tier it is a member of `pool_role` and the row-level security policy maps it back to the
+    /// tenant (`tenant_role_prefix` + the tenant id with `-` as `_`).
     pub fn tenant_role(&self, tenant: &TenantId) -> String {
-        format!("{}_t_{}", self.0, tenant.as_identifier_part())
+        format!(
+            "{}{}",
+            self.tenant_role_prefix(),
+            tenant.as_identifier_part()
+        )
     }
 
-    /// The login role every pool-tier tenant's requests use (rows fenced by row-level security).
+    /// What every tenant role's name starts with; the pool policy derives the role from a row's
+    /// `tenant_id` with it (never the other way round, so no role name can be parsed into a tenant).
+    pub fn tenant_role_prefix(&self) -> String {
+        format!("{}_t_", self.0)
+    }
+
+    /// The pool tier's NOLOGIN group: it holds the pool table grants; each pool tenant's own login role
+    /// is a member. Nobody logs in as it, and a member that `SET ROLE`s to it sees no rows.
     pub fn pool_role(&self) -> String {
         format!("{}_pool", self.0)
     }
@@ -339,7 +352,7 @@ mod tests {
 
     #[test]
     fn tenant_id_grammar_table() {
-        // security-cases.md case 63: hostile ids are rejected before any IO.
+        // docs/security.md case 63: hostile ids are rejected before any IO.
         for (raw, ok) in [
             ("acme", true),
             ("acme-health-2", true),

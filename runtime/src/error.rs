@@ -23,6 +23,9 @@ pub enum ApiError {
     ModelNotPermitted(String),
     #[error("{0}")]
     BadRequest(String),
+    /// The tenant has too much in flight (fair share); the client should retry after a second.
+    #[error("too many requests: {0}")]
+    TooManyRequests(&'static str),
     /// Temporarily unable (the code says why); the client should retry after a few seconds.
     #[error("temporarily unavailable: {0}")]
     Unavailable(&'static str),
@@ -34,6 +37,14 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A tenant-data failure: a busy tenant is 429, anything else an internal error.
+    pub fn data(error: crate::tenancy::DataError, request_id: Option<uuid::Uuid>) -> Self {
+        match error {
+            crate::tenancy::DataError::Busy(_) => ApiError::TooManyRequests("tenant_busy"),
+            other => ApiError::internal(other, request_id),
+        }
+    }
+
     pub fn internal(cause: impl std::fmt::Display, request_id: Option<uuid::Uuid>) -> Self {
         ApiError::Internal {
             cause: cause.to_string(),
@@ -50,6 +61,12 @@ impl IntoResponse for ApiError {
                 "authentication_error",
                 DenyReason::KeysUnavailable.code().to_owned(),
                 "the identity provider's keys are unavailable; retry later".to_owned(),
+            ),
+            ApiError::Unauthenticated(DenyReason::RegistryUnavailable) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                DenyReason::RegistryUnavailable.code().to_owned(),
+                "the tenant registry could not be read recently; retry later".to_owned(),
             ),
             ApiError::Unauthenticated(reason) => (
                 StatusCode::UNAUTHORIZED,
@@ -74,6 +91,12 @@ impl IntoResponse for ApiError {
                 "invalid_request_error",
                 "invalid_request".to_owned(),
                 msg.clone(),
+            ),
+            ApiError::TooManyRequests(code) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                (*code).to_owned(),
+                "too many requests in flight for this tenant; retry shortly".to_owned(),
             ),
             ApiError::Unavailable(code) => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -101,6 +124,12 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(
                 http::header::RETRY_AFTER,
                 http::HeaderValue::from_static("5"),
+            );
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
             );
         }
         if status == StatusCode::UNAUTHORIZED {

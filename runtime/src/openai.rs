@@ -243,7 +243,7 @@ mod tests {
 
     #[test]
     fn parses_openai_requests_and_refuses_routing_overrides() {
-        // security-cases.md case 53: caller-supplied egress settings are refused, not ignored.
+        // docs/security.md case 53: caller-supplied egress settings are refused, not ignored.
         let msgs = r#""messages":[{"role":"user","content":"hi"}]"#;
         check(&format!(r#"{{"model":"m",{msgs}}}"#), None);
         check(

@@ -228,7 +228,7 @@ async fn usage(
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let tx = TenantTx::begin(&state.data, &tenant)
         .await
-        .map_err(|e| ApiError::internal(e, Some(request_id)))?;
+        .map_err(|e| ApiError::data(e, Some(request_id)))?;
     let (entries, totals) = crate::ledger::recent(&tx, limit)
         .await
         .map_err(|e| ApiError::internal(e, Some(request_id)))?;

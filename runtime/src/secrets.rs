@@ -4,13 +4,13 @@
 //! drop). Names are validated `SecretName`s; a tenant's secrets live under `tenants/<id>/`, built from a
 //! `TenantId`, never from request input. This module must not log or format a secret value.
 //!
-//! Backends: `LocalSecretStore` (a directory of 0600 files under the tenantctl state directory, for the
-//! local target) and `AwsSecretStore` (AWS Secrets Manager, for the AWS target; the secret name is the
+//! Backends: `LocalSecretStore` (the development backend: a directory of 0600 files under the tenantctl
+//! state directory, encrypted at rest with a key kept outside it, for the local target) and `AwsSecretStore` (AWS Secrets Manager, for the AWS target; the secret name is the
 //! `SecretName`, so the tenant role's IAM policy on `secret:tenants/<id>/*` fences it).
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
@@ -70,8 +70,20 @@ pub enum SecretError {
         #[source]
         source: std::io::Error,
     },
-    #[error("secret store at `{0}` is readable by other users; run `chmod 700` on it")]
-    InsecurePermissions(PathBuf),
+    #[error("secret store: `{path}` {why}\nhint: {hint}")]
+    Insecure {
+        path: PathBuf,
+        why: String,
+        hint: String,
+    },
+    #[error(
+        "secret store key: {0}\nhint: set `TENANTCTL_SECRET_KEY` to 32 random bytes in base64, or remove it to use the key file"
+    )]
+    BadKey(String),
+    #[error(
+        "secret `{name}` cannot be decrypted with the store key (`TENANTCTL_SECRET_KEY` or `{key}`): wrong key, or the file was altered or copied from another name"
+    )]
+    Undecryptable { name: String, key: PathBuf },
     /// An AWS Secrets Manager call failed (the message names the call and the secret, never a value).
     #[error("AWS Secrets Manager {call} `{name}`: {message}")]
     Aws {
@@ -158,32 +170,192 @@ impl SecretStore {
 /// Above this many tenants, `tenants_having` lists instead of describing each secret.
 const LIST_INSTEAD_OF_DESCRIBE: usize = 20;
 
-/// A directory of secret files, each 0600 inside 0700 directories, written atomically (temp file +
-/// rename). For the local target only; it is as safe as the account that owns the directory.
-#[derive(Debug, Clone)]
+/// The development backend, for the local target: a directory of secret files, each 0600 inside 0700
+/// directories, written atomically (temp file + rename) and encrypted at rest with AES-256-GCM under a
+/// store key kept outside the store: `TENANTCTL_SECRET_KEY` (32 bytes, base64) when set, else the key
+/// file `<store>.key` beside the store directory (0600, created on first use). Each file is
+/// `tcs1 || nonce || ciphertext+tag`, the secret's name bound in as associated data, so a file copied
+/// to another name does not decrypt. Opening refuses (never silently fixes) a store, file or key whose
+/// permissions let anyone else read it, and any symbolic link inside.
+#[derive(Clone)]
 pub struct LocalSecretStore {
     root: PathBuf,
+    key: std::sync::Arc<aws_lc_rs::aead::LessSafeKey>,
+}
+
+impl std::fmt::Debug for LocalSecretStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalSecretStore")
+            .field("root", &self.root)
+            .field("key", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// The environment variable that may carry the local store's key (base64 of 32 bytes).
+pub const SECRET_KEY_ENV: &str = "TENANTCTL_SECRET_KEY";
+const MAGIC: &[u8; 4] = b"tcs1";
+const NONCE_LEN: usize = 12;
+
+fn refuse_link_or_permissive(path: &Path, max_mode: u32) -> Result<std::fs::Metadata, SecretError> {
+    let meta = fs::symlink_metadata(path).map_err(|source| SecretError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    if meta.file_type().is_symlink() {
+        return Err(SecretError::Insecure {
+            path: path.to_owned(),
+            why: "is a symbolic link; the secret store holds only plain files and directories"
+                .into(),
+            hint: "replace it with the file it points to".into(),
+        });
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & !max_mode != 0 {
+        return Err(SecretError::Insecure {
+            path: path.to_owned(),
+            why: format!("has mode {mode:o}; only its owner may read it"),
+            hint: format!("`chmod {max_mode:o} {}`", path.display()),
+        });
+    }
+    Ok(meta)
 }
 
 impl LocalSecretStore {
-    /// Opens (creating if needed) a store rooted at `root`. Refuses a root that others can read.
+    /// Opens (creating if needed) a store rooted at `root`. Refuses a root, a file or a key that
+    /// others can read, and symbolic links, naming the path and the fix.
     pub fn open(root: &Path) -> Result<Self, SecretError> {
-        let io = |source| SecretError::Io {
-            path: root.to_owned(),
-            source,
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| SecretError::Io { path, source }
         };
-        fs::create_dir_all(root).map_err(io)?;
-        let mode = fs::metadata(root).map_err(io)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            fs::set_permissions(root, fs::Permissions::from_mode(0o700)).map_err(io)?;
+        if fs::symlink_metadata(root).is_err() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(root)
+                .map_err(io(root))?;
         }
-        let mode = fs::metadata(root).map_err(io)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(SecretError::InsecurePermissions(root.to_owned()));
+        refuse_link_or_permissive(root, 0o700)?;
+        // Every entry below: directories 0700, files 0600, no links.
+        let mut files = Vec::new();
+        let mut pending = vec![root.to_owned()];
+        while let Some(dir) = pending.pop() {
+            for entry in fs::read_dir(&dir).map_err(io(&dir))? {
+                let path = entry.map_err(io(&dir))?.path();
+                let meta = fs::symlink_metadata(&path).map_err(io(&path))?;
+                if meta.is_dir() {
+                    refuse_link_or_permissive(&path, 0o700)?;
+                    pending.push(path);
+                } else {
+                    refuse_link_or_permissive(&path, 0o600)?;
+                    files.push(path);
+                }
+            }
         }
-        Ok(Self {
+        let store = Self {
             root: root.to_owned(),
-        })
+            key: std::sync::Arc::new(Self::load_key(root, std::env::var(SECRET_KEY_ENV).ok())?),
+        };
+        store.encrypt_legacy_files(&files)?;
+        Ok(store)
+    }
+
+    /// A store written by a tenantctl from before encryption at rest holds its secrets in the clear:
+    /// each such file is sealed in place (atomically), so nothing is lost and nothing stays readable.
+    fn encrypt_legacy_files(&self, files: &[PathBuf]) -> Result<(), SecretError> {
+        let mut sealed = 0;
+        for path in files {
+            let Some(name) = path
+                .strip_prefix(&self.root)
+                .ok()
+                .and_then(|rel| rel.to_str())
+                .and_then(|rel| SecretName::parse(rel).ok())
+            else {
+                continue; // a temporary file of an interrupted write, never read as a secret
+            };
+            let bytes =
+                zeroize::Zeroizing::new(fs::read(path).map_err(|source| SecretError::Io {
+                    path: path.clone(),
+                    source,
+                })?);
+            if bytes.starts_with(MAGIC) {
+                continue;
+            }
+            let text =
+                String::from_utf8(bytes.to_vec()).map_err(|_| SecretError::Undecryptable {
+                    name: name.as_str().to_owned(),
+                    key: Self::key_file(&self.root),
+                })?;
+            self.put(&name, &SecretString::from(text))?;
+            sealed += 1;
+        }
+        if sealed > 0 {
+            tracing::warn!(secrets = sealed, store = %self.root.display(),
+                "encrypted secrets an older tenantctl had stored in the clear");
+        }
+        Ok(())
+    }
+
+    /// Where the key file of the store at `root` is: beside the store directory, never inside it.
+    pub fn key_file(root: &Path) -> PathBuf {
+        root.with_extension("key")
+    }
+
+    /// The store key: `from_env` (the value of `TENANTCTL_SECRET_KEY`) when given, else the key file.
+    fn load_key(
+        root: &Path,
+        from_env: Option<String>,
+    ) -> Result<aws_lc_rs::aead::LessSafeKey, SecretError> {
+        use base64::Engine as _;
+        let from_env = from_env.map(zeroize::Zeroizing::new);
+        let bytes: zeroize::Zeroizing<Vec<u8>> = match from_env {
+            Some(encoded) => zeroize::Zeroizing::new(
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded.trim())
+                    .map_err(|_| {
+                        SecretError::BadKey(format!("`{SECRET_KEY_ENV}` is not base64"))
+                    })?,
+            ),
+            None => {
+                let path = Self::key_file(root);
+                if fs::symlink_metadata(&path).is_err() {
+                    let mut key = zeroize::Zeroizing::new(vec![0u8; 32]);
+                    aws_lc_rs::rand::fill(key.as_mut_slice())
+                        .map_err(|_| SecretError::BadKey("no entropy for a new key".into()))?;
+                    let mut file = fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&path)
+                        .map_err(|source| SecretError::Io {
+                            path: path.clone(),
+                            source,
+                        })?;
+                    file.write_all(&key)
+                        .and_then(|()| file.sync_all())
+                        .map_err(|source| SecretError::Io {
+                            path: path.clone(),
+                            source,
+                        })?;
+                }
+                refuse_link_or_permissive(&path, 0o600)?;
+                zeroize::Zeroizing::new(fs::read(&path).map_err(|source| SecretError::Io {
+                    path: path.clone(),
+                    source,
+                })?)
+            }
+        };
+        if bytes.len() != 32 {
+            return Err(SecretError::BadKey(format!(
+                "the store key must be 32 bytes, not {} (from `{SECRET_KEY_ENV}` or `{}`)",
+                bytes.len(),
+                Self::key_file(root).display()
+            )));
+        }
+        let unbound = aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, &bytes)
+            .map_err(|_| SecretError::BadKey("not an AES-256 key".into()))?;
+        Ok(aws_lc_rs::aead::LessSafeKey::new(unbound))
     }
 
     fn path_of(&self, name: &SecretName) -> PathBuf {
@@ -191,15 +363,63 @@ impl LocalSecretStore {
         self.root.join(name.as_str())
     }
 
+    fn seal(&self, name: &SecretName, plain: &[u8]) -> Result<Vec<u8>, SecretError> {
+        use aws_lc_rs::aead::{Aad, Nonce};
+        let mut nonce = [0u8; NONCE_LEN];
+        aws_lc_rs::rand::fill(&mut nonce)
+            .map_err(|_| SecretError::BadKey("no entropy for a nonce".into()))?;
+        let mut sealed = plain.to_vec();
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(name.as_str().as_bytes()),
+                &mut sealed,
+            )
+            .map_err(|_| SecretError::BadKey("encryption failed".into()))?;
+        let mut out = Vec::with_capacity(MAGIC.len() + NONCE_LEN + sealed.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        zeroize::Zeroize::zeroize(&mut sealed);
+        Ok(out)
+    }
+
+    fn open_sealed(&self, name: &SecretName, bytes: &[u8]) -> Result<SecretString, SecretError> {
+        use aws_lc_rs::aead::{Aad, Nonce};
+        let undecryptable = || SecretError::Undecryptable {
+            name: name.as_str().to_owned(),
+            key: Self::key_file(&self.root),
+        };
+        let rest = bytes
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or_else(undecryptable)?;
+        if rest.len() < NONCE_LEN {
+            return Err(undecryptable());
+        }
+        let (nonce, sealed) = rest.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| undecryptable())?;
+        let mut buffer = zeroize::Zeroizing::new(sealed.to_vec());
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(name.as_str().as_bytes()), &mut buffer)
+            .map_err(|_| undecryptable())?;
+        let text = std::str::from_utf8(plain).map_err(|_| undecryptable())?;
+        Ok(SecretString::from(text.to_owned()))
+    }
+
     fn get(&self, name: &SecretName) -> Result<SecretString, SecretError> {
         let path = self.path_of(name);
-        match fs::read_to_string(&path) {
-            Ok(value) => Ok(SecretString::from(value)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(SecretError::NotFound(name.as_str().to_owned()))
+        refuse_link_or_permissive(&path, 0o600).map_err(|e| match e {
+            SecretError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                SecretError::NotFound(name.as_str().to_owned())
             }
-            Err(source) => Err(SecretError::Io { path, source }),
-        }
+            other => other,
+        })?;
+        let bytes = zeroize::Zeroizing::new(fs::read(&path).map_err(|source| SecretError::Io {
+            path: path.clone(),
+            source,
+        })?);
+        self.open_sealed(name, &bytes)
     }
 
     fn put(&self, name: &SecretName, value: &SecretString) -> Result<(), SecretError> {
@@ -209,15 +429,12 @@ impl LocalSecretStore {
             source,
         };
         let parent = path.parent().unwrap_or(&self.root);
-        fs::create_dir_all(parent).map_err(io)?;
-        let mut dir = parent;
-        while dir.starts_with(&self.root) {
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
-            match dir.parent() {
-                Some(p) => dir = p,
-                None => break,
-            }
-        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(io)?;
+        let sealed = self.seal(name, value.expose_secret().as_bytes())?;
         let tmp = parent.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
         let mut file = fs::OpenOptions::new()
             .write(true)
@@ -226,7 +443,7 @@ impl LocalSecretStore {
             .open(&tmp)
             .map_err(io)?;
         let written = file
-            .write_all(value.expose_secret().as_bytes())
+            .write_all(&sealed)
             .and_then(|()| file.sync_all())
             .and_then(|()| fs::rename(&tmp, &path));
         if let Err(source) = written {
@@ -536,5 +753,175 @@ mod tests {
         let meta = fs::metadata(dir.path().join("s/tenants/acme/db-password")).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         assert!(!format!("{back:?}").contains(value.expose_secret()));
+    }
+
+    fn key_b64(byte: u8) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode([byte; 32])
+    }
+
+    #[tokio::test]
+    async fn local_store_encrypts_at_rest_and_binds_each_file_to_its_name() {
+        // Issue 9 item 7: nothing on disk in the clear; the key lives outside the store.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("s");
+        let store = LocalSecretStore::open(&root).unwrap();
+        let key_file = LocalSecretStore::key_file(&root);
+        assert!(!key_file.starts_with(&root), "the key is outside the store");
+        assert_eq!(
+            fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let (a, b) = (
+            SecretName::parse("tenants/acme/db-password").unwrap(),
+            SecretName::parse("tenants/globex/db-password").unwrap(),
+        );
+        let value = SecretString::from("sk-canary-acme-0123456789abcdef".to_owned());
+        store.put(&a, &value).unwrap();
+        store.put(&b, &generate_secret()).unwrap();
+        let on_disk = fs::read(root.join(a.as_str())).unwrap();
+        assert!(on_disk.starts_with(MAGIC));
+        assert!(
+            !on_disk.windows(8).any(|w| value
+                .expose_secret()
+                .as_bytes()
+                .windows(8)
+                .any(|v| v == w)),
+            "no 8-byte run of the secret is on disk"
+        );
+        assert_eq!(
+            store.get(&a).unwrap().expose_secret(),
+            value.expose_secret()
+        );
+        // A flipped byte, a file copied onto another name, or another key: refused, never garbage.
+        let mut flipped = on_disk.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        fs::write(root.join(a.as_str()), &flipped).unwrap();
+        assert!(matches!(
+            store.get(&a),
+            Err(SecretError::Undecryptable { .. })
+        ));
+        fs::write(root.join(a.as_str()), &on_disk).unwrap();
+        fs::copy(root.join(a.as_str()), root.join(b.as_str())).unwrap();
+        assert!(matches!(
+            store.get(&b),
+            Err(SecretError::Undecryptable { .. })
+        ));
+        let other = LocalSecretStore {
+            root: root.clone(),
+            key: std::sync::Arc::new(LocalSecretStore::load_key(&root, Some(key_b64(7))).unwrap()),
+        };
+        assert!(matches!(
+            other.get(&a),
+            Err(SecretError::Undecryptable { .. })
+        ));
+        // The key may come from the environment instead: the same key opens what it sealed.
+        other.put(&a, &value).unwrap();
+        assert_eq!(
+            other.get(&a).unwrap().expose_secret(),
+            value.expose_secret()
+        );
+        for bad in ["not base64!".to_owned(), key_b64(1)[..20].to_owned()] {
+            assert!(matches!(
+                LocalSecretStore::load_key(&root, Some(bad)),
+                Err(SecretError::BadKey(_))
+            ));
+        }
+        assert!(!format!("{other:?}").contains(&key_b64(7)));
+    }
+
+    #[test]
+    fn local_store_refuses_permissive_modes_and_links_instead_of_fixing_them() {
+        let check = |prepare: &dyn Fn(&Path), what: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("s");
+            let store = LocalSecretStore::open(&root).unwrap();
+            store
+                .put(
+                    &SecretName::parse("tenants/acme/db-password").unwrap(),
+                    &generate_secret(),
+                )
+                .unwrap();
+            prepare(&root);
+            let err = LocalSecretStore::open(&root).expect_err(what);
+            assert!(matches!(err, SecretError::Insecure { .. }), "{what}: {err}");
+            assert!(err.to_string().contains("hint:"), "{what}: {err}");
+        };
+        let chmod = |p: PathBuf, mode: u32| {
+            fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap()
+        };
+        check(
+            &|root| chmod(root.to_owned(), 0o755),
+            "a world-readable store directory",
+        );
+        check(
+            &|root| chmod(root.join("tenants"), 0o750),
+            "a group-readable subdirectory",
+        );
+        check(
+            &|root| chmod(root.join("tenants/acme/db-password"), 0o644),
+            "a world-readable file",
+        );
+        check(
+            &|root| chmod(LocalSecretStore::key_file(root), 0o640),
+            "a readable key file",
+        );
+        check(
+            &|root| {
+                let file = root.join("tenants/acme/db-password");
+                fs::rename(&file, root.join("elsewhere")).unwrap();
+                std::os::unix::fs::symlink(root.join("elsewhere"), &file).unwrap();
+            },
+            "a secret that is a symbolic link",
+        );
+        check(
+            &|root| {
+                let key = LocalSecretStore::key_file(root);
+                fs::rename(&key, root.with_extension("real")).unwrap();
+                std::os::unix::fs::symlink(root.with_extension("real"), &key).unwrap();
+            },
+            "a key file that is a symbolic link",
+        );
+        // The store directory itself as a link.
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("real")).unwrap();
+        chmod(dir.path().join("real"), 0o700);
+        std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("s")).unwrap();
+        assert!(matches!(
+            LocalSecretStore::open(&dir.path().join("s")),
+            Err(SecretError::Insecure { .. })
+        ));
+    }
+
+    #[test]
+    fn local_store_encrypts_secrets_an_older_version_left_in_the_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("s");
+        LocalSecretStore::open(&root).unwrap();
+        let name = SecretName::parse("platform/db/runtime-password").unwrap();
+        let file = root.join(name.as_str());
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(file.parent().unwrap())
+            .unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&file)
+            .unwrap()
+            .write_all(b"legacy-plaintext-value")
+            .unwrap();
+        let store = LocalSecretStore::open(&root).unwrap();
+        assert!(
+            fs::read(&file).unwrap().starts_with(MAGIC),
+            "sealed in place"
+        );
+        assert_eq!(
+            store.get(&name).unwrap().expose_secret(),
+            "legacy-plaintext-value"
+        );
     }
 }

@@ -42,6 +42,19 @@ pub struct RuntimeConfig {
     pub deployment: DeploymentPolicy,
     #[serde(default = "default_refresh")]
     pub registry_refresh_secs: u64,
+    /// How long the runtime may serve from its last good copy of the registry when refreshes fail;
+    /// past it every tenant request gets 503 `registry_unavailable` until a refresh succeeds. At least
+    /// twice the refresh interval.
+    #[serde(default = "default_max_stale")]
+    pub registry_max_stale_secs: u64,
+    /// Database connections each tenant's pool may hold in this process (a Lambda instance needs
+    /// few: it serves one request at a time).
+    #[serde(default = "default_connections")]
+    pub max_connections_per_tenant: usize,
+    /// Requests one tenant may have in flight in this process; beyond it, 429 with Retry-After
+    /// before any connection is checked out or any model is called (fair share).
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight_per_tenant: usize,
     /// A single-tenant deployment (a tenant's Lambda on AWS): the tenant's registry record itself.
     /// The runtime then needs no control-plane credential (its role may read only `tenants/<id>/`
     /// secrets, security case 64); it serves only this tenant, reaching its data as the tenant's
@@ -62,6 +75,18 @@ pub enum SecretStoreKind {
 
 fn default_refresh() -> u64 {
     5
+}
+
+fn default_max_stale() -> u64 {
+    30
+}
+
+fn default_connections() -> usize {
+    4
+}
+
+fn default_in_flight() -> usize {
+    32
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,16 +124,32 @@ impl AppState {
         )
         .await?;
         // Startup self-check (security case 34): refuse to run with a role that could bypass isolation.
-        control.check_role(&config.namespace.runtime_role()).await?;
-        control.check_role(&config.namespace.pool_role()).await?;
-        let directory = Arc::new(TenantDirectory::new(control.load_tenants().await?));
+        let platform_role = crate::tenancy::allowed_memberships(&config.namespace, None);
+        control
+            .check_role(&config.namespace.runtime_role(), &platform_role)
+            .await?;
+        control
+            .check_role(&config.namespace.pool_role(), &platform_role)
+            .await?;
+        control.check_group(&config.namespace.pool_role()).await?;
+        if config.registry_max_stale_secs < 2 * config.registry_refresh_secs.max(1) {
+            return Err(StartupError::Config(format!(
+                "`registry_max_stale_secs` ({}) must be at least twice `registry_refresh_secs` ({})",
+                config.registry_max_stale_secs, config.registry_refresh_secs
+            )));
+        }
+        let directory = Arc::new(
+            TenantDirectory::new(control.load_tenants().await?)
+                .with_max_stale(Duration::from_secs(config.registry_max_stale_secs)),
+        );
         let auth = Authenticator::load(&config.issuers, config.deployment.clone())
             .await
             .map_err(StartupError::Issuers)?;
         let refresh = Duration::from_secs(config.registry_refresh_secs.max(1));
         let weak = Arc::downgrade(&directory);
-        let data =
-            DataPlane::new(config.database.clone(), secrets).with_role_checks(control.clone());
+        let data = DataPlane::new(config.database.clone(), secrets, config.namespace.clone())
+            .with_max_connections_per_tenant(config.max_connections_per_tenant)
+            .with_max_in_flight_per_tenant(config.max_in_flight_per_tenant);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(refresh).await;
@@ -118,7 +159,7 @@ impl AppState {
                 match control.load_tenants().await {
                     Ok(records) => directory.replace(records),
                     Err(e) => {
-                        tracing::warn!(error = %e, "registry refresh failed; keeping the last snapshot")
+                        tracing::warn!(error = %e, "registry refresh failed; serving the last snapshot until it is too old")
                     }
                 }
             }
@@ -145,18 +186,17 @@ impl AppState {
                 record.id
             )));
         }
-        if record.tier == crate::domain::Tier::Pool && !config.database.iam_auth {
-            return Err(StartupError::Config(
-                "a single-tenant deployment of a pool-tier tenant needs `database.iam_auth`: the shared pool role's password is not the tenant's to read".into(),
-            ));
-        }
         let auth = Authenticator::load(&config.issuers, config.deployment.clone())
             .await
             .map_err(StartupError::Issuers)?;
         Ok(Self {
             auth: Arc::new(auth),
             directory: Arc::new(TenantDirectory::new(vec![record.clone()])),
-            data: Arc::new(DataPlane::new(config.database.clone(), secrets)),
+            data: Arc::new(
+                DataPlane::new(config.database.clone(), secrets, config.namespace.clone())
+                    .with_max_connections_per_tenant(config.max_connections_per_tenant)
+                    .with_max_in_flight_per_tenant(config.max_in_flight_per_tenant),
+            ),
             models: ModelRouter::default(),
         })
     }

@@ -21,7 +21,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
 use crate::auth::Tenant;
-use crate::domain::{TenantId, Tier};
+use crate::domain::{Namespace, TenantId, Tier};
 use crate::models::ModelPolicy;
 use crate::secrets::{SecretError, SecretName, SecretStore};
 
@@ -43,13 +43,23 @@ pub struct TenantRecord {
     pub tier: Tier,
     pub identity: IdentityBinding,
     pub policy: ModelPolicy,
-    /// The role the tenant's data is reached as (its own role; the shared pool role for `pool`).
+    /// The role the tenant's data is reached as: its own login role, on every tier.
     pub db_role: String,
     /// The database holding the tenant's data (its own for `dedicated`).
     pub db_name: String,
     /// While `tenantctl move` copies the tenant's data: reads are served, writes are refused (503).
     #[serde(default)]
     pub read_only: bool,
+}
+
+impl TenantRecord {
+    /// The schema the tenant's tables are in: `pool` for the pool tier, else the tenant's own.
+    pub fn schema(&self) -> String {
+        match self.tier {
+            Tier::Pool => "pool".to_owned(),
+            Tier::Schema | Tier::Dedicated => Namespace::tenant_schema(&self.id),
+        }
+    }
 }
 
 /// Where the Postgres cluster is: a host name or a unix socket directory, a port and a database; and,
@@ -202,13 +212,31 @@ pub enum DataError {
     Iam(String),
     #[error("database role `{role}` has {hazards}; refusing to use it (security case 34)")]
     UnsafeRole { role: String, hazards: String },
+    /// The tenant already has its maximum of requests in flight in this process (fair share): the
+    /// caller answers 429 with Retry-After, before any connection is checked out.
+    #[error("tenant has {0} requests in flight, its maximum")]
+    Busy(usize),
 }
 
 /// The active tenants, refreshed from the control plane. Lookups are in memory, so a request refused
-/// for an unknown tenant costs no database statement.
-#[derive(Debug, Default)]
+/// for an unknown tenant costs no database statement. With a maximum age set, a snapshot not refreshed
+/// successfully within it is stale and serves nobody (503) until a refresh succeeds: a failed
+/// control-plane read never keeps a suspended tenant served for longer than that bound.
+#[derive(Debug)]
 pub struct TenantDirectory {
     tenants: std::sync::RwLock<Arc<HashMap<TenantId, Arc<TenantRecord>>>>,
+    refreshed_at: std::sync::RwLock<std::time::Instant>,
+    max_stale: Option<Duration>,
+}
+
+impl Default for TenantDirectory {
+    fn default() -> Self {
+        Self {
+            tenants: Default::default(),
+            refreshed_at: std::sync::RwLock::new(std::time::Instant::now()),
+            max_stale: None,
+        }
+    }
 }
 
 impl TenantDirectory {
@@ -218,7 +246,13 @@ impl TenantDirectory {
         dir
     }
 
-    /// Swaps in a new snapshot.
+    /// Fails closed once the last successful `replace` is older than `max_stale`.
+    pub fn with_max_stale(mut self, max_stale: Duration) -> Self {
+        self.max_stale = Some(max_stale);
+        self
+    }
+
+    /// Swaps in a new snapshot (a successful refresh).
     pub fn replace(&self, records: Vec<TenantRecord>) {
         let map = records
             .into_iter()
@@ -227,6 +261,19 @@ impl TenantDirectory {
         if let Ok(mut guard) = self.tenants.write() {
             *guard = Arc::new(map);
         }
+        if let Ok(mut at) = self.refreshed_at.write() {
+            *at = std::time::Instant::now();
+        }
+    }
+
+    /// Whether the snapshot is past its maximum age (never, without one). A poisoned lock is stale.
+    pub fn is_stale(&self) -> bool {
+        let Some(max) = self.max_stale else {
+            return false;
+        };
+        self.refreshed_at
+            .read()
+            .map_or(true, |at| at.elapsed() > max)
     }
 
     pub fn get(&self, id: &TenantId) -> Option<Arc<TenantRecord>> {
@@ -242,40 +289,79 @@ impl TenantDirectory {
     }
 }
 
-/// What makes a role unfit to reach tenant data (security case 34): superuser, BYPASSRLS, CREATEROLE,
-/// CREATEDB, REPLICATION, membership in `pg_read_all_data`/`pg_write_all_data`, or owning a table in a
-/// tenant or control schema. One row for role `$1`, one boolean per hazard of `ROLE_HAZARDS`. Used by
-/// the runtime's startup self-check and by `tenantctl apply`, so both mean the same thing.
+/// What makes a role unfit to reach tenant data (docs/security.md case 34):
+/// superuser, BYPASSRLS, CREATEROLE, CREATEDB, REPLICATION, owning a table in a tenant or control
+/// schema, or membership (direct or through other roles, whatever their INHERIT setting) in any role
+/// but the ones listed in `$2` (`allowed_memberships`): so not in `pg_read_all_data`,
+/// `pg_write_all_data`, `pg_signal_backend`, `rds_superuser`, the migrator or another tenant's role.
+/// One row for role `$1`. Used by the runtime's startup self-check, by every tenant connection pool
+/// before first use (as the tenant's own role), and by `tenantctl apply`, so all mean the same thing.
 pub const ROLE_HAZARDS_SQL: &str = "SELECT r.rolsuper, r.rolbypassrls, r.rolcreaterole, r.rolcreatedb, r.rolreplication, \
-        CASE WHEN to_regrole('pg_read_all_data') IS NULL THEN false \
-             ELSE pg_has_role(r.oid, to_regrole('pg_read_all_data'), 'MEMBER') END, \
-        CASE WHEN to_regrole('pg_write_all_data') IS NULL THEN false \
-             ELSE pg_has_role(r.oid, to_regrole('pg_write_all_data'), 'MEMBER') END, \
         EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                  WHERE c.relowner = r.oid \
-                   AND (n.nspname IN ('pool', 'control') OR starts_with(n.nspname, 't_'))) \
+                   AND (n.nspname IN ('pool', 'control') OR starts_with(n.nspname, 't_'))), \
+        ARRAY(SELECT m.rolname::text FROM pg_roles m \
+               WHERE m.oid <> r.oid AND pg_has_role(r.oid, m.oid, 'MEMBER') \
+                 AND m.rolname::text <> ALL ($2::text[]) ORDER BY 1) \
    FROM pg_roles r WHERE r.rolname = $1";
 
-/// The hazards, in the column order of `ROLE_HAZARDS_SQL`.
-pub const ROLE_HAZARDS: [&str; 8] = [
+/// The attribute hazards, in the column order of `ROLE_HAZARDS_SQL` (the last column lists
+/// memberships).
+pub const ROLE_HAZARDS: [&str; 6] = [
     "SUPERUSER",
     "BYPASSRLS",
     "CREATEROLE",
     "CREATEDB",
     "REPLICATION",
-    "membership in pg_read_all_data",
-    "membership in pg_write_all_data",
     "ownership of tenant tables",
 ];
 
-/// The hazards a `ROLE_HAZARDS_SQL` row reports.
-pub fn role_hazards_of(row: &tokio_postgres::Row) -> Vec<&'static str> {
-    ROLE_HAZARDS
+/// The roles a role may be a member of: `rds_iam` (how IAM logins work on RDS) and, for a tenant's
+/// role (`tier` is `Some`), the pool group that holds the pool table grants. A tenant role of any tier
+/// may be in the group: the pool policy admits only rows that map to the role itself, and a tier move
+/// keeps the role a member until its old copy is gone. `None` is a platform role (the runtime's
+/// registry reader, the pool group itself).
+pub fn allowed_memberships(namespace: &Namespace, tier: Option<Tier>) -> Vec<String> {
+    let mut allowed = vec!["rds_iam".to_owned()];
+    if tier.is_some() {
+        allowed.push(namespace.pool_role());
+    }
+    allowed
+}
+
+/// The hazards a `ROLE_HAZARDS_SQL` row reports, each named.
+pub fn role_hazards_of(row: &tokio_postgres::Row) -> Vec<String> {
+    let mut hazards: Vec<String> = ROLE_HAZARDS
         .iter()
         .enumerate()
         .filter(|(i, _)| row.get::<_, bool>(*i))
-        .map(|(_, h)| *h)
-        .collect()
+        .map(|(_, h)| (*h).to_owned())
+        .collect();
+    let memberships: Vec<String> = row.get(ROLE_HAZARDS.len());
+    hazards.extend(
+        memberships
+            .into_iter()
+            .map(|m| format!("membership in {m}")),
+    );
+    hazards
+}
+
+/// Fails when `role` exists and has any hazard (see `ROLE_HAZARDS_SQL`), over `client`.
+pub async fn check_role_over(
+    client: &tokio_postgres::Client,
+    role: &str,
+    allowed: &[String],
+) -> Result<(), DataError> {
+    let row = client
+        .query_opt(ROLE_HAZARDS_SQL, &[&role, &allowed])
+        .await?;
+    match row.map(|r| role_hazards_of(&r)) {
+        Some(h) if !h.is_empty() => Err(DataError::UnsafeRole {
+            role: role.to_owned(),
+            hazards: h.join(", "),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Reads the tenant registry as the runtime's read-only control-plane role.
@@ -311,26 +397,31 @@ impl ControlPlane {
             .map_err(|e| DataError::Pool(e.to_string()))
     }
 
-    /// What makes `role` unfit (security case 34; see `ROLE_HAZARDS_SQL`). `None` when the role does
-    /// not exist.
-    pub async fn role_hazards(&self, role: &str) -> Result<Option<Vec<&'static str>>, DataError> {
+    /// Fails when `role` exists and has any hazard (see `ROLE_HAZARDS_SQL`) beyond `allowed`
+    /// memberships.
+    pub async fn check_role(&self, role: &str, allowed: &[String]) -> Result<(), DataError> {
+        let client = self.client().await?;
+        check_role_over(&client, role, allowed).await
+    }
+
+    /// Fails when the group `role` (the pool group) can log in: its members' rows are fenced by their
+    /// own login role, and a session as the group itself must be impossible, not merely empty.
+    pub async fn check_group(&self, role: &str) -> Result<(), DataError> {
         let row = self
             .client()
             .await?
-            .query_opt(ROLE_HAZARDS_SQL, &[&role])
+            .query_opt(
+                "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
+                &[&role],
+            )
             .await?;
-        Ok(row.map(|r| role_hazards_of(&r)))
-    }
-
-    /// Fails when `role` exists and has any hazard.
-    pub async fn check_role(&self, role: &str) -> Result<(), DataError> {
-        match self.role_hazards(role).await? {
-            Some(h) if !h.is_empty() => Err(DataError::UnsafeRole {
+        if row.is_some_and(|r| r.get::<_, bool>(0)) {
+            return Err(DataError::UnsafeRole {
                 role: role.to_owned(),
-                hazards: h.join(", "),
-            }),
-            _ => Ok(()),
+                hazards: "LOGIN (a group must never log in)".into(),
+            });
         }
+        Ok(())
     }
 
     /// Loads every active tenant. Rows the runtime cannot interpret are skipped with an error log,
@@ -411,44 +502,131 @@ fn build_pool(
         .map_err(|e| DataError::Pool(e.to_string()))
 }
 
+/// A pool's identity: the role it logs in as, its database, and the schema its transactions pin.
+type PoolKey = (String, String, String);
+
 /// Per-tenant connection pools, created on first use with the tenant's own credentials from the secret
 /// store. Counts every statement it runs, so tests can prove a denied request touched nothing.
 #[derive(Debug)]
 pub struct DataPlane {
     endpoint: DbEndpoint,
     secrets: SecretStore,
-    /// Pools by (role, database): one per tenant for `schema`/`dedicated`, one shared for `pool`. At
+    /// Pools by (role, database, schema): one per tenant and location. At
     /// most `max_pools`; the least recently used pool is dropped first (its idle connections close
     /// with it, connections in use finish their transaction first).
-    pools: Mutex<HashMap<(String, String), (Pool, u64)>>,
+    pools: Mutex<HashMap<PoolKey, (Pool, u64)>>,
     uses: AtomicU64,
     max_pools: std::sync::atomic::AtomicUsize,
-    control: Option<ControlPlane>,
+    namespace: Namespace,
     statements: Arc<AtomicU64>,
     max_connections_per_tenant: usize,
+    /// Requests one tenant may have in flight at once (`admit`), so a tenant's burst queues on its
+    /// own admissions and never on other tenants' connections.
+    max_in_flight_per_tenant: usize,
+    admissions: std::sync::Mutex<HashMap<TenantId, Arc<tokio::sync::Semaphore>>>,
     /// RDS IAM token source, when the endpoint logs in with IAM (loaded on first use).
     iam: tokio::sync::OnceCell<crate::rds_iam::TokenSource>,
 }
 
 impl DataPlane {
-    pub fn new(endpoint: DbEndpoint, secrets: SecretStore) -> Self {
+    pub fn new(endpoint: DbEndpoint, secrets: SecretStore, namespace: Namespace) -> Self {
         Self {
             endpoint,
             secrets,
             pools: Mutex::new(HashMap::new()),
             uses: AtomicU64::new(0),
             max_pools: std::sync::atomic::AtomicUsize::new(256),
-            control: None,
+            namespace,
             statements: Arc::new(AtomicU64::new(0)),
             max_connections_per_tenant: 4,
+            max_in_flight_per_tenant: 32,
+            admissions: std::sync::Mutex::new(HashMap::new()),
             iam: tokio::sync::OnceCell::new(),
         }
     }
 
-    /// Checks every role before first use with `control` (security case 34).
-    pub fn with_role_checks(mut self, control: ControlPlane) -> Self {
-        self.control = Some(control);
+    /// Caps the connections of each tenant's pool (default 4).
+    pub fn with_max_connections_per_tenant(mut self, max: usize) -> Self {
+        self.max_connections_per_tenant = max.max(1);
         self
+    }
+
+    /// Caps the requests one tenant may have in flight at once (default 32).
+    pub fn with_max_in_flight_per_tenant(mut self, max: usize) -> Self {
+        self.max_in_flight_per_tenant = max.max(1);
+        self
+    }
+
+    /// The per-tenant in-flight cap.
+    pub fn max_in_flight_per_tenant(&self) -> usize {
+        self.max_in_flight_per_tenant
+    }
+
+    /// Admits one request of `tenant`, or refuses it at once with `DataError::Busy` when the tenant
+    /// already has its maximum in flight (security case 58, issue 9 item 4). Held for the whole
+    /// request (a chat takes it before the model call), it costs no connection and no statement.
+    pub fn admit(&self, tenant: &Tenant) -> Result<Admission, DataError> {
+        let semaphore = {
+            let mut map = self
+                .admissions
+                .lock()
+                .map_err(|_| DataError::Pool("admission table poisoned".into()))?;
+            map.entry(tenant.id().clone())
+                .or_insert_with(|| {
+                    Arc::new(tokio::sync::Semaphore::new(self.max_in_flight_per_tenant))
+                })
+                .clone()
+        };
+        let permit = semaphore
+            .try_acquire_owned()
+            .map_err(|_| DataError::Busy(self.max_in_flight_per_tenant))?;
+        Ok(Admission {
+            tenant: tenant.id().clone(),
+            _permit: permit,
+        })
+    }
+
+    /// Checks out a connection from `tenant`'s pool outside any `TenantTx` and reports what it carries:
+    /// its backend, any `app.tenant_id`, and whether a transaction is still open on it. A connection
+    /// handed out clean has no tenant and no open transaction (security cases 36-38); tests and
+    /// health checks read it, and it reaches no tenant data.
+    pub async fn probe(&self, tenant: &Tenant) -> Result<ConnectionProbe, DataError> {
+        let pool = self.pool_for(tenant.record()).await?;
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the hygiene probe reads settings, never tenant tables"
+        )]
+        let client = pool
+            .get()
+            .await
+            .map_err(|e| DataError::Pool(e.to_string()))?;
+        let row = client
+            .query_one(
+                "SELECT pg_backend_pid(), coalesce(current_setting('app.tenant_id', true), '')",
+                &[],
+            )
+            .await?;
+        // A savepoint exists only inside a transaction block: outside one it is refused (25P01).
+        let in_transaction = match client.batch_execute("SAVEPOINT tenantctl_probe").await {
+            Ok(()) => {
+                client
+                    .batch_execute("RELEASE SAVEPOINT tenantctl_probe")
+                    .await?;
+                true
+            }
+            Err(e)
+                if e.code()
+                    == Some(&tokio_postgres::error::SqlState::NO_ACTIVE_SQL_TRANSACTION) =>
+            {
+                false
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(ConnectionProbe {
+            backend_pid: row.get(0),
+            tenant_setting: Some(row.get::<_, String>(1)).filter(|s| !s.is_empty()),
+            in_transaction,
+        })
     }
 
     /// Caps the number of connection pools kept (default 256).
@@ -467,17 +645,18 @@ impl DataPlane {
     }
 
     async fn pool_for(&self, record: &TenantRecord) -> Result<Pool, DataError> {
-        let key = (record.db_role.clone(), record.db_name.clone());
+        let key = (
+            record.db_role.clone(),
+            record.db_name.clone(),
+            record.schema(),
+        );
         let tick = self.uses.fetch_add(1, Ordering::Relaxed);
         if let Some((pool, last)) = self.pools.lock().await.get_mut(&key) {
             *last = tick;
             return Ok(pool.clone());
         }
-        // Built without holding the map lock: the role check and the secret fetch are network calls,
+        // Built without holding the map lock: the secret fetch and the role check are network calls,
         // and other tenants' requests must not wait behind them.
-        if let Some(control) = &self.control {
-            control.check_role(&record.db_role).await?;
-        }
         let mut endpoint = self.endpoint.clone();
         endpoint.dbname = record.db_name.clone();
         let mut config = endpoint.config(&record.db_role, "tenant-runtime");
@@ -490,21 +669,33 @@ impl DataPlane {
                 .map_err(|e| DataError::Iam(e.to_string()))?;
             Some(tokens)
         } else {
-            let secret = match record.tier {
-                Tier::Pool => SecretName::platform("db/pool-password")?,
-                Tier::Schema | Tier::Dedicated => {
-                    SecretName::for_tenant(&record.id, "db-password")?
-                }
-            };
-            let password = self.secrets.get(&secret).await?;
+            // Every tier logs in as the tenant's own role with the tenant's own password.
+            let password = self
+                .secrets
+                .get(&SecretName::for_tenant(&record.id, "db-password")?)
+                .await?;
             config.password(password.expose_secret().as_bytes());
             None
         };
-        let size = match record.tier {
-            Tier::Pool => self.max_connections_per_tenant * 4,
-            Tier::Schema | Tier::Dedicated => self.max_connections_per_tenant,
-        };
-        let pool = build_pool(config, size, &endpoint, tokens)?;
+        let pool = build_pool(config, self.max_connections_per_tenant, &endpoint, tokens)?;
+        // Before first use, the role checks itself (security case 34): in a tenant's Lambda there is no
+        // other role to ask, and the answer comes from the same catalogs either way.
+        {
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "the role self-check, before the pool serves any tenant transaction"
+            )]
+            let client = pool
+                .get()
+                .await
+                .map_err(|e| DataError::Pool(e.to_string()))?;
+            check_role_over(
+                &client,
+                &record.db_role,
+                &allowed_memberships(&self.namespace, Some(record.tier)),
+            )
+            .await?;
+        }
         let mut pools = self.pools.lock().await;
         if let Some((existing, last)) = pools.get_mut(&key) {
             // Another request built it meanwhile; keep one pool per key.
@@ -539,11 +730,27 @@ impl DataPlane {
 
     /// Drops the cached pool of a tenant (after a credential rotation or offboarding).
     pub async fn forget(&self, record: &TenantRecord) {
-        self.pools
-            .lock()
-            .await
-            .remove(&(record.db_role.clone(), record.db_name.clone()));
+        self.pools.lock().await.remove(&(
+            record.db_role.clone(),
+            record.db_name.clone(),
+            record.schema(),
+        ));
     }
+}
+
+/// One admitted request of one tenant (`DataPlane::admit`); its slot frees when it drops.
+#[derive(Debug)]
+pub struct Admission {
+    tenant: TenantId,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// What `DataPlane::probe` found on a pooled connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionProbe {
+    pub backend_pid: i32,
+    pub tenant_setting: Option<String>,
+    pub in_transaction: bool,
 }
 
 /// A transaction that can reach one tenant's data and nothing else.
@@ -553,11 +760,28 @@ pub struct TenantTx {
     tenant: TenantId,
     committed: bool,
     statements: Arc<AtomicU64>,
+    _admission: Admission,
 }
 
 impl TenantTx {
-    /// Opens a transaction as `tenant`'s own database role.
+    /// Opens a transaction as `tenant`'s own database role, admitting the request first.
     pub async fn begin(data: &DataPlane, tenant: &Tenant) -> Result<Self, DataError> {
+        let admission = data.admit(tenant)?;
+        Self::begin_admitted(data, tenant, admission).await
+    }
+
+    /// Opens a transaction for a request `admission` already admitted (so a request that must not be
+    /// refused halfway, after its model call, is refused before it instead).
+    pub async fn begin_admitted(
+        data: &DataPlane,
+        tenant: &Tenant,
+        admission: Admission,
+    ) -> Result<Self, DataError> {
+        if admission.tenant != *tenant.id() {
+            return Err(DataError::Pool(
+                "an admission of another tenant was offered".into(),
+            ));
+        }
         let pool = data.pool_for(tenant.record()).await?;
         #[expect(
             clippy::disallowed_methods,
@@ -572,25 +796,31 @@ impl TenantTx {
             tenant: tenant.id().clone(),
             committed: false,
             statements: data.statements.clone(),
+            _admission: admission,
         };
-        if tenant.record().tier == Tier::Pool {
-            // Transaction-local (`is_local = true`): gone at COMMIT or ROLLBACK, never left on the
-            // connection for the next checkout (security cases 36-38). BEGIN and the setting are
-            // pipelined: one round trip.
-            tx.statements.fetch_add(2, Ordering::Relaxed);
-            let client = tx.client()?;
-            let set = client
-                .prepare_cached("SELECT set_config('app.tenant_id', $1, true)")
-                .await?;
-            let tenant_id = tenant.id().as_str();
-            let params: [&(dyn ToSql + Sync); 1] = [&tenant_id];
-            tokio::try_join!(
-                client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
-                client.query(&set, &params),
-            )?;
-        } else {
-            tx.simple("BEGIN ISOLATION LEVEL READ COMMITTED").await?;
-        }
+        // Both settings are transaction-local (`is_local = true`): gone at COMMIT or ROLLBACK, never
+        // left on the connection for the next checkout (security cases 36-38), directly or behind a
+        // transaction-pooling PgBouncer. The search path pins names to the schema the registry points
+        // at, whatever the role's default (which a tier move changes while it provisions the
+        // destination). The pool tier's `app.tenant_id` is the second, agreeing check of its row-level
+        // security (the first is the login role). BEGIN and the settings are pipelined: one round trip.
+        tx.statements.fetch_add(2, Ordering::Relaxed);
+        let client = tx.client()?;
+        let set = client
+            .prepare_cached(
+                "SELECT set_config('app.tenant_id', $1, true), set_config('search_path', $2, true)",
+            )
+            .await?;
+        let tenant_id = match tenant.record().tier {
+            Tier::Pool => tenant.id().as_str(),
+            Tier::Schema | Tier::Dedicated => "",
+        };
+        let schema = tenant.record().schema();
+        let params: [&(dyn ToSql + Sync); 2] = [&tenant_id, &schema];
+        tokio::try_join!(
+            client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
+            client.query(&set, &params),
+        )?;
         Ok(tx)
     }
 

@@ -71,7 +71,9 @@ fn bench(c: &mut Criterion) {
             admin.batch_execute(&sql).await.unwrap();
         }
         admin.batch_execute("ANALYZE pool.usage_ledger; ANALYZE t_solo.usage_ledger").await.unwrap();
-        let pool = connect(&target, &target.namespace.pool_role(), &SecretName::platform("db/pool-password").unwrap()).await;
+        // A pool tenant logs in as its own role (a member of the pool group).
+        let acme = TenantId::parse("acme").unwrap();
+        let pool = connect(&target, &target.namespace.tenant_role(&acme), &SecretName::for_tenant(&acme, "db-password").unwrap()).await;
         let solo_id = TenantId::parse("solo").unwrap();
         let schema = connect(&target, &target.namespace.tenant_role(&solo_id), &SecretName::for_tenant(&solo_id, "db-password").unwrap()).await;
         (pool, schema)

@@ -1,4 +1,4 @@
-"""moto's server with two CloudFormation gaps filled, both on the platform stack:
+"""moto's server with five CloudFormation gaps filled:
 
 - `Fn::GetAtt [DBInstance, DbiResourceId]`: moto 5 models an RDS instance's `DbiResourceId`
   (DescribeDBInstances returns it) but does not expose it to `Fn::GetAtt`; the platform's
@@ -10,6 +10,10 @@
   keeps the old ones). AWS replaces all three; so does this.
 - Outputs that read a resource type moto's CloudFormation skips (API Gateway v2): moto fails every
   DescribeStacks of the stack; here such an output is left out, as the resource itself is.
+- Updating a resource whose type moto cannot update (an `AWS::EC2::EIP` whose tags changed): moto
+  replaces it in the stack's resource map with nothing, so the next `Fn::GetAtt` on it (the NAT
+  gateway's `AllocationId`) fails the whole update. Here the resource is kept as it was, as
+  CloudFormation keeps a resource whose update changes only tags.
 
 Nothing else changes; the normal server starts.
 
@@ -26,6 +30,7 @@ import time
 
 from moto.cloudformation.exceptions import ValidationError
 from moto.cloudformation.models import ChangeSet, CloudFormationBackend
+import moto.cloudformation.parsing as cfn_parsing
 from moto.cloudformation.parsing import OutputMap
 from moto.kms.models import Key
 from moto.rds.models import DBInstance
@@ -58,6 +63,16 @@ def create_key_from_cloudformation_json(cls, resource_name, cloudformation_json,
 
 
 Key.create_from_cloudformation_json = classmethod(create_key_from_cloudformation_json)
+
+_update_resource = cfn_parsing.parse_and_update_resource
+
+
+def parse_and_update_resource(logical_id, resource_json, resources_map, account_id, region_name):
+    updated = _update_resource(logical_id, resource_json, resources_map, account_id, region_name)
+    return resources_map[logical_id] if updated is None else updated
+
+
+cfn_parsing.parse_and_update_resource = parse_and_update_resource
 
 _apply = ChangeSet.apply
 

@@ -385,6 +385,21 @@ pub async fn external_admin_url(target: &cli::provision::Target) -> String {
         .batch_execute(&format!("CREATE ROLE \"{role}\" LOGIN CREATEROLE CREATEDB"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    // It may connect to `postgres` (to create its database), as RDS's master user may; PUBLIC may not.
+    // Concurrent GRANTs on one database row can fail with "tuple concurrently updated": retry.
+    for attempt in 0.. {
+        match admin
+            .batch_execute(&format!("GRANT CONNECT ON DATABASE postgres TO \"{role}\""))
+            .await
+        {
+            Ok(()) => break,
+            Err(e) if attempt < 20 => {
+                let _ = e;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
     admin
         .batch_execute(
             &cli::sql::alter_role_password(&role, &password).unwrap_or_else(|e| panic!("{e:#}")),

@@ -142,7 +142,7 @@ pub fn platform_parameters(tier: Tier) -> &'static [&'static str] {
             "FunctionSecurityGroup",
             "DatabaseSecurityGroup",
             "DbSubnetGroup",
-            "KmsKeyArn",
+            "MonitoringRoleArn",
         ],
         Tier::Pool | Tier::Schema => &[
             "DatabaseEndpoint",
@@ -217,6 +217,20 @@ pub fn template_resources(body: &str) -> Result<Vec<(String, String)>> {
     Ok(t.resources.into_iter().map(|(k, r)| (k, r.kind)).collect())
 }
 
+/// Instances of one tenant's Lambda at most (its reserved concurrency): no tenant can take the
+/// account's concurrency from the others.
+pub const LAMBDA_RESERVED_CONCURRENCY: u32 = 10;
+/// Database connections one Lambda instance may hold. Reserved concurrency times this stays within the
+/// tenant role's `CONNECTION LIMIT` (`provision::apply::TENANT_CONNECTION_LIMIT`).
+pub const LAMBDA_CONNECTIONS_PER_INSTANCE: usize = 2;
+/// The tenant API stage's steady request rate (per second) and burst; beyond them API Gateway
+/// answers 429 before the function runs.
+pub const STAGE_THROTTLE_RATE: u32 = 50;
+pub const STAGE_THROTTLE_BURST: u32 = 100;
+/// One JSON access record per request: who (the token's subject), what, the outcome, how long; never a
+/// body or a token.
+const ACCESS_LOG_FORMAT: &str = r#"{"requestId":"$context.requestId","time":"$context.requestTime","ip":"$context.identity.sourceIp","method":"$context.httpMethod","path":"$context.path","status":"$context.status","bytes":"$context.responseLength","latencyMs":"$context.integrationLatency","subject":"$context.authorizer.claims.sub","authError":"$context.authorizer.error","integrationError":"$context.integrationErrorMessage"}"#;
+
 /// Where the tenant's Lambda finds the RDS certificate bundle: the package must include it
 /// (`cargo lambda build ... --include rds-ca-bundle.pem`, see docs/aws.md).
 pub const LAMBDA_RDS_CA: &str = "/var/task/rds-ca-bundle.pem";
@@ -225,8 +239,7 @@ const DB_HOST_PLACEHOLDER: &str = "@@tenantctl-database-host@@";
 /// The tenant's registry record as its single-tenant deployment carries it.
 pub fn tenant_record(spec: &TenantSpec, ns: &Namespace) -> runtime::tenancy::TenantRecord {
     let (db_role, db_name) = match spec.tier {
-        Tier::Pool => (ns.pool_role(), ns.as_str().to_owned()),
-        Tier::Schema => (ns.tenant_role(&spec.id), ns.as_str().to_owned()),
+        Tier::Pool | Tier::Schema => (ns.tenant_role(&spec.id), ns.as_str().to_owned()),
         Tier::Dedicated => (ns.tenant_role(&spec.id), ns.tenant_database(&spec.id)),
     };
     runtime::tenancy::TenantRecord {
@@ -269,6 +282,12 @@ fn lambda_runtime_config(
             require_gateway_authorizer: true,
         },
         registry_refresh_secs: 60,
+        registry_max_stale_secs: 180,
+        // A Lambda instance serves one request at a time; two connections cover the ledger write
+        // beside a read, and keep `LAMBDA_RESERVED_CONCURRENCY` instances within the role's limit.
+        max_connections_per_tenant: LAMBDA_CONNECTIONS_PER_INSTANCE,
+        // One request at a time per instance; the cap across instances is reserved concurrency.
+        max_in_flight_per_tenant: 4,
         tenant: Some(record),
     };
     let json = serde_json::to_string(&config)?;
@@ -310,6 +329,10 @@ pub fn render_tenant(
         log_retention_days => log_retention(spec.retention_days),
         tags => tags,
         runtime_config => lambda_runtime_config(spec, ns, issuer_config)?,
+        reserved_concurrency => LAMBDA_RESERVED_CONCURRENCY,
+        throttle_rate => STAGE_THROTTLE_RATE,
+        throttle_burst => STAGE_THROTTLE_BURST,
+        access_log_format => ACCESS_LOG_FORMAT,
         digest => DIGEST_SENTINEL,
     };
     let body = environment()?.get_template("tenant.yaml")?.render(ctx)?;

@@ -2,7 +2,8 @@
 //! binaries, and the local secret store.
 //!
 //! Layout of the state directory (default `/var/lib/tenantctl` for root, the user's data dir otherwise):
-//! `secrets/<namespace>/` (the secret store, 0700), `pg/data` (the cluster), `pg/run` (its unix socket),
+//! `secrets/<namespace>/` (the secret store, 0700, encrypted at rest) and `secrets/<namespace>.key` (its
+//! key, 0600, unless `TENANTCTL_SECRET_KEY` carries it), `pg/data` (the cluster), `pg/run` (its unix socket),
 //! `pg/postgres.log`. The cluster listens only on its unix socket. This module must not print secrets.
 
 pub mod cluster;
@@ -52,12 +53,16 @@ impl StateDir {
         self.root.join("secrets").join(namespace.as_str())
     }
 
+    /// The local secret store of `namespace` (the development backend: encrypted at rest, its key in
+    /// `secrets/<namespace>.key` or `TENANTCTL_SECRET_KEY`).
     pub fn secrets(&self, namespace: &Namespace) -> Result<SecretStore> {
-        std::fs::create_dir_all(self.root.join("secrets"))?;
-        std::fs::set_permissions(
-            self.root.join("secrets"),
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )?;
+        use std::os::unix::fs::DirBuilderExt as _;
+        let parent = self.root.join("secrets");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&parent)
+            .with_context(|| format!("cannot create `{}`", parent.display()))?;
         Ok(SecretStore::Local(LocalSecretStore::open(
             &self.secrets_dir(namespace),
         )?))

@@ -17,10 +17,8 @@ use super::plan::{Action, Plan};
 use crate::manifest::TenantSpec;
 use crate::sql;
 
-/// Connections one tenant role may hold at once.
-const TENANT_CONNECTION_LIMIT: i64 = 20;
-/// Connections the shared pool role may hold at once.
-const POOL_CONNECTION_LIMIT: i64 = 100;
+/// Connections one tenant role may hold at once (on every tier: a pool tenant has its own role too).
+pub const TENANT_CONNECTION_LIMIT: i64 = 20;
 
 /// What happened to one tenant.
 #[derive(Debug, Clone, Serialize)]
@@ -53,9 +51,82 @@ async fn ensure_role(
     Ok(!exists)
 }
 
+/// The cluster's databases no tenant has data in, which every role can reach by default.
+const SHARED_DATABASES: [&str; 2] = ["postgres", "template1"];
+
+/// Revokes PUBLIC's CONNECT and TEMP on `postgres` and `template1` (issue 9 item 5), so a tenant role
+/// reaches no database but its own. Serialized cluster-wide by an advisory lock taken in `postgres`
+/// (advisory locks are per database). An admin that neither is a superuser nor owns them cannot; then
+/// this warns with the statement their owner must run, and carries on.
+async fn close_shared_databases(target: &Target) -> Result<()> {
+    const OPEN: &str = "SELECT datname::text FROM pg_database WHERE datname = ANY($1) \
+         AND (has_database_privilege('public', datname, 'CONNECT') \
+              OR has_database_privilege('public', datname, 'TEMPORARY')) ORDER BY 1";
+    let names: Vec<String> = SHARED_DATABASES.iter().map(|d| (*d).to_owned()).collect();
+    let admin = target.admin().await?;
+    let open: Vec<String> = admin
+        .query(OPEN, &[&names])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if open.is_empty() {
+        return Ok(());
+    }
+    let may: bool = admin
+        .query_one(
+            "SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
+                 OR coalesce(bool_and(pg_has_role(current_user, datdba, 'USAGE')), false) \
+               FROM pg_database WHERE datname = ANY($1)",
+            &[&open],
+        )
+        .await?
+        .get(0);
+    if !may {
+        tracing::warn!(databases = ?open, "PUBLIC may still connect to these databases, so every tenant role can; \
+            their owner should run `REVOKE CONNECT, TEMPORARY ON DATABASE <name> FROM PUBLIC`");
+        return Ok(());
+    }
+    let mut shared = target.connect_admin("postgres").await?;
+    // Other sessions may change a database's ACL at the same moment ("tuple concurrently updated"):
+    // the revocation is retried, a few times.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = async {
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "provisioning runs as the admin role, not as a tenant"
+            )]
+            let tx = shared.transaction().await?;
+            advisory_lock(&tx, "tenantctl:shared-database-acl").await?;
+            for row in tx.query(OPEN, &[&names]).await? {
+                let database: String = row.get(0);
+                tx.batch_execute(&sql::render(
+                    "close-database.sql",
+                    context! { database => database },
+                )?)
+                .await
+                .with_context(|| format!("revoking PUBLIC's access to database `{database}`"))?;
+            }
+            tx.commit().await?;
+            Ok::<_, anyhow::Error>(())
+        }
+        .await;
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 5 && format!("{e:#}").contains("concurrently updated") => {
+                tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Creates the database and the control plane if they are missing (idempotent, one transaction).
 pub async fn ensure_control_plane(target: &Target) -> Result<()> {
     target.ensure_database().await?;
+    close_shared_databases(target).await?;
     let mut client = target.admin().await?;
     let ns = &target.namespace;
     let (password, new_secret) =
@@ -320,20 +391,25 @@ async fn grant_connect(
     Ok(())
 }
 
+/// Refuses `role` if it has a dangerous attribute or a membership beyond those `tier` needs.
 async fn refuse_dangerous_attributes(
     tx: &tokio_postgres::Transaction<'_>,
+    namespace: &Namespace,
     role: &str,
+    tier: Option<Tier>,
 ) -> Result<()> {
-    // The same definition of "dangerous" the runtime's startup self-check uses.
+    // The same definition of "dangerous" the runtime's self-checks use.
+    let allowed = runtime::tenancy::allowed_memberships(namespace, tier);
     let hazards = tx
-        .query_opt(runtime::tenancy::ROLE_HAZARDS_SQL, &[&role])
+        .query_opt(runtime::tenancy::ROLE_HAZARDS_SQL, &[&role, &allowed])
         .await?
         .map(|row| runtime::tenancy::role_hazards_of(&row))
         .unwrap_or_default();
     if !hazards.is_empty() {
         anyhow::bail!(
             "role `{role}` has {}; a tenant role must not\nhint: a superuser must remove it (for an attribute: \
-             `ALTER ROLE \"{role}\" NO<ATTRIBUTE>`) before tenantctl continues",
+             `ALTER ROLE \"{role}\" NO<ATTRIBUTE>`; for a membership: `REVOKE <role> FROM \"{role}\"`) before \
+             tenantctl continues",
             hazards.join(", ")
         );
     }
@@ -367,9 +443,15 @@ async fn run_migrations(
 
 /// The common tail of every tier's set-up inside its transaction: CONNECT on the database, no dangerous
 /// attribute on the role, then the migrations newer than the version `applied_sql` reports.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call per tier, each argument named"
+)]
 async fn grant_check_migrate(
     tx: &tokio_postgres::Transaction<'_>,
     base: &minijinja::Value,
+    namespace: &Namespace,
+    tier: Tier,
     role: &str,
     database: &str,
     applied_sql: &'static str,
@@ -377,7 +459,7 @@ async fn grant_check_migrate(
     tenant: Option<&str>,
 ) -> Result<()> {
     grant_connect(tx, role, database).await?;
-    refuse_dangerous_attributes(tx, role).await?;
+    refuse_dangerous_attributes(tx, namespace, role, Some(tier)).await?;
     let applied: i32 = match tenant {
         Some(t) => tx.query_one(applied_sql, &[&t]).await?.get(0),
         None => tx.query_one(applied_sql, &[]).await?.get(0),
@@ -523,6 +605,8 @@ async fn converge_schema(
     grant_check_migrate(
         &tx,
         &base,
+        ns,
+        Tier::Schema,
         &role,
         &target.endpoint.dbname,
         "SELECT coalesce(max(version), 0) FROM control.tenant_migrations WHERE tenant_id = $1",
@@ -539,8 +623,9 @@ async fn converge_schema(
     finish_tenant(tx, spec, &role, &schema, &target.endpoint.dbname, registry).await
 }
 
-/// Pool tier: the shared pool role, schema, migrations and row-level security (idempotent, under a
-/// deployment-wide lock), and the tenant's registry row, in one transaction.
+/// Pool tier: the pool group, schema, migrations and row-level security (idempotent, under a
+/// deployment-wide lock), the tenant's own login role as a member of the group, and the tenant's
+/// registry row, in one transaction.
 async fn converge_pool(
     target: &Target,
     client: &mut tokio_postgres::Client,
@@ -548,9 +633,10 @@ async fn converge_pool(
     registry: Registry,
 ) -> Result<()> {
     let ns = &target.namespace;
-    let role = ns.pool_role();
+    let group = ns.pool_role();
+    let role = ns.tenant_role(&spec.id);
     let (password, new_secret) =
-        ensure_secret(target, &SecretName::platform("db/pool-password")?).await?;
+        ensure_secret(target, &SecretName::for_tenant(&spec.id, "db-password")?).await?;
     #[expect(
         clippy::disallowed_methods,
         reason = "provisioning runs as the admin role, not as a tenant"
@@ -558,17 +644,25 @@ async fn converge_pool(
     let tx = client.transaction().await?;
     advisory_lock(&tx, "tenantctl:pool").await?;
     lock_tenant(&tx, spec).await?;
+    ensure_role(&tx, &group, false).await?;
     ensure_login_role(&tx, &role, &password, new_secret).await?;
     let base = context! {
-        role => role, schema => "pool", migrator => ns.migrator_role(), database => target.endpoint.dbname,
-        connection_limit => POOL_CONNECTION_LIMIT,
+        role => role, group => group, schema => "pool", migrator => ns.migrator_role(),
+        database => target.endpoint.dbname, connection_limit => TENANT_CONNECTION_LIMIT,
+        role_prefix => ns.tenant_role_prefix(), grants => grants(),
     };
     tx.batch_execute(&sql::render("pool-tier.sql", base.clone())?)
         .await
-        .context("creating the pool schema and role settings")?;
+        .context("creating the pool schema and group")?;
+    refuse_dangerous_attributes(&tx, ns, &group, None).await?;
+    tx.batch_execute(&sql::render("pool-tenant.sql", base.clone())?)
+        .await
+        .context("setting up the tenant's pool role")?;
     grant_check_migrate(
         &tx,
         &base,
+        ns,
+        Tier::Pool,
         &role,
         &target.endpoint.dbname,
         "SELECT coalesce(max(version), 0) FROM control.pool_migrations",
@@ -576,11 +670,12 @@ async fn converge_pool(
         None,
     )
     .await?;
-    let ctx = context! { role => role, schema => "pool", migrator => ns.migrator_role(), grants => grants() };
-    tx.batch_execute(&sql::render("tenant-grants.sql", ctx.clone())?)
+    // The table grants belong to the group, never to a tenant's role.
+    let group_grants = context! { role => group, schema => "pool", grants => grants() };
+    tx.batch_execute(&sql::render("tenant-grants.sql", group_grants)?)
         .await
         .context("granting pool table privileges")?;
-    tx.batch_execute(&sql::render("pool-rls.sql", ctx)?)
+    tx.batch_execute(&sql::render("pool-rls.sql", base)?)
         .await
         .context("enabling row-level security on the pool tables")?;
     // The tenant's migration level is the pool's.
@@ -649,6 +744,8 @@ async fn converge_dedicated(
     grant_check_migrate(
         &tx,
         &base,
+        ns,
+        Tier::Dedicated,
         &role,
         &database,
         "SELECT coalesce(max(version), 0) FROM tenantctl.migrations",

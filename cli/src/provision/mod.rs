@@ -103,8 +103,12 @@ impl Target {
         Ok(client)
     }
 
-    /// Creates the deployment database if it does not exist.
+    /// Creates the deployment database if it does not exist. An existing one is found by connecting
+    /// to it, so an admin needs `postgres` only to create it.
     pub async fn ensure_database(&self) -> Result<()> {
+        if self.admin().await.is_ok() {
+            return Ok(());
+        }
         let client = self.connect_admin("postgres").await?;
         let exists = client
             .query_opt(

@@ -37,27 +37,19 @@ pub struct MoveReport {
 
 fn destination(target: &Target, tenant: &TenantId, tier: Tier) -> Location {
     let ns = &target.namespace;
-    let (role, schema, database) = match tier {
-        Tier::Pool => (
-            ns.pool_role(),
-            "pool".to_owned(),
-            target.endpoint.dbname.clone(),
-        ),
+    let (schema, database) = match tier {
+        Tier::Pool => ("pool".to_owned(), target.endpoint.dbname.clone()),
         Tier::Schema => (
-            ns.tenant_role(tenant),
             Namespace::tenant_schema(tenant),
             target.endpoint.dbname.clone(),
         ),
-        Tier::Dedicated => (
-            ns.tenant_role(tenant),
-            Namespace::tenant_schema(tenant),
-            ns.tenant_database(tenant),
-        ),
+        Tier::Dedicated => (Namespace::tenant_schema(tenant), ns.tenant_database(tenant)),
     };
+    // The tenant keeps its own login role on every tier, so a move never changes who it logs in as.
     Location {
         tier,
         status: "active".into(),
-        role,
+        role: ns.tenant_role(tenant),
         schema,
         database,
     }
@@ -215,23 +207,19 @@ pub async fn move_tenant(
     tx.commit().await.context("switching the registry")?;
 
     // Let every runtime see the new location, catch rows a late writer put in the old copy, then
-    // remove it. Schema and dedicated share the tenant's role, so a move between them keeps it.
+    // remove it. The tenant's role stays: every tier logs in as it.
     tokio::time::sleep(drain).await;
     let total = copy(target, &src, &dst, tenant).await?;
     let stragglers = total.saturating_sub(rows);
-    let keep_role = matches!(
-        (src.tier, to),
-        (Tier::Schema, Tier::Dedicated) | (Tier::Dedicated, Tier::Schema)
-    );
     let mut client = target.admin().await?;
     #[expect(
         clippy::disallowed_methods,
         reason = "maintenance runs as the admin role, not as a tenant"
     )]
     let tx = client.transaction().await?;
-    remove_data_in(&tx, target, &src, tenant, keep_role).await?;
+    remove_data_in(&tx, target, &src, tenant, Some(to)).await?;
     tx.commit().await?;
-    remove_data_after(target, &src, tenant, keep_role).await?;
+    remove_data_after(target, &src, tenant, Some(to)).await?;
     Ok(MoveReport {
         tenant: tenant.clone(),
         from: src.tier,

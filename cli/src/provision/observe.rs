@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
 use runtime::domain::{Namespace, TenantId, Tier};
-use runtime::secrets::SecretName;
 use serde::Serialize;
 
 use super::Target;
@@ -44,8 +43,6 @@ pub struct Observed {
     pub databases: BTreeSet<String>,
     /// The pool tier's migration version (0: no pool yet).
     pub pool_migration_version: i32,
-    /// Whether the pool role's password exists in the secret store.
-    pub pool_secret: bool,
 }
 
 fn strings(rows: &[tokio_postgres::Row]) -> BTreeSet<String> {
@@ -157,10 +154,6 @@ pub async fn observe(target: &Target, scope: Scope<'_>) -> Result<Observed> {
     } else {
         0
     };
-    let pool_secret = target
-        .secrets
-        .exists(&SecretName::platform("db/pool-password")?)
-        .await?;
     let ids: Vec<TenantId> = ids.to_vec();
     let secrets = target.secrets.tenants_having(&ids, "db-password").await?;
     Ok(Observed {
@@ -171,6 +164,5 @@ pub async fn observe(target: &Target, scope: Scope<'_>) -> Result<Observed> {
         secrets,
         databases,
         pool_migration_version,
-        pool_secret,
     })
 }

@@ -172,15 +172,20 @@ pub async fn export(
 }
 
 /// Deletes the tenant's data at `loc` inside `tx`: its pool rows (as the migrator, fenced by row-level
-/// security), or its schema and database privileges. Unless `keep_role`, the schema tier's role goes
-/// too. A dedicated database is dropped afterwards by `remove_data_after` (not transactional).
+/// security) and its pool-group membership, or its schema; and its privileges on `loc`'s database
+/// unless `next` (the tier it moves to; `None` when offboarding) is in the same database. A dedicated
+/// database, the role and its password go afterwards in `remove_data_after` (not transactional).
 pub async fn remove_data_in(
     tx: &tokio_postgres::Transaction<'_>,
     target: &Target,
     loc: &Location,
     tenant: &TenantId,
-    keep_role: bool,
+    next: Option<Tier>,
 ) -> Result<()> {
+    let role_exists = tx
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&loc.role])
+        .await?
+        .is_some();
     match loc.tier {
         Tier::Pool => {
             fence_to_tenant(tx, target, tenant).await?;
@@ -192,39 +197,42 @@ pub async fn remove_data_in(
                 .await?;
             }
             tx.batch_execute("RESET ROLE").await?;
-        }
-        Tier::Schema => {
-            let exists = tx
-                .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&loc.role])
-                .await?
-                .is_some();
-            if exists {
+            if role_exists {
                 tx.batch_execute(&sql::render(
-                    "drop-tenant.sql",
-                    context! { schema => loc.schema, role => loc.role, database => loc.database },
+                    "leave-pool.sql",
+                    context! { group => target.namespace.pool_role(), role => loc.role },
                 )?)
                 .await?;
-                if !keep_role {
-                    tx.batch_execute(&sql::render(
-                        "drop-role.sql",
-                        context! { role => loc.role },
-                    )?)
-                    .await?;
-                }
             }
         }
+        Tier::Schema => {
+            tx.batch_execute(&sql::render(
+                "drop-tenant.sql",
+                context! { schema => loc.schema },
+            )?)
+            .await?;
+        }
         Tier::Dedicated => {}
+    }
+    let stays_in_database =
+        loc.tier != Tier::Dedicated && matches!(next, Some(Tier::Pool | Tier::Schema));
+    if role_exists && loc.tier != Tier::Dedicated && !stays_in_database {
+        tx.batch_execute(&sql::render(
+            "revoke-connect.sql",
+            context! { role => loc.role, database => loc.database },
+        )?)
+        .await?;
     }
     Ok(())
 }
 
-/// The non-transactional rest of a removal: a dedicated database, then (unless `keep_role`) the role
-/// and the tenant's password.
+/// The non-transactional rest of a removal: a dedicated database, then (when offboarding, `next` is
+/// `None`) the tenant's role and its password.
 pub async fn remove_data_after(
     target: &Target,
     loc: &Location,
     tenant: &TenantId,
-    keep_role: bool,
+    next: Option<Tier>,
 ) -> Result<()> {
     let admin = target.admin().await?;
     if loc.tier == Tier::Dedicated {
@@ -236,7 +244,7 @@ pub async fn remove_data_after(
             .await
             .with_context(|| format!("dropping database `{}`", loc.database))?;
     }
-    if !keep_role && loc.tier != Tier::Pool {
+    if next.is_none() {
         admin
             .batch_execute(&sql::render(
                 "drop-role.sql",
@@ -281,7 +289,7 @@ pub async fn offboard(target: &Target, tenant: &TenantId, export_dir: &Path) -> 
     )]
     let tx = client.transaction().await?;
     lock_tenant_id(&tx, tenant).await?;
-    remove_data_in(&tx, target, &loc, tenant, false).await?;
+    remove_data_in(&tx, target, &loc, tenant, None).await?;
     tx.execute(
         "UPDATE control.tenants SET status = 'offboarded', updated_at = now() WHERE tenant_id = $1",
         &[&tenant.as_str()],
@@ -302,7 +310,7 @@ pub async fn offboard(target: &Target, tenant: &TenantId, export_dir: &Path) -> 
     )
     .await?;
     tx.commit().await.context("committing the offboarding")?;
-    remove_data_after(target, &loc, tenant, false).await?;
+    remove_data_after(target, &loc, tenant, None).await?;
     Ok(Report {
         tenant: tenant.clone(),
         tier: loc.tier,

@@ -196,8 +196,8 @@ pub fn plan(specs: &[TenantSpec], observed: &Observed, ns: &Namespace, database:
                 tier: spec.tier,
                 action: Action::Blocked(format!(
                     "the manifest says tier `{}` but the tenant lives in tier `{}`; moving tiers is a separate \
-                     command (`tenantctl move`), not yet available",
-                    spec.tier, existing.tier
+                     command: `tenantctl move {} --to {}`",
+                    spec.tier, existing.tier, spec.id, spec.tier
                 )),
                 changes: Vec::new(),
             });
@@ -206,26 +206,29 @@ pub fn plan(specs: &[TenantSpec], observed: &Observed, ns: &Namespace, database:
         let mut changes = Vec::new();
         let applied = existing.map_or(0, |e| e.migration_version);
         let pending = |from: i32| TENANT_MIGRATIONS.iter().filter(move |m| m.version > from);
+        // Every tier: the tenant's own password and login role.
+        if !observed.secrets.contains(&spec.id) {
+            let op = if existing.is_some() {
+                Op::Update
+            } else {
+                Op::Create
+            };
+            let detail =
+                existing.map(|_| "missing from the secret store; a new password is set".to_owned());
+            changes.push(change(
+                op,
+                "secret",
+                format!("tenants/{}/db-password", spec.id),
+                detail,
+            ));
+        }
+        if !observed.roles.contains(&role) {
+            let detail =
+                (spec.tier == Tier::Pool).then(|| format!("member of `{}`", ns.pool_role()));
+            changes.push(change(Op::Create, "role", role, detail));
+        }
         match spec.tier {
             Tier::Schema | Tier::Dedicated => {
-                if !observed.secrets.contains(&spec.id) {
-                    let op = if existing.is_some() {
-                        Op::Update
-                    } else {
-                        Op::Create
-                    };
-                    let detail = existing
-                        .map(|_| "missing from the secret store; a new password is set".to_owned());
-                    changes.push(change(
-                        op,
-                        "secret",
-                        format!("tenants/{}/db-password", spec.id),
-                        detail,
-                    ));
-                }
-                if !observed.roles.contains(&role) {
-                    changes.push(change(Op::Create, "role", role, None));
-                }
                 if spec.tier == Tier::Dedicated {
                     let database = ns.tenant_database(&spec.id);
                     if !observed.databases.contains(&database) {
@@ -244,20 +247,12 @@ pub fn plan(specs: &[TenantSpec], observed: &Observed, ns: &Namespace, database:
                 }
             }
             Tier::Pool => {
-                if !observed.pool_secret {
-                    changes.push(change(
-                        Op::Create,
-                        "secret",
-                        "platform/db/pool-password",
-                        None,
-                    ));
-                }
                 if !observed.roles.contains(&ns.pool_role()) {
                     changes.push(change(
                         Op::Create,
                         "role",
                         ns.pool_role(),
-                        Some("shared by pool tenants".into()),
+                        Some("group holding the pool grants (NOLOGIN)".into()),
                     ));
                 }
                 if !observed.schemas.contains("pool") {
@@ -460,7 +455,8 @@ mod tests {
         assert_eq!(
             resources,
             [
-                &["secret", "role", "schema"][..],
+                // the tenant's own role, then the pool group
+                &["secret", "role", "role", "schema"][..],
                 &vec!["migration"; TENANT_MIGRATIONS.len()],
                 &["registry"]
             ]

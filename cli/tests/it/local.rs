@@ -122,7 +122,7 @@ async fn a_changed_manifest_updates_only_the_registry() {
 
 #[tokio::test]
 async fn tenant_a_role_cannot_reach_tenant_b_schema_or_the_control_plane() {
-    // security-cases.md case 46 (schema tier) and case 59 (ledger is append-only for the app role).
+    // docs/security.md case 46 (schema tier) and case 59 (ledger is append-only for the app role).
     let target = cli::testing::deployment();
     apply_all(&target, &examples()).await;
     let acme = connect_as_tenant(&target, "acme").await;
@@ -150,7 +150,7 @@ async fn tenant_a_role_cannot_reach_tenant_b_schema_or_the_control_plane() {
     // The role's search path is pinned to its own schema.
     let row = acme.query_one("SHOW search_path", &[]).await.unwrap();
     assert_eq!(row.get::<_, String>(0), "t_acme");
-    // And its attributes are the minimal ones (security-cases.md case 34).
+    // And its attributes are the minimal ones (docs/security.md case 34).
     let admin = target.admin().await.unwrap();
     let role = target
         .namespace
@@ -288,7 +288,7 @@ async fn kill_9_in_the_middle_of_an_apply_leaves_nothing_half_applied_and_a_reru
 
 #[tokio::test]
 async fn apply_refuses_to_continue_with_a_tenant_role_that_gained_bypassrls() {
-    // security-cases.md case 34: a tenant role with a dangerous attribute is never silently accepted.
+    // docs/security.md case 34: a tenant role with a dangerous attribute is never silently accepted.
     let target = cli::testing::deployment();
     let mut specs = examples();
     apply_all(&target, &specs).await;

@@ -223,19 +223,22 @@ pub struct KeyCache {
     config: JwksCacheConfig,
     state: RwLock<KeySet>,
     last_on_demand: Mutex<Option<Instant>>,
-    client: reqwest::Client,
+    /// The HTTP client with the redirect policy and timeouts; `None` only for a fixed key set, which
+    /// never fetches.
+    client: Option<reqwest::Client>,
     pub stats: FetchStats,
 }
 
 impl KeyCache {
-    /// A cache that has fetched nothing yet.
+    /// A cache that has fetched nothing yet. Fails when its HTTP client cannot be built: a cache must
+    /// never fetch keys without its redirect policy and timeouts (issue 9 item 8).
     pub fn new(
         issuer: &str,
         source: JwksSource,
         allowed: &[Alg],
         config: JwksCacheConfig,
         allow_loopback_http: bool,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let policy = reqwest::redirect::Policy::custom(move |attempt| {
             // Follow at most 3 redirects, only on the same host and never down to plain http
             // (except loopback http when the issuer allows it).
@@ -256,7 +259,23 @@ impl KeyCache {
             .connect_timeout(Duration::from_millis(config.timeout_ms))
             .redirect(policy)
             .build()
-            .unwrap_or_default();
+            .map_err(|e| format!("issuer `{issuer}`: cannot build the JWKS HTTP client: {e}"))?;
+        Ok(Self::with_client(
+            issuer,
+            source,
+            allowed,
+            config,
+            Some(client),
+        ))
+    }
+
+    fn with_client(
+        issuer: &str,
+        source: JwksSource,
+        allowed: &[Alg],
+        config: JwksCacheConfig,
+        client: Option<reqwest::Client>,
+    ) -> Self {
         Self {
             issuer: issuer.to_owned(),
             source,
@@ -271,7 +290,7 @@ impl KeyCache {
 
     /// A cache over fixed keys that never fetches (tests and benchmarks).
     pub fn fixed(keys: HashMap<String, Arc<Jwk>>) -> Self {
-        let cache = Self::new(
+        let cache = Self::with_client(
             "fixed",
             JwksSource::File(PathBuf::new()),
             &[Alg::RS256, Alg::ES256],
@@ -281,7 +300,7 @@ impl KeyCache {
                 max_stale_secs: u64::MAX / 4,
                 ..JwksCacheConfig::default()
             },
-            false,
+            None,
         );
         if let Ok(mut s) = cache.state.write() {
             *s = KeySet {
@@ -304,8 +323,11 @@ impl KeyCache {
                     })?
             }
             JwksSource::Url(url) => {
-                let mut resp = self
+                let client = self
                     .client
+                    .as_ref()
+                    .ok_or_else(|| JwksError::Fetch("no HTTP client (a fixed key set)".into()))?;
+                let mut resp = client
                     .get(url)
                     .header(
                         http::header::ACCEPT,
@@ -429,7 +451,7 @@ mod tests {
 
     #[test]
     fn keeps_only_keys_the_issuer_may_use() {
-        // security-cases.md case 25.
+        // docs/security.md case 25.
         let signer = crate::auth::signer::DevSigner::generate().unwrap();
         let good = signer.jwks()["keys"][0].clone();
         let n1024 = URL_SAFE_NO_PAD.encode([0xC5u8; 128]);

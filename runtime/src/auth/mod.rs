@@ -123,7 +123,7 @@ impl Authenticator {
                 &config.algorithms,
                 config.jwks_cache.clone(),
                 config.allow_loopback_http,
-            ));
+            )?);
             if let Err(e) = keys.refresh().await {
                 tracing::error!(issuer = %config.name, error = %e, "no keys for this issuer yet; its tokens are refused until a fetch succeeds");
             }
@@ -316,6 +316,10 @@ fn bind_tenant(
     let value = jwt::claim_at(&claims.all, &issuer.tenant_claim).ok_or(DenyReason::BadClaims)?;
     let raw = value.as_str().ok_or(DenyReason::BadClaims)?;
     let id = TenantId::parse(raw).map_err(|_| DenyReason::BadClaims)?;
+    // A registry copy older than its bound may be serving a tenant suspended since: fail closed.
+    if directory.is_stale() {
+        return Err(DenyReason::RegistryUnavailable);
+    }
     let record = directory.get(&id).ok_or(DenyReason::UnknownTenant)?;
     if record.identity.issuer != issuer.name {
         return Err(DenyReason::TenantIssuerMismatch);
@@ -362,8 +366,21 @@ fn bearer_token<'h>(headers: &'h HeaderMap, query: Option<&str>) -> Result<&'h s
     }) {
         return Err(DenyReason::MultipleTokens);
     }
+    // A token in a cookie is never a credential, and next to a bearer header it is a second token.
+    let cookie_token = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .any(|pair| {
+            pair.split_once('=')
+                .is_some_and(|(_, v)| looks_like_jwt(v.trim()))
+        });
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let value = values.next().ok_or(DenyReason::MissingToken)?;
+    if cookie_token {
+        return Err(DenyReason::MultipleTokens);
+    }
     if values.next().is_some() {
         return Err(DenyReason::MultipleTokens);
     }
@@ -376,6 +393,18 @@ fn bearer_token<'h>(headers: &'h HeaderMap, query: Option<&str>) -> Result<&'h s
         return Err(DenyReason::Malformed);
     }
     Ok(token)
+}
+
+/// Three non-empty base64url segments, the first starting as a JSON object does (`eyJ`).
+fn looks_like_jwt(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('.').collect();
+    parts.len() == 3
+        && parts[0].starts_with("eyJ")
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// The verified caller: tenant (with its registry record), subject, issuer and permissions.

@@ -130,7 +130,7 @@ mod tests {
 
     #[test]
     fn resolves_only_inside_the_policy() {
-        // security-cases.md case 54: aliases, case variants and provider prefixes never widen the policy.
+        // docs/security.md case 54: aliases, case variants and provider prefixes never widen the policy.
         check("mock-small", Ok("mock-small"));
         check("fast", Ok("mock-small"));
         check("default", Ok("mock-small"));

@@ -97,7 +97,7 @@ async fn a_streamed_completion_sends_sse_chunks_ending_in_done_and_leaves_one_le
 
 #[tokio::test]
 async fn a_tenant_sees_only_its_own_usage_whatever_it_sends() {
-    // security-cases.md cases 28/29/59: identity comes from the token only.
+    // docs/security.md cases 28/29/59: identity comes from the token only.
     let s = serve_examples().await;
     let acme = s.token("acme");
     let globex = s.token("globex");
@@ -156,7 +156,7 @@ async fn a_tenant_sees_only_its_own_usage_whatever_it_sends() {
 
 #[tokio::test]
 async fn a_model_outside_the_policy_is_refused_with_403_and_no_ledger_row() {
-    // security-cases.md cases 53/54.
+    // docs/security.md cases 53/54.
     let s = serve_examples().await;
     let globex = s.token("globex");
     for model in [
@@ -253,7 +253,7 @@ async fn the_official_openai_python_sdk_works_as_a_client() {
 
 #[tokio::test]
 async fn a_suspended_tenant_is_refused_once_the_registry_says_so() {
-    // security-cases.md case 15: never a default tenant, and suspension takes effect without a restart.
+    // docs/security.md case 15: never a default tenant, and suspension takes effect without a restart.
     let s = serve_examples().await;
     let token = s.token("globex");
     let models = |t: String| {
@@ -283,5 +283,63 @@ async fn a_suspended_tenant_is_refused_once_the_registry_says_so() {
         200,
         "other tenants are unaffected"
     );
+    s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_runtime_closes_when_it_cannot_read_the_registry_for_longer_than_its_bound() {
+    // Issue 9 item 3: registry refresh fails closed. With its read revoked the runtime serves from its
+    // last good copy only up to `registry_max_stale_secs` (6 s under `tenantctl serve`, refreshing
+    // every 2 s), then answers 503 with Retry-After; once the read is back it serves again.
+    let s = serve_examples().await;
+    let status = || {
+        let (http, url, token) = (
+            s.http.clone(),
+            format!("{}/v1/models", s.base),
+            s.token("acme"),
+        );
+        async move { http.get(url).bearer_auth(token).send().await.unwrap() }
+    };
+    assert_eq!(status().await.status(), 200);
+    let admin = s.target.admin().await.unwrap();
+    let runtime_role = s.target.namespace.runtime_role();
+    admin
+        .batch_execute(&format!(
+            "REVOKE SELECT ON control.tenants FROM \"{runtime_role}\""
+        ))
+        .await
+        .unwrap();
+    let revoked = std::time::Instant::now();
+    let closed = loop {
+        let r = status().await;
+        if r.status() == 503 {
+            break r;
+        }
+        assert_eq!(r.status(), 200, "served from the last good copy until then");
+        assert!(
+            revoked.elapsed() < std::time::Duration::from_secs(20),
+            "the runtime kept serving without a registry"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(
+        revoked.elapsed() >= std::time::Duration::from_secs(4),
+        "closed only after the last good copy aged past its bound (elapsed {:?})",
+        revoked.elapsed()
+    );
+    assert_eq!(closed.headers()["retry-after"], "5");
+    let body: Value = closed.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "registry_unavailable", "{body}");
+    admin
+        .batch_execute(&format!(
+            "GRANT SELECT ON control.tenants TO \"{runtime_role}\""
+        ))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while status().await.status() != 200 {
+        assert!(std::time::Instant::now() < deadline, "never reopened");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     s.running.stop().await.unwrap();
 }

@@ -1,4 +1,4 @@
-//! The edge-authentication table (issue 2; security-cases.md section A): each hostile request is
+//! The edge-authentication table (issue 2; docs/security.md section A): each hostile request is
 //! refused with 401 before any handler runs, with zero tenant-database statements and no ledger row.
 
 use aws_lc_rs::hmac;
@@ -51,6 +51,10 @@ enum Cred {
     Bearer(String),
     TwoBearers(String, String),
     BearerAndQuery(String),
+    /// A bearer header and a token in a cookie.
+    BearerAndCookie(String, String),
+    /// Only a cookie carrying a token.
+    Cookie(String),
 }
 
 async fn send(s: &Served, path: &str, cred: &Cred) -> reqwest::StatusCode {
@@ -84,6 +88,12 @@ async fn send(s: &Served, path: &str, cred: &Cred) -> reqwest::StatusCode {
                 .header("authorization", format!("Bearer {a}"))
                 .header("authorization", format!("Bearer {b}"))
         }
+        Cred::BearerAndCookie(a, b) => {
+            req = req
+                .bearer_auth(a)
+                .header("cookie", format!("theme=dark; access_token={b}"))
+        }
+        Cred::Cookie(t) => req = req.header("cookie", format!("session={t}")),
     }
     req.send().await.unwrap().status()
 }
@@ -361,6 +371,14 @@ async fn every_hostile_token_is_refused_with_401_and_no_side_effect() {
         (
             "case 17: header plus query token",
             Cred::BearerAndQuery(good.clone()),
+        ),
+        (
+            "case 17: header plus a token in a cookie",
+            Cred::BearerAndCookie(good.clone(), other_good.clone()),
+        ),
+        (
+            "case 17: a valid token in a cookie only",
+            Cred::Cookie(good.clone()),
         ),
         (
             "case 18: 64 KB token",

@@ -357,7 +357,7 @@ async fn onboard_reapply_update_drift_and_offboard_on_moto() {
 
 #[tokio::test]
 async fn bad_input_fails_before_any_aws_call() {
-    // security-cases.md case 63: a malformed manifest, a bad tenant id, or an unknown tenant is refused
+    // docs/security.md case 63: a malformed manifest, a bad tenant id, or an unknown tenant is refused
     // before any AWS (or database) call. Every AWS call would go to a listener that counts them.
     let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let trap_url = format!("http://{}", trap.local_addr().unwrap());

@@ -1,4 +1,4 @@
-//! The JWKS lifecycle (issue 3; security-cases.md section B, cases 20-27), against a real JWKS endpoint
+//! The JWKS lifecycle (issue 3; docs/security.md section B, cases 20-27), against a real JWKS endpoint
 //! on loopback whose answers the test controls and whose requests it counts.
 
 use std::time::Duration;

@@ -449,8 +449,8 @@ async fn the_tenant_stack_configures_a_single_tenant_lambda_that_reaches_its_dat
     // The runtime configuration the tenant template renders (TENANT_RUNTIME_CONFIG_JSON) starts the real
     // Lambda binary as a single-tenant deployment: no control-plane credential (case 64), pinned to its
     // tenant behind the gateway's authorizer, its data reached as the tenant's database user with an RDS
-    // IAM token over verified TLS; for the schema tier and for the pool tier (whose shared password the
-    // function could not read). A TLS-only cluster stands in for RDS (`hostssl ... trust`: the token
+    // IAM token over verified TLS; for the schema tier and for the pool tier (which has its own login
+    // role too, so its IAM policy names only that user). A TLS-only cluster stands in for RDS (`hostssl ... trust`: the token
     // itself is proven equal to botocore's in rds_iam.rs); only the host, port, CA path and the dev
     // issuer's JWKS address are changed from what the template says.
     let s = serve_examples().await;
@@ -509,7 +509,7 @@ async fn the_tenant_stack_configures_a_single_tenant_lambda_that_reaches_its_dat
         // No secret store is reachable: the function must need none to serve its tenant.
         let empty = tempfile::tempdir().unwrap();
         cfg["secret_store"] = json!("local");
-        cfg["secrets_dir"] = json!(empty.path());
+        cfg["secrets_dir"] = json!(empty.path().join("store"));
 
         let acme = s.token("acme");
         let globex = s.token("globex");
@@ -550,10 +550,10 @@ async fn the_tenant_stack_configures_a_single_tenant_lambda_that_reaches_its_dat
 }
 
 #[tokio::test]
-async fn a_single_tenant_deployment_must_be_pinned_to_its_tenant_and_cannot_be_pool_tier() {
+async fn a_single_tenant_deployment_must_be_pinned_to_its_tenant() {
     let platform = cli::platform::Platform::builtin();
     let ns = runtime::domain::Namespace::parse("pinning").unwrap();
-    let mut spec = cli::manifest::TenantSpec::from_file(
+    let spec = cli::manifest::TenantSpec::from_file(
         &cli::testing::repo_root().join("tenants/acme.yaml"),
         &platform,
     )
@@ -568,7 +568,7 @@ async fn a_single_tenant_deployment_must_be_pinned_to_its_tenant_and_cannot_be_p
             tls_ca: None,
             iam_auth: false,
         },
-        secrets_dir: dir.path().to_path_buf(),
+        secrets_dir: dir.path().join("store"),
         secret_store: runtime::server::SecretStoreKind::Local,
         issuers: vec![],
         deployment: runtime::auth::DeploymentPolicy {
@@ -576,6 +576,9 @@ async fn a_single_tenant_deployment_must_be_pinned_to_its_tenant_and_cannot_be_p
             require_gateway_authorizer: true,
         },
         registry_refresh_secs: 5,
+        registry_max_stale_secs: 30,
+        max_connections_per_tenant: 4,
+        max_in_flight_per_tenant: 32,
         tenant: Some(cli::aws::tenant_record(spec, &ns)),
     };
     let err = runtime::AppState::from_config(&config(&spec, "globex"))
@@ -584,11 +587,4 @@ async fn a_single_tenant_deployment_must_be_pinned_to_its_tenant_and_cannot_be_p
         .unwrap()
         .to_string();
     assert!(err.contains("pinned"), "{err}");
-    spec.tier = runtime::domain::Tier::Pool;
-    let err = runtime::AppState::from_config(&config(&spec, "acme"))
-        .await
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("pool-tier"), "{err}");
 }

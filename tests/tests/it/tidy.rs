@@ -69,10 +69,77 @@ fn runtime_never_depends_on_cli() {
     }
 }
 
+/// SQL in this codebase is written with uppercase keywords.
+const SQL_KEYWORDS: &[&str] = &[
+    "SELECT ",
+    "INSERT INTO",
+    "DELETE FROM",
+    "UPDATE ",
+    "CREATE TABLE",
+    "CREATE ROLE",
+    "CREATE SCHEMA",
+    "CREATE DATABASE",
+    "ALTER ROLE",
+    "ALTER TABLE",
+    "GRANT ",
+    "REVOKE ",
+    "DROP ",
+    "SET ROLE",
+];
+
+/// The 1-based lines where a `format!`, `write!` or `writeln!` invocation, over however many lines it
+/// spans, has SQL in it.
+fn sql_built_with_format(text: &str) -> Vec<usize> {
+    let mut found = Vec::new();
+    for mac in ["format!(", "write!(", "writeln!("] {
+        let mut from = 0;
+        while let Some(at) = text[from..].find(mac).map(|i| i + from) {
+            from = at + mac.len();
+            // The invocation runs to the parenthesis that closes it (string literals skipped).
+            let (mut depth, mut in_str, mut escaped, mut end) = (1usize, false, false, text.len());
+            for (i, c) in text[from..].char_indices() {
+                match (in_str, escaped, c) {
+                    (true, true, _) => escaped = false,
+                    (true, false, '\\') => escaped = true,
+                    (_, false, '"') => in_str = !in_str,
+                    (false, _, '(') => depth += 1,
+                    (false, _, ')') => {
+                        depth -= 1;
+                        if depth == 0 {
+                            end = from + i;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let span = &text[at..end];
+            if SQL_KEYWORDS.iter().any(|k| span.contains(k)) {
+                found.push(text[..at].lines().count().max(1));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_format_check_sees_sql_across_lines_and_nothing_else() {
+    let one_line = "let q = format!(\"SELECT * FROM {t}\");";
+    let multi = "let q = format!(\n    \"SELECT count(*) \\\n     FROM {}\",\n    table\n);";
+    let nested = "let q = format!(\"{}\", inner(\"x\")) + &format!(\n  \"DROP TABLE {}\", name);";
+    let harmless = "let m = format!(\"tenant `{}` has no role (select one)\", id);";
+    assert_eq!(sql_built_with_format(one_line), vec![1]);
+    assert_eq!(sql_built_with_format(multi), vec![1]);
+    assert_eq!(sql_built_with_format(nested), vec![1]);
+    assert!(sql_built_with_format(harmless).is_empty());
+}
+
 #[test]
 fn no_sql_is_built_with_format_outside_the_quoting_module() {
     // Invariant: SQL is static text with bind parameters; identifiers go through `sql::quote_ident`.
+    // Issue 9 item 9: a `format!` spread over several lines is caught too.
     let allowed = ["cli/src/sql.rs", "cli/src/provision/mod.rs"];
+    let mut offenders = Vec::new();
     for f in rust_files() {
         let rel = f
             .strip_prefix(cli::testing::repo_root())
@@ -84,31 +151,16 @@ fn no_sql_is_built_with_format_outside_the_quoting_module() {
             continue;
         }
         let text = std::fs::read_to_string(&f).unwrap();
-        for (i, line) in text.lines().enumerate() {
-            // SQL in this codebase is written with uppercase keywords.
-            let sqlish = [
-                "SELECT ",
-                "INSERT INTO",
-                "DELETE FROM",
-                "UPDATE ",
-                "CREATE TABLE",
-                "CREATE ROLE",
-                "CREATE SCHEMA",
-                "CREATE DATABASE",
-                "ALTER ROLE",
-                "ALTER TABLE",
-                "GRANT ",
-                "DROP ",
-            ]
-            .iter()
-            .any(|k| line.contains(k));
-            assert!(
-                !(sqlish && line.contains("format!(")),
-                "{rel}:{}: SQL built with format!",
-                i + 1
-            );
-        }
+        offenders.extend(
+            sql_built_with_format(&text)
+                .into_iter()
+                .map(|line| format!("{rel}:{line}")),
+        );
     }
+    assert!(
+        offenders.is_empty(),
+        "SQL built with format!: {offenders:?}"
+    );
 }
 
 #[test]

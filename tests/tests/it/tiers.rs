@@ -1,4 +1,4 @@
-//! The three isolation tiers (issue 4; security-cases.md section D): the foundation's API tests run
+//! The three isolation tiers (issue 4; docs/security.md section D): the foundation's API tests run
 //! against every tier, tiers mix in one deployment, the pool tier's row-level security holds when the
 //! application forgets its filter, connections never carry a tenant to the next checkout, the catalog
 //! has forced RLS everywhere, and the runtime refuses dangerous roles at startup.
@@ -110,18 +110,20 @@ async fn tiers_mix_in_one_deployment_and_a_second_apply_changes_nothing() {
     s.running.stop().await.unwrap();
 }
 
-/// Connects as the pool role, with its password from the secret store.
-async fn pool_client(s: &Served) -> tokio_postgres::Client {
+/// Connects as `tenant`'s own login role (on the pool tier, a member of the pool group), with its
+/// password from the secret store: what code running with that tenant's credentials can do.
+async fn tenant_client(s: &Served, tenant: &str) -> tokio_postgres::Client {
+    let id = TenantId::parse(tenant).unwrap();
     let password = s
         .target
         .secrets
-        .get(&SecretName::platform("db/pool-password").unwrap())
+        .get(&SecretName::for_tenant(&id, "db-password").unwrap())
         .await
         .unwrap();
     let mut config = s
         .target
         .endpoint
-        .config(&s.target.namespace.pool_role(), "test");
+        .config(&s.target.namespace.tenant_role(&id), "test");
     config.password(password.expose_secret().as_bytes());
     let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
@@ -178,11 +180,12 @@ fn insert_row(tenant: &str) -> String {
 #[tokio::test]
 async fn pool_tier_row_level_security_holds_when_the_application_forgets_its_filter() {
     let s = serve_with(Platform::builtin(), tier(Tier::Pool)).await;
-    let c = pool_client(&s).await;
+    let c = tenant_client(&s, "acme").await;
+    let g = tenant_client(&s, "globex").await;
     for _ in 0..3 {
         as_tenant(&c, "acme", &insert_row("acme")).await.unwrap();
     }
-    as_tenant(&c, "globex", &insert_row("globex"))
+    as_tenant(&g, "globex", &insert_row("globex"))
         .await
         .unwrap();
 
@@ -224,6 +227,30 @@ async fn pool_tier_row_level_security_holds_when_the_application_forgets_its_fil
     assert!(!carries_tenant(&c).await);
     assert_eq!(count(&c).await, 0);
 
+    // case 43 with the functions a tenant already has: a filter that would fail on another tenant's row
+    // (division by zero, a cast of its id) runs only after the policy, so it neither fails nor echoes
+    // globex's values.
+    let probe = as_tenant(
+        &c,
+        "acme",
+        "SELECT count(*) FROM usage_ledger WHERE 1 / (CASE WHEN tenant_id = 'globex' THEN 0 ELSE 1 END) = 1",
+    )
+    .await
+    .expect("the leaky filter never sees globex's row");
+    assert_eq!(probe[0].get::<_, i64>(0), 3);
+    let err = as_tenant(
+        &c,
+        "acme",
+        "SELECT count(*) FROM usage_ledger WHERE tenant_id::int > 0",
+    )
+    .await
+    .expect_err("acme's own id is not a number");
+    let shown = format!("{err:?}");
+    assert!(
+        shown.contains("acme") && !shown.contains("globex"),
+        "{shown}"
+    );
+
     // cases 39, 40, 43: writes into another tenant, destructive statements, leaky functions.
     let denied: Vec<(&str, String, &[&str])> = vec![
         ("case 39: insert a row for another tenant", insert_row("globex"), &["42501"]),
@@ -250,10 +277,106 @@ async fn pool_tier_row_level_security_holds_when_the_application_forgets_its_fil
 }
 
 #[tokio::test]
+async fn code_running_as_one_pool_tenant_cannot_reach_another_by_changing_the_setting() {
+    // Issue 9 item 1: the fence does not rest on a setting the session controls. Logged in as acme's
+    // own pool role, the code sets `app.tenant_id` to globex by hand (transaction-local and
+    // session-level), claims to be the group, or tries globex's role: zero rows of globex, no insert.
+    let s = serve_with(Platform::builtin(), tier(Tier::Pool)).await;
+    let g = tenant_client(&s, "globex").await;
+    for _ in 0..2 {
+        as_tenant(&g, "globex", &insert_row("globex"))
+            .await
+            .unwrap();
+    }
+    let c = tenant_client(&s, "acme").await;
+    as_tenant(&c, "acme", &insert_row("acme")).await.unwrap();
+    let visible = |rows: Vec<tokio_postgres::Row>| rows[0].get::<_, i64>(0);
+    assert_eq!(
+        visible(
+            as_tenant(&c, "globex", "SELECT count(*) FROM usage_ledger")
+                .await
+                .unwrap()
+        ),
+        0,
+        "setting the tenant to globex shows none of globex's rows"
+    );
+    assert_eq!(
+        visible(
+            as_tenant(
+                &c,
+                "globex",
+                "SELECT count(*) FROM usage_ledger WHERE tenant_id = 'globex'"
+            )
+            .await
+            .unwrap()
+        ),
+        0
+    );
+    let err = as_tenant(&c, "globex", &insert_row("globex"))
+        .await
+        .expect_err("acme's role cannot insert as globex even with the setting saying globex");
+    assert_eq!(code(&err), "42501", "{err}");
+    // A session-level setting of globex does no better.
+    c.batch_execute("SET app.tenant_id = 'globex'")
+        .await
+        .unwrap();
+    assert_eq!(count(&c).await, 0);
+    c.batch_execute("RESET app.tenant_id").await.unwrap();
+    // Becoming the group that holds the grants matches no row at all; becoming globex is refused.
+    let group = s.target.namespace.pool_role();
+    c.batch_execute(&format!("SET ROLE \"{group}\""))
+        .await
+        .unwrap();
+    assert_eq!(
+        visible(
+            as_tenant(&c, "globex", "SELECT count(*) FROM usage_ledger")
+                .await
+                .unwrap()
+        ),
+        0,
+        "as the group"
+    );
+    assert_eq!(
+        visible(
+            as_tenant(&c, "acme", "SELECT count(*) FROM usage_ledger")
+                .await
+                .unwrap()
+        ),
+        0,
+        "as the group, not even acme's rows"
+    );
+    c.batch_execute("RESET ROLE").await.unwrap();
+    let globex_role = s
+        .target
+        .namespace
+        .tenant_role(&TenantId::parse("globex").unwrap());
+    let err = c
+        .batch_execute(&format!("SET ROLE \"{globex_role}\""))
+        .await
+        .expect_err("acme's role is not a member of globex's");
+    assert_eq!(code(&err), "42501", "{err}");
+    // The setting stays a second check that must agree: acme's role with no setting sees nothing.
+    assert_eq!(count(&c).await, 0);
+    assert_eq!(
+        visible(
+            as_tenant(&c, "acme", "SELECT count(*) FROM usage_ledger")
+                .await
+                .unwrap()
+        ),
+        1
+    );
+    assert_eq!(s.ledger_rows("globex").await, 2, "globex untouched");
+    s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn nothing_tenant_a_does_returns_or_modifies_tenant_b_rows() {
     // A property over random tenants and random operations, with a fixed seed so failures replay.
     let s = serve_with(Platform::builtin(), tier(Tier::Pool)).await;
-    let c = pool_client(&s).await;
+    let clients = [
+        tenant_client(&s, "acme").await,
+        tenant_client(&s, "globex").await,
+    ];
     let tenants = ["acme", "globex"];
     let mut expected = [0i64, 0i64];
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -266,15 +389,23 @@ async fn nothing_tenant_a_does_returns_or_modifies_tenant_b_rows() {
     for step in 0..300 {
         let a = (next() % 2) as usize;
         let b = 1 - a;
+        // Tenant a's code claims a tenant in its setting: usually its own, sometimes b's.
+        let claimed = if next() % 4 == 0 { b } else { a };
+        let c = &clients[a];
         match next() % 5 {
             0 | 1 => {
-                as_tenant(&c, tenants[a], &insert_row(tenants[a]))
-                    .await
-                    .unwrap();
-                expected[a] += 1;
+                let inserted = as_tenant(c, tenants[claimed], &insert_row(tenants[a])).await;
+                assert_eq!(
+                    inserted.is_ok(),
+                    claimed == a,
+                    "step {step}: the setting must agree"
+                );
+                if claimed == a {
+                    expected[a] += 1;
+                }
             }
             2 => {
-                let err = as_tenant(&c, tenants[a], &insert_row(tenants[b])).await;
+                let err = as_tenant(c, tenants[claimed], &insert_row(tenants[b])).await;
                 assert!(
                     err.is_err(),
                     "step {step}: {} wrote a row for {}",
@@ -284,8 +415,8 @@ async fn nothing_tenant_a_does_returns_or_modifies_tenant_b_rows() {
             }
             3 => {
                 let rows = as_tenant(
-                    &c,
-                    tenants[a],
+                    c,
+                    tenants[claimed],
                     &format!(
                         "SELECT count(*) FROM usage_ledger WHERE tenant_id = '{}'",
                         tenants[b]
@@ -302,14 +433,15 @@ async fn nothing_tenant_a_does_returns_or_modifies_tenant_b_rows() {
                 );
             }
             _ => {
-                let rows = as_tenant(&c, tenants[a], "SELECT tenant_id FROM usage_ledger")
+                let rows = as_tenant(c, tenants[claimed], "SELECT tenant_id FROM usage_ledger")
                     .await
                     .unwrap();
                 assert!(
                     rows.iter().all(|r| r.get::<_, &str>(0) == tenants[a]),
                     "step {step}"
                 );
-                assert_eq!(rows.len() as i64, expected[a], "step {step}");
+                let want = if claimed == a { expected[a] } else { 0 };
+                assert_eq!(rows.len() as i64, want, "step {step}");
             }
         }
     }
@@ -322,7 +454,7 @@ async fn nothing_tenant_a_does_returns_or_modifies_tenant_b_rows() {
 
 #[tokio::test]
 async fn the_catalog_has_forced_rls_and_policies_on_every_pool_table() {
-    // security-cases.md case 35.
+    // docs/security.md case 35.
     let s = serve_with(Platform::builtin(), tier(Tier::Pool)).await;
     let admin = s.target.admin().await.unwrap();
     let tables = admin
@@ -348,6 +480,54 @@ async fn the_catalog_has_forced_rls_and_policies_on_every_pool_table() {
             "{name}: needs a policy with USING and WITH CHECK"
         );
     }
+    // Issue 9 item 9: not only that a condition exists, but exactly which: every policy on every pool
+    // table, its command, the roles it applies to and both expressions, as Postgres deparses them.
+    let ns = &s.target.namespace;
+    let tenant_fence = format!(
+        "((CURRENT_USER = (('{}'::text || replace(tenant_id, '-'::text, '_'::text)))::name) AND (tenant_id = current_setting('app.tenant_id'::text, true)))",
+        ns.tenant_role_prefix()
+    );
+    let maintenance_fence = "(tenant_id = current_setting('app.tenant_id'::text, true))".to_owned();
+    // (table, policy, command, permissive, roles, USING, WITH CHECK)
+    type Policy = (String, String, String, bool, Vec<String>, String, String);
+    let policies: Vec<Policy> = admin
+        .query(
+            "SELECT c.relname::text, p.polname::text, p.polcmd::text, p.polpermissive, \
+                    ARRAY(SELECT r.rolname::text FROM pg_roles r WHERE r.oid = ANY (p.polroles) ORDER BY 1), \
+                    coalesce(pg_get_expr(p.polqual, p.polrelid), ''), coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '') \
+               FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE n.nspname = 'pool' ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)))
+        .collect();
+    let mut expected = Vec::new();
+    for t in &tables {
+        let table: String = t.get(0);
+        expected.push((
+            table.clone(),
+            "tenant_isolation".to_owned(),
+            "*".to_owned(),
+            true,
+            vec![ns.pool_role()],
+            tenant_fence.clone(),
+            tenant_fence.clone(),
+        ));
+        expected.push((
+            table,
+            "tenant_maintenance".to_owned(),
+            "*".to_owned(),
+            true,
+            vec![ns.migrator_role()],
+            maintenance_fence.clone(),
+            maintenance_fence.clone(),
+        ));
+    }
+    expected.sort();
+    assert_eq!(policies, expected, "the pool's policies, exactly");
     let unsafe_views: i64 = admin
         .query_one(
             "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -416,14 +596,40 @@ async fn the_catalog_has_forced_rls_and_policies_on_every_pool_table() {
 
 #[tokio::test]
 async fn the_runtime_refuses_to_start_with_a_dangerous_role_and_says_which() {
-    // security-cases.md case 34.
+    // docs/security.md case 34.
     let s = serve_with(Platform::builtin(), tier(Tier::Pool)).await;
     let idp = s.running_idp();
     s.running.stop().await.unwrap();
     let admin = s.target.admin().await.unwrap();
     let pool = s.target.namespace.pool_role();
     let runtime_role = s.target.namespace.runtime_role();
+    // A role that holds pg_read_all_data, so membership in it reaches that role transitively.
+    let middle = format!("{}_middle", s.target.namespace);
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE \"{middle}\" NOLOGIN; GRANT pg_read_all_data TO \"{middle}\""
+        ))
+        .await
+        .unwrap();
     let cases: Vec<(&str, String, String, &str)> = vec![
+        (
+            "pool group can log in again",
+            format!("ALTER ROLE \"{pool}\" LOGIN"),
+            format!("ALTER ROLE \"{pool}\" NOLOGIN"),
+            "LOGIN",
+        ),
+        (
+            "runtime role in pg_signal_backend",
+            format!("GRANT pg_signal_backend TO \"{runtime_role}\""),
+            format!("REVOKE pg_signal_backend FROM \"{runtime_role}\""),
+            "membership in pg_signal_backend",
+        ),
+        (
+            "pool group in pg_read_all_data through another role",
+            format!("GRANT \"{middle}\" TO \"{pool}\""),
+            format!("REVOKE \"{middle}\" FROM \"{pool}\""),
+            "membership in pg_read_all_data",
+        ),
         (
             "pool role BYPASSRLS",
             format!("ALTER ROLE \"{pool}\" BYPASSRLS"),
@@ -472,6 +678,9 @@ async fn the_runtime_refuses_to_start_with_a_dangerous_role_and_says_which() {
         issuers: Platform::builtin().runtime_issuers(&cli::devidp::jwks_url(idp)),
         deployment: Default::default(),
         registry_refresh_secs: 5,
+        registry_max_stale_secs: 30,
+        max_connections_per_tenant: 4,
+        max_in_flight_per_tenant: 32,
         tenant: None,
     };
     assert!(
@@ -491,6 +700,63 @@ async fn the_runtime_refuses_to_start_with_a_dangerous_role_and_says_which() {
         runtime::AppState::from_config(&config).await.is_ok(),
         "fixed again"
     );
+}
+
+#[tokio::test]
+async fn a_tenant_role_with_a_membership_it_does_not_need_is_refused_by_the_runtime_and_by_apply() {
+    // Issue 9 item 5: the role-hazard check follows memberships transitively and allows only what
+    // the tier needs (the pool group, `rds_iam`); every tenant pool checks its role before first use.
+    let s = serve_with(Platform::builtin(), tier(Tier::Pool)).await;
+    let admin = s.target.admin().await.unwrap();
+    let ns = s.target.namespace.clone();
+    let acme = TenantId::parse("acme").unwrap();
+    let acme_role = ns.tenant_role(&acme);
+    let globex_role = ns.tenant_role(&TenantId::parse("globex").unwrap());
+    let middle = format!("{ns}_middle2");
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE \"{middle}\" NOLOGIN; GRANT pg_write_all_data TO \"{middle}\""
+        ))
+        .await
+        .unwrap();
+    let record = s.running.state.directory.get(&acme).unwrap();
+    for (granted, hazard) in [
+        (
+            ns.migrator_role(),
+            format!("membership in {}", ns.migrator_role()),
+        ),
+        (globex_role.clone(), format!("membership in {globex_role}")),
+        (
+            "pg_signal_backend".to_owned(),
+            "membership in pg_signal_backend".to_owned(),
+        ),
+        (middle.clone(), "membership in pg_write_all_data".to_owned()),
+    ] {
+        admin
+            .batch_execute(&format!("GRANT \"{granted}\" TO \"{acme_role}\""))
+            .await
+            .unwrap();
+        s.running.state.data.forget(&record).await;
+        assert_eq!(chat(&s, "acme", "mock-small").await, 500, "{granted}");
+        assert_eq!(
+            chat(&s, "globex", "mock-small").await,
+            200,
+            "{granted}: globex unaffected"
+        );
+        let spec = s.specs.iter().find(|x| x.id == acme).unwrap();
+        let mut client = s.target.admin().await.unwrap();
+        let err = cli::provision::apply::converge_tenant(&s.target, &mut client, spec)
+            .await
+            .expect_err("apply refuses the role");
+        assert!(format!("{err:#}").contains(&hazard), "{granted}: {err:#}");
+        admin
+            .batch_execute(&format!("REVOKE \"{granted}\" FROM \"{acme_role}\""))
+            .await
+            .unwrap();
+    }
+    s.running.state.data.forget(&record).await;
+    assert_eq!(chat(&s, "acme", "mock-small").await, 200, "fixed again");
+    s.running.stop().await.unwrap();
 }
 
 /// Both tenants' ledger rows as the export query renders them (for before/after comparisons).
@@ -557,6 +823,22 @@ async fn offboarding_exports_then_deletes_only_that_tenant_on_every_tier() {
             .unwrap()
             .get(0);
         assert_eq!(status, "offboarded", "{t}: kept for finance history");
+        // Every tier: the tenant's own role and its password are gone.
+        let role = s.target.namespace.tenant_role(&acme);
+        let roles: i64 = admin
+            .query_one("SELECT count(*) FROM pg_roles WHERE rolname = $1", &[&role])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(roles, 0, "{t}: the tenant role is dropped");
+        assert!(
+            !s.target
+                .secrets
+                .exists(&SecretName::for_tenant(&acme, "db-password").unwrap())
+                .await
+                .unwrap(),
+            "{t}"
+        );
         match t {
             Tier::Pool => {
                 let left: i64 = admin
@@ -570,13 +852,6 @@ async fn offboarding_exports_then_deletes_only_that_tenant_on_every_tier() {
                 assert_eq!(left, 0);
             }
             Tier::Schema | Tier::Dedicated => {
-                let role = s.target.namespace.tenant_role(&acme);
-                let roles: i64 = admin
-                    .query_one("SELECT count(*) FROM pg_roles WHERE rolname = $1", &[&role])
-                    .await
-                    .unwrap()
-                    .get(0);
-                assert_eq!(roles, 0, "{t}: the tenant role is dropped");
                 let schemas: i64 = admin
                     .query_one(
                         "SELECT count(*) FROM pg_namespace WHERE nspname = 't_acme'",
@@ -594,13 +869,6 @@ async fn offboarding_exports_then_deletes_only_that_tenant_on_every_tier() {
                     .unwrap()
                     .get(0);
                 assert_eq!((schemas, dbs), (0, 0), "{t}");
-                assert!(
-                    !s.target
-                        .secrets
-                        .exists(&SecretName::for_tenant(&acme, "db-password").unwrap())
-                        .await
-                        .unwrap()
-                );
             }
         }
         // The API refuses the tenant once the registry refresh sees it, and still serves globex.
@@ -774,7 +1042,10 @@ async fn start_bouncer(s: &Served) -> Bouncer {
     // PgBouncer authenticates clients with the role's SCRAM verifier and reuses the client's SCRAM
     // proof towards Postgres; no plaintext password is written anywhere.
     let admin = s.target.admin().await.unwrap();
-    let role = s.target.namespace.pool_role();
+    let role = s
+        .target
+        .namespace
+        .tenant_role(&TenantId::parse("acme").unwrap());
     let verifier: String = admin
         .query_one(
             "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
@@ -835,11 +1106,13 @@ async fn start_bouncer(s: &Served) -> Bouncer {
     }
 }
 
+/// A client of acme's pool role through the bouncer.
 async fn bouncer_client(s: &Served, b: &Bouncer) -> tokio_postgres::Client {
+    let acme = TenantId::parse("acme").unwrap();
     let password = s
         .target
         .secrets
-        .get(&SecretName::platform("db/pool-password").unwrap())
+        .get(&SecretName::for_tenant(&acme, "db-password").unwrap())
         .await
         .unwrap();
     let mut config = tokio_postgres::Config::new();
@@ -847,7 +1120,7 @@ async fn bouncer_client(s: &Served, b: &Bouncer) -> tokio_postgres::Client {
         .host("127.0.0.1")
         .port(b.port)
         .dbname(&s.target.endpoint.dbname)
-        .user(s.target.namespace.pool_role())
+        .user(s.target.namespace.tenant_role(&acme))
         .password(password.expose_secret().as_bytes());
     let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
@@ -856,9 +1129,9 @@ async fn bouncer_client(s: &Served, b: &Bouncer) -> tokio_postgres::Client {
 
 #[tokio::test]
 async fn through_pgbouncer_in_transaction_mode_no_tenant_crosses_clients() {
-    // security-cases.md cases 36-38 through PgBouncer (transaction pooling, one shared backend).
+    // docs/security.md cases 36-38 through PgBouncer (transaction pooling, one shared backend).
     let s = serve_with(Platform::builtin(), tier(Tier::Pool)).await;
-    let direct = pool_client(&s).await;
+    let direct = tenant_client(&s, "acme").await;
     for _ in 0..2 {
         as_tenant(&direct, "acme", &insert_row("acme"))
             .await
@@ -935,6 +1208,195 @@ async fn the_runtime_keeps_a_bounded_number_of_connection_pools() {
     assert_eq!(
         (s.ledger_rows("acme").await, s.ledger_rows("globex").await),
         (3, 3)
+    );
+    s.running.stop().await.unwrap();
+}
+
+/// A `Tenant` as the auth layer builds it, from a verified token of `tenant`.
+async fn verified_tenant(s: &Served, tenant: &str) -> runtime::auth::Tenant {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", s.token(tenant)).parse().unwrap(),
+    );
+    s.running
+        .state
+        .auth
+        .authenticate(
+            runtime::auth::Credentials {
+                headers: &headers,
+                query: None,
+                gateway_claims: None,
+            },
+            &s.running.state.directory,
+            tests::now(),
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_real_tenant_handle_leaves_nothing_on_its_pooled_connection_directly_and_through_pgbouncer()
+ {
+    // Issue 9 item 9, cases 37 and 38 with the real `TenantTx` on the pool tier (one connection per
+    // pool, so the next checkout is the same connection; through PgBouncer in transaction mode, the same
+    // server backend): after a commit the connection carries no tenant and no transaction; after a
+    // handle dropped mid-transaction neither. Made session-level (`set_config(.., false)`), the setting
+    // fails the first check; without the discard-on-drop, the open transaction fails the second.
+    let s = serve_with(Platform::builtin(), tier(Tier::Pool)).await;
+    let tenant = verified_tenant(&s, "acme").await;
+    let bouncer = start_bouncer(&s).await;
+    let mut through_bouncer = s.target.endpoint.clone();
+    through_bouncer.host = "127.0.0.1".into();
+    through_bouncer.port = bouncer.port;
+    for (path, endpoint) in [
+        ("direct", s.target.endpoint.clone()),
+        ("through PgBouncer", through_bouncer),
+    ] {
+        let data = runtime::tenancy::DataPlane::new(
+            endpoint,
+            s.target.secrets.clone(),
+            s.target.namespace.clone(),
+        )
+        .with_max_connections_per_tenant(1);
+        let tx = runtime::tenancy::TenantTx::begin(&data, &tenant)
+            .await
+            .unwrap();
+        let row = tx
+            .query(
+                "SELECT pg_backend_pid(), current_setting('app.tenant_id', true), count(*) \
+                   FROM usage_ledger",
+                &[],
+            )
+            .await
+            .unwrap();
+        let pid: i32 = row[0].get(0);
+        assert_eq!(
+            row[0].get::<_, Option<String>>(1).as_deref(),
+            Some("acme"),
+            "{path}"
+        );
+        tx.commit().await.unwrap();
+        let after = data.probe(&tenant).await.unwrap();
+        assert_eq!(
+            after.backend_pid, pid,
+            "{path}: the probe sees the same connection"
+        );
+        assert_eq!(
+            after.tenant_setting, None,
+            "{path}: case 37, nothing survives COMMIT"
+        );
+        assert!(!after.in_transaction, "{path}");
+
+        let tx = runtime::tenancy::TenantTx::begin(&data, &tenant)
+            .await
+            .unwrap();
+        tx.query("SELECT count(*) FROM usage_ledger", &[])
+            .await
+            .unwrap();
+        drop(tx);
+        let after = data.probe(&tenant).await.unwrap();
+        assert_eq!(
+            after.tenant_setting, None,
+            "{path}: case 38, nothing survives a drop"
+        );
+        assert!(
+            !after.in_transaction,
+            "{path}: case 38, no transaction survives a drop"
+        );
+    }
+    s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tenant_role_reaches_no_other_database_and_cannot_shadow_names() {
+    // Issue 9 items 5 and 9, cases 43 and 46: PUBLIC's CONNECT and TEMP are revoked on `postgres` and
+    // `template1`; a tenant's role cannot connect to them nor to another tenant's database; it cannot
+    // create a temporary table that would shadow its own (pg_temp is searched first), change its own
+    // default search path to mislead the runtime, or resolve names in another tenant's schema.
+    let s = serve_with(Platform::builtin(), |spec| {
+        spec.tier = if spec.id.as_str() == "acme" {
+            Tier::Schema
+        } else {
+            Tier::Dedicated
+        }
+    })
+    .await;
+    let acme = TenantId::parse("acme").unwrap();
+    let globex = TenantId::parse("globex").unwrap();
+    let password = s
+        .target
+        .secrets
+        .get(&SecretName::for_tenant(&acme, "db-password").unwrap())
+        .await
+        .unwrap();
+    let connect_to = |db: String| {
+        let mut endpoint = s.target.endpoint.clone();
+        endpoint.dbname = db;
+        let mut config = endpoint.config(&s.target.namespace.tenant_role(&acme), "test");
+        config.password(password.expose_secret().as_bytes());
+        async move {
+            config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map(|(client, conn)| {
+                    tokio::spawn(conn);
+                    client
+                })
+        }
+    };
+    for db in [
+        "postgres".to_owned(),
+        "template1".to_owned(),
+        s.target.namespace.tenant_database(&globex),
+    ] {
+        let err = connect_to(db.clone())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("acme's role connected to `{db}`"));
+        assert_eq!(code(&err), "42501", "{db}: {err}");
+    }
+    let c = connect_to(s.target.endpoint.dbname.clone()).await.unwrap();
+    for (name, sql) in [
+        (
+            "a temporary table shadowing the ledger",
+            "CREATE TEMP TABLE usage_ledger (id uuid)",
+        ),
+        (
+            "a function in a shared schema",
+            "CREATE FUNCTION public.now() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        ),
+    ] {
+        let err = c.batch_execute(sql).await.expect_err(name);
+        assert_eq!(code(&err), "42501", "{name}: {err}");
+    }
+    // Postgres lets a role change its own session defaults: the tenant's code points its default
+    // search path elsewhere. The runtime pins the search path inside every transaction, so a fresh
+    // connection still reads and writes only the tenant's own schema.
+    c.batch_execute("ALTER ROLE CURRENT_USER SET search_path = public")
+        .await
+        .unwrap();
+    let record = s.running.state.directory.get(&acme).unwrap();
+    s.running.state.data.forget(&record).await;
+    assert_eq!(chat(&s, "acme", "mock-small").await, 200);
+    assert_eq!(usage(&s, "acme").await["totals"]["requests"], 1);
+    assert_eq!(s.ledger_rows("acme").await, 1);
+    // Another tenant's schema on the search path resolves nothing there.
+    c.batch_execute("SET search_path = t_globex, pg_catalog")
+        .await
+        .unwrap();
+    let err = c
+        .query("SELECT count(*) FROM usage_ledger", &[])
+        .await
+        .expect_err("no usage_ledger outside its own schema");
+    assert_eq!(code(&err), "42P01", "{err}");
+    let err = c
+        .query("SELECT count(*) FROM t_globex.usage_ledger", &[])
+        .await
+        .expect_err("globex's schema is not acme's");
+    assert!(
+        ["42501", "42P01", "3F000"].contains(&code(&err).as_str()),
+        "{err}"
     );
     s.running.stop().await.unwrap();
 }
