@@ -146,6 +146,24 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         drain_secs: u64,
     },
+    /// Suspend a tenant: every runtime refuses its requests within its registry refresh interval, and on
+    /// AWS its function is left with no concurrency (API Gateway refuses its requests before the
+    /// function runs). Its data, keys and stack are kept; `apply` keeps it suspended.
+    Suspend {
+        /// Tenant id.
+        tenant: String,
+        /// Why (recorded in the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Resume a suspended tenant (on AWS, its function gets its reserved concurrency back).
+    Resume {
+        /// Tenant id.
+        tenant: String,
+        /// Why (recorded in the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Export a tenant's data (one JSON-lines file per table, verified), then delete it from its tier
     /// and mark it offboarded in the registry (kept for finance). Remove its manifest first, or the
     /// next apply onboards it again.

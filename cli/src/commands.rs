@@ -34,6 +34,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Status => status(g).await,
         Command::Migrate { jobs } => migrate(g, jobs.into()).await,
         Command::Offboard { tenant, export } => offboard(g, &tenant, &export).await,
+        Command::Suspend { tenant, reason } => serving_cmd(g, &tenant, &reason, true).await,
+        Command::Resume { tenant, reason } => serving_cmd(g, &tenant, &reason, false).await,
         Command::Move {
             tenant,
             to,
@@ -557,9 +559,68 @@ async fn migrate(g: &Global, jobs: usize) -> Result<u8> {
     report_outcomes(g, &outcomes, "migrate")
 }
 
+/// `tenantctl suspend` (`suspend`) and `tenantctl resume`.
+async fn serving_cmd(g: &Global, tenant: &str, reason: &str, suspend: bool) -> Result<u8> {
+    use crate::provision::suspend::{self, Change};
+    let tenant = TenantId::parse(tenant).map_err(|e| anyhow::anyhow!("tenant: {e}"))?;
+    let (target, cluster, aws_clients) = target_and_aws(g).await?;
+    require_running(cluster.as_ref())?;
+    let change = if suspend {
+        suspend::suspend(&target, &tenant, reason).await?
+    } else {
+        suspend::resume(&target, &tenant, reason).await?
+    };
+    let word = if suspend { "suspended" } else { "resumed" };
+    let mut stack = None;
+    if let Some(aws_clients) = &aws_clients {
+        // Always brought in line with the registry, so re-running finishes an interrupted change.
+        let platform = crate::platform::Platform::resolve(g.platform.as_deref())?;
+        let spec = suspend::registered_spec(&target, &tenant).await?;
+        let serving = if suspend {
+            crate::aws::Serving::Suspended
+        } else {
+            crate::aws::Serving::Active
+        };
+        let outcome = crate::aws::fleet::set_serving(
+            aws_clients,
+            &target,
+            &platform,
+            &spec,
+            &fleet_options(g)?,
+            serving,
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "the registry says `{tenant}` is {word}, but its stack could not be updated\nhint: fix the cause and run the same command again"
+            )
+        })?;
+        stack = Some(outcome);
+    }
+    match g.output {
+        OutputFormat::Json => out_json(
+            &json!({"tenant": tenant, "status": if suspend { "suspended" } else { "active" },
+            "change": change, "stack": stack}),
+        )?,
+        OutputFormat::Text => out(&match change {
+            Change::Changed => format!("{tenant}: {word}"),
+            Change::AlreadyThere => format!("{tenant}: already {word}"),
+        })?,
+    }
+    Ok(0)
+}
+
 async fn move_cmd(g: &Global, tenant: &str, to: &str, drain_secs: u64) -> Result<u8> {
     let tenant = TenantId::parse(tenant).map_err(|e| anyhow::anyhow!("tenant: {e}"))?;
     let to = runtime::domain::Tier::parse(to).map_err(|e| anyhow::anyhow!("`--to`: {e}"))?;
+    if aws(g) {
+        bail!(
+            "`tenantctl move` does not run on the AWS target yet: a tenant's function carries its data's \
+             location in its stack, so the read-only window and the switch would need the stack redeployed \
+             between the copy and the removal\nhint: keep the tenant on its tier on AWS for now; `tenantctl \
+             move` runs on the local target"
+        );
+    }
     let (target, cluster) = target(g).await?;
     require_running(cluster.as_ref())?;
     let drain = std::time::Duration::from_secs(drain_secs);

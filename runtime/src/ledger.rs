@@ -94,11 +94,12 @@ pub async fn recent(tx: &TenantTx, limit: i64) -> Result<(Vec<Entry>, Totals), D
             created_at: r.get(10),
         })
         .collect();
+    // From the daily totals the ledger's trigger keeps: one row per day, never a scan of the ledger.
     let totals = tx
         .query(
-            "SELECT count(*), coalesce(sum(input_tokens), 0)::bigint, \
+            "SELECT coalesce(sum(requests), 0)::bigint, coalesce(sum(input_tokens), 0)::bigint, \
                     coalesce(sum(output_tokens), 0)::bigint, coalesce(sum(cost_micro_usd), 0)::bigint \
-               FROM usage_ledger WHERE tenant_id = $1",
+               FROM usage_daily WHERE tenant_id = $1",
             &[&tx.tenant().as_str()],
         )
         .await?;

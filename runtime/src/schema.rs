@@ -9,6 +9,10 @@ pub struct Migration {
     pub version: i32,
     pub name: &'static str,
     pub sql: &'static str,
+    /// For the pool tier, run once per tenant (as the migrator, fenced to that tenant, `$1` its id)
+    /// when the tenant first reaches this version: the migration itself runs once for the whole pool
+    /// and, fenced by row-level security, sees no tenant's rows.
+    pub pool_backfill: Option<&'static [&'static str]>,
 }
 
 /// Every tenant migration, in order.
@@ -17,16 +21,43 @@ pub const TENANT_MIGRATIONS: &[Migration] = &[
         version: 1,
         name: "usage_ledger",
         sql: include_str!("../sql/tenant/0001_usage_ledger.sql"),
+        pool_backfill: None,
     },
     Migration {
         version: 2,
         name: "usage_ledger_by_subject",
         sql: include_str!("../sql/tenant/0002_usage_ledger_by_subject.sql"),
+        pool_backfill: None,
+    },
+    Migration {
+        version: 3,
+        name: "usage_daily",
+        sql: include_str!("../sql/tenant/0003_usage_daily.sql"),
+        pool_backfill: Some(&[
+            "LOCK TABLE pool.usage_ledger IN SHARE MODE",
+            "DELETE FROM pool.usage_daily WHERE tenant_id = $1",
+            "INSERT INTO pool.usage_daily (tenant_id, day, requests, input_tokens, output_tokens, cost_micro_usd) \
+             SELECT tenant_id, (created_at AT TIME ZONE 'UTC')::date, count(*), sum(input_tokens), \
+                    sum(output_tokens), sum(cost_micro_usd) \
+               FROM pool.usage_ledger WHERE tenant_id = $1 GROUP BY 1, 2",
+        ]),
     },
 ];
 
-/// Table privileges of the tenant's own role, per table. The ledger is append-only for the tenant role.
-pub const TENANT_TABLE_GRANTS: &[(&str, &str)] = &[("usage_ledger", "SELECT, INSERT")];
+/// Table privileges of the tenant's own role, per table. The ledger is append-only for the tenant role;
+/// the daily totals, derived from it by a trigger, are read-only.
+pub const TENANT_TABLE_GRANTS: &[(&str, &str)] = &[
+    ("usage_ledger", "SELECT, INSERT"),
+    ("usage_daily", "SELECT"),
+];
+
+/// The tables that hold a tenant's data of record: what offboarding exports and a tier move copies.
+/// Derived tables (`usage_daily`) are rebuilt from them at the destination, never copied.
+pub const TENANT_DATA_TABLES: &[&str] = &["usage_ledger"];
+
+/// Functions that run with their owner's (the migrator's) rights: each is a trigger function with
+/// its search path pinned, allow-listed here and checked over the catalog (security case 35).
+pub const SECURITY_DEFINER_FUNCTIONS: &[&str] = &["usage_daily_add"];
 
 /// The newest tenant migration version.
 pub fn latest_version() -> i32 {

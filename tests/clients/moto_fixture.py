@@ -5,6 +5,7 @@ Usage: python3 moto_fixture.py ENDPOINT COMMAND ARGS...
   tagged KEY VALUE                print a JSON list of the ARNs tagged KEY=VALUE (Resource Groups
                                   Tagging API)
   function-tags NAME              print the JSON tags of a Lambda function
+  function-concurrency NAME       print a Lambda function's reserved concurrency (`none` when unset)
   delete-stack NAME               delete a stack behind tenantctl's back (a drift test)
 Credentials and region come from the environment (test values only).
 """
@@ -46,6 +47,10 @@ elif command == "function-tags":
     lam = client("lambda")
     arn = lam.get_function(FunctionName=name)["Configuration"]["FunctionArn"]
     print(json.dumps(lam.list_tags(Resource=arn)["Tags"]))
+elif command == "function-concurrency":
+    (name,) = args
+    got = client("lambda").get_function_concurrency(FunctionName=name)
+    print(got.get("ReservedConcurrentExecutions", "none"))
 elif command == "delete-stack":
     (name,) = args
     client("cloudformation").delete_stack(StackName=name)

@@ -1,4 +1,4 @@
-"""moto's server with five CloudFormation gaps filled:
+"""moto's server with six CloudFormation gaps filled:
 
 - `Fn::GetAtt [DBInstance, DbiResourceId]`: moto 5 models an RDS instance's `DbiResourceId`
   (DescribeDBInstances returns it) but does not expose it to `Fn::GetAtt`; the platform's
@@ -14,6 +14,9 @@
   replaces it in the stack's resource map with nothing, so the next `Fn::GetAtt` on it (the NAT
   gateway's `AllocationId`) fails the whole update. Here the resource is kept as it was, as
   CloudFormation keeps a resource whose update changes only tags.
+- Updating a Lambda function's `ReservedConcurrentExecutions` (how a suspension throttles a tenant's
+  function to zero): moto reads it when it creates a function and ignores it on update. Here an update
+  sets it, as AWS does.
 
 Nothing else changes; the normal server starts.
 
@@ -32,6 +35,7 @@ from moto.cloudformation.exceptions import ValidationError
 from moto.cloudformation.models import ChangeSet, CloudFormationBackend
 import moto.cloudformation.parsing as cfn_parsing
 from moto.cloudformation.parsing import OutputMap
+from moto.awslambda.models import LambdaFunction
 from moto.kms.models import Key
 from moto.rds.models import DBInstance
 from moto.server import main
@@ -73,6 +77,17 @@ def parse_and_update_resource(logical_id, resource_json, resources_map, account_
 
 
 cfn_parsing.parse_and_update_resource = parse_and_update_resource
+
+_update_function = LambdaFunction.update_from_cloudformation_json.__func__
+
+
+def update_function_from_cloudformation_json(cls, original_resource, new_resource_name, cloudformation_json, *args, **kwargs):
+    updated = _update_function(cls, original_resource, new_resource_name, cloudformation_json, *args, **kwargs)
+    updated.reserved_concurrency = cloudformation_json["Properties"].get("ReservedConcurrentExecutions")
+    return updated
+
+
+LambdaFunction.update_from_cloudformation_json = classmethod(update_function_from_cloudformation_json)
 
 _apply = ChangeSet.apply
 

@@ -23,8 +23,8 @@ use super::deploy::{
     self, Outcome, Polling, ResourceChange, StackRequest, StackState, describe, unchanged,
 };
 use super::{
-    Arch, DIGEST_OUTPUT, LambdaCode, platform_stack_name, platform_tags, render_platform,
-    render_tenant, template_resources, tenant_parameters, tenant_stack_name, tenant_tags,
+    Arch, DIGEST_OUTPUT, LambdaCode, Serving, platform_stack_name, platform_tags, render_platform,
+    render_tenant_serving, template_resources, tenant_parameters, tenant_stack_name, tenant_tags,
 };
 use crate::manifest::TenantSpec;
 use crate::platform::Platform;
@@ -219,6 +219,30 @@ pub struct FleetOptions {
     pub parallelism: usize,
 }
 
+/// The tenants the registry has suspended (none before the control plane exists): their stacks are
+/// rendered with no concurrency, so an apply never lets a suspended tenant's function run again.
+pub async fn suspended(target: &Target) -> Result<BTreeSet<TenantId>> {
+    let admin = target.admin().await?;
+    let exists: bool = admin
+        .query_one("SELECT to_regclass('control.tenants') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(BTreeSet::new());
+    }
+    let rows = admin
+        .query(
+            "SELECT tenant_id FROM control.tenants WHERE status = 'suspended'",
+            &[],
+        )
+        .await
+        .context("reading which tenants are suspended")?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| TenantId::parse(r.get::<_, &str>(0)).ok())
+        .collect())
+}
+
 /// The tenant's stack request.
 pub fn tenant_request(
     aws: &Aws,
@@ -227,8 +251,16 @@ pub fn tenant_request(
     spec: &TenantSpec,
     outputs: &BTreeMap<String, String>,
     opts: &FleetOptions,
+    serving: Serving,
 ) -> Result<StackRequest> {
-    let rendered = render_tenant(spec, &target.namespace, &aws.env, platform, opts.arch)?;
+    let rendered = render_tenant_serving(
+        spec,
+        &target.namespace,
+        &aws.env,
+        platform,
+        opts.arch,
+        serving,
+    )?;
     Ok(StackRequest {
         name: tenant_stack_name(&aws.env, spec),
         template: rendered.body,
@@ -237,6 +269,38 @@ pub fn tenant_request(
         tags: tenant_tags(spec),
         digest: Some(rendered.digest),
     })
+}
+
+fn serving_of(suspended: &BTreeSet<TenantId>, spec: &TenantSpec) -> Serving {
+    if suspended.contains(&spec.id) {
+        Serving::Suspended
+    } else {
+        Serving::Active
+    }
+}
+
+/// Suspends or resumes one tenant's function: its stack redeployed with no concurrency (or its own
+/// again), through the same change-set path as an apply. Returns what CloudFormation did.
+pub async fn set_serving(
+    aws: &Aws,
+    target: &Target,
+    platform: &Platform,
+    spec: &TenantSpec,
+    opts: &FleetOptions,
+    serving: Serving,
+) -> Result<Outcome> {
+    let stacks = list_stacks(&aws.cfn, &aws.env).await?;
+    let outputs = platform_outputs(aws, &stacks)?;
+    let req = tenant_request(aws, target, platform, spec, &outputs, opts, serving)?;
+    if !stacks.contains_key(&req.name) {
+        bail!(
+            "tenant `{}` has no stack `{}`\nhint: `tenantctl apply --target aws --env {}` creates it",
+            spec.id,
+            req.name,
+            aws.env
+        );
+    }
+    deploy::deploy(&aws.cfn, &req, aws.polling, &|_| {}).await
 }
 
 /// The platform stack's request.
@@ -360,18 +424,26 @@ pub async fn plan(
         Some(s) => s.outputs.clone(),
         None => BTreeMap::new(),
     };
+    let suspended = &suspended(target).await?;
     let stacks = &stacks;
     let outputs = &outputs;
     let mut plans: Vec<(usize, StackPlan)> = stream::iter(specs.iter().enumerate())
         .map(|(i, spec)| async move {
+            let serving = serving_of(suspended, spec);
             let name = tenant_stack_name(&aws.env, spec);
             let state = stacks.get(&name);
             let planned = if outputs.is_empty() {
-                let rendered =
-                    render_tenant(spec, &target.namespace, &aws.env, platform, opts.arch)?;
+                let rendered = render_tenant_serving(
+                    spec,
+                    &target.namespace,
+                    &aws.env,
+                    platform,
+                    opts.arch,
+                    serving,
+                )?;
                 (StackAction::Create, additions(&rendered.body)?)
             } else {
-                let req = tenant_request(aws, target, platform, spec, outputs, opts)?;
+                let req = tenant_request(aws, target, platform, spec, outputs, opts, serving)?;
                 plan_stack(&aws.cfn, &req, state, aws.polling).await?
             };
             anyhow::Ok((
@@ -545,12 +617,21 @@ pub async fn apply(
         .collect();
     // At most `parallelism` tenants in flight; the next starts as soon as any finishes (a rolling
     // wave: a barrier between fixed waves would leave slots idle behind each wave's slowest stack).
+    let suspended = &suspended(target).await?;
     let outputs = &outputs;
     let stacks = &stacks;
     let db_actions = &db_actions;
     let mut outcomes: Vec<db_apply::Outcome> = stream::iter(specs)
         .map(|spec| {
-            let req = tenant_request(aws, target, platform, spec, outputs, opts);
+            let req = tenant_request(
+                aws,
+                target,
+                platform,
+                spec,
+                outputs,
+                opts,
+                serving_of(suspended, spec),
+            );
             let db_action = db_actions
                 .get(&spec.id)
                 .map(|a| (*a).clone())

@@ -297,13 +297,34 @@ fn lambda_runtime_config(
         .replace(DB_HOST_PLACEHOLDER, "${DatabaseEndpoint}"))
 }
 
-/// Renders one tenant's stack.
+/// Whether a tenant's function may run: a suspended tenant's stack keeps everything but gets no
+/// concurrency, so API Gateway refuses (429) every request before the function runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Serving {
+    #[default]
+    Active,
+    Suspended,
+}
+
+/// Renders one tenant's stack, serving.
 pub fn render_tenant(
     spec: &TenantSpec,
     ns: &Namespace,
     env: &str,
     platform: &Platform,
     arch: Arch,
+) -> Result<Rendered> {
+    render_tenant_serving(spec, ns, env, platform, arch, Serving::Active)
+}
+
+/// Renders one tenant's stack, serving or suspended.
+pub fn render_tenant_serving(
+    spec: &TenantSpec,
+    ns: &Namespace,
+    env: &str,
+    platform: &Platform,
+    arch: Arch,
+    serving: Serving,
 ) -> Result<Rendered> {
     check_environment(env)?;
     let issuer_config = platform.issuer(&spec.identity.issuer).ok_or_else(|| {
@@ -329,7 +350,10 @@ pub fn render_tenant(
         log_retention_days => log_retention(spec.retention_days),
         tags => tags,
         runtime_config => lambda_runtime_config(spec, ns, issuer_config)?,
-        reserved_concurrency => LAMBDA_RESERVED_CONCURRENCY,
+        reserved_concurrency => match serving {
+            Serving::Active => LAMBDA_RESERVED_CONCURRENCY,
+            Serving::Suspended => 0,
+        },
         throttle_rate => STAGE_THROTTLE_RATE,
         throttle_burst => STAGE_THROTTLE_BURST,
         access_log_format => ACCESS_LOG_FORMAT,

@@ -250,7 +250,7 @@ pub async fn apply(
     Ok(outcomes)
 }
 
-fn actor() -> String {
+pub fn actor() -> String {
     let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
         .ok()
         .flatten()
@@ -474,7 +474,8 @@ fn grants() -> Vec<minijinja::Value> {
         .collect()
 }
 
-/// Writes the registry row (status `active`: everything before it committed or commits with it) and
+/// Writes the registry row (status `active`, or `suspended` for a suspended tenant, which only
+/// `tenantctl resume` changes: everything before it committed or commits with it) and
 /// the audit record, then honours the crash-test failpoint, then commits.
 async fn finish_tenant(
     tx: tokio_postgres::Transaction<'_>,
@@ -498,7 +499,7 @@ async fn finish_tenant(
              model_policy, monthly_budget_micro_usd, tags, spec, spec_hash, db_role, db_schema, db_name) \
          VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
          ON CONFLICT (tenant_id) DO UPDATE SET display_name = EXCLUDED.display_name, \
-             status = 'active', issuer = EXCLUDED.issuer, audience = EXCLUDED.audience, \
+             status = CASE WHEN control.tenants.status = 'suspended' THEN 'suspended' ELSE 'active' END, issuer = EXCLUDED.issuer, audience = EXCLUDED.audience, \
              tenant_claim = EXCLUDED.tenant_claim, model_policy = EXCLUDED.model_policy, \
              monthly_budget_micro_usd = EXCLUDED.monthly_budget_micro_usd, tags = EXCLUDED.tags, \
              spec = EXCLUDED.spec, spec_hash = EXCLUDED.spec_hash, db_role = EXCLUDED.db_role, \
@@ -635,6 +636,8 @@ async fn converge_pool(
     let ns = &target.namespace;
     let group = ns.pool_role();
     let role = ns.tenant_role(&spec.id);
+    let tenant_version_sql =
+        "SELECT coalesce(max(version), 0) FROM control.tenant_migrations WHERE tenant_id = $1";
     let (password, new_secret) =
         ensure_secret(target, &SecretName::for_tenant(&spec.id, "db-password")?).await?;
     #[expect(
@@ -678,6 +681,38 @@ async fn converge_pool(
     tx.batch_execute(&sql::render("pool-rls.sql", base)?)
         .await
         .context("enabling row-level security on the pool tables")?;
+    // Pool migrations ran once for the whole pool; what each needs per tenant runs now, fenced to
+    // this tenant, for the versions this tenant has not reached yet.
+    let tenant_version: i32 = tx
+        .query_one(tenant_version_sql, &[&spec.id.as_str()])
+        .await?
+        .get(0);
+    let backfills: Vec<_> = TENANT_MIGRATIONS
+        .iter()
+        .filter(|m| m.version > tenant_version)
+        .filter_map(|m| m.pool_backfill.map(|b| (m, b)))
+        .collect();
+    if !backfills.is_empty() {
+        super::offboard::fence_to_tenant(&tx, target, &spec.id).await?;
+        for (m, statements) in backfills {
+            for statement in statements {
+                let tenant = spec.id.as_str();
+                let params: &[&(dyn tokio_postgres::types::ToSql + Sync)] =
+                    if statement.contains("$1") {
+                        &[&tenant]
+                    } else {
+                        &[]
+                    };
+                tx.execute(*statement, params).await.with_context(|| {
+                    format!(
+                        "tenant migration {:04}_{} for `{}`",
+                        m.version, m.name, spec.id
+                    )
+                })?;
+            }
+        }
+        tx.batch_execute("RESET ROLE").await?;
+    }
     // The tenant's migration level is the pool's.
     tx.execute(
         "INSERT INTO control.tenant_migrations (tenant_id, version, name) \

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use minijinja::context;
 use runtime::domain::{Namespace, TenantId, Tier};
-use runtime::schema::TENANT_TABLE_GRANTS;
+use runtime::schema::TENANT_DATA_TABLES;
 use serde::Serialize;
 
 use super::Target;
@@ -72,7 +72,7 @@ async fn set_status(target: &Target, tenant: &TenantId, from: &str, to: &str) ->
 /// Inserts the source rows missing at the destination; returns how many source rows there were.
 async fn copy(target: &Target, src: &Location, dst: &Location, tenant: &TenantId) -> Result<usize> {
     let mut total = 0;
-    for (table, _) in TENANT_TABLE_GRANTS {
+    for table in TENANT_DATA_TABLES {
         let rows = read_rows(target, src, tenant, table).await?;
         total += rows.len();
         if rows.is_empty() {
@@ -104,7 +104,7 @@ async fn copy(target: &Target, src: &Location, dst: &Location, tenant: &TenantId
 
 /// The destination must hold exactly the source's rows (compared as rendered JSON, row by row).
 async fn verify(target: &Target, src: &Location, dst: &Location, tenant: &TenantId) -> Result<()> {
-    for (table, _) in TENANT_TABLE_GRANTS {
+    for table in TENANT_DATA_TABLES {
         let a = read_rows(target, src, tenant, table).await?;
         let b = read_rows(target, dst, tenant, table).await?;
         if a != b {

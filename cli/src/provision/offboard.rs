@@ -6,12 +6,13 @@
 //! that tenant's rows. Re-running for an offboarded tenant finishes any cleanup left behind.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use minijinja::context;
 use runtime::domain::{TenantId, Tier};
-use runtime::schema::TENANT_TABLE_GRANTS;
+use runtime::schema::{TENANT_DATA_TABLES, TENANT_TABLE_GRANTS};
 use runtime::secrets::SecretName;
 use serde::Serialize;
 
@@ -111,6 +112,25 @@ pub struct ExportManifest {
     pub tables: BTreeMap<String, ExportedTable>,
 }
 
+/// Writes `dir/name` atomically (a temporary file, then a rename), mode 0600 from its creation.
+fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write `{}`", tmp.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write `{}`", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join(name))
+        .with_context(|| format!("cannot write `{}`", dir.join(name).display()))?;
+    Ok(())
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
@@ -124,20 +144,26 @@ pub async fn export(
     tenant: &TenantId,
     dir: &Path,
 ) -> Result<(PathBuf, ExportManifest)> {
+    // The export holds the tenant's data: its directory is 0700 and every file 0600, whatever the
+    // umask (issue 9 item 7).
     let out = dir.join(tenant.as_str());
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create `{}`", out.display()))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&out)
+        .with_context(|| format!("cannot create `{}`", out.display()))?;
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make `{}` private", out.display()))?;
     let mut tables = BTreeMap::new();
-    for (table, _) in TENANT_TABLE_GRANTS {
+    // The data of record; derived tables (daily totals) are rebuilt from it wherever it is loaded.
+    for table in TENANT_DATA_TABLES {
         let rows = read_rows(target, loc, tenant, table).await?;
         let mut body = rows.join("\n");
         if !body.is_empty() {
             body.push('\n');
         }
         let file = format!("{table}.jsonl");
-        let tmp = out.join(format!(".{file}.tmp"));
-        std::fs::write(&tmp, body.as_bytes())
-            .with_context(|| format!("cannot write `{}`", tmp.display()))?;
-        std::fs::rename(&tmp, out.join(&file))?;
+        write_private(&out, &file, body.as_bytes())?;
         tables.insert(
             (*table).to_owned(),
             ExportedTable {
@@ -157,9 +183,10 @@ pub async fn export(
             .unwrap_or(0),
         tables,
     };
-    std::fs::write(
-        out.join("manifest.json"),
-        serde_json::to_vec_pretty(&manifest)?,
+    write_private(
+        &out,
+        "manifest.json",
+        &serde_json::to_vec_pretty(&manifest)?,
     )?;
     for (table, t) in &manifest.tables {
         let bytes = std::fs::read(out.join(&t.file))?;

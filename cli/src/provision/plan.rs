@@ -281,9 +281,13 @@ pub fn plan(specs: &[TenantSpec], observed: &Observed, ns: &Namespace, database:
                 spec.id.as_str(),
                 Some("active".into()),
             )),
-            Some(e) if e.spec_hash != spec.hash() || e.status != "active" => {
+            // A suspended tenant stays suspended through an apply (`tenantctl resume` ends it).
+            Some(e)
+                if e.spec_hash != spec.hash()
+                    || !matches!(e.status.as_str(), "active" | "suspended") =>
+            {
                 let mut fields = changed_fields(&e.spec, &new_spec);
-                if e.status != "active" {
+                if !matches!(e.status.as_str(), "active" | "suspended") {
                     fields.push(format!("status {} -> active", e.status));
                 }
                 changes.push(change(

@@ -253,7 +253,9 @@ async fn the_official_openai_python_sdk_works_as_a_client() {
 
 #[tokio::test]
 async fn a_suspended_tenant_is_refused_once_the_registry_says_so() {
-    // docs/security.md case 15: never a default tenant, and suspension takes effect without a restart.
+    // docs/security.md case 15: never a default tenant, and suspension takes effect without a restart,
+    // within the runtime's registry refresh interval (2 s under `tenantctl serve`). Issue 9 item 2: an
+    // apply keeps a suspended tenant suspended; `resume` brings it back within the same bound.
     let s = serve_examples().await;
     let token = s.token("globex");
     let models = |t: String| {
@@ -261,28 +263,77 @@ async fn a_suspended_tenant_is_refused_once_the_registry_says_so() {
         let url = format!("{}/v1/models", s.base);
         async move { http.get(url).bearer_auth(t).send().await.unwrap().status() }
     };
+    let until = |want: u16, what: &'static str| {
+        let token = token.clone();
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+            while models(token.clone()).await != want {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{what} never took effect"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
     assert_eq!(models(token.clone()).await, 200);
-    let admin = s.target.admin().await.unwrap();
-    admin
-        .execute(
-            "UPDATE control.tenants SET status = 'suspended' WHERE tenant_id = 'globex'",
-            &[],
-        )
-        .await
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while models(token.clone()).await != 401 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "suspension never took effect"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    let globex = runtime::domain::TenantId::parse("globex").unwrap();
+    use cli::provision::suspend::{Change, resume, suspend};
+    assert_eq!(
+        suspend(&s.target, &globex, "test").await.unwrap(),
+        Change::Changed
+    );
+    until(401, "suspension").await;
     assert_eq!(
         models(s.token("acme")).await,
         200,
         "other tenants are unaffected"
     );
+    // An apply of the unchanged manifests plans nothing for globex and leaves it suspended.
+    let ids: Vec<_> = s.specs.iter().map(|x| x.id.clone()).collect();
+    let observed =
+        cli::provision::observe::observe(&s.target, cli::provision::observe::Scope::Only(&ids))
+            .await
+            .unwrap();
+    let plan = cli::provision::plan::plan(
+        &s.specs,
+        &observed,
+        &s.target.namespace,
+        &s.target.endpoint.dbname,
+    );
+    assert!(!plan.has_changes(), "{}", plan.render());
+    let spec = s.specs.iter().find(|x| x.id == globex).unwrap();
+    let mut admin = s.target.admin().await.unwrap();
+    cli::provision::apply::converge_tenant(&s.target, &mut admin, spec)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        models(token.clone()).await,
+        401,
+        "still suspended after an apply"
+    );
+    assert_eq!(
+        suspend(&s.target, &globex, "again").await.unwrap(),
+        Change::AlreadyThere
+    );
+    assert_eq!(
+        resume(&s.target, &globex, "paid").await.unwrap(),
+        Change::Changed
+    );
+    until(200, "resumption").await;
+    let audited: Vec<String> = admin
+        .query(
+            "SELECT action || ':' || detail FROM control.apply_log WHERE tenant_id = 'globex' \
+               AND action IN ('suspend', 'resume') ORDER BY at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(audited, ["suspend:test", "resume:paid"]);
     s.running.stop().await.unwrap();
 }
 

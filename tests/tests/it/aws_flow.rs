@@ -277,6 +277,44 @@ async fn onboard_reapply_update_drift_and_offboard_on_moto() {
     // CloudFormation `Tags`; that every taggable resource carries them is `cli/tests/it/aws.rs`'s job.)
     let _function_tags = tests::moto_fixture(&env.moto, &["function-tags", "tenantctl-test-acme"]);
 
+    // Issue 9 item 2: suspension reaches the tenant's function. `suspend` leaves it no concurrency (API
+    // Gateway then refuses every request before it runs), an `apply` keeps it suspended, `resume` gives
+    // its reserved concurrency back; each step is audited.
+    let concurrency = |env: &Env| {
+        tests::moto_fixture(&env.moto, &["function-concurrency", "tenantctl-test-acme"])
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(concurrency(&env), "10");
+    let out = env.run(&["suspend", "acme", "--reason", "invoice overdue"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(stdout(&out), "acme: suspended\n", "{}", text(&out));
+    assert_eq!(
+        concurrency(&env),
+        "0",
+        "a suspended tenant's function cannot run"
+    );
+    assert_eq!(
+        concurrency_of(&env, "tenantctl-test-globex"),
+        "10",
+        "globex untouched"
+    );
+    let out = env.run(&["apply", dir], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(concurrency(&env), "0", "an apply keeps the suspension");
+    let out = env.run(&["suspend", "acme"], None);
+    assert_eq!(stdout(&out), "acme: already suspended\n", "{}", text(&out));
+    let out = env.run(&["resume", "acme"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(concurrency(&env), "10");
+    let out = env.run(&["move", "acme", "--to", "pool"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("does not run on the AWS target"),
+        "{}",
+        text(&out)
+    );
+
     // Offboard acme: export, stack deleted, secrets scheduled for deletion, registry kept.
     let export = tempfile::tempdir().unwrap();
     let out = env.run(
@@ -355,6 +393,12 @@ async fn onboard_reapply_update_drift_and_offboard_on_moto() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 }
 
+fn concurrency_of(env: &Env, function: &str) -> String {
+    tests::moto_fixture(&env.moto, &["function-concurrency", function])
+        .trim()
+        .to_owned()
+}
+
 #[tokio::test]
 async fn bad_input_fails_before_any_aws_call() {
     // docs/security.md case 63: a malformed manifest, a bad tenant id, or an unknown tenant is refused
@@ -376,7 +420,8 @@ async fn bad_input_fails_before_any_aws_call() {
     )
     .unwrap();
     let state = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
+    let unreachable = "postgres://nobody@127.0.0.1:1/none".to_owned();
+    let run_with = |args: &[&str], database_url: &str| {
         std::process::Command::new(&bin)
             .args([
                 "--target",
@@ -391,14 +436,12 @@ async fn bad_input_fails_before_any_aws_call() {
             .env("AWS_REGION", "eu-west-1")
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env(
-                "TENANTCTL_DATABASE_URL",
-                "postgres://nobody@127.0.0.1:1/none",
-            )
+            .env("TENANTCTL_DATABASE_URL", database_url)
             .env("TENANTCTL_STATE_DIR", state.path())
             .output()
             .unwrap()
     };
+    let run = |args: &[&str]| run_with(args, &unreachable);
     for (args, needle) in [
         (
             vec!["apply", bad.path().to_str().unwrap()],
@@ -423,9 +466,32 @@ async fn bad_input_fails_before_any_aws_call() {
             text(&out)
         );
     }
-    // An unknown (well-formed) tenant fails at the registry, still before any AWS call.
-    let out = run(&["offboard", "nosuch", "--export", "/tmp/x"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // An unknown (well-formed) tenant fails because the registry says so, with the database reachable
+    // and its control plane in place, still before any AWS call.
+    let target = cli::testing::deployment();
+    let url = tests::external_admin_url(&target).await;
+    let through_url = cli::provision::target_from_url(
+        &url,
+        target.namespace.clone(),
+        target.secrets.clone(),
+        target.secrets_dir.clone(),
+    )
+    .unwrap();
+    cli::provision::apply::ensure_control_plane(&through_url)
+        .await
+        .unwrap();
+    for args in [
+        vec!["offboard", "nosuch", "--export", "/tmp/x"],
+        vec!["suspend", "nosuch"],
+    ] {
+        let out = run_with(&args, &url);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("tenant `nosuch` is not in the registry"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
 }

@@ -220,3 +220,43 @@ fn no_credentials_or_private_keys_are_committed() {
         }
     }
 }
+
+#[test]
+fn every_cited_security_case_is_in_the_repositorys_own_list() {
+    // Issue 9 item 10: the case list lives in `docs/security.md`; code cites it, never a list outside
+    // the repository, and every case number cited there exists.
+    let list = std::fs::read_to_string(cli::testing::repo_root().join("docs/security.md")).unwrap();
+    let listed: std::collections::BTreeSet<u32> = list
+        .lines()
+        .filter_map(|l| l.strip_prefix("| "))
+        .filter_map(|l| l.split(" |").next())
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    assert!(
+        (1..=74).all(|n| listed.contains(&n)),
+        "cases 1-74 are listed: {listed:?}"
+    );
+    for f in rust_files() {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            !text.contains(&format!("{}-cases.md", "security")),
+            "`{}` cites a case list outside the repository",
+            f.display()
+        );
+        // Built here so that this file does not cite itself.
+        let needle = ["docs/security.md", "case"].join(" ");
+        for (at, _) in text.match_indices(&needle) {
+            let rest = &text[at + needle.len()..];
+            let rest = rest.trim_start_matches('s').trim_start();
+            let number: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            let n: u32 = number
+                .parse()
+                .unwrap_or_else(|_| panic!("`{}`: a citation without a number", f.display()));
+            assert!(
+                listed.contains(&n),
+                "`{}` cites case {n}, which docs/security.md does not list",
+                f.display()
+            );
+        }
+    }
+}

@@ -542,19 +542,42 @@ async fn the_catalog_has_forced_rls_and_policies_on_every_pool_table() {
         unsafe_views, 0,
         "views over tenant data must be security_invoker"
     );
-    let definers: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-              WHERE p.prosecdef AND (n.nspname IN ('pool', 'control') OR starts_with(n.nspname, 't_'))",
+    // SECURITY DEFINER functions: only the allow-listed trigger functions, each with its search path
+    // pinned to its own schema, owned by the migrator, not executable by PUBLIC.
+    let definers: Vec<(String, String, Vec<String>, String, bool)> = admin
+        .query(
+            "SELECT n.nspname::text, p.proname::text, coalesce(p.proconfig, '{}'), r.rolname::text, \
+                    has_function_privilege('public', p.oid, 'EXECUTE') \
+               FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_roles r ON r.oid = p.proowner \
+              WHERE p.prosecdef AND (n.nspname IN ('pool', 'control') OR starts_with(n.nspname, 't_')) \
+              ORDER BY 1, 2",
             &[],
         )
         .await
         .unwrap()
-        .get(0);
-    assert_eq!(
-        definers, 0,
-        "no SECURITY DEFINER functions are allow-listed"
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    assert!(
+        !definers.is_empty(),
+        "the check sees the allow-listed trigger function"
     );
+    for (schema, name, config, owner, public) in &definers {
+        assert!(
+            runtime::schema::SECURITY_DEFINER_FUNCTIONS.contains(&name.as_str()),
+            "{schema}.{name}: SECURITY DEFINER and not allow-listed"
+        );
+        assert!(
+            config.contains(&format!("search_path={schema}")),
+            "{schema}.{name}: search path not pinned to its schema: {config:?}"
+        );
+        assert_eq!(
+            owner,
+            &s.target.namespace.migrator_role(),
+            "{schema}.{name}"
+        );
+        assert!(!public, "{schema}.{name}: PUBLIC may execute it");
+    }
     // case 41: uniques are per tenant. Every unique index on a pool table is the uuid primary key or
     // leads with tenant_id, so a natural key (an email, a name) can repeat across tenants and a
     // uniqueness error can never be caused by (or echo) another tenant's row.
@@ -790,8 +813,18 @@ async fn offboarding_exports_then_deletes_only_that_tenant_on_every_tier() {
             .unwrap();
         assert_eq!(report.rows.get("usage_ledger"), Some(&3), "{t}");
 
-        // The export is portable JSON lines matching what the database held, with a manifest.
+        // The export is portable JSON lines matching what the database held, with a manifest; its
+        // directory is 0700 and its files 0600 (issue 9 item 7).
         let dir = export.path().join("acme");
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode =
+                |p: std::path::PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(dir.clone()), 0o700, "{t}");
+            for f in ["usage_ledger.jsonl", "manifest.json"] {
+                assert_eq!(mode(dir.join(f)), 0o600, "{t}: {f}");
+            }
+        }
         let file = std::fs::read_to_string(dir.join("usage_ledger.jsonl")).unwrap();
         let exported: Vec<&str> = file.lines().collect();
         assert_eq!(
@@ -1398,5 +1431,177 @@ async fn a_tenant_role_reaches_no_other_database_and_cannot_shadow_names() {
         ["42501", "42P01", "3F000"].contains(&code(&err).as_str()),
         "{err}"
     );
+    s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn one_tenant_flooding_cannot_take_what_another_tenant_needs() {
+    // Issue 9 item 4, case 58: a per-tenant cap on requests in flight, taken before any connection or
+    // model call; beyond it 429 with Retry-After and no side effect. Another tenant keeps being served
+    // while the first floods, and the database caps each tenant role's connections too.
+    let s = serve_with(Platform::builtin(), tier(Tier::Pool)).await;
+    let data = &s.running.state.data;
+    let acme = verified_tenant(&s, "acme").await;
+    let held: Vec<_> = (0..data.max_in_flight_per_tenant())
+        .map(|_| data.admit(&acme).unwrap())
+        .collect();
+    let statements = data.statements();
+    let r = s
+        .http
+        .post(format!("{}/v1/chat/completions", s.base))
+        .bearer_auth(s.token("acme"))
+        .json(
+            &json!({"model": "mock-small", "messages": [{"role": "user", "content": "one more"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "tenant_busy", "{body}");
+    assert_eq!(
+        s.http
+            .get(format!("{}/v1/usage", s.base))
+            .bearer_auth(s.token("acme"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        429
+    );
+    assert_eq!(
+        data.statements(),
+        statements,
+        "refused before any statement"
+    );
+    assert_eq!(s.ledger_rows("acme").await, 0, "and before any model call");
+    assert_eq!(
+        chat(&s, "globex", "mock-small").await,
+        200,
+        "globex is served"
+    );
+    drop(held);
+    assert_eq!(
+        chat(&s, "acme", "mock-small").await,
+        200,
+        "acme again, once below its cap"
+    );
+
+    // A flood of acme requests while globex works: every globex request succeeds; each acme request
+    // is served or refused with 429, and exactly the served ones are in the ledger.
+    let flood: Vec<_> = (0..200)
+        .map(|_| {
+            let (http, url, token) = (
+                s.http.clone(),
+                format!("{}/v1/chat/completions", s.base),
+                s.token("acme"),
+            );
+            tokio::spawn(async move {
+                http.post(url)
+                    .bearer_auth(token)
+                    .json(&json!({"model": "mock-small", "messages": [{"role": "user", "content": "flood"}]}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    for i in 0..20 {
+        assert_eq!(
+            chat(&s, "globex", "mock-small").await,
+            200,
+            "globex request {i}"
+        );
+    }
+    let mut served = 0;
+    for task in flood {
+        match task.await.unwrap() {
+            200 => served += 1,
+            429 => {}
+            other => panic!("a flooding request got {other}"),
+        }
+    }
+    assert_eq!(s.ledger_rows("acme").await, 1 + served);
+    assert_eq!(s.ledger_rows("globex").await, 21);
+
+    // The database's own cap: acme's role may hold at most its CONNECTION LIMIT.
+    let mut open = Vec::new();
+    let refused = loop {
+        let id = TenantId::parse("acme").unwrap();
+        let password = s
+            .target
+            .secrets
+            .get(&SecretName::for_tenant(&id, "db-password").unwrap())
+            .await
+            .unwrap();
+        let mut config = s
+            .target
+            .endpoint
+            .config(&s.target.namespace.tenant_role(&id), "test");
+        config.password(password.expose_secret().as_bytes());
+        match config.connect(tokio_postgres::NoTls).await {
+            Ok((client, conn)) => {
+                tokio::spawn(conn);
+                open.push(client);
+                assert!(
+                    open.len() <= 20,
+                    "acme's role exceeded its connection limit"
+                );
+            }
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(code(&refused), "53300", "{refused}");
+    s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn usage_totals_come_from_daily_rows_the_ledger_keeps_not_from_a_ledger_scan() {
+    // Issue 9 item 4: `/v1/usage` totals do not scan the tenant's whole ledger. A trigger on the
+    // ledger keeps one row per tenant and day; the tenant may only read them; a pool tenant that
+    // predates them is backfilled, fenced to itself, when tenantctl converges it.
+    let s = serve_with(Platform::builtin(), tier(Tier::Pool)).await;
+    for _ in 0..3 {
+        assert_eq!(chat(&s, "acme", "mock-small").await, 200);
+    }
+    assert_eq!(chat(&s, "globex", "mock-small").await, 200);
+    assert_eq!(usage(&s, "acme").await["totals"]["requests"], 3);
+    let admin = s.target.admin().await.unwrap();
+    admin
+        .batch_execute("UPDATE pool.usage_daily SET requests = 100 WHERE tenant_id = 'acme'")
+        .await
+        .unwrap();
+    assert_eq!(
+        usage(&s, "acme").await["totals"]["requests"],
+        100,
+        "the totals are the daily rows"
+    );
+    let c = tenant_client(&s, "acme").await;
+    for sql in [
+        "UPDATE usage_daily SET requests = 0",
+        "INSERT INTO usage_daily VALUES ('acme', current_date, 1, 1, 1, 1)",
+        "DELETE FROM usage_daily",
+    ] {
+        let err = as_tenant(&c, "acme", sql).await.expect_err(sql);
+        assert_eq!(code(&err), "42501", "{sql}: {err}");
+    }
+    // acme as if it predated migration 0003: its totals are rebuilt from its own ledger only.
+    admin
+        .batch_execute(
+            "DELETE FROM pool.usage_daily WHERE tenant_id = 'acme'; \
+             DELETE FROM control.tenant_migrations WHERE tenant_id = 'acme' AND version = 3",
+        )
+        .await
+        .unwrap();
+    let spec = s.specs.iter().find(|x| x.id.as_str() == "acme").unwrap();
+    let mut client = s.target.admin().await.unwrap();
+    cli::provision::apply::converge_tenant(&s.target, &mut client, spec)
+        .await
+        .unwrap();
+    assert_eq!(usage(&s, "acme").await["totals"]["requests"], 3);
+    assert_eq!(usage(&s, "globex").await["totals"]["requests"], 1);
     s.running.stop().await.unwrap();
 }
