@@ -22,7 +22,6 @@ use super::apply::{Registry, provision};
 use super::offboard::{
     Location, fence_to_tenant, locate, read_rows, remove_data_after, remove_data_in,
 };
-use crate::manifest::TenantSpec;
 use crate::sql;
 
 /// What a move did.
@@ -136,17 +135,7 @@ pub async fn move_tenant(
             stragglers: 0,
         });
     }
-    let raw: serde_json::Value = target
-        .admin()
-        .await?
-        .query_one(
-            "SELECT spec FROM control.tenants WHERE tenant_id = $1",
-            &[&tenant.as_str()],
-        )
-        .await?
-        .get(0);
-    let mut spec: TenantSpec =
-        serde_json::from_value(raw).context("reading the registry's copy of the spec")?;
+    let mut spec = super::suspend::registered_spec(target, tenant).await?;
     spec.tier = to;
     let dst = destination(target, tenant, to);
 

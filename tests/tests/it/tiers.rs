@@ -17,6 +17,17 @@ fn tier(t: Tier) -> impl Fn(&mut TenantSpec) {
     move |spec| spec.tier = t
 }
 
+/// acme on tier `acme`, every other tenant on tier `others`.
+fn tiers(acme: Tier, others: Tier) -> impl Fn(&mut TenantSpec) {
+    move |spec| {
+        spec.tier = if spec.id.as_str() == "acme" {
+            acme
+        } else {
+            others
+        }
+    }
+}
+
 async fn chat(s: &Served, tenant: &str, model: &str) -> u16 {
     s.http
         .post(format!("{}/v1/chat/completions", s.base))
@@ -81,14 +92,7 @@ async fn every_tier_serves_metered_chat_with_isolated_usage() {
 
 #[tokio::test]
 async fn tiers_mix_in_one_deployment_and_a_second_apply_changes_nothing() {
-    let s = serve_with(Platform::builtin(), |spec| {
-        spec.tier = if spec.id.as_str() == "acme" {
-            Tier::Pool
-        } else {
-            Tier::Dedicated
-        }
-    })
-    .await;
+    let s = serve_with(Platform::builtin(), tiers(Tier::Pool, Tier::Dedicated)).await;
     assert_eq!(chat(&s, "acme", "mock-small").await, 200);
     assert_eq!(chat(&s, "globex", "mock-small").await, 200);
     assert_eq!(
@@ -1347,14 +1351,7 @@ async fn a_tenant_role_reaches_no_other_database_and_cannot_shadow_names() {
     // `template1`; a tenant's role cannot connect to them nor to another tenant's database; it cannot
     // create a temporary table that would shadow its own (pg_temp is searched first), change its own
     // default search path to mislead the runtime, or resolve names in another tenant's schema.
-    let s = serve_with(Platform::builtin(), |spec| {
-        spec.tier = if spec.id.as_str() == "acme" {
-            Tier::Schema
-        } else {
-            Tier::Dedicated
-        }
-    })
-    .await;
+    let s = serve_with(Platform::builtin(), tiers(Tier::Schema, Tier::Dedicated)).await;
     let acme = TenantId::parse("acme").unwrap();
     let globex = TenantId::parse("globex").unwrap();
     let password = s
