@@ -319,21 +319,6 @@ async fn aws_prepare(
 )> {
     let specs = load(g, paths)?;
     let opts = fleet_options(g)?;
-    let dedicated: Vec<&str> = specs
-        .iter()
-        .filter(|s| s.tier == runtime::domain::Tier::Dedicated)
-        .map(|s| s.id.as_str())
-        .collect();
-    if !dedicated.is_empty() && g.output == OutputFormat::Text {
-        note(
-            g,
-            &format!(
-                "note: dedicated tier ({}): the tenant's stack creates its own RDS instance, but its database \
-                 objects are still created on the platform database (see docs/aws.md, limits)",
-                dedicated.join(", ")
-            ),
-        );
-    }
     let (aws, target) = aws_target(g).await?;
     let plan = plan::plan_for(&target, &specs).await?;
     Ok((aws, target, specs, opts, plan))
@@ -651,7 +636,34 @@ async fn offboard(g: &Global, tenant: &str, export: &std::path::Path) -> Result<
     let tenant = TenantId::parse(tenant).map_err(|e| anyhow::anyhow!("tenant: {e}"))?;
     let (target, cluster, aws) = target_and_aws(g).await?;
     require_running(cluster.as_ref())?;
-    let report = crate::provision::offboard::offboard(&target, &tenant, export).await?;
+    // On AWS a dedicated tenant's data is on its own instance: exported from there.
+    let hosted: bool = match &aws {
+        Some(_) => target
+            .admin()
+            .await?
+            .query_opt(
+                "SELECT db_host IS NOT NULL AND status <> 'offboarded' FROM control.tenants WHERE tenant_id = $1",
+                &[&tenant.as_str()],
+            )
+            .await?
+            .is_some_and(|r| r.get(0)),
+        None => false,
+    };
+    let instance = match (&aws, hosted) {
+        (Some(aws), true) => {
+            let spec = crate::provision::suspend::registered_spec(&target, &tenant).await?;
+            let stack = crate::aws::tenant_stack_name(&aws.env, &spec);
+            Some(
+                crate::aws::fleet::dedicated_instance(aws, &target, &stack)
+                    .await?
+                    .0,
+            )
+        }
+        _ => None,
+    };
+    let report =
+        crate::provision::offboard::offboard_from(&target, instance.as_ref(), &tenant, export)
+            .await?;
     let aws_report = if let Some(aws) = aws {
         let bar = progress_bar(g);
         let r = crate::aws::fleet::offboard(&aws, &target, &tenant, report.tier, &bar).await;
@@ -717,17 +729,24 @@ async fn status(g: &Global) -> Result<u8> {
     if observed.control_plane {
         for row in admin
             .query(
-                "SELECT tenant_id, db_role, coalesce(db_name, current_database()) FROM control.tenants",
+                "SELECT tenant_id, db_role, coalesce(db_name, current_database()), db_host, db_port \
+                   FROM control.tenants",
                 &[],
             )
             .await?
         {
-            access.insert(row.get::<_, String>(0), (row.get::<_, String>(1), row.get::<_, String>(2)));
+            let host: Option<String> = row.get(3);
+            let port: Option<i32> = row.get(4);
+            let at = host.zip(port.and_then(|p| u16::try_from(p).ok()));
+            access.insert(
+                row.get::<_, String>(0),
+                (row.get::<_, String>(1), row.get::<_, String>(2), at),
+            );
         }
     }
     for (id, t) in &observed.tenants {
-        let (role, db) = access.get(id.as_str()).cloned().unwrap_or_default();
-        let login = login_check(&target, id, &role, &db).await;
+        let (role, db, at) = access.get(id.as_str()).cloned().unwrap_or_default();
+        let login = login_check(&target, id, &role, &db, at).await;
         let tenant_drift = login.is_err() || t.migration_version < latest || t.status != "active";
         drift |= tenant_drift;
         rows.push(json!({
@@ -782,13 +801,24 @@ async fn status(g: &Global) -> Result<u8> {
 
 /// Logs in the way the runtime will for this tenant (its own role, on every tier; its database) with
 /// the stored password, and runs one query.
-async fn login_check(target: &Target, id: &TenantId, role: &str, db: &str) -> Result<()> {
+async fn login_check(
+    target: &Target,
+    id: &TenantId,
+    role: &str,
+    db: &str,
+    at: Option<(String, u16)>,
+) -> Result<()> {
     let password = target
         .secrets
         .get(&SecretName::for_tenant(id, "db-password")?)
         .await?;
     let mut endpoint = target.endpoint.clone();
     endpoint.dbname = db.to_owned();
+    // A dedicated tenant on AWS: its own instance, over the same verified TLS.
+    if let Some((host, port)) = at {
+        endpoint.host = host;
+        endpoint.port = port;
+    }
     let mut config = endpoint.config(role, "tenantctl-status");
     config.password(password.expose_secret().as_bytes());
     let (client, _task) = runtime::tenancy::connect(&config, endpoint.tls()?).await?;

@@ -584,6 +584,44 @@ impl AwsSecretStore {
         }
     }
 
+    /// The master user of an RDS instance whose password RDS manages (`ManageMasterUserPassword`): the
+    /// secret RDS named (`rds!db-...`, given by its ARN) holds `{"username": .., "password": ..}`.
+    /// tenantctl reads it to create a dedicated tenant's objects on the tenant's own instance; the
+    /// password never leaves the returned `SecretString`.
+    pub async fn rds_master_credentials(
+        &self,
+        arn: &str,
+    ) -> Result<(String, SecretString), SecretError> {
+        let name = || printable(arn);
+        let out = self
+            .client
+            .get_secret_value()
+            .secret_id(arn)
+            .send()
+            .await
+            .map_err(|e| SecretError::Aws {
+                call: "GetSecretValue",
+                name: name(),
+                message: aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
+            })?;
+        #[derive(serde::Deserialize)]
+        struct Master {
+            username: String,
+            password: SecretString,
+        }
+        let text = zeroize::Zeroizing::new(
+            out.secret_string()
+                .ok_or_else(|| SecretError::NotFound(name()))?
+                .to_owned(),
+        );
+        let master: Master = serde_json::from_str(&text).map_err(|_| SecretError::Aws {
+            call: "GetSecretValue",
+            name: name(),
+            message: "not an RDS master-user secret (`username` and `password`)".into(),
+        })?;
+        Ok((master.username, master.password))
+    }
+
     /// Whether the secret exists and is not scheduled for deletion.
     async fn exists(&self, name: &SecretName) -> Result<bool, SecretError> {
         use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretError;

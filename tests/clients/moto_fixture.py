@@ -6,6 +6,7 @@ Usage: python3 moto_fixture.py ENDPOINT COMMAND ARGS...
                                   Tagging API)
   function-tags NAME              print the JSON tags of a Lambda function
   function-concurrency NAME       print a Lambda function's reserved concurrency (`none` when unset)
+  function-env NAME VAR           print one environment variable of a Lambda function
   delete-stack NAME               delete a stack behind tenantctl's back (a drift test)
 Credentials and region come from the environment (test values only).
 """
@@ -51,6 +52,10 @@ elif command == "function-concurrency":
     (name,) = args
     got = client("lambda").get_function_concurrency(FunctionName=name)
     print(got.get("ReservedConcurrentExecutions", "none"))
+elif command == "function-env":
+    name, var = args
+    config = client("lambda").get_function_configuration(FunctionName=name)
+    print(config["Environment"]["Variables"][var])
 elif command == "delete-stack":
     (name,) = args
     client("cloudformation").delete_stack(StackName=name)

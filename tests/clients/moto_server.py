@@ -1,4 +1,4 @@
-"""moto's server with six CloudFormation gaps filled:
+"""moto's server with eight CloudFormation gaps filled:
 
 - `Fn::GetAtt [DBInstance, DbiResourceId]`: moto 5 models an RDS instance's `DbiResourceId`
   (DescribeDBInstances returns it) but does not expose it to `Fn::GetAtt`; the platform's
@@ -14,6 +14,14 @@
   replaces it in the stack's resource map with nothing, so the next `Fn::GetAtt` on it (the NAT
   gateway's `AllocationId`) fails the whole update. Here the resource is kept as it was, as
   CloudFormation keeps a resource whose update changes only tags.
+- An RDS instance whose `DBSubnetGroupName` is a name (a parameter, as a tenant stack receives the
+  platform's): moto expects a resource of the same stack and drops the instance; and `Ref` of a
+  `AWS::RDS::DBSubnetGroup` (the platform's output) gives moto's object, not the group's name.
+- An RDS instance with `ManageMasterUserPassword`: moto's CloudFormation ignores it (no managed secret,
+  no `Fn::GetAtt [.., MasterUserSecret.SecretArn]`). Here the secret is made, holding the instance's
+  `MasterUsername`. For the dedicated-instance test only, `MOTO_RDS_ENDPOINT_ADDRESS`/`_PORT` make
+  every instance's endpoint a local TLS Postgres and `MOTO_RDS_MASTER_PASSWORD` its managed password
+  (the test generates it; moto's own default is a fixed string).
 - Updating a Lambda function's `ReservedConcurrentExecutions` (how a suspension throttles a tenant's
   function to zero): moto reads it when it creates a function and ignores it on update. Here an update
   sets it, as AWS does.
@@ -27,9 +35,11 @@ For benchmarks only: with MOTO_STACK_OPERATION_SECONDS=N, an executed change set
 Usage: python3 moto_server.py -H 127.0.0.1 -p PORT
 """
 
+import json
 import os
 import sys
 import time
+import types
 
 from moto.cloudformation.exceptions import ValidationError
 from moto.cloudformation.models import ChangeSet, CloudFormationBackend
@@ -37,7 +47,7 @@ import moto.cloudformation.parsing as cfn_parsing
 from moto.cloudformation.parsing import OutputMap
 from moto.awslambda.models import LambdaFunction
 from moto.kms.models import Key
-from moto.rds.models import DBInstance
+from moto.rds.models import DBInstance, DBSubnetGroup, MasterUserSecret
 from moto.server import main
 
 _has_attr = DBInstance.has_cfn_attr.__func__
@@ -45,13 +55,53 @@ _get_attr = DBInstance.get_cfn_attribute
 
 
 def has_cfn_attr(cls, attr):
-    return attr == "DbiResourceId" or _has_attr(cls, attr)
+    return attr in ("DbiResourceId", "MasterUserSecret.SecretArn") or _has_attr(cls, attr)
 
 
 def get_cfn_attribute(self, attribute_name):
     if attribute_name == "DbiResourceId":
         return self.dbi_resource_id
+    if attribute_name == "MasterUserSecret.SecretArn":
+        return self.master_user_secret.secret_arn
     return _get_attr(self, attribute_name)
+
+
+_create_instance = DBInstance.create_from_cloudformation_json.__func__
+
+
+def create_instance_from_cloudformation_json(cls, resource_name, cloudformation_json, *args, **kwargs):
+    properties = cloudformation_json.get("Properties", {})
+    # A subnet group given by name (a parameter, as a tenant stack gets the platform's) rather than as a
+    # resource of the same stack: moto expects the resource.
+    if isinstance(properties.get("DBSubnetGroupName"), str):
+        properties["DBSubnetGroupName"] = types.SimpleNamespace(name=properties["DBSubnetGroupName"].lower())
+    instance = _create_instance(cls, resource_name, cloudformation_json, *args, **kwargs)
+    if str(properties.get("ManageMasterUserPassword", "")).lower() == "true":
+        instance.manage_master_user_password = True
+        instance.master_user_secret = MasterUserSecret(instance, None)
+    if os.environ.get("MOTO_RDS_ENDPOINT_PORT"):
+        instance.port = int(os.environ["MOTO_RDS_ENDPOINT_PORT"])
+    return instance
+
+
+DBInstance.create_from_cloudformation_json = classmethod(create_instance_from_cloudformation_json)
+
+DBSubnetGroup.physical_resource_id = property(lambda self: self.name)
+
+_address = DBInstance.address.fget
+DBInstance.address = property(lambda self: os.environ.get("MOTO_RDS_ENDPOINT_ADDRESS") or _address(self))
+
+
+def master_secret_string(self):
+    return json.dumps(
+        {
+            "username": getattr(self.resource, "master_username", None) or "admin",
+            "password": os.environ.get("MOTO_RDS_MASTER_PASSWORD", "P@55w0rd!"),
+        }
+    )
+
+
+MasterUserSecret._generate_secret_string = master_secret_string
 
 
 _create_key = Key.create_from_cloudformation_json.__func__

@@ -258,6 +258,11 @@ pub struct Moto {
 
 /// Starts `moto_server`.
 pub async fn moto() -> Moto {
+    moto_with(&[]).await
+}
+
+/// Starts `moto_server` with extra environment (the shim's test switches, see the script).
+pub async fn moto_with(env: &[(&str, String)]) -> Moto {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .unwrap_or_else(|e| panic!("{e}"))
@@ -266,6 +271,7 @@ pub async fn moto() -> Moto {
     let mut child = tokio::process::Command::new("python3")
         .arg(cli::testing::repo_root().join("tests/clients/moto_server.py"))
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(std::process::Stdio::null())
         .stderr(
             // moto's tracebacks, for a failing test to read: $TMPDIR/tenantctl-moto-<port>.log

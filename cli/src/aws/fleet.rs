@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use aws_sdk_cloudformation::Client;
 use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use runtime::domain::TenantId;
+use runtime::domain::{TenantId, Tier};
 use serde::Serialize;
 
 use super::call::{CallCounter, with_backoff};
@@ -269,6 +269,62 @@ pub fn tenant_request(
         tags: tenant_tags(spec),
         digest: Some(rendered.digest),
     })
+}
+
+/// A dedicated tenant's own RDS instance as a provisioning target: its endpoint from the tenant
+/// stack's outputs, its master user from the secret RDS manages, over TLS verified against the same
+/// bundle as the platform database (`TENANTCTL_DATABASE_CA`). Returns it with its host and port.
+pub async fn dedicated_instance(
+    aws: &Aws,
+    target: &Target,
+    stack: &str,
+) -> Result<(Target, String, u16)> {
+    let state = deploy::describe(&aws.cfn, stack)
+        .await?
+        .with_context(|| format!("the tenant stack `{stack}` is gone"))?;
+    let output = |key: &str| {
+        state.outputs.get(key).cloned().with_context(|| {
+            format!("the tenant stack `{stack}` has no output `{key}`\nhint: re-run `tenantctl apply` so its template is current")
+        })
+    };
+    let host = output("TenantDatabaseEndpoint")?;
+    let port: u16 = output("TenantDatabasePort")?
+        .parse()
+        .with_context(|| format!("the tenant stack `{stack}`'s database port is not a port"))?;
+    let Some(tls_ca) = target.endpoint.tls_ca.clone() else {
+        bail!(
+            "a dedicated tenant's instance (`{host}`) is reached only over verified TLS\nhint: set TENANTCTL_DATABASE_CA to the RDS certificate bundle"
+        );
+    };
+    let (user, password) = aws
+        .secrets
+        .rds_master_credentials(&output("TenantDatabaseMasterSecret")?)
+        .await?;
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&host)
+        .port(port)
+        .user(&user)
+        .dbname("postgres")
+        .connect_timeout(std::time::Duration::from_secs(10));
+    {
+        use secrecy::ExposeSecret as _;
+        config.password(password.expose_secret().as_bytes());
+    }
+    let instance = Target {
+        namespace: target.namespace.clone(),
+        endpoint: runtime::tenancy::DbEndpoint {
+            host: host.clone(),
+            port,
+            dbname: "postgres".into(),
+            tls_ca: Some(tls_ca),
+            iam_auth: false,
+        },
+        admin: crate::provision::AdminAccess::Url(Box::new(config)),
+        secrets: target.secrets.clone(),
+        secrets_dir: target.secrets_dir.clone(),
+    };
+    Ok((instance, host, port))
 }
 
 fn serving_of(suspended: &BTreeSet<TenantId>, spec: &TenantSpec) -> Serving {
@@ -561,7 +617,23 @@ async fn apply_one(
         if db_action != DbAction::NoOp {
             bar.set_message("database and registry");
             let mut admin = target.admin().await?;
-            converge_tenant(target, &mut admin, spec).await?;
+            if spec.tier == Tier::Dedicated {
+                // Its data is on its own instance: the objects there, the registry here.
+                let (instance, host, port) =
+                    dedicated_instance(aws, target, &tenant_stack_name(&aws.env, spec)).await?;
+                let mut instance_admin = instance.admin().await?;
+                db_apply::provision_dedicated(&instance, &mut instance_admin, spec, true).await?;
+                db_apply::record_dedicated(
+                    &mut admin,
+                    &target.namespace,
+                    spec,
+                    db_apply::Registry::Write,
+                    Some((&host, port)),
+                )
+                .await?;
+            } else {
+                converge_tenant(target, &mut admin, spec).await?;
+            }
         }
         Ok(stack_result(outcome, &db_action))
     }

@@ -136,7 +136,6 @@ fn seal(body: String, tags: &BTreeMap<String, String>) -> Rendered {
 pub fn platform_parameters(tier: Tier) -> &'static [&'static str] {
     match tier {
         Tier::Dedicated => &[
-            "DatabaseEndpoint",
             "PrivateSubnetA",
             "PrivateSubnetB",
             "FunctionSecurityGroup",
@@ -235,6 +234,8 @@ const ACCESS_LOG_FORMAT: &str = r#"{"requestId":"$context.requestId","time":"$co
 /// (`cargo lambda build ... --include rds-ca-bundle.pem`, see docs/aws.md).
 pub const LAMBDA_RDS_CA: &str = "/var/task/rds-ca-bundle.pem";
 const DB_HOST_PLACEHOLDER: &str = "@@tenantctl-database-host@@";
+/// Stands for the database port in the rendered configuration (a JSON number once substituted).
+const DB_PORT_PLACEHOLDER: u16 = 65_432;
 
 /// The tenant's registry record as its single-tenant deployment carries it.
 pub fn tenant_record(spec: &TenantSpec, ns: &Namespace) -> runtime::tenancy::TenantRecord {
@@ -255,7 +256,8 @@ pub fn tenant_record(spec: &TenantSpec, ns: &Namespace) -> runtime::tenancy::Ten
 }
 
 /// The runtime configuration of the tenant's Lambda, as the string of an `Fn::Sub` whose only
-/// substitution is the platform database's host: a single-tenant deployment pinned to the tenant,
+/// substitutions are its database's host and port (the platform database's, or for the dedicated tier
+/// the tenant's own instance's): a single-tenant deployment pinned to the tenant,
 /// behind the gateway's JWT authorizer, trusting only the tenant's issuer, logging in to the database
 /// with RDS IAM tokens over TLS verified against the RDS bundle. No secret is in it.
 fn lambda_runtime_config(
@@ -268,7 +270,7 @@ fn lambda_runtime_config(
         namespace: ns.clone(),
         database: runtime::tenancy::DbEndpoint {
             host: DB_HOST_PLACEHOLDER.into(),
-            port: 5432,
+            port: DB_PORT_PLACEHOLDER,
             dbname: record.db_name.clone(),
             tls_ca: Some(LAMBDA_RDS_CA.into()),
             // The function's role may `rds-db:connect` only as this tenant's database user.
@@ -291,10 +293,20 @@ fn lambda_runtime_config(
         tenant: Some(record),
     };
     let json = serde_json::to_string(&config)?;
+    // A dedicated tenant's data is on its own instance (the stack's `Database`); every other tier's on
+    // the platform database.
+    let (host, port) = match spec.tier {
+        Tier::Dedicated => ("${TenantDatabaseHost}", "${TenantDatabasePort}"),
+        Tier::Pool | Tier::Schema => ("${DatabaseEndpoint}", "5432"),
+    };
     // `${` starts a substitution in Fn::Sub; `${!` is its literal form.
     Ok(json
         .replace("${", "${!")
-        .replace(DB_HOST_PLACEHOLDER, "${DatabaseEndpoint}"))
+        .replace(DB_HOST_PLACEHOLDER, host)
+        .replace(
+            &format!("\"port\":{DB_PORT_PLACEHOLDER}"),
+            &format!("\"port\":{port}"),
+        ))
 }
 
 /// Whether a tenant's function may run: a suspended tenant's stack keeps everything but gets no

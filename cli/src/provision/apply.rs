@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use minijinja::context;
 use runtime::domain::{Namespace, TenantId, Tier};
 use runtime::schema::{TENANT_MIGRATIONS, TENANT_TABLE_GRANTS};
@@ -49,6 +49,29 @@ async fn ensure_role(
         .with_context(|| format!("creating role `{role}`"))?;
     }
     Ok(!exists)
+}
+
+/// Creates the migrator role (owner of every tenant schema, table and database; never logs in) unless it
+/// exists, and lets a non-superuser admin (CREATEROLE, as on managed Postgres) act as it. A superuser
+/// needs no membership.
+async fn ensure_migrator(tx: &tokio_postgres::Transaction<'_>, ns: &Namespace) -> Result<()> {
+    ensure_role(tx, &ns.migrator_role(), false).await?;
+    let superuser: bool = tx
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !superuser {
+        tx.batch_execute(&sql::render(
+            "grant-migrator.sql",
+            context! { migrator => ns.migrator_role() },
+        )?)
+        .await
+        .context("granting the migrator role to the admin role")?;
+    }
+    Ok(())
 }
 
 /// The cluster's databases no tenant has data in, which every role can reach by default.
@@ -137,27 +160,8 @@ pub async fn ensure_control_plane(target: &Target) -> Result<()> {
     )]
     let tx = client.transaction().await?;
     advisory_lock(&tx, "tenantctl:control-plane").await?;
-    let mut runtime_role_created = false;
-    for (role, login) in [(ns.migrator_role(), false), (ns.runtime_role(), true)] {
-        runtime_role_created |= ensure_role(&tx, &role, login).await? && login;
-    }
-    // A non-superuser admin (CREATEROLE, as on managed Postgres) must be able to act as the migrator to
-    // own schemas and tables. A superuser needs no membership.
-    let superuser: bool = tx
-        .query_one(
-            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
-            &[],
-        )
-        .await?
-        .get(0);
-    if !superuser {
-        tx.batch_execute(&sql::render(
-            "grant-migrator.sql",
-            context! { migrator => ns.migrator_role() },
-        )?)
-        .await
-        .context("granting the migrator role to the admin role")?;
-    }
+    ensure_migrator(&tx, ns).await?;
+    let runtime_role_created = ensure_role(&tx, &ns.runtime_role(), true).await?;
     if runtime_role_created || new_secret {
         tx.batch_execute(&sql::alter_role_password(&ns.runtime_role(), &password)?)
             .await?;
@@ -484,6 +488,7 @@ async fn finish_tenant(
     schema: &str,
     database: &str,
     registry: Registry,
+    host: DataHost<'_>,
 ) -> Result<()> {
     if registry == Registry::Leave {
         tx.commit()
@@ -496,14 +501,16 @@ async fn finish_tenant(
     let tags = serde_json::to_value(&spec.tags)?;
     tx.execute(
         "INSERT INTO control.tenants (tenant_id, display_name, tier, status, issuer, audience, tenant_claim, \
-             model_policy, monthly_budget_micro_usd, tags, spec, spec_hash, db_role, db_schema, db_name) \
-         VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             model_policy, monthly_budget_micro_usd, tags, spec, spec_hash, db_role, db_schema, db_name, \
+             db_host, db_port) \
+         VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
          ON CONFLICT (tenant_id) DO UPDATE SET display_name = EXCLUDED.display_name, \
              status = CASE WHEN control.tenants.status = 'suspended' THEN 'suspended' ELSE 'active' END, issuer = EXCLUDED.issuer, audience = EXCLUDED.audience, \
              tenant_claim = EXCLUDED.tenant_claim, model_policy = EXCLUDED.model_policy, \
              monthly_budget_micro_usd = EXCLUDED.monthly_budget_micro_usd, tags = EXCLUDED.tags, \
              spec = EXCLUDED.spec, spec_hash = EXCLUDED.spec_hash, db_role = EXCLUDED.db_role, \
-             db_schema = EXCLUDED.db_schema, db_name = EXCLUDED.db_name, updated_at = now()",
+             db_schema = EXCLUDED.db_schema, db_name = EXCLUDED.db_name, db_host = EXCLUDED.db_host, \
+             db_port = EXCLUDED.db_port, updated_at = now()",
         &[
             &spec.id.as_str(),
             &spec.display_name,
@@ -519,6 +526,8 @@ async fn finish_tenant(
             &role,
             &schema,
             &database,
+            &host.map(|(h, _)| h),
+            &host.map(|(_, p)| i32::from(p)),
         ],
     )
     .await?;
@@ -621,7 +630,16 @@ async fn converge_schema(
     )?)
     .await
     .context("granting table privileges")?;
-    finish_tenant(tx, spec, &role, &schema, &target.endpoint.dbname, registry).await
+    finish_tenant(
+        tx,
+        spec,
+        &role,
+        &schema,
+        &target.endpoint.dbname,
+        registry,
+        None,
+    )
+    .await
 }
 
 /// Pool tier: the pool group, schema, migrations and row-level security (idempotent, under a
@@ -720,7 +738,16 @@ async fn converge_pool(
         &[&spec.id.as_str()],
     )
     .await?;
-    finish_tenant(tx, spec, &role, "pool", &target.endpoint.dbname, registry).await
+    finish_tenant(
+        tx,
+        spec,
+        &role,
+        "pool",
+        &target.endpoint.dbname,
+        registry,
+        None,
+    )
+    .await
 }
 
 /// Dedicated tier: a database of the tenant's own. `CREATE DATABASE` cannot run in a transaction, so
@@ -732,6 +759,36 @@ async fn converge_dedicated(
     spec: &TenantSpec,
     registry: Registry,
 ) -> Result<()> {
+    // A tenant whose data is on its own instance (AWS) is never provisioned a second copy here.
+    let own_host: Option<String> = client
+        .query_opt(
+            "SELECT db_host FROM control.tenants WHERE tenant_id = $1",
+            &[&spec.id.as_str()],
+        )
+        .await?
+        .and_then(|r| r.get(0));
+    if let Some(host) = own_host {
+        bail!(
+            "tenant `{}` has its data on its own instance `{host}`, not on this server\nhint: run \
+             `tenantctl apply --target aws` for it (that migrates its instance too)",
+            spec.id
+        );
+    }
+    provision_dedicated(target, client, spec, false).await?;
+    record_dedicated(client, &target.namespace, spec, registry, None).await
+}
+
+/// The dedicated tier's resources on the server `data` reaches (the platform's server on the local
+/// target; on AWS the tenant's own RDS instance, as its master user): the migrator role there when
+/// `own_server` (a fresh server has none), the tenant's login role, its database and everything in it.
+/// Safe to re-run; the control plane is not touched (`record_dedicated`).
+pub async fn provision_dedicated(
+    data: &Target,
+    client: &mut tokio_postgres::Client,
+    spec: &TenantSpec,
+    own_server: bool,
+) -> Result<()> {
+    let target = data;
     let ns = &target.namespace;
     let role = ns.tenant_role(&spec.id);
     let schema = Namespace::tenant_schema(&spec.id);
@@ -745,8 +802,14 @@ async fn converge_dedicated(
         )]
         let tx = client.transaction().await?;
         lock_tenant(&tx, spec).await?;
+        if own_server {
+            ensure_migrator(&tx, ns).await?;
+        }
         ensure_login_role(&tx, &role, &password, new_secret).await?;
         tx.commit().await?;
+    }
+    if own_server {
+        close_shared_databases(target).await?;
     }
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
@@ -796,6 +859,25 @@ async fn converge_dedicated(
     tx.commit()
         .await
         .context("committing the tenant database")?;
+    Ok(())
+}
+
+/// Where a tenant's data is when it is not on the platform's server: its own instance's host and port.
+pub type DataHost<'a> = Option<(&'a str, u16)>;
+
+/// The dedicated tier's control-plane part, behind `client`: the tenant's migration level (its
+/// database's, which `provision_dedicated` brought to the newest) and its registry row, with `host`
+/// when its data is on its own server.
+pub async fn record_dedicated(
+    client: &mut tokio_postgres::Client,
+    ns: &Namespace,
+    spec: &TenantSpec,
+    registry: Registry,
+    host: DataHost<'_>,
+) -> Result<()> {
+    let role = ns.tenant_role(&spec.id);
+    let schema = Namespace::tenant_schema(&spec.id);
+    let database = ns.tenant_database(&spec.id);
     #[expect(
         clippy::disallowed_methods,
         reason = "provisioning runs as the admin role, not as a tenant"
@@ -812,5 +894,5 @@ async fn converge_dedicated(
         ],
     )
     .await?;
-    finish_tenant(tx, spec, &role, &schema, &database, registry).await
+    finish_tenant(tx, spec, &role, &schema, &database, registry, host).await
 }

@@ -28,6 +28,10 @@ pub struct ObservedTenant {
     pub spec: serde_json::Value,
     pub spec_hash: String,
     pub migration_version: i32,
+    /// Its data is on a server of its own (a dedicated tenant's RDS instance on AWS), so its role and
+    /// database are not looked for on this one.
+    #[serde(default)]
+    pub own_server: bool,
 }
 
 /// Everything the planner needs to know about a target.
@@ -60,7 +64,12 @@ pub async fn observe(target: &Target, scope: Scope<'_>) -> Result<Observed> {
     let mut tenants = BTreeMap::new();
     if control_plane {
         for row in client
-            .query("SELECT tenant_id, tier, status FROM control.tenants", &[])
+            // `db_host` through JSON: a control plane from before the column still answers.
+            .query(
+                "SELECT tenant_id, tier, status, (to_jsonb(t) ->> 'db_host') IS NOT NULL \
+                   FROM control.tenants t",
+                &[],
+            )
             .await?
         {
             let (Ok(id), Ok(tier)) = (
@@ -77,6 +86,7 @@ pub async fn observe(target: &Target, scope: Scope<'_>) -> Result<Observed> {
                     spec: serde_json::Value::Null,
                     spec_hash: String::new(),
                     migration_version: 0,
+                    own_server: row.get(3),
                 },
             );
         }

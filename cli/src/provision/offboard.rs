@@ -298,11 +298,22 @@ pub struct Report {
 
 /// Exports, verifies, deletes, and marks the tenant offboarded.
 pub async fn offboard(target: &Target, tenant: &TenantId, export_dir: &Path) -> Result<Report> {
+    offboard_from(target, None, tenant, export_dir).await
+}
+
+/// `offboard`, for a tenant whose data is on a server of its own (`data`: a dedicated tenant's RDS
+/// instance on AWS): exported from there; the instance itself goes with the tenant's stack.
+pub async fn offboard_from(
+    target: &Target,
+    data: Option<&Target>,
+    tenant: &TenantId,
+    export_dir: &Path,
+) -> Result<Report> {
     let loc = locate(target, tenant).await?;
     let already = loc.status == "offboarded";
     let mut rows = BTreeMap::new();
     if !already {
-        let (_, manifest) = export(target, &loc, tenant, export_dir).await?;
+        let (_, manifest) = export(data.unwrap_or(target), &loc, tenant, export_dir).await?;
         rows = manifest
             .tables
             .iter()
@@ -337,7 +348,9 @@ pub async fn offboard(target: &Target, tenant: &TenantId, export_dir: &Path) -> 
     )
     .await?;
     tx.commit().await.context("committing the offboarding")?;
-    remove_data_after(target, &loc, tenant, None).await?;
+    if data.is_none() {
+        remove_data_after(target, &loc, tenant, None).await?;
+    }
     Ok(Report {
         tenant: tenant.clone(),
         tier: loc.tier,

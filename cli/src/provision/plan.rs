@@ -222,7 +222,9 @@ pub fn plan(specs: &[TenantSpec], observed: &Observed, ns: &Namespace, database:
                 detail,
             ));
         }
-        if !observed.roles.contains(&role) {
+        // A tenant on a server of its own has its role and database there (checked by `status`).
+        let own_server = existing.is_some_and(|e| e.own_server);
+        if !observed.roles.contains(&role) && !own_server {
             let detail =
                 (spec.tier == Tier::Pool).then(|| format!("member of `{}`", ns.pool_role()));
             changes.push(change(Op::Create, "role", role, detail));
@@ -231,7 +233,7 @@ pub fn plan(specs: &[TenantSpec], observed: &Observed, ns: &Namespace, database:
             Tier::Schema | Tier::Dedicated => {
                 if spec.tier == Tier::Dedicated {
                     let database = ns.tenant_database(&spec.id);
-                    if !observed.databases.contains(&database) {
+                    if !observed.databases.contains(&database) && !own_server {
                         changes.push(change(Op::Create, "database", database, None));
                     }
                 } else if !observed.schemas.contains(&schema) {
@@ -362,6 +364,7 @@ mod tests {
                     spec: s.canonical_json(),
                     spec_hash: s.hash(),
                     migration_version: latest_version(),
+                    own_server: false,
                 },
             );
         }

@@ -19,6 +19,8 @@ struct Env {
     ns: String,
     state: tempfile::TempDir,
     bin: std::path::PathBuf,
+    /// `TENANTCTL_DATABASE_CA`, when the platform database is reached over TLS.
+    ca: Option<std::path::PathBuf>,
 }
 
 impl Env {
@@ -49,6 +51,9 @@ impl Env {
         .env("TENANTCTL_STATE_DIR", self.state.path())
         .env("TENANTCTL_POLL_MAX_MS", "200")
         .env_remove("TENANTCTL_TARGET");
+        if let Some(ca) = &self.ca {
+            cmd.env("TENANTCTL_DATABASE_CA", ca);
+        }
         if endpoint_flag {
             cmd.env_remove("AWS_ENDPOINT_URL")
                 .args(["--endpoint-url", &self.moto.url]);
@@ -118,6 +123,7 @@ async fn onboard_reapply_update_drift_and_offboard_on_moto() {
         ns: target.namespace.to_string(),
         state: tempfile::tempdir().unwrap(),
         bin: tests::tenantctl_binary(),
+        ca: None,
     };
     let manifests = tempfile::tempdir().unwrap();
     copy_examples(manifests.path());
@@ -494,4 +500,187 @@ async fn bad_input_fails_before_any_aws_call() {
     }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dedicated_tenant_gets_its_database_on_its_own_instance_and_its_function_points_there() {
+    // Issue 9 item 6: a dedicated tenant's data lives on the RDS instance its stack creates. tenantctl
+    // reads the instance's endpoint from the stack and its master user from the secret RDS manages,
+    // creates the tenant's role, database and tables there over verified TLS, records the instance in
+    // the registry, and the tenant's function is configured to reach that instance, not the platform
+    // database. Two TLS Postgres servers stand in for the platform database and the instance (moto's
+    // shim points the instance's endpoint at the second); one CA bundle covers both, as RDS's does.
+    use secrecy::ExposeSecret as _;
+    let platform_pg = cli::testing::tls_cluster();
+    let instance_pg = cli::testing::tls_cluster();
+    let bundle = tempfile::tempdir().unwrap();
+    let ca = bundle.path().join("bundle.pem");
+    std::fs::write(
+        &ca,
+        [
+            std::fs::read_to_string(&platform_pg.ca_pem).unwrap(),
+            std::fs::read_to_string(&instance_pg.ca_pem).unwrap(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let master_password = runtime::secrets::generate_secret();
+    let peer = |pg: &cli::testing::TlsCluster| cli::provision::Target {
+        namespace: runtime::domain::Namespace::parse("peer").unwrap(),
+        endpoint: runtime::tenancy::DbEndpoint {
+            host: pg.state.pg_run().display().to_string(),
+            port: pg.port,
+            dbname: "postgres".into(),
+            tls_ca: None,
+            iam_auth: false,
+        },
+        admin: cli::provision::AdminAccess::Peer {
+            role: cli::local::cluster::ADMIN_ROLE.into(),
+        },
+        secrets: runtime::secrets::SecretStore::Local(
+            runtime::secrets::LocalSecretStore::open(&bundle.path().join("unused")).unwrap(),
+        ),
+        secrets_dir: bundle.path().join("unused"),
+    };
+    // The instance as RDS makes it: a master user (CREATEROLE, CREATEDB) and `rds_iam`.
+    peer(&instance_pg)
+        .admin()
+        .await
+        .unwrap()
+        .batch_execute(&format!(
+            "CREATE ROLE tenantctl_master LOGIN CREATEROLE CREATEDB; CREATE ROLE rds_iam NOLOGIN; {}",
+            cli::sql::alter_role_password("tenantctl_master", &master_password).unwrap()
+        ))
+        .await
+        .unwrap();
+    let moto = tests::moto_with(&[
+        ("MOTO_RDS_ENDPOINT_ADDRESS", "127.0.0.1".into()),
+        ("MOTO_RDS_ENDPOINT_PORT", instance_pg.port.to_string()),
+        (
+            "MOTO_RDS_MASTER_PASSWORD",
+            master_password.expose_secret().to_owned(),
+        ),
+    ])
+    .await;
+    tests::moto_fixture(&moto, &["upload-code", "tenantctl-code", "runtime.zip"]);
+    let ns = "dedi";
+    let env = Env {
+        moto,
+        costs: tests::fake_cost_explorer().await,
+        url: format!(
+            "postgres://{}@127.0.0.1:{}/{ns}",
+            cli::local::cluster::ADMIN_ROLE,
+            platform_pg.port
+        ),
+        ns: ns.into(),
+        state: tempfile::tempdir().unwrap(),
+        bin: tests::tenantctl_binary(),
+        ca: Some(ca),
+    };
+    let manifests = tempfile::tempdir().unwrap();
+    let acme = std::fs::read_to_string(cli::testing::repo_root().join("tenants/acme.yaml"))
+        .unwrap()
+        .replace("tier: schema", "tier: dedicated");
+    std::fs::write(manifests.path().join("acme.yaml"), acme).unwrap();
+    let dir = manifests.path().to_str().unwrap();
+    let out = env.run(&["apply", dir], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(stdout(&out), "acme: created\n", "{}", text(&out));
+
+    let databases = |pg: &cli::testing::TlsCluster| {
+        let target = peer(pg);
+        async move {
+            tests::column(
+                &target.admin().await.unwrap(),
+                "SELECT datname::text FROM pg_database WHERE datname = 'dedi_t_acme'",
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        databases(&instance_pg).await,
+        ["dedi_t_acme"],
+        "on its own instance"
+    );
+    assert!(
+        databases(&platform_pg).await.is_empty(),
+        "not on the platform database"
+    );
+    let mut on_instance = peer(&instance_pg);
+    on_instance.endpoint.dbname = "dedi_t_acme".into();
+    let tenant_db = on_instance.admin().await.unwrap();
+    tenant_db
+        .batch_execute(
+            "INSERT INTO t_acme.usage_ledger (id, tenant_id, request_id, subject, provider, model, input_tokens, \
+             output_tokens, cost_micro_usd, price_book_version) VALUES (gen_random_uuid(), 'acme', gen_random_uuid(), \
+             'u', 'mock', 'mock-small', 1, 1, 1, 'v')",
+        )
+        .await
+        .unwrap();
+    let member: bool = tenant_db
+        .query_one(
+            "SELECT pg_has_role('dedi_t_acme', 'rds_iam', 'MEMBER')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(member, "its function logs in with IAM tokens there");
+    let mut platform = peer(&platform_pg);
+    platform.endpoint.dbname = ns.into();
+    let row = platform
+        .admin()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT db_host, db_port, tier FROM control.tenants WHERE tenant_id = 'acme'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        row.get::<_, Option<i32>>(1),
+        Some(i32::from(instance_pg.port))
+    );
+    let config: serde_json::Value = serde_json::from_str(&tests::moto_fixture(
+        &env.moto,
+        &[
+            "function-env",
+            "tenantctl-test-acme",
+            "TENANT_RUNTIME_CONFIG_JSON",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(config["database"]["host"], "127.0.0.1", "{config}");
+    assert_eq!(config["database"]["port"], instance_pg.port, "{config}");
+    assert_eq!(config["database"]["dbname"], "dedi_t_acme", "{config}");
+
+    // status logs in as the tenant on its instance; a second apply changes nothing.
+    let out = env.run(&["status"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = env.run(&["apply", dir], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(stdout(&out), "acme: unchanged\n", "{}", text(&out));
+    // `migrate` never makes a second copy of it on the platform server.
+    let out = env.run(&["migrate"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(databases(&platform_pg).await.is_empty());
+    // Offboarding exports from the instance.
+    let export = tempfile::tempdir().unwrap();
+    let out = env.run(
+        &[
+            "offboard",
+            "acme",
+            "--export",
+            export.path().to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let exported = std::fs::read_to_string(export.path().join("acme/usage_ledger.jsonl")).unwrap();
+    assert_eq!(exported.lines().count(), 1, "the instance's row");
 }
