@@ -92,13 +92,15 @@ _address = DBInstance.address.fget
 DBInstance.address = property(lambda self: os.environ.get("MOTO_RDS_ENDPOINT_ADDRESS") or _address(self))
 
 
+_master_secret_string = MasterUserSecret._generate_secret_string
+
+
 def master_secret_string(self):
-    return json.dumps(
-        {
-            "username": getattr(self.resource, "master_username", None) or "admin",
-            "password": os.environ.get("MOTO_RDS_MASTER_PASSWORD", "P@55w0rd!"),
-        }
-    )
+    credentials = json.loads(_master_secret_string(self))
+    credentials["username"] = getattr(self.resource, "master_username", None) or credentials["username"]
+    if os.environ.get("MOTO_RDS_MASTER_PASSWORD"):
+        credentials["password"] = os.environ["MOTO_RDS_MASTER_PASSWORD"]
+    return json.dumps(credentials)
 
 
 MasterUserSecret._generate_secret_string = master_secret_string
