@@ -814,7 +814,11 @@ mod tests {
             SecretName::parse("tenants/acme/db-password").unwrap(),
             SecretName::parse("tenants/globex/db-password").unwrap(),
         );
-        let value = SecretString::from("sk-canary-acme-0123456789abcdef".to_owned());
+        // A canary made here, never a fixed key in the source.
+        let value = SecretString::from(format!(
+            "sk-canary-acme-{}",
+            generate_secret().expose_secret()
+        ));
         store.put(&a, &value).unwrap();
         store.put(&b, &generate_secret()).unwrap();
         let on_disk = fs::read(root.join(a.as_str())).unwrap();
