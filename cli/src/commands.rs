@@ -636,20 +636,10 @@ async fn offboard(g: &Global, tenant: &str, export: &std::path::Path) -> Result<
     let tenant = TenantId::parse(tenant).map_err(|e| anyhow::anyhow!("tenant: {e}"))?;
     let (target, cluster, aws) = target_and_aws(g).await?;
     require_running(cluster.as_ref())?;
-    // On AWS a dedicated tenant's data is on its own instance: exported from there.
-    let hosted: bool = match &aws {
-        Some(_) => target
-            .admin()
-            .await?
-            .query_opt(
-                "SELECT db_host IS NOT NULL AND status <> 'offboarded' FROM control.tenants WHERE tenant_id = $1",
-                &[&tenant.as_str()],
-            )
-            .await?
-            .is_some_and(|r| r.get(0)),
-        None => false,
-    };
-    let instance = match (&aws, hosted) {
+    // On AWS a dedicated tenant's data is on its own instance: exported from there (unless it was
+    // offboarded already, and the instance went with its stack).
+    let loc = crate::provision::offboard::locate(&target, &tenant).await?;
+    let instance = match (&aws, loc.host.is_some() && loc.status != "offboarded") {
         (Some(aws), true) => {
             let spec = crate::provision::suspend::registered_spec(&target, &tenant).await?;
             let stack = crate::aws::tenant_stack_name(&aws.env, &spec);

@@ -316,9 +316,17 @@ impl Namespace {
         format!("{}_t_{}", self.0, tenant.as_identifier_part())
     }
 
-    /// The schema of one tenant (schema tier).
+    /// The schema of one tenant (schema tier, and inside a dedicated tenant's database).
     pub fn tenant_schema(tenant: &TenantId) -> String {
         format!("t_{}", tenant.as_identifier_part())
+    }
+
+    /// The schema a tenant's tables are in on `tier`: the shared `pool`, or its own.
+    pub fn data_schema(tier: Tier, tenant: &TenantId) -> String {
+        match tier {
+            Tier::Pool => "pool".to_owned(),
+            Tier::Schema | Tier::Dedicated => Self::tenant_schema(tenant),
+        }
     }
 }
 

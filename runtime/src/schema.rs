@@ -9,10 +9,19 @@ pub struct Migration {
     pub version: i32,
     pub name: &'static str,
     pub sql: &'static str,
-    /// For the pool tier, run once per tenant (as the migrator, fenced to that tenant, `$1` its id)
-    /// when the tenant first reaches this version: the migration itself runs once for the whole pool
-    /// and, fenced by row-level security, sees no tenant's rows.
-    pub pool_backfill: Option<&'static [&'static str]>,
+    /// For the pool tier, run once per tenant when the tenant first reaches this version: the
+    /// migration itself runs once for the whole pool and, fenced by row-level security, sees no
+    /// tenant's rows.
+    pub pool_backfill: Option<PoolBackfill>,
+}
+
+/// What a pool migration does per tenant, as the migrator fenced to that tenant.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolBackfill {
+    /// Taken first (no parameters), so no insert is counted twice or missed meanwhile.
+    pub lock: &'static str,
+    /// Then each of these, with `$1` the tenant's id.
+    pub statements: &'static [&'static str],
 }
 
 /// Every tenant migration, in order.
@@ -33,14 +42,16 @@ pub const TENANT_MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "usage_daily",
         sql: include_str!("../sql/tenant/0003_usage_daily.sql"),
-        pool_backfill: Some(&[
-            "LOCK TABLE pool.usage_ledger IN SHARE MODE",
-            "DELETE FROM pool.usage_daily WHERE tenant_id = $1",
-            "INSERT INTO pool.usage_daily (tenant_id, day, requests, input_tokens, output_tokens, cost_micro_usd) \
+        pool_backfill: Some(PoolBackfill {
+            lock: "LOCK TABLE pool.usage_ledger IN SHARE MODE",
+            statements: &[
+                "DELETE FROM pool.usage_daily WHERE tenant_id = $1",
+                "INSERT INTO pool.usage_daily (tenant_id, day, requests, input_tokens, output_tokens, cost_micro_usd) \
              SELECT tenant_id, (created_at AT TIME ZONE 'UTC')::date, count(*), sum(input_tokens), \
                     sum(output_tokens), sum(cost_micro_usd) \
                FROM pool.usage_ledger WHERE tenant_id = $1 GROUP BY 1, 2",
-        ]),
+            ],
+        }),
     },
 ];
 

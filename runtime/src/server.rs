@@ -124,7 +124,7 @@ impl AppState {
         )
         .await?;
         // Startup self-check (security case 34): refuse to run with a role that could bypass isolation.
-        let platform_role = crate::tenancy::allowed_memberships(&config.namespace, None);
+        let platform_role = crate::tenancy::allowed_memberships(&config.namespace, false);
         control
             .check_role(&config.namespace.runtime_role(), &platform_role)
             .await?;

@@ -55,10 +55,7 @@ pub struct TenantRecord {
 impl TenantRecord {
     /// The schema the tenant's tables are in: `pool` for the pool tier, else the tenant's own.
     pub fn schema(&self) -> String {
-        match self.tier {
-            Tier::Pool => "pool".to_owned(),
-            Tier::Schema | Tier::Dedicated => Namespace::tenant_schema(&self.id),
-        }
+        Namespace::data_schema(self.tier, &self.id)
     }
 }
 
@@ -317,13 +314,13 @@ pub const ROLE_HAZARDS: [&str; 6] = [
 ];
 
 /// The roles a role may be a member of: `rds_iam` (how IAM logins work on RDS) and, for a tenant's
-/// role (`tier` is `Some`), the pool group that holds the pool table grants. A tenant role of any tier
-/// may be in the group: the pool policy admits only rows that map to the role itself, and a tier move
-/// keeps the role a member until its old copy is gone. `None` is a platform role (the runtime's
-/// registry reader, the pool group itself).
-pub fn allowed_memberships(namespace: &Namespace, tier: Option<Tier>) -> Vec<String> {
+/// role, the pool group that holds the pool table grants. A tenant role of any tier may be in the
+/// group: the pool policy admits only rows that map to the role itself, and a tier move keeps the role
+/// a member until its old copy is gone. A platform role (the runtime's registry reader, the pool group
+/// itself) may be in nothing else.
+pub fn allowed_memberships(namespace: &Namespace, tenant_role: bool) -> Vec<String> {
     let mut allowed = vec!["rds_iam".to_owned()];
-    if tier.is_some() {
+    if tenant_role {
         allowed.push(namespace.pool_role());
     }
     allowed
@@ -692,7 +689,7 @@ impl DataPlane {
             check_role_over(
                 &client,
                 &record.db_role,
-                &allowed_memberships(&self.namespace, Some(record.tier)),
+                &allowed_memberships(&self.namespace, true),
             )
             .await?;
         }

@@ -222,6 +222,13 @@ pub const LAMBDA_RESERVED_CONCURRENCY: u32 = 10;
 /// Database connections one Lambda instance may hold. Reserved concurrency times this stays within the
 /// tenant role's `CONNECTION LIMIT` (`provision::apply::TENANT_CONNECTION_LIMIT`).
 pub const LAMBDA_CONNECTIONS_PER_INSTANCE: usize = 2;
+// Held, not just documented: every instance of a tenant's function at once stays within its role's
+// database connection limit.
+const _: () = assert!(
+    LAMBDA_RESERVED_CONCURRENCY as i64 * LAMBDA_CONNECTIONS_PER_INSTANCE as i64
+        <= crate::provision::apply::TENANT_CONNECTION_LIMIT,
+    "reserved concurrency x connections per instance exceeds the tenant role's CONNECTION LIMIT"
+);
 /// The tenant API stage's steady request rate (per second) and burst; beyond them API Gateway
 /// answers 429 before the function runs.
 pub const STAGE_THROTTLE_RATE: u32 = 50;

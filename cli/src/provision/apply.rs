@@ -395,15 +395,16 @@ async fn grant_connect(
     Ok(())
 }
 
-/// Refuses `role` if it has a dangerous attribute or a membership beyond those `tier` needs.
+/// Refuses `role` if it has a dangerous attribute or a membership beyond those a tenant role (or, when
+/// not `tenant_role`, a platform role) may have.
 async fn refuse_dangerous_attributes(
     tx: &tokio_postgres::Transaction<'_>,
     namespace: &Namespace,
     role: &str,
-    tier: Option<Tier>,
+    tenant_role: bool,
 ) -> Result<()> {
     // The same definition of "dangerous" the runtime's self-checks use.
-    let allowed = runtime::tenancy::allowed_memberships(namespace, tier);
+    let allowed = runtime::tenancy::allowed_memberships(namespace, tenant_role);
     let hazards = tx
         .query_opt(runtime::tenancy::ROLE_HAZARDS_SQL, &[&role, &allowed])
         .await?
@@ -455,7 +456,6 @@ async fn grant_check_migrate(
     tx: &tokio_postgres::Transaction<'_>,
     base: &minijinja::Value,
     namespace: &Namespace,
-    tier: Tier,
     role: &str,
     database: &str,
     applied_sql: &'static str,
@@ -463,7 +463,7 @@ async fn grant_check_migrate(
     tenant: Option<&str>,
 ) -> Result<()> {
     grant_connect(tx, role, database).await?;
-    refuse_dangerous_attributes(tx, namespace, role, Some(tier)).await?;
+    refuse_dangerous_attributes(tx, namespace, role, true).await?;
     let applied: i32 = match tenant {
         Some(t) => tx.query_one(applied_sql, &[&t]).await?.get(0),
         None => tx.query_one(applied_sql, &[]).await?.get(0),
@@ -616,7 +616,6 @@ async fn converge_schema(
         &tx,
         &base,
         ns,
-        Tier::Schema,
         &role,
         &target.endpoint.dbname,
         "SELECT coalesce(max(version), 0) FROM control.tenant_migrations WHERE tenant_id = $1",
@@ -675,7 +674,7 @@ async fn converge_pool(
     tx.batch_execute(&sql::render("pool-tier.sql", base.clone())?)
         .await
         .context("creating the pool schema and group")?;
-    refuse_dangerous_attributes(&tx, ns, &group, None).await?;
+    refuse_dangerous_attributes(&tx, ns, &group, false).await?;
     tx.batch_execute(&sql::render("pool-tenant.sql", base.clone())?)
         .await
         .context("setting up the tenant's pool role")?;
@@ -683,7 +682,6 @@ async fn converge_pool(
         &tx,
         &base,
         ns,
-        Tier::Pool,
         &role,
         &target.endpoint.dbname,
         "SELECT coalesce(max(version), 0) FROM control.pool_migrations",
@@ -712,21 +710,18 @@ async fn converge_pool(
         .collect();
     if !backfills.is_empty() {
         super::offboard::fence_to_tenant(&tx, target, &spec.id).await?;
-        for (m, statements) in backfills {
-            for statement in statements {
-                let tenant = spec.id.as_str();
-                let params: &[&(dyn tokio_postgres::types::ToSql + Sync)] =
-                    if statement.contains("$1") {
-                        &[&tenant]
-                    } else {
-                        &[]
-                    };
-                tx.execute(*statement, params).await.with_context(|| {
-                    format!(
-                        "tenant migration {:04}_{} for `{}`",
-                        m.version, m.name, spec.id
-                    )
-                })?;
+        for (m, backfill) in backfills {
+            let failed = || {
+                format!(
+                    "tenant migration {:04}_{} for `{}`",
+                    m.version, m.name, spec.id
+                )
+            };
+            tx.batch_execute(backfill.lock).await.with_context(failed)?;
+            for statement in backfill.statements {
+                tx.execute(*statement, &[&spec.id.as_str()])
+                    .await
+                    .with_context(failed)?;
             }
         }
         tx.batch_execute("RESET ROLE").await?;
@@ -843,7 +838,6 @@ pub async fn provision_dedicated(
         &tx,
         &base,
         ns,
-        Tier::Dedicated,
         &role,
         &database,
         "SELECT coalesce(max(version), 0) FROM tenantctl.migrations",

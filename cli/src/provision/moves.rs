@@ -36,21 +36,18 @@ pub struct MoveReport {
 
 fn destination(target: &Target, tenant: &TenantId, tier: Tier) -> Location {
     let ns = &target.namespace;
-    let (schema, database) = match tier {
-        Tier::Pool => ("pool".to_owned(), target.endpoint.dbname.clone()),
-        Tier::Schema => (
-            Namespace::tenant_schema(tenant),
-            target.endpoint.dbname.clone(),
-        ),
-        Tier::Dedicated => (Namespace::tenant_schema(tenant), ns.tenant_database(tenant)),
+    let database = match tier {
+        Tier::Pool | Tier::Schema => target.endpoint.dbname.clone(),
+        Tier::Dedicated => ns.tenant_database(tenant),
     };
     // The tenant keeps its own login role on every tier, so a move never changes who it logs in as.
     Location {
         tier,
         status: "active".into(),
         role: ns.tenant_role(tenant),
-        schema,
+        schema: Namespace::data_schema(tier, tenant),
         database,
+        host: None,
     }
 }
 

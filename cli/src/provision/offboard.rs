@@ -28,13 +28,17 @@ pub struct Location {
     pub role: String,
     pub schema: String,
     pub database: String,
+    /// The server of its own the data is on (a dedicated tenant's RDS instance on AWS); `None`: this
+    /// target's server.
+    pub host: Option<(String, u16)>,
 }
 
 pub async fn locate(target: &Target, tenant: &TenantId) -> Result<Location> {
     let admin = target.admin().await?;
     let row = admin
         .query_opt(
-            "SELECT tier, status, db_role, db_schema, coalesce(db_name, current_database()) \
+            "SELECT tier, status, db_role, db_schema, coalesce(db_name, current_database()), \
+                    db_host, db_port \
                FROM control.tenants WHERE tenant_id = $1",
             &[&tenant.as_str()],
         )
@@ -46,6 +50,10 @@ pub async fn locate(target: &Target, tenant: &TenantId) -> Result<Location> {
         role: row.get(2),
         schema: row.get(3),
         database: row.get(4),
+        host: row.get::<_, Option<String>>(5).zip(
+            row.get::<_, Option<i32>>(6)
+                .and_then(|p| u16::try_from(p).ok()),
+        ),
     })
 }
 
