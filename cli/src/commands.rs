@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use runtime::domain::{Namespace, TenantId};
+use runtime::registry::IdentityBinding;
 use runtime::secrets::SecretName;
-use runtime::tenancy::IdentityBinding;
 use secrecy::ExposeSecret;
 use serde_json::json;
 
@@ -811,7 +811,7 @@ async fn login_check(
     }
     let mut config = endpoint.config(role, "tenantctl-status");
     config.password(password.expose_secret().as_bytes());
-    let (client, _task) = runtime::tenancy::connect(&config, endpoint.tls()?).await?;
+    let (client, _task) = runtime::db::connect(&config, endpoint.tls()?).await?;
     client.simple_query("SELECT 1").await?;
     Ok(())
 }

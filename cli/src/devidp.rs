@@ -11,8 +11,8 @@ use axum::Json;
 use axum::routing::get;
 use runtime::auth::signer::DevSigner;
 use runtime::domain::TenantId;
+use runtime::registry::IdentityBinding;
 use runtime::secrets::{SecretName, SecretStore};
-use runtime::tenancy::IdentityBinding;
 use serde_json::{Value, json};
 
 /// The `iss` of tokens the dev identity provider mints.

@@ -19,7 +19,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use runtime::auth::jwks::JwksSource;
 use runtime::auth::signer::DevSigner;
 use runtime::auth::{Authenticator, Credentials, DeploymentPolicy, IssuerConfig, jwt};
-use runtime::tenancy::{IdentityBinding, TenantDirectory, TenantRecord};
+use runtime::registry::{IdentityBinding, TenantDirectory, TenantRecord};
 use serde_json::json;
 
 const NOW: i64 = 1_900_000_000;
@@ -45,7 +45,7 @@ fn setup() -> (DevSigner, Authenticator, TenantDirectory, IssuerConfig) {
             audience: "api".into(),
             tenant_claim: "tenant_id".into(),
         },
-        policy: runtime::models::ModelPolicy {
+        policy: runtime::registry::ModelPolicy {
             providers: [(runtime::domain::ProviderId::Mock, vec![model.clone()])].into(),
             default: model,
             aliases: Default::default(),

@@ -38,9 +38,9 @@ pub enum ApiError {
 
 impl ApiError {
     /// A tenant-data failure: a busy tenant is 429, anything else an internal error.
-    pub fn data(error: crate::tenancy::DataError, request_id: Option<uuid::Uuid>) -> Self {
+    pub fn data(error: crate::db::DataError, request_id: Option<uuid::Uuid>) -> Self {
         match error {
-            crate::tenancy::DataError::Busy(_) => ApiError::TooManyRequests("tenant_busy"),
+            crate::db::DataError::Busy(_) => ApiError::TooManyRequests("tenant_busy"),
             other => ApiError::internal(other, request_id),
         }
     }

@@ -7,8 +7,9 @@
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::db::DataError;
 use crate::domain::{MicroUsd, ModelId, ProviderId};
-use crate::tenancy::{DataError, TenantTx};
+use crate::tenancy::TenantTx;
 
 /// A row to append.
 #[derive(Debug, Clone)]

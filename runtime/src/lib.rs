@@ -7,13 +7,14 @@
 
 pub mod auth;
 pub mod chat;
+pub mod db;
 pub mod domain;
 pub mod error;
 pub mod ledger;
 pub mod models;
 pub mod openai;
 pub mod pricing;
-pub mod rds_iam;
+pub mod registry;
 pub mod routes;
 pub mod schema;
 pub mod secrets;

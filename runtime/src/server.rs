@@ -10,9 +10,11 @@ use axum::Router;
 use axum::middleware::{from_fn, from_fn_with_state};
 
 use crate::auth::{Authenticator, DeploymentPolicy, IssuerConfig};
+use crate::db::DbEndpoint;
 use crate::models::ModelRouter;
+use crate::registry::{ControlPlane, TenantDirectory};
 use crate::secrets::{LocalSecretStore, SecretName, SecretStore};
-use crate::tenancy::{ControlPlane, DataPlane, DbEndpoint, TenantDirectory};
+use crate::tenancy::DataPlane;
 
 /// Everything a request may need, shared.
 #[derive(Debug, Clone)]
@@ -61,7 +63,7 @@ pub struct RuntimeConfig {
     /// database role (with RDS IAM tokens when `database.iam_auth`, else `tenants/<id>/db-password`).
     /// `deployment.tenant` must name the same tenant.
     #[serde(default)]
-    pub tenant: Option<crate::tenancy::TenantRecord>,
+    pub tenant: Option<crate::registry::TenantRecord>,
 }
 
 /// Which secret store backend the runtime uses.
@@ -96,7 +98,7 @@ pub enum StartupError {
     #[error("secret store: {0}")]
     Secrets(#[from] crate::secrets::SecretError),
     #[error("control plane: {0}")]
-    Data(#[from] crate::tenancy::DataError),
+    Data(#[from] crate::db::DataError),
     #[error("configuration: {0}")]
     Config(String),
 }
@@ -124,7 +126,7 @@ impl AppState {
         )
         .await?;
         // Startup self-check (security case 34): refuse to run with a role that could bypass isolation.
-        let platform_role = crate::tenancy::allowed_memberships(&config.namespace, false);
+        let platform_role = crate::db::roles::allowed_memberships(&config.namespace, false);
         control
             .check_role(&config.namespace.runtime_role(), &platform_role)
             .await?;
@@ -177,7 +179,7 @@ impl AppState {
     /// A deployment serving exactly `record`, from configuration alone (no control plane).
     async fn single_tenant(
         config: &RuntimeConfig,
-        record: &crate::tenancy::TenantRecord,
+        record: &crate::registry::TenantRecord,
         secrets: SecretStore,
     ) -> Result<Self, StartupError> {
         if config.deployment.tenant.as_ref() != Some(&record.id) {

@@ -190,18 +190,18 @@ pub fn record(
     issuer: &str,
     audience: &str,
     tenant_claim: &str,
-) -> runtime::tenancy::TenantRecord {
+) -> runtime::registry::TenantRecord {
     let model = runtime::domain::ModelId::parse("mock-small").unwrap_or_else(|e| panic!("{e}"));
-    runtime::tenancy::TenantRecord {
+    runtime::registry::TenantRecord {
         id: TenantId::parse(id).unwrap_or_else(|e| panic!("{e}")),
         display_name: id.to_owned(),
         tier: runtime::domain::Tier::Schema,
-        identity: runtime::tenancy::IdentityBinding {
+        identity: runtime::registry::IdentityBinding {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             tenant_claim: tenant_claim.to_owned(),
         },
-        policy: runtime::models::ModelPolicy {
+        policy: runtime::registry::ModelPolicy {
             providers: BTreeMap::from([(runtime::domain::ProviderId::Mock, vec![model.clone()])]),
             default: model,
             aliases: BTreeMap::new(),
@@ -222,7 +222,7 @@ pub fn claims_for(iss: &str, aud: &str, tenant: &str) -> Value {
 /// Authenticates `token` against `auth` with only an `Authorization` header.
 pub async fn check(
     auth: &runtime::auth::Authenticator,
-    directory: &runtime::tenancy::TenantDirectory,
+    directory: &runtime::registry::TenantDirectory,
     token: &str,
 ) -> Result<String, runtime::auth::jwt::DenyReason> {
     let mut headers = reqwest::header::HeaderMap::new();
@@ -247,7 +247,7 @@ pub async fn check(
 }
 
 /// Shared handle type for directories in tests.
-pub type Directory = Arc<runtime::tenancy::TenantDirectory>;
+pub type Directory = Arc<runtime::registry::TenantDirectory>;
 
 /// A local moto server (AWS API emulator) on a free loopback port; stopped when dropped.
 #[derive(Debug)]

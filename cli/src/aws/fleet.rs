@@ -313,7 +313,7 @@ pub async fn dedicated_instance(
     }
     let instance = Target {
         namespace: target.namespace.clone(),
-        endpoint: runtime::tenancy::DbEndpoint {
+        endpoint: runtime::db::DbEndpoint {
             host: host.clone(),
             port,
             dbname: "postgres".into(),

@@ -245,12 +245,12 @@ const DB_HOST_PLACEHOLDER: &str = "@@tenantctl-database-host@@";
 const DB_PORT_PLACEHOLDER: u16 = 65_432;
 
 /// The tenant's registry record as its single-tenant deployment carries it.
-pub fn tenant_record(spec: &TenantSpec, ns: &Namespace) -> runtime::tenancy::TenantRecord {
+pub fn tenant_record(spec: &TenantSpec, ns: &Namespace) -> runtime::registry::TenantRecord {
     let (db_role, db_name) = match spec.tier {
         Tier::Pool | Tier::Schema => (ns.tenant_role(&spec.id), ns.as_str().to_owned()),
         Tier::Dedicated => (ns.tenant_role(&spec.id), ns.tenant_database(&spec.id)),
     };
-    runtime::tenancy::TenantRecord {
+    runtime::registry::TenantRecord {
         id: spec.id.clone(),
         display_name: spec.display_name.clone(),
         tier: spec.tier,
@@ -275,7 +275,7 @@ fn lambda_runtime_config(
     let record = tenant_record(spec, ns);
     let config = runtime::RuntimeConfig {
         namespace: ns.clone(),
-        database: runtime::tenancy::DbEndpoint {
+        database: runtime::db::DbEndpoint {
             host: DB_HOST_PLACEHOLDER.into(),
             port: DB_PORT_PLACEHOLDER,
             dbname: record.db_name.clone(),

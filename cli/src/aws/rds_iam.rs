@@ -11,8 +11,8 @@ use std::path::Path;
 
 use anyhow::{Result, anyhow, bail};
 use aws_credential_types::provider::SharedCredentialsProvider;
-use runtime::rds_iam::TokenSource;
-pub use runtime::rds_iam::{TOKEN_LIFETIME, auth_token};
+use runtime::db::rds_iam::TokenSource;
+pub use runtime::db::rds_iam::{TOKEN_LIFETIME, auth_token};
 use secrecy::SecretString;
 
 /// The admin connection of the AWS target with IAM authentication.
@@ -35,7 +35,7 @@ impl std::fmt::Debug for IamAccess {
 
 /// A TLS connector trusting only the certificates in `ca_file` (the RDS bundle).
 pub fn tls(ca_file: &Path) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
-    runtime::tenancy::verified_tls(ca_file).map_err(|e| {
+    runtime::db::verified_tls(ca_file).map_err(|e| {
         anyhow!("{e}\nhint: download the RDS bundle (global-bundle.pem) and point TENANTCTL_DATABASE_CA at it")
     })
 }

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 use nix::unistd::{Gid, Uid, User};
-use runtime::tenancy::DbEndpoint;
+use runtime::db::DbEndpoint;
 
 use super::StateDir;
 

@@ -18,8 +18,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use runtime::domain::{MicroUsd, ModelId, ProviderId, TenantId, Tier};
-use runtime::models::ModelPolicy;
-use runtime::tenancy::IdentityBinding;
+use runtime::registry::IdentityBinding;
+use runtime::registry::ModelPolicy;
 use serde::Serialize;
 
 use crate::platform::Platform;

@@ -404,11 +404,11 @@ async fn refuse_dangerous_attributes(
     tenant_role: bool,
 ) -> Result<()> {
     // The same definition of "dangerous" the runtime's self-checks use.
-    let allowed = runtime::tenancy::allowed_memberships(namespace, tenant_role);
+    let allowed = runtime::db::roles::allowed_memberships(namespace, tenant_role);
     let hazards = tx
-        .query_opt(runtime::tenancy::ROLE_HAZARDS_SQL, &[&role, &allowed])
+        .query_opt(runtime::db::roles::ROLE_HAZARDS_SQL, &[&role, &allowed])
         .await?
-        .map(|row| runtime::tenancy::role_hazards_of(&row))
+        .map(|row| runtime::db::roles::role_hazards_of(&row))
         .unwrap_or_default();
     if !hazards.is_empty() {
         anyhow::bail!(

@@ -16,9 +16,9 @@ pub mod suspend;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use runtime::db::DbEndpoint;
 use runtime::domain::Namespace;
 use runtime::secrets::SecretStore;
-use runtime::tenancy::DbEndpoint;
 use secrecy::ExposeSecret;
 
 /// How tenantctl reaches Postgres as its admin role.
@@ -98,9 +98,7 @@ impl Target {
                 ),
             },
         };
-        let (client, _task) = runtime::tenancy::connect(&config, tls)
-            .await
-            .context(failure)?;
+        let (client, _task) = runtime::db::connect(&config, tls).await.context(failure)?;
         Ok(client)
     }
 

@@ -33,8 +33,8 @@ use serde_json::Value;
 
 use crate::domain::TenantId;
 use crate::error::ApiError;
+use crate::registry::{TenantDirectory, TenantRecord};
 use crate::server::AppState;
-use crate::tenancy::{TenantDirectory, TenantRecord};
 pub use issuer::{Alg, IssuerConfig, JwksCacheConfig, RolesConfig};
 use jwks::{Jwk, KeyCache, Lookup};
 use jwt::{Claims, DenyReason};

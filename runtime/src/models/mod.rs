@@ -7,25 +7,11 @@
 
 pub mod providers;
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
-
 use crate::domain::{ModelId, ProviderId};
 use crate::openai::ChatMessage;
 use crate::pricing::{self, Price};
+use crate::registry::ModelPolicy;
 use providers::{Completion, Provider, ProviderError};
-
-/// What a tenant may call: allowed models per provider, a default, and aliases. Stored in the registry
-/// as JSON by `tenantctl`; read by the runtime.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelPolicy {
-    pub providers: BTreeMap<ProviderId, Vec<ModelId>>,
-    pub default: ModelId,
-    #[serde(default)]
-    pub aliases: BTreeMap<ModelId, ModelId>,
-}
 
 /// A resolved route: which provider and model serve a request, and at what price.
 #[derive(Debug, Clone)]
@@ -104,6 +90,7 @@ impl ModelRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn policy() -> ModelPolicy {
         ModelPolicy {

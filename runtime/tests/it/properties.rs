@@ -15,7 +15,7 @@ use runtime::auth::jwks::{JwksSource, parse_jwks};
 use runtime::auth::jwt::{self, DenyReason, MAX_TOKEN_BYTES, StrictObject};
 use runtime::auth::signer::DevSigner;
 use runtime::auth::{Authenticator, Credentials, DeploymentPolicy, IssuerConfig};
-use runtime::tenancy::TenantDirectory;
+use runtime::registry::TenantDirectory;
 use serde_json::{Value, json};
 
 fn signer() -> &'static DevSigner {

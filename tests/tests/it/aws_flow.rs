@@ -527,7 +527,7 @@ async fn a_dedicated_tenant_gets_its_database_on_its_own_instance_and_its_functi
     let master_password = runtime::secrets::generate_secret();
     let peer = |pg: &cli::testing::TlsCluster| cli::provision::Target {
         namespace: runtime::domain::Namespace::parse("peer").unwrap(),
-        endpoint: runtime::tenancy::DbEndpoint {
+        endpoint: runtime::db::DbEndpoint {
             host: pg.state.pg_run().display().to_string(),
             port: pg.port,
             dbname: "postgres".into(),

@@ -6,7 +6,7 @@ use std::process::Stdio;
 
 use runtime::auth::IssuerConfig;
 use runtime::auth::jwks::JwksSource;
-use runtime::tenancy::IdentityBinding;
+use runtime::registry::IdentityBinding;
 use serde_json::{Value, json};
 use tests::serve_with;
 use tokio::io::AsyncBufReadExt;

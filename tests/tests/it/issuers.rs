@@ -13,7 +13,7 @@ use runtime::auth::jwks::{Jwk, JwksSource};
 use runtime::auth::jwt::DenyReason;
 use runtime::auth::signer::DevSigner;
 use runtime::auth::{Alg, Authenticator, Credentials, DeploymentPolicy, IssuerConfig, RolesConfig};
-use runtime::tenancy::TenantDirectory;
+use runtime::registry::TenantDirectory;
 use serde_json::{Value, json};
 use tests::{now, record};
 

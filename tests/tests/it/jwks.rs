@@ -7,7 +7,7 @@ use runtime::auth::jwks::JwksSource;
 use runtime::auth::jwt::DenyReason;
 use runtime::auth::signer::DevSigner;
 use runtime::auth::{Authenticator, DeploymentPolicy, IssuerConfig, JwksCacheConfig};
-use runtime::tenancy::TenantDirectory;
+use runtime::registry::TenantDirectory;
 use serde_json::json;
 use tests::jwks_server::{JwksServer, Mode, jwks_of};
 use tests::{check, claims_for, record};

@@ -466,7 +466,7 @@ async fn the_tenant_stack_configures_a_single_tenant_lambda_that_reaches_its_dat
         spec.tier = tier;
         let target = cli::provision::Target {
             namespace: ns.clone(),
-            endpoint: runtime::tenancy::DbEndpoint {
+            endpoint: runtime::db::DbEndpoint {
                 host: tls.state.pg_run().display().to_string(),
                 port: tls.port,
                 dbname: ns.to_string(),
@@ -561,7 +561,7 @@ async fn a_single_tenant_deployment_must_be_pinned_to_its_tenant() {
     let dir = tempfile::tempdir().unwrap();
     let config = |spec: &cli::manifest::TenantSpec, pin: &str| runtime::RuntimeConfig {
         namespace: ns.clone(),
-        database: runtime::tenancy::DbEndpoint {
+        database: runtime::db::DbEndpoint {
             host: "127.0.0.1".into(),
             port: 1,
             dbname: "none".into(),

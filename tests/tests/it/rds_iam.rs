@@ -93,7 +93,7 @@ async fn the_iam_admin_connection_sends_its_token_only_over_verified_tls() {
     // The role exists (RDS: `GRANT rds_iam`; here `hostssl ... trust` stands in for the token check).
     let peer = Target {
         namespace: ns.clone(),
-        endpoint: runtime::tenancy::DbEndpoint {
+        endpoint: runtime::db::DbEndpoint {
             host: tls.state.pg_run().display().to_string(),
             port: tls.port,
             dbname: "postgres".into(),
@@ -128,7 +128,7 @@ async fn the_iam_admin_connection_sends_its_token_only_over_verified_tls() {
             cli::aws::rds_iam::IamAccess::from_parts(url.clone(), "eu-west-1", creds.clone(), ca)
                 .unwrap(),
         )),
-        endpoint: runtime::tenancy::DbEndpoint {
+        endpoint: runtime::db::DbEndpoint {
             host: "127.0.0.1".into(),
             port: tls.port,
             dbname: "postgres".into(),

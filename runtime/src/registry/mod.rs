@@ -1,0 +1,232 @@
+//! The tenant registry as the runtime sees it: `TenantRecord` (identity binding, tier, model policy,
+//! where the data is), the in-memory `TenantDirectory` the auth layer binds tokens through, and
+//! `ControlPlane`, the read-only registry reader. The only owner of the runtime's registry SQL.
+//!
+//! This module must not reach tenant data, accept a tenant id from a request, or build SQL text.
+
+pub mod policy;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Object, Pool};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+
+use crate::db::roles::check_role_over;
+use crate::db::{DataError, DbEndpoint, build_pool};
+use crate::domain::{Namespace, TenantId, Tier};
+use crate::secrets::{SecretName, SecretStore};
+pub use policy::ModelPolicy;
+
+/// How a tenant's tokens are recognised: which trusted issuer, which audience, which claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityBinding {
+    pub issuer: String,
+    pub audience: String,
+    pub tenant_claim: String,
+}
+
+/// One active tenant, as the control plane registry describes it (or, for a single-tenant deployment,
+/// as its configuration carries it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantRecord {
+    pub id: TenantId,
+    pub display_name: String,
+    pub tier: Tier,
+    pub identity: IdentityBinding,
+    pub policy: ModelPolicy,
+    /// The role the tenant's data is reached as: its own login role, on every tier.
+    pub db_role: String,
+    /// The database holding the tenant's data (its own for `dedicated`).
+    pub db_name: String,
+    /// While `tenantctl move` copies the tenant's data: reads are served, writes are refused (503).
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+impl TenantRecord {
+    /// The schema the tenant's tables are in: `pool` for the pool tier, else the tenant's own.
+    pub fn schema(&self) -> String {
+        Namespace::data_schema(self.tier, &self.id)
+    }
+}
+
+/// The active tenants, refreshed from the control plane. Lookups are in memory, so a request refused
+/// for an unknown tenant costs no database statement. With a maximum age set, a snapshot not refreshed
+/// successfully within it is stale and serves nobody (503) until a refresh succeeds: a failed
+/// control-plane read never keeps a suspended tenant served for longer than that bound.
+#[derive(Debug)]
+pub struct TenantDirectory {
+    tenants: std::sync::RwLock<Arc<HashMap<TenantId, Arc<TenantRecord>>>>,
+    refreshed_at: std::sync::RwLock<std::time::Instant>,
+    max_stale: Option<Duration>,
+}
+
+impl Default for TenantDirectory {
+    fn default() -> Self {
+        Self {
+            tenants: Default::default(),
+            refreshed_at: std::sync::RwLock::new(std::time::Instant::now()),
+            max_stale: None,
+        }
+    }
+}
+
+impl TenantDirectory {
+    pub fn new(records: Vec<TenantRecord>) -> Self {
+        let dir = Self::default();
+        dir.replace(records);
+        dir
+    }
+
+    /// Fails closed once the last successful `replace` is older than `max_stale`.
+    pub fn with_max_stale(mut self, max_stale: Duration) -> Self {
+        self.max_stale = Some(max_stale);
+        self
+    }
+
+    /// Swaps in a new snapshot (a successful refresh).
+    pub fn replace(&self, records: Vec<TenantRecord>) {
+        let map = records
+            .into_iter()
+            .map(|r| (r.id.clone(), Arc::new(r)))
+            .collect();
+        if let Ok(mut guard) = self.tenants.write() {
+            *guard = Arc::new(map);
+        }
+        if let Ok(mut at) = self.refreshed_at.write() {
+            *at = std::time::Instant::now();
+        }
+    }
+
+    /// Whether the snapshot is past its maximum age (never, without one). A poisoned lock is stale.
+    pub fn is_stale(&self) -> bool {
+        let Some(max) = self.max_stale else {
+            return false;
+        };
+        self.refreshed_at
+            .read()
+            .map_or(true, |at| at.elapsed() > max)
+    }
+
+    pub fn get(&self, id: &TenantId) -> Option<Arc<TenantRecord>> {
+        self.tenants.read().ok()?.get(id).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tenants.read().map(|t| t.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Reads the tenant registry as the runtime's read-only control-plane role.
+#[derive(Debug, Clone)]
+pub struct ControlPlane {
+    pool: Pool,
+}
+
+impl ControlPlane {
+    pub async fn connect(
+        endpoint: &DbEndpoint,
+        role: &str,
+        secrets: &SecretStore,
+        password_secret: &SecretName,
+    ) -> Result<Self, DataError> {
+        let password = secrets.get(password_secret).await?;
+        let mut config = endpoint.config(role, "tenant-runtime-control");
+        config.password(password.expose_secret().as_bytes());
+        Ok(Self {
+            pool: build_pool(config, 2, endpoint, None)?,
+        })
+    }
+
+    /// One checked-out control-plane connection.
+    async fn client(&self) -> Result<Object, DataError> {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the control plane is not tenant data"
+        )]
+        self.pool
+            .get()
+            .await
+            .map_err(|e| DataError::Pool(e.to_string()))
+    }
+
+    /// Fails when `role` exists and has any hazard (see `ROLE_HAZARDS_SQL`) beyond `allowed`
+    /// memberships.
+    pub async fn check_role(&self, role: &str, allowed: &[String]) -> Result<(), DataError> {
+        let client = self.client().await?;
+        check_role_over(&client, role, allowed).await
+    }
+
+    /// Fails when the group `role` (the pool group) can log in: its members' rows are fenced by their
+    /// own login role, and a session as the group itself must be impossible, not merely empty.
+    pub async fn check_group(&self, role: &str) -> Result<(), DataError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
+                &[&role],
+            )
+            .await?;
+        if row.is_some_and(|r| r.get::<_, bool>(0)) {
+            return Err(DataError::UnsafeRole {
+                role: role.to_owned(),
+                hazards: "LOGIN (a group must never log in)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Loads every active tenant. Rows the runtime cannot interpret are skipped with an error log,
+    /// never served with defaults.
+    pub async fn load_tenants(&self) -> Result<Vec<TenantRecord>, DataError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT tenant_id, display_name, tier, issuer, audience, tenant_claim, \
+                        model_policy, db_role, coalesce(db_name, current_database()), status \
+                   FROM control.tenants WHERE status IN ('active', 'read_only') ORDER BY tenant_id",
+                &[],
+            )
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let raw_id: String = row.get(0);
+            let parsed = (|| {
+                let id = TenantId::parse(&raw_id).map_err(|e| e.to_string())?;
+                let tier = Tier::parse(row.get::<_, &str>(2)).map_err(|e| e.to_string())?;
+                let policy: ModelPolicy =
+                    serde_json::from_value(row.get::<_, serde_json::Value>(6))
+                        .map_err(|e| e.to_string())?;
+                Ok::<_, String>(TenantRecord {
+                    id,
+                    display_name: row.get(1),
+                    tier,
+                    identity: IdentityBinding {
+                        issuer: row.get(3),
+                        audience: row.get(4),
+                        tenant_claim: row.get(5),
+                    },
+                    policy,
+                    db_role: row.get(7),
+                    db_name: row.get(8),
+                    read_only: row.get::<_, &str>(9) == "read_only",
+                })
+            })();
+            match parsed {
+                Ok(record) => out.push(record),
+                Err(e) => tracing::error!(tenant = %crate::domain::printable(&raw_id), error = %e,
+                    "skipping registry row the runtime cannot interpret"),
+            }
+        }
+        Ok(out)
+    }
+}
