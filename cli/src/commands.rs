@@ -854,10 +854,10 @@ async fn token(g: &Global, tenant: &str, sub: &str, scope: &str, ttl: i64) -> Re
     let signer = crate::devidp::signer(&target.secrets).await?;
     let scopes: Vec<String> = scope.split_whitespace().map(str::to_owned).collect();
     for s in &scopes {
-        if !runtime::routes::PERMISSIONS.contains(&s.as_str()) {
+        if !runtime::http::routes::PERMISSIONS.contains(&s.as_str()) {
             bail!(
                 "unknown scope `{s}`\nhint: scopes are {}",
-                runtime::routes::PERMISSIONS.join(", ")
+                runtime::http::routes::PERMISSIONS.join(", ")
             );
         }
     }
@@ -958,7 +958,7 @@ async fn up_inner(
     let platform = crate::platform::Platform::resolve(g.platform.as_deref())?;
     let running = crate::serve::start(target, &platform, listen(args)).await?;
     let signer = crate::devidp::signer(&target.secrets).await?;
-    let scopes: Vec<String> = runtime::routes::PERMISSIONS
+    let scopes: Vec<String> = runtime::http::routes::PERMISSIONS
         .iter()
         .map(|s| (*s).to_owned())
         .collect();

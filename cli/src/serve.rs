@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
-use runtime::server::RuntimeConfig;
+use runtime::state::RuntimeConfig;
 use tokio::sync::watch;
 
 use crate::devidp;
@@ -88,7 +88,7 @@ pub async fn start(target: &Target, platform: &Platform, listen: Listen) -> Resu
         namespace: target.namespace.clone(),
         database: target.endpoint.clone(),
         secrets_dir: target.secrets_dir.clone(),
-        secret_store: runtime::server::SecretStoreKind::Local,
+        secret_store: runtime::state::SecretStoreKind::Local,
         issuers: platform.runtime_issuers(&devidp::jwks_url(idp_addr)),
         deployment: Default::default(),
         registry_refresh_secs: 2,
@@ -104,12 +104,12 @@ pub async fn start(target: &Target, platform: &Platform, listen: Listen) -> Resu
             return Err(anyhow::Error::new(e).context("starting the runtime"));
         }
     };
-    tasks.push(tokio::spawn(runtime::server::serve_local(
+    tasks.push(tokio::spawn(runtime::http::serve_local(
         api_listener,
         state.clone(),
         signal(&rx),
     )));
-    let metrics_app = runtime::server::metrics_app(state.clone());
+    let metrics_app = runtime::http::metrics_app(state.clone());
     let stop = signal(&rx);
     tasks.push(tokio::spawn(async move {
         axum::serve(metrics_listener, metrics_app)

@@ -6,19 +6,17 @@
 //! never the reverse.
 
 pub mod auth;
-pub mod chat;
 pub mod db;
 pub mod domain;
-pub mod error;
-pub mod ledger;
+pub mod http;
+pub mod metering;
 pub mod models;
-pub mod openai;
-pub mod pricing;
 pub mod registry;
-pub mod routes;
 pub mod schema;
 pub mod secrets;
-pub mod server;
+pub mod service;
+pub mod state;
 pub mod tenancy;
 
-pub use server::{AppState, RuntimeConfig, app};
+pub use http::app;
+pub use state::{AppState, RuntimeConfig};

@@ -40,13 +40,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let config: runtime::RuntimeConfig = serde_json::from_str(&text)?;
     let state = runtime::AppState::from_config(&config).await?;
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
-        runtime::server::run_lambda(state).await?;
+        runtime::http::run_lambda(state).await?;
         return Ok(());
     }
     let addr = std::env::var("TENANT_RUNTIME_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     tracing::info!(%addr, "listening");
-    runtime::server::serve_local(listener, state, async {
+    runtime::http::serve_local(listener, state, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;

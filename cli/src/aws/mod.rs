@@ -284,7 +284,7 @@ fn lambda_runtime_config(
             iam_auth: true,
         },
         secrets_dir: std::path::PathBuf::new(),
-        secret_store: runtime::server::SecretStoreKind::Aws,
+        secret_store: runtime::state::SecretStoreKind::Aws,
         issuers: vec![issuer.clone()],
         deployment: runtime::auth::DeploymentPolicy {
             tenant: Some(spec.id.clone()),

@@ -394,7 +394,7 @@ impl Checker<'_> {
                     "list at least one model, or remove the provider",
                 ));
             }
-            let priced: Vec<&str> = runtime::pricing::CURRENT.models(provider).collect();
+            let priced: Vec<&str> = runtime::models::pricing::CURRENT.models(provider).collect();
             for (i, model) in models.iter().enumerate() {
                 let mut at = path.clone();
                 at.push(Seg::Index(i));
@@ -403,7 +403,7 @@ impl Checker<'_> {
                 if !priced.contains(&id.as_str()) {
                     return Err(self.err(
                         at,
-                        format!("model `{id}` has no price for provider `{provider}` in price book `{}`", runtime::pricing::CURRENT.version),
+                        format!("model `{id}` has no price for provider `{provider}` in price book `{}`", runtime::models::pricing::CURRENT.version),
                         format!("use one of {}", quoted(priced.iter().copied())),
                     ));
                 }

@@ -1,13 +1,11 @@
 //! Identity at the edge: one layer over the whole router, deny by default.
 //!
-//! `require_auth` runs before routing for every request except the public routes of `routes::ROUTES`.
-//! It takes the one bearer token, verifies it against the trusted issuer named by its `iss` (see
+//! `Authenticator::authenticate` is called by the HTTP layer (`http::middleware::require_auth`) before
+//! routing for every request except the public routes of `http::routes::ROUTES`. It takes the one bearer token, verifies it against the trusted issuer named by its `iss` (see
 //! `jwt`, `jwks`, `issuer`), binds it to a tenant through the issuer's tenant claim and the
 //! `TenantDirectory` (the tenant must be bound to that issuer and audience), applies the deployment's
 //! rules (a per-tenant deployment serves only its tenant; behind API Gateway the authorizer's claims must
-//! agree), and stores a `Tenant` in the request. Handlers take the `Tenant` extractor, which rejects
-//! when it is absent, so a route that escaped the layer still fails closed. `require_permission` checks
-//! the route's permission from the one route table.
+//! agree), and returns the `Tenant`, which only this module can build. This module holds no axum type.
 //!
 //! **Invariant:** the verified token is the only source of tenant identity; nothing but the
 //! `Authorization` header (and the gateway's own claims, for comparison only) is read here. This module
@@ -23,18 +21,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::{FromRequestParts, MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use http::HeaderMap;
-use http::request::Parts;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::TenantId;
-use crate::error::ApiError;
 use crate::registry::{TenantDirectory, TenantRecord};
-use crate::server::AppState;
 pub use issuer::{Alg, IssuerConfig, JwksCacheConfig, RolesConfig};
 use jwks::{Jwk, KeyCache, Lookup};
 use jwt::{Claims, DenyReason};
@@ -188,7 +180,7 @@ impl Authenticator {
         self.metrics.admitted.load(Ordering::Relaxed)
     }
 
-    fn count_denial(&self, reason: DenyReason) {
+    pub fn count_denial(&self, reason: DenyReason) {
         if let Some(i) = DenyReason::ALL.iter().position(|r| *r == reason) {
             self.metrics.denials[i].fetch_add(1, Ordering::Relaxed);
         }
@@ -433,120 +425,16 @@ impl Tenant {
     pub fn principal(&self) -> &Principal {
         &self.0
     }
-}
 
-impl<S: Send + Sync> FromRequestParts<S> for Tenant {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Tenant>()
-            .cloned()
-            .ok_or(ApiError::Unauthenticated(DenyReason::MissingToken))
+    /// Whether the token carried `permission` among its scopes.
+    pub fn has_scope(&self, permission: &str) -> bool {
+        self.0.scopes.iter().any(|s| s == permission)
     }
 }
-
-/// The request id of this request (set by `assign_request_id`).
-#[derive(Debug, Clone, Copy)]
-pub struct RequestId(pub uuid::Uuid);
 
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-/// API Gateway's JWT-authorizer claims, when the request came through Lambda.
-fn gateway_claims(req: &Request) -> Option<HashMap<String, String>> {
-    match req
-        .extensions()
-        .get::<lambda_http::request::RequestContext>()?
-    {
-        lambda_http::request::RequestContext::ApiGatewayV2(ctx) => ctx
-            .authorizer
-            .as_ref()?
-            .jwt
-            .as_ref()
-            .map(|j| j.claims.clone()),
-        _ => None,
-    }
-}
-
-/// Middleware: authenticate every non-public request before routing.
-pub async fn require_auth(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    if crate::routes::is_public(req.method(), req.uri().path()) {
-        return next.run(req).await;
-    }
-    let gateway = gateway_claims(&req);
-    let outcome = state
-        .auth
-        .authenticate(
-            Credentials {
-                headers: req.headers(),
-                query: req.uri().query(),
-                gateway_claims: gateway.as_ref(),
-            },
-            &state.directory,
-            unix_now(),
-        )
-        .await;
-    match outcome {
-        Ok(tenant) => {
-            req.extensions_mut().insert(tenant);
-            next.run(req).await
-        }
-        Err(Denial { reason, issuer }) => {
-            state.auth.count_denial(reason);
-            let request_id = req.extensions().get::<RequestId>().map(|r| r.0);
-            tracing::info!(
-                reason = reason.code(),
-                route = %req.uri().path(),
-                issuer = issuer.as_deref().unwrap_or("-"),
-                request_id = ?request_id,
-                "request denied"
-            );
-            ApiError::Unauthenticated(reason).into_response()
-        }
-    }
-}
-
-/// Route middleware: the route's permission from `routes::ROUTES` must be among the caller's
-/// permissions. A route without an entry is refused.
-pub async fn require_permission(
-    State(state): State<AppState>,
-    matched: Option<MatchedPath>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let method = req.method().clone();
-    let Some(spec) = matched.and_then(|m| crate::routes::lookup(&method, m.as_str())) else {
-        return ApiError::Forbidden("route_not_permitted").into_response();
-    };
-    let allowed = match spec.permission {
-        None => true,
-        Some(permission) => req
-            .extensions()
-            .get::<Tenant>()
-            .is_some_and(|t| t.0.scopes.iter().any(|s| s == permission)),
-    };
-    if allowed {
-        state.auth.metrics.admitted.fetch_add(1, Ordering::Relaxed);
-        next.run(req).await
-    } else {
-        state.auth.count_denial(DenyReason::InsufficientScope);
-        ApiError::Forbidden("insufficient_scope").into_response()
-    }
-}
-
-/// Middleware: give every request an id, echoed in `x-request-id`.
-pub async fn assign_request_id(mut req: Request, next: Next) -> Response {
-    let id = uuid::Uuid::new_v4();
-    req.extensions_mut().insert(RequestId(id));
-    let mut response = next.run(req).await;
-    if let Ok(value) = http::HeaderValue::from_str(&id.to_string()) {
-        response.headers_mut().insert("x-request-id", value);
-    }
-    response
 }

@@ -5,13 +5,30 @@
 //! Metering happens in the caller (`chat` module) around `ModelRouter::complete`; this module must not
 //! touch the database or read secrets itself.
 
+pub mod pricing;
 pub mod providers;
 
 use crate::domain::{ModelId, ProviderId};
-use crate::openai::ChatMessage;
-use crate::pricing::{self, Price};
 use crate::registry::ModelPolicy;
+use pricing::Price;
 use providers::{Completion, Provider, ProviderError};
+
+/// One chat message after normalisation (content parts joined to text).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// A validated chat request.
+#[derive(Debug)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub max_tokens: Option<u32>,
+}
 
 /// A resolved route: which provider and model serve a request, and at what price.
 #[derive(Debug, Clone)]

@@ -569,7 +569,7 @@ async fn a_single_tenant_deployment_must_be_pinned_to_its_tenant() {
             iam_auth: false,
         },
         secrets_dir: dir.path().join("store"),
-        secret_store: runtime::server::SecretStoreKind::Local,
+        secret_store: runtime::state::SecretStoreKind::Local,
         issuers: vec![],
         deployment: runtime::auth::DeploymentPolicy {
             tenant: Some(runtime::domain::TenantId::parse(pin).unwrap()),

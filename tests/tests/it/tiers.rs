@@ -701,7 +701,7 @@ async fn the_runtime_refuses_to_start_with_a_dangerous_role_and_says_which() {
         namespace: s.target.namespace.clone(),
         database: s.target.endpoint.clone(),
         secrets_dir: s.target.secrets_dir.clone(),
-        secret_store: runtime::server::SecretStoreKind::Local,
+        secret_store: runtime::state::SecretStoreKind::Local,
         issuers: Platform::builtin().runtime_issuers(&cli::devidp::jwks_url(idp)),
         deployment: Default::default(),
         registry_refresh_secs: 5,

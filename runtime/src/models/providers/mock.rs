@@ -4,7 +4,7 @@
 //! predict usage and cost exactly. It must stay deterministic: no clocks, no randomness.
 
 use crate::domain::ModelId;
-use crate::openai::ChatMessage;
+use crate::models::ChatMessage;
 
 use super::Completion;
 

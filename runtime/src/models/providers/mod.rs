@@ -6,7 +6,7 @@
 pub mod mock;
 
 use crate::domain::ModelId;
-use crate::openai::ChatMessage;
+use crate::models::ChatMessage;
 
 /// What a provider returns: the reply text and the usage it reports.
 #[derive(Debug, Clone, PartialEq, Eq)]

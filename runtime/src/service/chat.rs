@@ -7,11 +7,10 @@
 use uuid::Uuid;
 
 use crate::auth::Tenant;
-use crate::error::ApiError;
-use crate::ledger;
+use crate::metering::ledger;
 use crate::models::providers::Completion;
-use crate::models::{ModelRouter, RouteError};
-use crate::openai::ChatRequest;
+use crate::models::{ChatRequest, ModelRouter, RouteError};
+use crate::service::ServiceError;
 use crate::tenancy::{DataPlane, TenantTx};
 
 /// A completed, metered call.
@@ -28,32 +27,28 @@ pub async fn complete(
     tenant: &Tenant,
     request_id: Uuid,
     request: &ChatRequest,
-) -> Result<Metered, ApiError> {
+) -> Result<Metered, ServiceError> {
     if tenant.record().read_only {
         // The tenant's data is being moved between tiers: no model call, no ledger row, retry shortly.
-        return Err(ApiError::Unavailable("tenant_read_only"));
+        return Err(ServiceError::ReadOnly);
     }
     // Admitted before the model call: a busy tenant is refused (429) before anything is spent, and a
     // call that was made is never refused its ledger row.
-    let admission = data
-        .admit(tenant)
-        .map_err(|e| ApiError::data(e, Some(request_id)))?;
+    let admission = data.admit(tenant)?;
     let route = router
         .resolve(&tenant.record().policy, &request.model)
         .map_err(|e| match e {
-            RouteError::NotPermitted(m) => ApiError::ModelNotPermitted(m),
-            other @ RouteError::Unpriced(..) => ApiError::internal(other, Some(request_id)),
+            RouteError::NotPermitted(m) => ServiceError::ModelNotPermitted(m),
+            other @ RouteError::Unpriced(..) => ServiceError::internal(other),
         })?;
     let completion = router
         .complete(&route, &request.messages, request.max_tokens)
         .await
-        .map_err(|e| ApiError::internal(e, Some(request_id)))?;
+        .map_err(ServiceError::internal)?;
     let cost = route
         .price
         .cost(completion.input_tokens, completion.output_tokens);
-    let tx = TenantTx::begin_admitted(data, tenant, admission)
-        .await
-        .map_err(|e| ApiError::data(e, Some(request_id)))?;
+    let tx = TenantTx::begin_admitted(data, tenant, admission).await?;
     let ledger_id = ledger::record(
         &tx,
         &ledger::NewEntry {
@@ -68,10 +63,8 @@ pub async fn complete(
         },
     )
     .await
-    .map_err(|e| ApiError::internal(e, Some(request_id)))?;
-    tx.commit()
-        .await
-        .map_err(|e| ApiError::internal(e, Some(request_id)))?;
+    .map_err(ServiceError::internal)?;
+    tx.commit().await.map_err(ServiceError::internal)?;
     Ok(Metered {
         completion,
         model: route.model.to_string(),

@@ -1,9 +1,5 @@
-//! The one route table, and the thin handlers it names.
-//!
-//! Every route is declared once in `ROUTES` with the permission it needs; `app()` builds the router from
-//! this table, the auth layer reads public routes from it, and the permission layer looks routes up in
-//! it. A route with `permission: None` is public. Handlers extract, call one domain function, and map
-//! the result; business logic never sees axum types.
+//! The thin handlers: extract, call one `service` function, map the result to the wire. Business logic
+//! never sees axum types, and no handler reaches tenant data or a provider itself.
 
 use std::convert::Infallible;
 
@@ -11,77 +7,21 @@ use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
-use http::Method;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{RequestId, Tenant};
-use crate::error::ApiError;
-use crate::models::ModelRouter;
-use crate::openai::{
-    AssistantMessage, ChatChunk, ChatCompletion, ChatRequest, Choice, ChunkChoice, Delta,
-    ModelEntry, ModelList, Usage,
+use crate::auth::Tenant;
+use crate::http::error::ApiError;
+use crate::http::middleware::RequestId;
+use crate::http::openai::{
+    AssistantMessage, ChatChunk, ChatCompletion, Choice, ChunkChoice, Delta, ModelEntry, ModelList,
+    Usage, parse_chat_request,
 };
-use crate::server::AppState;
-use crate::tenancy::TenantTx;
+use crate::models::ModelRouter;
+use crate::service;
+use crate::state::AppState;
 
-/// One route: method, path, the permission (token scope) it needs, and its handler.
-#[derive(Debug)]
-pub struct RouteSpec {
-    pub method: Method,
-    pub path: &'static str,
-    /// `None` marks a public route (no token needed). Public routes must not take path parameters.
-    pub permission: Option<&'static str>,
-    pub handler: fn() -> MethodRouter<AppState>,
-}
-
-/// The permission scopes tokens can carry.
-pub const PERMISSIONS: &[&str] = &["models:read", "chat:write", "usage:read"];
-
-pub static ROUTES: &[RouteSpec] = &[
-    RouteSpec {
-        method: Method::GET,
-        path: "/healthz",
-        permission: None,
-        handler: || get(healthz),
-    },
-    RouteSpec {
-        method: Method::GET,
-        path: "/v1/models",
-        permission: Some("models:read"),
-        handler: || get(list_models),
-    },
-    RouteSpec {
-        method: Method::POST,
-        path: "/v1/chat/completions",
-        permission: Some("chat:write"),
-        handler: || post(chat_completions),
-    },
-    RouteSpec {
-        method: Method::GET,
-        path: "/v1/usage",
-        permission: Some("usage:read"),
-        handler: || get(usage),
-    },
-];
-
-/// Whether `(method, path)` is a public route. Exact match only: public routes take no parameters.
-pub fn is_public(method: &Method, path: &str) -> bool {
-    ROUTES
-        .iter()
-        .any(|r| r.permission.is_none() && r.method == method && r.path == path)
-}
-
-/// The table entry for a matched route.
-pub fn lookup(method: &Method, matched_path: &str) -> Option<&'static RouteSpec> {
-    ROUTES.iter().find(|r| {
-        r.path == matched_path
-            && (r.method == method || (method == Method::HEAD && r.method == Method::GET))
-    })
-}
-
-async fn healthz() -> &'static str {
+pub async fn healthz() -> &'static str {
     "ok"
 }
 
@@ -92,7 +32,7 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-async fn list_models(tenant: Tenant) -> Json<ModelList> {
+pub async fn list_models(tenant: Tenant) -> Json<ModelList> {
     let policy = &tenant.record().policy;
     let created = unix_now();
     let mut data: Vec<ModelEntry> = ModelRouter::permitted_models(policy)
@@ -118,15 +58,17 @@ async fn list_models(tenant: Tenant) -> Json<ModelList> {
     })
 }
 
-async fn chat_completions(
+pub async fn chat_completions(
     State(state): State<AppState>,
     tenant: Tenant,
     Extension(RequestId(request_id)): Extension<RequestId>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let request = ChatRequest::parse(&body).map_err(ApiError::BadRequest)?;
+    let request = parse_chat_request(&body).map_err(ApiError::BadRequest)?;
     let metered =
-        crate::chat::complete(&state.models, &state.data, &tenant, request_id, &request).await?;
+        service::chat::complete(&state.models, &state.data, &tenant, request_id, &request)
+            .await
+            .map_err(|e| ApiError::service(e, request_id))?;
     let id = format!("chatcmpl-{}", metered.ledger_id.simple());
     let created = unix_now();
     let c = &metered.completion;
@@ -214,11 +156,11 @@ async fn chat_completions(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct UsageQuery {
+pub struct UsageQuery {
     limit: Option<i64>,
 }
 
-async fn usage(
+pub async fn usage(
     State(state): State<AppState>,
     tenant: Tenant,
     Extension(RequestId(request_id)): Extension<RequestId>,
@@ -226,51 +168,13 @@ async fn usage(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    let tx = TenantTx::begin(&state.data, &tenant)
+    let (entries, totals) = service::usage::recent(&state.data, &tenant, limit)
         .await
-        .map_err(|e| ApiError::data(e, Some(request_id)))?;
-    let (entries, totals) = crate::ledger::recent(&tx, limit)
-        .await
-        .map_err(|e| ApiError::internal(e, Some(request_id)))?;
-    tx.commit()
-        .await
-        .map_err(|e| ApiError::internal(e, Some(request_id)))?;
+        .map_err(|e| ApiError::service(e, request_id))?;
     Ok(Json(json!({
         "object": "list",
         "tenant": tenant.id().as_str(),
         "totals": totals,
         "data": entries,
     })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_route_has_a_known_permission_and_public_routes_take_no_parameters() {
-        // Invariant: every route has an entry in one permission table; public routes are listed there.
-        for r in ROUTES {
-            match r.permission {
-                Some(p) => assert!(
-                    PERMISSIONS.contains(&p),
-                    "{} uses unknown permission {p}",
-                    r.path
-                ),
-                None => assert!(
-                    !r.path.contains('{'),
-                    "public route {} takes parameters",
-                    r.path
-                ),
-            }
-        }
-        let mut seen = std::collections::HashSet::new();
-        for r in ROUTES {
-            assert!(
-                seen.insert((r.method.clone(), r.path)),
-                "duplicate route {}",
-                r.path
-            );
-        }
-    }
 }

@@ -10,6 +10,7 @@ use http::StatusCode;
 use serde_json::json;
 
 use crate::auth::jwt::DenyReason;
+use crate::service::ServiceError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -37,11 +38,13 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// A tenant-data failure: a busy tenant is 429, anything else an internal error.
-    pub fn data(error: crate::db::DataError, request_id: Option<uuid::Uuid>) -> Self {
+    /// A business action's failure, in the HTTP layer's terms.
+    pub fn service(error: ServiceError, request_id: uuid::Uuid) -> Self {
         match error {
-            crate::db::DataError::Busy(_) => ApiError::TooManyRequests("tenant_busy"),
-            other => ApiError::internal(other, request_id),
+            ServiceError::ReadOnly => ApiError::Unavailable("tenant_read_only"),
+            ServiceError::Busy(_) => ApiError::TooManyRequests("tenant_busy"),
+            ServiceError::ModelNotPermitted(m) => ApiError::ModelNotPermitted(m),
+            ServiceError::Internal(cause) => ApiError::internal(cause, Some(request_id)),
         }
     }
 

@@ -6,12 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// One chat message after normalisation (content parts joined to text).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ChatMessage {
-    pub role: String,
-    pub content: String,
-}
+use crate::models::{ChatMessage, ChatRequest};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,82 +75,70 @@ struct RawChatRequest {
     user: Option<String>,
 }
 
-/// A validated chat request.
-#[derive(Debug)]
-pub struct ChatRequest {
-    pub model: String,
-    pub messages: Vec<ChatMessage>,
-    pub stream: bool,
-    pub include_usage: bool,
-    pub max_tokens: Option<u32>,
-}
-
 const ROLES: &[&str] = &["system", "developer", "user", "assistant"];
 
-impl ChatRequest {
-    /// Parses a request body. The error text is safe to return to the caller (it quotes field names,
-    /// never values).
-    pub fn parse(body: &[u8]) -> Result<Self, String> {
-        let raw: RawChatRequest = serde_json::from_slice(body).map_err(|e| {
-            let text = e.to_string();
-            // serde's message may quote a value; keep only the part before it for unknown fields.
-            match text.find(", expected") {
-                Some(i) if text.starts_with("unknown field") => text[..i].to_owned(),
-                _ => text,
-            }
-        })?;
-        let _ = (
-            &raw.temperature,
-            &raw.top_p,
-            &raw.presence_penalty,
-            &raw.frequency_penalty,
-            &raw.seed,
-            &raw.stop,
-            &raw.user,
-        );
-        if raw.messages.is_empty() {
-            return Err("`messages` must contain at least one message".into());
+/// Parses a `/v1/chat/completions` body. The error text is safe to return to the caller (it quotes
+/// field names, never values).
+pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, String> {
+    let raw: RawChatRequest = serde_json::from_slice(body).map_err(|e| {
+        let text = e.to_string();
+        // serde's message may quote a value; keep only the part before it for unknown fields.
+        match text.find(", expected") {
+            Some(i) if text.starts_with("unknown field") => text[..i].to_owned(),
+            _ => text,
         }
-        if raw.n.is_some_and(|n| n != 1) {
-            return Err("`n` other than 1 is not supported".into());
-        }
-        let mut messages = Vec::with_capacity(raw.messages.len());
-        for (i, m) in raw.messages.into_iter().enumerate() {
-            if !ROLES.contains(&m.role.as_str()) {
-                return Err(format!(
-                    "`messages[{i}].role` must be one of {}",
-                    ROLES.join(", ")
-                ));
-            }
-            let content = match m.content {
-                RawContent::Text(t) => t,
-                RawContent::Parts(parts) => {
-                    if let Some(p) = parts.iter().find(|p| p.kind != "text") {
-                        return Err(format!(
-                            "`messages[{i}].content` part type `{}` is not supported",
-                            crate::domain::printable(&p.kind)
-                        ));
-                    }
-                    parts
-                        .into_iter()
-                        .map(|p| p.text)
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                }
-            };
-            messages.push(ChatMessage {
-                role: m.role,
-                content,
-            });
-        }
-        Ok(Self {
-            model: raw.model,
-            messages,
-            stream: raw.stream.unwrap_or(false),
-            include_usage: raw.stream_options.is_some_and(|o| o.include_usage),
-            max_tokens: raw.max_completion_tokens.or(raw.max_tokens),
-        })
+    })?;
+    let _ = (
+        &raw.temperature,
+        &raw.top_p,
+        &raw.presence_penalty,
+        &raw.frequency_penalty,
+        &raw.seed,
+        &raw.stop,
+        &raw.user,
+    );
+    if raw.messages.is_empty() {
+        return Err("`messages` must contain at least one message".into());
     }
+    if raw.n.is_some_and(|n| n != 1) {
+        return Err("`n` other than 1 is not supported".into());
+    }
+    let mut messages = Vec::with_capacity(raw.messages.len());
+    for (i, m) in raw.messages.into_iter().enumerate() {
+        if !ROLES.contains(&m.role.as_str()) {
+            return Err(format!(
+                "`messages[{i}].role` must be one of {}",
+                ROLES.join(", ")
+            ));
+        }
+        let content = match m.content {
+            RawContent::Text(t) => t,
+            RawContent::Parts(parts) => {
+                if let Some(p) = parts.iter().find(|p| p.kind != "text") {
+                    return Err(format!(
+                        "`messages[{i}].content` part type `{}` is not supported",
+                        crate::domain::printable(&p.kind)
+                    ));
+                }
+                parts
+                    .into_iter()
+                    .map(|p| p.text)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+        };
+        messages.push(ChatMessage {
+            role: m.role,
+            content,
+        });
+    }
+    Ok(ChatRequest {
+        model: raw.model,
+        messages,
+        stream: raw.stream.unwrap_or(false),
+        include_usage: raw.stream_options.is_some_and(|o| o.include_usage),
+        max_tokens: raw.max_completion_tokens.or(raw.max_tokens),
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -234,7 +217,7 @@ mod tests {
 
     #[track_caller]
     fn check(body: &str, want_err: Option<&str>) {
-        match (ChatRequest::parse(body.as_bytes()), want_err) {
+        match (parse_chat_request(body.as_bytes()), want_err) {
             (Ok(_), None) => {}
             (Err(e), Some(w)) => assert!(e.contains(w), "{e:?} should contain {w:?}"),
             (got, want) => panic!("{body}: got {got:?}, want error {want:?}"),

@@ -1,13 +1,9 @@
-//! `app(state) -> axum::Router` and its two entry points: a local server and AWS Lambda.
-//!
-//! The layer order is fixed here: request id, then auth over everything (before routing), then the
-//! per-route permission check. This module wires; it must not hold business logic.
+//! The composition root: `RuntimeConfig` (the runtime's whole configuration) and `AppState`, built
+//! from it (secret store, registry, authenticator, data plane, model router). This module wires; it
+//! must not hold business logic or know HTTP.
 
 use std::sync::Arc;
 use std::time::Duration;
-
-use axum::Router;
-use axum::middleware::{from_fn, from_fn_with_state};
 
 use crate::auth::{Authenticator, DeploymentPolicy, IssuerConfig};
 use crate::db::DbEndpoint;
@@ -202,112 +198,4 @@ impl AppState {
             models: ModelRouter::default(),
         })
     }
-}
-
-/// The whole API. Routes come from `routes::ROUTES` only.
-pub fn app(state: AppState) -> Router {
-    let mut router: Router<AppState> = Router::new();
-    for spec in crate::routes::ROUTES {
-        router = router.route(spec.path, (spec.handler)());
-    }
-    router
-        .route_layer(from_fn_with_state(
-            state.clone(),
-            crate::auth::require_permission,
-        ))
-        .layer(from_fn_with_state(state.clone(), crate::auth::require_auth))
-        .layer(from_fn(crate::auth::assign_request_id))
-        .with_state(state)
-}
-
-/// Prometheus text-format metrics: denials by reason, admitted requests, verifications, cache hits,
-/// JWKS fetches per issuer, tenant-database statements. Served on a separate (operator) listener, never
-/// on the tenant API.
-pub fn metrics_text(state: &AppState) -> String {
-    use std::fmt::Write as _;
-    use std::sync::atomic::Ordering::Relaxed;
-    let m = &state.auth.metrics;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP tenant_auth_denials_total Requests refused at the edge, by reason."
-    );
-    let _ = writeln!(out, "# TYPE tenant_auth_denials_total counter");
-    let counts = state.auth.denial_counts();
-    for reason in crate::auth::jwt::DenyReason::ALL {
-        let n = counts.get(reason.code()).copied().unwrap_or(0);
-        let _ = writeln!(
-            out,
-            "tenant_auth_denials_total{{reason=\"{}\"}} {n}",
-            reason.code()
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# TYPE tenant_auth_admitted_total counter\ntenant_auth_admitted_total {}",
-        m.admitted.load(Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE tenant_auth_verifications_total counter\ntenant_auth_verifications_total {}",
-        m.verifications.load(Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE tenant_auth_cache_hits_total counter\ntenant_auth_cache_hits_total {}",
-        m.cache_hits.load(Relaxed)
-    );
-    let _ = writeln!(out, "# TYPE tenant_jwks_fetches_total counter");
-    for name in state.auth.issuer_names() {
-        if let Some(keys) = state.auth.keys(name) {
-            let _ = writeln!(
-                out,
-                "tenant_jwks_fetches_total{{issuer=\"{name}\",outcome=\"attempt\"}} {}",
-                keys.stats.attempts.load(Relaxed)
-            );
-            let _ = writeln!(
-                out,
-                "tenant_jwks_fetches_total{{issuer=\"{name}\",outcome=\"failure\"}} {}",
-                keys.stats.failures.load(Relaxed)
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# TYPE tenant_db_statements_total counter\ntenant_db_statements_total {}",
-        state.data.statements()
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE tenant_directory_tenants gauge\ntenant_directory_tenants {}",
-        state.directory.len()
-    );
-    out
-}
-
-/// The operator listener's router: `GET /metrics`.
-pub fn metrics_app(state: AppState) -> Router {
-    Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let state = state.clone();
-            async move { metrics_text(&state) }
-        }),
-    )
-}
-
-/// Serves `app` on `listener` until `shutdown` resolves.
-pub async fn serve_local(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-/// Runs `app` as an AWS Lambda function behind API Gateway (HTTP API).
-pub async fn run_lambda(state: AppState) -> Result<(), lambda_http::Error> {
-    lambda_http::run(app(state)).await
 }

@@ -1,0 +1,126 @@
+//! The HTTP layers around every route: a request id, authentication before routing (deny by
+//! default, public routes from the one table), the per-route permission check, and the `Tenant`
+//! extractor, which rejects when the auth layer stored no tenant, so a route that escaped the layer
+//! still fails closed. This module decides nothing itself: it asks `auth` and the route table.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::request::Parts;
+
+use crate::auth::jwt::DenyReason;
+use crate::auth::{Credentials, Denial, Tenant, unix_now};
+use crate::http::error::ApiError;
+use crate::state::AppState;
+
+impl<S: Send + Sync> FromRequestParts<S> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Tenant>()
+            .cloned()
+            .ok_or(ApiError::Unauthenticated(DenyReason::MissingToken))
+    }
+}
+
+/// The request id of this request (set by `assign_request_id`).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestId(pub uuid::Uuid);
+
+/// API Gateway's JWT-authorizer claims, when the request came through Lambda.
+fn gateway_claims(req: &Request) -> Option<HashMap<String, String>> {
+    match req
+        .extensions()
+        .get::<lambda_http::request::RequestContext>()?
+    {
+        lambda_http::request::RequestContext::ApiGatewayV2(ctx) => ctx
+            .authorizer
+            .as_ref()?
+            .jwt
+            .as_ref()
+            .map(|j| j.claims.clone()),
+        _ => None,
+    }
+}
+
+/// Middleware: authenticate every non-public request before routing.
+pub async fn require_auth(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    if crate::http::routes::is_public(req.method(), req.uri().path()) {
+        return next.run(req).await;
+    }
+    let gateway = gateway_claims(&req);
+    let outcome = state
+        .auth
+        .authenticate(
+            Credentials {
+                headers: req.headers(),
+                query: req.uri().query(),
+                gateway_claims: gateway.as_ref(),
+            },
+            &state.directory,
+            unix_now(),
+        )
+        .await;
+    match outcome {
+        Ok(tenant) => {
+            req.extensions_mut().insert(tenant);
+            next.run(req).await
+        }
+        Err(Denial { reason, issuer }) => {
+            state.auth.count_denial(reason);
+            let request_id = req.extensions().get::<RequestId>().map(|r| r.0);
+            tracing::info!(
+                reason = reason.code(),
+                route = %req.uri().path(),
+                issuer = issuer.as_deref().unwrap_or("-"),
+                request_id = ?request_id,
+                "request denied"
+            );
+            ApiError::Unauthenticated(reason).into_response()
+        }
+    }
+}
+
+/// Route middleware: the route's permission from `routes::ROUTES` must be among the caller's
+/// permissions. A route without an entry is refused.
+pub async fn require_permission(
+    State(state): State<AppState>,
+    matched: Option<MatchedPath>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let method = req.method().clone();
+    let Some(spec) = matched.and_then(|m| crate::http::routes::lookup(&method, m.as_str())) else {
+        return ApiError::Forbidden("route_not_permitted").into_response();
+    };
+    let allowed = match spec.permission {
+        None => true,
+        Some(permission) => req
+            .extensions()
+            .get::<Tenant>()
+            .is_some_and(|t| t.has_scope(permission)),
+    };
+    if allowed {
+        state.auth.metrics.admitted.fetch_add(1, Ordering::Relaxed);
+        next.run(req).await
+    } else {
+        state.auth.count_denial(DenyReason::InsufficientScope);
+        ApiError::Forbidden("insufficient_scope").into_response()
+    }
+}
+
+/// Middleware: give every request an id, echoed in `x-request-id`.
+pub async fn assign_request_id(mut req: Request, next: Next) -> Response {
+    let id = uuid::Uuid::new_v4();
+    req.extensions_mut().insert(RequestId(id));
+    let mut response = next.run(req).await;
+    if let Ok(value) = http::HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}

@@ -1,0 +1,37 @@
+//! One plain async function per business action, called by the HTTP handlers: no axum types in,
+//! a `ServiceError` out. Each action is the whole rule (chat: admission -> policy -> provider ->
+//! ledger), so no handler can skip a step.
+
+pub mod chat;
+pub mod usage;
+
+/// Why a business action failed; the HTTP layer maps each variant to a status once.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The tenant's data is being moved between tiers; writes are refused for a moment.
+    #[error("tenant is read-only while its data moves")]
+    ReadOnly,
+    /// The tenant has its maximum of requests in flight (fair share).
+    #[error("tenant has {0} requests in flight, its maximum")]
+    Busy(usize),
+    #[error("model `{0}` is not permitted for this tenant")]
+    ModelNotPermitted(String),
+    /// Anything else: the cause goes to the log, never to the client.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        ServiceError::Internal(cause.to_string())
+    }
+}
+
+impl From<crate::db::DataError> for ServiceError {
+    fn from(error: crate::db::DataError) -> Self {
+        match error {
+            crate::db::DataError::Busy(n) => ServiceError::Busy(n),
+            other => ServiceError::internal(other),
+        }
+    }
+}
