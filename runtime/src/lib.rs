@@ -1,9 +1,11 @@
 //! The tenant API runtime: one axum app, served locally and on AWS Lambda.
 //!
-//! Request path: `auth` verifies the bearer token and binds it to a tenant -> `routes` (one table of
-//! routes and permissions) -> a domain function (`chat`, `ledger`) -> `models::ModelRouter` for model
-//! calls and `tenancy::TenantTx` for tenant data. `tenantctl` (the `cli` crate) depends on this crate,
-//! never the reverse.
+//! Request path: `http` (the only module that knows axum) asks `auth` to verify the bearer token and
+//! bind it to a tenant, checks the route's permission in `http::routes::ROUTES`, and calls one
+//! `service` function, which reaches models through `models::ModelRouter`, tenant data through
+//! `tenancy::TenantTx`, and records cost through `metering`. Imports run one way, from the edge
+//! inwards (docs/ARCHITECTURE.md; held by a tidy test). `tenantctl` (the `cli` crate) depends on this
+//! crate, never the reverse.
 
 pub mod auth;
 pub mod db;

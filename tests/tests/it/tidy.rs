@@ -87,6 +87,163 @@ const SQL_KEYWORDS: &[&str] = &[
     "SET ROLE",
 ];
 
+/// The runtime's rooms and their one-way doors, from the edge inwards: for each top-level module of
+/// `runtime/src`, the `crate::` modules it may import. A new module, or a new door, is a change to
+/// this table (docs/ARCHITECTURE.md shows the same picture).
+const DOORS: &[(&str, &[&str])] = &[
+    (
+        "http",
+        &["auth", "domain", "models", "registry", "service", "state"],
+    ),
+    (
+        "state",
+        &[
+            "auth", "db", "domain", "models", "registry", "secrets", "tenancy",
+        ],
+    ),
+    (
+        "service",
+        &[
+            "auth", "db", "domain", "metering", "models", "registry", "secrets", "tenancy",
+        ],
+    ),
+    (
+        "metering",
+        &["db", "domain", "models", "registry", "tenancy"],
+    ),
+    ("tenancy", &["auth", "db", "domain", "registry", "secrets"]),
+    ("auth", &["domain", "registry"]),
+    ("models", &["domain", "registry", "secrets"]),
+    ("registry", &["db", "domain", "secrets"]),
+    ("db", &["domain", "secrets"]),
+    ("secrets", &["domain"]),
+    ("schema", &[]),
+    ("domain", &[]),
+];
+
+/// The `crate::` modules a source text names (`crate::x::...`), and whether it uses a grouped
+/// `crate::{...}` import, which hides them.
+fn crate_imports(text: &str) -> (std::collections::BTreeSet<String>, bool) {
+    let mut out = std::collections::BTreeSet::new();
+    let mut grouped = false;
+    for (i, _) in text.match_indices("crate::") {
+        if i > 0 && text[..i].ends_with('$') {
+            continue;
+        }
+        let rest = &text[i + "crate::".len()..];
+        if rest.starts_with('{') {
+            grouped = true;
+        }
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            out.insert(name);
+        }
+    }
+    (out, grouped)
+}
+
+#[test]
+fn the_door_check_reads_paths_and_sees_grouped_imports() {
+    let (names, grouped) = crate_imports(
+        "use crate::db::DataError;\nlet x = crate::models::pricing::CURRENT;\nuse crate::{a, b};",
+    );
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        ["db", "models"].map(String::from)
+    );
+    assert!(grouped);
+    assert!(!crate_imports("use super::x; // crate docs").1);
+}
+
+#[test]
+fn the_door_table_runs_one_way() {
+    // A door listed both ways (or round a longer loop) would make the table itself a circle.
+    let doors: std::collections::HashMap<&str, &[&str]> = DOORS.iter().copied().collect();
+    fn reaches(
+        doors: &std::collections::HashMap<&str, &[&str]>,
+        from: &str,
+        to: &str,
+        seen: &mut Vec<String>,
+    ) -> bool {
+        for next in doors.get(from).copied().unwrap_or_default() {
+            if *next == to {
+                return true;
+            }
+            if !seen.iter().any(|s| s == next) {
+                seen.push((*next).to_owned());
+                if reaches(doors, next, to, seen) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+    for (module, allowed) in DOORS {
+        for other in *allowed {
+            assert!(
+                doors.contains_key(other),
+                "`{module}` may import `{other}`, which is not in the table"
+            );
+        }
+        assert!(
+            !reaches(&doors, module, module, &mut Vec::new()),
+            "the door table has a loop through `{module}`"
+        );
+    }
+}
+
+#[test]
+fn runtime_modules_import_each_other_one_way_only() {
+    // Issue 10 item 0: imports run from the edge inwards, never back.
+    let src = cli::testing::repo_root().join("runtime/src");
+    let doors: std::collections::HashMap<&str, &[&str]> = DOORS.iter().copied().collect();
+    let mut offenders = Vec::new();
+    for f in rust_files().iter().filter(|f| f.starts_with(&src)) {
+        let rel = f.strip_prefix(&src).unwrap();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy()
+            .into_owned();
+        let module = first.trim_end_matches(".rs").to_owned();
+        if module == "lib" || module == "main" {
+            continue;
+        }
+        let Some(allowed) = doors.get(module.as_str()) else {
+            offenders.push(format!(
+                "runtime/src/{}: module `{module}` is not in the door table",
+                rel.display()
+            ));
+            continue;
+        };
+        let (names, grouped) = crate_imports(&std::fs::read_to_string(f).unwrap());
+        if grouped {
+            offenders.push(format!(
+                "runtime/src/{}: a grouped `crate::{{...}}` import; name each module",
+                rel.display()
+            ));
+        }
+        for name in names {
+            if name != module && !allowed.contains(&name.as_str()) {
+                offenders.push(format!(
+                    "runtime/src/{}: `{module}` imports `crate::{name}`",
+                    rel.display()
+                ));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "doors used the wrong way:\n{}",
+        offenders.join("\n")
+    );
+}
+
 /// The 1-based lines where a `format!`, `write!` or `writeln!` invocation, over however many lines it
 /// spans, has SQL in it.
 fn sql_built_with_format(text: &str) -> Vec<usize> {
