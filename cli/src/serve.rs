@@ -96,6 +96,8 @@ pub async fn start(target: &Target, platform: &Platform, listen: Listen) -> Resu
         max_connections_per_tenant: 4,
         max_in_flight_per_tenant: 32,
         tenant: None,
+        provider_key_ttl_secs: 60,
+        upstream: Default::default(),
     };
     let state = match runtime::AppState::from_config(&config).await {
         Ok(s) => s,

@@ -45,11 +45,11 @@ fn setup() -> (DevSigner, Authenticator, TenantDirectory, IssuerConfig) {
             audience: "api".into(),
             tenant_claim: "tenant_id".into(),
         },
-        policy: runtime::registry::ModelPolicy {
-            providers: [(runtime::domain::ProviderId::Mock, vec![model.clone()])].into(),
-            default: model,
-            aliases: Default::default(),
-        },
+        policy: runtime::registry::ModelPolicy::only(
+            runtime::domain::ProviderId::Mock,
+            vec![model],
+        )
+        .expect("one model"),
         db_role: "r".into(),
         db_name: "d".into(),
         read_only: false,

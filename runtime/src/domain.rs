@@ -161,20 +161,38 @@ impl fmt::Display for ModelId {
     }
 }
 
-/// The model providers this build knows. Real provider adapters arrive with their own issue; `mock` is a
-/// deterministic provider built into the runtime.
+/// The model providers this build has adapters for (one file each under `models::providers`).
+/// `openai-compatible` is a self-hosted server speaking OpenAI's wire format (vLLM, Ollama, TGI);
+/// `mock` is the deterministic provider built into the runtime (the zero-setup local default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum ProviderId {
     Mock,
+    Openai,
+    AzureOpenai,
+    OpenaiCompatible,
+    Anthropic,
+    Bedrock,
 }
 
 impl ProviderId {
-    pub const ALL: &'static [ProviderId] = &[ProviderId::Mock];
+    pub const ALL: &'static [ProviderId] = &[
+        ProviderId::Mock,
+        ProviderId::Openai,
+        ProviderId::AzureOpenai,
+        ProviderId::OpenaiCompatible,
+        ProviderId::Anthropic,
+        ProviderId::Bedrock,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderId::Mock => "mock",
+            ProviderId::Openai => "openai",
+            ProviderId::AzureOpenai => "azure-openai",
+            ProviderId::OpenaiCompatible => "openai-compatible",
+            ProviderId::Anthropic => "anthropic",
+            ProviderId::Bedrock => "bedrock",
         }
     }
 

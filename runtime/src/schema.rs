@@ -53,6 +53,12 @@ pub const TENANT_MIGRATIONS: &[Migration] = &[
             ],
         }),
     },
+    Migration {
+        version: 4,
+        name: "usage_ledger_outcome",
+        sql: include_str!("../sql/tenant/0004_usage_ledger_outcome.sql"),
+        pool_backfill: None,
+    },
 ];
 
 /// Table privileges of the tenant's own role, per table. The ledger is append-only for the tenant role;

@@ -8,7 +8,9 @@ use std::time::Duration;
 use crate::auth::{Authenticator, DeploymentPolicy, IssuerConfig};
 use crate::db::DbEndpoint;
 use crate::models::ModelRouter;
+use crate::models::providers::UpstreamConfig;
 use crate::registry::{ControlPlane, TenantDirectory};
+use crate::secrets::cache::SecretCache;
 use crate::secrets::{LocalSecretStore, SecretName, SecretStore};
 use crate::tenancy::DataPlane;
 
@@ -19,6 +21,8 @@ pub struct AppState {
     pub directory: Arc<TenantDirectory>,
     pub data: Arc<DataPlane>,
     pub models: ModelRouter,
+    /// The secret store behind a TTL cache: provider keys are read through it on the request path.
+    pub secrets: Arc<SecretCache>,
 }
 
 /// The runtime's configuration (JSON). Holds no secret: credentials are read from the secret store.
@@ -60,6 +64,14 @@ pub struct RuntimeConfig {
     /// `deployment.tenant` must name the same tenant.
     #[serde(default)]
     pub tenant: Option<crate::registry::TenantRecord>,
+    /// How long a provider key read from the secret store is used before it is read again (a
+    /// rotation takes effect within it; a provider 401 re-reads at once). If the store cannot be
+    /// read after it, calls needing the key answer 503 until it can.
+    #[serde(default = "default_key_ttl")]
+    pub provider_key_ttl_secs: u64,
+    /// Timeouts and retries of calls to model providers.
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
 }
 
 /// Which secret store backend the runtime uses.
@@ -87,6 +99,10 @@ fn default_in_flight() -> usize {
     32
 }
 
+fn default_key_ttl() -> u64 {
+    60
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("trusted issuers: {0}")]
@@ -111,8 +127,14 @@ impl AppState {
                 SecretStore::Aws(crate::secrets::AwsSecretStore::from_environment().await)
             }
         };
+        let cache = Arc::new(SecretCache::new(
+            secrets.clone(),
+            Duration::from_secs(config.provider_key_ttl_secs.max(1)),
+        ));
+        let models =
+            ModelRouter::new(config.upstream, cache.clone()).map_err(StartupError::Config)?;
         if let Some(record) = &config.tenant {
-            return Self::single_tenant(config, record, secrets).await;
+            return Self::single_tenant(config, record, secrets, cache, models).await;
         }
         let control = ControlPlane::connect(
             &config.database,
@@ -166,7 +188,8 @@ impl AppState {
             auth: Arc::new(auth),
             directory,
             data: Arc::new(data),
-            models: ModelRouter::default(),
+            models,
+            secrets: cache,
         })
     }
 }
@@ -177,6 +200,8 @@ impl AppState {
         config: &RuntimeConfig,
         record: &crate::registry::TenantRecord,
         secrets: SecretStore,
+        cache: Arc<SecretCache>,
+        models: ModelRouter,
     ) -> Result<Self, StartupError> {
         if config.deployment.tenant.as_ref() != Some(&record.id) {
             return Err(StartupError::Config(format!(
@@ -195,7 +220,8 @@ impl AppState {
                     .with_max_connections_per_tenant(config.max_connections_per_tenant)
                     .with_max_in_flight_per_tenant(config.max_in_flight_per_tenant),
             ),
-            models: ModelRouter::default(),
+            models,
+            secrets: cache,
         })
     }
 }

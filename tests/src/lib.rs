@@ -9,8 +9,8 @@
 )]
 
 pub mod jwks_server;
+pub mod mock_provider;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cli::manifest::{TenantSpec, load_all};
@@ -201,11 +201,11 @@ pub fn record(
             audience: audience.to_owned(),
             tenant_claim: tenant_claim.to_owned(),
         },
-        policy: runtime::registry::ModelPolicy {
-            providers: BTreeMap::from([(runtime::domain::ProviderId::Mock, vec![model.clone()])]),
-            default: model,
-            aliases: BTreeMap::new(),
-        },
+        policy: runtime::registry::ModelPolicy::only(
+            runtime::domain::ProviderId::Mock,
+            vec![model],
+        )
+        .expect("one model"),
         db_role: format!("x_t_{id}"),
         db_name: "x".into(),
         read_only: false,

@@ -298,6 +298,8 @@ fn lambda_runtime_config(
         // One request at a time per instance; the cap across instances is reserved concurrency.
         max_in_flight_per_tenant: 4,
         tenant: Some(record),
+        provider_key_ttl_secs: 60,
+        upstream: Default::default(),
     };
     let json = serde_json::to_string(&config)?;
     // A dedicated tenant's data is on its own instance (the stack's `Database`); every other tier's on

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use runtime::domain::{MicroUsd, ModelId, ProviderId, TenantId, Tier};
 use runtime::registry::IdentityBinding;
 use runtime::registry::ModelPolicy;
+use runtime::registry::policy::{Endpoint, ProviderPolicy};
 use serde::Serialize;
 
 use crate::platform::Platform;
@@ -375,9 +376,13 @@ impl Checker<'_> {
                 "example: `providers: { mock: [mock-small] }`",
             ));
         }
-        let mut providers: BTreeMap<ProviderId, Vec<ModelId>> = BTreeMap::new();
+        let mut providers: BTreeMap<ProviderId, ProviderPolicy> = BTreeMap::new();
         let mut all: Vec<ModelId> = Vec::new();
-        for (name, models) in &raw.providers {
+        for (name, entry) in &raw.providers {
+            let (models, raw_endpoint) = match entry {
+                raw::RawProvider::Models(models) => (models, None),
+                raw::RawProvider::Full { models, endpoint } => (models, Some(endpoint)),
+            };
             let mut path = base();
             path.push(key(name));
             let provider = ProviderId::parse(name).map_err(|e| {
@@ -415,8 +420,77 @@ impl Checker<'_> {
                     ));
                 }
                 all.push(id.clone());
-                providers.entry(provider).or_default().push(id);
+                providers
+                    .entry(provider)
+                    .or_insert_with(|| ProviderPolicy {
+                        models: Vec::new(),
+                        endpoint: Endpoint::default(),
+                    })
+                    .models
+                    .push(id);
             }
+            if let (Some(e), Some(p)) = (raw_endpoint, providers.get_mut(&provider)) {
+                let mut deployments = BTreeMap::new();
+                for (model, deployment) in &e.deployments {
+                    let mut at = path.clone();
+                    at.extend([key("endpoint"), key("deployments"), key(model)]);
+                    let id = ModelId::parse(model)
+                        .ok()
+                        .filter(|m| p.models.contains(m))
+                        .ok_or_else(|| {
+                            self.err(
+                                at.clone(),
+                                format!(
+                                    "`{}` is not one of this provider's models",
+                                    runtime::domain::printable(model)
+                                ),
+                                "name a model listed under `models`",
+                            )
+                        })?;
+                    deployments.insert(id, deployment.clone());
+                }
+                p.endpoint = Endpoint {
+                    base_url: e.base_url.clone(),
+                    region: e.region.clone(),
+                    deployments,
+                    api_version: e.api_version.clone(),
+                    // Set by `tenantctl apply` on the AWS target, from the tenant's stack.
+                    inference_profile: None,
+                };
+            }
+        }
+        let mut blocked_providers = Vec::new();
+        for (i, name) in raw.blocked_providers.iter().enumerate() {
+            let at = vec![key("models"), key("blocked_providers"), Seg::Index(i)];
+            blocked_providers.push(
+                ProviderId::parse(name)
+                    .map_err(|e| self.err(at, e.0, "name a provider this build knows"))?,
+            );
+        }
+        let mut fallbacks = BTreeMap::new();
+        for (model, chain) in &raw.fallbacks {
+            let at = vec![key("models"), key("fallbacks"), key(model)];
+            let parse = |m: &str| {
+                ModelId::parse(m)
+                    .ok()
+                    .filter(|id| all.contains(id))
+                    .ok_or_else(|| {
+                        self.err(
+                            at.clone(),
+                            format!(
+                                "`{}` is not an allowed model; a fallback never leaves the policy",
+                                runtime::domain::printable(m)
+                            ),
+                            format!("use one of {}", quoted(all.iter().map(ModelId::as_str))),
+                        )
+                    })
+            };
+            let from = parse(model)?;
+            let to = chain
+                .iter()
+                .map(|m| parse(m))
+                .collect::<Result<Vec<_>, _>>()?;
+            fallbacks.insert(from, to);
         }
         let mut aliases = BTreeMap::new();
         for (alias, target) in &raw.aliases {
@@ -463,11 +537,24 @@ impl Checker<'_> {
                     format!("use one of {}", quoted(all.iter().map(ModelId::as_str))),
                 )
             })?;
-        Ok(ModelPolicy {
+        let policy = ModelPolicy {
             providers,
             default,
             aliases,
-        })
+            fallbacks,
+            blocked_providers,
+            max_tokens_per_request: raw.max_tokens_per_request,
+            residency: raw.residency,
+        };
+        if let Some((at, problem)) = policy.problems().into_iter().next() {
+            let path = at.iter().map(|s| key(s)).collect();
+            return Err(self.err(
+                path,
+                problem,
+                "see `docs/providers.md` for each provider's endpoint fields",
+            ));
+        }
+        Ok(policy)
     }
 
     fn tags(

@@ -80,13 +80,60 @@ fn default_issuer() -> String {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawModels {
-    /// Allowed models, by provider: `{ mock: [mock-small, mock-large] }`.
-    pub providers: BTreeMap<String, Vec<String>>,
+    /// Allowed models, by provider: `{ mock: [mock-small, mock-large] }`, or with the endpoint the
+    /// provider is reached at: `{ openai: { models: [gpt-4o-mini], endpoint: { region: us } } }`.
+    pub providers: BTreeMap<String, RawProvider>,
     /// The model used when a request asks for `default`. Must be allowed (or an alias).
     pub default: String,
     /// Extra names for allowed models: `{ fast: mock-small }`.
     #[serde(default)]
     pub aliases: BTreeMap<String, String>,
+    /// Models tried in order when a model's provider is down or rate-limited (before any byte
+    /// reached the client): `{ gpt-4o-mini: [claude-haiku-4-5] }`. Each must be an allowed model.
+    #[serde(default)]
+    pub fallbacks: BTreeMap<String, Vec<String>>,
+    /// Providers this tenant must never reach; listing one of them under `providers` is an error.
+    #[serde(default)]
+    pub blocked_providers: Vec<String>,
+    /// The most output tokens one request may ask for (a request asking more is refused with 400;
+    /// one asking none is capped at this).
+    #[serde(default)]
+    pub max_tokens_per_request: Option<u32>,
+    /// Regions the tenant's prompts may be processed in; every provider endpoint must declare a
+    /// `region` in this list, and no route or fallback leaves it.
+    #[serde(default)]
+    pub residency: Vec<String>,
+}
+
+/// A provider's allowed models, with or without its endpoint.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawProvider {
+    Models(Vec<String>),
+    Full {
+        models: Vec<String>,
+        #[serde(default)]
+        endpoint: RawEndpoint,
+    },
+}
+
+/// Where a provider is reached. Nothing in a request can change it.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndpoint {
+    /// Base URL of the API (`https://...`; `http://` only for a self-hosted server on a private
+    /// network). Defaults to the provider's public API.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The region the endpoint processes prompts in (checked against `residency`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Azure OpenAI: the deployment serving each model: `{ gpt-4o-mini: my-deployment }`.
+    #[serde(default)]
+    pub deployments: BTreeMap<String, String>,
+    /// Azure OpenAI: the `api-version` to call.
+    #[serde(default)]
+    pub api_version: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

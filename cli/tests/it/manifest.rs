@@ -77,7 +77,42 @@ fn malformed_manifests_fail_with_located_errors_and_hints() {
                 "      - mock-small\n      - mock-huge\n",
             ),
         ),
-        ("unknown_provider", with("    mock:\n", "    openai:\n")),
+        ("unknown_provider", with("    mock:\n", "    watsonx:\n")),
+        (
+            "fallback_outside_the_policy",
+            with(
+                "  default: mock-small\n",
+                "  default: mock-small\n  fallbacks:\n    mock-small: [gpt-4o]\n",
+            ),
+        ),
+        (
+            "endpoint_outside_the_residency_pin",
+            with(
+                "    mock:\n      - mock-small\n",
+                "    mock:\n      models: [mock-small]\n      endpoint: { region: us-east-1 }\n  residency: [eu-west-1]\n",
+            ),
+        ),
+        (
+            "blocked_provider_listed",
+            with(
+                "  default: mock-small\n",
+                "  default: mock-small\n  blocked_providers: [mock]\n",
+            ),
+        ),
+        (
+            "azure_without_deployments",
+            with(
+                "    mock:\n      - mock-small\n",
+                "    mock:\n      - mock-small\n    azure-openai:\n      models: [gpt-4o]\n      endpoint: { base_url: \"https://acme.openai.azure.com\", api_version: 2024-10-21 }\n",
+            ),
+        ),
+        (
+            "endpoint_url_with_credentials",
+            with(
+                "    mock:\n      - mock-small\n",
+                "    mock:\n      - mock-small\n    openai:\n      models: [gpt-4o]\n      endpoint: { base_url: \"https://user:pw@api.openai.com/v1\" }\n",
+            ),
+        ),
         (
             "missing_cost_center",
             with("  cost-center: cc-1\n", "  team: x\n"),

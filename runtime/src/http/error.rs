@@ -10,6 +10,7 @@ use http::StatusCode;
 use serde_json::json;
 
 use crate::auth::jwt::DenyReason;
+use crate::models::providers::ProviderError;
 use crate::service::ServiceError;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,16 @@ pub enum ApiError {
     /// Temporarily unable (the code says why); the client should retry after a few seconds.
     #[error("temporarily unavailable: {0}")]
     Unavailable(&'static str),
+    /// No route at this path.
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// The model provider failed (after retries and fallbacks); the message is scrubbed.
+    #[error("{0}")]
+    Provider(ProviderError),
     #[error("internal error: {cause}")]
     Internal {
         cause: String,
@@ -44,6 +55,11 @@ impl ApiError {
             ServiceError::ReadOnly => ApiError::Unavailable("tenant_read_only"),
             ServiceError::Busy(_) => ApiError::TooManyRequests("tenant_busy"),
             ServiceError::ModelNotPermitted(m) => ApiError::ModelNotPermitted(m),
+            ServiceError::BadRequest(m) => ApiError::BadRequest(m),
+            ServiceError::Provider(e) => {
+                tracing::warn!(request_id = %request_id, error = %e, "provider call failed");
+                ApiError::Provider(e)
+            }
             ServiceError::Internal(cause) => ApiError::internal(cause, Some(request_id)),
         }
     }
@@ -107,6 +123,25 @@ impl IntoResponse for ApiError {
                 (*code).to_owned(),
                 "temporarily unavailable; retry shortly".to_owned(),
             ),
+            ApiError::NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found_error",
+                "not_found".to_owned(),
+                "no such route".to_owned(),
+            ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                "method_not_allowed".to_owned(),
+                "method not allowed on this route".to_owned(),
+            ),
+            ApiError::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "request_too_large".to_owned(),
+                "request body too large".to_owned(),
+            ),
+            ApiError::Provider(e) => provider_parts(e),
             ApiError::Internal { cause, request_id } => {
                 tracing::error!(request_id = ?request_id, cause = %cause, "internal error");
                 let id = request_id.map(|r| r.to_string()).unwrap_or_default();
@@ -123,6 +158,18 @@ impl IntoResponse for ApiError {
             Json(json!({"error": {"message": message, "type": kind, "code": code}})),
         )
             .into_response();
+        response.extensions_mut().insert(ErrorParts {
+            message: message.clone(),
+        });
+        if let ApiError::Provider(ProviderError::RateLimited {
+            retry_after: Some(after),
+        }) = &self
+        {
+            if let Ok(v) = http::HeaderValue::from_str(&after.as_secs().max(1).to_string()) {
+                response.headers_mut().insert(http::header::RETRY_AFTER, v);
+                return response;
+            }
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(
                 http::header::RETRY_AFTER,
@@ -142,5 +189,54 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+/// What an error response said, kept on the response so the outer layer can re-render it in the
+/// surface's own shape (Anthropic's on `/v1/messages`).
+#[derive(Debug, Clone)]
+pub struct ErrorParts {
+    pub message: String,
+}
+
+/// A provider failure as (status, type, code, message). Provider text is already scrubbed.
+fn provider_parts(e: &ProviderError) -> (StatusCode, &'static str, String, String) {
+    match e {
+        ProviderError::Unauthorized { .. } => (
+            StatusCode::BAD_GATEWAY,
+            "server_error",
+            "provider_auth_failed".into(),
+            "the model provider refused this tenant's key; an operator must rotate it".into(),
+        ),
+        ProviderError::RateLimited { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "provider_rate_limited".into(),
+            "the model provider is rate limiting this tenant; retry later".into(),
+        ),
+        ProviderError::Rejected { status, message } => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "provider_rejected_request".into(),
+            format!("the model provider rejected the request (HTTP {status}): {message}"),
+        ),
+        ProviderError::Unsupported(what) => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "unsupported".into(),
+            (*what).to_owned(),
+        ),
+        ProviderError::KeyUnavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "provider_key_unavailable".into(),
+            "this tenant's provider key cannot be read right now; retry later".into(),
+        ),
+        ProviderError::Unavailable(_) | ProviderError::Protocol(_) | ProviderError::Cut(_) => (
+            StatusCode::BAD_GATEWAY,
+            "server_error",
+            "provider_error".into(),
+            "the model provider failed; retry later".into(),
+        ),
     }
 }

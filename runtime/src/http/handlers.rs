@@ -1,24 +1,28 @@
 //! The thin handlers: extract, call one `service` function, map the result to the wire. Business logic
-//! never sees axum types, and no handler reaches tenant data or a provider itself.
-
-use std::convert::Infallible;
+//! never sees axum types, and no handler reaches tenant data or a provider itself. Streams are
+//! forwarded item by item as the service yields them (never collected first).
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Extension, Query, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, Path, Query, State};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::Tenant;
+use crate::http::anthropic;
 use crate::http::error::ApiError;
 use crate::http::middleware::RequestId;
 use crate::http::openai::{
-    AssistantMessage, ChatChunk, ChatCompletion, Choice, ChunkChoice, Delta, ModelEntry, ModelList,
-    Usage, parse_chat_request,
+    ChatChunk, ChunkChoice, Delta, ModelEntry, ModelList, Usage, WireFunction, WireToolCall,
+    completion_json, parse_chat_request, parse_embedding_request,
 };
 use crate::models::ModelRouter;
+use crate::models::chat::StreamEvent;
 use crate::service;
+use crate::service::chat::{MeteredStream, StreamItem};
 use crate::state::AppState;
 
 pub async fn healthz() -> &'static str {
@@ -32,7 +36,18 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-pub async fn list_models(tenant: Tenant) -> Json<ModelList> {
+/// A body, or the reason it could not be read (too large: 413).
+fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::BadRequest(e.body_text())
+        }
+    })
+}
+
+fn model_entries(tenant: &Tenant) -> Vec<ModelEntry> {
     let policy = &tenant.record().policy;
     let created = unix_now();
     let mut data: Vec<ModelEntry> = ModelRouter::permitted_models(policy)
@@ -45,113 +60,347 @@ pub async fn list_models(tenant: Tenant) -> Json<ModelList> {
         })
         .collect();
     for (alias, target) in &policy.aliases {
-        data.push(ModelEntry {
-            id: alias.to_string(),
-            object: "model",
-            created,
-            owned_by: format!("alias:{target}"),
-        });
+        if ModelRouter::resolve(policy, alias.as_str()).is_ok() {
+            data.push(ModelEntry {
+                id: alias.to_string(),
+                object: "model",
+                created,
+                owned_by: format!("alias:{target}"),
+            });
+        }
     }
+    data
+}
+
+pub async fn list_models(tenant: Tenant) -> Json<ModelList> {
     Json(ModelList {
         object: "list",
-        data,
+        data: model_entries(&tenant),
     })
+}
+
+/// One model (or alias) of the tenant's policy; any other name is 404, the same whether or not the
+/// model exists elsewhere.
+pub async fn get_model(
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<ModelEntry>, ApiError> {
+    model_entries(&tenant)
+        .into_iter()
+        .find(|m| m.id == id)
+        .map(Json)
+        .ok_or(ApiError::NotFound)
+}
+
+fn sse_response(stream: impl futures_util::Stream<Item = String> + Send + 'static) -> Response {
+    let body = Body::from_stream(stream.map(Ok::<_, std::convert::Infallible>));
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    response
 }
 
 pub async fn chat_completions(
     State(state): State<AppState>,
     tenant: Tenant,
     Extension(RequestId(request_id)): Extension<RequestId>,
-    body: Bytes,
+    raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let request = parse_chat_request(&body).map_err(ApiError::BadRequest)?;
-    let metered =
-        service::chat::complete(&state.models, &state.data, &tenant, request_id, &request)
-            .await
-            .map_err(|e| ApiError::service(e, request_id))?;
-    let id = format!("chatcmpl-{}", metered.ledger_id.simple());
+    let request = parse_chat_request(&body(raw)?).map_err(ApiError::BadRequest)?;
     let created = unix_now();
-    let c = &metered.completion;
-    let usage = || Usage {
-        prompt_tokens: c.input_tokens,
-        completion_tokens: c.output_tokens,
-        total_tokens: c.input_tokens + c.output_tokens,
-    };
+    // Responses are named after their ledger row, so a client's id finds the row finance sees.
     if !request.stream {
-        return Ok(Json(ChatCompletion {
-            id,
-            object: "chat.completion",
+        let metered =
+            service::chat::complete(&state.models, &state.data, &tenant, request_id, &request)
+                .await
+                .map_err(|e| ApiError::service(e, request_id))?;
+        let id = format!("chatcmpl-{}", metered.ledger_id.simple());
+        return Ok(Json(completion_json(
+            &id,
             created,
-            model: metered.model.clone(),
-            choices: vec![Choice {
-                index: 0,
-                message: AssistantMessage {
-                    role: "assistant",
-                    content: c.content.clone(),
-                },
-                finish_reason: c.finish_reason,
-            }],
-            usage: usage(),
-        })
+            &metered.model,
+            &metered.completion,
+        ))
         .into_response());
     }
-    // Stream the already-metered completion as server-sent events, a word per chunk.
-    let chunk = |delta: Delta, finish: Option<&'static str>, usage: Option<Usage>| {
-        let c = ChatChunk {
-            id: id.clone(),
-            object: "chat.completion.chunk",
-            created,
-            model: metered.model.clone(),
-            choices: if usage.is_some() {
-                Vec::new()
-            } else {
-                vec![ChunkChoice {
-                    index: 0,
-                    delta,
-                    finish_reason: finish,
-                }]
-            },
-            usage,
-        };
-        format!(
-            "data: {}\n\n",
-            serde_json::to_string(&c).unwrap_or_default()
-        )
+    let include_usage = request.include_usage;
+    let metered = service::chat::stream(
+        &state.models,
+        state.data.clone(),
+        &tenant,
+        request_id,
+        &request,
+    )
+    .await
+    .map_err(|e| ApiError::service(e, request_id))?;
+    let id = format!("chatcmpl-{}", metered.ledger_id.simple());
+    Ok(sse_response(openai_frames(
+        metered,
+        id,
+        created,
+        include_usage,
+    )))
+}
+
+fn chunk(
+    id: &str,
+    created: u64,
+    model: &str,
+    delta: Delta<'_>,
+    finish: Option<&'static str>,
+) -> String {
+    let c = ChatChunk {
+        id,
+        object: "chat.completion.chunk",
+        created,
+        model,
+        choices: vec![ChunkChoice {
+            index: 0,
+            delta,
+            finish_reason: finish,
+        }],
+        usage: None,
     };
-    let mut frames = vec![chunk(
+    format!(
+        "data: {}\n\n",
+        serde_json::to_string(&c).unwrap_or_default()
+    )
+}
+
+/// The OpenAI SSE frames of a metered stream: a role chunk, each event as it arrives, the finish
+/// chunk and (when asked) a usage chunk after the ledger commit, then `[DONE]`.
+fn openai_frames(
+    metered: MeteredStream,
+    id: String,
+    created: u64,
+    include_usage: bool,
+) -> impl futures_util::Stream<Item = String> + Send + 'static {
+    let MeteredStream { model, items, .. } = metered;
+    let first = chunk(
+        &id,
+        created,
+        &model,
         Delta {
             role: Some("assistant"),
-            content: Some(String::new()),
+            content: Some(""),
+            tool_calls: None,
         },
         None,
-        None,
-    )];
-    for (i, word) in c.content.split(' ').enumerate() {
-        let text = if i == 0 {
-            word.to_owned()
-        } else {
-            format!(" {word}")
+    );
+    let rest = tokio_stream_from(items).flat_map(move |item| {
+        let frames: Vec<String> = match item {
+            StreamItem::Event(StreamEvent::Text(t)) => vec![chunk(
+                &id,
+                created,
+                &model,
+                Delta {
+                    content: Some(&t),
+                    ..Delta::default()
+                },
+                None,
+            )],
+            StreamItem::Event(StreamEvent::ToolCall {
+                index,
+                id: call_id,
+                name,
+                arguments,
+            }) => vec![chunk(
+                &id,
+                created,
+                &model,
+                Delta {
+                    tool_calls: Some(vec![WireToolCall {
+                        index: Some(index),
+                        id: call_id.as_deref(),
+                        kind: call_id.as_ref().map(|_| "function"),
+                        function: WireFunction {
+                            name: name.as_deref(),
+                            arguments: &arguments,
+                        },
+                    }]),
+                    ..Delta::default()
+                },
+                None,
+            )],
+            StreamItem::Event(StreamEvent::Finish(reason)) => {
+                vec![chunk(&id, created, &model, Delta::default(), Some(reason.openai()))]
+            }
+            StreamItem::Event(StreamEvent::Usage(_)) => Vec::new(),
+            StreamItem::Settled { usage, .. } => {
+                let mut out = Vec::new();
+                if include_usage {
+                    let c = ChatChunk {
+                        id: &id,
+                        object: "chat.completion.chunk",
+                        created,
+                        model: &model,
+                        choices: Vec::new(),
+                        usage: Some(Usage::of(&usage)),
+                    };
+                    out.push(format!("data: {}\n\n", serde_json::to_string(&c).unwrap_or_default()));
+                }
+                out.push("data: [DONE]\n\n".to_owned());
+                out
+            }
+            StreamItem::Failed(message) => vec![format!(
+                "data: {}\n\n",
+                json!({"error": {"message": message, "type": "server_error", "code": "stream_interrupted"}})
+            )],
         };
-        frames.push(chunk(
-            Delta {
-                role: None,
-                content: Some(text),
-            },
-            None,
-            None,
-        ));
+        futures_util::stream::iter(frames)
+    });
+    futures_util::stream::once(async move { first }).chain(rest)
+}
+
+/// A receiver as a stream (dropping it drops the receiver, which cancels the upstream call).
+fn tokio_stream_from<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) })
+}
+
+pub async fn embeddings(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let request = parse_embedding_request(&body(raw)?).map_err(ApiError::BadRequest)?;
+    let (embeddings, model) =
+        service::chat::embed(&state.models, &state.data, &tenant, request_id, &request)
+            .await
+            .map_err(|e| ApiError::service(e, request_id))?;
+    let data: Vec<serde_json::Value> = embeddings
+        .vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v}))
+        .collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": embeddings.usage.input_tokens, "total_tokens": embeddings.usage.input_tokens},
+    })))
+}
+
+/// `POST /v1/messages`: the Anthropic Messages surface over whichever provider serves the model.
+pub async fn messages(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request = anthropic::parse_messages_request(&body(raw)?).map_err(ApiError::BadRequest)?;
+    if !request.stream {
+        let metered =
+            service::chat::complete(&state.models, &state.data, &tenant, request_id, &request)
+                .await
+                .map_err(|e| ApiError::service(e, request_id))?;
+        let id = format!("msg_{}", metered.ledger_id.simple());
+        return Ok(Json(anthropic::message_json(
+            &id,
+            &metered.model,
+            &metered.completion,
+        ))
+        .into_response());
     }
-    frames.push(chunk(Delta::default(), Some(c.finish_reason), None));
-    if request.include_usage {
-        frames.push(chunk(Delta::default(), None, Some(usage())));
-    }
-    frames.push("data: [DONE]\n\n".to_owned());
-    let stream = futures_util::stream::iter(frames.into_iter().map(Ok::<_, Infallible>));
-    Response::builder()
-        .header(http::header::CONTENT_TYPE, "text/event-stream")
-        .header(http::header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(stream))
-        .map_err(|e| ApiError::internal(e, Some(request_id)))
+    let metered = service::chat::stream(
+        &state.models,
+        state.data.clone(),
+        &tenant,
+        request_id,
+        &request,
+    )
+    .await
+    .map_err(|e| ApiError::service(e, request_id))?;
+    let id = format!("msg_{}", metered.ledger_id.simple());
+    Ok(sse_response(anthropic_frames(metered, id)))
+}
+
+/// Anthropic's named events for a metered stream. Content blocks open as text or tool use arrives;
+/// `message_delta` (stop reason, usage) and `message_stop` follow the ledger commit.
+fn anthropic_frames(
+    metered: MeteredStream,
+    id: String,
+) -> impl futures_util::Stream<Item = String> + Send + 'static {
+    let MeteredStream { model, items, .. } = metered;
+    let first = anthropic::message_start(&id, &model);
+    // (open block index, its kind) and the stop reason held for message_delta.
+    let mut block: Option<(u32, bool)> = None;
+    let mut next_index: u32 = 0;
+    let mut stop: &'static str = "end_turn";
+    let rest = tokio_stream_from(items).flat_map(move |item| {
+        let mut out = Vec::new();
+        let mut open = |out: &mut Vec<String>, tool: Option<(&Option<String>, &Option<String>)>, block: &mut Option<(u32, bool)>| {
+            if let Some((i, _)) = block.take() {
+                out.push(anthropic::event("content_block_stop", &json!({"type": "content_block_stop", "index": i})));
+            }
+            let index = next_index;
+            next_index += 1;
+            let content_block = match tool {
+                None => json!({"type": "text", "text": ""}),
+                Some((id, name)) => json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
+            };
+            out.push(anthropic::event(
+                "content_block_start",
+                &json!({"type": "content_block_start", "index": index, "content_block": content_block}),
+            ));
+            *block = Some((index, tool.is_some()));
+        };
+        match item {
+            StreamItem::Event(StreamEvent::Text(t)) => {
+                if !matches!(block, Some((_, false))) {
+                    open(&mut out, None, &mut block);
+                }
+                if let Some((i, _)) = block {
+                    out.push(anthropic::event(
+                        "content_block_delta",
+                        &json!({"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": t}}),
+                    ));
+                }
+            }
+            StreamItem::Event(StreamEvent::ToolCall { id: call_id, name, arguments, .. }) => {
+                if call_id.is_some() || !matches!(block, Some((_, true))) {
+                    open(&mut out, Some((&call_id, &name)), &mut block);
+                }
+                if let (Some((i, _)), false) = (block, arguments.is_empty()) {
+                    out.push(anthropic::event(
+                        "content_block_delta",
+                        &json!({"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": arguments}}),
+                    ));
+                }
+            }
+            StreamItem::Event(StreamEvent::Finish(reason)) => stop = reason.anthropic(),
+            StreamItem::Event(StreamEvent::Usage(_)) => {}
+            StreamItem::Settled { usage, .. } => {
+                if block.is_none() {
+                    open(&mut out, None, &mut block);
+                }
+                if let Some((i, _)) = block.take() {
+                    out.push(anthropic::event("content_block_stop", &json!({"type": "content_block_stop", "index": i})));
+                }
+                out.push(anthropic::event(
+                    "message_delta",
+                    &json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null},
+                            "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}}),
+                ));
+                out.push(anthropic::event("message_stop", &json!({"type": "message_stop"})));
+            }
+            StreamItem::Failed(message) => {
+                out.push(anthropic::event("error", &anthropic::error_json(500, &message)));
+            }
+        }
+        futures_util::stream::iter(out)
+    });
+    futures_util::stream::once(async move { first }).chain(rest)
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,4 +426,14 @@ pub async fn usage(
         "totals": totals,
         "data": entries,
     })))
+}
+
+/// Any path no route has: 404 in the surface's error shape.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+/// A known path with a method it does not take: 405 in the surface's error shape.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }

@@ -13,7 +13,8 @@ use http::request::Parts;
 
 use crate::auth::jwt::DenyReason;
 use crate::auth::{Credentials, Denial, Tenant, unix_now};
-use crate::http::error::ApiError;
+use crate::http::anthropic;
+use crate::http::error::{ApiError, ErrorParts};
 use crate::state::AppState;
 
 impl<S: Send + Sync> FromRequestParts<S> for Tenant {
@@ -123,4 +124,48 @@ pub async fn assign_request_id(mut req: Request, next: Next) -> Response {
         response.headers_mut().insert("x-request-id", value);
     }
     response
+}
+
+/// Middleware: every error response leaves in its surface's error shape, whoever produced it (a
+/// handler, the auth layer, axum's own rejections): Anthropic's on `/v1/messages`, OpenAI's
+/// (`{"error": {"message", "type", "code"}}`) everywhere else, so SDKs raise their typed exceptions.
+pub async fn shape_errors(req: Request, next: Next) -> Response {
+    let anthropic_surface = req.uri().path() == "/v1/messages";
+    let response = next.run(req).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let parts = response.extensions().get::<ErrorParts>().cloned();
+    match (parts, anthropic_surface) {
+        // Already in OpenAI's shape.
+        (Some(_), false) => response,
+        (Some(parts), true) => reshape(
+            response,
+            &anthropic::error_json(status.as_u16(), &parts.message),
+        ),
+        (None, surface) => {
+            // Not one of ours (axum's own 404/405/413...): say what the status means.
+            let message = status
+                .canonical_reason()
+                .unwrap_or("error")
+                .to_ascii_lowercase();
+            let body = if surface {
+                anthropic::error_json(status.as_u16(), &message)
+            } else {
+                serde_json::json!({"error": {"message": message, "type": if status.is_server_error() { "server_error" } else { "invalid_request_error" }, "code": status.as_u16().to_string()}})
+            };
+            reshape(response, &body)
+        }
+    }
+}
+
+fn reshape(response: Response, body: &serde_json::Value) -> Response {
+    let (mut parts, _) = response.into_parts();
+    parts.headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body.to_string()))
 }

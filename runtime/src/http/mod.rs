@@ -4,6 +4,7 @@
 //! The layer order is fixed here: request id, then auth over everything (before routing), then the
 //! per-route permission check. This module wires; it must not hold business logic.
 
+pub mod anthropic;
 pub mod error;
 pub mod handlers;
 pub mod middleware;
@@ -15,18 +16,27 @@ use axum::middleware::{from_fn, from_fn_with_state};
 
 use crate::state::AppState;
 
+/// The largest request body accepted (413 above it, in the surface's error shape).
+pub const MAX_BODY_BYTES: usize = 4 << 20;
+
 /// The whole API. Routes come from `routes::ROUTES` only.
 pub fn app(state: AppState) -> Router {
     let mut router: Router<AppState> = Router::new();
     for spec in routes::ROUTES {
-        router = router.route(spec.path, (spec.handler)());
+        router = router.route(
+            spec.path,
+            (spec.handler)().fallback(handlers::method_not_allowed),
+        );
     }
     router
+        .fallback(handlers::not_found)
         .route_layer(from_fn_with_state(
             state.clone(),
             middleware::require_permission,
         ))
         .layer(from_fn_with_state(state.clone(), middleware::require_auth))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(from_fn(middleware::shape_errors))
         .layer(from_fn(middleware::assign_request_id))
         .with_state(state)
 }

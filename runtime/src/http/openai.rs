@@ -1,24 +1,32 @@
-//! OpenAI-compatible wire types for `/v1/chat/completions` and `/v1/models`.
+//! OpenAI-compatible wire types: `/v1/chat/completions` (plain and streamed, tools, JSON mode),
+//! `/v1/embeddings` and `/v1/models`, parsed into the canonical `models::chat` shapes and rendered
+//! back.
 //!
 //! Requests are parsed strictly: an unknown field (`api_base`, `base_url`, `extra_headers`, ...) is a
-//! 400 naming the field, so no caller-controlled routing or egress can slip through. This module only
-//! describes shapes; it must not route, meter or authorize.
+//! 400 naming the field, so no caller-controlled routing or egress can slip through; a field this
+//! gateway accepts is one it passes on or enforces. This module only describes shapes; it must not
+//! route, meter or authorize.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use crate::models::{ChatMessage, ChatRequest};
+use crate::models::chat::{
+    ChatMessage, ChatRequest, Completion, EmbeddingRequest, ResponseFormat, Role, Tool, ToolCall,
+    ToolChoice,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMessage {
     role: String,
-    content: RawContent,
     #[serde(default)]
-    #[expect(
-        dead_code,
-        reason = "accepted for wire compatibility; not used by the mock provider"
-    )]
+    content: Option<RawContent>,
+    #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<RawToolCall>>,
+    #[serde(default)]
+    tool_call_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -33,7 +41,44 @@ enum RawContent {
 struct RawPart {
     #[serde(rename = "type")]
     kind: String,
-    text: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToolCall {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    function: RawFunctionCall,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFunctionCall {
+    name: String,
+    arguments: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTool {
+    #[serde(rename = "type")]
+    kind: String,
+    function: RawFunction,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFunction {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    parameters: Option<Value>,
+    #[serde(default)]
+    strict: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -41,6 +86,27 @@ struct RawPart {
 pub struct StreamOptions {
     #[serde(default)]
     pub include_usage: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResponseFormat {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    json_schema: Option<RawJsonSchema>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJsonSchema {
+    name: String,
+    #[serde(default)]
+    schema: Option<Value>,
+    #[serde(default)]
+    strict: Option<bool>,
+    #[serde(default)]
+    description: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,45 +124,92 @@ struct RawChatRequest {
     max_completion_tokens: Option<u32>,
     #[serde(default)]
     n: Option<u32>,
-    // Sampling parameters are accepted for compatibility; the mock provider is deterministic.
     #[serde(default)]
     temperature: Option<serde_json::Number>,
     #[serde(default)]
     top_p: Option<serde_json::Number>,
     #[serde(default)]
-    presence_penalty: Option<serde_json::Number>,
-    #[serde(default)]
-    frequency_penalty: Option<serde_json::Number>,
-    #[serde(default)]
     seed: Option<i64>,
     #[serde(default)]
-    stop: Option<serde_json::Value>,
+    stop: Option<RawStop>,
     #[serde(default)]
+    tools: Option<Vec<RawTool>>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
+    #[serde(default)]
+    response_format: Option<RawResponseFormat>,
+    /// Accepted for compatibility: calls are attributed to the token's subject, never to this.
+    #[serde(default)]
+    #[expect(dead_code, reason = "the ledger records the verified subject instead")]
     user: Option<String>,
 }
 
-const ROLES: &[&str] = &["system", "developer", "user", "assistant"];
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawStop {
+    One(String),
+    Many(Vec<String>),
+}
+
+const ROLES: &[(&str, Role)] = &[
+    ("system", Role::System),
+    ("developer", Role::Developer),
+    ("user", Role::User),
+    ("assistant", Role::Assistant),
+    ("tool", Role::Tool),
+];
+
+/// serde's message for a body, without any quoted value (for unknown fields it quotes only names).
+fn serde_message(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.find(", expected") {
+        Some(i) if text.starts_with("unknown field") => text[..i].to_owned(),
+        _ => text,
+    }
+}
+
+fn content_text(content: Option<RawContent>, at: &str) -> Result<String, String> {
+    Ok(match content {
+        None => String::new(),
+        Some(RawContent::Text(t)) => t,
+        Some(RawContent::Parts(parts)) => {
+            let mut texts = Vec::with_capacity(parts.len());
+            for p in parts {
+                match (p.kind.as_str(), p.text) {
+                    ("text", Some(t)) => texts.push(t),
+                    ("text", None) => return Err(format!("`{at}` text part without `text`")),
+                    (kind, _) => {
+                        return Err(format!(
+                            "`{at}` part type `{}` is not supported",
+                            crate::domain::printable(kind)
+                        ));
+                    }
+                }
+            }
+            texts.join("\n")
+        }
+    })
+}
+
+fn tool_choice(v: Value) -> Result<ToolChoice, String> {
+    match v {
+        Value::String(s) if s == "auto" => Ok(ToolChoice::Auto),
+        Value::String(s) if s == "none" => Ok(ToolChoice::None),
+        Value::String(s) if s == "required" => Ok(ToolChoice::Required),
+        Value::Object(o) => o
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            .map(|n| ToolChoice::Function(n.to_owned()))
+            .ok_or_else(|| "`tool_choice` object must be {\"type\": \"function\", \"function\": {\"name\": ...}}".to_owned()),
+        _ => Err("`tool_choice` must be `auto`, `none`, `required` or a function".into()),
+    }
+}
 
 /// Parses a `/v1/chat/completions` body. The error text is safe to return to the caller (it quotes
 /// field names, never values).
 pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, String> {
-    let raw: RawChatRequest = serde_json::from_slice(body).map_err(|e| {
-        let text = e.to_string();
-        // serde's message may quote a value; keep only the part before it for unknown fields.
-        match text.find(", expected") {
-            Some(i) if text.starts_with("unknown field") => text[..i].to_owned(),
-            _ => text,
-        }
-    })?;
-    let _ = (
-        &raw.temperature,
-        &raw.top_p,
-        &raw.presence_penalty,
-        &raw.frequency_penalty,
-        &raw.seed,
-        &raw.stop,
-        &raw.user,
-    );
+    let raw: RawChatRequest = serde_json::from_slice(body).map_err(|e| serde_message(&e))?;
     if raw.messages.is_empty() {
         return Err("`messages` must contain at least one message".into());
     }
@@ -105,39 +218,137 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, String> {
     }
     let mut messages = Vec::with_capacity(raw.messages.len());
     for (i, m) in raw.messages.into_iter().enumerate() {
-        if !ROLES.contains(&m.role.as_str()) {
+        let Some(role) = ROLES.iter().find(|(n, _)| *n == m.role).map(|(_, r)| *r) else {
+            let names: Vec<&str> = ROLES.iter().map(|(n, _)| *n).collect();
             return Err(format!(
                 "`messages[{i}].role` must be one of {}",
-                ROLES.join(", ")
+                names.join(", ")
+            ));
+        };
+        let _ = &m.name;
+        let content = content_text(m.content, &format!("messages[{i}].content"))?;
+        let mut tool_calls = Vec::new();
+        for (j, c) in m.tool_calls.into_iter().flatten().enumerate() {
+            if c.kind != "function" {
+                return Err(format!(
+                    "`messages[{i}].tool_calls[{j}].type` must be `function`"
+                ));
+            }
+            tool_calls.push(ToolCall {
+                id: c.id,
+                name: c.function.name,
+                arguments: c.function.arguments,
+            });
+        }
+        if role == Role::Tool && m.tool_call_id.is_none() {
+            return Err(format!(
+                "`messages[{i}]` is a tool message without `tool_call_id`"
             ));
         }
-        let content = match m.content {
-            RawContent::Text(t) => t,
-            RawContent::Parts(parts) => {
-                if let Some(p) = parts.iter().find(|p| p.kind != "text") {
-                    return Err(format!(
-                        "`messages[{i}].content` part type `{}` is not supported",
-                        crate::domain::printable(&p.kind)
-                    ));
-                }
-                parts
-                    .into_iter()
-                    .map(|p| p.text)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            }
-        };
         messages.push(ChatMessage {
-            role: m.role,
+            role,
             content,
+            tool_calls,
+            tool_call_id: m.tool_call_id,
         });
     }
+    let mut tools = Vec::new();
+    for (i, t) in raw.tools.into_iter().flatten().enumerate() {
+        if t.kind != "function" {
+            return Err(format!("`tools[{i}].type` must be `function`"));
+        }
+        let _ = t.function.strict;
+        tools.push(Tool {
+            name: t.function.name,
+            description: t.function.description,
+            parameters: t
+                .function
+                .parameters
+                .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
+        });
+    }
+    let response_format = match raw.response_format {
+        None => None,
+        Some(f) => match f.kind.as_str() {
+            "text" => None,
+            "json_object" => Some(ResponseFormat::JsonObject),
+            "json_schema" => {
+                let s = f
+                    .json_schema
+                    .ok_or("`response_format.json_schema` is required for type `json_schema`")?;
+                let _ = s.description;
+                Some(ResponseFormat::JsonSchema {
+                    name: s.name,
+                    schema: s.schema.unwrap_or_else(|| serde_json::json!({})),
+                    strict: s.strict.unwrap_or(false),
+                })
+            }
+            other => {
+                return Err(format!(
+                    "`response_format.type` `{}` is not supported",
+                    crate::domain::printable(other)
+                ));
+            }
+        },
+    };
     Ok(ChatRequest {
         model: raw.model,
         messages,
+        tools,
+        tool_choice: raw.tool_choice.map(tool_choice).transpose()?,
+        response_format,
+        temperature: raw.temperature,
+        top_p: raw.top_p,
+        stop: match raw.stop {
+            None => Vec::new(),
+            Some(RawStop::One(s)) => vec![s],
+            Some(RawStop::Many(v)) => v,
+        },
+        seed: raw.seed,
+        max_tokens: raw.max_completion_tokens.or(raw.max_tokens),
         stream: raw.stream.unwrap_or(false),
         include_usage: raw.stream_options.is_some_and(|o| o.include_usage),
-        max_tokens: raw.max_completion_tokens.or(raw.max_tokens),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEmbeddingRequest {
+    model: String,
+    input: RawEmbeddingInput,
+    #[serde(default)]
+    dimensions: Option<u32>,
+    #[serde(default)]
+    encoding_format: Option<String>,
+    #[serde(default)]
+    #[expect(dead_code, reason = "the ledger records the verified subject instead")]
+    user: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawEmbeddingInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Parses a `/v1/embeddings` body (text inputs; token-array inputs are refused).
+pub fn parse_embedding_request(body: &[u8]) -> Result<EmbeddingRequest, String> {
+    let raw: RawEmbeddingRequest = serde_json::from_slice(body).map_err(|e| serde_message(&e))?;
+    if raw.encoding_format.as_deref().is_some_and(|f| f != "float") {
+        return Err("`encoding_format` other than `float` is not supported".into());
+    }
+    let input = match raw.input {
+        RawEmbeddingInput::One(s) => vec![s],
+        RawEmbeddingInput::Many(v) => v,
+    };
+    if input.is_empty() || input.len() > 2048 {
+        return Err("`input` must hold 1 to 2048 texts".into());
+    }
+    Ok(EmbeddingRequest {
+        model: raw.model,
+        input,
+        dimensions: raw.dimensions,
     })
 }
 
@@ -148,53 +359,97 @@ pub struct Usage {
     pub total_tokens: u64,
 }
 
+impl Usage {
+    pub fn of(u: &crate::models::chat::Usage) -> Self {
+        Self {
+            prompt_tokens: u.input_tokens,
+            completion_tokens: u.output_tokens,
+            total_tokens: u.input_tokens + u.output_tokens,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
-pub struct ChatCompletion {
-    pub id: String,
+pub struct WireToolCall<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    pub function: WireFunction<'a>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WireFunction<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'a str>,
+    pub arguments: &'a str,
+}
+
+/// A `chat.completion` object for `completion`.
+pub fn completion_json(id: &str, created: u64, model: &str, c: &Completion) -> Value {
+    let tool_calls: Vec<WireToolCall<'_>> = c
+        .tool_calls
+        .iter()
+        .map(|t| WireToolCall {
+            index: None,
+            id: Some(&t.id),
+            kind: Some("function"),
+            function: WireFunction {
+                name: Some(&t.name),
+                arguments: &t.arguments,
+            },
+        })
+        .collect();
+    let mut message = serde_json::json!({"role": "assistant", "content": c.content});
+    if !tool_calls.is_empty() {
+        if let Some(m) = message.as_object_mut() {
+            if c.content.is_empty() {
+                m.insert("content".into(), Value::Null);
+            }
+            m.insert(
+                "tool_calls".into(),
+                serde_json::to_value(&tool_calls).unwrap_or_default(),
+            );
+        }
+    }
+    serde_json::json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": c.finish.openai()}],
+        "usage": Usage::of(&c.usage),
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChatChunk<'a> {
+    pub id: &'a str,
     pub object: &'static str,
     pub created: u64,
-    pub model: String,
-    pub choices: Vec<Choice>,
-    pub usage: Usage,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Choice {
-    pub index: u32,
-    pub message: AssistantMessage,
-    pub finish_reason: &'static str,
-}
-
-#[derive(Debug, Serialize)]
-pub struct AssistantMessage {
-    pub role: &'static str,
-    pub content: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ChatChunk {
-    pub id: String,
-    pub object: &'static str,
-    pub created: u64,
-    pub model: String,
-    pub choices: Vec<ChunkChoice>,
+    pub model: &'a str,
+    pub choices: Vec<ChunkChoice<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
 }
 
 #[derive(Debug, Serialize)]
-pub struct ChunkChoice {
+pub struct ChunkChoice<'a> {
     pub index: u32,
-    pub delta: Delta,
+    pub delta: Delta<'a>,
     pub finish_reason: Option<&'static str>,
 }
 
 #[derive(Debug, Default, Serialize)]
-pub struct Delta {
+pub struct Delta<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub content: Option<String>,
+    pub content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<WireToolCall<'a>>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -238,6 +493,24 @@ mod tests {
         check(
             &format!(r#"{{"model":"m",{msgs},"temperature":0.2,"user":"u"}}"#),
             None,
+        );
+        check(
+            &format!(
+                r#"{{"model":"m",{msgs},"tools":[{{"type":"function","function":{{"name":"f","parameters":{{"type":"object"}}}}}}],"tool_choice":"auto","response_format":{{"type":"json_object"}}}}"#
+            ),
+            None,
+        );
+        check(
+            r#"{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c1","content":"42"}]}"#,
+            None,
+        );
+        check(
+            r#"{"model":"m","messages":[{"role":"tool","content":"42"}]}"#,
+            Some("tool_call_id"),
+        );
+        check(
+            &format!(r#"{{"model":"m",{msgs},"response_format":{{"type":"grammar"}}}}"#),
+            Some("not supported"),
         );
         check(
             r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"}]}]}"#,

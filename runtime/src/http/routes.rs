@@ -7,7 +7,9 @@
 use axum::routing::{MethodRouter, get, post};
 use http::Method;
 
-use crate::http::handlers::{chat_completions, healthz, list_models, usage};
+use crate::http::handlers::{
+    chat_completions, embeddings, get_model, healthz, list_models, messages, usage,
+};
 use crate::state::AppState;
 
 /// One route: method, path, the permission (token scope) it needs, and its handler.
@@ -21,7 +23,12 @@ pub struct RouteSpec {
 }
 
 /// The permission scopes tokens can carry.
-pub const PERMISSIONS: &[&str] = &["models:read", "chat:write", "usage:read"];
+pub const PERMISSIONS: &[&str] = &[
+    "models:read",
+    "chat:write",
+    "embeddings:write",
+    "usage:read",
+];
 
 pub static ROUTES: &[RouteSpec] = &[
     RouteSpec {
@@ -37,10 +44,28 @@ pub static ROUTES: &[RouteSpec] = &[
         handler: || get(list_models),
     },
     RouteSpec {
+        method: Method::GET,
+        path: "/v1/models/{id}",
+        permission: Some("models:read"),
+        handler: || get(get_model),
+    },
+    RouteSpec {
         method: Method::POST,
         path: "/v1/chat/completions",
         permission: Some("chat:write"),
         handler: || post(chat_completions),
+    },
+    RouteSpec {
+        method: Method::POST,
+        path: "/v1/messages",
+        permission: Some("chat:write"),
+        handler: || post(messages),
+    },
+    RouteSpec {
+        method: Method::POST,
+        path: "/v1/embeddings",
+        permission: Some("embeddings:write"),
+        handler: || post(embeddings),
     },
     RouteSpec {
         method: Method::GET,

@@ -14,6 +14,8 @@ use crate::tenancy::TenantTx;
 /// A row to append.
 #[derive(Debug, Clone)]
 pub struct NewEntry<'a> {
+    /// The row's id, chosen by the caller (a streamed reply names it before the row exists).
+    pub id: Uuid,
     pub request_id: Uuid,
     pub subject: &'a str,
     pub provider: ProviderId,
@@ -22,6 +24,30 @@ pub struct NewEntry<'a> {
     pub output_tokens: u64,
     pub cost: MicroUsd,
     pub price_book_version: &'a str,
+    pub outcome: Outcome,
+    /// The token counts were made here (the provider reported none).
+    pub usage_estimated: bool,
+}
+
+/// How a metered call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Complete,
+    /// The client went away mid-stream; the tokens produced until then are charged.
+    Cancelled,
+    /// The provider broke the stream off; the tokens produced until then are charged.
+    UpstreamCut,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Complete => "complete",
+            Outcome::Cancelled => "cancelled",
+            Outcome::UpstreamCut => "upstream_cut",
+        }
+    }
 }
 
 /// A row as `/v1/usage` returns it.
@@ -37,6 +63,8 @@ pub struct Entry {
     pub output_tokens: i64,
     pub cost_micro_usd: i64,
     pub price_book_version: String,
+    pub outcome: String,
+    pub usage_estimated: bool,
     pub created_at: String,
 }
 
@@ -46,11 +74,11 @@ fn tokens(n: u64) -> i64 {
 
 /// Appends one row in `tx`; returns its id.
 pub async fn record(tx: &TenantTx, entry: &NewEntry<'_>) -> Result<Uuid, DataError> {
-    let id = Uuid::new_v4();
+    let id = entry.id;
     tx.execute(
         "INSERT INTO usage_ledger (id, tenant_id, request_id, subject, provider, model, \
-             input_tokens, output_tokens, cost_micro_usd, price_book_version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             input_tokens, output_tokens, cost_micro_usd, price_book_version, outcome, usage_estimated) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         &[
             &id,
             &tx.tenant().as_str(),
@@ -62,6 +90,8 @@ pub async fn record(tx: &TenantTx, entry: &NewEntry<'_>) -> Result<Uuid, DataErr
             &tokens(entry.output_tokens),
             &entry.cost.0,
             &entry.price_book_version,
+            &entry.outcome.as_str(),
+            &entry.usage_estimated,
         ],
     )
     .await?;
@@ -73,7 +103,7 @@ pub async fn recent(tx: &TenantTx, limit: i64) -> Result<(Vec<Entry>, Totals), D
     let rows = tx
         .query(
             "SELECT id, tenant_id, request_id, subject, provider, model, input_tokens, \
-                    output_tokens, cost_micro_usd, price_book_version, \
+                    output_tokens, cost_micro_usd, price_book_version, outcome, usage_estimated, \
                     to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
                FROM usage_ledger WHERE tenant_id = $1 ORDER BY created_at DESC, id LIMIT $2",
             &[&tx.tenant().as_str(), &limit],
@@ -92,7 +122,9 @@ pub async fn recent(tx: &TenantTx, limit: i64) -> Result<(Vec<Entry>, Totals), D
             output_tokens: r.get(7),
             cost_micro_usd: r.get(8),
             price_book_version: r.get(9),
-            created_at: r.get(10),
+            outcome: r.get(10),
+            usage_estimated: r.get(11),
+            created_at: r.get(12),
         })
         .collect();
     // From the daily totals the ledger's trigger keeps: one row per day, never a scan of the ledger.

@@ -21,9 +21,11 @@ pub struct PriceBook {
     pub prices: &'static [Price],
 }
 
-/// The price book this build charges with.
+/// The price book this build charges with: list prices per million tokens (Azure's regional
+/// deployment rates; for self-hosted servers, the platform's internal rate per token, so their
+/// capacity is charged back like any other provider). A model without an entry cannot be routed to.
 pub const CURRENT: PriceBook = PriceBook {
-    version: "2026-11-01",
+    version: "2026-12-01",
     prices: &[
         Price {
             provider: ProviderId::Mock,
@@ -36,6 +38,102 @@ pub const CURRENT: PriceBook = PriceBook {
             model: "mock-large",
             input_per_mtok: MicroUsd(2_500_000),
             output_per_mtok: MicroUsd(10_000_000),
+        },
+        Price {
+            provider: ProviderId::Mock,
+            model: "mock-embed",
+            input_per_mtok: MicroUsd(20_000),
+            output_per_mtok: MicroUsd(0),
+        },
+        Price {
+            provider: ProviderId::Openai,
+            model: "gpt-4o-mini",
+            input_per_mtok: MicroUsd(150_000),
+            output_per_mtok: MicroUsd(600_000),
+        },
+        Price {
+            provider: ProviderId::Openai,
+            model: "gpt-4o",
+            input_per_mtok: MicroUsd(2_500_000),
+            output_per_mtok: MicroUsd(10_000_000),
+        },
+        Price {
+            provider: ProviderId::Openai,
+            model: "gpt-4.1-mini",
+            input_per_mtok: MicroUsd(400_000),
+            output_per_mtok: MicroUsd(1_600_000),
+        },
+        Price {
+            provider: ProviderId::Openai,
+            model: "text-embedding-3-small",
+            input_per_mtok: MicroUsd(20_000),
+            output_per_mtok: MicroUsd(0),
+        },
+        Price {
+            provider: ProviderId::AzureOpenai,
+            model: "gpt-4o-mini",
+            input_per_mtok: MicroUsd(165_000),
+            output_per_mtok: MicroUsd(660_000),
+        },
+        Price {
+            provider: ProviderId::AzureOpenai,
+            model: "gpt-4o",
+            input_per_mtok: MicroUsd(2_750_000),
+            output_per_mtok: MicroUsd(11_000_000),
+        },
+        Price {
+            provider: ProviderId::AzureOpenai,
+            model: "text-embedding-3-small",
+            input_per_mtok: MicroUsd(22_000),
+            output_per_mtok: MicroUsd(0),
+        },
+        Price {
+            provider: ProviderId::Anthropic,
+            model: "claude-haiku-4-5",
+            input_per_mtok: MicroUsd(1_000_000),
+            output_per_mtok: MicroUsd(5_000_000),
+        },
+        Price {
+            provider: ProviderId::Anthropic,
+            model: "claude-sonnet-4-5",
+            input_per_mtok: MicroUsd(3_000_000),
+            output_per_mtok: MicroUsd(15_000_000),
+        },
+        Price {
+            provider: ProviderId::OpenaiCompatible,
+            model: "llama-3.1-8b-instruct",
+            input_per_mtok: MicroUsd(50_000),
+            output_per_mtok: MicroUsd(80_000),
+        },
+        Price {
+            provider: ProviderId::OpenaiCompatible,
+            model: "qwen2.5-7b-instruct",
+            input_per_mtok: MicroUsd(50_000),
+            output_per_mtok: MicroUsd(80_000),
+        },
+        Price {
+            provider: ProviderId::OpenaiCompatible,
+            model: "nomic-embed-text",
+            input_per_mtok: MicroUsd(10_000),
+            output_per_mtok: MicroUsd(0),
+        },
+        Price {
+            provider: ProviderId::Bedrock,
+            model: "anthropic.claude-3-5-haiku-20241022-v1:0",
+            input_per_mtok: MicroUsd(800_000),
+            output_per_mtok: MicroUsd(4_000_000),
+        },
+        Price {
+            provider: ProviderId::Bedrock,
+            model: "amazon.nova-lite-v1:0",
+            input_per_mtok: MicroUsd(60_000),
+            output_per_mtok: MicroUsd(240_000),
+        },
+        Price {
+            provider: ProviderId::Bedrock,
+            model: "meta.llama3-1-8b-instruct-v1:0",
+            input_per_mtok: MicroUsd(220_000),
+            output_per_mtok: MicroUsd(220_000),
         },
     ],
 };
@@ -89,6 +187,6 @@ mod tests {
     #[test]
     fn unknown_models_have_no_price() {
         assert!(CURRENT.price(ProviderId::Mock, "gpt-4o").is_none());
-        assert_eq!(CURRENT.models(ProviderId::Mock).count(), 2);
+        assert_eq!(CURRENT.models(ProviderId::Mock).count(), 3);
     }
 }

@@ -9,6 +9,7 @@
 //! `SecretName`, so the tenant role's IAM policy on `secret:tenants/<id>/*` fences it).
 
 pub mod aws;
+pub mod cache;
 pub mod local;
 
 use std::fs;

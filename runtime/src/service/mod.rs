@@ -16,6 +16,12 @@ pub enum ServiceError {
     Busy(usize),
     #[error("model `{0}` is not permitted for this tenant")]
     ModelNotPermitted(String),
+    /// The request asks for something its policy or its provider refuses (the text says what).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The provider failed (after retries and fallbacks); the message is already scrubbed.
+    #[error("{0}")]
+    Provider(crate::models::providers::ProviderError),
     /// Anything else: the cause goes to the log, never to the client.
     #[error("{0}")]
     Internal(String),

@@ -580,6 +580,8 @@ async fn a_single_tenant_deployment_must_be_pinned_to_its_tenant() {
         max_connections_per_tenant: 4,
         max_in_flight_per_tenant: 32,
         tenant: Some(cli::aws::tenant_record(spec, &ns)),
+        provider_key_ttl_secs: 60,
+        upstream: Default::default(),
     };
     let err = runtime::AppState::from_config(&config(&spec, "globex"))
         .await

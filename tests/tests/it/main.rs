@@ -18,6 +18,7 @@ mod interop;
 mod issuers;
 mod jwks;
 mod lambda;
+mod providers;
 mod rds_iam;
 mod secrets_aws;
 mod tidy;

@@ -1,0 +1,204 @@
+//! The canonical shapes every surface parses into and every provider adapter speaks from: a chat
+//! request (messages, tools, JSON mode, sampling), a completion, the events of a stream, usage, and
+//! embeddings. Surfaces (`http::openai`, `http::anthropic`) and adapters translate to and from these;
+//! this module only describes them and must do no IO.
+
+use serde::Serialize;
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    Developer,
+    User,
+    Assistant,
+    Tool,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::Developer => "developer",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        }
+    }
+}
+
+/// One chat message after normalisation (text content parts joined).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+    /// Tool calls an assistant message made (replayed history).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For a `tool` message: the call it answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl ChatMessage {
+    pub fn text(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+}
+
+/// A function the model may call; `parameters` is a JSON Schema passed through untouched.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Tool {
+    pub name: String,
+    pub description: Option<String>,
+    pub parameters: serde_json::Value,
+}
+
+/// One tool call: its id, the function's name, and its arguments (a JSON text, as providers send it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+/// How the model may use the tools.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum ToolChoice {
+    Auto,
+    None,
+    Required,
+    Function(String),
+}
+
+/// JSON mode: any JSON object, or one matching a schema.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum ResponseFormat {
+    JsonObject,
+    JsonSchema {
+        name: String,
+        schema: serde_json::Value,
+        strict: bool,
+    },
+}
+
+/// A validated chat request, whatever surface it came in on.
+#[derive(Debug, Clone, Default)]
+pub struct ChatRequest {
+    /// The model name as the caller wrote it (a model, an alias, or `default`); resolved only inside
+    /// the tenant's policy.
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    pub tools: Vec<Tool>,
+    pub tool_choice: Option<ToolChoice>,
+    pub response_format: Option<ResponseFormat>,
+    pub temperature: Option<serde_json::Number>,
+    pub top_p: Option<serde_json::Number>,
+    pub stop: Vec<String>,
+    pub seed: Option<i64>,
+    pub max_tokens: Option<u32>,
+    pub stream: bool,
+    /// OpenAI surface: send a final usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    Stop,
+    Length,
+    ToolCalls,
+    ContentFilter,
+}
+
+impl FinishReason {
+    /// OpenAI's spelling.
+    pub fn openai(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
+            FinishReason::ContentFilter => "content_filter",
+        }
+    }
+
+    /// Anthropic's spelling (`stop_reason`).
+    pub fn anthropic(self) -> &'static str {
+        match self {
+            FinishReason::Stop | FinishReason::ContentFilter => "end_turn",
+            FinishReason::Length => "max_tokens",
+            FinishReason::ToolCalls => "tool_use",
+        }
+    }
+}
+
+/// Tokens one call used. `estimated` when the provider reported none and they were counted here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub estimated: bool,
+}
+
+/// A finished, non-streamed completion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub content: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub finish: FinishReason,
+    pub usage: Usage,
+}
+
+/// One event of a streamed completion, in the order providers send them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// A piece of the reply text.
+    Text(String),
+    /// A piece of a tool call: the first piece of call `index` carries its id and name.
+    ToolCall {
+        index: u32,
+        id: Option<String>,
+        name: Option<String>,
+        arguments: String,
+    },
+    Finish(FinishReason),
+    /// The provider's own usage figures (usually last).
+    Usage(Usage),
+}
+
+/// An embeddings request: the inputs and, optionally, the dimensions wanted.
+#[derive(Debug, Clone, Default)]
+pub struct EmbeddingRequest {
+    pub model: String,
+    pub input: Vec<String>,
+    pub dimensions: Option<u32>,
+}
+
+/// Embedding vectors, one per input, and the tokens the provider counted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    pub vectors: Vec<Vec<f32>>,
+    pub usage: Usage,
+}
+
+/// A local token estimate for text a provider did not count (about four characters a token, as
+/// the providers' own rules of thumb say); always at least one token for non-empty text.
+pub fn estimate_tokens(text: &str) -> u64 {
+    let chars = text.chars().count() as u64;
+    chars.div_ceil(4)
+}
+
+/// The local estimate of a request's input tokens (content plus 3 per message for framing).
+pub fn estimate_input(messages: &[ChatMessage]) -> u64 {
+    messages
+        .iter()
+        .map(|m| 3 + estimate_tokens(&m.content))
+        .sum()
+}

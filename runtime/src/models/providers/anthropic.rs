@@ -1,0 +1,346 @@
+//! The Anthropic Messages API (`POST /v1/messages`, `x-api-key`, `anthropic-version`): system
+//! messages lifted to `system`, tool calls as `tool_use` / `tool_result` blocks, streams read from
+//! its named SSE events (`message_start` carries input usage, `message_delta` the output usage and
+//! stop reason, `message_stop` ends it). Anthropic has no embeddings and no JSON mode: asking for
+//! either is refused, never silently ignored. This module must not meter, log prompts or retry a
+//! stream.
+
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+use super::{Adapter, Call, EventStream, ProviderError, SseEvent, read_json, sse_events};
+use crate::models::chat::{
+    ChatRequest, Completion, EmbeddingRequest, Embeddings, FinishReason, Role, StreamEvent,
+    ToolCall, ToolChoice, Usage,
+};
+
+const BASE: &str = "https://api.anthropic.com";
+/// The API version this adapter speaks.
+pub const VERSION: &str = "2023-06-01";
+/// `max_tokens` is required by the Messages API; used when neither the request nor the policy sets it.
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Anthropic;
+
+fn body(call: &Call<'_>, request: &ChatRequest, stream: bool) -> Result<Value, ProviderError> {
+    if request.response_format.is_some() {
+        return Err(ProviderError::Unsupported(
+            "`response_format` (JSON mode) is not supported by provider `anthropic`",
+        ));
+    }
+    let system: Vec<&str> = request
+        .messages
+        .iter()
+        .filter(|m| matches!(m.role, Role::System | Role::Developer))
+        .map(|m| m.content.as_str())
+        .collect();
+    let mut messages: Vec<Value> = Vec::new();
+    for m in &request.messages {
+        let (role, content) = match m.role {
+            Role::System | Role::Developer => continue,
+            Role::User => ("user", json!(m.content)),
+            Role::Assistant if m.tool_calls.is_empty() => ("assistant", json!(m.content)),
+            Role::Assistant => {
+                let mut blocks = Vec::new();
+                if !m.content.is_empty() {
+                    blocks.push(json!({"type": "text", "text": m.content}));
+                }
+                for c in &m.tool_calls {
+                    let input: Value =
+                        serde_json::from_str(&c.arguments).unwrap_or_else(|_| json!({}));
+                    blocks.push(
+                        json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input}),
+                    );
+                }
+                ("assistant", Value::Array(blocks))
+            }
+            Role::Tool => (
+                "user",
+                json!([{"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}]),
+            ),
+        };
+        messages.push(json!({"role": role, "content": content}));
+    }
+    let mut body = json!({
+        "model": call.upstream_model,
+        "max_tokens": request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+        "messages": messages,
+    });
+    let Some(obj) = body.as_object_mut() else {
+        return Ok(body);
+    };
+    if !system.is_empty() {
+        obj.insert("system".into(), json!(system.join("\n\n")));
+    }
+    if stream {
+        obj.insert("stream".into(), Value::Bool(true));
+    }
+    if let Some(t) = &request.temperature {
+        obj.insert("temperature".into(), Value::Number(t.clone()));
+    }
+    if let Some(t) = &request.top_p {
+        obj.insert("top_p".into(), Value::Number(t.clone()));
+    }
+    if !request.stop.is_empty() {
+        obj.insert("stop_sequences".into(), json!(request.stop));
+    }
+    if !request.tools.is_empty() {
+        let tools: Vec<Value> = request
+            .tools
+            .iter()
+            .map(|t| {
+                let mut v = json!({"name": t.name, "input_schema": t.parameters});
+                if let (Some(d), Some(o)) = (&t.description, v.as_object_mut()) {
+                    o.insert("description".into(), json!(d));
+                }
+                v
+            })
+            .collect();
+        obj.insert("tools".into(), Value::Array(tools));
+    }
+    if let Some(choice) = &request.tool_choice {
+        let v = match choice {
+            ToolChoice::Auto => json!({"type": "auto"}),
+            ToolChoice::None => json!({"type": "none"}),
+            ToolChoice::Required => json!({"type": "any"}),
+            ToolChoice::Function(name) => json!({"type": "tool", "name": name}),
+        };
+        obj.insert("tool_choice".into(), v);
+    }
+    Ok(body)
+}
+
+fn stop_reason(raw: &str) -> FinishReason {
+    match raw {
+        "max_tokens" => FinishReason::Length,
+        "tool_use" => FinishReason::ToolCalls,
+        "refusal" => FinishReason::ContentFilter,
+        _ => FinishReason::Stop,
+    }
+}
+
+fn request(call: &Call<'_>, url: &str, body: &Value) -> reqwest::RequestBuilder {
+    let mut builder = call
+        .http
+        .client
+        .post(url)
+        .header("anthropic-version", VERSION)
+        .json(body);
+    if let Some(key) = call.key {
+        builder = builder.header("x-api-key", key.expose_secret());
+    }
+    builder
+}
+
+fn url(call: &Call<'_>) -> String {
+    format!(
+        "{}/v1/messages",
+        call.endpoint
+            .base_url
+            .as_deref()
+            .unwrap_or(BASE)
+            .trim_end_matches('/')
+    )
+}
+
+/// Reads an Anthropic stream: tool-use blocks are numbered among tool calls only, so a text block
+/// before them does not shift OpenAI-style tool call indexes.
+#[derive(Debug, Default)]
+struct StreamState {
+    input_tokens: u64,
+    /// Anthropic content block index -> tool call index.
+    tool_blocks: Vec<(u64, u32)>,
+}
+
+impl StreamState {
+    fn parse(&mut self, sse: &SseEvent) -> Result<Option<Vec<StreamEvent>>, ProviderError> {
+        let kind = sse.event.as_deref().unwrap_or_default();
+        if kind == "message_stop" {
+            return Ok(None);
+        }
+        if kind == "ping" || sse.data.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let v: Value = serde_json::from_str(&sse.data)
+            .map_err(|e| ProviderError::Protocol(format!("unreadable stream event: {e}")))?;
+        let kind = v.get("type").and_then(Value::as_str).unwrap_or(kind);
+        let mut out = Vec::new();
+        match kind {
+            "message_start" => {
+                self.input_tokens = v
+                    .pointer("/message/usage/input_tokens")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0);
+            }
+            "content_block_start" => {
+                let block = v.get("content_block");
+                if block.and_then(|b| b.get("type")).and_then(Value::as_str) == Some("tool_use") {
+                    let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                    let tool_index = u32::try_from(self.tool_blocks.len()).unwrap_or(u32::MAX);
+                    self.tool_blocks.push((index, tool_index));
+                    out.push(StreamEvent::ToolCall {
+                        index: tool_index,
+                        id: block
+                            .and_then(|b| b.get("id"))
+                            .and_then(Value::as_str)
+                            .map(str::to_owned),
+                        name: block
+                            .and_then(|b| b.get("name"))
+                            .and_then(Value::as_str)
+                            .map(str::to_owned),
+                        arguments: String::new(),
+                    });
+                }
+            }
+            "content_block_delta" => {
+                let delta = v.get("delta");
+                match delta.and_then(|d| d.get("type")).and_then(Value::as_str) {
+                    Some("text_delta") => {
+                        if let Some(t) = delta.and_then(|d| d.get("text")).and_then(Value::as_str) {
+                            out.push(StreamEvent::Text(t.to_owned()));
+                        }
+                    }
+                    Some("input_json_delta") => {
+                        let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                        let tool_index = self
+                            .tool_blocks
+                            .iter()
+                            .find(|(b, _)| *b == index)
+                            .map_or(0, |(_, t)| *t);
+                        out.push(StreamEvent::ToolCall {
+                            index: tool_index,
+                            id: None,
+                            name: None,
+                            arguments: delta
+                                .and_then(|d| d.get("partial_json"))
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_owned(),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            "message_delta" => {
+                if let Some(reason) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                    out.push(StreamEvent::Finish(stop_reason(reason)));
+                }
+                if let Some(output) = v.pointer("/usage/output_tokens").and_then(Value::as_u64) {
+                    let input = v
+                        .pointer("/usage/input_tokens")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(self.input_tokens);
+                    out.push(StreamEvent::Usage(Usage {
+                        input_tokens: input,
+                        output_tokens: output,
+                        estimated: false,
+                    }));
+                }
+            }
+            "error" => {
+                let message = v
+                    .pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("error event");
+                return Err(ProviderError::Cut(crate::models::scrub::scrub(
+                    message, None,
+                )));
+            }
+            _ => {}
+        }
+        Ok(Some(out))
+    }
+}
+
+impl Adapter for Anthropic {
+    async fn complete(
+        &self,
+        call: Call<'_>,
+        req: &ChatRequest,
+    ) -> Result<Completion, ProviderError> {
+        let body = body(&call, req, false)?;
+        let url = url(&call);
+        let response = call
+            .http
+            .send(|| request(&call, &url, &body), call.key)
+            .await?;
+        let v: Value = read_json(response).await?;
+        let blocks = v
+            .get("content")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ProviderError::Protocol("Messages response without `content`".into()))?;
+        let mut content = String::new();
+        let mut tool_calls = Vec::new();
+        for b in blocks {
+            match b.get("type").and_then(Value::as_str) {
+                Some("text") => {
+                    content.push_str(b.get("text").and_then(Value::as_str).unwrap_or_default())
+                }
+                Some("tool_use") => tool_calls.push(ToolCall {
+                    id: b
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    name: b
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    arguments: b
+                        .get("input")
+                        .map(Value::to_string)
+                        .unwrap_or_else(|| "{}".into()),
+                }),
+                _ => {}
+            }
+        }
+        let usage = Usage {
+            input_tokens: v
+                .pointer("/usage/input_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            output_tokens: v
+                .pointer("/usage/output_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            estimated: v.get("usage").is_none(),
+        };
+        Ok(Completion {
+            content,
+            tool_calls,
+            finish: stop_reason(
+                v.get("stop_reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("end_turn"),
+            ),
+            usage,
+        })
+    }
+
+    async fn stream(
+        &self,
+        call: Call<'_>,
+        req: &ChatRequest,
+    ) -> Result<EventStream, ProviderError> {
+        let body = body(&call, req, true)?;
+        let url = url(&call);
+        let response = call
+            .http
+            .send(|| request(&call, &url, &body), call.key)
+            .await?;
+        let mut state = StreamState::default();
+        Ok(sse_events(response, move |sse| state.parse(sse)))
+    }
+
+    async fn embed(
+        &self,
+        _call: Call<'_>,
+        _req: &EmbeddingRequest,
+    ) -> Result<Embeddings, ProviderError> {
+        Err(ProviderError::Unsupported(
+            "provider `anthropic` has no embeddings API",
+        ))
+    }
+}
