@@ -195,7 +195,10 @@ pub enum Command {
         #[arg(long, default_value = "dev-user")]
         sub: String,
         /// Space-separated scopes.
-        #[arg(long, default_value = "models:read chat:write usage:read")]
+        #[arg(
+            long,
+            default_value = "models:read chat:write embeddings:write usage:read"
+        )]
         scope: String,
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..=86_400))]

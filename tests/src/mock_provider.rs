@@ -38,6 +38,8 @@ pub enum Fault {
     RateLimited { retry_after_secs: u64 },
     /// 500 with a body.
     ServerError,
+    /// 400 whose body echoes the key the request carried (as some providers' validation errors do).
+    BadRequestEchoingKey,
     /// A stream that sends this many content chunks, then drops the connection.
     CutAfter(usize),
 }
@@ -252,6 +254,10 @@ fn error_response(wire: Wire, fault: &Fault, key: Option<&str>) -> Option<Respon
         Fault::ServerError => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "The server had an error while processing your request.".to_owned(),
+        ),
+        Fault::BadRequestEchoingKey => (
+            StatusCode::BAD_REQUEST,
+            format!("Invalid value for 'model' sent with key {key}: check the deployment name."),
         ),
         Fault::CutAfter(_) => return None,
     };

@@ -368,9 +368,26 @@ fn bearer_token<'h>(headers: &'h HeaderMap, query: Option<&str>) -> Result<&'h s
             pair.split_once('=')
                 .is_some_and(|(_, v)| looks_like_jwt(v.trim()))
         });
+    // Anthropic's SDKs send their credential as `x-api-key`: the same bearer token, carried there.
+    // Either header, never both, and never twice.
+    let mut api_keys = headers.get_all("x-api-key").iter();
+    let api_key = api_keys.next();
+    if api_keys.next().is_some() {
+        return Err(DenyReason::MultipleTokens);
+    }
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
-    let value = values.next().ok_or(DenyReason::MissingToken)?;
-    if cookie_token {
+    let Some(value) = values.next() else {
+        if cookie_token {
+            return Err(DenyReason::MultipleTokens);
+        }
+        let key = api_key.ok_or(DenyReason::MissingToken)?;
+        let key = key.to_str().map_err(|_| DenyReason::Malformed)?;
+        if key.is_empty() || key.contains(' ') {
+            return Err(DenyReason::Malformed);
+        }
+        return Ok(key);
+    };
+    if cookie_token || api_key.is_some() {
         return Err(DenyReason::MultipleTokens);
     }
     if values.next().is_some() {

@@ -17,7 +17,7 @@ use crate::http::error::ApiError;
 use crate::http::middleware::RequestId;
 use crate::http::openai::{
     ChatChunk, ChunkChoice, Delta, ModelEntry, ModelList, Usage, WireFunction, WireToolCall,
-    completion_json, parse_chat_request, parse_embedding_request,
+    completion_json, embedding_json, parse_chat_request, parse_embedding_request,
 };
 use crate::models::ModelRouter;
 use crate::models::chat::StreamEvent;
@@ -272,7 +272,7 @@ pub async fn embeddings(
     Extension(RequestId(request_id)): Extension<RequestId>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let request = parse_embedding_request(&body(raw)?).map_err(ApiError::BadRequest)?;
+    let (request, base64) = parse_embedding_request(&body(raw)?).map_err(ApiError::BadRequest)?;
     let (embeddings, model) =
         service::chat::embed(&state.models, &state.data, &tenant, request_id, &request)
             .await
@@ -281,7 +281,7 @@ pub async fn embeddings(
         .vectors
         .iter()
         .enumerate()
-        .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v}))
+        .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": embedding_json(v, base64)}))
         .collect();
     Ok(Json(json!({
         "object": "list",
@@ -431,9 +431,4 @@ pub async fn usage(
 /// Any path no route has: 404 in the surface's error shape.
 pub async fn not_found() -> ApiError {
     ApiError::NotFound
-}
-
-/// A known path with a method it does not take: 405 in the surface's error shape.
-pub async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed
 }

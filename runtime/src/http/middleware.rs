@@ -96,8 +96,20 @@ pub async fn require_permission(
     next: Next,
 ) -> Response {
     let method = req.method().clone();
-    let Some(spec) = matched.and_then(|m| crate::http::routes::lookup(&method, m.as_str())) else {
+    let Some(matched) = matched else {
         return ApiError::Forbidden("route_not_permitted").into_response();
+    };
+    let Some(spec) = crate::http::routes::lookup(&method, matched.as_str()) else {
+        // A path of the table with a method it does not take: 405 naming the methods it does.
+        let allowed = crate::http::routes::methods_of(matched.as_str());
+        if allowed.is_empty() {
+            return ApiError::Forbidden("route_not_permitted").into_response();
+        }
+        let mut response = ApiError::MethodNotAllowed.into_response();
+        if let Ok(v) = http::HeaderValue::from_str(&allowed.join(", ")) {
+            response.headers_mut().insert(http::header::ALLOW, v);
+        }
+        return response;
     };
     let allowed = match spec.permission {
         None => true,

@@ -23,10 +23,7 @@ pub const MAX_BODY_BYTES: usize = 4 << 20;
 pub fn app(state: AppState) -> Router {
     let mut router: Router<AppState> = Router::new();
     for spec in routes::ROUTES {
-        router = router.route(
-            spec.path,
-            (spec.handler)().fallback(handlers::method_not_allowed),
-        );
+        router = router.route(spec.path, (spec.handler)());
     }
     router
         .fallback(handlers::not_found)

@@ -332,12 +332,15 @@ enum RawEmbeddingInput {
     Many(Vec<String>),
 }
 
-/// Parses a `/v1/embeddings` body (text inputs; token-array inputs are refused).
-pub fn parse_embedding_request(body: &[u8]) -> Result<EmbeddingRequest, String> {
+/// Parses a `/v1/embeddings` body (text inputs; token-array inputs are refused), and whether the
+/// vectors are wanted base64-encoded (little-endian `f32`s, as OpenAI's SDKs ask by default).
+pub fn parse_embedding_request(body: &[u8]) -> Result<(EmbeddingRequest, bool), String> {
     let raw: RawEmbeddingRequest = serde_json::from_slice(body).map_err(|e| serde_message(&e))?;
-    if raw.encoding_format.as_deref().is_some_and(|f| f != "float") {
-        return Err("`encoding_format` other than `float` is not supported".into());
-    }
+    let base64 = match raw.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(_) => return Err("`encoding_format` must be `float` or `base64`".into()),
+    };
     let input = match raw.input {
         RawEmbeddingInput::One(s) => vec![s],
         RawEmbeddingInput::Many(v) => v,
@@ -345,11 +348,25 @@ pub fn parse_embedding_request(body: &[u8]) -> Result<EmbeddingRequest, String> 
     if input.is_empty() || input.len() > 2048 {
         return Err("`input` must hold 1 to 2048 texts".into());
     }
-    Ok(EmbeddingRequest {
-        model: raw.model,
-        input,
-        dimensions: raw.dimensions,
-    })
+    Ok((
+        EmbeddingRequest {
+            model: raw.model,
+            input,
+            dimensions: raw.dimensions,
+        },
+        base64,
+    ))
+}
+
+/// One embedding vector as OpenAI sends it: a list of floats, or their little-endian bytes in
+/// base64.
+pub fn embedding_json(vector: &[f32], base64: bool) -> Value {
+    if !base64 {
+        return serde_json::json!(vector);
+    }
+    use base64::Engine as _;
+    let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+    Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
 #[derive(Debug, Serialize)]

@@ -82,6 +82,15 @@ pub fn is_public(method: &Method, path: &str) -> bool {
         .any(|r| r.permission.is_none() && r.method == method && r.path == path)
 }
 
+/// The methods the table declares for `path` (a route's matched path).
+pub fn methods_of(path: &str) -> Vec<&'static str> {
+    ROUTES
+        .iter()
+        .filter(|r| r.path == path)
+        .map(|r| r.method.as_str())
+        .collect()
+}
+
 /// The table entry for a matched route.
 pub fn lookup(method: &Method, matched_path: &str) -> Option<&'static RouteSpec> {
     ROUTES.iter().find(|r| {

@@ -55,6 +55,10 @@ enum Cred {
     BearerAndCookie(String, String),
     /// Only a cookie carrying a token.
     Cookie(String),
+    /// A bearer header and an `x-api-key` (the Anthropic SDKs' header).
+    BearerAndApiKey(String, String),
+    /// Two `x-api-key` headers.
+    TwoApiKeys(String, String),
 }
 
 async fn send(s: &Served, path: &str, cred: &Cred) -> reqwest::StatusCode {
@@ -94,6 +98,8 @@ async fn send(s: &Served, path: &str, cred: &Cred) -> reqwest::StatusCode {
                 .header("cookie", format!("theme=dark; access_token={b}"))
         }
         Cred::Cookie(t) => req = req.header("cookie", format!("session={t}")),
+        Cred::BearerAndApiKey(a, b) => req = req.bearer_auth(a).header("x-api-key", b),
+        Cred::TwoApiKeys(a, b) => req = req.header("x-api-key", a).header("x-api-key", b),
     }
     req.send().await.unwrap().status()
 }
@@ -379,6 +385,14 @@ async fn every_hostile_token_is_refused_with_401_and_no_side_effect() {
         (
             "case 17: a valid token in a cookie only",
             Cred::Cookie(good.clone()),
+        ),
+        (
+            "case 17: a bearer header plus an x-api-key",
+            Cred::BearerAndApiKey(good.clone(), other_good.clone()),
+        ),
+        (
+            "case 17: two x-api-key headers",
+            Cred::TwoApiKeys(good.clone(), good.clone()),
         ),
         (
             "case 18: 64 KB token",

@@ -13,6 +13,7 @@ mod aws_flow;
 mod cloudformation;
 mod deploy_mocked;
 mod fleet_mocked;
+mod gateway;
 mod injection;
 mod interop;
 mod issuers;

@@ -352,7 +352,18 @@ pub async fn classify(response: reqwest::Response, key: Option<&SecretString>) -
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
     let body = read_bounded(response, 16 * 1024).await.unwrap_or_default();
-    let message = scrub(&String::from_utf8_lossy(&body), key);
+    // The provider's own message when its body is a JSON error (OpenAI's and Anthropic's
+    // `error.message`, Bedrock's `message`), else the text; scrubbed either way.
+    let text = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/error/message")
+                .or_else(|| v.get("message"))
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+    let message = scrub(&text, key);
     match status {
         401 | 403 => ProviderError::Unauthorized { status },
         429 => ProviderError::RateLimited { retry_after },

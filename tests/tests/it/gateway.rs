@@ -1,0 +1,746 @@
+//! The gateway end to end (issue 10): the runtime served over real HTTP with real Postgres, tenants
+//! whose policies point at the mock provider server, their keys in the deployment's secret store,
+//! and the official `openai` and `anthropic` Python SDKs as clients. Metering while streaming
+//! (the ledger row before the final frame; cancelled and cut streams charged for what they
+//! produced), scrubbing, per-tenant keys, the canary scan, and security cases 47-55.
+
+use std::time::Duration;
+
+use cli::platform::Platform;
+use futures_util::StreamExt;
+use runtime::domain::{ModelId, ProviderId, TenantId};
+use runtime::models::key_name;
+use runtime::registry::ModelPolicy;
+use runtime::registry::policy::{Endpoint, ProviderPolicy};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tests::mock_provider::{Config, Fault, MockProvider};
+use tests::{Served, serve_with};
+
+/// Both example tenants allowed OpenAI's gpt-4o-mini (alias `fast`) and its embeddings, and
+/// Anthropic's claude-haiku-4-5, all at the mock; at most 4096 output tokens a request.
+fn policy(mock_url: &str) -> ModelPolicy {
+    let id = |m: &str| ModelId::parse(m).unwrap();
+    let endpoint = |base: String| Endpoint {
+        base_url: Some(base),
+        region: Some("eu-west-1".into()),
+        ..Endpoint::default()
+    };
+    let mut p = ModelPolicy::only(
+        ProviderId::Openai,
+        vec![id("gpt-4o-mini"), id("text-embedding-3-small")],
+    )
+    .unwrap();
+    p.providers.get_mut(&ProviderId::Openai).unwrap().endpoint = endpoint(format!("{mock_url}/v1"));
+    p.providers.insert(
+        ProviderId::Anthropic,
+        ProviderPolicy {
+            models: vec![id("claude-haiku-4-5")],
+            endpoint: endpoint(mock_url.to_owned()),
+        },
+    );
+    p.aliases.insert(id("fast"), id("gpt-4o-mini"));
+    p.max_tokens_per_request = Some(4096);
+    p.residency = vec!["eu-west-1".into()];
+    assert!(p.problems().is_empty(), "{:?}", p.problems());
+    p
+}
+
+struct Gateway {
+    s: Served,
+    mock: MockProvider,
+    /// Each tenant's keys, generated for this run: (tenant, provider) -> key.
+    keys: Vec<(String, ProviderId, String)>,
+}
+
+async fn gateway(config: Config) -> Gateway {
+    let mock = MockProvider::start(config).await;
+    let url = mock.url();
+    let s = serve_with(Platform::builtin(), move |spec| spec.models = policy(&url)).await;
+    let mut keys = Vec::new();
+    for tenant in ["acme", "globex"] {
+        for provider in [ProviderId::Openai, ProviderId::Anthropic] {
+            let key = format!(
+                "canary-{tenant}-{}-{}",
+                provider.as_str(),
+                uuid::Uuid::new_v4().simple()
+            );
+            let name = key_name(&TenantId::parse(tenant).unwrap(), provider).unwrap();
+            s.target
+                .secrets
+                .put(&name, &SecretString::from(key.clone()))
+                .await
+                .unwrap();
+            keys.push((tenant.to_owned(), provider, key));
+        }
+    }
+    Gateway { s, mock, keys }
+}
+
+impl Gateway {
+    fn key(&self, tenant: &str, provider: ProviderId) -> &str {
+        &self
+            .keys
+            .iter()
+            .find(|(t, p, _)| t == tenant && *p == provider)
+            .unwrap()
+            .2
+    }
+
+    async fn post(&self, tenant: &str, path: &str, body: Value) -> reqwest::Response {
+        self.s
+            .http
+            .post(format!("{}{path}", self.s.base))
+            .bearer_auth(self.s.token(tenant))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The tenant's ledger rows, newest first, read as the admin: (model, outcome, estimated, in, out).
+    async fn ledger(&self, tenant: &str) -> Vec<(String, String, bool, i64, i64)> {
+        let admin = self.s.target.admin().await.unwrap();
+        let schema = format!("t_{tenant}");
+        let sql = format!(
+            "SELECT model, outcome, usage_estimated, input_tokens, output_tokens FROM {schema}.usage_ledger ORDER BY created_at DESC"
+        );
+        admin
+            .query(&sql, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+            .collect()
+    }
+
+    async fn wait_for_ledger(
+        &self,
+        tenant: &str,
+        rows: usize,
+    ) -> Vec<(String, String, bool, i64, i64)> {
+        for _ in 0..200 {
+            let l = self.ledger(tenant).await;
+            if l.len() >= rows {
+                return l;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{tenant} never reached {rows} ledger rows");
+    }
+}
+
+#[tokio::test]
+async fn the_official_openai_and_anthropic_sdks_get_every_reply_and_every_error_typed() {
+    let g = gateway(Config::default()).await;
+    let narrow = {
+        let mut c = g.s.claims("acme");
+        c["scope"] = json!("models:read");
+        g.s.signer.sign(&c)
+    };
+    let script = cli::testing::repo_root().join("tests/clients/sdk_gateway.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .arg(&g.s.base)
+        .env("TENANT_TOKEN", g.s.token("acme"))
+        .env("NARROW_TOKEN", narrow)
+        .output()
+        .await
+        .expect("python3 is needed for the SDK tests");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("No module named"),
+        "the `openai` and `anthropic` Python packages are needed: run `pip install openai anthropic` (scripts/test.sh does)\n{stderr}"
+    );
+    assert!(out.status.success(), "{stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["models"],
+        json!([
+            "claude-haiku-4-5",
+            "fast",
+            "gpt-4o-mini",
+            "text-embedding-3-small"
+        ])
+    );
+    assert_eq!(v["model_get"], "gpt-4o-mini");
+    assert!(
+        v["plain"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("mock reply from gpt-4o-mini hello from the openai sdk")
+    );
+    assert_eq!(v["plain"]["usage"], json!([5, 12]));
+    assert_eq!(v["stream"]["finish_reason"], "stop");
+    assert_eq!(v["stream"]["usage"], json!([2, 12]));
+    assert!(
+        v["stream"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("mock reply from gpt-4o-mini stream please")
+    );
+    assert!(
+        v["stream"]["chunks"].as_u64().unwrap() >= 12,
+        "forwarded chunk by chunk: {}",
+        v["stream"]
+    );
+    assert_eq!(
+        v["tool"],
+        json!({"name": "get_weather", "arguments": {"city": "Paris"}, "finish_reason": "tool_calls"})
+    );
+    assert_eq!(
+        v["tool_stream"],
+        json!({"0": {"name": "get_weather", "arguments": {"city": "Paris"}}})
+    );
+    assert_eq!(v["json_mode"], json!({"answer": "mock"}));
+    assert_eq!(v["embeddings"], json!({"count": 2, "dims": 4, "tokens": 3}));
+    let e = &v["errors"];
+    assert_eq!(
+        e["bad_request"],
+        json!({"class": "BadRequestError", "status": 400, "code": "invalid_request"})
+    );
+    assert_eq!(e["unauthenticated"]["class"], "AuthenticationError");
+    assert_eq!(
+        e["forbidden_model"],
+        json!({"class": "PermissionDeniedError", "status": 403, "code": "model_not_permitted"})
+    );
+    assert_eq!(
+        e["forbidden_scope"],
+        json!({"class": "PermissionDeniedError", "status": 403, "code": "insufficient_scope"})
+    );
+    assert_eq!(
+        e["not_found"],
+        json!({"class": "NotFoundError", "status": 404, "code": "not_found"})
+    );
+    assert_eq!(e["too_large"]["status"], 413);
+    assert_eq!(e["too_large"]["code"], "request_too_large");
+    assert_eq!(
+        e["too_many_tokens"],
+        json!({"class": "BadRequestError", "status": 400, "code": "invalid_request"})
+    );
+    assert_eq!(e["method_not_allowed"]["status"], 405);
+    assert_eq!(
+        e["method_not_allowed"]["body"]["error"]["code"],
+        "method_not_allowed"
+    );
+
+    assert_eq!(
+        v["messages"]["text"]
+            .as_str()
+            .unwrap()
+            .split(' ')
+            .take(4)
+            .collect::<Vec<_>>(),
+        ["mock", "reply", "from", "claude-haiku-4-5"]
+    );
+    assert_eq!(v["messages"]["stop_reason"], "end_turn");
+    assert_eq!(v["messages"]["usage"], json!([7, 12]));
+    assert_eq!(v["messages_stream"]["stop_reason"], "end_turn");
+    assert_eq!(v["messages_stream"]["usage"], json!([2, 12]));
+    assert!(
+        v["messages_stream"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("mock reply from claude-haiku-4-5 stream it")
+    );
+    assert_eq!(v["messages_bearer"], "end_turn");
+    assert!(
+        v["messages_cross"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("mock reply from gpt-4o-mini")
+    );
+    assert_eq!(
+        v["messages_tool"],
+        json!([{"type": "tool_use", "name": "get_weather", "input": {"city": "Paris"}}])
+    );
+    let me = &v["messages_errors"];
+    assert_eq!(
+        me["bad_request"],
+        json!({"class": "BadRequestError", "status": 400, "code": "invalid_request_error"})
+    );
+    assert_eq!(me["unauthenticated"]["class"], "AuthenticationError");
+    assert_eq!(
+        me["forbidden_model"],
+        json!({"class": "PermissionDeniedError", "status": 403, "code": "permission_error"})
+    );
+    assert_eq!(me["too_large"]["status"], 413);
+
+    // Every model call left a row: 2 chats + 2 tool calls + json + embeddings + 4 messages + cross.
+    let rows = g.wait_for_ledger("acme", 11).await;
+    assert_eq!(rows.len(), 11, "{rows:?}");
+    assert!(rows.iter().all(|r| r.1 == "complete" && !r.2), "{rows:?}");
+    g.s.running.stop().await.unwrap();
+}
+
+/// Reads an SSE response frame by frame, calling `each` with every `data:` payload as it arrives.
+async fn frames(response: reqwest::Response, mut each: impl AsyncFnMut(&str) -> bool) {
+    let mut body = response.bytes_stream();
+    let mut buf = String::new();
+    while let Some(chunk) = body.next().await {
+        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(i) = buf.find("\n\n") {
+            let frame: String = buf.drain(..i + 2).collect();
+            for line in frame.lines() {
+                if let Some(data) = line.strip_prefix("data: ") {
+                    if !each(data).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_streams_ledger_row_is_committed_before_its_final_frame_is_sent() {
+    // Issue 10 item 6: when the client sees the finish reason, finance can already see the row.
+    let g = gateway(Config {
+        chunk_delay: Duration::from_millis(2),
+        ..Config::default()
+    })
+    .await;
+    let response = g
+        .post("acme", "/v1/chat/completions", json!({"model": "gpt-4o-mini", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "count"}]}))
+        .await;
+    assert_eq!(response.status(), 200);
+    let mut saw = Vec::new();
+    frames(response, async |data| {
+        if data == "[DONE]" {
+            saw.push("done".to_owned());
+            return false;
+        }
+        let v: Value = serde_json::from_str(data).unwrap();
+        if v["choices"][0]["finish_reason"].is_string() {
+            let rows = g.ledger("acme").await;
+            assert_eq!(
+                rows.len(),
+                1,
+                "the finish frame arrived before the ledger row was committed"
+            );
+            assert_eq!(
+                rows[0],
+                ("gpt-4o-mini".into(), "complete".into(), false, 1, 12)
+            );
+            saw.push("finish".to_owned());
+        }
+        true
+    })
+    .await;
+    assert_eq!(saw, ["finish", "done"]);
+    g.s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stream_the_client_cancels_is_charged_for_what_it_produced_and_stops_the_provider() {
+    let g = gateway(Config {
+        chunk_delay: Duration::from_millis(30),
+        words: 200,
+        ..Config::default()
+    })
+    .await;
+    let response = g
+        .post("acme", "/v1/chat/completions", json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "long story"}]}))
+        .await;
+    let mut seen = 0;
+    frames(response, async |_| {
+        seen += 1;
+        seen < 4
+    })
+    .await;
+    // The client has gone (the response is dropped).
+    let rows = g.wait_for_ledger("acme", 1).await;
+    let (model, outcome, estimated, input, output) = rows[0].clone();
+    assert_eq!(
+        (model.as_str(), outcome.as_str(), estimated),
+        ("gpt-4o-mini", "cancelled", true)
+    );
+    assert!(
+        input > 0 && output > 0 && output < 200,
+        "charged for what was produced: {rows:?}"
+    );
+    for _ in 0..100 {
+        if g.mock
+            .shared
+            .cancelled_streams
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            g.s.running.stop().await.unwrap();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the provider kept streaming after the client left");
+}
+
+#[tokio::test]
+async fn a_stream_the_provider_cuts_is_charged_and_the_client_is_told() {
+    let g = gateway(Config {
+        chunk_delay: Duration::from_millis(2),
+        ..Config::default()
+    })
+    .await;
+    g.mock.fail_next([Fault::CutAfter(4)]);
+    let response = g
+        .post("acme", "/v1/chat/completions", json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "cut"}]}))
+        .await;
+    let mut last = Value::Null;
+    frames(response, async |data| {
+        last = serde_json::from_str(data).unwrap_or(Value::Null);
+        true
+    })
+    .await;
+    assert_eq!(last["error"]["code"], "stream_interrupted", "{last}");
+    let rows = g.wait_for_ledger("acme", 1).await;
+    assert_eq!(rows[0].1, "upstream_cut");
+    assert!(rows[0].2 && rows[0].4 > 0, "{rows:?}");
+    g.s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn each_tenant_reaches_its_provider_with_its_own_key_and_never_shares_a_cached_reply() {
+    // docs/security.md cases 49 and 55.
+    let g = gateway(Config::default()).await;
+    let prompt = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "the same prompt"}]});
+    for tenant in ["acme", "globex", "acme"] {
+        assert_eq!(
+            g.post(tenant, "/v1/chat/completions", prompt.clone())
+                .await
+                .status(),
+            200
+        );
+    }
+    let seen: Vec<Option<String>> = g
+        .mock
+        .received()
+        .into_iter()
+        .map(|r| r.credential)
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            Some(g.key("acme", ProviderId::Openai).to_owned()),
+            Some(g.key("globex", ProviderId::Openai).to_owned()),
+            Some(g.key("acme", ProviderId::Openai).to_owned()),
+        ],
+        "one upstream call per request (no shared cache), each with its tenant's own key"
+    );
+    g.s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_provider_error_that_echoes_the_key_reaches_the_client_scrubbed() {
+    // docs/security.md case 48.
+    let g = gateway(Config::default()).await;
+    g.mock.accept_only(&["some-other-key"]);
+    let response = g
+        .post(
+            "acme",
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    assert_eq!(response.status(), 502);
+    let headers = format!("{:?}", response.headers());
+    let body = response.text().await.unwrap();
+    let key = g.key("acme", ProviderId::Openai);
+    assert!(
+        !body.contains(key) && !headers.contains(key),
+        "{headers} {body}"
+    );
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], "provider_auth_failed");
+    assert_eq!(
+        g.mock.received().len(),
+        2,
+        "one refused call, one after re-reading the key"
+    );
+    assert!(
+        g.ledger("acme").await.is_empty(),
+        "a call that produced nothing is not charged"
+    );
+    g.s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_provider_rejection_is_passed_on_with_its_reason_and_without_the_key() {
+    // docs/security.md case 48: the provider's own words reach the client (they explain the
+    // refusal), scrubbed of anything credential-like, and the same in the logs.
+    let g = gateway(Config::default()).await;
+    g.mock
+        .fail_next([Fault::BadRequestEchoingKey, Fault::BadRequestEchoingKey]);
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "claude-haiku-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}),
+        ),
+    ] {
+        let r = g.post("acme", path, body).await;
+        assert_eq!(r.status(), 400, "{path}");
+        let text = r.text().await.unwrap();
+        for key in g.keys.iter().map(|(_, _, k)| k) {
+            assert!(!text.contains(key.as_str()), "{text}");
+        }
+        assert!(
+            text.contains("Invalid value for 'model'") && text.contains("[redacted]"),
+            "{text}"
+        );
+    }
+    assert_eq!(g.mock.received().len(), 2, "a rejection is not retried");
+    g.s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn refused_requests_make_no_upstream_call_and_leave_no_ledger_row() {
+    // docs/security.md cases 53 and 54, on both surfaces.
+    let g = gateway(Config::default()).await;
+    let m = json!([{"role": "user", "content": "x"}]);
+    for (path, body, status) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o-mini", "messages": m, "api_base": "http://evil.example"}),
+            400,
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o-mini", "messages": m, "extra_headers": {"authorization": "x"}}),
+            400,
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "https://evil.example/v1/gpt-4o-mini", "messages": m}),
+            403,
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "openai/gpt-4o-mini", "messages": m}),
+            403,
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "GPT-4O-MINI", "messages": m}),
+            403,
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o", "messages": m}),
+            403,
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o-mini", "messages": m, "max_tokens": 5000}),
+            400,
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "claude-haiku-4-5", "max_tokens": 5, "messages": m, "base_url": "http://evil.example"}),
+            400,
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": m}),
+            403,
+        ),
+        (
+            "/v1/embeddings",
+            json!({"model": "gpt-4o-mini", "input": "x", "api_base": "http://evil"}),
+            400,
+        ),
+    ] {
+        let r = g.post("acme", path, body.clone()).await;
+        assert_eq!(r.status(), status, "{path} {body}");
+        let v: Value = r.json().await.unwrap();
+        if path == "/v1/messages" {
+            assert_eq!(v["type"], "error", "{v}");
+        } else {
+            assert!(v["error"]["code"].is_string(), "{v}");
+        }
+    }
+    assert!(g.mock.received().is_empty(), "no upstream call");
+    assert!(g.ledger("acme").await.is_empty());
+    g.s.running.stop().await.unwrap();
+}
+
+fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files_under(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+/// Everything the test process logs from here on (a global subscriber, so tasks on every worker
+/// thread, and every other test running meanwhile, log into it).
+fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<std::sync::Arc<std::sync::Mutex<Vec<u8>>>> =
+        std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let writer = {
+            let logs = logs.clone();
+            move || LogWriter(logs.clone())
+        };
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "runtime=trace,cli=debug,tests=debug,info",
+            ))
+            .with_writer(writer)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other test sets a global subscriber");
+        logs
+    })
+    .clone()
+}
+
+#[tokio::test]
+async fn canary_keys_never_appear_in_logs_rows_responses_or_files() {
+    // docs/security.md case 47: every tenant key is a generated canary; after a run that exercises
+    // success, streaming, a 400 and a 401 that echo the key, a rotation, a cut stream and refusals,
+    // no canary is in anything the run wrote.
+    let logs = captured_logs();
+    let g = gateway(Config {
+        chunk_delay: Duration::from_millis(1),
+        ..Config::default()
+    })
+    .await;
+    let mut responses = String::new();
+    let chat = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    let stream =
+        json!({"model": "fast", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let msg = json!({"model": "claude-haiku-4-5", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]});
+    for (tenant, path, body) in [
+        ("acme", "/v1/chat/completions", &chat),
+        ("globex", "/v1/chat/completions", &stream),
+        ("acme", "/v1/messages", &msg),
+    ] {
+        let r = g.post(tenant, path, body.clone()).await;
+        responses.push_str(&format!("{:?}", r.headers()));
+        responses.push_str(&r.text().await.unwrap());
+    }
+    // A 400 and a 401 that echo the key, on both wire formats.
+    g.mock.fail_next([Fault::BadRequestEchoingKey]);
+    let r = g.post("globex", "/v1/chat/completions", chat.clone()).await;
+    responses.push_str(&r.text().await.unwrap());
+    g.mock.accept_only(&["nobody"]);
+    for (path, body) in [("/v1/chat/completions", &chat), ("/v1/messages", &msg)] {
+        let r = g.post("acme", path, body.clone()).await;
+        responses.push_str(&format!("{:?}", r.headers()));
+        responses.push_str(&r.text().await.unwrap());
+    }
+    // Rotate acme's OpenAI key to a new canary; the provider accepts only that one.
+    let rotated = format!("canary-rotated-{}", uuid::Uuid::new_v4().simple());
+    let name = key_name(&TenantId::parse("acme").unwrap(), ProviderId::Openai).unwrap();
+    g.s.target
+        .secrets
+        .put(&name, &SecretString::from(rotated.clone()))
+        .await
+        .unwrap();
+    g.mock.accept_only(&[&rotated]);
+    let r = g.post("acme", "/v1/chat/completions", chat.clone()).await;
+    assert_eq!(r.status(), 200, "the rotated key is used without a restart");
+    responses.push_str(&r.text().await.unwrap());
+    g.mock.fail_next([Fault::CutAfter(2)]);
+    let r = g.post("acme", "/v1/chat/completions", json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "hi"}]})).await;
+    responses.push_str(&r.text().await.unwrap());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut canaries: Vec<String> = g.keys.iter().map(|(_, _, k)| k.clone()).collect();
+    canaries.push(rotated);
+    // Rows: every table of every schema, as text.
+    let admin = g.s.target.admin().await.unwrap();
+    let rows: String = admin
+        .query(
+            "SELECT coalesce(string_agg(query_to_xml(format('SELECT * FROM %I.%I', schemaname, tablename), true, false, '')::text, ''), '') \
+               FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+            &[],
+        )
+        .await
+        .unwrap()[0]
+        .get(0);
+    assert!(rows.contains("gpt-4o-mini"), "the scan reads the ledger");
+    let log_text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(
+        log_text.contains("provider call failed"),
+        "the scan reads the runtime's logs: {} bytes: {}",
+        log_text.len(),
+        &log_text[..log_text.len().min(3000)]
+    );
+    // Files: the deployment's secret store, its database's files and the cluster's WAL.
+    let state = cli::testing::cluster().state.root();
+    let oid: u32 = admin
+        .query_one(
+            "SELECT oid FROM pg_database WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mut files = Vec::new();
+    files_under(&g.s.target.secrets_dir, &mut files);
+    let secret_files = files.len();
+    let data = cli::testing::cluster().state.pg_data();
+    files_under(&data.join("base").join(oid.to_string()), &mut files);
+    files_under(&data.join("pg_wal"), &mut files);
+    assert!(
+        secret_files >= 4 && files.len() > secret_files + 10,
+        "the scan reads the deployment's files under {}",
+        state.display()
+    );
+    for canary in &canaries {
+        assert!(
+            !responses.contains(canary.as_str()),
+            "a key reached a client"
+        );
+        assert!(
+            !log_text.contains(canary.as_str()),
+            "a key reached the logs"
+        );
+        assert!(
+            !rows.contains(canary.as_str()),
+            "a key reached the database"
+        );
+        let finder = memchr::memmem::Finder::new(canary.as_bytes());
+        for f in &files {
+            let bytes = std::fs::read(f).unwrap_or_default();
+            assert!(
+                finder.find(&bytes).is_none(),
+                "a key is in the clear in {}",
+                f.display()
+            );
+        }
+    }
+    // The mock did receive them: the scan looks for strings that really travelled.
+    assert!(
+        g.mock
+            .received()
+            .iter()
+            .any(|r| r.credential.as_deref() == Some(canaries[0].as_str()))
+    );
+    g.s.running.stop().await.unwrap();
+}
+
+#[derive(Clone)]
+struct LogWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
