@@ -40,10 +40,10 @@ if ! command -v curl >/dev/null 2>&1; then
 fi
 # moto is pinned exactly: tests/clients/moto_server.py fills four gaps in its CloudFormation by
 # patching its internals, which can move between releases.
-if ! python3 -c 'import openai, jwt, cryptography, moto, boto3; assert moto.__version__ == "5.2.1"' >/dev/null 2>&1 || ! command -v sqlmap >/dev/null 2>&1 || ! command -v cfn-lint >/dev/null 2>&1 || ! command -v cargo-lambda >/dev/null 2>&1; then
-  say "installing the Python tools the tests use: the official openai SDK, PyJWT, cryptography, sqlmap, cfn-lint, moto, cargo-lambda"
-  python3 -m pip install --quiet --disable-pip-version-check 'openai>=1.40,<4' 'pyjwt[crypto]>=2.8,<3' 'sqlmap==1.10.10' 'cfn-lint>=1.20,<2' 'moto[server]==5.2.1' 'cargo-lambda==1.9.2' >&2 \
-    || { say "could not install them; run: python3 -m pip install openai 'pyjwt[crypto]' sqlmap cfn-lint 'moto[server]==5.2.1' 'cargo-lambda==1.9.2'"; exit 1; }
+if ! python3 -c 'import openai, anthropic, jwt, cryptography, moto, boto3; assert moto.__version__ == "5.2.1"' >/dev/null 2>&1 || ! command -v sqlmap >/dev/null 2>&1 || ! command -v cfn-lint >/dev/null 2>&1 || ! command -v cargo-lambda >/dev/null 2>&1; then
+  say "installing the Python tools the tests use: the official openai and anthropic SDKs, PyJWT, cryptography, sqlmap, cfn-lint, moto, cargo-lambda"
+  python3 -m pip install --quiet --disable-pip-version-check 'openai>=1.40,<4' 'anthropic>=0.40,<1' 'pyjwt[crypto]>=2.8,<3' 'sqlmap==1.10.10' 'cfn-lint>=1.20,<2' 'moto[server]==5.2.1' 'cargo-lambda==1.9.2' >&2 \
+    || { say "could not install them; run: python3 -m pip install openai anthropic 'pyjwt[crypto]' sqlmap cfn-lint 'moto[server]==5.2.1' 'cargo-lambda==1.9.2'"; exit 1; }
   hash -r
 fi
 # checkov (the independent IaC scanner) lives in its own virtual environment: its dependencies must not

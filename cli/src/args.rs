@@ -249,14 +249,42 @@ pub struct ServeArgs {
 #[derive(Debug, Subcommand)]
 pub enum SecretCommand {
     /// Create or replace `tenants/<TENANT>/<NAME>` (restoring it if it is scheduled for deletion).
+    /// A tenant's provider key is `providers/<provider>`, e.g. `providers/openai`.
     Put {
         /// Tenant id.
         tenant: String,
-        /// Secret name under the tenant, e.g. `openai-api-key`.
+        /// Secret name under the tenant, e.g. `providers/openai`.
         name: String,
         /// Read the value from this file instead of stdin. Trailing newlines are removed.
         #[arg(long, value_name = "FILE")]
         from_file: Option<PathBuf>,
+    },
+    /// Replace an existing secret with a new version. Running runtimes use it within
+    /// `provider_key_ttl_secs` (60 s by default), or at once when the provider refuses the old key.
+    Rotate {
+        /// Tenant id.
+        tenant: String,
+        /// Secret name under the tenant, e.g. `providers/openai`.
+        name: String,
+        /// Read the new value from this file instead of stdin. Trailing newlines are removed.
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<PathBuf>,
+    },
+    /// List a tenant's secrets: names, versions and when they changed, never values.
+    List {
+        /// Tenant id.
+        tenant: String,
+    },
+    /// Delete a secret (on AWS: schedule its deletion, restorable within the recovery window).
+    /// Asks for the secret's name to confirm, unless `--yes`.
+    Delete {
+        /// Tenant id.
+        tenant: String,
+        /// Secret name under the tenant, e.g. `providers/openai`.
+        name: String,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
     },
 }
 

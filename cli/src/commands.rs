@@ -52,14 +52,22 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Local { command } => local(g, command).await,
         Command::Render { paths, out } => render(g, &paths, &environment(g)?, &out, g.aws.arch),
         Command::Drift => drift(g).await,
-        Command::Secret {
-            command:
-                SecretCommand::Put {
-                    tenant,
-                    name,
-                    from_file,
-                },
-        } => secret_put(g, &tenant, &name, from_file.as_deref()).await,
+        Command::Secret { command } => match command {
+            SecretCommand::Put {
+                tenant,
+                name,
+                from_file,
+            } => secret_put(g, &tenant, &name, from_file.as_deref(), false).await,
+            SecretCommand::Rotate {
+                tenant,
+                name,
+                from_file,
+            } => secret_put(g, &tenant, &name, from_file.as_deref(), true).await,
+            SecretCommand::List { tenant } => secret_list(g, &tenant).await,
+            SecretCommand::Delete { tenant, name, yes } => {
+                secret_delete(g, &tenant, &name, yes).await
+            }
+        },
         Command::Schema => {
             out(&manifest::raw::json_schema())?;
             Ok(0)
@@ -442,16 +450,9 @@ fn read_secret_value(from_file: Option<&std::path::Path>) -> Result<secrecy::Sec
     Ok(secrecy::SecretString::from(value))
 }
 
-async fn secret_put(
-    g: &Global,
-    tenant: &str,
-    name: &str,
-    from_file: Option<&std::path::Path>,
-) -> Result<u8> {
-    let tenant = TenantId::parse(tenant).map_err(|e| anyhow::anyhow!("tenant: {e}"))?;
-    let secret = SecretName::for_tenant(&tenant, name).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let value = read_secret_value(from_file)?;
-    let store = if aws(g) {
+/// The secret store of the target `g` names.
+async fn secret_store(g: &Global) -> Result<runtime::secrets::SecretStore> {
+    Ok(if aws(g) {
         runtime::secrets::SecretStore::Aws(
             crate::aws::fleet::Aws::connect(&environment(g)?, g.aws.endpoint_url.as_deref())
                 .await?
@@ -460,14 +461,129 @@ async fn secret_put(
     } else {
         let state = StateDir::resolve(g.state_dir.as_deref())?;
         state.secrets(&namespace(g)?)?
-    };
+    })
+}
+
+fn tenant_secret(tenant: &str, name: &str) -> Result<(TenantId, SecretName)> {
+    let tenant = TenantId::parse(tenant).map_err(|e| anyhow::anyhow!("tenant: {e}"))?;
+    let secret = SecretName::for_tenant(&tenant, name).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\nhint: a provider key is `providers/<provider>`, e.g. `providers/openai`"
+        )
+    })?;
+    Ok((tenant, secret))
+}
+
+async fn secret_put(
+    g: &Global,
+    tenant: &str,
+    name: &str,
+    from_file: Option<&std::path::Path>,
+    rotate: bool,
+) -> Result<u8> {
+    let (tenant, secret) = tenant_secret(tenant, name)?;
+    let store = secret_store(g).await?;
+    if rotate
+        && !store
+            .exists(&secret)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        bail!(
+            "secret `{}` does not exist, so there is nothing to rotate\nhint: create it with `tenantctl secret put {tenant} {name}`",
+            secret.as_str()
+        );
+    }
+    let value = read_secret_value(from_file)?;
     store
         .put(&secret, &value)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let listed = store
+        .list(&format!("tenants/{tenant}/"))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let version = listed
+        .iter()
+        .find(|i| i.name == secret.as_str())
+        .map(|i| i.version.clone())
+        .unwrap_or_default();
     match g.output {
-        OutputFormat::Json => out_json(&json!({"secret": secret.as_str(), "stored": true}))?,
-        OutputFormat::Text => out(&format!("stored `{}`", secret.as_str()))?,
+        OutputFormat::Json => {
+            out_json(&json!({"secret": secret.as_str(), "stored": true, "version": version}))?
+        }
+        OutputFormat::Text if rotate => out(&format!(
+            "rotated `{}` (version {version}); runtimes use it within their key TTL, or at once if the provider refuses the old key",
+            secret.as_str()
+        ))?,
+        OutputFormat::Text => out(&format!("stored `{}` (version {version})", secret.as_str()))?,
+    }
+    Ok(0)
+}
+
+async fn secret_list(g: &Global, tenant: &str) -> Result<u8> {
+    let tenant = TenantId::parse(tenant).map_err(|e| anyhow::anyhow!("tenant: {e}"))?;
+    let store = secret_store(g).await?;
+    let listed = store
+        .list(&format!("tenants/{tenant}/"))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    match g.output {
+        OutputFormat::Json => out_json(&serde_json::to_value(&listed)?)?,
+        OutputFormat::Text => {
+            let mut text = format!("{:<48} {:<38} {}\n", "NAME", "VERSION", "CHANGED");
+            for i in &listed {
+                text.push_str(&format!(
+                    "{:<48} {:<38} {}\n",
+                    i.name,
+                    i.version,
+                    i.changed_at.as_deref().unwrap_or("-")
+                ));
+            }
+            out(&text)?;
+        }
+    }
+    Ok(0)
+}
+
+async fn secret_delete(g: &Global, tenant: &str, name: &str, yes: bool) -> Result<u8> {
+    let (_, secret) = tenant_secret(tenant, name)?;
+    let store = secret_store(g).await?;
+    if !store
+        .exists(&secret)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        bail!(
+            "secret `{}` does not exist\nhint: `tenantctl secret list {tenant}` shows its secrets",
+            secret.as_str()
+        );
+    }
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            bail!(
+                "deleting `{}` needs confirmation\nhint: pass `--yes` (nothing was deleted)",
+                secret.as_str()
+            );
+        }
+        eprint!("Type the secret's name (`{name}`) to delete it: ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if answer.trim() != name {
+            bail!("not confirmed; nothing was deleted");
+        }
+    }
+    store
+        .delete(&secret)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    match g.output {
+        OutputFormat::Json => out_json(&json!({"secret": secret.as_str(), "deleted": true}))?,
+        OutputFormat::Text if aws(g) => out(&format!(
+            "scheduled `{}` for deletion (restorable with `tenantctl secret put` within the recovery window)",
+            secret.as_str()
+        ))?,
+        OutputFormat::Text => out(&format!("deleted `{}`", secret.as_str()))?,
     }
     Ok(0)
 }

@@ -602,3 +602,140 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
         assert_eq!(n, 3, "schema tenants and the pool have the index again");
     });
 }
+
+#[test]
+fn secrets_are_put_rotated_listed_and_deleted_by_name_never_shown() {
+    // Issue 10 item 4: `tenantctl secret put|rotate|list|delete`; values come from stdin or a file.
+    use std::io::Write as _;
+    let cluster = cli::testing::cluster();
+    let ns = format!("s{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut child = in_namespace(cluster, &ns)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    };
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let first = format!("first-{}", uuid::Uuid::new_v4().simple());
+    let second = format!("second-{}", uuid::Uuid::new_v4().simple());
+
+    let out = run(
+        &["secret", "rotate", "acme", "providers/openai"],
+        Some(&first),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "nothing to rotate yet: {}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("tenantctl secret put acme providers/openai"),
+        "{}",
+        text(&out)
+    );
+    let out = run(
+        &["secret", "put", "acme", "providers/openai"],
+        Some(&format!("{first}\n")),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "stored `tenants/acme/providers/openai` (version 1)\n"
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &second).unwrap();
+    let out = run(
+        &[
+            "secret",
+            "rotate",
+            "acme",
+            "providers/openai",
+            "--from-file",
+            file.path().to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .starts_with("rotated `tenants/acme/providers/openai` (version 2)")
+    );
+    run(
+        &["secret", "put", "acme", "providers/anthropic"],
+        Some("a-key"),
+    );
+    let out = run(&["--output", "json", "secret", "list", "acme"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows: Vec<(String, String)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_owned(),
+                r["version"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                "tenants/acme/providers/anthropic".to_owned(),
+                "1".to_owned()
+            ),
+            ("tenants/acme/providers/openai".to_owned(), "2".to_owned())
+        ]
+    );
+    let out = run(&["secret", "list", "acme"], None);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("NAME"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !text(&out).contains(&first)
+            && !text(&out).contains(&second)
+            && !text(&out).contains("a-key")
+    );
+    // Delete asks first: without a terminal and without --yes nothing is deleted.
+    let out = run(&["secret", "delete", "acme", "providers/openai"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("--yes") && text(&out).contains("nothing was deleted"),
+        "{}",
+        text(&out)
+    );
+    let out = run(
+        &["secret", "delete", "acme", "providers/openai", "--yes"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = run(&["--output", "json", "secret", "list", "acme"], None);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let out = run(&["secret", "put", "acme", "Providers/../x"], Some("v"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("not a valid secret name") && text(&out).contains("hint:"),
+        "{}",
+        text(&out)
+    );
+}

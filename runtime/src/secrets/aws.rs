@@ -91,6 +91,61 @@ impl AwsSecretStore {
         }
     }
 
+    /// Every live secret under `prefix`, with its current version id and last change.
+    pub(super) async fn list(&self, prefix: &str) -> Result<Vec<super::SecretInfo>, SecretError> {
+        use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+        let probe = SecretName::parse("platform/list")?;
+        let mut out = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_secrets()
+                .filters(
+                    Filter::builder()
+                        .key(FilterNameStringType::Name)
+                        .values(prefix)
+                        .build(),
+                )
+                .max_results(100)
+                .set_next_token(next.clone())
+                .send()
+                .await
+                .map_err(|e| aws_err("ListSecrets", &probe, e))?;
+            for s in page.secret_list() {
+                let Some(name) = s.name().filter(|n| n.starts_with(prefix)) else {
+                    continue;
+                };
+                if s.deleted_date().is_some() {
+                    continue;
+                }
+                let version = s
+                    .secret_versions_to_stages()
+                    .and_then(|m| {
+                        m.iter()
+                            .find(|(_, stages)| stages.iter().any(|st| st == "AWSCURRENT"))
+                            .map(|(id, _)| id.clone())
+                    })
+                    .unwrap_or_default();
+                let changed_at = s
+                    .last_changed_date()
+                    .or(s.created_date())
+                    .and_then(|d| std::time::SystemTime::try_from(*d).ok())
+                    .map(super::rfc3339);
+                out.push(super::SecretInfo {
+                    name: name.to_owned(),
+                    version,
+                    changed_at,
+                });
+            }
+            next = page.next_token().map(str::to_owned);
+            if next.is_none() {
+                out.sort_by(|a, b| a.name.cmp(&b.name));
+                return Ok(out);
+            }
+        }
+    }
+
     /// Schedules deletion of every secret under `tenants/<tenant>/` (the trailing slash keeps `acme`
     /// from matching `acme2`); returns their names. Secrets already scheduled are left as they are.
     pub async fn schedule_tenant_deletion(

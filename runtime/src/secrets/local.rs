@@ -35,7 +35,12 @@ impl std::fmt::Debug for LocalSecretStore {
 
 /// The environment variable that may carry the local store's key (base64 of 32 bytes).
 pub const SECRET_KEY_ENV: &str = "TENANTCTL_SECRET_KEY";
-const MAGIC: &[u8; 4] = b"tcs1";
+/// The sealed-file format written now: `tcs2 || version (u32, big-endian) || nonce || ciphertext+tag`,
+/// the name and the version bound in as associated data.
+const MAGIC: &[u8; 4] = b"tcs2";
+/// The first format (`tcs1 || nonce || ciphertext+tag`, the name as associated data), still read
+/// (as version 1) and rewritten as `tcs2` on the next write.
+const MAGIC_V1: &[u8; 4] = b"tcs1";
 const NONCE_LEN: usize = 12;
 
 fn refuse_link_or_permissive(path: &Path, max_mode: u32) -> Result<std::fs::Metadata, SecretError> {
@@ -120,7 +125,7 @@ impl LocalSecretStore {
                     path: path.clone(),
                     source,
                 })?);
-            if bytes.starts_with(MAGIC) {
+            if bytes.starts_with(MAGIC) || bytes.starts_with(MAGIC_V1) {
                 continue;
             }
             let text =
@@ -128,7 +133,7 @@ impl LocalSecretStore {
                     name: name.as_str().to_owned(),
                     key: Self::key_file(&self.root),
                 })?;
-            self.put(&name, &SecretString::from(text))?;
+            self.write(&name, 1, &SecretString::from(text))?;
             sealed += 1;
         }
         if sealed > 0 {
@@ -204,7 +209,14 @@ impl LocalSecretStore {
         self.root.join(name.as_str())
     }
 
-    fn seal(&self, name: &SecretName, plain: &[u8]) -> Result<Vec<u8>, SecretError> {
+    fn aad(name: &SecretName, version: u32) -> Vec<u8> {
+        let mut aad = name.as_str().as_bytes().to_vec();
+        aad.push(0);
+        aad.extend_from_slice(&version.to_be_bytes());
+        aad
+    }
+
+    fn seal(&self, name: &SecretName, version: u32, plain: &[u8]) -> Result<Vec<u8>, SecretError> {
         use aws_lc_rs::aead::{Aad, Nonce};
         let mut nonce = [0u8; NONCE_LEN];
         aws_lc_rs::rand::fill(&mut nonce)
@@ -213,27 +225,42 @@ impl LocalSecretStore {
         self.key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(name.as_str().as_bytes()),
+                Aad::from(Self::aad(name, version)),
                 &mut sealed,
             )
             .map_err(|_| SecretError::BadKey("encryption failed".into()))?;
-        let mut out = Vec::with_capacity(MAGIC.len() + NONCE_LEN + sealed.len());
+        let mut out = Vec::with_capacity(MAGIC.len() + 4 + NONCE_LEN + sealed.len());
         out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&version.to_be_bytes());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
         zeroize::Zeroize::zeroize(&mut sealed);
         Ok(out)
     }
 
-    fn open_sealed(&self, name: &SecretName, bytes: &[u8]) -> Result<SecretString, SecretError> {
+    /// The value and version of a sealed file.
+    fn open_sealed(
+        &self,
+        name: &SecretName,
+        bytes: &[u8],
+    ) -> Result<(SecretString, u32), SecretError> {
         use aws_lc_rs::aead::{Aad, Nonce};
         let undecryptable = || SecretError::Undecryptable {
             name: name.as_str().to_owned(),
             key: Self::key_file(&self.root),
         };
-        let rest = bytes
-            .strip_prefix(MAGIC.as_slice())
-            .ok_or_else(undecryptable)?;
+        let (version, aad, rest) = if let Some(rest) = bytes.strip_prefix(MAGIC.as_slice()) {
+            if rest.len() < 4 {
+                return Err(undecryptable());
+            }
+            let (v, rest) = rest.split_at(4);
+            let version = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
+            (version, Self::aad(name, version), rest)
+        } else if let Some(rest) = bytes.strip_prefix(MAGIC_V1.as_slice()) {
+            (1, name.as_str().as_bytes().to_vec(), rest)
+        } else {
+            return Err(undecryptable());
+        };
         if rest.len() < NONCE_LEN {
             return Err(undecryptable());
         }
@@ -242,13 +269,13 @@ impl LocalSecretStore {
         let mut buffer = zeroize::Zeroizing::new(sealed.to_vec());
         let plain = self
             .key
-            .open_in_place(nonce, Aad::from(name.as_str().as_bytes()), &mut buffer)
+            .open_in_place(nonce, Aad::from(aad), &mut buffer)
             .map_err(|_| undecryptable())?;
         let text = std::str::from_utf8(plain).map_err(|_| undecryptable())?;
-        Ok(SecretString::from(text.to_owned()))
+        Ok((SecretString::from(text.to_owned()), version))
     }
 
-    pub(super) fn get(&self, name: &SecretName) -> Result<SecretString, SecretError> {
+    fn read(&self, name: &SecretName) -> Result<(SecretString, u32), SecretError> {
         let path = self.path_of(name);
         refuse_link_or_permissive(&path, 0o600).map_err(|e| match e {
             SecretError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
@@ -263,7 +290,70 @@ impl LocalSecretStore {
         self.open_sealed(name, &bytes)
     }
 
+    /// Every secret under `prefix` (a `/`-terminated name prefix): name, version, last change.
+    pub(super) fn list(&self, prefix: &str) -> Result<Vec<super::SecretInfo>, SecretError> {
+        let mut out = Vec::new();
+        let dir = self.root.join(prefix.trim_end_matches('/'));
+        let mut stack = vec![dir];
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(SecretError::Io { path: dir, source }),
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let file_name = entry.file_name();
+                if file_name.to_string_lossy().starts_with(".tmp-") {
+                    continue;
+                }
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let Some(rel) = path.strip_prefix(&self.root).ok().and_then(|p| p.to_str()) else {
+                    continue;
+                };
+                let Ok(name) = SecretName::parse(rel) else {
+                    continue;
+                };
+                let (_, version) = self.read(&name)?;
+                let changed_at = fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .map(super::rfc3339);
+                out.push(super::SecretInfo {
+                    name: name.as_str().to_owned(),
+                    version: version.to_string(),
+                    changed_at,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    pub(super) fn get(&self, name: &SecretName) -> Result<SecretString, SecretError> {
+        self.read(name).map(|(value, _)| value)
+    }
+
+    /// Writes the next version of `name` (1 for a new secret).
     pub(super) fn put(&self, name: &SecretName, value: &SecretString) -> Result<(), SecretError> {
+        let version = match self.read(name) {
+            Ok((_, v)) => v.saturating_add(1),
+            // A new secret, or one no key here opens (its key was lost): this write starts over.
+            Err(SecretError::NotFound(_) | SecretError::Undecryptable { .. }) => 1,
+            Err(e) => return Err(e),
+        };
+        self.write(name, version, value)
+    }
+
+    fn write(
+        &self,
+        name: &SecretName,
+        version: u32,
+        value: &SecretString,
+    ) -> Result<(), SecretError> {
         let path = self.path_of(name);
         let io = |source| SecretError::Io {
             path: path.clone(),
@@ -275,7 +365,7 @@ impl LocalSecretStore {
             .mode(0o700)
             .create(parent)
             .map_err(io)?;
-        let sealed = self.seal(name, value.expose_secret().as_bytes())?;
+        let sealed = self.seal(name, version, value.expose_secret().as_bytes())?;
         let tmp = parent.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
         let mut file = fs::OpenOptions::new()
             .write(true)
@@ -321,6 +411,40 @@ mod tests {
     fn key_b64(byte: u8) -> String {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD.encode([byte; 32])
+    }
+
+    #[tokio::test]
+    async fn local_store_counts_versions_and_lists_names_without_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SecretStore::Local(LocalSecretStore::open(&dir.path().join("s")).unwrap());
+        let key = SecretName::parse("tenants/acme/providers/openai").unwrap();
+        let other = SecretName::parse("tenants/acme2/providers/openai").unwrap();
+        let value = generate_secret();
+        store.put(&key, &value).await.unwrap();
+        store.put(&key, &generate_secret()).await.unwrap();
+        store.put(&other, &generate_secret()).await.unwrap();
+        let listed = store.list("tenants/acme/").await.unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(
+            (listed[0].name.as_str(), listed[0].version.as_str()),
+            ("tenants/acme/providers/openai", "2")
+        );
+        assert!(
+            listed[0]
+                .changed_at
+                .as_deref()
+                .is_some_and(|d| d.ends_with('Z'))
+        );
+        assert!(!format!("{listed:?}").contains(value.expose_secret()));
+        // The version is sealed with the value: an edited version number does not open.
+        let path = dir.path().join("s").join(key.as_str());
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[7] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            store.get(&key).await,
+            Err(SecretError::Undecryptable { .. })
+        ));
     }
 
     #[tokio::test]

@@ -97,6 +97,41 @@ pub enum SecretError {
     },
 }
 
+/// What `list` shows of a secret: never its value.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SecretInfo {
+    pub name: String,
+    /// The local store's version counter, or Secrets Manager's current version id.
+    pub version: String,
+    /// When it last changed (UTC, RFC 3339).
+    pub changed_at: Option<String>,
+}
+
+/// `time` as UTC RFC 3339 (`2026-12-01T11:43:30Z`), to the second.
+pub fn rfc3339(time: std::time::SystemTime) -> String {
+    let secs = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
+}
+
 /// Where secrets come from. An enum, not a trait object: every backend is known at compile time.
 #[derive(Debug, Clone)]
 pub enum SecretStore {
@@ -131,6 +166,15 @@ impl SecretStore {
                 }),
             },
             SecretStore::Aws(store) => store.delete(name).await,
+        }
+    }
+
+    /// Every live secret whose name starts with `prefix` (end it with `/`): names, versions and
+    /// dates, never values.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<SecretInfo>, SecretError> {
+        match self {
+            SecretStore::Local(store) => store.list(prefix),
+            SecretStore::Aws(store) => store.list(prefix).await,
         }
     }
 
@@ -198,5 +242,13 @@ mod tests {
         let name = SecretName::for_tenant(&tenant, "db-password").unwrap();
         assert_eq!(name.as_str(), "tenants/acme/db-password");
         assert_eq!(name.tenant(), Some("acme"));
+    }
+
+    #[test]
+    fn times_are_utc_rfc3339() {
+        let at = |secs| rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_796_125_410), "2026-12-01T11:43:30Z");
     }
 }

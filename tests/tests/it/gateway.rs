@@ -744,3 +744,25 @@ impl std::io::Write for LogWriter {
         Ok(())
     }
 }
+
+#[tokio::test]
+async fn a_tenant_without_a_key_for_a_provider_gets_503_and_no_other_key_is_used() {
+    // docs/security.md case 51: never another tenant's key, never a platform key.
+    let g = gateway(Config::default()).await;
+    let name = key_name(&TenantId::parse("globex").unwrap(), ProviderId::Anthropic).unwrap();
+    g.s.target.secrets.delete(&name).await.unwrap();
+    let r = g
+        .post("globex", "/v1/messages", json!({"model": "claude-haiku-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}))
+        .await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "overloaded_error");
+    assert!(
+        g.mock.received().is_empty(),
+        "no upstream call, with anyone's key"
+    );
+    assert!(g.ledger("globex").await.is_empty());
+    g.s.running.stop().await.unwrap();
+}
