@@ -66,6 +66,10 @@ pub struct Config {
     pub words: usize,
     /// Send no usage at all (the gateway must count and mark it estimated).
     pub omit_usage: bool,
+    /// Keep a record of every request (tests); off for long benchmark runs.
+    pub record: bool,
+    /// OpenAI wire: send this as `usage` instead of the true counts (a provider's bad figures).
+    pub usage_override: Option<Value>,
 }
 
 impl Default for Config {
@@ -75,6 +79,8 @@ impl Default for Config {
             chunk_delay: Duration::ZERO,
             words: 12,
             omit_usage: false,
+            record: true,
+            usage_override: None,
         }
     }
 }
@@ -211,13 +217,16 @@ fn admit(
     body: &Value,
 ) -> Option<(Fault, Option<String>)> {
     let key = credential(wire, headers);
-    shared.received.lock().unwrap().push(Received {
-        wire,
-        path,
-        query,
-        credential: key.clone(),
-        body: body.clone(),
-    });
+    let record = shared.config.lock().unwrap().record;
+    if record {
+        shared.received.lock().unwrap().push(Received {
+            wire,
+            path,
+            query,
+            credential: key.clone(),
+            body: body.clone(),
+        });
+    }
     if wire == Wire::Bedrock {
         let auth = headers
             .get("authorization")
@@ -544,7 +553,9 @@ async fn chat_openai_like(
     } else {
         r.words.len() as u64
     };
-    let usage = json!({"prompt_tokens": r.prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": r.prompt_tokens + completion_tokens});
+    let usage = s.config.lock().unwrap().usage_override.clone().unwrap_or_else(|| {
+        json!({"prompt_tokens": r.prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": r.prompt_tokens + completion_tokens})
+    });
     let id = "chatcmpl-mock";
     if body.get("stream").and_then(Value::as_bool) != Some(true) {
         let (message, finish) = match &r.tool {

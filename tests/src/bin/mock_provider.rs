@@ -14,7 +14,10 @@ use std::time::Duration;
 #[tokio::main]
 async fn main() {
     let mut listen = "127.0.0.1:9100".to_owned();
-    let mut config = tests::mock_provider::Config::default();
+    let mut config = tests::mock_provider::Config {
+        record: false,
+        ..tests::mock_provider::Config::default()
+    };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args

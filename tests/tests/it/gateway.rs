@@ -766,3 +766,112 @@ async fn a_tenant_without_a_key_for_a_provider_gets_503_and_no_other_key_is_used
     assert!(g.ledger("globex").await.is_empty());
     g.s.running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn usage_a_provider_reports_badly_is_never_credited_and_is_flagged() {
+    // docs/security.md case 57: negative, fractional, string, absurd or missing token counts are not
+    // believed; the call is counted here and its row says so.
+    let g = gateway(Config::default()).await;
+    let bad = [
+        json!({"prompt_tokens": -5, "completion_tokens": 3}),
+        json!({"prompt_tokens": 2.5, "completion_tokens": 3}),
+        json!({"prompt_tokens": "NaN", "completion_tokens": 3}),
+        json!({"prompt_tokens": 4, "completion_tokens": 100_000_000_000_u64}),
+        json!({"prompt_tokens": 4}),
+    ];
+    for (i, usage) in bad.iter().enumerate() {
+        g.mock
+            .set_config(|c| c.usage_override = Some(usage.clone()));
+        for stream in [false, true] {
+            let r = g
+                .post("acme", "/v1/chat/completions", json!({"model": "gpt-4o-mini", "stream": stream, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "count me"}]}))
+                .await;
+            assert_eq!(r.status(), 200, "{usage}");
+            let _ = r.text().await.unwrap();
+            let rows = g
+                .wait_for_ledger("acme", 2 * i + usize::from(stream) + 1)
+                .await;
+            let (_, outcome, estimated, input, output) = rows[0].clone();
+            assert_eq!(outcome, "complete");
+            assert!(
+                estimated,
+                "{usage} (stream: {stream}) was believed: {rows:?}"
+            );
+            assert!(
+                (1..1000).contains(&input) && (1..1000).contains(&output),
+                "{usage}: {rows:?}"
+            );
+        }
+    }
+    g.s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn two_tenants_many_parallel_streams_with_cancels_never_see_each_others_bytes() {
+    // docs/security.md case 32: acme and globex each run 200 streams, 20 at a time (inside their
+    // in-flight share of 32, which a cancelled stream holds until its row is written), every fifth
+    // cancelled mid-way; each prompt carries its tenant's canary, and the mock echoes prompts, so any
+    // crossed stream would show the other tenant's canary.
+    let g = std::sync::Arc::new(
+        gateway(Config {
+            chunk_delay: Duration::from_millis(1),
+            words: 30,
+            record: false,
+            ..Config::default()
+        })
+        .await,
+    );
+    let canary = |t: &str| {
+        format!(
+            "canary{t}{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        )
+    };
+    let canaries = std::sync::Arc::new([("acme", canary("acme")), ("globex", canary("globex"))]);
+    let mut tasks = Vec::new();
+    for (tenant, _) in canaries.iter() {
+        let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(20));
+        for i in 0..200 {
+            let (g, canaries, permits, tenant) = (
+                g.clone(),
+                canaries.clone(),
+                permits.clone(),
+                tenant.to_string(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let _permit = permits.acquire().await.unwrap();
+                let own = &canaries.iter().find(|(t, _)| *t == tenant).unwrap().1;
+                let other = &canaries.iter().find(|(t, _)| *t != tenant).unwrap().1;
+                let r = g
+                    .post(&tenant, "/v1/chat/completions", json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": own}]}))
+                    .await;
+                assert_eq!(r.status(), 200);
+                let mut text = String::new();
+                let mut body = r.bytes_stream();
+                let mut frames = 0;
+                while let Some(chunk) = body.next().await {
+                    text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+                    frames += 1;
+                    if i % 5 == 0 && frames == 3 {
+                        break; // cancel mid-way
+                    }
+                }
+                assert!(!text.contains(other.as_str()), "{tenant} saw the other tenant's bytes");
+                if i % 5 != 0 {
+                    assert!(text.contains(own.as_str()) && text.contains("[DONE]"), "{text}");
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for tenant in ["acme", "globex"] {
+        let rows = g.wait_for_ledger(tenant, 200).await;
+        assert_eq!(
+            rows.len(),
+            200,
+            "every stream, finished or cancelled, left its row"
+        );
+    }
+}

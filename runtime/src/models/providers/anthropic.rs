@@ -8,10 +8,12 @@
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use super::{Adapter, Call, EventStream, ProviderError, SseEvent, read_json, sse_events};
+use super::{
+    Adapter, Call, EventStream, ProviderError, SseEvent, read_json, reported_tokens, sse_events,
+};
 use crate::models::chat::{
     ChatRequest, Completion, EmbeddingRequest, Embeddings, FinishReason, Role, StreamEvent,
-    ToolCall, ToolChoice, Usage,
+    ToolCall, ToolChoice, Usage, estimate_input, estimate_tokens,
 };
 
 const BASE: &str = "https://api.anthropic.com";
@@ -148,7 +150,8 @@ fn url(call: &Call<'_>) -> String {
 /// before them does not shift OpenAI-style tool call indexes.
 #[derive(Debug, Default)]
 struct StreamState {
-    input_tokens: u64,
+    /// From `message_start`, when the provider gave a believable figure.
+    input_tokens: Option<u64>,
     /// Anthropic content block index -> tool call index.
     tool_blocks: Vec<(u64, u32)>,
 }
@@ -168,10 +171,7 @@ impl StreamState {
         let mut out = Vec::new();
         match kind {
             "message_start" => {
-                self.input_tokens = v
-                    .pointer("/message/usage/input_tokens")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0);
+                self.input_tokens = reported_tokens(v.pointer("/message/usage/input_tokens"));
             }
             "content_block_start" => {
                 let block = v.get("content_block");
@@ -226,14 +226,16 @@ impl StreamState {
                 if let Some(reason) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
                     out.push(StreamEvent::Finish(stop_reason(reason)));
                 }
-                if let Some(output) = v.pointer("/usage/output_tokens").and_then(Value::as_u64) {
-                    let input = v
-                        .pointer("/usage/input_tokens")
-                        .and_then(Value::as_u64)
-                        .unwrap_or(self.input_tokens);
+                // Only believable figures become usage; otherwise the service counts (case 57).
+                let output = reported_tokens(v.pointer("/usage/output_tokens"));
+                let input = match v.pointer("/usage/input_tokens") {
+                    Some(given) => reported_tokens(Some(given)),
+                    None => self.input_tokens,
+                };
+                if let (Some(input_tokens), Some(output_tokens)) = (input, output) {
                     out.push(StreamEvent::Usage(Usage {
-                        input_tokens: input,
-                        output_tokens: output,
+                        input_tokens,
+                        output_tokens,
                         estimated: false,
                     }));
                 }
@@ -296,16 +298,19 @@ impl Adapter for Anthropic {
                 _ => {}
             }
         }
-        let usage = Usage {
-            input_tokens: v
-                .pointer("/usage/input_tokens")
-                .and_then(Value::as_u64)
-                .unwrap_or(0),
-            output_tokens: v
-                .pointer("/usage/output_tokens")
-                .and_then(Value::as_u64)
-                .unwrap_or(0),
-            estimated: v.get("usage").is_none(),
+        let reported = reported_tokens(v.pointer("/usage/input_tokens"))
+            .zip(reported_tokens(v.pointer("/usage/output_tokens")));
+        let usage = match reported {
+            Some((input_tokens, output_tokens)) => Usage {
+                input_tokens,
+                output_tokens,
+                estimated: false,
+            },
+            None => Usage {
+                input_tokens: estimate_input(&req.messages),
+                output_tokens: estimate_tokens(&content),
+                estimated: true,
+            },
         };
         Ok(Completion {
             content,

@@ -16,7 +16,7 @@ use bytes::{Buf, BytesMut};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use super::{Adapter, Call, EventStream, ProviderError, read_json};
+use super::{Adapter, Call, EventStream, ProviderError, read_json, reported_tokens};
 use crate::models::chat::{
     ChatRequest, Completion, EmbeddingRequest, Embeddings, FinishReason, Role, StreamEvent,
     ToolCall, ToolChoice, Usage, estimate_input, estimate_tokens,
@@ -153,8 +153,8 @@ fn stop_reason(raw: &str) -> FinishReason {
 fn usage_of(v: Option<&Value>) -> Option<Usage> {
     let u = v?;
     Some(Usage {
-        input_tokens: u.get("inputTokens")?.as_u64()?,
-        output_tokens: u.get("outputTokens").and_then(Value::as_u64).unwrap_or(0),
+        input_tokens: reported_tokens(u.get("inputTokens"))?,
+        output_tokens: reported_tokens(u.get("outputTokens"))?,
         estimated: false,
     })
 }

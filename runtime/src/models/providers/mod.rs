@@ -184,6 +184,17 @@ impl Provider {
     }
 }
 
+/// The most tokens one call may report (in or out). A provider figure above it, or one that is not a
+/// non-negative integer (negative, fractional, a string, NaN), is not believed: the call is counted
+/// here and its row marked estimated (docs/security.md case 57), so a provider's bad number can
+/// neither credit a tenant nor charge it absurdly.
+pub const MAX_TOKENS_PER_CALL: u64 = 10_000_000;
+
+/// A token count as a provider reported it, if it is a believable one (see `MAX_TOKENS_PER_CALL`).
+pub fn reported_tokens(v: Option<&serde_json::Value>) -> Option<u64> {
+    v?.as_u64().filter(|n| *n <= MAX_TOKENS_PER_CALL)
+}
+
 /// Timeouts and retries of upstream calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

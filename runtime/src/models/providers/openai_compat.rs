@@ -7,7 +7,9 @@
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use super::{Adapter, Call, EventStream, ProviderError, SseEvent, read_json, sse_events};
+use super::{
+    Adapter, Call, EventStream, ProviderError, SseEvent, read_json, reported_tokens, sse_events,
+};
 use crate::models::chat::{
     ChatMessage, ChatRequest, Completion, EmbeddingRequest, Embeddings, FinishReason,
     ResponseFormat, Role, StreamEvent, ToolCall, ToolChoice, Usage, estimate_input,
@@ -196,11 +198,8 @@ pub(crate) fn finish_reason(raw: &str) -> FinishReason {
 fn usage_of(v: &Value) -> Option<Usage> {
     let u = v.get("usage").filter(|u| !u.is_null())?;
     Some(Usage {
-        input_tokens: u.get("prompt_tokens")?.as_u64()?,
-        output_tokens: u
-            .get("completion_tokens")
-            .and_then(Value::as_u64)
-            .unwrap_or(0),
+        input_tokens: reported_tokens(u.get("prompt_tokens"))?,
+        output_tokens: reported_tokens(u.get("completion_tokens"))?,
         estimated: false,
     })
 }

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# The gateway benchmark (issue 10), one command: `bash bench/gateway.sh`.
+#
+# One run, one machine, one mock upstream (the `mock-provider` binary, OpenAI wire format). Four
+# targets are driven by the same load generator (`gateway-bench`, keep-alive, TCP_NODELAY):
+#   direct    the mock provider itself
+#   floor     a bare pass-through proxy (`passthrough-proxy`, a few lines of hyper): one HTTP hop
+#   tenantctl the runtime's full path: JWT, policy, secret cache, provider adapter, ledger commit
+#             (a real local cluster with fsync on, started for the run)
+#   litellm   the LiteLLM proxy (PyPI `litellm[proxy]`, pinned below), configured against the mock
+# Figures: c=1 latency (p50/p99), c=32 throughput, streaming time to first token and inter-chunk
+# gaps, requests of 40 ms or more (Nagle), the durable-commit cost (pg_test_fsync, same disk), RSS
+# of the runtime over a soak run, and a perf profile of the runtime under load.
+#
+# Environment: BENCH_SOAK_SECS (default 600), BENCH_REQUESTS (default 3000), BENCH_SECS (default 10),
+# BENCH_OUT (default bench/out). Needs perf for the profile (skipped with a note if absent).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LITELLM_VERSION="1.81.16" # a known-good release; never 1.82.7 or 1.82.8 (compromised)
+LITELLM_VENV="${TENANTCTL_LITELLM_VENV:-/var/tmp/tenantctl-litellm}"
+SOAK="${BENCH_SOAK_SECS:-600}"
+N="${BENCH_REQUESTS:-3000}"
+SECS="${BENCH_SECS:-10}"
+OUT="${BENCH_OUT:-bench/out}"
+export CARGO_TARGET_DIR="${TENANTCTL_BENCH_TARGET:-/var/tmp/tenantctl-bench}"
+P_MOCK=19100 P_FLOOR=19101 P_RT=19102 P_IDP=19104 P_METRICS=19105 P_LITELLM=19103
+mkdir -p "$OUT"
+
+say() { printf 'bench: %s\n' "$*" >&2; }
+
+if [ ! -x "$LITELLM_VENV/bin/litellm" ] || ! "$LITELLM_VENV/bin/python" -c "import importlib.metadata as m; assert m.version('litellm') == '$LITELLM_VERSION'" 2>/dev/null; then
+  say "installing litellm[proxy]==$LITELLM_VERSION into $LITELLM_VENV"
+  python3 -m venv "$LITELLM_VENV"
+  "$LITELLM_VENV/bin/pip" install --quiet --disable-pip-version-check "litellm[proxy]==$LITELLM_VERSION"
+fi
+
+say "building release binaries (target dir $CARGO_TARGET_DIR)"
+cargo build --release --locked -p cli --bin tenantctl -p tests --bin mock-provider --bin passthrough-proxy --bin gateway-bench >&2
+BIN="$CARGO_TARGET_DIR/release"
+
+STATE="$(mktemp -d /tmp/tenantctl-bench-XXXXXX)"
+chmod 755 "$STATE"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  "$BIN/tenantctl" --state-dir "$STATE" --no-progress local stop >/dev/null 2>&1 || true
+  rm -rf "$STATE"
+}
+trap cleanup EXIT
+
+wait_port() {
+  for _ in $(seq 1 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  say "nothing listens on port $1"; exit 1
+}
+
+"$BIN/mock-provider" --listen "127.0.0.1:$P_MOCK" --words 16 >/dev/null & PIDS+=($!)
+wait_port "$P_MOCK"
+"$BIN/passthrough-proxy" "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_MOCK" >/dev/null & PIDS+=($!)
+wait_port "$P_FLOOR"
+
+say "starting a local deployment (durable Postgres) with one tenant pointed at the mock"
+TC=("$BIN/tenantctl" --state-dir "$STATE" --no-progress -q)
+"${TC[@]}" local start >&2
+mkdir -p "$STATE/tenants"
+cat > "$STATE/tenants/bench.yaml" <<YAML
+version: 1
+id: bench
+display_name: Benchmark tenant
+tier: schema
+models:
+  providers:
+    openai:
+      models: [gpt-4o-mini]
+      endpoint: { base_url: "http://127.0.0.1:$P_MOCK/v1", region: local }
+  default: gpt-4o-mini
+budget:
+  monthly_usd: "1000"
+tags:
+  cost-center: bench
+retention:
+  usage_days: 30
+YAML
+"${TC[@]}" apply "$STATE/tenants" >&2
+head -c 24 /dev/urandom | base64 | "${TC[@]}" secret put bench providers/openai >/dev/null
+"${TC[@]}" serve --listen "127.0.0.1:$P_RT" --idp-listen "127.0.0.1:$P_IDP" --metrics-listen "127.0.0.1:$P_METRICS" 2>"$OUT/serve.log" & RT_PID=$!; PIDS+=($RT_PID)
+wait_port "$P_RT"
+BENCH_TOKEN="$("${TC[@]}" token --tenant bench --ttl 86400)"
+export BENCH_TOKEN
+
+say "starting LiteLLM $LITELLM_VERSION against the same mock"
+cat > "$STATE/litellm.yaml" <<YAML
+model_list:
+  - model_name: gpt-4o-mini
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_base: http://127.0.0.1:$P_MOCK/v1
+      api_key: os.environ/BENCH_UPSTREAM_KEY
+litellm_settings:
+  telemetry: false
+YAML
+BENCH_UPSTREAM_KEY="$(head -c 16 /dev/urandom | base64)" LITELLM_LOG=ERROR \
+  "$LITELLM_VENV/bin/litellm" --config "$STATE/litellm.yaml" --host 127.0.0.1 --port "$P_LITELLM" >"$OUT/litellm.log" 2>&1 & PIDS+=($!)
+wait_port "$P_LITELLM"
+sleep 2
+
+targets=(
+  "direct http://127.0.0.1:$P_MOCK/v1/chat/completions"
+  "floor http://127.0.0.1:$P_FLOOR/v1/chat/completions"
+  "tenantctl http://127.0.0.1:$P_RT/v1/chat/completions"
+  "litellm http://127.0.0.1:$P_LITELLM/v1/chat/completions"
+)
+RESULTS="$OUT/results.jsonl"
+: > "$RESULTS"
+run() { "$BIN/gateway-bench" "$@" | tee -a "$RESULTS"; }
+for t in "${targets[@]}"; do
+  set -- $t
+  say "$1: c=1 latency ($N requests)"
+  run --name "$1" --url "$2" --requests "$N" --concurrency 1
+  say "$1: c=32 throughput (${SECS}s)"
+  run --name "$1" --url "$2" --concurrency 32 --duration-secs "$SECS" --warmup 100
+  say "$1: streaming, c=1"
+  run --name "$1" --url "$2" --mode stream --requests 300 --warmup 30
+done
+
+say "the durable commit on this disk (pg_test_fsync)"
+PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+"$PG_BIN/pg_test_fsync" -s 2 -f "$STATE/fsync.test" > "$OUT/pg_test_fsync.txt" 2>&1 || true
+grep -m1 "fdatasync" "$OUT/pg_test_fsync.txt" >&2 || true
+
+if command -v perf >/dev/null 2>&1; then
+  say "profiling the runtime under c=1 load (perf, 10 s)"
+  "$BIN/gateway-bench" --name profile --url "http://127.0.0.1:$P_RT/v1/chat/completions" --concurrency 1 --duration-secs 12 --warmup 0 >/dev/null &
+  LOAD=$!
+  sleep 1
+  perf record -F 1999 -g -p "$RT_PID" -o "$STATE/perf.data" -- sleep 10 >/dev/null 2>&1 || true
+  wait "$LOAD" || true
+  perf report -i "$STATE/perf.data" --stdio --no-children --sort dso,symbol --percent-limit 0.7 2>/dev/null | grep -v '^$' | head -n 120 > "$OUT/profile.txt" || true
+else
+  say "perf is not installed: no profile (apt-get install linux-perf)"
+fi
+
+say "soak: the runtime at c=8 for ${SOAK}s, RSS sampled every 10 s"
+rss() { awk '/VmRSS/ {print $2}' "/proc/$RT_PID/status"; }
+"$BIN/gateway-bench" --name soak --url "http://127.0.0.1:$P_RT/v1/chat/completions" --concurrency 8 --duration-secs "$SOAK" --warmup 0 > "$OUT/soak.json" &
+LOAD=$!
+: > "$OUT/rss.txt"
+while kill -0 "$LOAD" 2>/dev/null; do rss >> "$OUT/rss.txt"; sleep 10; done
+wait "$LOAD"
+python3 - "$RESULTS" "$OUT" <<'PY'
+import json, sys, re, pathlib
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+out = pathlib.Path(sys.argv[2])
+by = {(r["name"], r["mode"], r.get("concurrency", 1)): r for r in rows}
+names = ["direct", "floor", "tenantctl", "litellm"]
+def g(n, m, c, k): return by.get((n, m, c), {}).get(k, 0)
+fsync = re.search(r"fdatasync\s+([\d.]+) ops/sec\s+(\d+) usecs/op", (out / "pg_test_fsync.txt").read_text())
+commit_us = int(fsync.group(2)) if fsync else 0
+print("| target | c=1 p50 (µs) | c=1 p99 (µs) | c=32 req/s | TTFT p50 (µs) | inter-chunk mean (µs) | ≥40 ms |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for n in names:
+    print(f"| {n} | {g(n,'plain',1,'p50_us')} | {g(n,'plain',1,'p99_us')} | {g(n,'plain',32,'rps'):.0f} | {g(n,'stream',1,'ttft_p50_us')} | {g(n,'stream',1,'gap_mean_us')} | {g(n,'plain',1,'over_40ms')} |")
+floor = lambda k, m="plain", c=1: g("floor", m, c, k)
+tc = lambda k, m="plain", c=1: g("tenantctl", m, c, k)
+print()
+print(f"- durable commit on this disk (pg_test_fsync, fdatasync of one 8 kB write): {commit_us} µs")
+print(f"- tenantctl added p50 over the floor at c=1: {tc('p50_us') - floor('p50_us')} µs (target: 50 µs + the commit, {50 + commit_us} µs)")
+print(f"- tenantctl added TTFT over the floor: {tc('ttft_p50_us','stream') - floor('ttft_p50_us','stream')} µs; added inter-chunk: {tc('gap_mean_us','stream') - floor('gap_mean_us','stream')} µs")
+lit = g("litellm", "plain", 32, "rps") or 1
+print(f"- c=32 throughput, tenantctl / LiteLLM: {g('tenantctl','plain',32,'rps') / lit:.1f}x; tenantctl / floor: {g('tenantctl','plain',32,'rps') / (g('floor','plain',32,'rps') or 1):.2f}x")
+rss = [int(x) for x in (out / "rss.txt").read_text().split()]
+soak = json.loads((out / "soak.json").read_text())
+if rss:
+    print(f"- soak: {soak['requests']} requests in the run, {soak['errors']} errors; RSS first {rss[0]//1024} MiB, max {max(rss)//1024} MiB, last {rss[-1]//1024} MiB over {len(rss)} samples")
+PY
