@@ -241,6 +241,24 @@ const ACCESS_LOG_FORMAT: &str = r#"{"requestId":"$context.requestId","time":"$co
 /// (`cargo lambda build ... --include rds-ca-bundle.pem`, see docs/aws.md).
 pub const LAMBDA_RDS_CA: &str = "/var/task/rds-ca-bundle.pem";
 const DB_HOST_PLACEHOLDER: &str = "@@tenantctl-database-host@@";
+/// Stands for the ARN of the tenant's `i`-th Bedrock inference profile (`BedrockProfile<i>`).
+const PROFILE_PLACEHOLDER: &str = "@@tenantctl-bedrock-profile-";
+
+/// The tenant's Bedrock models with the region each is called in, in a stable order: one
+/// application inference profile each (`BedrockProfile<i>` in the stack).
+pub fn bedrock_models(spec: &TenantSpec) -> Vec<(runtime::domain::ModelId, String)> {
+    spec.models
+        .providers
+        .get(&runtime::domain::ProviderId::Bedrock)
+        .map(|p| {
+            let region = p.endpoint.region.clone().unwrap_or_default();
+            p.models
+                .iter()
+                .map(|m| (m.clone(), region.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
 /// Stands for the database port in the rendered configuration (a JSON number once substituted).
 const DB_PORT_PLACEHOLDER: u16 = 65_432;
 
@@ -272,7 +290,19 @@ fn lambda_runtime_config(
     ns: &Namespace,
     issuer: &runtime::auth::IssuerConfig,
 ) -> Result<String> {
-    let record = tenant_record(spec, ns);
+    let mut record = tenant_record(spec, ns);
+    if let Some(bedrock) = record
+        .policy
+        .providers
+        .get_mut(&runtime::domain::ProviderId::Bedrock)
+    {
+        for (i, (model, _)) in bedrock_models(spec).into_iter().enumerate() {
+            bedrock
+                .endpoint
+                .inference_profiles
+                .insert(model, format!("{PROFILE_PLACEHOLDER}{i}@@"));
+        }
+    }
     let config = runtime::RuntimeConfig {
         namespace: ns.clone(),
         database: runtime::db::DbEndpoint {
@@ -309,13 +339,20 @@ fn lambda_runtime_config(
         Tier::Pool | Tier::Schema => ("${DatabaseEndpoint}", "5432"),
     };
     // `${` starts a substitution in Fn::Sub; `${!` is its literal form.
-    Ok(json
+    let mut json = json
         .replace("${", "${!")
         .replace(DB_HOST_PLACEHOLDER, host)
         .replace(
             &format!("\"port\":{DB_PORT_PLACEHOLDER}"),
             &format!("\"port\":{port}"),
-        ))
+        );
+    for i in 0..bedrock_models(spec).len() {
+        json = json.replace(
+            &format!("{PROFILE_PLACEHOLDER}{i}@@"),
+            &format!("${{BedrockProfile{i}.InferenceProfileArn}}"),
+        );
+    }
+    Ok(json)
 }
 
 /// Whether a tenant's function may run: a suspended tenant's stack keeps everything but gets no
@@ -371,6 +408,10 @@ pub fn render_tenant_serving(
         log_retention_days => log_retention(spec.retention_days),
         tags => tags,
         runtime_config => lambda_runtime_config(spec, ns, issuer_config)?,
+        bedrock => bedrock_models(spec)
+            .into_iter()
+            .map(|(model, region)| context! { model => model.as_str(), region => region })
+            .collect::<Vec<_>>(),
         reserved_concurrency => match serving {
             Serving::Active => LAMBDA_RESERVED_CONCURRENCY,
             Serving::Suspended => 0,

@@ -454,8 +454,8 @@ impl Checker<'_> {
                     region: e.region.clone(),
                     deployments,
                     api_version: e.api_version.clone(),
-                    // Set by `tenantctl apply` on the AWS target, from the tenant's stack.
-                    inference_profile: None,
+                    // Set by tenantctl on the AWS target, from the tenant's stack.
+                    inference_profiles: BTreeMap::new(),
                 };
             }
         }

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use cli::aws::{Arch, render_platform, render_tenant};
 use cli::manifest::{TenantSpec, load_all};
 use cli::platform::Platform;
-use runtime::domain::{Namespace, Tier};
+use runtime::domain::{ModelId, Namespace, ProviderId, Tier};
+use runtime::registry::policy::{Endpoint, ProviderPolicy};
 use serde_json::Value;
 
 fn examples() -> Vec<TenantSpec> {
@@ -36,7 +37,96 @@ fn rendered() -> Vec<(String, String, TenantSpec)> {
             out.push((format!("tenant_{}_{tier}", spec.id), body, spec));
         }
     }
+    // A tenant allowed two Bedrock models (issue 10 item 3): its stack carries its own inference
+    // profiles.
+    let mut spec = examples().remove(0);
+    spec.models.providers.insert(
+        ProviderId::Bedrock,
+        ProviderPolicy {
+            models: BEDROCK_MODELS
+                .iter()
+                .map(|m| ModelId::parse(m).unwrap())
+                .collect(),
+            endpoint: Endpoint {
+                region: Some("eu-west-1".into()),
+                ..Endpoint::default()
+            },
+        },
+    );
+    let body = render_tenant(&spec, &ns, "prod", &Platform::builtin(), Arch::Arm64)
+        .unwrap()
+        .body;
+    out.push((format!("tenant_{}_bedrock", spec.id), body, spec));
     out
+}
+
+const BEDROCK_MODELS: [&str; 2] = [
+    "anthropic.claude-3-5-haiku-20241022-v1:0",
+    "amazon.nova-lite-v1:0",
+];
+
+#[test]
+fn a_bedrock_tenant_calls_through_its_own_tagged_inference_profiles() {
+    // Issue 10 item 3: one application inference profile per Bedrock model, tagged like the rest of
+    // the tenant's stack; the function is configured to call through them and may invoke only them
+    // and the models they copy.
+    let (_, body, spec) = rendered().pop().unwrap();
+    let t: Value = serde_norway::from_str(&body).unwrap();
+    let profiles: Vec<(&String, &Value)> = t["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Bedrock::ApplicationInferenceProfile")
+        .collect();
+    assert_eq!(profiles.len(), 2);
+    for (i, model) in BEDROCK_MODELS.iter().enumerate() {
+        let p = &t["Resources"][format!("BedrockProfile{i}")]["Properties"];
+        assert_eq!(
+            sub_string(&p["ModelSource"]["CopyFrom"]),
+            format!("arn:${{AWS::Partition}}:bedrock:eu-west-1::foundation-model/{model}")
+        );
+        let tags: Vec<&str> = p["Tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|kv| kv["Key"].as_str().unwrap())
+            .collect();
+        assert!(
+            tags.contains(&"cost-center") && tags.contains(&"tenant"),
+            "{tags:?}"
+        );
+    }
+    let statement = statements(&t)
+        .into_iter()
+        .find(|s| s["Sid"] == "OwnInferenceProfilesOnly")
+        .expect("a Bedrock statement");
+    assert_eq!(
+        statement["Action"],
+        serde_json::json!([
+            "bedrock:InvokeModel",
+            "bedrock:InvokeModelWithResponseStream"
+        ])
+    );
+    let resources = statement["Resource"].as_array().unwrap();
+    assert_eq!(resources.len(), 4);
+    assert_eq!(
+        resources[0]["Fn::GetAtt"],
+        serde_json::json!(["BedrockProfile0", "InferenceProfileArn"])
+    );
+    assert!(
+        sub_string(&resources[1]).ends_with(&format!("::foundation-model/{}", BEDROCK_MODELS[0]))
+    );
+    let config = sub_string(
+        &t["Resources"]["Function"]["Properties"]["Environment"]["Variables"]["TENANT_RUNTIME_CONFIG_JSON"],
+    );
+    for (i, model) in BEDROCK_MODELS.iter().enumerate() {
+        let pair = format!("\"{model}\":\"${{BedrockProfile{i}.InferenceProfileArn}}\"");
+        assert!(config.contains(&pair), "{pair} not in {config}");
+    }
+    assert_eq!(spec.id.as_str(), "acme");
+    // Without Bedrock, none of it.
+    let (_, plain, _) = rendered().remove(0);
+    assert!(!plain.contains("ApplicationInferenceProfile") && !plain.contains("bedrock:"));
 }
 
 fn statements(template: &Value) -> Vec<Value> {
@@ -93,6 +183,17 @@ fn tenant_policies_are_least_privilege() {
                     assert!(
                         action.as_str().unwrap().starts_with("ec2:Describe"),
                         "{name}: {action} on *"
+                    );
+                }
+                continue;
+            }
+            if s["Sid"] == "OwnInferenceProfilesOnly" {
+                // Checked in `a_bedrock_tenant_calls_through_its_own_tagged_inference_profiles`.
+                for r in resource.as_array().unwrap() {
+                    assert!(
+                        r.get("Fn::GetAtt").is_some()
+                            || sub_string(r).contains(":foundation-model/"),
+                        "{name}: {r}"
                     );
                 }
                 continue;

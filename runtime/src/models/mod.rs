@@ -35,7 +35,7 @@ use providers::{Call, EventStream, Provider, ProviderError, Upstream, UpstreamCo
 pub struct Route {
     pub provider: ProviderId,
     pub model: ModelId,
-    /// The name sent upstream (an Azure deployment name, else the model).
+    /// The name sent upstream (a Bedrock inference profile, an Azure deployment name, else the model).
     pub upstream_model: String,
     pub endpoint: Endpoint,
     pub price: &'static Price,
@@ -114,8 +114,9 @@ impl ModelRouter {
         };
         let upstream_model = allowed
             .endpoint
-            .deployments
+            .inference_profiles
             .get(model)
+            .or_else(|| allowed.endpoint.deployments.get(model))
             .cloned()
             .unwrap_or_else(|| model.to_string());
         Some(Ok(Route {

@@ -59,10 +59,11 @@ pub struct Endpoint {
     /// Azure OpenAI: the `api-version` query parameter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
-    /// Bedrock: the application inference profile ARN calls go through, so the tenant's spend carries
-    /// its cost-allocation tags in the AWS bill (set by `tenantctl apply` on the AWS target).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inference_profile: Option<String>,
+    /// Bedrock: the application inference profile each model is called through, so the tenant's
+    /// spend carries its cost-allocation tags in the AWS bill. Set by tenantctl on the AWS target
+    /// (from the tenant's stack), never by a manifest.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inference_profiles: BTreeMap<ModelId, String>,
 }
 
 /// A provider policy as written: either just the model list (`mock: [mock-small]`) or the full form

@@ -41,12 +41,9 @@ fn url(call: &Call<'_>, operation: &str) -> Result<String, ProviderError> {
         Some(b) => b.trim_end_matches('/').to_owned(),
         None => format!("https://bedrock-runtime.{region}.amazonaws.com"),
     };
-    // The model id (or inference profile ARN) is one path segment: `:` and `/` are encoded.
-    let target = call
-        .endpoint
-        .inference_profile
-        .as_deref()
-        .unwrap_or(call.upstream_model);
+    // The model id (or the tenant's inference profile ARN) is one path segment: `:` and `/` are
+    // encoded.
+    let target = call.upstream_model;
     let segment: String = url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
     Ok(format!("{base}/model/{segment}/{operation}"))
 }
