@@ -114,6 +114,7 @@ pub fn parse_messages_request(body: &[u8]) -> Result<ChatRequest, String> {
             _ => text,
         }
     })?;
+    crate::models::chat::check_model_field(&raw.model)?;
     if raw.messages.is_empty() {
         return Err("`messages` must contain at least one message".into());
     }

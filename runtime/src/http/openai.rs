@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::models::chat::{
     ChatMessage, ChatRequest, Completion, EmbeddingRequest, ResponseFormat, Role, Tool, ToolCall,
-    ToolChoice,
+    ToolChoice, check_model_field,
 };
 
 #[derive(Debug, Deserialize)]
@@ -210,6 +210,7 @@ fn tool_choice(v: Value) -> Result<ToolChoice, String> {
 /// field names, never values).
 pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, String> {
     let raw: RawChatRequest = serde_json::from_slice(body).map_err(|e| serde_message(&e))?;
+    check_model_field(&raw.model)?;
     if raw.messages.is_empty() {
         return Err("`messages` must contain at least one message".into());
     }
@@ -336,6 +337,7 @@ enum RawEmbeddingInput {
 /// vectors are wanted base64-encoded (little-endian `f32`s, as OpenAI's SDKs ask by default).
 pub fn parse_embedding_request(body: &[u8]) -> Result<(EmbeddingRequest, bool), String> {
     let raw: RawEmbeddingRequest = serde_json::from_slice(body).map_err(|e| serde_message(&e))?;
+    check_model_field(&raw.model)?;
     let base64 = match raw.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
@@ -552,5 +554,9 @@ mod tests {
             Some("role"),
         );
         check(r#"{"messages":[]}"#, Some("missing field `model`"));
+        check(
+            r#"{"model":"https://evil.example/v1","messages":[{"role":"user","content":"x"}]}"#,
+            Some("not a URL"),
+        );
     }
 }

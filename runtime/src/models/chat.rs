@@ -188,6 +188,18 @@ pub struct Embeddings {
     pub usage: Usage,
 }
 
+/// Refuses a `model` that is a URL (security case 53): a request names a model of its policy, never
+/// where to send it. The error text is safe to return (it quotes no value).
+pub fn check_model_field(model: &str) -> Result<(), String> {
+    if model.contains("://") {
+        return Err(
+            "`model` must be a model name, not a URL; endpoints come from the tenant's policy"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 /// A local token estimate for text a provider did not count (about four characters a token, as
 /// the providers' own rules of thumb say); always at least one token for non-empty text.
 pub fn estimate_tokens(text: &str) -> u64 {

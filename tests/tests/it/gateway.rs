@@ -514,7 +514,12 @@ async fn refused_requests_make_no_upstream_call_and_leave_no_ledger_row() {
         (
             "/v1/chat/completions",
             json!({"model": "https://evil.example/v1/gpt-4o-mini", "messages": m}),
-            403,
+            400,
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "http://evil.example", "max_tokens": 5, "messages": m}),
+            400,
         ),
         (
             "/v1/chat/completions",
