@@ -58,7 +58,8 @@ wait_port() {
   say "nothing listens on port $1"; exit 1
 }
 
-"$BIN/mock-provider" --listen "127.0.0.1:$P_MOCK" --words 16 >/dev/null & PIDS+=($!)
+# 16 words a reply; in streams a chunk a millisecond (so inter-chunk gaps are measurable).
+"$BIN/mock-provider" --listen "127.0.0.1:$P_MOCK" --words 16 --chunk-delay-ms 1 >/dev/null & PIDS+=($!)
 wait_port "$P_MOCK"
 "$BIN/passthrough-proxy" "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_MOCK" >/dev/null & PIDS+=($!)
 wait_port "$P_FLOOR"
@@ -130,7 +131,7 @@ done
 say "the durable commit on this disk (pg_test_fsync)"
 PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
 "$PG_BIN/pg_test_fsync" -s 2 -f "$STATE/fsync.test" > "$OUT/pg_test_fsync.txt" 2>&1 || true
-grep -m1 "fdatasync" "$OUT/pg_test_fsync.txt" >&2 || true
+grep -m1 -E "fdatasync +[0-9.]+ ops/sec" "$OUT/pg_test_fsync.txt" >&2 || true
 
 if command -v perf >/dev/null 2>&1; then
   say "profiling the runtime under c=1 load (perf, 10 s)"
@@ -145,12 +146,11 @@ else
 fi
 
 say "soak: the runtime at c=8 for ${SOAK}s, RSS sampled every 10 s"
-rss() { awk '/VmRSS/ {print $2}' "/proc/$RT_PID/status"; }
-"$BIN/gateway-bench" --name soak --url "http://127.0.0.1:$P_RT/v1/chat/completions" --concurrency 8 --duration-secs "$SOAK" --warmup 0 > "$OUT/soak.json" &
-LOAD=$!
 : > "$OUT/rss.txt"
-while kill -0 "$LOAD" 2>/dev/null; do rss >> "$OUT/rss.txt"; sleep 10; done
-wait "$LOAD"
+( while kill -0 "$RT_PID" 2>/dev/null; do awk '/VmRSS/ {print $2}' "/proc/$RT_PID/status" >> "$OUT/rss.txt"; sleep 10; done ) &
+SAMPLER=$!
+"$BIN/gateway-bench" --name soak --url "http://127.0.0.1:$P_RT/v1/chat/completions" --concurrency 8 --duration-secs "$SOAK" --warmup 0 > "$OUT/soak.json"
+kill "$SAMPLER" 2>/dev/null || true
 python3 - "$RESULTS" "$OUT" <<'PY'
 import json, sys, re, pathlib
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]

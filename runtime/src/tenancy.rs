@@ -348,6 +348,79 @@ impl TenantTx {
         Ok(tx)
     }
 
+    /// One static statement in a transaction of its own, as `tenant` (admitted by `admission`), in a
+    /// single round trip: BEGIN, the transaction-local settings, the statement and COMMIT are sent
+    /// together and the server runs them in order. If the statement fails, the COMMIT finds the
+    /// transaction aborted and rolls it back; the error is returned and the connection discarded,
+    /// as a dropped `TenantTx` would be. The ledger's write path, where a round trip is the cost.
+    pub async fn execute_once(
+        data: &DataPlane,
+        tenant: &Tenant,
+        admission: Admission,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, DataError> {
+        if admission.tenant != *tenant.id() {
+            return Err(DataError::Pool(
+                "an admission of another tenant was offered".into(),
+            ));
+        }
+        let pool = data.pool_for(tenant.record()).await?;
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "this is the one place that checks out tenant connections"
+        )]
+        let client = pool
+            .get()
+            .await
+            .map_err(|e| DataError::Pool(e.to_string()))?;
+        data.statements.fetch_add(4, Ordering::Relaxed);
+        let tenant_id = match tenant.record().tier {
+            Tier::Pool => tenant.id().as_str(),
+            Tier::Schema | Tier::Dedicated => "",
+        };
+        let schema = tenant.record().schema();
+        let settings: [&(dyn ToSql + Sync); 2] = [&tenant_id, &schema];
+        // Prepared outside the transaction (once per connection), so with the role's default search
+        // path; PostgreSQL re-analyses a cached statement when it runs under another path, so it runs
+        // against the schema pinned below. Where the default path cannot resolve it (a tier move in
+        // progress), the ordinary transaction does the write instead.
+        let statement = match client.prepare_cached(sql).await {
+            Ok(statement) => statement,
+            Err(_) => {
+                drop(client);
+                let tx = Self::begin_admitted(data, tenant, admission).await?;
+                let rows = tx.execute(sql, params).await?;
+                tx.commit().await?;
+                return Ok(rows);
+            }
+        };
+        let outcome = async {
+            let set = client
+                .prepare_cached(
+                    "SELECT set_config('app.tenant_id', $1, true), set_config('search_path', $2, true)",
+                )
+                .await?;
+            let (_, _, rows, _) = tokio::try_join!(
+                client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
+                client.query(&set, &settings),
+                client.execute(&statement, params),
+                client.batch_execute("COMMIT"),
+            )?;
+            Ok::<_, tokio_postgres::Error>(rows)
+        }
+        .await;
+        let _admission = admission;
+        match outcome {
+            Ok(rows) => Ok(rows),
+            Err(e) => {
+                // Whatever state the pipeline left, this connection serves nobody else.
+                drop(Object::take(client));
+                Err(e.into())
+            }
+        }
+    }
+
     /// The tenant this transaction belongs to (for `tenant_id` columns).
     pub fn tenant(&self) -> &TenantId {
         &self.tenant

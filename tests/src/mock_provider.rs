@@ -126,6 +126,10 @@ impl MockProvider {
         let addr = listener.local_addr().unwrap();
         let app = app(shared.clone());
         let task = tokio::spawn(async move {
+            use axum::serve::ListenerExt as _;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let _ = axum::serve(listener, app).await;
         });
         Self { addr, shared, task }

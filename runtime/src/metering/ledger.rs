@@ -7,9 +7,10 @@
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::auth::Tenant;
 use crate::db::DataError;
 use crate::domain::{MicroUsd, ModelId, ProviderId};
-use crate::tenancy::TenantTx;
+use crate::tenancy::{Admission, DataPlane, TenantTx};
 
 /// A row to append.
 #[derive(Debug, Clone)]
@@ -72,22 +73,24 @@ fn tokens(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+const INSERT: &str = "INSERT INTO usage_ledger (id, tenant_id, request_id, subject, provider, model, \
+             input_tokens, output_tokens, cost_micro_usd, price_book_version, outcome, usage_estimated) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+
 /// Appends one row in `tx`; returns its id.
 pub async fn record(tx: &TenantTx, entry: &NewEntry<'_>) -> Result<Uuid, DataError> {
-    let id = entry.id;
+    let (input, output) = (tokens(entry.input_tokens), tokens(entry.output_tokens));
     tx.execute(
-        "INSERT INTO usage_ledger (id, tenant_id, request_id, subject, provider, model, \
-             input_tokens, output_tokens, cost_micro_usd, price_book_version, outcome, usage_estimated) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        INSERT,
         &[
-            &id,
+            &entry.id,
             &tx.tenant().as_str(),
             &entry.request_id,
             &entry.subject,
             &entry.provider.as_str(),
             &entry.model.as_str(),
-            &tokens(entry.input_tokens),
-            &tokens(entry.output_tokens),
+            &input,
+            &output,
             &entry.cost.0,
             &entry.price_book_version,
             &entry.outcome.as_str(),
@@ -95,7 +98,40 @@ pub async fn record(tx: &TenantTx, entry: &NewEntry<'_>) -> Result<Uuid, DataErr
         ],
     )
     .await?;
-    Ok(id)
+    Ok(entry.id)
+}
+
+/// Appends one row in a transaction of its own, committed durably in one round trip (the model
+/// call's path: `TenantTx::execute_once`); returns its id.
+pub async fn record_once(
+    data: &DataPlane,
+    tenant: &Tenant,
+    admission: Admission,
+    entry: &NewEntry<'_>,
+) -> Result<Uuid, DataError> {
+    let (input, output) = (tokens(entry.input_tokens), tokens(entry.output_tokens));
+    TenantTx::execute_once(
+        data,
+        tenant,
+        admission,
+        INSERT,
+        &[
+            &entry.id,
+            &tenant.id().as_str(),
+            &entry.request_id,
+            &entry.subject,
+            &entry.provider.as_str(),
+            &entry.model.as_str(),
+            &input,
+            &output,
+            &entry.cost.0,
+            &entry.price_book_version,
+            &entry.outcome.as_str(),
+            &entry.usage_estimated,
+        ],
+    )
+    .await?;
+    Ok(entry.id)
 }
 
 /// The newest `limit` rows and the all-time totals of the tenant in `tx`.

@@ -23,7 +23,7 @@ use crate::models::chat::{
 use crate::models::providers::ProviderError;
 use crate::models::{ChatRequest, ModelRouter, Route, RouteError};
 use crate::service::ServiceError;
-use crate::tenancy::{Admission, DataPlane, TenantTx};
+use crate::tenancy::{Admission, DataPlane};
 
 /// A completed, metered call.
 #[derive(Debug)]
@@ -98,9 +98,10 @@ async fn record(
     outcome: Outcome,
 ) -> Result<Uuid, ServiceError> {
     let cost = route.price.cost(usage.input_tokens, usage.output_tokens);
-    let tx = TenantTx::begin_admitted(data, tenant, admission).await?;
-    let id = ledger::record(
-        &tx,
+    let id = ledger::record_once(
+        data,
+        tenant,
+        admission,
         &ledger::NewEntry {
             id: ledger_id,
             request_id,
@@ -116,7 +117,6 @@ async fn record(
         },
     )
     .await?;
-    tx.commit().await?;
     Ok(id)
 }
 

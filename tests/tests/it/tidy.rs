@@ -109,7 +109,7 @@ const DOORS: &[(&str, &[&str])] = &[
     ),
     (
         "metering",
-        &["db", "domain", "models", "registry", "tenancy"],
+        &["auth", "db", "domain", "models", "registry", "tenancy"],
     ),
     ("tenancy", &["auth", "db", "domain", "registry", "secrets"]),
     ("auth", &["domain", "registry"]),
