@@ -288,6 +288,35 @@ pub struct TenantTx {
 }
 
 impl TenantTx {
+    /// A connection of `tenant`'s pool, for a request `admission` admitted for that same tenant.
+    async fn checkout(
+        data: &DataPlane,
+        tenant: &Tenant,
+        admission: &Admission,
+    ) -> Result<Object, DataError> {
+        if admission.tenant != *tenant.id() {
+            return Err(DataError::Pool(
+                "an admission of another tenant was offered".into(),
+            ));
+        }
+        let pool = data.pool_for(tenant.record()).await?;
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "this is the one place that checks out tenant connections"
+        )]
+        pool.get().await.map_err(|e| DataError::Pool(e.to_string()))
+    }
+
+    /// The transaction-local settings of `tenant`'s transactions: `app.tenant_id` (the pool tier's
+    /// second check) and the pinned search path.
+    fn settings(tenant: &Tenant) -> (&str, String) {
+        let tenant_id = match tenant.record().tier {
+            Tier::Pool => tenant.id().as_str(),
+            Tier::Schema | Tier::Dedicated => "",
+        };
+        (tenant_id, tenant.record().schema())
+    }
+
     /// Opens a transaction as `tenant`'s own database role, admitting the request first.
     pub async fn begin(data: &DataPlane, tenant: &Tenant) -> Result<Self, DataError> {
         let admission = data.admit(tenant)?;
@@ -301,20 +330,7 @@ impl TenantTx {
         tenant: &Tenant,
         admission: Admission,
     ) -> Result<Self, DataError> {
-        if admission.tenant != *tenant.id() {
-            return Err(DataError::Pool(
-                "an admission of another tenant was offered".into(),
-            ));
-        }
-        let pool = data.pool_for(tenant.record()).await?;
-        #[expect(
-            clippy::disallowed_methods,
-            reason = "this is the one place that checks out tenant connections"
-        )]
-        let client = pool
-            .get()
-            .await
-            .map_err(|e| DataError::Pool(e.to_string()))?;
+        let client = Self::checkout(data, tenant, &admission).await?;
         let tx = Self {
             client: Some(client),
             tenant: tenant.id().clone(),
@@ -335,11 +351,7 @@ impl TenantTx {
                 "SELECT set_config('app.tenant_id', $1, true), set_config('search_path', $2, true)",
             )
             .await?;
-        let tenant_id = match tenant.record().tier {
-            Tier::Pool => tenant.id().as_str(),
-            Tier::Schema | Tier::Dedicated => "",
-        };
-        let schema = tenant.record().schema();
+        let (tenant_id, schema) = Self::settings(tenant);
         let params: [&(dyn ToSql + Sync); 2] = [&tenant_id, &schema];
         tokio::try_join!(
             client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
@@ -360,26 +372,9 @@ impl TenantTx {
         sql: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, DataError> {
-        if admission.tenant != *tenant.id() {
-            return Err(DataError::Pool(
-                "an admission of another tenant was offered".into(),
-            ));
-        }
-        let pool = data.pool_for(tenant.record()).await?;
-        #[expect(
-            clippy::disallowed_methods,
-            reason = "this is the one place that checks out tenant connections"
-        )]
-        let client = pool
-            .get()
-            .await
-            .map_err(|e| DataError::Pool(e.to_string()))?;
+        let client = Self::checkout(data, tenant, &admission).await?;
         data.statements.fetch_add(4, Ordering::Relaxed);
-        let tenant_id = match tenant.record().tier {
-            Tier::Pool => tenant.id().as_str(),
-            Tier::Schema | Tier::Dedicated => "",
-        };
-        let schema = tenant.record().schema();
+        let (tenant_id, schema) = Self::settings(tenant);
         let settings: [&(dyn ToSql + Sync); 2] = [&tenant_id, &schema];
         // Prepared outside the transaction (once per connection), so with the role's default search
         // path; PostgreSQL re-analyses a cached statement when it runs under another path, so it runs

@@ -77,27 +77,43 @@ const INSERT: &str = "INSERT INTO usage_ledger (id, tenant_id, request_id, subje
              input_tokens, output_tokens, cost_micro_usd, price_book_version, outcome, usage_estimated) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
+/// The INSERT's parameters for `entry`: `names` are the tenant, provider, model and outcome as
+/// text, `tokens` the counts as the table's integers.
+fn params<'a>(
+    entry: &'a NewEntry<'_>,
+    names: &'a [&'a str; 4],
+    tokens: &'a [i64; 2],
+) -> [&'a (dyn tokio_postgres::types::ToSql + Sync); 12] {
+    [
+        &entry.id,
+        &names[0],
+        &entry.request_id,
+        &entry.subject,
+        &names[1],
+        &names[2],
+        &tokens[0],
+        &tokens[1],
+        &entry.cost.0,
+        &entry.price_book_version,
+        &names[3],
+        &entry.usage_estimated,
+    ]
+}
+
+fn names<'a>(entry: &'a NewEntry<'_>, tenant: &'a str) -> [&'a str; 4] {
+    [
+        tenant,
+        entry.provider.as_str(),
+        entry.model.as_str(),
+        entry.outcome.as_str(),
+    ]
+}
+
 /// Appends one row in `tx`; returns its id.
 pub async fn record(tx: &TenantTx, entry: &NewEntry<'_>) -> Result<Uuid, DataError> {
-    let (input, output) = (tokens(entry.input_tokens), tokens(entry.output_tokens));
-    tx.execute(
-        INSERT,
-        &[
-            &entry.id,
-            &tx.tenant().as_str(),
-            &entry.request_id,
-            &entry.subject,
-            &entry.provider.as_str(),
-            &entry.model.as_str(),
-            &input,
-            &output,
-            &entry.cost.0,
-            &entry.price_book_version,
-            &entry.outcome.as_str(),
-            &entry.usage_estimated,
-        ],
-    )
-    .await?;
+    let counts = [tokens(entry.input_tokens), tokens(entry.output_tokens)];
+    let names = names(entry, tx.tenant().as_str());
+    tx.execute(INSERT, &params(entry, &names, &counts)).await?;
     Ok(entry.id)
 }
 
@@ -109,26 +125,14 @@ pub async fn record_once(
     admission: Admission,
     entry: &NewEntry<'_>,
 ) -> Result<Uuid, DataError> {
-    let (input, output) = (tokens(entry.input_tokens), tokens(entry.output_tokens));
+    let counts = [tokens(entry.input_tokens), tokens(entry.output_tokens)];
+    let names = names(entry, tenant.id().as_str());
     TenantTx::execute_once(
         data,
         tenant,
         admission,
         INSERT,
-        &[
-            &entry.id,
-            &tenant.id().as_str(),
-            &entry.request_id,
-            &entry.subject,
-            &entry.provider.as_str(),
-            &entry.model.as_str(),
-            &input,
-            &output,
-            &entry.cost.0,
-            &entry.price_book_version,
-            &entry.outcome.as_str(),
-            &entry.usage_estimated,
-        ],
+        &params(entry, &names, &counts),
     )
     .await?;
     Ok(entry.id)

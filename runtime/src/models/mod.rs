@@ -251,6 +251,17 @@ impl ModelRouter {
         Err(last)
     }
 
+    /// One call's view of `route`, with the tenant's key.
+    fn call<'a>(&'a self, route: &'a Route, key: Option<&'a SecretString>) -> Call<'a> {
+        Call {
+            model: &route.model,
+            upstream_model: &route.upstream_model,
+            endpoint: &route.endpoint,
+            key,
+            http: &self.upstream,
+        }
+    }
+
     /// A non-streamed completion through the first route that answers. Callers must write the
     /// ledger row for the returned usage against the returned route.
     pub async fn complete(
@@ -260,14 +271,9 @@ impl ModelRouter {
         request: &ChatRequest,
     ) -> Result<(Route, Completion), ProviderError> {
         self.first_success(tenant, routes, |route, provider, key| async move {
-            let call = Call {
-                model: &route.model,
-                upstream_model: &route.upstream_model,
-                endpoint: &route.endpoint,
-                key: key.as_ref(),
-                http: &self.upstream,
-            };
-            provider.complete(call, request).await
+            provider
+                .complete(self.call(&route, key.as_ref()), request)
+                .await
         })
         .await
     }
@@ -280,14 +286,9 @@ impl ModelRouter {
         request: &ChatRequest,
     ) -> Result<(Route, EventStream), ProviderError> {
         self.first_success(tenant, routes, |route, provider, key| async move {
-            let call = Call {
-                model: &route.model,
-                upstream_model: &route.upstream_model,
-                endpoint: &route.endpoint,
-                key: key.as_ref(),
-                http: &self.upstream,
-            };
-            provider.stream(call, request).await
+            provider
+                .stream(self.call(&route, key.as_ref()), request)
+                .await
         })
         .await
     }
@@ -300,14 +301,9 @@ impl ModelRouter {
         request: &EmbeddingRequest,
     ) -> Result<(Route, Embeddings), ProviderError> {
         self.first_success(tenant, routes, |route, provider, key| async move {
-            let call = Call {
-                model: &route.model,
-                upstream_model: &route.upstream_model,
-                endpoint: &route.endpoint,
-                key: key.as_ref(),
-                http: &self.upstream,
-            };
-            provider.embed(call, request).await
+            provider
+                .embed(self.call(&route, key.as_ref()), request)
+                .await
         })
         .await
     }

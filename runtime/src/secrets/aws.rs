@@ -58,37 +58,12 @@ impl AwsSecretStore {
         &self,
         prefix: &str,
     ) -> Result<std::collections::BTreeSet<String>, SecretError> {
-        use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
-        let probe = SecretName::parse("platform/list")?;
-        let mut names = std::collections::BTreeSet::new();
-        let mut next: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .list_secrets()
-                .filters(
-                    Filter::builder()
-                        .key(FilterNameStringType::Name)
-                        .values(prefix)
-                        .build(),
-                )
-                .max_results(100)
-                .set_next_token(next.clone())
-                .send()
-                .await
-                .map_err(|e| aws_err("ListSecrets", &probe, e))?;
-            for s in out.secret_list() {
-                if let Some(name) = s.name() {
-                    if name.starts_with(prefix) && s.deleted_date().is_none() {
-                        names.insert(name.to_owned());
-                    }
-                }
-            }
-            next = out.next_token().map(str::to_owned);
-            if next.is_none() {
-                return Ok(names);
-            }
-        }
+        Ok(self
+            .list(prefix)
+            .await?
+            .into_iter()
+            .map(|info| info.name)
+            .collect())
     }
 
     /// Every live secret under `prefix`, with its current version id and last change.
