@@ -41,6 +41,31 @@ pub struct Aws {
     pub secrets: runtime::secrets::AwsSecretStore,
     pub calls: CallCounter,
     pub polling: Polling,
+    /// The region the stacks are deployed in.
+    pub region: String,
+}
+
+/// Refuses, before anything is applied, a tenant whose Bedrock endpoint is in another region than
+/// the deployment's: its inference profiles are created in its stack's region, and Bedrock is called
+/// where the manifest says (its residency pin), so the two must agree.
+pub fn check_bedrock_regions(specs: &[TenantSpec], region: &str) -> Result<()> {
+    for spec in specs {
+        let Some(bedrock) = spec
+            .models
+            .providers
+            .get(&runtime::domain::ProviderId::Bedrock)
+        else {
+            continue;
+        };
+        let declared = bedrock.endpoint.region.as_deref().unwrap_or_default();
+        if declared != region {
+            bail!(
+                "tenant `{}`: `models.providers.bedrock.endpoint.region` is `{declared}`, but this deployment is in `{region}`; its Bedrock inference profiles live in its stack's region\nhint: deploy the tenant in `{declared}`, or call Bedrock in `{region}` if its residency allows; nothing was applied",
+                spec.id
+            );
+        }
+    }
+    Ok(())
 }
 
 impl Aws {
@@ -92,6 +117,7 @@ impl Aws {
             ),
             calls,
             polling: Polling::default(),
+            region: config.region().map(|r| r.to_string()).unwrap_or_default(),
         }
     }
 }
@@ -671,6 +697,7 @@ pub async fn apply(
         events: !bars.hidden,
         ..aws.polling
     };
+    check_bedrock_regions(specs, &aws.region)?;
     let platform_req = platform_request(aws, platform)?;
     let platform_bar = bars.tenant(&platform_req.name);
     let report = |s: &str| platform_bar.set_message(s.to_owned());

@@ -124,6 +124,19 @@ fn a_bedrock_tenant_calls_through_its_own_tagged_inference_profiles() {
         assert!(config.contains(&pair), "{pair} not in {config}");
     }
     assert_eq!(spec.id.as_str(), "acme");
+    // On AWS the profiles are in the stack's region: a Bedrock endpoint elsewhere is refused before
+    // anything is applied.
+    assert!(
+        cli::aws::fleet::check_bedrock_regions(std::slice::from_ref(&spec), "eu-west-1").is_ok()
+    );
+    let err = cli::aws::fleet::check_bedrock_regions(std::slice::from_ref(&spec), "us-east-1")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("models.providers.bedrock.endpoint.region")
+            && err.contains("nothing was applied"),
+        "{err}"
+    );
     // Without Bedrock, none of it.
     let (_, plain, _) = rendered().remove(0);
     assert!(!plain.contains("ApplicationInferenceProfile") && !plain.contains("bedrock:"));

@@ -270,6 +270,7 @@ async fn one_tenant_failing_does_not_stop_those_in_flight_or_those_after_it() {
             ),
         ),
         calls: Default::default(),
+        region: "eu-west-1".into(),
         polling: POLL,
     };
     let base = cli::manifest::TenantSpec::from_file(
@@ -452,6 +453,7 @@ async fn offboarding_a_dedicated_tenant_lifts_deletion_protection_deletes_the_st
         cost_explorer: cost_explorer(&[]),
         secrets: runtime::secrets::AwsSecretStore::from_client(secrets),
         calls: Default::default(),
+        region: "eu-west-1".into(),
         polling: POLL,
     };
     let tenant = TenantId::parse("acme").unwrap();
