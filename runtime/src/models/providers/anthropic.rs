@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::{
     Adapter, Call, EventStream, ProviderError, SseEvent, read_json, reported_tokens, sse_events,
+    text_at,
 };
 use crate::models::chat::{
     ChatRequest, Completion, EmbeddingRequest, Embeddings, FinishReason, Role, StreamEvent,
@@ -280,16 +281,8 @@ impl Adapter for Anthropic {
                     content.push_str(b.get("text").and_then(Value::as_str).unwrap_or_default())
                 }
                 Some("tool_use") => tool_calls.push(ToolCall {
-                    id: b
-                        .get("id")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
-                    name: b
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
+                    id: text_at(b, "/id"),
+                    name: text_at(b, "/name"),
                     arguments: b
                         .get("input")
                         .map(Value::to_string)

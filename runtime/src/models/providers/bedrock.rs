@@ -16,7 +16,7 @@ use bytes::{Buf, BytesMut};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use super::{Adapter, Call, EventStream, ProviderError, read_json, reported_tokens};
+use super::{Adapter, Call, EventStream, ProviderError, read_json, reported_tokens, text_at};
 use crate::models::chat::{
     ChatRequest, Completion, EmbeddingRequest, Embeddings, FinishReason, Role, StreamEvent,
     ToolCall, ToolChoice, Usage, estimate_input, estimate_tokens,
@@ -400,16 +400,8 @@ impl Adapter for Bedrock {
                 content.push_str(t);
             } else if let Some(t) = b.get("toolUse") {
                 tool_calls.push(ToolCall {
-                    id: t
-                        .get("toolUseId")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
-                    name: t
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
+                    id: text_at(t, "/toolUseId"),
+                    name: text_at(t, "/name"),
                     arguments: t
                         .get("input")
                         .map(Value::to_string)

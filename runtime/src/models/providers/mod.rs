@@ -195,6 +195,14 @@ pub fn reported_tokens(v: Option<&serde_json::Value>) -> Option<u64> {
     v?.as_u64().filter(|n| *n <= MAX_TOKENS_PER_CALL)
 }
 
+/// The string at `pointer` in a provider's JSON, or empty when it is missing or not a string.
+pub fn text_at(v: &serde_json::Value, pointer: &str) -> String {
+    v.pointer(pointer)
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// Timeouts and retries of upstream calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

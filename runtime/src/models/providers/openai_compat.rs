@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::{
     Adapter, Call, EventStream, ProviderError, SseEvent, read_json, reported_tokens, sse_events,
+    text_at,
 };
 use crate::models::chat::{
     ChatMessage, ChatRequest, Completion, EmbeddingRequest, Embeddings, FinishReason,
@@ -218,11 +219,7 @@ pub(crate) fn parse_completion(
         .and_then(|c| c.get(0))
         .ok_or_else(|| protocol("`choices[0]`"))?;
     let message = choice.get("message").ok_or_else(|| protocol("`message`"))?;
-    let content = message
-        .get("content")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let content = text_at(message, "/content");
     let tool_calls = message
         .get("tool_calls")
         .and_then(Value::as_array)
@@ -230,21 +227,9 @@ pub(crate) fn parse_completion(
             calls
                 .iter()
                 .map(|c| ToolCall {
-                    id: c
-                        .get("id")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
-                    name: c
-                        .pointer("/function/name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
-                    arguments: c
-                        .pointer("/function/arguments")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
+                    id: text_at(c, "/id"),
+                    name: text_at(c, "/function/name"),
+                    arguments: text_at(c, "/function/arguments"),
                 })
                 .collect()
         })
@@ -309,11 +294,7 @@ pub(crate) fn parse_chunk(sse: &SseEvent) -> Result<Option<Vec<StreamEvent>>, Pr
                         .pointer("/function/name")
                         .and_then(Value::as_str)
                         .map(str::to_owned),
-                    arguments: call
-                        .pointer("/function/arguments")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
+                    arguments: text_at(call, "/function/arguments"),
                 });
             }
         }
