@@ -173,6 +173,9 @@ pub enum Command {
         /// Directory the export is written to (`<dir>/<tenant>/`).
         #[arg(long, value_name = "DIR")]
         export: PathBuf,
+        /// Do not ask (offboarding deletes the tenant's data once it is exported and verified).
+        #[arg(long)]
+        yes: bool,
     },
     /// Show every tenant in the registry and check its database login (and, on AWS, its stack). Exits 1
     /// on drift.

@@ -33,7 +33,11 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Onboard { file } => apply_cmd(g, &[file]).await,
         Command::Status => status(g).await,
         Command::Migrate { jobs } => migrate(g, jobs.into()).await,
-        Command::Offboard { tenant, export } => offboard(g, &tenant, &export).await,
+        Command::Offboard {
+            tenant,
+            export,
+            yes,
+        } => offboard(g, &tenant, &export, yes).await,
         Command::Suspend { tenant, reason } => serving_cmd(g, &tenant, &reason, true).await,
         Command::Resume { tenant, reason } => serving_cmd(g, &tenant, &reason, false).await,
         Command::Move {
@@ -560,18 +564,7 @@ async fn secret_delete(g: &Global, tenant: &str, name: &str, yes: bool) -> Resul
         );
     }
     if !yes {
-        if !std::io::stdin().is_terminal() {
-            bail!(
-                "deleting `{}` needs confirmation\nhint: pass `--yes` (nothing was deleted)",
-                secret.as_str()
-            );
-        }
-        eprint!("Type the secret's name (`{name}`) to delete it: ");
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if answer.trim() != name {
-            bail!("not confirmed; nothing was deleted");
-        }
+        confirm(&format!("deleting `{}`", secret.as_str()), name)?;
     }
     store
         .delete(&secret)
@@ -748,8 +741,32 @@ async fn move_cmd(g: &Global, tenant: &str, to: &str, drain_secs: u64) -> Result
     Ok(0)
 }
 
-async fn offboard(g: &Global, tenant: &str, export: &std::path::Path) -> Result<u8> {
+/// Asks on the terminal for `expected` to be typed before a destructive step, or refuses (nothing
+/// done) when there is no terminal to ask on.
+fn confirm(what: &str, expected: &str) -> Result<()> {
+    if !std::io::stdin().is_terminal() {
+        bail!("{what} needs confirmation\nhint: pass `--yes` (nothing was done)");
+    }
+    eprint!("{what}: type `{expected}` to go on: ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if answer.trim() != expected {
+        bail!("not confirmed; nothing was done");
+    }
+    Ok(())
+}
+
+async fn offboard(g: &Global, tenant: &str, export: &std::path::Path, yes: bool) -> Result<u8> {
     let tenant = TenantId::parse(tenant).map_err(|e| anyhow::anyhow!("tenant: {e}"))?;
+    if !yes {
+        confirm(
+            &format!(
+                "offboarding `{tenant}` deletes its data once it is exported to `{}` and verified",
+                export.display()
+            ),
+            tenant.as_str(),
+        )?;
+    }
     let (target, cluster, aws) = target_and_aws(g).await?;
     require_running(cluster.as_ref())?;
     // On AWS a dedicated tenant's data is on its own instance: exported from there (unless it was

@@ -719,7 +719,7 @@ fn secrets_are_put_rotated_listed_and_deleted_by_name_never_shown() {
     let out = run(&["secret", "delete", "acme", "providers/openai"], None);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
-        text(&out).contains("--yes") && text(&out).contains("nothing was deleted"),
+        text(&out).contains("--yes") && text(&out).contains("nothing was done"),
         "{}",
         text(&out)
     );
@@ -731,6 +731,25 @@ fn secrets_are_put_rotated_listed_and_deleted_by_name_never_shown() {
     let out = run(&["--output", "json", "secret", "list", "acme"], None);
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1);
+    // Offboarding asks first too: without a terminal and without --yes, nothing is exported or
+    // deleted (the tenant is not even looked up).
+    let export = tempfile::tempdir().unwrap();
+    let out = run(
+        &[
+            "offboard",
+            "acme",
+            "--export",
+            export.path().to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("needs confirmation") && text(&out).contains("--yes"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read_dir(export.path()).unwrap().count(), 0);
     let out = run(&["secret", "put", "acme", "Providers/../x"], Some("v"));
     assert_eq!(out.status.code(), Some(2));
     assert!(

@@ -327,6 +327,7 @@ async fn onboard_reapply_update_drift_and_offboard_on_moto() {
         &[
             "offboard",
             "acme",
+            "--yes",
             "--export",
             export.path().to_str().unwrap(),
         ],
@@ -487,7 +488,7 @@ async fn bad_input_fails_before_any_aws_call() {
         .await
         .unwrap();
     for args in [
-        vec!["offboard", "nosuch", "--export", "/tmp/x"],
+        vec!["offboard", "nosuch", "--yes", "--export", "/tmp/x"],
         vec!["suspend", "nosuch"],
     ] {
         let out = run_with(&args, &url);
@@ -675,6 +676,7 @@ async fn a_dedicated_tenant_gets_its_database_on_its_own_instance_and_its_functi
         &[
             "offboard",
             "acme",
+            "--yes",
             "--export",
             export.path().to_str().unwrap(),
         ],
