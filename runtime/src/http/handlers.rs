@@ -194,7 +194,7 @@ fn openai_frames(
         },
         None,
     );
-    let rest = tokio_stream_from(items).flat_map(move |item| {
+    let rest = items.flat_map(move |item| {
         let frames: Vec<String> = match item {
             StreamItem::Event(StreamEvent::Text(t)) => vec![chunk(
                 &id,
@@ -257,13 +257,6 @@ fn openai_frames(
         futures_util::stream::iter(frames)
     });
     futures_util::stream::once(async move { first }).chain(rest)
-}
-
-/// A receiver as a stream (dropping it drops the receiver, which cancels the upstream call).
-fn tokio_stream_from<T: Send + 'static>(
-    rx: tokio::sync::mpsc::Receiver<T>,
-) -> impl futures_util::Stream<Item = T> + Send + 'static {
-    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) })
 }
 
 pub async fn embeddings(
@@ -337,7 +330,7 @@ fn anthropic_frames(
     let mut block: Option<(u32, bool)> = None;
     let mut next_index: u32 = 0;
     let mut stop: &'static str = "end_turn";
-    let rest = tokio_stream_from(items).flat_map(move |item| {
+    let rest = items.flat_map(move |item| {
         let mut out = Vec::new();
         let mut open = |out: &mut Vec<String>, tool: Option<(&Option<String>, &Option<String>)>, block: &mut Option<(u32, bool)>| {
             if let Some((i, _)) = block.take() {

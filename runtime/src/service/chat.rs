@@ -12,7 +12,6 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::auth::Tenant;
@@ -49,12 +48,11 @@ pub enum StreamItem {
 }
 
 /// A stream accepted by a provider: the model serving it and its items.
-#[derive(Debug)]
 pub struct MeteredStream {
     pub model: String,
     /// The id the stream's ledger row will have (responses are named after it).
     pub ledger_id: Uuid,
-    pub items: mpsc::Receiver<StreamItem>,
+    pub items: std::pin::Pin<Box<dyn futures_util::Stream<Item = StreamItem> + Send>>,
 }
 
 fn route_error(e: RouteError) -> ServiceError {
@@ -181,9 +179,18 @@ pub async fn embed(
     Ok((embeddings, route.model.to_string()))
 }
 
+impl std::fmt::Debug for MeteredStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeteredStream")
+            .field("model", &self.model)
+            .field("ledger_id", &self.ledger_id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A streamed chat completion. Returns once a provider accepted the request; the items then arrive
-/// as the provider sends them (never buffered). Dropping the receiver cancels the upstream call and
-/// records what was produced.
+/// as the provider sends them (never buffered), read by whoever polls the stream (no task or channel
+/// in between). Dropping the stream cancels the upstream call and records what was produced.
 pub async fn stream(
     router: &ModelRouter,
     data: Arc<DataPlane>,
@@ -199,86 +206,175 @@ pub async fn stream(
         .stream(tenant.id(), &routes, &request)
         .await
         .map_err(ServiceError::Provider)?;
-    let (tx, rx) = mpsc::channel(32);
     let ledger_id = Uuid::new_v4();
     let model = route.model.to_string();
-    let input_estimate = estimate_input(&request.messages);
-    let tenant = tenant.clone();
-    tokio::spawn(async move {
-        let mut upstream = upstream;
-        let mut produced = String::new();
-        let mut held: Vec<StreamEvent> = Vec::new();
-        let mut usage: Option<Usage> = None;
-        let mut outcome = Outcome::Complete;
-        let mut failure: Option<String> = None;
-        while let Some(item) = upstream.next().await {
-            match item {
-                Ok(StreamEvent::Usage(u)) => usage = Some(u),
-                Ok(event @ StreamEvent::Finish(_)) => held.push(event),
-                Ok(event) => {
-                    match &event {
-                        StreamEvent::Text(t) => produced.push_str(t),
-                        StreamEvent::ToolCall { arguments, .. } => produced.push_str(arguments),
-                        _ => {}
-                    }
-                    if tx.send(StreamItem::Event(event)).await.is_err() {
-                        // The client went away: stop the provider (dropping the stream closes the
-                        // upstream connection) and charge what was produced.
-                        outcome = Outcome::Cancelled;
-                        break;
-                    }
+    let meter = Meter {
+        data,
+        tenant: tenant.clone(),
+        route,
+        request_id,
+        ledger_id,
+        input_estimate: estimate_input(&request.messages),
+        produced: String::new(),
+        usage: None,
+        admission: Some(admission),
+    };
+    let state = StreamState {
+        upstream: Some(upstream),
+        meter,
+        held: Vec::new(),
+        queue: std::collections::VecDeque::new(),
+        done: false,
+    };
+    let items = futures_util::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(item) = s.queue.pop_front() {
+                return Some((item, s));
+            }
+            if s.done {
+                return None;
+            }
+            let next = match s.upstream.as_mut() {
+                Some(upstream) => upstream.next().await,
+                None => None,
+            };
+            match next {
+                Some(Ok(StreamEvent::Usage(u))) => s.meter.usage = Some(u),
+                Some(Ok(event @ StreamEvent::Finish(_))) => s.held.push(event),
+                Some(Ok(event)) => {
+                    s.meter.note(&event);
+                    return Some((StreamItem::Event(event), s));
                 }
-                Err(e) => {
-                    outcome = Outcome::UpstreamCut;
-                    failure = Some(match e {
+                Some(Err(e)) => {
+                    // Close the upstream connection before the (slow) ledger write.
+                    s.upstream = None;
+                    s.done = true;
+                    let message = match e {
                         ProviderError::Cut(_) => "the provider ended the stream early".to_owned(),
                         other => format!("the provider failed mid-stream: {other}"),
-                    });
-                    break;
+                    };
+                    let settled = s.meter.settle(Outcome::UpstreamCut).await;
+                    s.queue.push_back(StreamItem::Failed(match settled {
+                        Ok(_) => message,
+                        Err(failed) => failed,
+                    }));
                 }
-            }
-        }
-        drop(upstream);
-        // The provider's own figures when it sent them (even on a partial stream), else counted here.
-        let usage = match usage {
-            Some(u) => u,
-            None => Usage {
-                input_tokens: input_estimate,
-                output_tokens: estimate_tokens(&produced),
-                estimated: true,
-            },
-        };
-        let settled = record(
-            &data, &tenant, admission, ledger_id, request_id, &route, usage, outcome,
-        )
-        .await;
-        match settled {
-            Ok(ledger_id) if failure.is_none() => {
-                for event in held {
-                    if tx.send(StreamItem::Event(event)).await.is_err() {
-                        return;
+                None => {
+                    s.upstream = None;
+                    s.done = true;
+                    match s.meter.settle(Outcome::Complete).await {
+                        Ok(usage) => {
+                            s.queue.extend(s.held.drain(..).map(StreamItem::Event));
+                            s.queue.push_back(StreamItem::Settled {
+                                ledger_id: s.meter.ledger_id,
+                                usage,
+                            });
+                        }
+                        Err(failed) => s.queue.push_back(StreamItem::Failed(failed)),
                     }
                 }
-                let _ = tx.send(StreamItem::Settled { ledger_id, usage }).await;
-            }
-            Ok(_) => {
-                let _ = tx
-                    .send(StreamItem::Failed(failure.unwrap_or_default()))
-                    .await;
-            }
-            Err(e) => {
-                tracing::error!(request_id = %request_id, error = %e, "a streamed call could not be recorded in the ledger");
-                let _ = tx
-                    .send(StreamItem::Failed(format!(
-                        "internal error (request id {request_id})"
-                    )))
-                    .await;
             }
         }
     });
     Ok(MeteredStream {
         model,
         ledger_id,
-        items: rx,
+        items: Box::pin(items),
     })
+}
+
+/// A stream being read: the upstream events, the meter, the final events held until the row is
+/// committed, and the items ready to hand out.
+struct StreamState {
+    upstream: Option<crate::models::providers::EventStream>,
+    meter: Meter,
+    held: Vec<StreamEvent>,
+    queue: std::collections::VecDeque<StreamItem>,
+    done: bool,
+}
+
+/// What a stream has produced and the admission its row is written under. Settled once; if the
+/// stream is dropped unsettled (the client went away), the row is written from a task with outcome
+/// `cancelled`.
+struct Meter {
+    data: Arc<DataPlane>,
+    tenant: Tenant,
+    route: Route,
+    request_id: Uuid,
+    ledger_id: Uuid,
+    input_estimate: u64,
+    produced: String,
+    usage: Option<Usage>,
+    /// Present until the row is written.
+    admission: Option<Admission>,
+}
+
+impl Meter {
+    fn note(&mut self, event: &StreamEvent) {
+        match event {
+            StreamEvent::Text(t) => self.produced.push_str(t),
+            StreamEvent::ToolCall { arguments, .. } => self.produced.push_str(arguments),
+            _ => {}
+        }
+    }
+
+    /// The provider's own figures when it sent them (even on a partial stream), else counted here.
+    fn usage(&self) -> Usage {
+        self.usage.unwrap_or(Usage {
+            input_tokens: self.input_estimate,
+            output_tokens: estimate_tokens(&self.produced),
+            estimated: true,
+        })
+    }
+
+    /// Writes the row; on failure the text is safe for the client (the cause is logged).
+    async fn settle(&mut self, outcome: Outcome) -> Result<Usage, String> {
+        let usage = self.usage();
+        let Some(admission) = self.admission.take() else {
+            return Ok(usage);
+        };
+        let written = record(
+            &self.data,
+            &self.tenant,
+            admission,
+            self.ledger_id,
+            self.request_id,
+            &self.route,
+            usage,
+            outcome,
+        )
+        .await;
+        written.map(|_| usage).map_err(|e| {
+            tracing::error!(request_id = %self.request_id, error = %e, "a streamed call could not be recorded in the ledger");
+            format!("internal error (request id {})", self.request_id)
+        })
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        let Some(admission) = self.admission.take() else {
+            return;
+        };
+        // The client went away mid-stream: charge what was produced. The upstream stream is
+        // dropped with the state (its connection closes), and the row is written off the request.
+        let (data, tenant, route) = (self.data.clone(), self.tenant.clone(), self.route.clone());
+        let (ledger_id, request_id, usage) = (self.ledger_id, self.request_id, self.usage());
+        tokio::spawn(async move {
+            let written = record(
+                &data,
+                &tenant,
+                admission,
+                ledger_id,
+                request_id,
+                &route,
+                usage,
+                Outcome::Cancelled,
+            )
+            .await;
+            if let Err(e) = written {
+                tracing::error!(request_id = %request_id, error = %e, "a cancelled stream could not be recorded in the ledger");
+            }
+        });
+    }
 }
