@@ -52,8 +52,8 @@ enum RawContent {
 enum RawBlock {
     Text {
         text: String,
+        /// Prompt-caching hints: not every provider can honour them, so they are refused.
         #[serde(default)]
-        #[expect(dead_code, reason = "prompt caching hints are a provider detail")]
         cache_control: Option<Value>,
     },
     ToolUse {
@@ -88,6 +88,8 @@ enum RawToolChoice {
     Tool { name: String },
 }
 
+const NO_CACHE_CONTROL: &str = "`cache_control` (prompt caching) is not supported: not every provider behind this gateway can honour it; remove it";
+
 fn text_of(content: RawContent, at: &str) -> Result<String, String> {
     match content {
         RawContent::Text(t) => Ok(t),
@@ -95,6 +97,10 @@ fn text_of(content: RawContent, at: &str) -> Result<String, String> {
             let mut out = Vec::new();
             for b in blocks {
                 match b {
+                    RawBlock::Text {
+                        cache_control: Some(_),
+                        ..
+                    } => return Err(NO_CACHE_CONTROL.to_owned()),
                     RawBlock::Text { text, .. } => out.push(text),
                     _ => return Err(format!("`{at}` may hold only text blocks here")),
                 }
@@ -139,6 +145,10 @@ pub fn parse_messages_request(body: &[u8]) -> Result<ChatRequest, String> {
                 let mut calls = Vec::new();
                 for b in blocks {
                     match b {
+                        RawBlock::Text {
+                            cache_control: Some(_),
+                            ..
+                        } => return Err(NO_CACHE_CONTROL.to_owned()),
                         RawBlock::Text { text: t, .. } => text.push(t),
                         RawBlock::ToolUse { id, name, input } if role == Role::Assistant => {
                             calls.push(ToolCall {
@@ -157,7 +167,6 @@ pub fn parse_messages_request(body: &[u8]) -> Result<ChatRequest, String> {
                             content,
                             is_error,
                         } => {
-                            let _ = is_error;
                             let content = match content {
                                 Some(c) => text_of(c, &format!("messages[{i}].content"))?,
                                 None => String::new(),
@@ -167,6 +176,8 @@ pub fn parse_messages_request(body: &[u8]) -> Result<ChatRequest, String> {
                                 content,
                                 tool_calls: Vec::new(),
                                 tool_call_id: Some(tool_use_id),
+                                name: None,
+                                is_error: is_error.unwrap_or(false),
                             });
                         }
                     }
@@ -177,6 +188,8 @@ pub fn parse_messages_request(body: &[u8]) -> Result<ChatRequest, String> {
                         content: text.join("\n"),
                         tool_calls: calls,
                         tool_call_id: None,
+                        name: None,
+                        is_error: false,
                     });
                 }
             }
@@ -190,6 +203,7 @@ pub fn parse_messages_request(body: &[u8]) -> Result<ChatRequest, String> {
             name: t.name,
             description: t.description,
             parameters: t.input_schema,
+            strict: None,
         })
         .collect();
     let tool_choice = raw.tool_choice.map(|c| match c {
@@ -304,6 +318,11 @@ mod tests {
         check(
             &format!(r#"{{"model":"m","max_tokens":5,{msgs},"metadata":{{}}}}"#),
             Some("unknown field `metadata`"),
+        );
+        // Prompt-caching hints cannot be honoured on every provider: refused, not dropped.
+        check(
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":"x","cache_control":{"type":"ephemeral"}}]}]}"#,
+            Some("cache_control"),
         );
         check(
             &format!(r#"{{"model":"m","max_tokens":5,{msgs},"base_url":"http://x"}}"#),

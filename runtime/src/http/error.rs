@@ -224,7 +224,7 @@ fn provider_parts(e: &ProviderError) -> (StatusCode, &'static str, String, Strin
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
             "unsupported".into(),
-            (*what).to_owned(),
+            what.to_string(),
         ),
         ProviderError::KeyUnavailable(_) => (
             StatusCode::SERVICE_UNAVAILABLE,

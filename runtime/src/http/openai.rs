@@ -226,7 +226,6 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, String> {
                 names.join(", ")
             ));
         };
-        let _ = &m.name;
         let content = content_text(m.content, &format!("messages[{i}].content"))?;
         let mut tool_calls = Vec::new();
         for (j, c) in m.tool_calls.into_iter().flatten().enumerate() {
@@ -251,6 +250,8 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, String> {
             content,
             tool_calls,
             tool_call_id: m.tool_call_id,
+            name: m.name,
+            is_error: false,
         });
     }
     let mut tools = Vec::new();
@@ -258,7 +259,6 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, String> {
         if t.kind != "function" {
             return Err(format!("`tools[{i}].type` must be `function`"));
         }
-        let _ = t.function.strict;
         tools.push(Tool {
             name: t.function.name,
             description: t.function.description,
@@ -266,6 +266,7 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, String> {
                 .function
                 .parameters
                 .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
+            strict: t.function.strict,
         });
     }
     let response_format = match raw.response_format {
@@ -277,9 +278,9 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, String> {
                 let s = f
                     .json_schema
                     .ok_or("`response_format.json_schema` is required for type `json_schema`")?;
-                let _ = s.description;
                 Some(ResponseFormat::JsonSchema {
                     name: s.name,
+                    description: s.description,
                     schema: s.schema.unwrap_or_else(|| serde_json::json!({})),
                     strict: s.strict.unwrap_or(false),
                 })

@@ -39,6 +39,13 @@ pub struct ChatMessage {
     /// For a `tool` message: the call it answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// OpenAI's participant name (passed on where the provider has one, else refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// For a `tool` message: the tool failed (Anthropic's `is_error`; passed on where the provider
+    /// has it, else refused).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub is_error: bool,
 }
 
 impl ChatMessage {
@@ -48,6 +55,8 @@ impl ChatMessage {
             content: content.into(),
             tool_calls: Vec::new(),
             tool_call_id: None,
+            name: None,
+            is_error: false,
         }
     }
 }
@@ -58,6 +67,8 @@ pub struct Tool {
     pub name: String,
     pub description: Option<String>,
     pub parameters: serde_json::Value,
+    /// OpenAI's strict schema adherence (passed on where the provider has it, else refused).
+    pub strict: Option<bool>,
 }
 
 /// One tool call: its id, the function's name, and its arguments (a JSON text, as providers send it).
@@ -83,6 +94,7 @@ pub enum ResponseFormat {
     JsonObject,
     JsonSchema {
         name: String,
+        description: Option<String>,
         schema: serde_json::Value,
         strict: bool,
     },
@@ -200,6 +212,33 @@ pub fn check_model_field(model: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Refuses what a provider's wire format cannot carry (participant names, strict tools, failed tool
+/// results), so no accepted field is silently dropped.
+pub fn check_carried(
+    request: &ChatRequest,
+    provider: &'static str,
+    names: bool,
+    strict_tools: bool,
+    tool_errors: bool,
+) -> Result<(), String> {
+    if !names && request.messages.iter().any(|m| m.name.is_some()) {
+        return Err(format!(
+            "`messages[].name` is not supported by provider `{provider}`"
+        ));
+    }
+    if !strict_tools && request.tools.iter().any(|t| t.strict == Some(true)) {
+        return Err(format!(
+            "`strict` tools are not supported by provider `{provider}`"
+        ));
+    }
+    if !tool_errors && request.messages.iter().any(|m| m.is_error) {
+        return Err(format!(
+            "a tool result marked `is_error` is not supported by provider `{provider}`"
+        ));
+    }
+    Ok(())
+}
+
 /// A local token estimate for text a provider did not count (about four characters a token, as
 /// the providers' own rules of thumb say); always at least one token for non-empty text.
 pub fn estimate_tokens(text: &str) -> u64 {
@@ -213,4 +252,51 @@ pub fn estimate_input(messages: &[ChatMessage]) -> u64 {
         .iter()
         .map(|m| 3 + estimate_tokens(&m.content))
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_provider_cannot_carry_is_refused_not_dropped() {
+        let mut named = ChatMessage::text(Role::User, "hi");
+        named.name = Some("alice".into());
+        let mut failed = ChatMessage::text(Role::Tool, "boom");
+        failed.is_error = true;
+        let strict = Tool {
+            name: "f".into(),
+            description: None,
+            parameters: serde_json::json!({}),
+            strict: Some(true),
+        };
+        let with = |m: Vec<ChatMessage>, t: Vec<Tool>| ChatRequest {
+            messages: m,
+            tools: t,
+            ..ChatRequest::default()
+        };
+        let plain = with(vec![ChatMessage::text(Role::User, "hi")], Vec::new());
+        assert!(check_carried(&plain, "p", false, false, false).is_ok());
+        let r = with(vec![named], Vec::new());
+        assert!(check_carried(&r, "p", true, false, false).is_ok());
+        assert!(
+            check_carried(&r, "p", false, true, true)
+                .unwrap_err()
+                .contains("name")
+        );
+        let r = with(vec![failed], Vec::new());
+        assert!(check_carried(&r, "p", true, true, true).is_ok());
+        assert!(
+            check_carried(&r, "p", true, true, false)
+                .unwrap_err()
+                .contains("is_error")
+        );
+        let r = with(Vec::new(), vec![strict]);
+        assert!(check_carried(&r, "p", true, true, true).is_ok());
+        assert!(
+            check_carried(&r, "p", true, false, true)
+                .unwrap_err()
+                .contains("strict")
+        );
+    }
 }

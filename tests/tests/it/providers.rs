@@ -228,6 +228,7 @@ async fn tool_calls_round_trip_plain_and_streamed(row: &'static Row) {
         name: "get_weather".into(),
         description: Some("Weather by city".into()),
         parameters: serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+        strict: None,
     }];
     let c = f.complete(&request).await.unwrap();
     assert_eq!(c.tool_calls.len(), 1, "{c:?}");

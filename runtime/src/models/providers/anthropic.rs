@@ -27,9 +27,11 @@ pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 pub struct Anthropic;
 
 fn body(call: &Call<'_>, request: &ChatRequest, stream: bool) -> Result<Value, ProviderError> {
+    crate::models::chat::check_carried(request, "anthropic", false, false, true)
+        .map_err(|e| ProviderError::Unsupported(e.into()))?;
     if request.response_format.is_some() {
         return Err(ProviderError::Unsupported(
-            "`response_format` (JSON mode) is not supported by provider `anthropic`",
+            "`response_format` (JSON mode) is not supported by provider `anthropic`".into(),
         ));
     }
     let system: Vec<&str> = request
@@ -60,7 +62,7 @@ fn body(call: &Call<'_>, request: &ChatRequest, stream: bool) -> Result<Value, P
             }
             Role::Tool => (
                 "user",
-                json!([{"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}]),
+                json!([{"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content, "is_error": m.is_error}]),
             ),
         };
         messages.push(json!({"role": role, "content": content}));
@@ -338,7 +340,7 @@ impl Adapter for Anthropic {
         _req: &EmbeddingRequest,
     ) -> Result<Embeddings, ProviderError> {
         Err(ProviderError::Unsupported(
-            "provider `anthropic` has no embeddings API",
+            "provider `anthropic` has no embeddings API".into(),
         ))
     }
 }

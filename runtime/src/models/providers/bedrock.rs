@@ -31,7 +31,7 @@ fn region<'a>(call: &Call<'a>) -> Result<&'a str, ProviderError> {
         .region
         .as_deref()
         .ok_or(ProviderError::Unsupported(
-            "a Bedrock endpoint needs its region",
+            "a Bedrock endpoint needs its region".into(),
         ))
 }
 
@@ -49,9 +49,11 @@ fn url(call: &Call<'_>, operation: &str) -> Result<String, ProviderError> {
 }
 
 fn body(request: &ChatRequest) -> Result<Value, ProviderError> {
+    crate::models::chat::check_carried(request, "bedrock", false, false, true)
+        .map_err(|e| ProviderError::Unsupported(e.into()))?;
     if request.response_format.is_some() {
         return Err(ProviderError::Unsupported(
-            "`response_format` (JSON mode) is not supported by provider `bedrock`",
+            "`response_format` (JSON mode) is not supported by provider `bedrock`".into(),
         ));
     }
     let system: Vec<Value> = request
@@ -82,7 +84,7 @@ fn body(request: &ChatRequest) -> Result<Value, ProviderError> {
             Role::Tool => (
                 "user",
                 vec![
-                    json!({"toolResult": {"toolUseId": m.tool_call_id, "content": [{"text": m.content}]}}),
+                    json!({"toolResult": {"toolUseId": m.tool_call_id, "content": [{"text": m.content}], "status": if m.is_error { "error" } else { "success" }}}),
                 ],
             ),
         };
@@ -442,9 +444,7 @@ impl Adapter for Bedrock {
         _call: Call<'_>,
         _request: &EmbeddingRequest,
     ) -> Result<Embeddings, ProviderError> {
-        Err(ProviderError::Unsupported(
-            "provider `bedrock` embeddings are not offered by this gateway; use an OpenAI-compatible provider",
-        ))
+        Err(ProviderError::Unsupported("provider `bedrock` embeddings are not offered by this gateway; use an OpenAI-compatible provider".into()))
     }
 }
 

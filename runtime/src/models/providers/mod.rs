@@ -67,7 +67,7 @@ pub enum ProviderError {
     Cut(String),
     /// This provider has no such operation (embeddings on Anthropic).
     #[error("{0}")]
-    Unsupported(&'static str),
+    Unsupported(std::borrow::Cow<'static, str>),
     /// No key for this provider in the secret store, or the store is unreachable past its TTL.
     #[error("provider key unavailable: {0}")]
     KeyUnavailable(String),

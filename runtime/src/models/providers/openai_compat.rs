@@ -47,20 +47,20 @@ impl OpenaiCompat {
             Flavor::SelfHosted => format!(
                 "{}/{operation}",
                 base.ok_or(ProviderError::Unsupported(
-                    "a self-hosted endpoint needs its base URL"
+                    "a self-hosted endpoint needs its base URL".into()
                 ))?
                 .trim_end_matches('/')
             ),
             Flavor::Azure => {
                 let base = base.ok_or(ProviderError::Unsupported(
-                    "an Azure OpenAI endpoint needs its resource URL",
+                    "an Azure OpenAI endpoint needs its resource URL".into(),
                 ))?;
                 let version =
                     call.endpoint
                         .api_version
                         .as_deref()
                         .ok_or(ProviderError::Unsupported(
-                            "an Azure OpenAI endpoint needs its api_version",
+                            "an Azure OpenAI endpoint needs its api_version".into(),
                         ))?;
                 format!(
                     "{}/openai/deployments/{}/{operation}?api-version={}",
@@ -119,8 +119,13 @@ impl OpenaiCompat {
                 .iter()
                 .map(|t| {
                     let mut f = json!({"name": t.name, "parameters": t.parameters});
-                    if let (Some(d), Some(o)) = (&t.description, f.as_object_mut()) {
-                        o.insert("description".into(), json!(d));
+                    if let Some(o) = f.as_object_mut() {
+                        if let Some(d) = &t.description {
+                            o.insert("description".into(), json!(d));
+                        }
+                        if let Some(strict) = t.strict {
+                            o.insert("strict".into(), json!(strict));
+                        }
                     }
                     json!({"type": "function", "function": f})
                 })
@@ -143,10 +148,15 @@ impl OpenaiCompat {
                 ResponseFormat::JsonObject => json!({"type": "json_object"}),
                 ResponseFormat::JsonSchema {
                     name,
+                    description,
                     schema,
                     strict,
                 } => {
-                    json!({"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": strict}})
+                    let mut s = json!({"name": name, "schema": schema, "strict": strict});
+                    if let (Some(d), Some(o)) = (description, s.as_object_mut()) {
+                        o.insert("description".into(), json!(d));
+                    }
+                    json!({"type": "json_schema", "json_schema": s})
                 }
             };
             obj.insert("response_format".into(), v);
@@ -183,6 +193,9 @@ fn message(m: &ChatMessage) -> Value {
     }
     if let Some(id) = &m.tool_call_id {
         obj.insert("tool_call_id".into(), json!(id));
+    }
+    if let Some(name) = &m.name {
+        obj.insert("name".into(), json!(name));
     }
     v
 }
@@ -314,6 +327,9 @@ impl Adapter for OpenaiCompat {
         call: Call<'_>,
         request: &ChatRequest,
     ) -> Result<Completion, ProviderError> {
+        // Names and strict tools travel; OpenAI's format has no failed-tool-result flag.
+        crate::models::chat::check_carried(request, "openai-compatible", true, true, false)
+            .map_err(|e| ProviderError::Unsupported(e.into()))?;
         let url = self.url(&call, "chat/completions")?;
         let body = self.chat_body(&call, request, false);
         let response = call
@@ -329,6 +345,9 @@ impl Adapter for OpenaiCompat {
         call: Call<'_>,
         request: &ChatRequest,
     ) -> Result<EventStream, ProviderError> {
+        // Names and strict tools travel; OpenAI's format has no failed-tool-result flag.
+        crate::models::chat::check_carried(request, "openai-compatible", true, true, false)
+            .map_err(|e| ProviderError::Unsupported(e.into()))?;
         let url = self.url(&call, "chat/completions")?;
         let body = self.chat_body(&call, request, true);
         let response = call
