@@ -181,3 +181,31 @@ fn reshape(response: Response, body: &serde_json::Value) -> Response {
     parts.headers.remove(http::header::CONTENT_LENGTH);
     Response::from_parts(parts, axum::body::Body::from(body.to_string()))
 }
+
+/// Middleware: a request whose declared body is over the limit is answered 413 only after what the
+/// client sends has been read and discarded (up to four times the limit, for at most five seconds),
+/// so the client hears the 413 instead of finding the connection reset mid-upload.
+pub async fn drain_oversized(req: Request, next: Next) -> Response {
+    use futures_util::StreamExt as _;
+    let limit = crate::http::MAX_BODY_BYTES as u64;
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_none_or(|n| n <= limit) {
+        return next.run(req).await;
+    }
+    let mut body = req.into_body().into_data_stream();
+    let drain = async {
+        let mut seen = 0u64;
+        while let Some(Ok(chunk)) = body.next().await {
+            seen += chunk.len() as u64;
+            if seen > 4 * limit {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
+    ApiError::PayloadTooLarge.into_response()
+}

@@ -31,6 +31,7 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             middleware::require_permission,
         ))
+        .layer(from_fn(middleware::drain_oversized))
         .layer(from_fn_with_state(state.clone(), middleware::require_auth))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(from_fn(middleware::shape_errors))
