@@ -118,12 +118,24 @@ targets=(
 RESULTS="$OUT/results.jsonl"
 : > "$RESULTS"
 run() { "$BIN/gateway-bench" "$@" | tee -a "$RESULTS"; }
+# The runtime's ledger counters (rows, commits, time in commits), before and after a phase.
+ledger_counters() {
+  python3 - "$P_METRICS" "$OUT/ledger_$1.txt" <<'PY'
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics").read().decode()
+open(sys.argv[2], "w").write("".join(l + "\n" for l in text.splitlines() if l.startswith("tenant_ledger_")))
+PY
+}
 for t in "${targets[@]}"; do
   set -- $t
   say "$1: c=1 latency ($N requests)"
+  [ "$1" = tenantctl ] && ledger_counters c1_before
   run --name "$1" --url "$2" --requests "$N" --concurrency 1
+  [ "$1" = tenantctl ] && ledger_counters c1_after
   say "$1: c=32 throughput (${SECS}s)"
+  [ "$1" = tenantctl ] && ledger_counters c32_before
   run --name "$1" --url "$2" --concurrency 32 --duration-secs "$SECS" --warmup 100
+  [ "$1" = tenantctl ] && ledger_counters c32_after
   say "$1: streaming, c=1"
   run --name "$1" --url "$2" --mode stream --requests 300 --warmup 30
 done
@@ -132,20 +144,20 @@ say "the durable commit on this disk (pg_test_fsync)"
 PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
 "$PG_BIN/pg_test_fsync" -s 2 -f "$STATE/fsync.test" > "$OUT/pg_test_fsync.txt" 2>&1 || true
 grep -m1 -E "fdatasync +[0-9.]+ ops/sec" "$OUT/pg_test_fsync.txt" >&2 || true
-say "the ledger write itself, timed (pgbench, the runtime's pipelined statements, same cluster)"
+say "the ledger write itself, timed (pgbench, the runtime's pipelined prepared statements, same cluster)"
 SOCKET="$("${TC[@]}" local status | awk '/socket dir:/ {print $3}')"
 cat > "$STATE/ledger.sql" <<'SQL'
 \startpipeline
 BEGIN;
 SELECT set_config('app.tenant_id', '', true), set_config('search_path', 't_bench', true);
-INSERT INTO usage_ledger (id, tenant_id, request_id, subject, provider, model, input_tokens, output_tokens, cost_micro_usd, price_book_version, outcome, usage_estimated) VALUES (gen_random_uuid(), 'bench', gen_random_uuid(), 'bench', 'openai', 'gpt-4o-mini', 5, 16, 11, 'bench', 'complete', false);
+INSERT INTO t_bench.usage_ledger (id, tenant_id, request_id, subject, provider, model, input_tokens, output_tokens, cost_micro_usd, price_book_version, outcome, usage_estimated) VALUES (gen_random_uuid(), 'bench', gen_random_uuid(), 'bench', 'openai', 'gpt-4o-mini', 5, 16, 11, 'bench', 'complete', false);
 COMMIT;
 \endpipeline
 SQL
 chmod 644 "$STATE/ledger.sql"
 PGRUN=(env)
 [ "$(id -u)" = 0 ] && PGRUN=(runuser -u "${TENANTCTL_PG_USER:-postgres}" --)
-"${PGRUN[@]}" "$PG_BIN/pgbench" -n -h "$SOCKET" -U tenantctl_admin -M extended -f "$STATE/ledger.sql" -t 2000 -c 1 tenantctl > "$OUT/ledger_commit.txt" 2>&1 || true
+"${PGRUN[@]}" "$PG_BIN/pgbench" -n -h "$SOCKET" -U tenantctl_admin -M prepared -f "$STATE/ledger.sql" -t 2000 -c 1 tenantctl > "$OUT/ledger_commit.txt" 2>&1 || true
 grep -m1 "latency average" "$OUT/ledger_commit.txt" >&2 || true
 
 if command -v perf >/dev/null 2>&1; then
@@ -177,6 +189,14 @@ fsync = re.search(r"fdatasync\s+([\d.]+) ops/sec\s+(\d+) usecs/op", (out / "pg_t
 commit_us = int(fsync.group(2)) if fsync else 0
 ledger = re.search(r"latency average = ([\d.]+) ms", (out / "ledger_commit.txt").read_text()) if (out / "ledger_commit.txt").exists() else None
 ledger_us = int(float(ledger.group(1)) * 1000) if ledger else 0
+def counters(phase):
+    f = out / f"ledger_{phase}.txt"
+    if not f.exists():
+        return {}
+    return {l.split()[0]: int(l.split()[1]) for l in f.read_text().splitlines() if l.strip()}
+def delta(phase):
+    a, b = counters(phase + "_before"), counters(phase + "_after")
+    return {k.removeprefix("tenant_ledger_").removesuffix("_total"): b.get(k, 0) - a.get(k, 0) for k in b}
 print("| target | c=1 p50 (µs) | c=1 p99 (µs) | c=32 req/s | TTFT p50 (µs) | inter-chunk mean (µs) | ≥40 ms |")
 print("|---|---:|---:|---:|---:|---:|---:|")
 for n in names:
@@ -185,7 +205,12 @@ floor = lambda k, m="plain", c=1: g("floor", m, c, k)
 tc = lambda k, m="plain", c=1: g("tenantctl", m, c, k)
 print()
 print(f"- durable commit on this disk (pg_test_fsync, fdatasync of one 8 kB write): {commit_us} µs")
-print(f"- the ledger write itself (pgbench, pipelined as the runtime sends it): {ledger_us} µs")
+print(f"- the ledger write itself (pgbench, pipelined prepared statements as the runtime sends them): {ledger_us} µs")
+d1, d32 = delta("c1"), delta("c32")
+if d1.get("commits"):
+    print(f"- the ledger commit as the runtime timed it at c=1: {d1['commit_microseconds'] // d1['commits']} µs mean over {d1['commits']} commits")
+if d32.get("commits"):
+    print(f"- group commit at c=32: {d32['rows']} rows in {d32['commits']} commits, {d32['rows'] / d32['commits']:.1f} rows a commit, {d32['commit_microseconds'] // d32['commits']} µs a commit")
 print(f"- tenantctl added p50 over the floor at c=1: {tc('p50_us') - floor('p50_us')} µs (target: 50 µs + the commit: {50 + commit_us} µs by fdatasync, {50 + ledger_us} µs by the ledger write)")
 print(f"- tenantctl added TTFT over the floor: {tc('ttft_p50_us','stream') - floor('ttft_p50_us','stream')} µs; added inter-chunk: {tc('gap_mean_us','stream') - floor('gap_mean_us','stream')} µs")
 lit = g("litellm", "plain", 32, "rps") or 1

@@ -98,6 +98,7 @@ pub async fn start(target: &Target, platform: &Platform, listen: Listen) -> Resu
         tenant: None,
         provider_key_ttl_secs: 60,
         upstream: Default::default(),
+        ledger_commit: Default::default(),
     };
     let state = match runtime::AppState::from_config(&config).await {
         Ok(s) => s,

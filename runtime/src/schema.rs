@@ -59,6 +59,12 @@ pub const TENANT_MIGRATIONS: &[Migration] = &[
         sql: include_str!("../sql/tenant/0004_usage_ledger_outcome.sql"),
         pool_backfill: None,
     },
+    Migration {
+        version: 5,
+        name: "usage_daily_per_statement",
+        sql: include_str!("../sql/tenant/0005_usage_daily_per_statement.sql"),
+        pool_backfill: None,
+    },
 ];
 
 /// Table privileges of the tenant's own role, per table. The ledger is append-only for the tenant role;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::auth::{Authenticator, DeploymentPolicy, IssuerConfig};
 use crate::db::DbEndpoint;
+use crate::metering::writer::{CommitMode, LedgerWriter};
 use crate::models::ModelRouter;
 use crate::models::providers::UpstreamConfig;
 use crate::registry::{ControlPlane, TenantDirectory};
@@ -20,6 +21,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub directory: Arc<TenantDirectory>,
     pub data: Arc<DataPlane>,
+    /// Ledger rows reach the database through it (group commit, or direct on a tenant's Lambda).
+    pub ledger: Arc<LedgerWriter>,
     pub models: ModelRouter,
     /// The secret store behind a TTL cache: provider keys are read through it on the request path.
     pub secrets: Arc<SecretCache>,
@@ -72,6 +75,12 @@ pub struct RuntimeConfig {
     /// Timeouts and retries of calls to model providers.
     #[serde(default)]
     pub upstream: UpstreamConfig,
+    /// How ledger rows are committed: `group` (concurrent requests of a tenant share a durable
+    /// commit; each still waits for the commit holding its row), `direct` (one commit per request),
+    /// or `auto` (the default: `direct` when `tenant` is set, a Lambda serving one request at a
+    /// time, `group` otherwise).
+    #[serde(default)]
+    pub ledger_commit: CommitMode,
 }
 
 /// Which secret store backend the runtime uses.
@@ -184,10 +193,12 @@ impl AppState {
                 }
             }
         });
+        let data = Arc::new(data);
         Ok(Self {
             auth: Arc::new(auth),
             directory,
-            data: Arc::new(data),
+            ledger: Arc::new(LedgerWriter::new(data.clone(), config.ledger_commit, false)),
+            data,
             models,
             secrets: cache,
         })
@@ -212,14 +223,16 @@ impl AppState {
         let auth = Authenticator::load(&config.issuers, config.deployment.clone())
             .await
             .map_err(StartupError::Issuers)?;
+        let data = Arc::new(
+            DataPlane::new(config.database.clone(), secrets, config.namespace.clone())
+                .with_max_connections_per_tenant(config.max_connections_per_tenant)
+                .with_max_in_flight_per_tenant(config.max_in_flight_per_tenant),
+        );
         Ok(Self {
             auth: Arc::new(auth),
             directory: Arc::new(TenantDirectory::new(vec![record.clone()])),
-            data: Arc::new(
-                DataPlane::new(config.database.clone(), secrets, config.namespace.clone())
-                    .with_max_connections_per_tenant(config.max_connections_per_tenant)
-                    .with_max_in_flight_per_tenant(config.max_in_flight_per_tenant),
-            ),
+            ledger: Arc::new(LedgerWriter::new(data.clone(), config.ledger_commit, true)),
+            data,
             models,
             secrets: cache,
         })

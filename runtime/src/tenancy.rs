@@ -284,7 +284,8 @@ pub struct TenantTx {
     tenant: TenantId,
     committed: bool,
     statements: Arc<AtomicU64>,
-    _admission: Admission,
+    /// The request's admission; `None` only inside `execute_once`, whose caller holds it.
+    _admission: Option<Admission>,
 }
 
 impl TenantTx {
@@ -331,6 +332,16 @@ impl TenantTx {
         admission: Admission,
     ) -> Result<Self, DataError> {
         let client = Self::checkout(data, tenant, &admission).await?;
+        Self::open(data, tenant, client, Some(admission)).await
+    }
+
+    /// BEGIN and the settings on `client`, a connection of `tenant`'s pool.
+    async fn open(
+        data: &DataPlane,
+        tenant: &Tenant,
+        client: Object,
+        admission: Option<Admission>,
+    ) -> Result<Self, DataError> {
         let tx = Self {
             client: Some(client),
             tenant: tenant.id().clone(),
@@ -365,14 +376,16 @@ impl TenantTx {
     /// together and the server runs them in order. If the statement fails, the COMMIT finds the
     /// transaction aborted and rolls it back; the error is returned and the connection discarded,
     /// as a dropped `TenantTx` would be. The ledger's write path, where a round trip is the cost.
+    /// The caller keeps `admission` until this returns (a group commit writes the rows of several
+    /// admitted requests under the first one's).
     pub async fn execute_once(
         data: &DataPlane,
         tenant: &Tenant,
-        admission: Admission,
+        admission: &Admission,
         sql: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, DataError> {
-        let client = Self::checkout(data, tenant, &admission).await?;
+        let client = Self::checkout(data, tenant, admission).await?;
         data.statements.fetch_add(4, Ordering::Relaxed);
         let (tenant_id, schema) = Self::settings(tenant);
         let settings: [&(dyn ToSql + Sync); 2] = [&tenant_id, &schema];
@@ -384,7 +397,8 @@ impl TenantTx {
             Ok(statement) => statement,
             Err(_) => {
                 drop(client);
-                let tx = Self::begin_admitted(data, tenant, admission).await?;
+                let client = Self::checkout(data, tenant, admission).await?;
+                let tx = Self::open(data, tenant, client, None).await?;
                 let rows = tx.execute(sql, params).await?;
                 tx.commit().await?;
                 return Ok(rows);
@@ -405,7 +419,6 @@ impl TenantTx {
             Ok::<_, tokio_postgres::Error>(rows)
         }
         .await;
-        let _admission = admission;
         match outcome {
             Ok(rows) => Ok(rows),
             Err(e) => {

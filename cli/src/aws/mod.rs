@@ -330,6 +330,8 @@ fn lambda_runtime_config(
         tenant: Some(record),
         provider_key_ttl_secs: 60,
         upstream: Default::default(),
+        // One request at a time and frozen between them: each row commits on its own request.
+        ledger_commit: runtime::metering::writer::CommitMode::Direct,
     };
     let json = serde_json::to_string(&config)?;
     // A dedicated tenant's data is on its own instance (the stack's `Database`); every other tier's on

@@ -171,6 +171,9 @@ pub enum DataError {
     /// caller answers 429 with Retry-After, before any connection is checked out.
     #[error("tenant has {0} requests in flight, its maximum")]
     Busy(usize),
+    /// One failure reported to every request whose row was in the same group commit.
+    #[error("{0}")]
+    Shared(std::sync::Arc<DataError>),
 }
 
 /// A connection pool for `config` (IAM token logins when `tokens` is given).

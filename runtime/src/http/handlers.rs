@@ -117,10 +117,16 @@ pub async fn chat_completions(
     let created = unix_now();
     // Responses are named after their ledger row, so a client's id finds the row finance sees.
     if !request.stream {
-        let metered =
-            service::chat::complete(&state.models, &state.data, &tenant, request_id, &request)
-                .await
-                .map_err(|e| ApiError::service(e, request_id))?;
+        let metered = service::chat::complete(
+            &state.models,
+            &state.data,
+            &state.ledger,
+            &tenant,
+            request_id,
+            &request,
+        )
+        .await
+        .map_err(|e| ApiError::service(e, request_id))?;
         let id = format!("chatcmpl-{}", metered.ledger_id.simple());
         return Ok(Json(completion_json(
             &id,
@@ -133,7 +139,8 @@ pub async fn chat_completions(
     let include_usage = request.include_usage;
     let metered = service::chat::stream(
         &state.models,
-        state.data.clone(),
+        &state.data,
+        state.ledger.clone(),
         &tenant,
         request_id,
         &request,
@@ -266,10 +273,16 @@ pub async fn embeddings(
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (request, base64) = parse_embedding_request(&body(raw)?).map_err(ApiError::BadRequest)?;
-    let (embeddings, model) =
-        service::chat::embed(&state.models, &state.data, &tenant, request_id, &request)
-            .await
-            .map_err(|e| ApiError::service(e, request_id))?;
+    let (embeddings, model) = service::chat::embed(
+        &state.models,
+        &state.data,
+        &state.ledger,
+        &tenant,
+        request_id,
+        &request,
+    )
+    .await
+    .map_err(|e| ApiError::service(e, request_id))?;
     let data: Vec<serde_json::Value> = embeddings
         .vectors
         .iter()
@@ -293,10 +306,16 @@ pub async fn messages(
 ) -> Result<Response, ApiError> {
     let request = anthropic::parse_messages_request(&body(raw)?).map_err(ApiError::BadRequest)?;
     if !request.stream {
-        let metered =
-            service::chat::complete(&state.models, &state.data, &tenant, request_id, &request)
-                .await
-                .map_err(|e| ApiError::service(e, request_id))?;
+        let metered = service::chat::complete(
+            &state.models,
+            &state.data,
+            &state.ledger,
+            &tenant,
+            request_id,
+            &request,
+        )
+        .await
+        .map_err(|e| ApiError::service(e, request_id))?;
         let id = format!("msg_{}", metered.ledger_id.simple());
         return Ok(Json(anthropic::message_json(
             &id,
@@ -307,7 +326,8 @@ pub async fn messages(
     }
     let metered = service::chat::stream(
         &state.models,
-        state.data.clone(),
+        &state.data,
+        state.ledger.clone(),
         &tenant,
         request_id,
         &request,

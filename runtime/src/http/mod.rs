@@ -101,6 +101,23 @@ pub fn metrics_text(state: &AppState) -> String {
         "# TYPE tenant_directory_tenants gauge\ntenant_directory_tenants {}",
         state.directory.len()
     );
+    let _ = writeln!(
+        out,
+        "# HELP tenant_ledger_commits_total Durable ledger commits (a group commit holds many rows).\n\
+         # TYPE tenant_ledger_commits_total counter\ntenant_ledger_commits_total {}",
+        state.ledger.commits()
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE tenant_ledger_rows_total counter\ntenant_ledger_rows_total {}",
+        state.ledger.rows()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP tenant_ledger_commit_microseconds_total Time spent in durable ledger commits.\n\
+         # TYPE tenant_ledger_commit_microseconds_total counter\ntenant_ledger_commit_microseconds_total {}",
+        state.ledger.commit_micros()
+    );
     out
 }
 

@@ -14,17 +14,17 @@ use crate::tenancy::{Admission, DataPlane, TenantTx};
 
 /// A row to append.
 #[derive(Debug, Clone)]
-pub struct NewEntry<'a> {
+pub struct NewEntry {
     /// The row's id, chosen by the caller (a streamed reply names it before the row exists).
     pub id: Uuid,
     pub request_id: Uuid,
-    pub subject: &'a str,
+    pub subject: String,
     pub provider: ProviderId,
-    pub model: &'a ModelId,
+    pub model: ModelId,
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cost: MicroUsd,
-    pub price_book_version: &'a str,
+    pub price_book_version: &'static str,
     pub outcome: Outcome,
     /// The token counts were made here (the provider reported none).
     pub usage_estimated: bool,
@@ -77,65 +77,123 @@ const INSERT: &str = "INSERT INTO usage_ledger (id, tenant_id, request_id, subje
              input_tokens, output_tokens, cost_micro_usd, price_book_version, outcome, usage_estimated) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
-/// The INSERT's parameters for `entry`: `names` are the tenant, provider, model and outcome as
-/// text, `tokens` the counts as the table's integers.
-fn params<'a>(
-    entry: &'a NewEntry<'_>,
-    names: &'a [&'a str; 4],
-    tokens: &'a [i64; 2],
-) -> [&'a (dyn tokio_postgres::types::ToSql + Sync); 12] {
-    [
-        &entry.id,
-        &names[0],
-        &entry.request_id,
-        &entry.subject,
-        &names[1],
-        &names[2],
-        &tokens[0],
-        &tokens[1],
-        &entry.cost.0,
-        &entry.price_book_version,
-        &names[3],
-        &entry.usage_estimated,
-    ]
-}
+/// Many rows in one statement: one array per column (one plan whatever the batch size).
+const INSERT_MANY: &str = "INSERT INTO usage_ledger (id, tenant_id, request_id, subject, provider, \
+             model, input_tokens, output_tokens, cost_micro_usd, price_book_version, outcome, \
+             usage_estimated) \
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[], \
+             $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::text[], $11::text[], $12::bool[])";
 
-fn names<'a>(entry: &'a NewEntry<'_>, tenant: &'a str) -> [&'a str; 4] {
-    [
-        tenant,
+/// Appends one row in `tx`; returns its id.
+pub async fn record(tx: &TenantTx, entry: &NewEntry) -> Result<Uuid, DataError> {
+    let (tenant, counts) = (tx.tenant().as_str(), counts(entry));
+    let names = [
         entry.provider.as_str(),
         entry.model.as_str(),
         entry.outcome.as_str(),
-    ]
-}
-
-/// Appends one row in `tx`; returns its id.
-pub async fn record(tx: &TenantTx, entry: &NewEntry<'_>) -> Result<Uuid, DataError> {
-    let counts = [tokens(entry.input_tokens), tokens(entry.output_tokens)];
-    let names = names(entry, tx.tenant().as_str());
-    tx.execute(INSERT, &params(entry, &names, &counts)).await?;
+    ];
+    tx.execute(
+        INSERT,
+        &[
+            &entry.id,
+            &tenant,
+            &entry.request_id,
+            &entry.subject,
+            &names[0],
+            &names[1],
+            &counts[0],
+            &counts[1],
+            &entry.cost.0,
+            &entry.price_book_version,
+            &names[2],
+            &entry.usage_estimated,
+        ],
+    )
+    .await?;
     Ok(entry.id)
 }
 
-/// Appends one row in a transaction of its own, committed durably in one round trip (the model
-/// call's path: `TenantTx::execute_once`); returns its id.
+fn counts(entry: &NewEntry) -> [i64; 2] {
+    [tokens(entry.input_tokens), tokens(entry.output_tokens)]
+}
+
+/// Appends `entries`, all of `tenant`, in one transaction of their own, committed durably in one
+/// round trip (`TenantTx::execute_once`, under `admission`, which the caller keeps until this
+/// returns). All rows or none.
 pub async fn record_once(
     data: &DataPlane,
     tenant: &Tenant,
-    admission: Admission,
-    entry: &NewEntry<'_>,
-) -> Result<Uuid, DataError> {
-    let counts = [tokens(entry.input_tokens), tokens(entry.output_tokens)];
-    let names = names(entry, tenant.id().as_str());
+    admission: &Admission,
+    entries: &[&NewEntry],
+) -> Result<(), DataError> {
+    let tenant_id = tenant.id().as_str();
+    if let [entry] = entries {
+        let (counts, names) = (
+            counts(entry),
+            [
+                entry.provider.as_str(),
+                entry.model.as_str(),
+                entry.outcome.as_str(),
+            ],
+        );
+        TenantTx::execute_once(
+            data,
+            tenant,
+            admission,
+            INSERT,
+            &[
+                &entry.id,
+                &tenant_id,
+                &entry.request_id,
+                &entry.subject,
+                &names[0],
+                &names[1],
+                &counts[0],
+                &counts[1],
+                &entry.cost.0,
+                &entry.price_book_version,
+                &names[2],
+                &entry.usage_estimated,
+            ],
+        )
+        .await?;
+        return Ok(());
+    }
+    let column = |f: fn(&NewEntry) -> &str| entries.iter().map(|e| f(e)).collect::<Vec<&str>>();
+    let ids: Vec<Uuid> = entries.iter().map(|e| e.id).collect();
+    let request_ids: Vec<Uuid> = entries.iter().map(|e| e.request_id).collect();
+    let tenants = vec![tenant_id; entries.len()];
+    let subjects = column(|e| &e.subject);
+    let providers = column(|e| e.provider.as_str());
+    let models = column(|e| e.model.as_str());
+    let input: Vec<i64> = entries.iter().map(|e| tokens(e.input_tokens)).collect();
+    let output: Vec<i64> = entries.iter().map(|e| tokens(e.output_tokens)).collect();
+    let cost: Vec<i64> = entries.iter().map(|e| e.cost.0).collect();
+    let versions = column(|e| e.price_book_version);
+    let outcomes = column(|e| e.outcome.as_str());
+    let estimated: Vec<bool> = entries.iter().map(|e| e.usage_estimated).collect();
     TenantTx::execute_once(
         data,
         tenant,
         admission,
-        INSERT,
-        &params(entry, &names, &counts),
+        INSERT_MANY,
+        &[
+            &ids,
+            &tenants,
+            &request_ids,
+            &subjects,
+            &providers,
+            &models,
+            &input,
+            &output,
+            &cost,
+            &versions,
+            &outcomes,
+            &estimated,
+        ],
     )
     .await?;
-    Ok(entry.id)
+    Ok(())
 }
 
 /// The newest `limit` rows and the all-time totals of the tenant in `tx`.

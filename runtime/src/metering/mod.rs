@@ -1,4 +1,6 @@
-//! Metering: what a model call cost, written where finance can read it. Today the ledger (one row per
-//! call, through the tenant's own `TenantTx`); budgets and limits join it here.
+//! Metering: what a model call cost, written where finance can read it: the ledger (one row per
+//! call, through the tenant's own `TenantTx`) and its writer (group or direct commit); budgets and
+//! limits join it here.
 
 pub mod ledger;
+pub mod writer;

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::auth::Tenant;
 use crate::metering::ledger::{self, Outcome};
+use crate::metering::writer::LedgerWriter;
 use crate::models::chat::{
     Completion, EmbeddingRequest, Embeddings, StreamEvent, Usage, estimate_input, estimate_tokens,
 };
@@ -86,7 +87,7 @@ fn prepare(
 
 #[allow(clippy::too_many_arguments)]
 async fn record(
-    data: &DataPlane,
+    ledger: &Arc<LedgerWriter>,
     tenant: &Tenant,
     admission: Admission,
     ledger_id: Uuid,
@@ -96,25 +97,25 @@ async fn record(
     outcome: Outcome,
 ) -> Result<Uuid, ServiceError> {
     let cost = route.price.cost(usage.input_tokens, usage.output_tokens);
-    let id = ledger::record_once(
-        data,
-        tenant,
-        admission,
-        &ledger::NewEntry {
-            id: ledger_id,
-            request_id,
-            subject: &tenant.principal().subject,
-            provider: route.provider,
-            model: &route.model,
-            input_tokens: usage.input_tokens,
-            output_tokens: usage.output_tokens,
-            cost,
-            price_book_version: route.price_book_version,
-            outcome,
-            usage_estimated: usage.estimated,
-        },
-    )
-    .await?;
+    let id = ledger
+        .record(
+            tenant,
+            admission,
+            ledger::NewEntry {
+                id: ledger_id,
+                request_id,
+                subject: tenant.principal().subject.clone(),
+                provider: route.provider,
+                model: route.model.clone(),
+                input_tokens: usage.input_tokens,
+                output_tokens: usage.output_tokens,
+                cost,
+                price_book_version: route.price_book_version,
+                outcome,
+                usage_estimated: usage.estimated,
+            },
+        )
+        .await?;
     Ok(id)
 }
 
@@ -122,6 +123,7 @@ async fn record(
 pub async fn complete(
     router: &ModelRouter,
     data: &DataPlane,
+    ledger: &Arc<LedgerWriter>,
     tenant: &Tenant,
     request_id: Uuid,
     request: &ChatRequest,
@@ -135,7 +137,7 @@ pub async fn complete(
         .await
         .map_err(ServiceError::Provider)?;
     let ledger_id = record(
-        data,
+        ledger,
         tenant,
         admission,
         Uuid::new_v4(),
@@ -156,6 +158,7 @@ pub async fn complete(
 pub async fn embed(
     router: &ModelRouter,
     data: &DataPlane,
+    ledger: &Arc<LedgerWriter>,
     tenant: &Tenant,
     request_id: Uuid,
     request: &EmbeddingRequest,
@@ -166,7 +169,7 @@ pub async fn embed(
         .await
         .map_err(ServiceError::Provider)?;
     record(
-        data,
+        ledger,
         tenant,
         admission,
         Uuid::new_v4(),
@@ -193,13 +196,14 @@ impl std::fmt::Debug for MeteredStream {
 /// in between). Dropping the stream cancels the upstream call and records what was produced.
 pub async fn stream(
     router: &ModelRouter,
-    data: Arc<DataPlane>,
+    data: &DataPlane,
+    ledger: Arc<LedgerWriter>,
     tenant: &Tenant,
     request_id: Uuid,
     request: &ChatRequest,
 ) -> Result<MeteredStream, ServiceError> {
     let (admission, routes, max_tokens) =
-        prepare(&data, tenant, &request.model, request.max_tokens)?;
+        prepare(data, tenant, &request.model, request.max_tokens)?;
     let mut request = request.clone();
     request.max_tokens = max_tokens;
     let (route, upstream) = router
@@ -209,7 +213,7 @@ pub async fn stream(
     let ledger_id = Uuid::new_v4();
     let model = route.model.to_string();
     let meter = Meter {
-        data,
+        ledger,
         tenant: tenant.clone(),
         route,
         request_id,
@@ -297,7 +301,7 @@ struct StreamState {
 /// stream is dropped unsettled (the client went away), the row is written from a task with outcome
 /// `cancelled`.
 struct Meter {
-    data: Arc<DataPlane>,
+    ledger: Arc<LedgerWriter>,
     tenant: Tenant,
     route: Route,
     request_id: Uuid,
@@ -334,7 +338,7 @@ impl Meter {
             return Ok(usage);
         };
         let written = record(
-            &self.data,
+            &self.ledger,
             &self.tenant,
             admission,
             self.ledger_id,
@@ -358,11 +362,12 @@ impl Drop for Meter {
         };
         // The client went away mid-stream: charge what was produced. The upstream stream is
         // dropped with the state (its connection closes), and the row is written off the request.
-        let (data, tenant, route) = (self.data.clone(), self.tenant.clone(), self.route.clone());
+        let (ledger, tenant, route) =
+            (self.ledger.clone(), self.tenant.clone(), self.route.clone());
         let (ledger_id, request_id, usage) = (self.ledger_id, self.request_id, self.usage());
         tokio::spawn(async move {
             let written = record(
-                &data,
+                &ledger,
                 &tenant,
                 admission,
                 ledger_id,

@@ -880,3 +880,168 @@ async fn two_tenants_many_parallel_streams_with_cancels_never_see_each_others_by
         );
     }
 }
+
+#[tokio::test]
+async fn concurrent_calls_of_a_tenant_share_a_durable_commit_and_a_bad_row_fails_only_its_own() {
+    // Issue 11 item 3 (group commit): rows that arrive while a commit of their tenant is in flight
+    // are committed together, each request answering only once its row is durable; a batch that
+    // fails is retried row by row, so only the bad row's request fails.
+    let g = gateway(Config::default()).await;
+    let ledger = g.s.running.state.ledger.clone();
+    assert!(ledger.is_group());
+    let admin = g.s.target.admin().await.unwrap();
+    // A row the database refuses: the subject `poison`, by a constraint added for this test.
+    admin
+        .batch_execute(
+            "ALTER TABLE t_acme.usage_ledger ADD CONSTRAINT test_poison CHECK (subject <> 'poison') NOT VALID",
+        )
+        .await
+        .unwrap();
+    let (commits, rows) = (ledger.commits(), ledger.rows());
+    // Hold the tenant's first commit: the admin's SHARE lock blocks every INSERT into its ledger.
+    admin
+        .batch_execute("BEGIN; LOCK TABLE t_acme.usage_ledger IN SHARE MODE")
+        .await
+        .unwrap();
+    let call = |token: String| {
+        let (http, base) = (g.s.http.clone(), g.s.base.clone());
+        tokio::spawn(async move {
+            http.post(format!("{base}/v1/chat/completions"))
+                .bearer_auth(token)
+                .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    let first = call(g.s.token("acme"));
+    // Watched from another session: inside a transaction the activity view is a snapshot.
+    let watch = g.s.target.admin().await.unwrap();
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO usage_ledger%'";
+    for i in 0.. {
+        let n: i64 = watch.query_one(waiting, &[]).await.unwrap().get(0);
+        if n == 1 {
+            break;
+        }
+        assert!(i < 400, "the first commit never reached the lock");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let poisoned = {
+        let mut c = g.s.claims("acme");
+        c["sub"] = json!("poison");
+        g.s.signer.sign(&c)
+    };
+    let mut rest: Vec<_> = (0..8).map(|_| call(g.s.token("acme"))).collect();
+    rest.push(call(poisoned));
+    for i in 0.. {
+        if ledger.queued() == 9 {
+            break;
+        }
+        assert!(
+            i < 400,
+            "the calls never queued behind the commit in flight: {ledger:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Nobody has an answer while their rows wait: an answer means a durable row.
+    assert!(!first.is_finished() && rest.iter().all(|c| !c.is_finished()));
+    admin.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(first.await.unwrap(), 200);
+    let mut statuses = Vec::new();
+    for c in rest {
+        statuses.push(c.await.unwrap());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 200, 200, 500]);
+    // One commit for the first row, a failed batch of nine, then nine single tries (eight commit).
+    assert_eq!(ledger.rows() - rows, 9);
+    assert_eq!(ledger.commits() - commits, 9);
+    let rows = g.ledger("acme").await;
+    assert_eq!(rows.len(), 9, "{rows:?}");
+    // The daily totals (one upsert per statement) agree with the rows.
+    let totals: (i64, i64) = {
+        let r = admin
+            .query_one(
+                "SELECT (SELECT sum(requests)::bigint FROM t_acme.usage_daily), \
+                        (SELECT sum(output_tokens)::bigint FROM t_acme.usage_daily)",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(totals, (9, rows.iter().map(|r| r.4).sum::<i64>()));
+    g.s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn many_rows_committed_together_add_up_in_the_daily_totals() {
+    // Without a lock: 32 concurrent calls, however the commits fall, every row lands once and the
+    // per-statement totals equal the sum of the rows.
+    let g = gateway(Config::default()).await;
+    let calls: Vec<_> = (0..32)
+        .map(|_| {
+            let (http, base, token) = (g.s.http.clone(), g.s.base.clone(), g.s.token("globex"));
+            tokio::spawn(async move {
+                http.post(format!("{base}/v1/chat/completions"))
+                    .bearer_auth(token)
+                    .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}]}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap(), 200);
+    }
+    let rows = g.ledger("globex").await;
+    assert_eq!(rows.len(), 32);
+    let admin = g.s.target.admin().await.unwrap();
+    let r = admin
+        .query_one(
+            "SELECT sum(requests)::bigint, sum(input_tokens)::bigint, sum(output_tokens)::bigint \
+               FROM t_globex.usage_daily",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+    assert_eq!(
+        got,
+        (
+            32,
+            rows.iter().map(|r| r.3).sum(),
+            rows.iter().map(|r| r.4).sum()
+        )
+    );
+    // The operator's view of the same: rows, commits and time in commits.
+    let metrics =
+        g.s.http
+            .get(format!("http://{}/metrics", g.s.running.metrics_addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    let (rows, commits) = (
+        counter("tenant_ledger_rows_total"),
+        counter("tenant_ledger_commits_total"),
+    );
+    assert_eq!(rows, 32, "{metrics}");
+    assert!((1..=32).contains(&commits), "{metrics}");
+    assert!(counter("tenant_ledger_commit_microseconds_total") > 0);
+    g.s.running.stop().await.unwrap();
+}

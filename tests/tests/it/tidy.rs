@@ -98,7 +98,7 @@ const DOORS: &[(&str, &[&str])] = &[
     (
         "state",
         &[
-            "auth", "db", "domain", "models", "registry", "secrets", "tenancy",
+            "auth", "db", "domain", "metering", "models", "registry", "secrets", "tenancy",
         ],
     ),
     (

@@ -711,6 +711,7 @@ async fn the_runtime_refuses_to_start_with_a_dangerous_role_and_says_which() {
         tenant: None,
         provider_key_ttl_secs: 60,
         upstream: Default::default(),
+        ledger_commit: Default::default(),
     };
     assert!(
         runtime::AppState::from_config(&config).await.is_ok(),
