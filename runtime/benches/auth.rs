@@ -53,6 +53,11 @@ fn setup() -> (DevSigner, Authenticator, TenantDirectory, IssuerConfig) {
         db_role: "r".into(),
         db_name: "d".into(),
         read_only: false,
+        limits: runtime::registry::TenantLimits {
+            monthly_budget: runtime::domain::MicroUsd(1),
+            requests_per_minute: 1,
+            tokens_per_minute: 1,
+        },
     }]);
     (signer, auth, dir, issuer)
 }

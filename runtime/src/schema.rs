@@ -65,13 +65,23 @@ pub const TENANT_MIGRATIONS: &[Migration] = &[
         sql: include_str!("../sql/tenant/0005_usage_daily_per_statement.sql"),
         pool_backfill: None,
     },
+    Migration {
+        version: 6,
+        name: "budget_and_rate_limits",
+        sql: include_str!("../sql/tenant/0006_budget_and_rate_limits.sql"),
+        pool_backfill: None,
+    },
 ];
 
 /// Table privileges of the tenant's own role, per table. The ledger is append-only for the tenant role;
-/// the daily totals, derived from it by a trigger, are read-only.
+/// the daily totals, derived from it by a trigger, are read-only; budget holds and rate meters are
+/// the admissions' working state.
 pub const TENANT_TABLE_GRANTS: &[(&str, &str)] = &[
     ("usage_ledger", "SELECT, INSERT"),
     ("usage_daily", "SELECT"),
+    // Working state of admissions (`tenant_admit`): holds are added and released, meters refilled.
+    ("budget_holds", "SELECT, INSERT, DELETE"),
+    ("tenant_meters", "SELECT, INSERT, UPDATE"),
 ];
 
 /// The tables that hold a tenant's data of record: what offboarding exports and a tier move copies.

@@ -29,6 +29,10 @@ use crate::secrets::{SecretName, SecretStore};
 /// A pool's identity: the role it logs in as, its database, and the schema its transactions pin.
 type PoolKey = (String, String, String);
 
+/// A pool built once however many requests ask for it at the same time (each build connects, and a
+/// tenant role's connection limit would refuse a crowd of them).
+type PoolCell = Arc<tokio::sync::OnceCell<Pool>>;
+
 /// Per-tenant connection pools, created on first use with the tenant's own credentials from the secret
 /// store. Counts every statement it runs, so tests can prove a denied request touched nothing.
 #[derive(Debug)]
@@ -38,7 +42,7 @@ pub struct DataPlane {
     /// Pools by (role, database, schema): one per tenant and location. At
     /// most `max_pools`; the least recently used pool is dropped first (its idle connections close
     /// with it, connections in use finish their transaction first).
-    pools: Mutex<HashMap<PoolKey, (Pool, u64)>>,
+    pools: Mutex<HashMap<PoolKey, (PoolCell, u64)>>,
     uses: AtomicU64,
     max_pools: std::sync::atomic::AtomicUsize,
     namespace: Namespace,
@@ -120,10 +124,7 @@ impl DataPlane {
             clippy::disallowed_methods,
             reason = "the hygiene probe reads settings, never tenant tables"
         )]
-        let client = pool
-            .get()
-            .await
-            .map_err(|e| DataError::Pool(e.to_string()))?;
+        let client = pool.get().await.map_err(crate::db::pool_error)?;
         let row = client
             .query_one(
                 "SELECT pg_backend_pid(), coalesce(current_setting('app.tenant_id', true), '')",
@@ -175,12 +176,33 @@ impl DataPlane {
             record.schema(),
         );
         let tick = self.uses.fetch_add(1, Ordering::Relaxed);
-        if let Some((pool, last)) = self.pools.lock().await.get_mut(&key) {
+        let cell = {
+            let mut pools = self.pools.lock().await;
+            if !pools.contains_key(&key) {
+                while pools.len() >= self.max_pools.load(Ordering::Relaxed) {
+                    let Some(oldest) = pools
+                        .iter()
+                        .min_by_key(|(_, (_, last))| *last)
+                        .map(|(k, _)| k.clone())
+                    else {
+                        break;
+                    };
+                    pools.remove(&oldest);
+                }
+            }
+            let (cell, last) = pools
+                .entry(key)
+                .or_insert_with(|| (PoolCell::default(), tick));
             *last = tick;
-            return Ok(pool.clone());
-        }
-        // Built without holding the map lock: the secret fetch and the role check are network calls,
-        // and other tenants' requests must not wait behind them.
+            cell.clone()
+        };
+        // Built without holding the map lock (the secret fetch and the role check are network
+        // calls, and other tenants' requests must not wait behind them), once per key: requests of
+        // the same tenant wait for the one build. A failed build leaves the cell empty for a retry.
+        cell.get_or_try_init(|| self.build(record)).await.cloned()
+    }
+
+    async fn build(&self, record: &TenantRecord) -> Result<Pool, DataError> {
         let mut endpoint = self.endpoint.clone();
         endpoint.dbname = record.db_name.clone();
         let mut config = endpoint.config(&record.db_role, "tenant-runtime");
@@ -209,10 +231,7 @@ impl DataPlane {
                 clippy::disallowed_methods,
                 reason = "the role self-check, before the pool serves any tenant transaction"
             )]
-            let client = pool
-                .get()
-                .await
-                .map_err(|e| DataError::Pool(e.to_string()))?;
+            let client = pool.get().await.map_err(crate::db::pool_error)?;
             check_role_over(
                 &client,
                 &record.db_role,
@@ -220,23 +239,6 @@ impl DataPlane {
             )
             .await?;
         }
-        let mut pools = self.pools.lock().await;
-        if let Some((existing, last)) = pools.get_mut(&key) {
-            // Another request built it meanwhile; keep one pool per key.
-            *last = tick;
-            return Ok(existing.clone());
-        }
-        while pools.len() >= self.max_pools.load(Ordering::Relaxed) {
-            let Some(oldest) = pools
-                .iter()
-                .min_by_key(|(_, (_, last))| *last)
-                .map(|(k, _)| k.clone())
-            else {
-                break;
-            };
-            pools.remove(&oldest);
-        }
-        pools.insert(key, (pool.clone(), tick));
         Ok(pool)
     }
 
@@ -305,7 +307,7 @@ impl TenantTx {
             clippy::disallowed_methods,
             reason = "this is the one place that checks out tenant connections"
         )]
-        pool.get().await.map_err(|e| DataError::Pool(e.to_string()))
+        pool.get().await.map_err(crate::db::pool_error)
     }
 
     /// The transaction-local settings of `tenant`'s transactions: `app.tenant_id` (the pool tier's
@@ -375,16 +377,17 @@ impl TenantTx {
     /// single round trip: BEGIN, the transaction-local settings, the statement and COMMIT are sent
     /// together and the server runs them in order. If the statement fails, the COMMIT finds the
     /// transaction aborted and rolls it back; the error is returned and the connection discarded,
-    /// as a dropped `TenantTx` would be. The ledger's write path, where a round trip is the cost.
+    /// as a dropped `TenantTx` would be. The ledger's write path and admissions, where a round trip is
+    /// the cost. Returns the statement's rows.
     /// The caller keeps `admission` until this returns (a group commit writes the rows of several
     /// admitted requests under the first one's).
-    pub async fn execute_once(
+    pub async fn query_once(
         data: &DataPlane,
         tenant: &Tenant,
         admission: &Admission,
         sql: &'static str,
         params: &[&(dyn ToSql + Sync)],
-    ) -> Result<u64, DataError> {
+    ) -> Result<Vec<tokio_postgres::Row>, DataError> {
         let client = Self::checkout(data, tenant, admission).await?;
         data.statements.fetch_add(4, Ordering::Relaxed);
         let (tenant_id, schema) = Self::settings(tenant);
@@ -399,7 +402,7 @@ impl TenantTx {
                 drop(client);
                 let client = Self::checkout(data, tenant, admission).await?;
                 let tx = Self::open(data, tenant, client, None).await?;
-                let rows = tx.execute(sql, params).await?;
+                let rows = tx.query(sql, params).await?;
                 tx.commit().await?;
                 return Ok(rows);
             }
@@ -413,7 +416,7 @@ impl TenantTx {
             let (_, _, rows, _) = tokio::try_join!(
                 client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
                 client.query(&set, &settings),
-                client.execute(&statement, params),
+                client.query(&statement, params),
                 client.batch_execute("COMMIT"),
             )?;
             Ok::<_, tokio_postgres::Error>(rows)

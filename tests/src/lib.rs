@@ -209,6 +209,11 @@ pub fn record(
         db_role: format!("x_t_{id}"),
         db_name: "x".into(),
         read_only: false,
+        limits: runtime::registry::TenantLimits {
+            monthly_budget: runtime::domain::MicroUsd(1_000_000_000),
+            requests_per_minute: 1_000_000,
+            tokens_per_minute: 1_000_000_000,
+        },
     }
 }
 

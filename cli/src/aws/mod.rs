@@ -277,6 +277,7 @@ pub fn tenant_record(spec: &TenantSpec, ns: &Namespace) -> runtime::registry::Te
         db_role,
         db_name,
         read_only: false,
+        limits: spec.limits(),
     }
 }
 

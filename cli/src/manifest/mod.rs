@@ -108,6 +108,15 @@ pub struct TenantSpec {
 }
 
 impl TenantSpec {
+    /// The budget and rate limits the runtime enforces for this tenant.
+    pub fn limits(&self) -> runtime::registry::TenantLimits {
+        runtime::registry::TenantLimits {
+            monthly_budget: self.monthly_budget,
+            requests_per_minute: self.rate_limits.requests_per_minute,
+            tokens_per_minute: self.rate_limits.tokens_per_minute,
+        }
+    }
+
     /// Canonical JSON of the spec (keys sorted at every level), as stored in the registry and hashed.
     pub fn canonical_json(&self) -> serde_json::Value {
         canonical(&serde_json::to_value(self).unwrap_or(serde_json::Value::Null))

@@ -140,6 +140,8 @@ pub struct RawEndpoint {
 #[serde(deny_unknown_fields)]
 pub struct RawBudget {
     /// Monthly budget in US dollars, as a quoted decimal string (`"2500.00"`); never a float.
+    /// Enforced before every model call: a call whose worst case does not fit in what is left of the
+    /// month (UTC) is refused with 402.
     pub monthly_usd: RawMoney,
 }
 
@@ -156,10 +158,12 @@ pub enum RawMoney {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimits {
-    /// Requests per minute, 1-1,000,000. Default 600.
+    /// Requests per minute, 1-1,000,000. Default 600. Enforced for the tenant across all runtime
+    /// processes (429 with Retry-After).
     #[serde(default = "default_rpm")]
     pub requests_per_minute: u32,
-    /// Model tokens per minute, 1-1,000,000,000. Default 100,000.
+    /// Model tokens per minute, 1-1,000,000,000. Default 100,000. Enforced like the request limit:
+    /// estimated input tokens at admission, produced tokens when the call is recorded.
     #[serde(default = "default_tpm")]
     pub tokens_per_minute: u64,
 }

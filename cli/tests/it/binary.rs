@@ -511,7 +511,7 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // Make every tenant look as if it predates migration 0002 (and so 0003 and 0004 too), and break
+    // Make every tenant look as if it predates migration 0002 (and so every later one too), and break
     // `sb-co` so 0002 fails there.
     let index = "usage_ledger_subject_created_at";
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -522,6 +522,10 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
                 "DROP INDEX t_sa_co.{index}; DROP INDEX t_sb_co.{index}; DROP INDEX pool.{index};
                  DROP TABLE t_sa_co.usage_daily, t_sb_co.usage_daily, pool.usage_daily;
                  DROP FUNCTION t_sa_co.usage_daily_add, t_sb_co.usage_daily_add, pool.usage_daily_add CASCADE;
+                 DROP TABLE t_sa_co.budget_holds, t_sb_co.budget_holds, pool.budget_holds,
+                            t_sa_co.tenant_meters, t_sb_co.tenant_meters, pool.tenant_meters;
+                 DROP FUNCTION t_sa_co.tenant_admit, t_sb_co.tenant_admit, pool.tenant_admit,
+                               t_sa_co.tenant_release, t_sb_co.tenant_release, pool.tenant_release;
                  ALTER TABLE t_sa_co.usage_ledger DROP COLUMN outcome, DROP COLUMN usage_estimated;
                  ALTER TABLE t_sb_co.usage_ledger DROP COLUMN outcome, DROP COLUMN usage_estimated;
                  ALTER TABLE pool.usage_ledger DROP COLUMN outcome, DROP COLUMN usage_estimated;
@@ -539,6 +543,8 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
             .batch_execute(&format!(
                 "DROP INDEX t_da_co.{index}; DROP TABLE t_da_co.usage_daily;
                  DROP FUNCTION t_da_co.usage_daily_add CASCADE;
+                 DROP TABLE t_da_co.budget_holds, t_da_co.tenant_meters;
+                 DROP FUNCTION t_da_co.tenant_admit, t_da_co.tenant_release;
                  ALTER TABLE t_da_co.usage_ledger DROP COLUMN outcome, DROP COLUMN usage_estimated;
                  DELETE FROM tenantctl.migrations WHERE version >= 2;"
             ))

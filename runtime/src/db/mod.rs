@@ -155,7 +155,7 @@ pub fn verified_tls(
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("tenant data store: {0}")]
+    #[error("tenant data store: {}", db_detail(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("tenant connection pool: {0}")]
     Pool(String),
@@ -174,6 +174,25 @@ pub enum DataError {
     /// One failure reported to every request whose row was in the same group commit.
     #[error("{0}")]
     Shared(std::sync::Arc<DataError>),
+}
+
+/// A pool's failure to hand out a connection, keeping the server's reason when it refused one.
+pub(crate) fn pool_error(e: deadpool_postgres::PoolError) -> DataError {
+    match e {
+        deadpool_postgres::PoolError::Backend(db) => DataError::Db(db),
+        other => DataError::Pool(other.to_string()),
+    }
+}
+
+/// A driver error with what the server said (its Display alone is only "db error").
+fn db_detail(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({}): {}", db.severity(), db.code().code(), db.message()),
+        None => match std::error::Error::source(e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    }
 }
 
 /// A connection pool for `config` (IAM token logins when `tokens` is given).

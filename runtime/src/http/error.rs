@@ -28,6 +28,16 @@ pub enum ApiError {
     /// The tenant has too much in flight (fair share); the client should retry after a second.
     #[error("too many requests: {0}")]
     TooManyRequests(&'static str),
+    /// The tenant's rate limit is used up (`code` says which); retry after the given seconds.
+    #[error("{message}")]
+    RateLimited {
+        code: &'static str,
+        message: String,
+        retry_after_secs: u64,
+    },
+    /// The call's worst case does not fit in the tenant's remaining monthly budget.
+    #[error("{0}")]
+    BudgetExceeded(String),
     /// Temporarily unable (the code says why); the client should retry after a few seconds.
     #[error("temporarily unavailable: {0}")]
     Unavailable(&'static str),
@@ -60,6 +70,7 @@ impl ApiError {
                 tracing::warn!(request_id = %request_id, error = %e, "provider call failed");
                 ApiError::Provider(e)
             }
+            ServiceError::Refused(refusal) => refused(&refusal),
             ServiceError::Internal(cause) => ApiError::internal(cause, Some(request_id)),
         }
     }
@@ -117,6 +128,18 @@ impl IntoResponse for ApiError {
                 (*code).to_owned(),
                 "too many requests in flight for this tenant; retry shortly".to_owned(),
             ),
+            ApiError::RateLimited { code, message, .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                (*code).to_owned(),
+                message.clone(),
+            ),
+            ApiError::BudgetExceeded(message) => (
+                StatusCode::PAYMENT_REQUIRED,
+                "insufficient_quota",
+                "budget_exceeded".to_owned(),
+                message.clone(),
+            ),
             ApiError::Unavailable(code) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_error",
@@ -170,6 +193,16 @@ impl IntoResponse for ApiError {
                 return response;
             }
         }
+        if let ApiError::RateLimited {
+            retry_after_secs, ..
+        } = &self
+        {
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from(*retry_after_secs),
+            );
+            return response;
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(
                 http::header::RETRY_AFTER,
@@ -189,6 +222,34 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+/// A refusal by the tenant's limits, with what was used up and how to get past it.
+fn refused(refusal: &crate::service::Refusal) -> ApiError {
+    use crate::service::Refusal;
+    let secs = |ms: &u64| ms.div_ceil(1000).max(1);
+    match refusal {
+        Refusal::Requests { retry_after_ms } => ApiError::RateLimited {
+            code: "rate_limit_requests",
+            message: format!(
+                "this tenant's requests per minute are used up; retry in {} s (the limit is `rate_limits.requests_per_minute` in the tenant's manifest)",
+                secs(retry_after_ms)
+            ),
+            retry_after_secs: secs(retry_after_ms),
+        },
+        Refusal::Tokens { retry_after_ms } => ApiError::RateLimited {
+            code: "rate_limit_tokens",
+            message: format!(
+                "this tenant's model tokens per minute are used up; retry in {} s (the limit is `rate_limits.tokens_per_minute` in the tenant's manifest)",
+                secs(retry_after_ms)
+            ),
+            retry_after_secs: secs(retry_after_ms),
+        },
+        Refusal::Budget { status, worst_case } => ApiError::BudgetExceeded(format!(
+            "this call could cost up to {worst_case}, more than is left of the tenant's monthly budget ({} committed and {} held by calls in flight, of {}); lower max_tokens, or raise `budget.monthly_usd` in the tenant's manifest",
+            status.spent, status.held, status.budget
+        )),
     }
 }
 

@@ -92,6 +92,30 @@ pub async fn get_model(
         .ok_or(ApiError::NotFound)
 }
 
+/// The tenant's budget after this call's hold, on every model-call response: what is left (integer
+/// micro-USD) and, from 80% committed or held, a warning.
+fn with_budget(mut response: Response, budget: &service::BudgetStatus) -> Response {
+    let left = budget
+        .budget
+        .0
+        .saturating_sub(budget.spent.0)
+        .saturating_sub(budget.held.0);
+    let headers = response.headers_mut();
+    headers.insert(
+        "x-tenantctl-budget-remaining-micro-usd",
+        http::HeaderValue::from(left.max(0)),
+    );
+    if budget.warning() {
+        headers.insert(
+            "x-tenantctl-budget-warning",
+            http::HeaderValue::from_static(
+                "80% or more of this month's budget is committed or held",
+            ),
+        );
+    }
+    response
+}
+
 fn sse_response(stream: impl futures_util::Stream<Item = String> + Send + 'static) -> Response {
     let body = Body::from_stream(stream.map(Ok::<_, std::convert::Infallible>));
     let mut response = Response::new(body);
@@ -128,13 +152,14 @@ pub async fn chat_completions(
         .await
         .map_err(|e| ApiError::service(e, request_id))?;
         let id = format!("chatcmpl-{}", metered.ledger_id.simple());
-        return Ok(Json(completion_json(
+        let response = Json(completion_json(
             &id,
             created,
             &metered.model,
             &metered.completion,
         ))
-        .into_response());
+        .into_response();
+        return Ok(with_budget(response, &metered.budget));
     }
     let include_usage = request.include_usage;
     let metered = service::chat::stream(
@@ -148,12 +173,11 @@ pub async fn chat_completions(
     .await
     .map_err(|e| ApiError::service(e, request_id))?;
     let id = format!("chatcmpl-{}", metered.ledger_id.simple());
-    Ok(sse_response(openai_frames(
-        metered,
-        id,
-        created,
-        include_usage,
-    )))
+    let budget = metered.budget;
+    Ok(with_budget(
+        sse_response(openai_frames(metered, id, created, include_usage)),
+        &budget,
+    ))
 }
 
 fn chunk(
@@ -317,12 +341,13 @@ pub async fn messages(
         .await
         .map_err(|e| ApiError::service(e, request_id))?;
         let id = format!("msg_{}", metered.ledger_id.simple());
-        return Ok(Json(anthropic::message_json(
+        let response = Json(anthropic::message_json(
             &id,
             &metered.model,
             &metered.completion,
         ))
-        .into_response());
+        .into_response();
+        return Ok(with_budget(response, &metered.budget));
     }
     let metered = service::chat::stream(
         &state.models,
@@ -335,7 +360,11 @@ pub async fn messages(
     .await
     .map_err(|e| ApiError::service(e, request_id))?;
     let id = format!("msg_{}", metered.ledger_id.simple());
-    Ok(sse_response(anthropic_frames(metered, id)))
+    let budget = metered.budget;
+    Ok(with_budget(
+        sse_response(anthropic_frames(metered, id)),
+        &budget,
+    ))
 }
 
 /// Anthropic's named events for a metered stream. Content blocks open as text or tool use arrives;

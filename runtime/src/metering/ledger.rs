@@ -118,7 +118,7 @@ fn counts(entry: &NewEntry) -> [i64; 2] {
 }
 
 /// Appends `entries`, all of `tenant`, in one transaction of their own, committed durably in one
-/// round trip (`TenantTx::execute_once`, under `admission`, which the caller keeps until this
+/// round trip (`TenantTx::query_once`, under `admission`, which the caller keeps until this
 /// returns). All rows or none.
 pub async fn record_once(
     data: &DataPlane,
@@ -136,7 +136,7 @@ pub async fn record_once(
                 entry.outcome.as_str(),
             ],
         );
-        TenantTx::execute_once(
+        TenantTx::query_once(
             data,
             tenant,
             admission,
@@ -172,7 +172,7 @@ pub async fn record_once(
     let versions = column(|e| e.price_book_version);
     let outcomes = column(|e| e.outcome.as_str());
     let estimated: Vec<bool> = entries.iter().map(|e| e.usage_estimated).collect();
-    TenantTx::execute_once(
+    TenantTx::query_once(
         data,
         tenant,
         admission,

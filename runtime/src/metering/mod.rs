@@ -3,4 +3,5 @@
 //! limits join it here.
 
 pub mod ledger;
+pub mod limits;
 pub mod writer;

@@ -247,6 +247,25 @@ pub fn estimate_tokens(text: &str) -> u64 {
 }
 
 /// The local estimate of a request's input tokens (content plus 3 per message for framing).
+/// An upper bound of the input tokens a request sends, for holding its worst-case cost: every byte
+/// of text a token (tokenizers put at least one byte in a token), plus each message's framing and
+/// the tools' definitions as JSON.
+pub fn input_tokens_at_most(messages: &[ChatMessage], tools: &[Tool]) -> u64 {
+    let text: usize = messages
+        .iter()
+        .map(|m| {
+            16 + m.content.len()
+                + m.name.as_ref().map_or(0, String::len)
+                + m.tool_calls
+                    .iter()
+                    .map(|c| 16 + c.name.len() + c.arguments.len())
+                    .sum::<usize>()
+        })
+        .sum();
+    let tools = serde_json::to_vec(tools).map_or(0, |v| v.len());
+    u64::try_from(text + tools).unwrap_or(u64::MAX)
+}
+
 pub fn estimate_input(messages: &[ChatMessage]) -> u64 {
     messages
         .iter()

@@ -45,6 +45,19 @@ pub struct TenantRecord {
     /// While `tenantctl move` copies the tenant's data: reads are served, writes are refused (503).
     #[serde(default)]
     pub read_only: bool,
+    /// Its monthly budget and rate limits, from its manifest; enforced before every model call.
+    pub limits: TenantLimits,
+}
+
+/// What a tenant may spend and how fast, as its manifest declares. The runtime passes these to the
+/// database with every admission (the tenant's own role never stores or changes them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantLimits {
+    /// Committed spend plus open holds may not exceed this in a calendar month (UTC).
+    pub monthly_budget: crate::domain::MicroUsd,
+    pub requests_per_minute: u32,
+    pub tokens_per_minute: u64,
 }
 
 impl TenantRecord {
@@ -192,7 +205,10 @@ impl ControlPlane {
         let rows = client
             .query(
                 "SELECT tenant_id, display_name, tier, issuer, audience, tenant_claim, \
-                        model_policy, db_role, coalesce(db_name, current_database()), status \
+                        model_policy, db_role, coalesce(db_name, current_database()), status, \
+                        monthly_budget_micro_usd, \
+                        (spec #>> '{rate_limits,requests_per_minute}')::bigint, \
+                        (spec #>> '{rate_limits,tokens_per_minute}')::bigint \
                    FROM control.tenants WHERE status IN ('active', 'read_only') ORDER BY tenant_id",
                 &[],
             )
@@ -219,6 +235,17 @@ impl ControlPlane {
                     db_role: row.get(7),
                     db_name: row.get(8),
                     read_only: row.get::<_, &str>(9) == "read_only",
+                    limits: TenantLimits {
+                        monthly_budget: crate::domain::MicroUsd(row.get(10)),
+                        requests_per_minute: row
+                            .get::<_, Option<i64>>(11)
+                            .and_then(|n| u32::try_from(n).ok())
+                            .ok_or("rate_limits.requests_per_minute missing from the spec")?,
+                        tokens_per_minute: row
+                            .get::<_, Option<i64>>(12)
+                            .and_then(|n| u64::try_from(n).ok())
+                            .ok_or("rate_limits.tokens_per_minute missing from the spec")?,
+                    },
                 })
             })();
             match parsed {

@@ -16,12 +16,15 @@ use uuid::Uuid;
 
 use crate::auth::Tenant;
 use crate::metering::ledger::{self, Outcome};
+use crate::metering::limits;
 use crate::metering::writer::LedgerWriter;
 use crate::models::chat::{
-    Completion, EmbeddingRequest, Embeddings, StreamEvent, Usage, estimate_input, estimate_tokens,
+    ChatMessage, Completion, EmbeddingRequest, Embeddings, StreamEvent, Tool, Usage,
+    estimate_input, estimate_tokens, input_tokens_at_most,
 };
 use crate::models::providers::ProviderError;
 use crate::models::{ChatRequest, ModelRouter, Route, RouteError};
+use crate::service::BudgetStatus;
 use crate::service::ServiceError;
 use crate::tenancy::{Admission, DataPlane};
 
@@ -31,7 +34,13 @@ pub struct Metered {
     pub completion: Completion,
     pub model: String,
     pub ledger_id: Uuid,
+    /// The tenant's budget as the call's admission found it (its own hold included).
+    pub budget: BudgetStatus,
 }
+
+/// Output tokens a call may produce when neither the request nor the tenant's policy caps them: the
+/// call is capped here, so the worst case held against the budget is a true worst case.
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u32 = 4096;
 
 /// One item of a metered stream, in order: events as the provider sends them, then (after the ledger
 /// row is committed) the held-back final events and `Settled`; or `Failed` if the provider broke off.
@@ -51,6 +60,7 @@ pub enum StreamItem {
 /// A stream accepted by a provider: the model serving it and its items.
 pub struct MeteredStream {
     pub model: String,
+    pub budget: BudgetStatus,
     /// The id the stream's ledger row will have (responses are named after it).
     pub ledger_id: Uuid,
     pub items: std::pin::Pin<Box<dyn futures_util::Stream<Item = StreamItem> + Send>>,
@@ -64,14 +74,36 @@ fn route_error(e: RouteError) -> ServiceError {
     }
 }
 
+/// A call past its checks: admitted (fair share, rate limits, budget hold), routed, capped.
+struct Prepared {
+    admission: Admission,
+    routes: Vec<Route>,
+    max_tokens: Option<u32>,
+    /// The hold's id, which the call's ledger row will have.
+    hold: Uuid,
+    budget: BudgetStatus,
+}
+
+/// What a call sends and may produce, for its admission.
+struct Ask<'a> {
+    model: &'a str,
+    /// The request's own cap (`None` for embeddings, which produce no tokens).
+    max_tokens: Option<Option<u32>>,
+    messages: &'a [ChatMessage],
+    tools: &'a [Tool],
+    /// Embedding inputs.
+    inputs: &'a [String],
+}
+
 /// The checks every model call passes first: the tenant is writable, admitted (fair share), the
-/// model is inside its policy and the token cap holds. Nothing upstream has happened yet.
-fn prepare(
+/// model is inside its policy and the token cap holds; then the tenant's rate limits and budget
+/// admit the call's worst case (held until its ledger row settles it). Nothing upstream has happened
+/// yet.
+async fn prepare(
     data: &DataPlane,
     tenant: &Tenant,
-    requested: &str,
-    max_tokens: Option<u32>,
-) -> Result<(Admission, Vec<Route>, Option<u32>), ServiceError> {
+    ask: Ask<'_>,
+) -> Result<Prepared, ServiceError> {
     if tenant.record().read_only {
         // The tenant's data is being moved between tiers: no model call, no ledger row, retry shortly.
         return Err(ServiceError::ReadOnly);
@@ -80,9 +112,44 @@ fn prepare(
     // call that was made is never refused its ledger row.
     let admission = data.admit(tenant)?;
     let policy = &tenant.record().policy;
-    let routes = ModelRouter::plan(policy, requested).map_err(route_error)?;
-    let max_tokens = ModelRouter::max_tokens(policy, max_tokens).map_err(route_error)?;
-    Ok((admission, routes, max_tokens))
+    let routes = ModelRouter::plan(policy, ask.model).map_err(route_error)?;
+    let (max_tokens, output) = match ask.max_tokens {
+        Some(requested) => {
+            let capped = ModelRouter::max_tokens(policy, requested)
+                .map_err(route_error)?
+                .unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
+            (Some(capped), u64::from(capped))
+        }
+        None => (None, 0),
+    };
+    let input = input_tokens_at_most(ask.messages, ask.tools)
+        + ask.inputs.iter().map(|i| 16 + i.len() as u64).sum::<u64>();
+    let worst_case = routes
+        .iter()
+        .map(|r| r.price.cost(input, output))
+        .max()
+        .unwrap_or_default();
+    let hold = Uuid::new_v4();
+    let tokens =
+        estimate_input(ask.messages) + ask.inputs.iter().map(|i| estimate_tokens(i)).sum::<u64>();
+    let budget = limits::admit(data, tenant, &admission, hold, worst_case, tokens)
+        .await?
+        .map_err(ServiceError::Refused)?;
+    Ok(Prepared {
+        admission,
+        routes,
+        max_tokens,
+        hold,
+        budget,
+    })
+}
+
+/// Gives back a hold whose call failed before anything was produced (best effort: an unreleased
+/// hold expires).
+async fn release(data: &DataPlane, tenant: &Tenant, admission: &Admission, hold: Uuid) {
+    if let Err(e) = limits::release(data, tenant, admission, hold).await {
+        tracing::warn!(error = %e, "a budget hold could not be released; it expires on its own");
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -128,19 +195,32 @@ pub async fn complete(
     request_id: Uuid,
     request: &ChatRequest,
 ) -> Result<Metered, ServiceError> {
-    let (admission, routes, max_tokens) =
-        prepare(data, tenant, &request.model, request.max_tokens)?;
+    let p = prepare(
+        data,
+        tenant,
+        Ask {
+            model: &request.model,
+            max_tokens: Some(request.max_tokens),
+            messages: &request.messages,
+            tools: &request.tools,
+            inputs: &[],
+        },
+    )
+    .await?;
     let mut request = request.clone();
-    request.max_tokens = max_tokens;
-    let (route, completion) = router
-        .complete(tenant.id(), &routes, &request)
-        .await
-        .map_err(ServiceError::Provider)?;
+    request.max_tokens = p.max_tokens;
+    let (route, completion) = match router.complete(tenant.id(), &p.routes, &request).await {
+        Ok(done) => done,
+        Err(e) => {
+            release(data, tenant, &p.admission, p.hold).await;
+            return Err(ServiceError::Provider(e));
+        }
+    };
     let ledger_id = record(
         ledger,
         tenant,
-        admission,
-        Uuid::new_v4(),
+        p.admission,
+        p.hold,
         request_id,
         &route,
         completion.usage,
@@ -151,6 +231,7 @@ pub async fn complete(
         completion,
         model: route.model.to_string(),
         ledger_id,
+        budget: p.budget,
     })
 }
 
@@ -163,16 +244,30 @@ pub async fn embed(
     request_id: Uuid,
     request: &EmbeddingRequest,
 ) -> Result<(Embeddings, String), ServiceError> {
-    let (admission, routes, _) = prepare(data, tenant, &request.model, None)?;
-    let (route, embeddings) = router
-        .embed(tenant.id(), &routes, request)
-        .await
-        .map_err(ServiceError::Provider)?;
+    let p = prepare(
+        data,
+        tenant,
+        Ask {
+            model: &request.model,
+            max_tokens: None,
+            messages: &[],
+            tools: &[],
+            inputs: &request.input,
+        },
+    )
+    .await?;
+    let (route, embeddings) = match router.embed(tenant.id(), &p.routes, request).await {
+        Ok(done) => done,
+        Err(e) => {
+            release(data, tenant, &p.admission, p.hold).await;
+            return Err(ServiceError::Provider(e));
+        }
+    };
     record(
         ledger,
         tenant,
-        admission,
-        Uuid::new_v4(),
+        p.admission,
+        p.hold,
         request_id,
         &route,
         embeddings.usage,
@@ -202,15 +297,30 @@ pub async fn stream(
     request_id: Uuid,
     request: &ChatRequest,
 ) -> Result<MeteredStream, ServiceError> {
-    let (admission, routes, max_tokens) =
-        prepare(data, tenant, &request.model, request.max_tokens)?;
+    let p = prepare(
+        data,
+        tenant,
+        Ask {
+            model: &request.model,
+            max_tokens: Some(request.max_tokens),
+            messages: &request.messages,
+            tools: &request.tools,
+            inputs: &[],
+        },
+    )
+    .await?;
     let mut request = request.clone();
-    request.max_tokens = max_tokens;
-    let (route, upstream) = router
-        .stream(tenant.id(), &routes, &request)
-        .await
-        .map_err(ServiceError::Provider)?;
-    let ledger_id = Uuid::new_v4();
+    request.max_tokens = p.max_tokens;
+    let (route, upstream) = match router.stream(tenant.id(), &p.routes, &request).await {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            release(data, tenant, &p.admission, p.hold).await;
+            return Err(ServiceError::Provider(e));
+        }
+    };
+    let ledger_id = p.hold;
+    let budget = p.budget;
+    let admission = p.admission;
     let model = route.model.to_string();
     let meter = Meter {
         ledger,
@@ -282,6 +392,7 @@ pub async fn stream(
     });
     Ok(MeteredStream {
         model,
+        budget,
         ledger_id,
         items: Box::pin(items),
     })

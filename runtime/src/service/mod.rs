@@ -5,6 +5,8 @@
 pub mod chat;
 pub mod usage;
 
+pub use crate::metering::limits::{BudgetStatus, Refusal};
+
 /// Why a business action failed; the HTTP layer maps each variant to a status once.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -22,6 +24,9 @@ pub enum ServiceError {
     /// The provider failed (after retries and fallbacks); the message is already scrubbed.
     #[error("{0}")]
     Provider(crate::models::providers::ProviderError),
+    /// The tenant's rate limits or budget refused the call before anything was spent.
+    #[error("refused by the tenant's limits: {0:?}")]
+    Refused(Refusal),
     /// Anything else: the cause goes to the log, never to the client.
     #[error("{0}")]
     Internal(String),

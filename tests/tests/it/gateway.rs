@@ -54,9 +54,21 @@ struct Gateway {
 }
 
 async fn gateway(config: Config) -> Gateway {
+    gateway_with(config, |_| {}).await
+}
+
+/// `gateway`, with each example tenant's spec edited further (budgets, limits).
+async fn gateway_with(
+    config: Config,
+    edit: impl Fn(&mut cli::manifest::TenantSpec) + 'static,
+) -> Gateway {
     let mock = MockProvider::start(config).await;
     let url = mock.url();
-    let s = serve_with(Platform::builtin(), move |spec| spec.models = policy(&url)).await;
+    let s = serve_with(Platform::builtin(), move |spec| {
+        spec.models = policy(&url);
+        edit(spec);
+    })
+    .await;
     let mut keys = Vec::new();
     for tenant in ["acme", "globex"] {
         for provider in [ProviderId::Openai, ProviderId::Anthropic] {
@@ -850,7 +862,9 @@ async fn two_tenants_many_parallel_streams_with_cancels_never_see_each_others_by
                 let r = g
                     .post(&tenant, "/v1/chat/completions", json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": own}]}))
                     .await;
-                assert_eq!(r.status(), 200);
+                if r.status() != 200 {
+                    panic!("{}: {}", r.status(), r.text().await.unwrap());
+                }
                 let mut text = String::new();
                 let mut body = r.bytes_stream();
                 let mut frames = 0;
@@ -1044,4 +1058,228 @@ async fn many_rows_committed_together_add_up_in_the_daily_totals() {
     assert!((1..=32).contains(&commits), "{metrics}");
     assert!(counter("tenant_ledger_commit_microseconds_total") > 0);
     g.s.running.stop().await.unwrap();
+}
+
+/// POSTs a chat completion to `base` as `token`: (status, Retry-After, body).
+async fn chat_at(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    body: Value,
+) -> (u16, Option<String>, Value) {
+    let r = http
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, retry, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The tenant's open holds and this month's committed spend, read as the admin.
+async fn budget_state(g: &Gateway, tenant: &str) -> (i64, i64) {
+    let admin = g.s.target.admin().await.unwrap();
+    let r = admin
+        .query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM t_{tenant}.budget_holds), \
+                        (SELECT coalesce(sum(cost_micro_usd), 0)::bigint FROM t_{tenant}.usage_daily)"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+#[tokio::test]
+async fn a_budget_holds_each_calls_worst_case_refuses_what_does_not_fit_and_gives_failed_holds_back()
+ {
+    // Issue 11 item 4: before the upstream call the worst case (max_tokens at the model's price) is
+    // held; a call that cannot be covered is 402 with no upstream call and no ledger row; a finished
+    // call settles to its real cost; a failed one gives its hold back.
+    let budget = 2_000; // micro-USD: $0.002
+    let g = gateway_with(Config::default(), move |spec| {
+        spec.monthly_budget = runtime::domain::MicroUsd(budget);
+    })
+    .await;
+    let token = g.s.token("acme");
+    let ask = |max: u32| json!({"model": "gpt-4o-mini", "max_tokens": max, "messages": [{"role": "user", "content": "hi"}]});
+    // 3,000 output tokens at 0.60 USD per million: a worst case of 1,800 micro-USD, held, then
+    // settled at the 12 tokens the reply really had.
+    let (status, _, _) = chat_at(&g.s.http, &g.s.base, &token, ask(3000)).await;
+    assert_eq!(status, 200);
+    let (holds, spent) = budget_state(&g, "acme").await;
+    assert_eq!(holds, 0, "a settled call leaves no hold");
+    assert!(
+        (1..20).contains(&spent),
+        "settled at its real cost: {spent}"
+    );
+    // The remaining budget, on the response.
+    let r = g.post("acme", "/v1/chat/completions", ask(10)).await;
+    let left: i64 = r.headers()["x-tenantctl-budget-remaining-micro-usd"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(left > budget - 40 && left < budget, "{left}");
+    assert!(r.headers().get("x-tenantctl-budget-warning").is_none());
+
+    // 4,000 output tokens: 2,400 micro-USD, more than is left.
+    g.mock.clear();
+    let rows = g.ledger("acme").await.len();
+    let (status, _, body) = chat_at(&g.s.http, &g.s.base, &token, ask(4000)).await;
+    assert_eq!(status, 402, "{body}");
+    assert_eq!(body["error"]["code"], "budget_exceeded");
+    assert_eq!(body["error"]["type"], "insufficient_quota");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("budget.monthly_usd") && message.contains("$0.002000"),
+        "{message}"
+    );
+    assert!(g.mock.received().is_empty(), "no upstream call");
+    assert_eq!(g.ledger("acme").await.len(), rows, "no ledger row");
+    // The Anthropic surface says it in its own shape.
+    let r = g
+        .post("acme", "/v1/messages", json!({"model": "claude-haiku-4-5", "max_tokens": 4000, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(r.status(), 402);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "billing_error", "{body}");
+    assert!(g.mock.received().is_empty(), "no upstream call");
+
+    // A provider failure gives the hold back: the available budget is the budget minus settled spend.
+    g.mock
+        .fail_next([Fault::ServerError, Fault::ServerError, Fault::ServerError]);
+    let (status, _, _) = chat_at(&g.s.http, &g.s.base, &token, ask(3000)).await;
+    assert!(status >= 500, "{status}");
+    let (holds, spent) = budget_state(&g, "acme").await;
+    assert_eq!(holds, 0, "the failed call's hold was released");
+    // So a call whose worst case is just under the rest is admitted, and warned: with its own hold
+    // the month is past 80%.
+    let max = u32::try_from((budget - spent - 20) * 1_000_000 / 600_000).unwrap();
+    let r = g.post("acme", "/v1/chat/completions", ask(max)).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-tenantctl-budget-warning").is_some());
+    let left: i64 = r.headers()["x-tenantctl-budget-remaining-micro-usd"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((0..=20).contains(&left), "{left}");
+    g.s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tenants_rate_limit_is_one_limit_across_runtime_processes_and_leaves_others_alone() {
+    // Issue 11 item 5: requests per minute are the tenant's, not each process's: two runtimes on
+    // one deployment admit three calls between them, then 429 with Retry-After, and globex (its own
+    // limit) is not slowed.
+    let g = gateway_with(Config::default(), |spec| {
+        if spec.id.as_str() == "acme" {
+            spec.rate_limits.requests_per_minute = 3;
+        }
+    })
+    .await;
+    let second = cli::serve::start(
+        &g.s.target,
+        &Platform::builtin(),
+        cli::serve::Listen::loopback_any(),
+    )
+    .await
+    .unwrap();
+    let bases = [g.s.base.clone(), format!("http://{}", second.api_addr)];
+    let token = g.s.token("acme");
+    let ask = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    let mut statuses = Vec::new();
+    let mut refused = None;
+    for i in 0..6 {
+        let (status, retry, body) = chat_at(&g.s.http, &bases[i % 2], &token, ask.clone()).await;
+        statuses.push(status);
+        if status == 429 {
+            refused = Some((retry, body));
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
+    let (retry, body) = refused.unwrap();
+    let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+    assert!(
+        (1..=20).contains(&retry),
+        "one request refills in 20 s: {retry}"
+    );
+    assert_eq!(body["error"]["code"], "rate_limit_requests");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("requests_per_minute")
+    );
+    // Another tenant is untouched on both processes.
+    let other = g.s.token("globex");
+    for base in &bases {
+        let (status, _, _) = chat_at(&g.s.http, base, &other, ask.clone()).await;
+        assert_eq!(status, 200);
+    }
+    second.stop().await.unwrap();
+    g.s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_calls_over_two_runtimes_never_commit_more_than_the_budget() {
+    // Security case 56: 100 concurrent calls over two runtime processes, each worth about 2% of the
+    // budget (its reply is exactly its max_tokens long, so the hold is its real cost): committed
+    // spend never passes the budget, every admitted call is charged once, and no hold is left.
+    let budget = 30_000; // micro-USD
+    let g = std::sync::Arc::new(
+        gateway_with(
+            Config {
+                words: 1000,
+                record: false,
+                ..Config::default()
+            },
+            move |spec| spec.monthly_budget = runtime::domain::MicroUsd(budget),
+        )
+        .await,
+    );
+    let second = cli::serve::start(
+        &g.s.target,
+        &Platform::builtin(),
+        cli::serve::Listen::loopback_any(),
+    )
+    .await
+    .unwrap();
+    let bases = [g.s.base.clone(), format!("http://{}", second.api_addr)];
+    let token = g.s.token("acme");
+    let calls: Vec<_> = (0..100)
+        .map(|i| {
+            let (http, base, token) = (g.s.http.clone(), bases[i % 2].clone(), token.clone());
+            tokio::spawn(async move {
+                chat_at(&http, &base, &token, json!({"model": "gpt-4o-mini", "max_tokens": 1000, "messages": [{"role": "user", "content": "go"}]}))
+                    .await
+                    .0
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for c in calls {
+        match c.await.unwrap() {
+            200 => ok += 1,
+            402 | 429 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let (holds, spent) = budget_state(&g, "acme").await;
+    assert_eq!(holds, 0);
+    assert!(spent <= budget, "committed {spent} of {budget}");
+    let rows = g.ledger("acme").await;
+    assert_eq!(rows.len(), ok, "one row per admitted call");
+    // Each call costs 601 micro-USD: the budget covers 49 of them.
+    assert!((20..=49).contains(&ok), "{ok} admitted");
+    second.stop().await.unwrap();
 }

@@ -1,0 +1,117 @@
+-- Tenant migration 0006: budgets with holds and rate limits that hold across runtime processes.
+--
+-- Before a model call the runtime calls `tenant_admit` as the tenant's own role, in one statement:
+-- under a lock on the tenant's meter row it refills the tenant's two token buckets (requests and
+-- model tokens per minute), refuses when either is empty (with how long to wait), then refuses when
+-- the month's committed spend plus the open holds plus this call's worst case would pass the budget,
+-- and otherwise records a hold for the worst case. The limits are parameters, passed from the
+-- registry by the runtime: the tenant's role stores no limit it could raise. The hold's id is the id
+-- the call's ledger row will have; the ledger's trigger deletes the hold in the same statement that
+-- adds the row's cost to the daily totals, so spend moves from "held" to "committed" atomically. A call
+-- that fails before it produced anything deletes its hold (`tenant_release`); a hold nobody settles
+-- or releases (a process killed mid-call) expires. Holds and meters are working state, not data of
+-- record: their writes need no fsync (a hold lost in a database crash frees its budget early; the
+-- ledger row, committed durably, is what settles spend).
+CREATE TABLE budget_holds (
+    id               uuid        PRIMARY KEY,
+    tenant_id        text        NOT NULL,
+    amount_micro_usd bigint      NOT NULL CHECK (amount_micro_usd >= 0),
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    expires_at       timestamptz NOT NULL
+);
+CREATE INDEX budget_holds_tenant_expires ON budget_holds (tenant_id, expires_at);
+CREATE TABLE tenant_meters (
+    tenant_id     text        PRIMARY KEY,
+    -- Thousandths of a request / of a token; the token bucket may go negative (in debt) when calls
+    -- produce more than was estimated at admission.
+    request_milli bigint      NOT NULL,
+    token_milli   bigint      NOT NULL,
+    refilled_at   timestamptz NOT NULL
+);
+
+CREATE FUNCTION tenant_admit(
+    p_tenant text, p_hold uuid, p_amount bigint, p_budget bigint, p_hold_secs integer,
+    p_rpm integer, p_tpm bigint, p_tokens bigint,
+    OUT verdict text, OUT retry_after_ms bigint, OUT spent bigint, OUT held bigint)
+    LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+    m tenant_meters%ROWTYPE;
+    now_ts timestamptz := clock_timestamp();
+    elapsed_ms bigint;
+    req bigint;
+    tok bigint;
+    need bigint := least(greatest(p_tokens, 0), p_tpm) * 1000;
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    INSERT INTO tenant_meters (tenant_id, request_milli, token_milli, refilled_at)
+    VALUES (p_tenant, p_rpm::bigint * 1000, p_tpm * 1000, now_ts)
+    ON CONFLICT (tenant_id) DO NOTHING;
+    SELECT * INTO m FROM tenant_meters WHERE tenant_id = p_tenant FOR UPDATE;
+    -- A full minute refills a bucket completely; capping the elapsed time keeps the products in range.
+    elapsed_ms := least(greatest(0, (extract(epoch FROM now_ts - m.refilled_at) * 1000)::bigint), 60000);
+    req := least(p_rpm::bigint * 1000, m.request_milli + elapsed_ms * p_rpm / 60);
+    tok := least(p_tpm * 1000, m.token_milli + elapsed_ms * p_tpm / 60);
+    retry_after_ms := 0;
+    IF req < 1000 THEN
+        verdict := 'requests';
+        retry_after_ms := ((1000 - req) * 60 + p_rpm - 1) / p_rpm;
+    ELSIF tok < need OR tok <= 0 THEN
+        verdict := 'tokens';
+        retry_after_ms := ((greatest(need, 1) - tok) * 60 + p_tpm - 1) / p_tpm;
+    END IF;
+    DELETE FROM budget_holds WHERE tenant_id = p_tenant AND expires_at <= now_ts;
+    -- One statement, so one snapshot: a settlement committing meanwhile is seen whole or not at all.
+    SELECT (SELECT coalesce(sum(cost_micro_usd), 0)::bigint FROM usage_daily
+             WHERE tenant_id = p_tenant
+               AND day >= date_trunc('month', now_ts AT TIME ZONE 'UTC')::date),
+           (SELECT coalesce(sum(amount_micro_usd), 0)::bigint FROM budget_holds
+             WHERE tenant_id = p_tenant)
+      INTO spent, held;
+    IF verdict IS NULL AND spent + held + p_amount > p_budget THEN
+        verdict := 'budget';
+    END IF;
+    IF verdict IS NULL THEN
+        INSERT INTO budget_holds (id, tenant_id, amount_micro_usd, expires_at)
+        VALUES (p_hold, p_tenant, p_amount, now_ts + make_interval(secs => p_hold_secs));
+        held := held + p_amount;
+        req := req - 1000;
+        tok := tok - need;
+        verdict := 'ok';
+    END IF;
+    UPDATE tenant_meters SET request_milli = req, token_milli = tok, refilled_at = now_ts
+     WHERE tenant_id = p_tenant;
+END
+$$;
+
+CREATE FUNCTION tenant_release(p_hold uuid) RETURNS void
+    LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    DELETE FROM budget_holds WHERE id = p_hold;
+END
+$$;
+
+-- The ledger's statement trigger now also settles: it deletes the holds of the rows it adds (a row's
+-- id is its call's hold id) and charges the tokens the calls produced to the tenant's token bucket.
+CREATE OR REPLACE FUNCTION usage_daily_add() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+BEGIN
+    INSERT INTO usage_daily AS d (tenant_id, day, requests, input_tokens, output_tokens, cost_micro_usd)
+    SELECT tenant_id, (created_at AT TIME ZONE 'UTC')::date, count(*), sum(input_tokens)::bigint,
+           sum(output_tokens)::bigint, sum(cost_micro_usd)::bigint
+      FROM added GROUP BY 1, 2
+    ON CONFLICT (tenant_id, day) DO UPDATE
+        SET requests = d.requests + EXCLUDED.requests,
+            input_tokens = d.input_tokens + EXCLUDED.input_tokens,
+            output_tokens = d.output_tokens + EXCLUDED.output_tokens,
+            cost_micro_usd = d.cost_micro_usd + EXCLUDED.cost_micro_usd;
+    -- The meter row first, then the holds: the order `tenant_admit` takes them in, so the two never
+    -- wait on each other in a circle.
+    UPDATE tenant_meters m SET token_milli = m.token_milli - s.produced * 1000
+      FROM (SELECT tenant_id, sum(output_tokens)::bigint AS produced FROM added GROUP BY 1) s
+     WHERE m.tenant_id = s.tenant_id;
+    DELETE FROM budget_holds h USING added a WHERE h.id = a.id;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION usage_daily_add() FROM PUBLIC;
