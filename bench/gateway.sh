@@ -144,15 +144,10 @@ say "the durable commit on this disk (pg_test_fsync)"
 PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
 "$PG_BIN/pg_test_fsync" -s 2 -f "$STATE/fsync.test" > "$OUT/pg_test_fsync.txt" 2>&1 || true
 grep -m1 -E "fdatasync +[0-9.]+ ops/sec" "$OUT/pg_test_fsync.txt" >&2 || true
-say "the ledger write itself, timed (pgbench, the runtime's pipelined prepared statements, same cluster)"
+say "the ledger write itself, timed (pgbench, the runtime's prepared ledger_append, same cluster)"
 SOCKET="$("${TC[@]}" local status | awk '/socket dir:/ {print $3}')"
 cat > "$STATE/ledger.sql" <<'SQL'
-\startpipeline
-BEGIN;
-SELECT set_config('app.tenant_id', '', true), set_config('search_path', 't_bench', true);
-INSERT INTO t_bench.usage_ledger (id, tenant_id, request_id, subject, provider, model, input_tokens, output_tokens, cost_micro_usd, price_book_version, outcome, usage_estimated) VALUES (gen_random_uuid(), 'bench', gen_random_uuid(), 'bench', 'openai', 'gpt-4o-mini', 5, 16, 11, 'bench', 'complete', false);
-COMMIT;
-\endpipeline
+SELECT t_bench.ledger_append('bench', 't_bench', ARRAY[gen_random_uuid()], ARRAY[gen_random_uuid()], ARRAY['bench'], ARRAY['openai'], ARRAY['gpt-4o-mini'], ARRAY[5::bigint], ARRAY[16::bigint], ARRAY[11::bigint], ARRAY['bench'], ARRAY['complete'], ARRAY[false]);
 SQL
 chmod 644 "$STATE/ledger.sql"
 PGRUN=(env)
@@ -205,7 +200,7 @@ floor = lambda k, m="plain", c=1: g("floor", m, c, k)
 tc = lambda k, m="plain", c=1: g("tenantctl", m, c, k)
 print()
 print(f"- durable commit on this disk (pg_test_fsync, fdatasync of one 8 kB write): {commit_us} µs")
-print(f"- the ledger write itself (pgbench, pipelined prepared statements as the runtime sends them): {ledger_us} µs")
+print(f"- the ledger write itself (pgbench, the prepared `ledger_append` statement the runtime sends): {ledger_us} µs")
 d1, d32 = delta("c1"), delta("c32")
 if d1.get("commits"):
     print(f"- the ledger commit as the runtime timed it at c=1: {d1['commit_microseconds'] // d1['commits']} µs mean over {d1['commits']} commits")

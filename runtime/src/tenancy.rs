@@ -286,7 +286,7 @@ pub struct TenantTx {
     tenant: TenantId,
     committed: bool,
     statements: Arc<AtomicU64>,
-    /// The request's admission; `None` only inside `execute_once`, whose caller holds it.
+    /// The request's admission; `None` only inside `call_once`, whose caller holds it.
     _admission: Option<Admission>,
 }
 
@@ -373,15 +373,16 @@ impl TenantTx {
         Ok(tx)
     }
 
-    /// One static statement in a transaction of its own, as `tenant` (admitted by `admission`), in a
-    /// single round trip: BEGIN, the transaction-local settings, the statement and COMMIT are sent
-    /// together and the server runs them in order. If the statement fails, the COMMIT finds the
-    /// transaction aborted and rolls it back; the error is returned and the connection discarded,
-    /// as a dropped `TenantTx` would be. The ledger's write path and admissions, where a round trip is
-    /// the cost. Returns the statement's rows.
-    /// The caller keeps `admission` until this returns (a group commit writes the rows of several
-    /// admitted requests under the first one's).
-    pub async fn query_once(
+    /// One call of a tenant-schema function that sets the transaction's tenant settings itself
+    /// (`tenant_admit`, `tenant_release`, `ledger_append`: their first two parameters are the
+    /// tenant's id and the schema the registry points at, given here from `tenant`, never by the
+    /// caller), as `tenant`'s role, in a transaction of its own: one message and one reply, where an
+    /// explicit transaction takes four of each. The function's name resolves on the role's default
+    /// search path (its own schema, or `pool`); whichever copy runs, it works on the schema passed
+    /// in. Where the name does not resolve (the tenant's code changed its role's default, or a tier
+    /// move is provisioning), the call runs in an ordinary pinned transaction instead. `admission`
+    /// is the caller's, kept until this returns.
+    pub async fn call_once(
         data: &DataPlane,
         tenant: &Tenant,
         admission: &Admission,
@@ -389,43 +390,28 @@ impl TenantTx {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, DataError> {
         let client = Self::checkout(data, tenant, admission).await?;
-        data.statements.fetch_add(4, Ordering::Relaxed);
-        let (tenant_id, schema) = Self::settings(tenant);
-        let settings: [&(dyn ToSql + Sync); 2] = [&tenant_id, &schema];
-        // Prepared outside the transaction (once per connection), so with the role's default search
-        // path; PostgreSQL re-analyses a cached statement when it runs under another path, so it runs
-        // against the schema pinned below. Where the default path cannot resolve it (a tier move in
-        // progress), the ordinary transaction does the write instead.
+        data.statements.fetch_add(1, Ordering::Relaxed);
+        let (tenant_id, schema) = (tenant.id().as_str(), tenant.record().schema());
+        let mut all: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(params.len() + 2);
+        all.push(&tenant_id);
+        all.push(&schema);
+        all.extend_from_slice(params);
         let statement = match client.prepare_cached(sql).await {
             Ok(statement) => statement,
-            Err(_) => {
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_FUNCTION) => {
                 drop(client);
                 let client = Self::checkout(data, tenant, admission).await?;
                 let tx = Self::open(data, tenant, client, None).await?;
-                let rows = tx.query(sql, params).await?;
+                let rows = tx.query(sql, &all).await?;
                 tx.commit().await?;
                 return Ok(rows);
             }
+            Err(e) => return Err(e.into()),
         };
-        let outcome = async {
-            let set = client
-                .prepare_cached(
-                    "SELECT set_config('app.tenant_id', $1, true), set_config('search_path', $2, true)",
-                )
-                .await?;
-            let (_, _, rows, _) = tokio::try_join!(
-                client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
-                client.query(&set, &settings),
-                client.query(&statement, params),
-                client.batch_execute("COMMIT"),
-            )?;
-            Ok::<_, tokio_postgres::Error>(rows)
-        }
-        .await;
-        match outcome {
+        match client.query(&statement, &all).await {
             Ok(rows) => Ok(rows),
             Err(e) => {
-                // Whatever state the pipeline left, this connection serves nobody else.
+                // Whatever the failure left on it, this connection serves nobody else.
                 drop(Object::take(client));
                 Err(e.into())
             }

@@ -29,11 +29,16 @@ CREATE TABLE tenant_meters (
     refilled_at   timestamptz NOT NULL
 );
 
+-- The functions below are each called as one statement in a transaction of its own (one message,
+-- one reply). Each first sets the transaction's tenant settings from its first two parameters (the
+-- runtime passes them from the verified tenant), exactly as an explicit transaction of the tenant
+-- handle would: `app.tenant_id` (the pool's second row-level check) and the search path pinned to
+-- the schema the registry points at.
 CREATE FUNCTION tenant_admit(
-    p_tenant text, p_hold uuid, p_amount bigint, p_budget bigint, p_hold_secs integer,
-    p_rpm integer, p_tpm bigint, p_tokens bigint,
+    p_tenant text, p_schema text, p_hold uuid, p_amount bigint, p_budget bigint,
+    p_hold_secs integer, p_rpm integer, p_tpm bigint, p_tokens bigint,
     OUT verdict text, OUT retry_after_ms bigint, OUT spent bigint, OUT held bigint)
-    LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+    LANGUAGE plpgsql AS $$
 DECLARE
     m tenant_meters%ROWTYPE;
     now_ts timestamptz := clock_timestamp();
@@ -42,7 +47,8 @@ DECLARE
     tok bigint;
     need bigint := least(greatest(p_tokens, 0), p_tpm) * 1000;
 BEGIN
-    PERFORM set_config('synchronous_commit', 'off', true);
+    PERFORM set_config('app.tenant_id', p_tenant, true), set_config('search_path', p_schema, true),
+            set_config('synchronous_commit', 'off', true);
     INSERT INTO tenant_meters (tenant_id, request_milli, token_milli, refilled_at)
     VALUES (p_tenant, p_rpm::bigint * 1000, p_tpm * 1000, now_ts)
     ON CONFLICT (tenant_id) DO NOTHING;
@@ -83,11 +89,34 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION tenant_release(p_hold uuid) RETURNS void
-    LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+CREATE FUNCTION tenant_release(p_tenant text, p_schema text, p_hold uuid) RETURNS void
+    LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM set_config('synchronous_commit', 'off', true);
-    DELETE FROM budget_holds WHERE id = p_hold;
+    PERFORM set_config('app.tenant_id', p_tenant, true), set_config('search_path', p_schema, true),
+            set_config('synchronous_commit', 'off', true);
+    DELETE FROM budget_holds WHERE id = p_hold AND tenant_id = p_tenant;
+END
+$$;
+
+-- The ledger's append, as one statement committed durably (the group commit's batch or one row):
+-- the rows as one array per column.
+CREATE FUNCTION ledger_append(
+    p_tenant text, p_schema text, p_ids uuid[], p_request_ids uuid[], p_subjects text[],
+    p_providers text[], p_models text[], p_input bigint[], p_output bigint[], p_cost bigint[],
+    p_versions text[], p_outcomes text[], p_estimated boolean[]) RETURNS bigint
+    LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint;
+BEGIN
+    PERFORM set_config('app.tenant_id', p_tenant, true), set_config('search_path', p_schema, true);
+    INSERT INTO usage_ledger (id, tenant_id, request_id, subject, provider, model, input_tokens,
+                              output_tokens, cost_micro_usd, price_book_version, outcome,
+                              usage_estimated)
+    SELECT i, p_tenant, r, s, p, m, ti, t_o, c, v, o, e
+      FROM unnest(p_ids, p_request_ids, p_subjects, p_providers, p_models, p_input, p_output,
+                  p_cost, p_versions, p_outcomes, p_estimated) AS u(i, r, s, p, m, ti, t_o, c, v, o, e);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
 END
 $$;
 

@@ -78,11 +78,7 @@ const INSERT: &str = "INSERT INTO usage_ledger (id, tenant_id, request_id, subje
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
 /// Many rows in one statement: one array per column (one plan whatever the batch size).
-const INSERT_MANY: &str = "INSERT INTO usage_ledger (id, tenant_id, request_id, subject, provider, \
-             model, input_tokens, output_tokens, cost_micro_usd, price_book_version, outcome, \
-             usage_estimated) \
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[], \
-             $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::text[], $11::text[], $12::bool[])";
+const APPEND: &str = "SELECT ledger_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
 /// Appends one row in `tx`; returns its id.
 pub async fn record(tx: &TenantTx, entry: &NewEntry) -> Result<Uuid, DataError> {
@@ -117,52 +113,18 @@ fn counts(entry: &NewEntry) -> [i64; 2] {
     [tokens(entry.input_tokens), tokens(entry.output_tokens)]
 }
 
-/// Appends `entries`, all of `tenant`, in one transaction of their own, committed durably in one
-/// round trip (`TenantTx::query_once`, under `admission`, which the caller keeps until this
-/// returns). All rows or none.
+/// Appends `entries`, all of `tenant`, in one statement committed durably on its own
+/// (`ledger_append` through `TenantTx::call_once`: one message, one reply), under `admission`, which
+/// the caller keeps until this returns. All rows or none.
 pub async fn record_once(
     data: &DataPlane,
     tenant: &Tenant,
     admission: &Admission,
     entries: &[&NewEntry],
 ) -> Result<(), DataError> {
-    let tenant_id = tenant.id().as_str();
-    if let [entry] = entries {
-        let (counts, names) = (
-            counts(entry),
-            [
-                entry.provider.as_str(),
-                entry.model.as_str(),
-                entry.outcome.as_str(),
-            ],
-        );
-        TenantTx::query_once(
-            data,
-            tenant,
-            admission,
-            INSERT,
-            &[
-                &entry.id,
-                &tenant_id,
-                &entry.request_id,
-                &entry.subject,
-                &names[0],
-                &names[1],
-                &counts[0],
-                &counts[1],
-                &entry.cost.0,
-                &entry.price_book_version,
-                &names[2],
-                &entry.usage_estimated,
-            ],
-        )
-        .await?;
-        return Ok(());
-    }
     let column = |f: fn(&NewEntry) -> &str| entries.iter().map(|e| f(e)).collect::<Vec<&str>>();
     let ids: Vec<Uuid> = entries.iter().map(|e| e.id).collect();
     let request_ids: Vec<Uuid> = entries.iter().map(|e| e.request_id).collect();
-    let tenants = vec![tenant_id; entries.len()];
     let subjects = column(|e| &e.subject);
     let providers = column(|e| e.provider.as_str());
     let models = column(|e| e.model.as_str());
@@ -172,14 +134,13 @@ pub async fn record_once(
     let versions = column(|e| e.price_book_version);
     let outcomes = column(|e| e.outcome.as_str());
     let estimated: Vec<bool> = entries.iter().map(|e| e.usage_estimated).collect();
-    TenantTx::query_once(
+    TenantTx::call_once(
         data,
         tenant,
         admission,
-        INSERT_MANY,
+        APPEND,
         &[
             &ids,
-            &tenants,
             &request_ids,
             &subjects,
             &providers,

@@ -54,8 +54,8 @@ pub enum Refusal {
 }
 
 const ADMIT: &str = "SELECT verdict, retry_after_ms, spent, held \
-                       FROM tenant_admit($1, $2, $3, $4, $5, $6, $7, $8)";
-const RELEASE: &str = "SELECT tenant_release($1)";
+                       FROM tenant_admit($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+const RELEASE: &str = "SELECT tenant_release($1, $2, $3)";
 
 fn clamp(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -72,16 +72,14 @@ pub async fn admit(
     tokens: u64,
 ) -> Result<Result<BudgetStatus, Refusal>, DataError> {
     let limits = tenant.record().limits;
-    let tenant_id = tenant.id().as_str();
     let rpm = i32::try_from(limits.requests_per_minute.max(1)).unwrap_or(i32::MAX);
     let tpm = clamp(limits.tokens_per_minute.max(1));
-    let rows = TenantTx::query_once(
+    let rows = TenantTx::call_once(
         data,
         tenant,
         admission,
         ADMIT,
         &[
-            &tenant_id,
             &hold,
             &worst_case.0.max(0),
             &limits.monthly_budget.0,
@@ -120,6 +118,6 @@ pub async fn release(
     admission: &Admission,
     hold: Uuid,
 ) -> Result<(), DataError> {
-    TenantTx::query_once(data, tenant, admission, RELEASE, &[&hold]).await?;
+    TenantTx::call_once(data, tenant, admission, RELEASE, &[&hold]).await?;
     Ok(())
 }

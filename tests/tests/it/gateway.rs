@@ -933,7 +933,7 @@ async fn concurrent_calls_of_a_tenant_share_a_durable_commit_and_a_bad_row_fails
     let first = call(g.s.token("acme"));
     // Watched from another session: inside a transaction the activity view is a snapshot.
     let watch = g.s.target.admin().await.unwrap();
-    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO usage_ledger%'";
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'SELECT ledger_append%'";
     for i in 0.. {
         let n: i64 = watch.query_one(waiting, &[]).await.unwrap().get(0);
         if n == 1 {
