@@ -82,6 +82,7 @@ pub const TENANT_TABLE_GRANTS: &[(&str, &str)] = &[
     // Working state of admissions (`tenant_admit`): holds are added and released, meters refilled.
     ("budget_holds", "SELECT, INSERT, DELETE"),
     ("tenant_meters", "SELECT, INSERT, UPDATE"),
+    ("token_debits", "SELECT, DELETE"),
 ];
 
 /// The tables that hold a tenant's data of record: what offboarding exports and a tier move copies.

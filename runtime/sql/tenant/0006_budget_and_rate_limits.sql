@@ -20,6 +20,13 @@ CREATE TABLE budget_holds (
     expires_at       timestamptz NOT NULL
 );
 CREATE INDEX budget_holds_tenant_expires ON budget_holds (tenant_id, expires_at);
+-- Tokens calls produced, appended by the ledger's trigger and consumed (deleted) by the next admission
+-- under its meter lock: so a ledger commit never waits for, or holds, the meter row admissions take.
+CREATE TABLE token_debits (
+    tenant_id text   NOT NULL,
+    produced  bigint NOT NULL CHECK (produced >= 0)
+);
+CREATE INDEX token_debits_tenant ON token_debits (tenant_id);
 CREATE TABLE tenant_meters (
     tenant_id     text        PRIMARY KEY,
     -- Thousandths of a request / of a token; the token bucket may go negative (in debt) when calls
@@ -46,17 +53,23 @@ DECLARE
     req bigint;
     tok bigint;
     need bigint := least(greatest(p_tokens, 0), p_tpm) * 1000;
+    debt bigint;
 BEGIN
     PERFORM set_config('app.tenant_id', p_tenant, true), set_config('search_path', p_schema, true),
             set_config('synchronous_commit', 'off', true);
-    INSERT INTO tenant_meters (tenant_id, request_milli, token_milli, refilled_at)
-    VALUES (p_tenant, p_rpm::bigint * 1000, p_tpm * 1000, now_ts)
-    ON CONFLICT (tenant_id) DO NOTHING;
     SELECT * INTO m FROM tenant_meters WHERE tenant_id = p_tenant FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO tenant_meters (tenant_id, request_milli, token_milli, refilled_at)
+        VALUES (p_tenant, p_rpm::bigint * 1000, p_tpm * 1000, now_ts)
+        ON CONFLICT (tenant_id) DO NOTHING;
+        SELECT * INTO m FROM tenant_meters WHERE tenant_id = p_tenant FOR UPDATE;
+    END IF;
+    WITH d AS (DELETE FROM token_debits WHERE tenant_id = p_tenant RETURNING produced)
+    SELECT coalesce(sum(produced), 0)::bigint INTO debt FROM d;
     -- A full minute refills a bucket completely; capping the elapsed time keeps the products in range.
     elapsed_ms := least(greatest(0, (extract(epoch FROM now_ts - m.refilled_at) * 1000)::bigint), 60000);
     req := least(p_rpm::bigint * 1000, m.request_milli + elapsed_ms * p_rpm / 60);
-    tok := least(p_tpm * 1000, m.token_milli + elapsed_ms * p_tpm / 60);
+    tok := least(p_tpm * 1000, m.token_milli + elapsed_ms * p_tpm / 60) - debt * 1000;
     retry_after_ms := 0;
     IF req < 1000 THEN
         verdict := 'requests';
@@ -121,7 +134,8 @@ END
 $$;
 
 -- The ledger's statement trigger now also settles: it deletes the holds of the rows it adds (a row's
--- id is its call's hold id) and charges the tokens the calls produced to the tenant's token bucket.
+-- id is its call's hold id) and appends the tokens the calls produced, for the next admission to
+-- charge to the tenant's token bucket. It takes no lock an admission takes.
 CREATE OR REPLACE FUNCTION usage_daily_add() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
@@ -134,11 +148,8 @@ BEGIN
             input_tokens = d.input_tokens + EXCLUDED.input_tokens,
             output_tokens = d.output_tokens + EXCLUDED.output_tokens,
             cost_micro_usd = d.cost_micro_usd + EXCLUDED.cost_micro_usd;
-    -- The meter row first, then the holds: the order `tenant_admit` takes them in, so the two never
-    -- wait on each other in a circle.
-    UPDATE tenant_meters m SET token_milli = m.token_milli - s.produced * 1000
-      FROM (SELECT tenant_id, sum(output_tokens)::bigint AS produced FROM added GROUP BY 1) s
-     WHERE m.tenant_id = s.tenant_id;
+    INSERT INTO token_debits (tenant_id, produced)
+    SELECT tenant_id, sum(output_tokens)::bigint FROM added GROUP BY 1;
     DELETE FROM budget_holds h USING added a WHERE h.id = a.id;
     RETURN NULL;
 END

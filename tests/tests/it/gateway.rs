@@ -1283,3 +1283,29 @@ async fn concurrent_calls_over_two_runtimes_never_commit_more_than_the_budget() 
     assert!((20..=49).contains(&ok), "{ok} admitted");
     second.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn tokens_per_minute_count_what_calls_produced_and_refuse_once_used_up() {
+    // Issue 11 item 5: a call takes its estimated input at admission; what it produced is charged
+    // when its ledger row is written. With 30 tokens a minute, two calls of 12 output tokens fit,
+    // the third finds the bucket empty (429 with Retry-After, `rate_limit_tokens`).
+    let g = gateway_with(Config::default(), |spec| {
+        spec.rate_limits.tokens_per_minute = 30;
+    })
+    .await;
+    let token = g.s.token("acme");
+    let ask = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for _ in 0..3 {
+        let (status, retry, body) = chat_at(&g.s.http, &g.s.base, &token, ask.clone()).await;
+        statuses.push(status);
+        last = Some((retry, body));
+    }
+    assert_eq!(statuses, [200, 200, 429]);
+    let (retry, body) = last.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_tokens", "{body}");
+    let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    g.s.running.stop().await.unwrap();
+}
