@@ -27,7 +27,17 @@ use crate::registry::TenantRecord;
 use crate::secrets::{SecretName, SecretStore};
 
 /// A pool's identity: the role it logs in as, its database, and the schema its transactions pin.
-type PoolKey = (String, String, String);
+type PoolKey = (String, String, String, Lane);
+
+/// Which of a tenant's pools a statement uses. The ledger's group commit has a connection of its
+/// own, so a tenant's durable commits never queue behind its calls' admissions for a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Admissions and every other statement of a request (`max_connections_per_tenant`).
+    Calls,
+    /// The ledger writer's batches (one connection).
+    Ledger,
+}
 
 /// A pool built once however many requests ask for it at the same time (each build connects, and a
 /// tenant role's connection limit would refuse a crowd of them).
@@ -119,7 +129,7 @@ impl DataPlane {
     /// handed out clean has no tenant and no open transaction (security cases 36-38); tests and
     /// health checks read it, and it reaches no tenant data.
     pub async fn probe(&self, tenant: &Tenant) -> Result<ConnectionProbe, DataError> {
-        let pool = self.pool_for(tenant.record()).await?;
+        let pool = self.pool_for(tenant.record(), Lane::Calls).await?;
         #[expect(
             clippy::disallowed_methods,
             reason = "the hygiene probe reads settings, never tenant tables"
@@ -169,11 +179,12 @@ impl DataPlane {
         self.statements.load(Ordering::Relaxed)
     }
 
-    async fn pool_for(&self, record: &TenantRecord) -> Result<Pool, DataError> {
+    async fn pool_for(&self, record: &TenantRecord, lane: Lane) -> Result<Pool, DataError> {
         let key = (
             record.db_role.clone(),
             record.db_name.clone(),
             record.schema(),
+            lane,
         );
         let tick = self.uses.fetch_add(1, Ordering::Relaxed);
         let cell = {
@@ -199,10 +210,12 @@ impl DataPlane {
         // Built without holding the map lock (the secret fetch and the role check are network
         // calls, and other tenants' requests must not wait behind them), once per key: requests of
         // the same tenant wait for the one build. A failed build leaves the cell empty for a retry.
-        cell.get_or_try_init(|| self.build(record)).await.cloned()
+        cell.get_or_try_init(|| self.build(record, lane))
+            .await
+            .cloned()
     }
 
-    async fn build(&self, record: &TenantRecord) -> Result<Pool, DataError> {
+    async fn build(&self, record: &TenantRecord, lane: Lane) -> Result<Pool, DataError> {
         let mut endpoint = self.endpoint.clone();
         endpoint.dbname = record.db_name.clone();
         let mut config = endpoint.config(&record.db_role, "tenant-runtime");
@@ -223,7 +236,11 @@ impl DataPlane {
             config.password(password.expose_secret().as_bytes());
             None
         };
-        let pool = build_pool(config, self.max_connections_per_tenant, &endpoint, tokens)?;
+        let size = match lane {
+            Lane::Calls => self.max_connections_per_tenant,
+            Lane::Ledger => 1,
+        };
+        let pool = build_pool(config, size, &endpoint, tokens)?;
         // Before first use, the role checks itself (security case 34): in a tenant's Lambda there is no
         // other role to ask, and the answer comes from the same catalogs either way.
         {
@@ -256,11 +273,15 @@ impl DataPlane {
 
     /// Drops the cached pool of a tenant (after a credential rotation or offboarding).
     pub async fn forget(&self, record: &TenantRecord) {
-        self.pools.lock().await.remove(&(
-            record.db_role.clone(),
-            record.db_name.clone(),
-            record.schema(),
-        ));
+        let mut pools = self.pools.lock().await;
+        for lane in [Lane::Calls, Lane::Ledger] {
+            pools.remove(&(
+                record.db_role.clone(),
+                record.db_name.clone(),
+                record.schema(),
+                lane,
+            ));
+        }
     }
 }
 
@@ -296,13 +317,14 @@ impl TenantTx {
         data: &DataPlane,
         tenant: &Tenant,
         admission: &Admission,
+        lane: Lane,
     ) -> Result<Object, DataError> {
         if admission.tenant != *tenant.id() {
             return Err(DataError::Pool(
                 "an admission of another tenant was offered".into(),
             ));
         }
-        let pool = data.pool_for(tenant.record()).await?;
+        let pool = data.pool_for(tenant.record(), lane).await?;
         #[expect(
             clippy::disallowed_methods,
             reason = "this is the one place that checks out tenant connections"
@@ -333,7 +355,7 @@ impl TenantTx {
         tenant: &Tenant,
         admission: Admission,
     ) -> Result<Self, DataError> {
-        let client = Self::checkout(data, tenant, &admission).await?;
+        let client = Self::checkout(data, tenant, &admission, Lane::Calls).await?;
         Self::open(data, tenant, client, Some(admission)).await
     }
 
@@ -386,10 +408,11 @@ impl TenantTx {
         data: &DataPlane,
         tenant: &Tenant,
         admission: &Admission,
+        lane: Lane,
         sql: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, DataError> {
-        let client = Self::checkout(data, tenant, admission).await?;
+        let client = Self::checkout(data, tenant, admission, lane).await?;
         data.statements.fetch_add(1, Ordering::Relaxed);
         let (tenant_id, schema) = (tenant.id().as_str(), tenant.record().schema());
         let mut all: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(params.len() + 2);
@@ -400,7 +423,7 @@ impl TenantTx {
             Ok(statement) => statement,
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_FUNCTION) => {
                 drop(client);
-                let client = Self::checkout(data, tenant, admission).await?;
+                let client = Self::checkout(data, tenant, admission, lane).await?;
                 let tx = Self::open(data, tenant, client, None).await?;
                 let rows = tx.query(sql, &all).await?;
                 tx.commit().await?;

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::auth::Tenant;
 use crate::db::DataError;
 use crate::domain::{MicroUsd, ModelId, ProviderId};
-use crate::tenancy::{Admission, DataPlane, TenantTx};
+use crate::tenancy::{Admission, DataPlane, Lane, TenantTx};
 
 /// A row to append.
 #[derive(Debug, Clone)]
@@ -120,6 +120,7 @@ pub async fn record_once(
     data: &DataPlane,
     tenant: &Tenant,
     admission: &Admission,
+    lane: Lane,
     entries: &[&NewEntry],
 ) -> Result<(), DataError> {
     let column = |f: fn(&NewEntry) -> &str| entries.iter().map(|e| f(e)).collect::<Vec<&str>>();
@@ -138,6 +139,7 @@ pub async fn record_once(
         data,
         tenant,
         admission,
+        lane,
         APPEND,
         &[
             &ids,

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::auth::Tenant;
 use crate::db::DataError;
 use crate::domain::MicroUsd;
-use crate::tenancy::{Admission, DataPlane, TenantTx};
+use crate::tenancy::{Admission, DataPlane, Lane, TenantTx};
 
 /// How long an unsettled hold keeps its budget: longer than any call the upstream timeouts allow.
 pub const HOLD_SECS: i32 = 900;
@@ -78,6 +78,7 @@ pub async fn admit(
         data,
         tenant,
         admission,
+        Lane::Calls,
         ADMIT,
         &[
             &hold,
@@ -118,6 +119,6 @@ pub async fn release(
     admission: &Admission,
     hold: Uuid,
 ) -> Result<(), DataError> {
-    TenantTx::call_once(data, tenant, admission, RELEASE, &[&hold]).await?;
+    TenantTx::call_once(data, tenant, admission, Lane::Calls, RELEASE, &[&hold]).await?;
     Ok(())
 }

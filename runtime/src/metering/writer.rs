@@ -30,7 +30,7 @@ use crate::auth::Tenant;
 use crate::db::DataError;
 use crate::domain::TenantId;
 use crate::metering::ledger::{self, NewEntry};
-use crate::tenancy::{Admission, DataPlane};
+use crate::tenancy::{Admission, DataPlane, Lane};
 
 /// How ledger rows reach the database.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -111,6 +111,11 @@ impl LedgerWriter {
         }
     }
 
+    /// The data plane rows are written through.
+    pub fn data_plane(&self) -> &DataPlane {
+        &self.data
+    }
+
     /// Whether rows of concurrent requests share commits.
     pub fn is_group(&self) -> bool {
         self.group
@@ -147,7 +152,7 @@ impl LedgerWriter {
         let id = entry.id;
         if !self.group {
             let started = std::time::Instant::now();
-            ledger::record_once(&self.data, tenant, &admission, &[&entry]).await?;
+            ledger::record_once(&self.data, tenant, &admission, Lane::Calls, &[&entry]).await?;
             self.count(1, started);
             return Ok(id);
         }
@@ -231,8 +236,14 @@ impl LedgerWriter {
         let first = &batch[0];
         let entries: Vec<&NewEntry> = batch.iter().map(|p| &p.entry).collect();
         let started = std::time::Instant::now();
-        let written =
-            ledger::record_once(&self.data, &first.tenant, &first.admission, &entries).await;
+        let written = ledger::record_once(
+            &self.data,
+            &first.tenant,
+            &first.admission,
+            Lane::Ledger,
+            &entries,
+        )
+        .await;
         match written {
             Ok(()) => {
                 self.count(batch.len() as u64, started);
@@ -253,8 +264,14 @@ impl LedgerWriter {
                 tracing::warn!(rows = batch.len(), error = %e, "a ledger batch failed; writing its rows one by one");
                 for p in batch {
                     let started = std::time::Instant::now();
-                    let one =
-                        ledger::record_once(&self.data, &p.tenant, &p.admission, &[&p.entry]).await;
+                    let one = ledger::record_once(
+                        &self.data,
+                        &p.tenant,
+                        &p.admission,
+                        Lane::Ledger,
+                        &[&p.entry],
+                    )
+                    .await;
                     if one.is_ok() {
                         self.count(1, started);
                     }

@@ -144,11 +144,41 @@ async fn prepare(
     })
 }
 
-/// Gives back a hold whose call failed before anything was produced (best effort: an unreleased
-/// hold expires).
-async fn release(data: &DataPlane, tenant: &Tenant, admission: &Admission, hold: Uuid) {
-    if let Err(e) = limits::release(data, tenant, admission, hold).await {
-        tracing::warn!(error = %e, "a budget hold could not be released; it expires on its own");
+/// A chat call's checks; the request as it goes upstream (its output capped).
+async fn prepare_chat(
+    data: &DataPlane,
+    tenant: &Tenant,
+    request: &ChatRequest,
+) -> Result<(Prepared, ChatRequest), ServiceError> {
+    let ask = Ask {
+        model: &request.model,
+        max_tokens: Some(request.max_tokens),
+        messages: &request.messages,
+        tools: &request.tools,
+        inputs: &[],
+    };
+    let p = prepare(data, tenant, ask).await?;
+    let mut request = request.clone();
+    request.max_tokens = p.max_tokens;
+    Ok((p, request))
+}
+
+/// The provider's answer; if it failed, the call's hold is given back first (best effort: an
+/// unreleased hold expires).
+async fn or_release<T>(
+    data: &DataPlane,
+    tenant: &Tenant,
+    p: &Prepared,
+    called: Result<T, ProviderError>,
+) -> Result<T, ServiceError> {
+    match called {
+        Ok(answer) => Ok(answer),
+        Err(e) => {
+            if let Err(r) = limits::release(data, tenant, &p.admission, p.hold).await {
+                tracing::warn!(error = %r, "a budget hold could not be released; it expires on its own");
+            }
+            Err(ServiceError::Provider(e))
+        }
     }
 }
 
@@ -182,8 +212,23 @@ async fn record(
                 usage_estimated: usage.estimated,
             },
         )
-        .await?;
-    Ok(id)
+        .await;
+    if id.is_err() {
+        // No row settles the hold: give it back (best effort, under a fresh admission; if the row
+        // did commit after all, its trigger already removed the hold and this removes nothing).
+        let data = ledger.data_plane();
+        match data.admit(tenant) {
+            Ok(admission) => {
+                if let Err(e) = limits::release(data, tenant, &admission, ledger_id).await {
+                    tracing::warn!(error = %e, "a budget hold could not be released; it expires on its own");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a budget hold could not be released; it expires on its own")
+            }
+        }
+    }
+    Ok(id?)
 }
 
 /// A plain (non-streamed) chat completion.
@@ -195,27 +240,9 @@ pub async fn complete(
     request_id: Uuid,
     request: &ChatRequest,
 ) -> Result<Metered, ServiceError> {
-    let p = prepare(
-        data,
-        tenant,
-        Ask {
-            model: &request.model,
-            max_tokens: Some(request.max_tokens),
-            messages: &request.messages,
-            tools: &request.tools,
-            inputs: &[],
-        },
-    )
-    .await?;
-    let mut request = request.clone();
-    request.max_tokens = p.max_tokens;
-    let (route, completion) = match router.complete(tenant.id(), &p.routes, &request).await {
-        Ok(done) => done,
-        Err(e) => {
-            release(data, tenant, &p.admission, p.hold).await;
-            return Err(ServiceError::Provider(e));
-        }
-    };
+    let (p, request) = prepare_chat(data, tenant, request).await?;
+    let called = router.complete(tenant.id(), &p.routes, &request).await;
+    let (route, completion) = or_release(data, tenant, &p, called).await?;
     let ledger_id = record(
         ledger,
         tenant,
@@ -256,13 +283,8 @@ pub async fn embed(
         },
     )
     .await?;
-    let (route, embeddings) = match router.embed(tenant.id(), &p.routes, request).await {
-        Ok(done) => done,
-        Err(e) => {
-            release(data, tenant, &p.admission, p.hold).await;
-            return Err(ServiceError::Provider(e));
-        }
-    };
+    let called = router.embed(tenant.id(), &p.routes, request).await;
+    let (route, embeddings) = or_release(data, tenant, &p, called).await?;
     record(
         ledger,
         tenant,
@@ -297,27 +319,9 @@ pub async fn stream(
     request_id: Uuid,
     request: &ChatRequest,
 ) -> Result<MeteredStream, ServiceError> {
-    let p = prepare(
-        data,
-        tenant,
-        Ask {
-            model: &request.model,
-            max_tokens: Some(request.max_tokens),
-            messages: &request.messages,
-            tools: &request.tools,
-            inputs: &[],
-        },
-    )
-    .await?;
-    let mut request = request.clone();
-    request.max_tokens = p.max_tokens;
-    let (route, upstream) = match router.stream(tenant.id(), &p.routes, &request).await {
-        Ok(accepted) => accepted,
-        Err(e) => {
-            release(data, tenant, &p.admission, p.hold).await;
-            return Err(ServiceError::Provider(e));
-        }
-    };
+    let (p, request) = prepare_chat(data, tenant, request).await?;
+    let called = router.stream(tenant.id(), &p.routes, &request).await;
+    let (route, upstream) = or_release(data, tenant, &p, called).await?;
     let ledger_id = p.hold;
     let budget = p.budget;
     let admission = p.admission;

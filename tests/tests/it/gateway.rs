@@ -920,14 +920,9 @@ async fn concurrent_calls_of_a_tenant_share_a_durable_commit_and_a_bad_row_fails
     let call = |token: String| {
         let (http, base) = (g.s.http.clone(), g.s.base.clone());
         tokio::spawn(async move {
-            http.post(format!("{base}/v1/chat/completions"))
-                .bearer_auth(token)
-                .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
+            let ask =
+                json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+            chat_at(&http, &base, &token, ask).await.0
         })
     };
     let first = call(g.s.token("acme"));
@@ -986,6 +981,8 @@ async fn concurrent_calls_of_a_tenant_share_a_durable_commit_and_a_bad_row_fails
         (r.get(0), r.get(1))
     };
     assert_eq!(totals, (9, rows.iter().map(|r| r.4).sum::<i64>()));
+    // No hold outlives its call, the refused row's included (its call gave it back).
+    assert_eq!(budget_state(&g, "acme").await.0, 0);
     g.s.running.stop().await.unwrap();
 }
 
@@ -998,14 +995,8 @@ async fn many_rows_committed_together_add_up_in_the_daily_totals() {
         .map(|_| {
             let (http, base, token) = (g.s.http.clone(), g.s.base.clone(), g.s.token("globex"));
             tokio::spawn(async move {
-                http.post(format!("{base}/v1/chat/completions"))
-                    .bearer_auth(token)
-                    .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}]}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
+                let ask = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}]});
+                chat_at(&http, &base, &token, ask).await.0
             })
         })
         .collect();
