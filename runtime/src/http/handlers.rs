@@ -131,6 +131,46 @@ fn sse_response(stream: impl futures_util::Stream<Item = String> + Send + 'stati
     response
 }
 
+/// A plain chat call through the service, for either surface.
+async fn complete(
+    state: &AppState,
+    tenant: &Tenant,
+    request_id: uuid::Uuid,
+    request: &crate::models::ChatRequest,
+) -> Result<service::chat::Metered, ApiError> {
+    let ledger = &state.ledger;
+    service::chat::complete(
+        &state.models,
+        &state.data,
+        ledger,
+        tenant,
+        request_id,
+        request,
+    )
+    .await
+    .map_err(|e| ApiError::service(e, request_id))
+}
+
+/// A streamed chat call through the service, for either surface.
+async fn stream(
+    state: &AppState,
+    tenant: &Tenant,
+    request_id: uuid::Uuid,
+    request: &crate::models::ChatRequest,
+) -> Result<MeteredStream, ApiError> {
+    let ledger = state.ledger.clone();
+    service::chat::stream(
+        &state.models,
+        &state.data,
+        ledger,
+        tenant,
+        request_id,
+        request,
+    )
+    .await
+    .map_err(|e| ApiError::service(e, request_id))
+}
+
 pub async fn chat_completions(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -141,16 +181,7 @@ pub async fn chat_completions(
     let created = unix_now();
     // Responses are named after their ledger row, so a client's id finds the row finance sees.
     if !request.stream {
-        let metered = service::chat::complete(
-            &state.models,
-            &state.data,
-            &state.ledger,
-            &tenant,
-            request_id,
-            &request,
-        )
-        .await
-        .map_err(|e| ApiError::service(e, request_id))?;
+        let metered = complete(&state, &tenant, request_id, &request).await?;
         let id = format!("chatcmpl-{}", metered.ledger_id.simple());
         let response = Json(completion_json(
             &id,
@@ -162,16 +193,7 @@ pub async fn chat_completions(
         return Ok(with_budget(response, &metered.budget));
     }
     let include_usage = request.include_usage;
-    let metered = service::chat::stream(
-        &state.models,
-        &state.data,
-        state.ledger.clone(),
-        &tenant,
-        request_id,
-        &request,
-    )
-    .await
-    .map_err(|e| ApiError::service(e, request_id))?;
+    let metered = stream(&state, &tenant, request_id, &request).await?;
     let id = format!("chatcmpl-{}", metered.ledger_id.simple());
     let budget = metered.budget;
     Ok(with_budget(
@@ -330,16 +352,7 @@ pub async fn messages(
 ) -> Result<Response, ApiError> {
     let request = anthropic::parse_messages_request(&body(raw)?).map_err(ApiError::BadRequest)?;
     if !request.stream {
-        let metered = service::chat::complete(
-            &state.models,
-            &state.data,
-            &state.ledger,
-            &tenant,
-            request_id,
-            &request,
-        )
-        .await
-        .map_err(|e| ApiError::service(e, request_id))?;
+        let metered = complete(&state, &tenant, request_id, &request).await?;
         let id = format!("msg_{}", metered.ledger_id.simple());
         let response = Json(anthropic::message_json(
             &id,
@@ -349,16 +362,7 @@ pub async fn messages(
         .into_response();
         return Ok(with_budget(response, &metered.budget));
     }
-    let metered = service::chat::stream(
-        &state.models,
-        &state.data,
-        state.ledger.clone(),
-        &tenant,
-        request_id,
-        &request,
-    )
-    .await
-    .map_err(|e| ApiError::service(e, request_id))?;
+    let metered = stream(&state, &tenant, request_id, &request).await?;
     let id = format!("msg_{}", metered.ledger_id.simple());
     let budget = metered.budget;
     Ok(with_budget(
