@@ -463,13 +463,31 @@ pub async fn usage(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    let (entries, totals) = service::usage::recent(&state.data, &tenant, limit)
+    let (entries, totals, budget) = service::usage::recent(&state.data, &tenant, limit)
         .await
         .map_err(|e| ApiError::service(e, request_id))?;
+    let limits = tenant.record().limits;
+    let left = budget
+        .budget
+        .0
+        .saturating_sub(budget.spent.0)
+        .saturating_sub(budget.held.0);
     Ok(Json(json!({
         "object": "list",
         "tenant": tenant.id().as_str(),
         "totals": totals,
+        // This calendar month (UTC), in integer micro-USD, and the limits the tenant runs under.
+        "budget": {
+            "monthly_budget_micro_usd": budget.budget.0,
+            "spent_this_month_micro_usd": budget.spent.0,
+            "held_micro_usd": budget.held.0,
+            "remaining_micro_usd": left.max(0),
+            "warning": budget.warning(),
+        },
+        "rate_limits": {
+            "requests_per_minute": limits.requests_per_minute,
+            "tokens_per_minute": limits.tokens_per_minute,
+        },
         "data": entries,
     })))
 }

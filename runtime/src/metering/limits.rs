@@ -19,6 +19,12 @@ use crate::db::DataError;
 use crate::domain::MicroUsd;
 use crate::tenancy::{Admission, DataPlane, Lane, TenantTx};
 
+/// This month's committed spend and open holds, read in one snapshot.
+const STATUS: &str = "SELECT (SELECT coalesce(sum(cost_micro_usd), 0)::bigint FROM usage_daily \
+              WHERE tenant_id = $1 AND day >= date_trunc('month', now() AT TIME ZONE 'UTC')::date), \
+           (SELECT coalesce(sum(amount_micro_usd), 0)::bigint FROM budget_holds \
+              WHERE tenant_id = $1 AND expires_at > now())";
+
 /// How long an unsettled hold keeps its budget: longer than any call the upstream timeouts allow.
 pub const HOLD_SECS: i32 = 900;
 
@@ -121,4 +127,17 @@ pub async fn release(
 ) -> Result<(), DataError> {
     TenantTx::call_once(data, tenant, admission, Lane::Calls, RELEASE, &[&hold]).await?;
     Ok(())
+}
+
+/// The tenant's budget (`budget`, from its record) now, read in `tx` (what `/v1/usage` shows).
+pub async fn status(tx: &TenantTx, budget: MicroUsd) -> Result<BudgetStatus, DataError> {
+    let rows = tx.query(STATUS, &[&tx.tenant().as_str()]).await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| DataError::Pool("the budget status returned no row".into()))?;
+    Ok(BudgetStatus {
+        budget,
+        spent: MicroUsd(row.get(0)),
+        held: MicroUsd(row.get(1)),
+    })
 }

@@ -2,17 +2,20 @@
 
 use crate::auth::Tenant;
 use crate::metering::ledger::{self, Entry, Totals};
+use crate::metering::limits;
+use crate::service::BudgetStatus;
 use crate::service::ServiceError;
 use crate::tenancy::{DataPlane, TenantTx};
 
-/// The `limit` most recent ledger rows of `tenant` (1..=1000) and its totals.
+/// The `limit` most recent ledger rows of `tenant` (1..=1000), its totals, and its budget this month.
 pub async fn recent(
     data: &DataPlane,
     tenant: &Tenant,
     limit: i64,
-) -> Result<(Vec<Entry>, Totals), ServiceError> {
+) -> Result<(Vec<Entry>, Totals, BudgetStatus), ServiceError> {
     let tx = TenantTx::begin(data, tenant).await?;
-    let out = ledger::recent(&tx, limit.clamp(1, 1000)).await?;
+    let (entries, totals) = ledger::recent(&tx, limit.clamp(1, 1000)).await?;
+    let budget = limits::status(&tx, tenant.record().limits.monthly_budget).await?;
     tx.commit().await?;
-    Ok(out)
+    Ok((entries, totals, budget))
 }

@@ -1164,6 +1164,25 @@ async fn a_budget_holds_each_calls_worst_case_refuses_what_does_not_fit_and_give
         .parse()
         .unwrap();
     assert!((0..=20).contains(&left), "{left}");
+    // The tenant sees the same on `/v1/usage`: this month's spend, no hold left, the warning.
+    let usage: Value =
+        g.s.http
+            .get(format!("{}/v1/usage", g.s.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let b = &usage["budget"];
+    assert_eq!(b["monthly_budget_micro_usd"], budget, "{usage}");
+    assert_eq!(b["held_micro_usd"], 0);
+    let spent = b["spent_this_month_micro_usd"].as_i64().unwrap();
+    assert_eq!(spent, budget_state(&g, "acme").await.1);
+    assert_eq!(b["remaining_micro_usd"], budget - spent);
+    assert_eq!(b["warning"], spent * 5 >= budget * 4);
+    assert_eq!(usage["rate_limits"]["requests_per_minute"], 600);
     g.s.running.stop().await.unwrap();
 }
 
