@@ -1073,6 +1073,19 @@ async fn chat_at(
     (status, retry, r.json().await.unwrap_or(Value::Null))
 }
 
+/// A second runtime process on the same deployment, and the base URLs of both.
+async fn second_runtime(g: &Gateway) -> (cli::serve::Running, [String; 2]) {
+    let second = cli::serve::start(
+        &g.s.target,
+        &Platform::builtin(),
+        cli::serve::Listen::loopback_any(),
+    )
+    .await
+    .unwrap();
+    let bases = [g.s.base.clone(), format!("http://{}", second.api_addr)];
+    (second, bases)
+}
+
 /// The tenant's open holds and this month's committed spend, read as the admin.
 async fn budget_state(g: &Gateway, tenant: &str) -> (i64, i64) {
     let admin = g.s.target.admin().await.unwrap();
@@ -1197,14 +1210,7 @@ async fn a_tenants_rate_limit_is_one_limit_across_runtime_processes_and_leaves_o
         }
     })
     .await;
-    let second = cli::serve::start(
-        &g.s.target,
-        &Platform::builtin(),
-        cli::serve::Listen::loopback_any(),
-    )
-    .await
-    .unwrap();
-    let bases = [g.s.base.clone(), format!("http://{}", second.api_addr)];
+    let (second, bases) = second_runtime(&g).await;
     let token = g.s.token("acme");
     let ask = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
     let mut statuses = Vec::new();
@@ -1257,14 +1263,7 @@ async fn concurrent_calls_over_two_runtimes_never_commit_more_than_the_budget() 
         )
         .await,
     );
-    let second = cli::serve::start(
-        &g.s.target,
-        &Platform::builtin(),
-        cli::serve::Listen::loopback_any(),
-    )
-    .await
-    .unwrap();
-    let bases = [g.s.base.clone(), format!("http://{}", second.api_addr)];
+    let (second, bases) = second_runtime(&g).await;
     let token = g.s.token("acme");
     let calls: Vec<_> = (0..100)
         .map(|i| {
