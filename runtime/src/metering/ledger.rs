@@ -73,45 +73,8 @@ fn tokens(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-const INSERT: &str = "INSERT INTO usage_ledger (id, tenant_id, request_id, subject, provider, model, \
-             input_tokens, output_tokens, cost_micro_usd, price_book_version, outcome, usage_estimated) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
-
 /// Many rows in one statement: one array per column (one plan whatever the batch size).
 const APPEND: &str = "SELECT ledger_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
-
-/// Appends one row in `tx`; returns its id.
-pub async fn record(tx: &TenantTx, entry: &NewEntry) -> Result<Uuid, DataError> {
-    let (tenant, counts) = (tx.tenant().as_str(), counts(entry));
-    let names = [
-        entry.provider.as_str(),
-        entry.model.as_str(),
-        entry.outcome.as_str(),
-    ];
-    tx.execute(
-        INSERT,
-        &[
-            &entry.id,
-            &tenant,
-            &entry.request_id,
-            &entry.subject,
-            &names[0],
-            &names[1],
-            &counts[0],
-            &counts[1],
-            &entry.cost.0,
-            &entry.price_book_version,
-            &names[2],
-            &entry.usage_estimated,
-        ],
-    )
-    .await?;
-    Ok(entry.id)
-}
-
-fn counts(entry: &NewEntry) -> [i64; 2] {
-    [tokens(entry.input_tokens), tokens(entry.output_tokens)]
-}
 
 /// Appends `entries`, all of `tenant`, in one statement committed durably on its own
 /// (`ledger_append` through `TenantTx::call_once`: one message, one reply), under `admission`, which
