@@ -61,14 +61,8 @@ pub const TENANT_MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 5,
-        name: "usage_daily_per_statement",
-        sql: include_str!("../sql/tenant/0005_usage_daily_per_statement.sql"),
-        pool_backfill: None,
-    },
-    Migration {
-        version: 6,
         name: "budget_and_rate_limits",
-        sql: include_str!("../sql/tenant/0006_budget_and_rate_limits.sql"),
+        sql: include_str!("../sql/tenant/0005_budget_and_rate_limits.sql"),
         pool_backfill: None,
     },
 ];

@@ -49,7 +49,7 @@ type PoolCell = Arc<tokio::sync::OnceCell<Pool>>;
 pub struct DataPlane {
     endpoint: DbEndpoint,
     secrets: SecretStore,
-    /// Pools by (role, database, schema): one per tenant and location. At
+    /// Pools by (role, database, schema, lane): one per tenant, location and lane. At
     /// most `max_pools`; the least recently used pool is dropped first (its idle connections close
     /// with it, connections in use finish their transaction first).
     pools: Mutex<HashMap<PoolKey, (PoolCell, u64)>>,

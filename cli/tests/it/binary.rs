@@ -527,7 +527,9 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
                             t_sa_co.token_debits, t_sb_co.token_debits, pool.token_debits;
                  DROP FUNCTION t_sa_co.tenant_admit, t_sb_co.tenant_admit, pool.tenant_admit,
                                t_sa_co.tenant_release, t_sb_co.tenant_release, pool.tenant_release,
-                               t_sa_co.ledger_append, t_sb_co.ledger_append, pool.ledger_append;
+                               t_sa_co.ledger_append, t_sb_co.ledger_append, pool.ledger_append,
+                               t_sa_co.tenant_budget_state, t_sb_co.tenant_budget_state,
+                               pool.tenant_budget_state;
                  ALTER TABLE t_sa_co.usage_ledger DROP COLUMN outcome, DROP COLUMN usage_estimated;
                  ALTER TABLE t_sb_co.usage_ledger DROP COLUMN outcome, DROP COLUMN usage_estimated;
                  ALTER TABLE pool.usage_ledger DROP COLUMN outcome, DROP COLUMN usage_estimated;
@@ -546,7 +548,8 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
                 "DROP INDEX t_da_co.{index}; DROP TABLE t_da_co.usage_daily;
                  DROP FUNCTION t_da_co.usage_daily_add CASCADE;
                  DROP TABLE t_da_co.budget_holds, t_da_co.tenant_meters, t_da_co.token_debits;
-                 DROP FUNCTION t_da_co.tenant_admit, t_da_co.tenant_release, t_da_co.ledger_append;
+                 DROP FUNCTION t_da_co.tenant_admit, t_da_co.tenant_release, t_da_co.ledger_append,
+                               t_da_co.tenant_budget_state;
                  ALTER TABLE t_da_co.usage_ledger DROP COLUMN outcome, DROP COLUMN usage_estimated;
                  DELETE FROM tenantctl.migrations WHERE version >= 2;"
             ))

@@ -1,6 +1,6 @@
 //! Admissions against the tenant's budget and rate limits, before any model call.
 //!
-//! One statement as the tenant's own role (`tenant_admit`, tenant migration 0006) refills the
+//! One statement as the tenant's own role (`tenant_admit`, tenant migration 0005) refills the
 //! tenant's request and token buckets, refuses when either is empty (with the wait), then refuses
 //! when the month's committed spend plus open holds plus this call's worst case would pass the
 //! budget, and otherwise holds the worst case. The state is in the database, so every runtime
@@ -19,13 +19,11 @@ use crate::db::DataError;
 use crate::domain::MicroUsd;
 use crate::tenancy::{Admission, DataPlane, Lane, TenantTx};
 
-/// This month's committed spend and open holds, read in one snapshot.
-const STATUS: &str = "SELECT (SELECT coalesce(sum(cost_micro_usd), 0)::bigint FROM usage_daily \
-              WHERE tenant_id = $1 AND day >= date_trunc('month', now() AT TIME ZONE 'UTC')::date), \
-           (SELECT coalesce(sum(amount_micro_usd), 0)::bigint FROM budget_holds \
-              WHERE tenant_id = $1 AND expires_at > now())";
+/// This month's committed spend and open holds (`tenant_budget_state`, as admissions read them).
+const STATUS: &str = "SELECT spent, held FROM tenant_budget_state($1, now())";
 
-/// How long an unsettled hold keeps its budget: longer than any call the upstream timeouts allow.
+/// How long an unsettled hold keeps its budget: longer than any plain call the upstream timeouts
+/// allow. A stream running longer loses its hold (its ledger row still charges all it produced).
 pub const HOLD_SECS: i32 = 900;
 
 /// The budget as the admission found it.

@@ -1,4 +1,5 @@
--- Tenant migration 0006: budgets with holds and rate limits that hold across runtime processes.
+-- Tenant migration 0005: budgets with holds and rate limits that hold across runtime processes, and
+-- daily totals kept once per statement.
 --
 -- Before a model call the runtime calls `tenant_admit` as the tenant's own role, in one statement:
 -- under a lock on the tenant's meter row it refills the tenant's two token buckets (requests and
@@ -12,6 +13,11 @@
 -- or releases (a process killed mid-call) expires. Holds and meters are working state, not data of
 -- record: their writes need no fsync (a hold lost in a database crash frees its budget early; the
 -- ledger row, committed durably, is what settles spend).
+--
+-- The ledger's writer commits the rows of concurrent calls together (group commit, one statement of
+-- many rows), so its trigger now runs once per statement: it reads the inserted rows from its
+-- transition table and adds them to the daily totals per tenant and day in one upsert (same
+-- function name, same rights: SECURITY DEFINER, allow-listed, search path pinned).
 CREATE TABLE budget_holds (
     id               uuid        PRIMARY KEY,
     tenant_id        text        NOT NULL,
@@ -35,6 +41,18 @@ CREATE TABLE tenant_meters (
     token_milli   bigint      NOT NULL,
     refilled_at   timestamptz NOT NULL
 );
+
+-- This month's (UTC) committed spend and the unexpired holds, at `p_at`: in one statement, so one
+-- snapshot (a settlement committing meanwhile is seen whole or not at all). Both the admission and
+-- the tenant's `/v1/usage` read the budget through it.
+CREATE FUNCTION tenant_budget_state(p_tenant text, p_at timestamptz, OUT spent bigint, OUT held bigint)
+    LANGUAGE sql STABLE AS $$
+    SELECT (SELECT coalesce(sum(cost_micro_usd), 0)::bigint FROM usage_daily
+             WHERE tenant_id = p_tenant
+               AND day >= date_trunc('month', p_at AT TIME ZONE 'UTC')::date),
+           (SELECT coalesce(sum(amount_micro_usd), 0)::bigint FROM budget_holds
+             WHERE tenant_id = p_tenant AND expires_at > p_at)
+$$;
 
 -- The functions below are each called as one statement in a transaction of its own (one message,
 -- one reply). Each first sets the transaction's tenant settings from its first two parameters (the
@@ -79,13 +97,7 @@ BEGIN
         retry_after_ms := ((greatest(need, 1) - tok) * 60 + p_tpm - 1) / p_tpm;
     END IF;
     DELETE FROM budget_holds WHERE tenant_id = p_tenant AND expires_at <= now_ts;
-    -- One statement, so one snapshot: a settlement committing meanwhile is seen whole or not at all.
-    SELECT (SELECT coalesce(sum(cost_micro_usd), 0)::bigint FROM usage_daily
-             WHERE tenant_id = p_tenant
-               AND day >= date_trunc('month', now_ts AT TIME ZONE 'UTC')::date),
-           (SELECT coalesce(sum(amount_micro_usd), 0)::bigint FROM budget_holds
-             WHERE tenant_id = p_tenant)
-      INTO spent, held;
+    SELECT s.spent, s.held INTO spent, held FROM tenant_budget_state(p_tenant, now_ts) s;
     IF verdict IS NULL AND spent + held + p_amount > p_budget THEN
         verdict := 'budget';
     END IF;
@@ -133,9 +145,9 @@ BEGIN
 END
 $$;
 
--- The ledger's statement trigger now also settles: it deletes the holds of the rows it adds (a row's
--- id is its call's hold id) and appends the tokens the calls produced, for the next admission to
--- charge to the tenant's token bucket. It takes no lock an admission takes.
+-- The ledger's statement trigger: the daily totals, and the settlement: it deletes the holds of the
+-- rows it adds (a row's id is its call's hold id) and appends the tokens the calls produced, for the
+-- next admission to charge to the tenant's token bucket. It takes no lock an admission takes.
 CREATE OR REPLACE FUNCTION usage_daily_add() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
@@ -155,3 +167,7 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION usage_daily_add() FROM PUBLIC;
+DROP TRIGGER usage_daily_add ON usage_ledger;
+CREATE TRIGGER usage_daily_add AFTER INSERT ON usage_ledger
+    REFERENCING NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE FUNCTION usage_daily_add();
