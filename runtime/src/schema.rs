@@ -73,8 +73,9 @@ pub const TENANT_MIGRATIONS: &[Migration] = &[
 pub const TENANT_TABLE_GRANTS: &[(&str, &str)] = &[
     ("usage_ledger", "SELECT, INSERT"),
     ("usage_daily", "SELECT"),
-    // Working state of admissions (`tenant_admit`): holds are added and released, meters refilled.
-    ("budget_holds", "SELECT, INSERT, DELETE"),
+    // Working state of admissions (`tenant_admit`): holds are added, resized (leases) and released,
+    // meters refilled.
+    ("budget_holds", "SELECT, INSERT, UPDATE, DELETE"),
     ("tenant_meters", "SELECT, INSERT, UPDATE"),
     ("token_debits", "SELECT, DELETE"),
 ];

@@ -12,7 +12,9 @@
 -- that fails before it produced anything deletes its hold (`tenant_release`); a hold nobody settles
 -- or releases (a process killed mid-call) expires. Holds and meters are working state, not data of
 -- record: their writes need no fsync (a hold lost in a database crash frees its budget early; the
--- ledger row, committed durably, is what settles spend).
+-- ledger row, committed durably, is what settles spend). A runtime process busy with a tenant leases
+-- slices of its budget and buckets through the same function instead of asking once per call (see
+-- `tenant_admit` below and `runtime/src/metering/limits.rs`).
 --
 -- The ledger's writer commits the rows of concurrent calls together (group commit, one statement of
 -- many rows), so its trigger now runs once per statement: it reads the inserted rows from its
@@ -59,10 +61,22 @@ $$;
 -- runtime passes them from the verified tenant), exactly as an explicit transaction of the tenant
 -- handle would: `app.tenant_id` (the pool's second row-level check) and the search path pinned to
 -- the schema the registry points at.
+-- An admission takes, in one statement, between a minimum (what the call needs: its worst case, one
+-- request, its estimated input tokens) and a wanted amount of budget, requests and tokens, under the
+-- hold `p_hold`. A call admitted on its own holds exactly its worst case (minimum = wanted) under the
+-- id its ledger row will have. A runtime process serving a busy tenant instead takes a lease: a slice
+-- it then admits calls from in memory, renewed under the same hold id, which it resizes to what its
+-- calls in flight still need plus a new slice, handing back (`p_*_back`) the requests and tokens of the
+-- previous slice it did not use. The budget part of a slice is at most a sixteenth of what the month
+-- has left beyond the minimum, so processes share the rest and the last calls of a month are
+-- admitted one by one. On refusal nothing is taken and the lease's hold keeps its size.
 CREATE FUNCTION tenant_admit(
-    p_tenant text, p_schema text, p_hold uuid, p_amount bigint, p_budget bigint,
-    p_hold_secs integer, p_rpm integer, p_tpm bigint, p_tokens bigint,
-    OUT verdict text, OUT retry_after_ms bigint, OUT spent bigint, OUT held bigint)
+    p_tenant text, p_schema text, p_hold uuid, p_amount_min bigint, p_amount_want bigint,
+    p_budget bigint, p_hold_secs integer, p_rpm integer, p_tpm bigint,
+    p_req_min integer, p_req_want integer, p_req_back integer,
+    p_tok_min bigint, p_tok_want bigint, p_tok_back bigint,
+    OUT verdict text, OUT retry_after_ms bigint, OUT spent bigint, OUT held bigint,
+    OUT amount bigint, OUT requests integer, OUT tokens bigint)
     LANGUAGE plpgsql AS $$
 DECLARE
     m tenant_meters%ROWTYPE;
@@ -70,8 +84,10 @@ DECLARE
     elapsed_ms bigint;
     req bigint;
     tok bigint;
-    need bigint := least(greatest(p_tokens, 0), p_tpm) * 1000;
+    need bigint := least(greatest(p_tok_min, 0), p_tpm) * 1000;
     debt bigint;
+    own bigint;
+    free bigint;
 BEGIN
     PERFORM set_config('app.tenant_id', p_tenant, true), set_config('search_path', p_schema, true),
             set_config('synchronous_commit', 'off', true);
@@ -85,28 +101,52 @@ BEGIN
     WITH d AS (DELETE FROM token_debits WHERE tenant_id = p_tenant RETURNING produced)
     SELECT coalesce(sum(produced), 0)::bigint INTO debt FROM d;
     -- A full minute refills a bucket completely; capping the elapsed time keeps the products in range.
+    -- What a lease hands back returns to its bucket, never past the bucket's size.
     elapsed_ms := least(greatest(0, (extract(epoch FROM now_ts - m.refilled_at) * 1000)::bigint), 60000);
-    req := least(p_rpm::bigint * 1000, m.request_milli + elapsed_ms * p_rpm / 60);
-    tok := least(p_tpm * 1000, m.token_milli + elapsed_ms * p_tpm / 60) - debt * 1000;
+    req := least(p_rpm::bigint * 1000,
+                 m.request_milli + elapsed_ms * p_rpm / 60 + greatest(p_req_back, 0)::bigint * 1000);
+    tok := least(p_tpm * 1000, m.token_milli + elapsed_ms * p_tpm / 60 + greatest(p_tok_back, 0) * 1000)
+           - debt * 1000;
     retry_after_ms := 0;
-    IF req < 1000 THEN
+    amount := 0;
+    requests := 0;
+    tokens := 0;
+    IF p_req_min > 0 AND req < p_req_min::bigint * 1000 THEN
         verdict := 'requests';
-        retry_after_ms := ((1000 - req) * 60 + p_rpm - 1) / p_rpm;
-    ELSIF tok < need OR tok <= 0 THEN
+        retry_after_ms := ((p_req_min::bigint * 1000 - req) * 60 + p_rpm - 1) / p_rpm;
+    ELSIF p_req_min > 0 AND (tok < need OR tok <= 0) THEN
         verdict := 'tokens';
         retry_after_ms := ((greatest(need, 1) - tok) * 60 + p_tpm - 1) / p_tpm;
     END IF;
     DELETE FROM budget_holds WHERE tenant_id = p_tenant AND expires_at <= now_ts;
     SELECT s.spent, s.held INTO spent, held FROM tenant_budget_state(p_tenant, now_ts) s;
-    IF verdict IS NULL AND spent + held + p_amount > p_budget THEN
+    SELECT coalesce(sum(amount_micro_usd), 0)::bigint INTO own FROM budget_holds
+     WHERE id = p_hold AND tenant_id = p_tenant;
+    -- What the month has left for this hold: the budget minus committed spend and the other holds.
+    free := p_budget - spent - (held - own) - greatest(p_amount_min, 0);
+    -- A lease given back (no request asked for) only shrinks its hold: it is never refused.
+    IF verdict IS NULL AND p_req_min > 0 AND free < 0 THEN
         verdict := 'budget';
     END IF;
     IF verdict IS NULL THEN
-        INSERT INTO budget_holds (id, tenant_id, amount_micro_usd, expires_at)
-        VALUES (p_hold, p_tenant, p_amount, now_ts + make_interval(secs => p_hold_secs));
-        held := held + p_amount;
-        req := req - 1000;
-        tok := tok - need;
+        amount := greatest(p_amount_min, 0)
+                  + least(greatest(p_amount_want - p_amount_min, 0), greatest(free, 0) / 16);
+        IF amount > 0 THEN
+            INSERT INTO budget_holds AS h (id, tenant_id, amount_micro_usd, expires_at)
+            VALUES (p_hold, p_tenant, amount, now_ts + make_interval(secs => p_hold_secs))
+            ON CONFLICT (id) DO UPDATE
+                SET amount_micro_usd = EXCLUDED.amount_micro_usd, expires_at = EXCLUDED.expires_at
+                WHERE h.tenant_id = p_tenant;
+        ELSE
+            DELETE FROM budget_holds WHERE id = p_hold AND tenant_id = p_tenant;
+        END IF;
+        held := held - own + amount;
+        requests := least(greatest(p_req_want, p_req_min), req / 1000)::integer;
+        tokens := CASE WHEN requests > 0
+                       THEN greatest(least(p_tok_min, p_tpm), least(p_tok_want, tok / 1000))
+                       ELSE 0 END;
+        req := req - requests::bigint * 1000;
+        tok := tok - tokens * 1000;
         verdict := 'ok';
     END IF;
     UPDATE tenant_meters SET request_milli = req, token_milli = tok, refilled_at = now_ts

@@ -118,6 +118,19 @@ pub fn metrics_text(state: &AppState) -> String {
          # TYPE tenant_ledger_commit_microseconds_total counter\ntenant_ledger_commit_microseconds_total {}",
         state.ledger.commit_micros()
     );
+    let gate = state.ledger.gate();
+    let _ = writeln!(
+        out,
+        "# HELP tenant_admissions_leased_total Model calls admitted from a lease, without a statement.\n\
+         # TYPE tenant_admissions_leased_total counter\ntenant_admissions_leased_total {}",
+        gate.local_admissions()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP tenant_admission_statements_total Admission statements (own holds, lease grants, returns).\n\
+         # TYPE tenant_admission_statements_total counter\ntenant_admission_statements_total {}",
+        gate.statements()
+    );
     out
 }
 

@@ -30,6 +30,7 @@ use crate::auth::Tenant;
 use crate::db::DataError;
 use crate::domain::TenantId;
 use crate::metering::ledger::{self, NewEntry};
+use crate::metering::limits::Gate;
 use crate::tenancy::{Admission, DataPlane, Lane};
 
 /// How ledger rows reach the database.
@@ -77,6 +78,8 @@ struct Pending {
 /// Writes ledger rows, by group or direct commit.
 pub struct LedgerWriter {
     data: Arc<DataPlane>,
+    /// Admissions of the calls whose rows this writer commits (leased where rows are grouped).
+    gate: Gate,
     group: bool,
     max_batch: usize,
     queues: std::sync::Mutex<HashMap<QueueKey, Queue>>,
@@ -101,6 +104,7 @@ impl LedgerWriter {
     /// A writer over `data`; `single_tenant` resolves `CommitMode::Auto`.
     pub fn new(data: Arc<DataPlane>, mode: CommitMode, single_tenant: bool) -> Self {
         Self {
+            gate: Gate::new(data.clone(), mode.groups(single_tenant)),
             data,
             group: mode.groups(single_tenant),
             max_batch: 256,
@@ -114,6 +118,12 @@ impl LedgerWriter {
     /// The data plane rows are written through.
     pub fn data_plane(&self) -> &DataPlane {
         &self.data
+    }
+
+    /// The admissions of model calls: in a long-running process (where rows are grouped) busy
+    /// tenants are admitted from leases; in a tenant's Lambda every call on its own.
+    pub fn gate(&self) -> &Gate {
+        &self.gate
     }
 
     /// Whether rows of concurrent requests share commits.

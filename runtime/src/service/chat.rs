@@ -79,8 +79,10 @@ struct Prepared {
     admission: Admission,
     routes: Vec<Route>,
     max_tokens: Option<u32>,
-    /// The hold's id, which the call's ledger row will have.
-    hold: Uuid,
+    /// The id the call's ledger row will have.
+    ledger_id: Uuid,
+    /// The call's claim on the budget, settled by its ledger row or released if it failed.
+    hold: limits::Hold,
     budget: BudgetStatus,
 }
 
@@ -101,6 +103,7 @@ struct Ask<'a> {
 /// yet.
 async fn prepare(
     data: &DataPlane,
+    ledger: &LedgerWriter,
     tenant: &Tenant,
     ask: Ask<'_>,
 ) -> Result<Prepared, ServiceError> {
@@ -129,24 +132,28 @@ async fn prepare(
         .map(|r| r.price.cost(input, output))
         .max()
         .unwrap_or_default();
-    let hold = Uuid::new_v4();
+    let ledger_id = Uuid::new_v4();
     let tokens =
         estimate_input(ask.messages) + ask.inputs.iter().map(|i| estimate_tokens(i)).sum::<u64>();
-    let budget = limits::admit(data, tenant, &admission, hold, worst_case, tokens)
+    let admitted = ledger
+        .gate()
+        .admit(tenant, &admission, ledger_id, worst_case, tokens)
         .await?
         .map_err(ServiceError::Refused)?;
     Ok(Prepared {
         admission,
         routes,
         max_tokens,
-        hold,
-        budget,
+        ledger_id,
+        hold: admitted.hold,
+        budget: admitted.status,
     })
 }
 
 /// A chat call's checks; the request as it goes upstream (its output capped).
 async fn prepare_chat(
     data: &DataPlane,
+    ledger: &LedgerWriter,
     tenant: &Tenant,
     request: &ChatRequest,
 ) -> Result<(Prepared, ChatRequest), ServiceError> {
@@ -157,26 +164,24 @@ async fn prepare_chat(
         tools: &request.tools,
         inputs: &[],
     };
-    let p = prepare(data, tenant, ask).await?;
+    let p = prepare(data, ledger, tenant, ask).await?;
     let mut request = request.clone();
     request.max_tokens = p.max_tokens;
     Ok((p, request))
 }
 
-/// The provider's answer; if it failed, the call's hold is given back first (best effort: an
-/// unreleased hold expires).
+/// The provider's answer and the call, still admitted; if the provider failed, the call's hold is
+/// given back first.
 async fn or_release<T>(
     data: &DataPlane,
     tenant: &Tenant,
-    p: &Prepared,
+    p: Prepared,
     called: Result<T, ProviderError>,
-) -> Result<T, ServiceError> {
+) -> Result<(T, Prepared), ServiceError> {
     match called {
-        Ok(answer) => Ok(answer),
+        Ok(answer) => Ok((answer, p)),
         Err(e) => {
-            if let Err(r) = limits::release(data, tenant, &p.admission, p.hold).await {
-                tracing::warn!(error = %r, "a budget hold could not be released; it expires on its own");
-            }
+            p.hold.release(data, tenant).await;
             Err(ServiceError::Provider(e))
         }
     }
@@ -187,6 +192,7 @@ async fn record(
     ledger: &Arc<LedgerWriter>,
     tenant: &Tenant,
     admission: Admission,
+    hold: limits::Hold,
     ledger_id: Uuid,
     request_id: Uuid,
     route: &Route,
@@ -213,22 +219,18 @@ async fn record(
             },
         )
         .await;
-    if id.is_err() {
-        // No row settles the hold: give it back (best effort, under a fresh admission; if the row
-        // did commit after all, its trigger already removed the hold and this removes nothing).
-        let data = ledger.data_plane();
-        match data.admit(tenant) {
-            Ok(admission) => {
-                if let Err(e) = limits::release(data, tenant, &admission, ledger_id).await {
-                    tracing::warn!(error = %e, "a budget hold could not be released; it expires on its own");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "a budget hold could not be released; it expires on its own")
-            }
+    match id {
+        Ok(id) => {
+            hold.settled(cost);
+            Ok(id)
+        }
+        Err(e) => {
+            // No row settles the hold: give it back (under a fresh admission; if the row did
+            // commit after all, its trigger already removed an own hold and this removes nothing).
+            hold.release(ledger.data_plane(), tenant).await;
+            Err(e.into())
         }
     }
-    Ok(id?)
 }
 
 /// A plain (non-streamed) chat completion.
@@ -240,14 +242,16 @@ pub async fn complete(
     request_id: Uuid,
     request: &ChatRequest,
 ) -> Result<Metered, ServiceError> {
-    let (p, request) = prepare_chat(data, tenant, request).await?;
+    let (p, request) = prepare_chat(data, ledger, tenant, request).await?;
     let called = router.complete(tenant.id(), &p.routes, &request).await;
-    let (route, completion) = or_release(data, tenant, &p, called).await?;
+    let ((route, completion), p) = or_release(data, tenant, p, called).await?;
+    let budget = p.budget;
     let ledger_id = record(
         ledger,
         tenant,
         p.admission,
         p.hold,
+        p.ledger_id,
         request_id,
         &route,
         completion.usage,
@@ -258,7 +262,7 @@ pub async fn complete(
         completion,
         model: route.model.to_string(),
         ledger_id,
-        budget: p.budget,
+        budget,
     })
 }
 
@@ -273,6 +277,7 @@ pub async fn embed(
 ) -> Result<(Embeddings, String), ServiceError> {
     let p = prepare(
         data,
+        ledger,
         tenant,
         Ask {
             model: &request.model,
@@ -284,12 +289,13 @@ pub async fn embed(
     )
     .await?;
     let called = router.embed(tenant.id(), &p.routes, request).await;
-    let (route, embeddings) = or_release(data, tenant, &p, called).await?;
+    let ((route, embeddings), p) = or_release(data, tenant, p, called).await?;
     record(
         ledger,
         tenant,
         p.admission,
         p.hold,
+        p.ledger_id,
         request_id,
         &route,
         embeddings.usage,
@@ -319,12 +325,13 @@ pub async fn stream(
     request_id: Uuid,
     request: &ChatRequest,
 ) -> Result<MeteredStream, ServiceError> {
-    let (p, request) = prepare_chat(data, tenant, request).await?;
+    let (p, request) = prepare_chat(data, &ledger, tenant, request).await?;
     let called = router.stream(tenant.id(), &p.routes, &request).await;
-    let (route, upstream) = or_release(data, tenant, &p, called).await?;
-    let ledger_id = p.hold;
+    let ((route, upstream), p) = or_release(data, tenant, p, called).await?;
+    let ledger_id = p.ledger_id;
     let budget = p.budget;
     let admission = p.admission;
+    let hold = p.hold;
     let model = route.model.to_string();
     let meter = Meter {
         ledger,
@@ -335,7 +342,7 @@ pub async fn stream(
         input_estimate: estimate_input(&request.messages),
         produced: String::new(),
         usage: None,
-        admission: Some(admission),
+        admission: Some((admission, hold)),
     };
     let state = StreamState {
         upstream: Some(upstream),
@@ -424,8 +431,8 @@ struct Meter {
     input_estimate: u64,
     produced: String,
     usage: Option<Usage>,
-    /// Present until the row is written.
-    admission: Option<Admission>,
+    /// The call's admission and hold, present until the row is written.
+    admission: Option<(Admission, limits::Hold)>,
 }
 
 impl Meter {
@@ -449,13 +456,14 @@ impl Meter {
     /// Writes the row; on failure the text is safe for the client (the cause is logged).
     async fn settle(&mut self, outcome: Outcome) -> Result<Usage, String> {
         let usage = self.usage();
-        let Some(admission) = self.admission.take() else {
+        let Some((admission, hold)) = self.admission.take() else {
             return Ok(usage);
         };
         let written = record(
             &self.ledger,
             &self.tenant,
             admission,
+            hold,
             self.ledger_id,
             self.request_id,
             &self.route,
@@ -472,7 +480,7 @@ impl Meter {
 
 impl Drop for Meter {
     fn drop(&mut self) {
-        let Some(admission) = self.admission.take() else {
+        let Some((admission, hold)) = self.admission.take() else {
             return;
         };
         // The client went away mid-stream: charge what was produced. The upstream stream is
@@ -485,6 +493,7 @@ impl Drop for Meter {
                 &ledger,
                 &tenant,
                 admission,
+                hold,
                 ledger_id,
                 request_id,
                 &route,
