@@ -88,6 +88,7 @@ DECLARE
     debt bigint;
     own bigint;
     free bigint;
+    refilled timestamptz;
 BEGIN
     PERFORM set_config('app.tenant_id', p_tenant, true), set_config('search_path', p_schema, true),
             set_config('synchronous_commit', 'off', true);
@@ -102,7 +103,15 @@ BEGIN
     SELECT coalesce(sum(produced), 0)::bigint INTO debt FROM d;
     -- A full minute refills a bucket completely; capping the elapsed time keeps the products in range.
     -- What a lease hands back returns to its bucket, never past the bucket's size.
-    elapsed_ms := least(greatest(0, (extract(epoch FROM now_ts - m.refilled_at) * 1000)::bigint), 60000);
+    -- Whole milliseconds only, and the meter's clock moves by exactly those: rounding each
+    -- statement's elapsed time would refill a busy tenant's buckets faster than its rate.
+    elapsed_ms := greatest(0, floor(extract(epoch FROM now_ts - m.refilled_at) * 1000)::bigint);
+    IF elapsed_ms >= 60000 THEN
+        elapsed_ms := 60000;
+        refilled := now_ts;
+    ELSE
+        refilled := m.refilled_at + elapsed_ms * interval '1 millisecond';
+    END IF;
     req := least(p_rpm::bigint * 1000,
                  m.request_milli + elapsed_ms * p_rpm / 60 + greatest(p_req_back, 0)::bigint * 1000);
     tok := least(p_tpm * 1000, m.token_milli + elapsed_ms * p_tpm / 60 + greatest(p_tok_back, 0) * 1000)
@@ -149,7 +158,7 @@ BEGIN
         tok := tok - tokens * 1000;
         verdict := 'ok';
     END IF;
-    UPDATE tenant_meters SET request_milli = req, token_milli = tok, refilled_at = now_ts
+    UPDATE tenant_meters SET request_milli = req, token_milli = tok, refilled_at = refilled
      WHERE tenant_id = p_tenant;
 END
 $$;
