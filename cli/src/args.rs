@@ -189,6 +189,12 @@ pub enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
+    /// The price book: import `prices/book.yaml` (or another file) into the deployment, compare a
+    /// file with what is imported, list what is charged. Imported versions never change.
+    Prices {
+        #[command(subcommand)]
+        command: PricesCommand,
+    },
     /// Mint an access token from the dev identity provider (local target only).
     Token {
         /// Tenant id (must be onboarded).
@@ -288,6 +294,33 @@ pub enum SecretCommand {
         /// Do not ask.
         #[arg(long)]
         yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PricesCommand {
+    /// Add the file's versions the deployment does not have (one transaction: all or none). A version
+    /// already imported with other prices, or a new one effective before today, is refused.
+    Import {
+        /// The price book file.
+        #[arg(long, value_name = "FILE", default_value = crate::prices::BUILTIN_PATH)]
+        file: PathBuf,
+    },
+    /// Compare the file with the deployment's book, version by version. Exits 1 when an import
+    /// would add or refuse anything.
+    Diff {
+        /// The price book file.
+        #[arg(long, value_name = "FILE", default_value = crate::prices::BUILTIN_PATH)]
+        file: PathBuf,
+    },
+    /// The prices charged on a day (today by default), as a tenant is charged them with `--tenant`.
+    List {
+        /// UTC day, YYYY-MM-DD.
+        #[arg(long)]
+        at: Option<String>,
+        /// Show this tenant's negotiated prices in place.
+        #[arg(long)]
+        tenant: Option<String>,
     },
 }
 

@@ -76,6 +76,68 @@ pub async fn run(cli: Cli) -> Result<u8> {
             out(&manifest::raw::json_schema())?;
             Ok(0)
         }
+        Command::Prices { command } => prices_cmd(g, command).await,
+    }
+}
+
+async fn prices_cmd(g: &Global, command: crate::args::PricesCommand) -> Result<u8> {
+    use crate::args::PricesCommand;
+    use crate::prices::{Change, compare, import, imported, listing, load};
+    let (target, cluster) = target(g).await?;
+    require_running(cluster.as_ref())?;
+    match command {
+        PricesCommand::Import { file } => {
+            let book = load(&file)?;
+            let changes = import(&target, &file, &book).await?;
+            for (version, change) in &changes {
+                let what = match change {
+                    Change::New => "imported",
+                    Change::Unchanged => "unchanged",
+                    Change::OnlyImported => "kept (imported before, not in the file)",
+                    Change::Changed(_) | Change::Backdated(_) => "refused",
+                };
+                out(&format!("{version}: {what}"))?;
+            }
+            Ok(0)
+        }
+        PricesCommand::Diff { file } => {
+            let book = load(&file)?;
+            let changes = compare(&book, &imported(&target).await?, &runtime::pricing::today());
+            let mut pending = false;
+            for (version, change) in &changes {
+                let line = match change {
+                    Change::New => {
+                        pending = true;
+                        format!("{version}: new, `tenantctl prices import` adds it")
+                    }
+                    Change::Unchanged => format!("{version}: unchanged"),
+                    Change::OnlyImported => format!("{version}: imported, not in the file (kept)"),
+                    Change::Changed(diff) => {
+                        pending = true;
+                        format!(
+                            "{version}: imported with other prices; an import refuses it:\n  {}",
+                            diff.join("\n  ")
+                        )
+                    }
+                    Change::Backdated(why) => {
+                        pending = true;
+                        format!("{version}: an import refuses it: {why}")
+                    }
+                };
+                out(&line)?;
+            }
+            Ok(u8::from(pending))
+        }
+        PricesCommand::List { at, tenant } => {
+            let day = at.unwrap_or_else(runtime::pricing::today);
+            if let Some(t) = &tenant {
+                runtime::domain::TenantId::parse(t)
+                    .map_err(|e| anyhow::anyhow!("`--tenant {t}`: {}", e.0))?;
+            }
+            let book = imported(&target).await?;
+            out(&listing(&book, &day, tenant.as_deref())?)?;
+            Ok(0)
+        }
     }
 }
 

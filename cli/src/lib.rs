@@ -9,6 +9,7 @@ pub mod devidp;
 pub mod local;
 pub mod manifest;
 pub mod platform;
+pub mod prices;
 pub mod provision;
 pub mod serve;
 pub mod sql;

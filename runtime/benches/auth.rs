@@ -58,6 +58,7 @@ fn setup() -> (DevSigner, Authenticator, TenantDirectory, IssuerConfig) {
             requests_per_minute: 1,
             tokens_per_minute: 1,
         },
+        prices: Default::default(),
     }]);
     (signer, auth, dir, issuer)
 }

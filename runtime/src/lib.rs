@@ -13,6 +13,7 @@ pub mod domain;
 pub mod http;
 pub mod metering;
 pub mod models;
+pub mod pricing;
 pub mod registry;
 pub mod schema;
 pub mod secrets;

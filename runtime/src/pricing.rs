@@ -1,177 +1,194 @@
-//! The versioned price book: what one million tokens of each model cost, in integer micro-USD.
+//! The price book: effective-dated, versioned prices per provider and model, in integer micro-USD,
+//! with per-tenant negotiated prices.
 //!
-//! A ledger row records the price book version it was priced with, so finance can re-derive every cost.
-//! This module must not use floats.
+//! The book is kept in the repository (`prices/book.yaml`), imported into the control plane with
+//! `tenantctl prices import`, and carried to the runtime in each tenant's registry record as
+//! `TenantPrices` (the book's versions with the tenant's negotiated prices in place). A call is
+//! priced by the version effective on its UTC day; its ledger row names that version (with
+//! `+negotiated` when a negotiated price applied), so finance can re-derive every cost. A model with
+//! no price there cannot be routed to: the call is refused before the upstream call, never billed at
+//! zero. This module must not use floats.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 use crate::domain::{MicroUsd, ProviderId};
 
-/// One model's prices, per million tokens, in micro-USD.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One model's price: per million tokens of each unit class, and per call, in micro-USD.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Price {
     pub provider: ProviderId,
-    pub model: &'static str,
+    pub model: String,
     pub input_per_mtok: MicroUsd,
     pub output_per_mtok: MicroUsd,
+    /// A fee per call, where the provider charges one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub per_request: MicroUsd,
 }
 
-/// A price book: a version string plus a price per model.
-#[derive(Debug, Clone, Copy)]
-pub struct PriceBook {
-    pub version: &'static str,
-    pub prices: &'static [Price],
-}
-
-/// The price book this build charges with: list prices per million tokens (Azure's regional
-/// deployment rates; for self-hosted servers, the platform's internal rate per token, so their
-/// capacity is charged back like any other provider). A model without an entry cannot be routed to.
-pub const CURRENT: PriceBook = PriceBook {
-    version: "2026-12-01",
-    prices: &[
-        Price {
-            provider: ProviderId::Mock,
-            model: "mock-small",
-            input_per_mtok: MicroUsd(150_000),
-            output_per_mtok: MicroUsd(600_000),
-        },
-        Price {
-            provider: ProviderId::Mock,
-            model: "mock-large",
-            input_per_mtok: MicroUsd(2_500_000),
-            output_per_mtok: MicroUsd(10_000_000),
-        },
-        Price {
-            provider: ProviderId::Mock,
-            model: "mock-embed",
-            input_per_mtok: MicroUsd(20_000),
-            output_per_mtok: MicroUsd(0),
-        },
-        Price {
-            provider: ProviderId::Openai,
-            model: "gpt-4o-mini",
-            input_per_mtok: MicroUsd(150_000),
-            output_per_mtok: MicroUsd(600_000),
-        },
-        Price {
-            provider: ProviderId::Openai,
-            model: "gpt-4o",
-            input_per_mtok: MicroUsd(2_500_000),
-            output_per_mtok: MicroUsd(10_000_000),
-        },
-        Price {
-            provider: ProviderId::Openai,
-            model: "gpt-4.1-mini",
-            input_per_mtok: MicroUsd(400_000),
-            output_per_mtok: MicroUsd(1_600_000),
-        },
-        Price {
-            provider: ProviderId::Openai,
-            model: "text-embedding-3-small",
-            input_per_mtok: MicroUsd(20_000),
-            output_per_mtok: MicroUsd(0),
-        },
-        Price {
-            provider: ProviderId::AzureOpenai,
-            model: "gpt-4o-mini",
-            input_per_mtok: MicroUsd(165_000),
-            output_per_mtok: MicroUsd(660_000),
-        },
-        Price {
-            provider: ProviderId::AzureOpenai,
-            model: "gpt-4o",
-            input_per_mtok: MicroUsd(2_750_000),
-            output_per_mtok: MicroUsd(11_000_000),
-        },
-        Price {
-            provider: ProviderId::AzureOpenai,
-            model: "text-embedding-3-small",
-            input_per_mtok: MicroUsd(22_000),
-            output_per_mtok: MicroUsd(0),
-        },
-        Price {
-            provider: ProviderId::Anthropic,
-            model: "claude-haiku-4-5",
-            input_per_mtok: MicroUsd(1_000_000),
-            output_per_mtok: MicroUsd(5_000_000),
-        },
-        Price {
-            provider: ProviderId::Anthropic,
-            model: "claude-sonnet-4-5",
-            input_per_mtok: MicroUsd(3_000_000),
-            output_per_mtok: MicroUsd(15_000_000),
-        },
-        Price {
-            provider: ProviderId::OpenaiCompatible,
-            model: "llama-3.1-8b-instruct",
-            input_per_mtok: MicroUsd(50_000),
-            output_per_mtok: MicroUsd(80_000),
-        },
-        Price {
-            provider: ProviderId::OpenaiCompatible,
-            model: "qwen2.5-7b-instruct",
-            input_per_mtok: MicroUsd(50_000),
-            output_per_mtok: MicroUsd(80_000),
-        },
-        Price {
-            provider: ProviderId::OpenaiCompatible,
-            model: "nomic-embed-text",
-            input_per_mtok: MicroUsd(10_000),
-            output_per_mtok: MicroUsd(0),
-        },
-        Price {
-            provider: ProviderId::Bedrock,
-            model: "anthropic.claude-3-5-haiku-20241022-v1:0",
-            input_per_mtok: MicroUsd(800_000),
-            output_per_mtok: MicroUsd(4_000_000),
-        },
-        Price {
-            provider: ProviderId::Bedrock,
-            model: "amazon.nova-lite-v1:0",
-            input_per_mtok: MicroUsd(60_000),
-            output_per_mtok: MicroUsd(240_000),
-        },
-        Price {
-            provider: ProviderId::Bedrock,
-            model: "meta.llama3-1-8b-instruct-v1:0",
-            input_per_mtok: MicroUsd(220_000),
-            output_per_mtok: MicroUsd(220_000),
-        },
-    ],
-};
-
-impl PriceBook {
-    pub fn price(&self, provider: ProviderId, model: &str) -> Option<&'static Price> {
-        self.prices
-            .iter()
-            .find(|p| p.provider == provider && p.model == model)
-    }
-
-    /// The models this price book prices for `provider`; a model without a price cannot be routed to.
-    pub fn models(&self, provider: ProviderId) -> impl Iterator<Item = &'static str> {
-        self.prices
-            .iter()
-            .filter(move |p| p.provider == provider)
-            .map(|p| p.model)
-    }
+fn is_zero(m: &MicroUsd) -> bool {
+    m.0 == 0
 }
 
 impl Price {
-    /// The cost of one call, rounded up to the next whole micro-USD once per call (never down: a
-    /// provider's invoice is never above the ledger). Saturates instead of overflowing.
+    pub fn rates(&self) -> Rates {
+        Rates {
+            input_per_mtok: self.input_per_mtok,
+            output_per_mtok: self.output_per_mtok,
+            per_request: self.per_request,
+        }
+    }
+}
+
+/// What a route charges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rates {
+    pub input_per_mtok: MicroUsd,
+    pub output_per_mtok: MicroUsd,
+    pub per_request: MicroUsd,
+}
+
+impl Rates {
+    /// The cost of one call: its tokens rounded up to the next whole micro-USD once per call (never
+    /// down: a provider's invoice is never above the ledger), plus the per-call fee. Saturates
+    /// instead of overflowing.
     pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> MicroUsd {
         let numerator = u128::from(input_tokens) * self.input_per_mtok.0.unsigned_abs() as u128
             + u128::from(output_tokens) * self.output_per_mtok.0.unsigned_abs() as u128;
-        let micro = numerator.div_ceil(1_000_000);
+        let micro = numerator.div_ceil(1_000_000) + self.per_request.0.unsigned_abs() as u128;
         MicroUsd(i64::try_from(micro).unwrap_or(i64::MAX))
     }
+}
+
+/// One version of the book, effective from a UTC day (`YYYY-MM-DD`) until the next version's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceVersion {
+    pub version: String,
+    pub effective_from: String,
+    pub prices: Vec<Price>,
+    /// Negotiated prices by tenant id: each replaces the book's price of its model for that tenant.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tenants: BTreeMap<String, Vec<Price>>,
+}
+
+/// The whole book: its versions, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceBook {
+    pub versions: Vec<PriceVersion>,
+}
+
+impl PriceBook {
+    /// The version effective on `day` (`YYYY-MM-DD`): the latest that starts on or before it.
+    pub fn effective(&self, day: &str) -> Option<&PriceVersion> {
+        self.versions
+            .iter()
+            .filter(|v| v.effective_from.as_str() <= day)
+            .max_by(|a, b| a.effective_from.cmp(&b.effective_from))
+    }
+
+    /// What `tenant` is charged, version by version.
+    pub fn for_tenant(&self, tenant: &str) -> TenantPrices {
+        let mut versions: Vec<TenantVersion> = self
+            .versions
+            .iter()
+            .map(|v| TenantVersion {
+                version: v.version.clone(),
+                effective_from: v.effective_from.clone(),
+                prices: v.prices.clone(),
+                negotiated: v.tenants.get(tenant).cloned().unwrap_or_default(),
+            })
+            .collect();
+        versions.sort_by(|a, b| a.effective_from.cmp(&b.effective_from));
+        TenantPrices { versions }
+    }
+}
+
+/// The prices one tenant is charged: each version of the book, with its negotiated prices.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPrices {
+    pub versions: Vec<TenantVersion>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantVersion {
+    pub version: String,
+    pub effective_from: String,
+    pub prices: Vec<Price>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub negotiated: Vec<Price>,
+}
+
+impl TenantPrices {
+    /// Only the prices `keep` accepts (provider, model): a tenant's Lambda carries the prices of its
+    /// own models only (its whole configuration must fit Lambda's 4 KB of environment).
+    pub fn retain(mut self, keep: impl Fn(ProviderId, &str) -> bool) -> Self {
+        for v in &mut self.versions {
+            v.prices.retain(|p| keep(p.provider, &p.model));
+            v.negotiated.retain(|p| keep(p.provider, &p.model));
+        }
+        self
+    }
+
+    /// The version effective on `day` (`YYYY-MM-DD`).
+    pub fn at(&self, day: &str) -> Option<&TenantVersion> {
+        self.versions
+            .iter()
+            .filter(|v| v.effective_from.as_str() <= day)
+            .max_by(|a, b| a.effective_from.cmp(&b.effective_from))
+    }
+}
+
+impl TenantVersion {
+    /// The price of `model` of `provider` for this tenant and the version label its ledger rows
+    /// carry (`<version>+negotiated` when the tenant's own price applies).
+    pub fn price(&self, provider: ProviderId, model: &str) -> Option<(Rates, String)> {
+        let find = |list: &[Price]| {
+            list.iter()
+                .find(|p| p.provider == provider && p.model == model)
+                .map(Price::rates)
+        };
+        find(&self.negotiated)
+            .map(|r| (r, format!("{}+negotiated", self.version)))
+            .or_else(|| find(&self.prices).map(|r| (r, self.version.clone())))
+    }
+
+    /// The models priced for `provider`.
+    pub fn models(&self, provider: ProviderId) -> impl Iterator<Item = &str> {
+        self.prices
+            .iter()
+            .filter(move |p| p.provider == provider)
+            .map(|p| p.model.as_str())
+    }
+}
+
+/// Today, UTC, as `YYYY-MM-DD` (the day a call is priced on).
+pub fn today() -> String {
+    crate::domain::utc_today()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn price(model: &str, input: i64, output: i64) -> Price {
+        Price {
+            provider: ProviderId::Mock,
+            model: model.into(),
+            input_per_mtok: MicroUsd(input),
+            output_per_mtok: MicroUsd(output),
+            per_request: MicroUsd(0),
+        }
+    }
+
     #[test]
     fn cost_is_integer_and_rounds_up_once_per_call() {
-        let small = CURRENT.price(ProviderId::Mock, "mock-small").unwrap();
+        let small = price("mock-small", 150_000, 600_000).rates();
         for (n_in, n_out, want) in [
             (0, 0, 0),
             (1, 0, 1), // 0.15 micro-USD rounds up to 1
@@ -182,11 +199,74 @@ mod tests {
         ] {
             assert_eq!(small.cost(n_in, n_out), MicroUsd(want), "{n_in} {n_out}");
         }
+        let fee = Rates {
+            per_request: MicroUsd(250),
+            ..small
+        };
+        assert_eq!(
+            fee.cost(10, 10),
+            MicroUsd(258),
+            "the fee is added once, whole"
+        );
+        assert_eq!(fee.cost(0, 0), MicroUsd(250));
     }
 
     #[test]
-    fn unknown_models_have_no_price() {
-        assert!(CURRENT.price(ProviderId::Mock, "gpt-4o").is_none());
-        assert_eq!(CURRENT.models(ProviderId::Mock).count(), 3);
+    fn a_call_is_priced_by_the_version_of_its_day_and_the_tenants_negotiated_price() {
+        let book = PriceBook {
+            versions: vec![
+                PriceVersion {
+                    version: "v1".into(),
+                    effective_from: "2026-01-01".into(),
+                    prices: vec![price("mock-small", 100, 200)],
+                    tenants: BTreeMap::new(),
+                },
+                PriceVersion {
+                    version: "v2".into(),
+                    effective_from: "2026-06-01".into(),
+                    prices: vec![price("mock-small", 150, 300), price("mock-large", 1, 2)],
+                    tenants: BTreeMap::from([(
+                        "acme".to_owned(),
+                        vec![price("mock-small", 120, 240)],
+                    )]),
+                },
+            ],
+        };
+        assert_eq!(book.effective("2025-12-31"), None);
+        assert_eq!(book.effective("2026-05-31").unwrap().version, "v1");
+        assert_eq!(book.effective("2026-06-01").unwrap().version, "v2");
+        let acme = book.for_tenant("acme");
+        let globex = book.for_tenant("globex");
+        let at = |p: &TenantPrices, day: &str, model: &str| {
+            p.at(day)
+                .and_then(|v| v.price(ProviderId::Mock, model))
+                .map(|(r, label)| (r.input_per_mtok.0, label))
+        };
+        assert_eq!(
+            at(&acme, "2026-03-01", "mock-small"),
+            Some((100, "v1".into()))
+        );
+        assert_eq!(
+            at(&acme, "2026-07-01", "mock-small"),
+            Some((120, "v2+negotiated".into()))
+        );
+        assert_eq!(
+            at(&globex, "2026-07-01", "mock-small"),
+            Some((150, "v2".into()))
+        );
+        assert_eq!(
+            at(&acme, "2026-07-01", "mock-large"),
+            Some((1, "v2".into()))
+        );
+        assert_eq!(
+            at(&acme, "2026-03-01", "mock-large"),
+            None,
+            "not priced in v1"
+        );
+        assert_eq!(
+            at(&acme, "2025-03-01", "mock-small"),
+            None,
+            "before any version"
+        );
     }
 }

@@ -214,6 +214,7 @@ pub fn record(
             requests_per_minute: 1_000_000,
             tokens_per_minute: 1_000_000_000,
         },
+        prices: cli::prices::builtin().for_tenant(id),
     }
 }
 

@@ -270,6 +270,7 @@ pub async fn suspended(target: &Target) -> Result<BTreeSet<TenantId>> {
 }
 
 /// The tenant's stack request.
+#[allow(clippy::too_many_arguments)]
 pub fn tenant_request(
     aws: &Aws,
     target: &Target,
@@ -278,6 +279,7 @@ pub fn tenant_request(
     outputs: &BTreeMap<String, String>,
     opts: &FleetOptions,
     serving: Serving,
+    book: &runtime::pricing::PriceBook,
 ) -> Result<StackRequest> {
     let rendered = render_tenant_serving(
         spec,
@@ -286,6 +288,7 @@ pub fn tenant_request(
         platform,
         opts.arch,
         serving,
+        book,
     )?;
     Ok(StackRequest {
         name: tenant_stack_name(&aws.env, spec),
@@ -373,7 +376,8 @@ pub async fn set_serving(
 ) -> Result<Outcome> {
     let stacks = list_stacks(&aws.cfn, &aws.env).await?;
     let outputs = platform_outputs(aws, &stacks)?;
-    let req = tenant_request(aws, target, platform, spec, &outputs, opts, serving)?;
+    let book = crate::prices::for_deployment(target).await?;
+    let req = tenant_request(aws, target, platform, spec, &outputs, opts, serving, &book)?;
     if !stacks.contains_key(&req.name) {
         bail!(
             "tenant `{}` has no stack `{}`\nhint: `tenantctl apply --target aws --env {}` creates it",
@@ -507,6 +511,7 @@ pub async fn plan(
         None => BTreeMap::new(),
     };
     let suspended = &suspended(target).await?;
+    let book = &crate::prices::for_deployment(target).await?;
     let stacks = &stacks;
     let outputs = &outputs;
     let mut plans: Vec<(usize, StackPlan)> = stream::iter(specs.iter().enumerate())
@@ -522,10 +527,12 @@ pub async fn plan(
                     platform,
                     opts.arch,
                     serving,
+                    book,
                 )?;
                 (StackAction::Create, additions(&rendered.body)?)
             } else {
-                let req = tenant_request(aws, target, platform, spec, outputs, opts, serving)?;
+                let req =
+                    tenant_request(aws, target, platform, spec, outputs, opts, serving, book)?;
                 plan_stack(&aws.cfn, &req, state, aws.polling).await?
             };
             anyhow::Ok((
@@ -706,6 +713,8 @@ pub async fn apply(
         .context("the platform stack")?;
     platform_bar.finish_and_clear();
     db_apply::ensure_control_plane(target).await?;
+    crate::prices::import_builtin_if_none(target).await?;
+    let book = &crate::prices::for_deployment(target).await?;
     let stacks = list_stacks(&aws.cfn, &aws.env).await?;
     let outputs = platform_outputs(aws, &stacks)?;
     bars.overall.set_length(specs.len() as u64);
@@ -730,6 +739,7 @@ pub async fn apply(
                 outputs,
                 opts,
                 serving_of(suspended, spec),
+                book,
             );
             let db_action = db_actions
                 .get(&spec.id)

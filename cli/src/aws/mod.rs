@@ -262,8 +262,13 @@ pub fn bedrock_models(spec: &TenantSpec) -> Vec<(runtime::domain::ModelId, Strin
 /// Stands for the database port in the rendered configuration (a JSON number once substituted).
 const DB_PORT_PLACEHOLDER: u16 = 65_432;
 
-/// The tenant's registry record as its single-tenant deployment carries it.
-pub fn tenant_record(spec: &TenantSpec, ns: &Namespace) -> runtime::registry::TenantRecord {
+/// The tenant's registry record as its single-tenant deployment carries it, with its prices from
+/// `book` (the deployment's imported price book; the built-in one where none is imported yet).
+pub fn tenant_record(
+    spec: &TenantSpec,
+    ns: &Namespace,
+    book: &runtime::pricing::PriceBook,
+) -> runtime::registry::TenantRecord {
     let (db_role, db_name) = match spec.tier {
         Tier::Pool | Tier::Schema => (ns.tenant_role(&spec.id), ns.as_str().to_owned()),
         Tier::Dedicated => (ns.tenant_role(&spec.id), ns.tenant_database(&spec.id)),
@@ -278,6 +283,13 @@ pub fn tenant_record(spec: &TenantSpec, ns: &Namespace) -> runtime::registry::Te
         db_name,
         read_only: false,
         limits: spec.limits(),
+        // Its own models' prices only: the configuration travels in Lambda's environment (4 KB).
+        prices: book.for_tenant(spec.id.as_str()).retain(|provider, model| {
+            spec.models
+                .providers
+                .get(&provider)
+                .is_some_and(|p| p.models.iter().any(|m| m.as_str() == model))
+        }),
     }
 }
 
@@ -290,8 +302,9 @@ fn lambda_runtime_config(
     spec: &TenantSpec,
     ns: &Namespace,
     issuer: &runtime::auth::IssuerConfig,
+    book: &runtime::pricing::PriceBook,
 ) -> Result<String> {
-    let mut record = tenant_record(spec, ns);
+    let mut record = tenant_record(spec, ns, book);
     if let Some(bedrock) = record
         .policy
         .providers
@@ -367,7 +380,8 @@ pub enum Serving {
     Suspended,
 }
 
-/// Renders one tenant's stack, serving.
+/// Renders one tenant's stack, serving, priced by the built-in price book (`tenantctl render`, which
+/// reaches no deployment).
 pub fn render_tenant(
     spec: &TenantSpec,
     ns: &Namespace,
@@ -375,10 +389,11 @@ pub fn render_tenant(
     platform: &Platform,
     arch: Arch,
 ) -> Result<Rendered> {
-    render_tenant_serving(spec, ns, env, platform, arch, Serving::Active)
+    let book = crate::prices::builtin();
+    render_tenant_serving(spec, ns, env, platform, arch, Serving::Active, &book)
 }
 
-/// Renders one tenant's stack, serving or suspended.
+/// Renders one tenant's stack, serving or suspended; its function carries its prices from `book`.
 pub fn render_tenant_serving(
     spec: &TenantSpec,
     ns: &Namespace,
@@ -386,6 +401,7 @@ pub fn render_tenant_serving(
     platform: &Platform,
     arch: Arch,
     serving: Serving,
+    book: &runtime::pricing::PriceBook,
 ) -> Result<Rendered> {
     check_environment(env)?;
     let issuer_config = platform.issuer(&spec.identity.issuer).ok_or_else(|| {
@@ -395,7 +411,7 @@ pub fn render_tenant_serving(
         )
     })?;
     let issuer = issuer_config.issuer.clone();
-    let record = tenant_record(spec, ns);
+    let record = tenant_record(spec, ns, book);
     let (db_user, db_name) = (record.db_role, record.db_name);
     let tags: Vec<(String, String)> = tenant_tags(spec).into_iter().collect();
     let ctx = context! {
@@ -410,7 +426,7 @@ pub fn render_tenant_serving(
         architecture => arch.as_str(),
         log_retention_days => log_retention(spec.retention_days),
         tags => tags,
-        runtime_config => lambda_runtime_config(spec, ns, issuer_config)?,
+        runtime_config => lambda_runtime_config(spec, ns, issuer_config, book)?,
         bedrock => bedrock_models(spec)
             .into_iter()
             .map(|(model, region)| context! { model => model.as_str(), region => region })

@@ -408,7 +408,21 @@ impl Checker<'_> {
                     "list at least one model, or remove the provider",
                 ));
             }
-            let priced: Vec<&str> = runtime::models::pricing::CURRENT.models(provider).collect();
+            // Offline, against the book built into tenantctl (`prices/book.yaml`); `apply` checks
+            // the deployment's imported book again.
+            let book = crate::prices::builtin();
+            let today = runtime::pricing::today();
+            let version = book.effective(&today);
+            let priced: Vec<&str> = version
+                .map(|v| {
+                    v.prices
+                        .iter()
+                        .filter(|p| p.provider == provider)
+                        .map(|p| p.model.as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let version = version.map_or("(none)", |v| v.version.as_str());
             for (i, model) in models.iter().enumerate() {
                 let mut at = path.clone();
                 at.push(Seg::Index(i));
@@ -417,7 +431,7 @@ impl Checker<'_> {
                 if !priced.contains(&id.as_str()) {
                     return Err(self.err(
                         at,
-                        format!("model `{id}` has no price for provider `{provider}` in price book `{}`", runtime::models::pricing::CURRENT.version),
+                        format!("model `{id}` has no price for provider `{provider}` in price book `{version}`"),
                         format!("use one of {}", quoted(priced.iter().copied())),
                     ));
                 }

@@ -187,6 +187,10 @@ pub async fn apply(
     progress: &indicatif::ProgressBar,
 ) -> Result<Vec<Outcome>> {
     ensure_control_plane(target).await?;
+    if let Some(version) = crate::prices::import_builtin_if_none(target).await? {
+        tracing::info!(version = %version, "the deployment had no price book: imported the built-in one");
+    }
+    let book = crate::prices::for_deployment(target).await?;
     let work: Vec<_> = plan
         .tenants
         .iter()
@@ -217,7 +221,12 @@ pub async fn apply(
             action => {
                 let spec = specs.iter().find(|s| s.id == tenant_plan.tenant);
                 let result = match spec {
-                    Some(spec) => converge_tenant(target, &mut admin, spec).await,
+                    Some(spec) => match crate::prices::unpriced(&book, spec) {
+                        // Refused before anything is created: a tenant is never served a model
+                        // nobody can charge for.
+                        Some(why) => Err(anyhow::anyhow!(why)),
+                        None => converge_tenant(target, &mut admin, spec).await,
+                    },
                     None => Err(anyhow::anyhow!(
                         "no manifest for tenant `{}`",
                         tenant_plan.tenant

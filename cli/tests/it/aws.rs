@@ -427,3 +427,60 @@ fn every_rendered_template_passes_checkov() {
     }
     assert!(passed > 100, "checkov ran checks ({passed} passed)");
 }
+
+#[test]
+fn a_tenants_function_environment_fits_in_lambdas_4_kb() {
+    // Lambda refuses a function whose environment variables total more than 4 KB; the runtime's
+    // configuration (with the tenant's prices, of its own models only) travels there.
+    for (name, body, spec) in rendered() {
+        let t: Value = serde_norway::from_str(&body).unwrap();
+        let vars = t["Resources"]["Function"]["Properties"]["Environment"]["Variables"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{name}: no environment"));
+        let size: usize = vars
+            .iter()
+            .map(|(k, v)| {
+                k.len()
+                    + match v {
+                        Value::String(s) => s.len(),
+                        other => sub_string(other).len(),
+                    }
+            })
+            .sum();
+        assert!(size < 4096, "{name}: {size} bytes of environment");
+        // The prices it carries are its own models' (each priced, none other).
+        // The substitutions (the database's host and port) stand in for values.
+        let config = sub_string(&vars["TENANT_RUNTIME_CONFIG_JSON"])
+            .replace("${TenantDatabasePort}", "5432")
+            .replace("${TenantDatabaseHost}", "db")
+            .replace("${DatabaseEndpoint}", "db");
+        let config: Value =
+            serde_json::from_str(&config).unwrap_or_else(|e| panic!("{name}: {e}: {config}"));
+        let priced: Vec<(String, String)> = config["tenant"]["prices"]["versions"][0]["prices"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name}: the function is given no prices"))
+            .iter()
+            .map(|p| {
+                (
+                    p["provider"].as_str().unwrap().to_owned(),
+                    p["model"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let mut own: Vec<(String, String)> = spec
+            .models
+            .providers
+            .iter()
+            .flat_map(|(p, policy)| {
+                policy
+                    .models
+                    .iter()
+                    .map(move |m| (p.as_str().to_owned(), m.to_string()))
+            })
+            .collect();
+        let mut got = priced.clone();
+        got.sort();
+        own.sort();
+        assert_eq!(got, own, "{name}");
+    }
+}

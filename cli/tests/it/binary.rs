@@ -769,3 +769,121 @@ fn secrets_are_put_rotated_listed_and_deleted_by_name_never_shown() {
         text(&out)
     );
 }
+
+#[test]
+fn prices_are_imported_diffed_listed_and_an_imported_version_never_changes() {
+    // Issue 11 item 1: `apply` imports the built-in book into a deployment that has none; `diff`
+    // compares a file with it; `import` adds new versions (all or none) and refuses a changed or
+    // backdated one; `list` shows what is charged, a tenant's negotiated prices in place.
+    let cluster = cli::testing::cluster();
+    let target = cli::testing::deployment();
+    let ns = target.namespace.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let root = cli::testing::repo_root();
+    let run = |args: &[&str]| in_namespace(cluster, &ns).args(args).output().unwrap();
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let acme = root.join("tenants/acme.yaml");
+    let out = run(&["apply", acme.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(&["prices", "list"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let listed = text(&out);
+    assert!(listed.contains("price book version 2026-12-01"), "{listed}");
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains("gpt-4o-mini") && l.contains("0.150000") && l.contains("0.600000")),
+        "{listed}"
+    );
+    let book = root.join("prices/book.yaml");
+    let out = run(&["prices", "diff", "--file", book.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("2026-12-01: unchanged"));
+
+    // The same version with another price: shown by diff, refused by import, nothing changes.
+    let original = std::fs::read_to_string(&book).unwrap();
+    let changed = original.replace(
+        "model: gpt-4o-mini, input_per_mtok: 150000, output_per_mtok: 600000",
+        "model: gpt-4o-mini, input_per_mtok: 150000, output_per_mtok: 700000",
+    );
+    assert_ne!(changed, original);
+    let changed_file = dir.path().join("changed.yaml");
+    std::fs::write(&changed_file, &changed).unwrap();
+    let out = run(&["prices", "diff", "--file", changed_file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("openai/gpt-4o-mini: input 150000 -> 150000, output 600000 -> 700000"),
+        "{}",
+        text(&out)
+    );
+    let out = run(&["prices", "import", "--file", changed_file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let refused = text(&out);
+    assert!(
+        refused.contains("nothing was imported")
+            && refused.contains("already imported with other prices"),
+        "{refused}"
+    );
+
+    // A new version from today, with acme's negotiated price: imported; a backdated one refused.
+    let today = runtime::pricing::today();
+    let next = format!(
+        "{original}  - version: \"next\"\n    effective_from: \"{today}\"\n    prices:\n      - {{ provider: openai, model: gpt-4o-mini, input_per_mtok: 150000, output_per_mtok: 700000 }}\n    tenants:\n      acme:\n        - {{ provider: openai, model: gpt-4o-mini, input_per_mtok: 100000, output_per_mtok: 400000 }}\n"
+    );
+    let next_file = dir.path().join("next.yaml");
+    std::fs::write(&next_file, &next).unwrap();
+    let out = run(&["prices", "diff", "--file", next_file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("next: new"), "{}", text(&out));
+    let out = run(&["prices", "import", "--file", next_file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("next: imported"));
+    let out = run(&["prices", "import", "--file", next_file.to_str().unwrap()]);
+    assert!(
+        text(&out).contains("next: unchanged"),
+        "a second import adds nothing"
+    );
+    let out = run(&["prices", "list"]);
+    let listed = text(&out);
+    assert!(listed.contains("price book version next"), "{listed}");
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains("gpt-4o-mini") && l.contains("0.700000")),
+        "{listed}"
+    );
+    let out = run(&["prices", "list", "--tenant", "acme"]);
+    let listed = text(&out);
+    assert!(
+        listed.lines().any(|l| l.contains("gpt-4o-mini")
+            && l.contains("0.400000")
+            && l.contains("negotiated")),
+        "{listed}"
+    );
+    let out = run(&["prices", "list", "--at", "2026-11-15"]);
+    assert!(text(&out).contains("price book version 2026-12-01"));
+    let backdated = format!(
+        "{original}  - version: \"late\"\n    effective_from: \"2026-11-20\"\n    prices:\n      - {{ provider: openai, model: gpt-4o-mini, input_per_mtok: 1, output_per_mtok: 1 }}\n"
+    );
+    let backdated_file = dir.path().join("late.yaml");
+    std::fs::write(&backdated_file, &backdated).unwrap();
+    let out = run(&[
+        "prices",
+        "import",
+        "--file",
+        backdated_file.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let refused = text(&out);
+    assert!(
+        refused.contains("version `late` cannot be added")
+            && refused.contains("not after the newest"),
+        "{refused}"
+    );
+}

@@ -23,6 +23,9 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("model `{0}` is not permitted for this tenant")]
     ModelNotPermitted(String),
+    /// The model has no price for the tenant: refused, never billed at zero.
+    #[error("{0}")]
+    ModelUnpriced(String),
     #[error("{0}")]
     BadRequest(String),
     /// The tenant has too much in flight (fair share); the client should retry after a second.
@@ -65,6 +68,7 @@ impl ApiError {
             ServiceError::ReadOnly => ApiError::Unavailable("tenant_read_only"),
             ServiceError::Busy(_) => ApiError::TooManyRequests("tenant_busy"),
             ServiceError::ModelNotPermitted(m) => ApiError::ModelNotPermitted(m),
+            ServiceError::ModelUnpriced(m) => ApiError::ModelUnpriced(m),
             ServiceError::BadRequest(m) => ApiError::BadRequest(m),
             ServiceError::Provider(e) => {
                 tracing::warn!(request_id = %request_id, error = %e, "provider call failed");
@@ -115,6 +119,12 @@ impl IntoResponse for ApiError {
                 "permission_error",
                 "model_not_permitted".to_owned(),
                 self.to_string(),
+            ),
+            ApiError::ModelUnpriced(msg) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "model_not_priced".to_owned(),
+                msg.clone(),
             ),
             ApiError::BadRequest(msg) => (
                 StatusCode::BAD_REQUEST,

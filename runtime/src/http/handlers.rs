@@ -50,7 +50,8 @@ fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 fn model_entries(tenant: &Tenant) -> Vec<ModelEntry> {
     let policy = &tenant.record().policy;
     let created = unix_now();
-    let mut data: Vec<ModelEntry> = ModelRouter::permitted_models(policy)
+    let (prices, today) = (&tenant.record().prices, crate::domain::utc_today());
+    let mut data: Vec<ModelEntry> = ModelRouter::permitted_models(policy, prices, &today)
         .into_iter()
         .map(|(model, provider)| ModelEntry {
             id: model.to_string(),
@@ -60,7 +61,7 @@ fn model_entries(tenant: &Tenant) -> Vec<ModelEntry> {
         })
         .collect();
     for (alias, target) in &policy.aliases {
-        if ModelRouter::resolve(policy, alias.as_str()).is_ok() {
+        if ModelRouter::resolve(policy, prices, &today, alias.as_str()).is_ok() {
             data.push(ModelEntry {
                 id: alias.to_string(),
                 object: "model",
@@ -490,6 +491,92 @@ pub async fn usage(
         },
         "data": entries,
     })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportQuery {
+    from: Option<String>,
+    to: Option<String>,
+    group_by: Option<service::usage::GroupBy>,
+    format: Option<ReportFormat>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportFormat {
+    Json,
+    Csv,
+}
+
+/// `GET /v1/usage/report`: the caller's tenant's usage over UTC days `from`..=`to` (`YYYY-MM-DD` or
+/// a whole `YYYY-MM`; this month so far by default), by `day`, `model` or `subject`, with totals that
+/// are the exact sum of the rows and this month's budget; `format=csv` for a spreadsheet.
+pub async fn usage_report(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    query: Result<Query<ReportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let today = crate::domain::utc_today();
+    let range = service::usage::DayRange::parse(query.from.as_deref(), query.to.as_deref(), &today)
+        .map_err(ApiError::BadRequest)?;
+    let by = query.group_by.unwrap_or(service::usage::GroupBy::Day);
+    let (report, budget) = service::usage::report(&state.data, &tenant, range, by)
+        .await
+        .map_err(|e| ApiError::service(e, request_id))?;
+    if query.format == Some(ReportFormat::Csv) {
+        let name = format!(
+            "usage-{}-{}-{}-by-{}.csv",
+            tenant.id().as_str(),
+            report.range.from,
+            report.range.to,
+            match by {
+                service::usage::GroupBy::Day => "day",
+                service::usage::GroupBy::Model => "model",
+                service::usage::GroupBy::Subject => "subject",
+            }
+        );
+        return Ok((
+            [
+                (
+                    http::header::CONTENT_TYPE,
+                    "text/csv; charset=utf-8".to_owned(),
+                ),
+                (
+                    http::header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{name}\""),
+                ),
+            ],
+            crate::http::csv::report(&report),
+        )
+            .into_response());
+    }
+    let left = budget
+        .budget
+        .0
+        .saturating_sub(budget.spent.0)
+        .saturating_sub(budget.held.0);
+    Ok(Json(json!({
+        "object": "usage.report",
+        "tenant": tenant.id().as_str(),
+        "from": report.range.from,
+        "to": report.range.to,
+        "group_by": report.group_by,
+        "currency": "USD",
+        "unit": "micro_usd",
+        "totals": report.totals,
+        "budget": {
+            "monthly_budget_micro_usd": budget.budget.0,
+            "spent_this_month_micro_usd": budget.spent.0,
+            "held_micro_usd": budget.held.0,
+            "remaining_micro_usd": left.max(0),
+            "warning": budget.warning(),
+        },
+        "data": report.rows,
+    }))
+    .into_response())
 }
 
 /// Any path no route has: 404 in the surface's error shape.

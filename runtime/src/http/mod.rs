@@ -5,6 +5,7 @@
 //! per-route permission check. This module wires; it must not hold business logic.
 
 pub mod anthropic;
+pub mod csv;
 pub mod error;
 pub mod handlers;
 pub mod middleware;

@@ -8,7 +8,7 @@ use axum::routing::{MethodRouter, get, post};
 use http::Method;
 
 use crate::http::handlers::{
-    chat_completions, embeddings, get_model, healthz, list_models, messages, usage,
+    chat_completions, embeddings, get_model, healthz, list_models, messages, usage, usage_report,
 };
 use crate::state::AppState;
 
@@ -72,6 +72,12 @@ pub static ROUTES: &[RouteSpec] = &[
         path: "/v1/usage",
         permission: Some("usage:read"),
         handler: || get(usage),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/usage/report",
+        permission: Some("usage:read"),
+        handler: || get(usage_report),
     },
 ];
 

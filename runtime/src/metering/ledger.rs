@@ -24,7 +24,7 @@ pub struct NewEntry {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cost: MicroUsd,
-    pub price_book_version: &'static str,
+    pub price_book_version: String,
     pub outcome: Outcome,
     /// The token counts were made here (the provider reported none).
     pub usage_estimated: bool,
@@ -95,7 +95,7 @@ pub async fn record_once(
     let input: Vec<i64> = entries.iter().map(|e| tokens(e.input_tokens)).collect();
     let output: Vec<i64> = entries.iter().map(|e| tokens(e.output_tokens)).collect();
     let cost: Vec<i64> = entries.iter().map(|e| e.cost.0).collect();
-    let versions = column(|e| e.price_book_version);
+    let versions = column(|e| &e.price_book_version);
     let outcomes = column(|e| e.outcome.as_str());
     let estimated: Vec<bool> = entries.iter().map(|e| e.usage_estimated).collect();
     TenantTx::call_once(
@@ -178,4 +178,88 @@ pub struct Totals {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub cost_micro_usd: i64,
+}
+
+/// How a usage report groups the tenant's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    Day,
+    Model,
+    Subject,
+}
+
+/// One group of a usage report; the key fields its grouping names are set, the others absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReportRow {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub day: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_micro_usd: i64,
+}
+
+/// The tenant's usage on the UTC days `from..=to` (`YYYY-MM-DD`, already checked), grouped. By day it
+/// reads the daily totals the ledger's trigger keeps; by model or subject it sums the ledger's rows
+/// of those days in the database (integer sums, one row per group, ordered by the group's key).
+pub async fn report(
+    tx: &TenantTx,
+    from: &str,
+    to: &str,
+    by: GroupBy,
+) -> Result<Vec<ReportRow>, DataError> {
+    let sql = match by {
+        GroupBy::Day => {
+            "SELECT to_char(day, 'YYYY-MM-DD'), NULL::text, requests, input_tokens, output_tokens, \
+                    cost_micro_usd \
+               FROM usage_daily \
+              WHERE tenant_id = $1 AND day >= CAST($2::text AS date) AND day <= CAST($3::text AS date) \
+              ORDER BY day"
+        }
+        GroupBy::Model => {
+            "SELECT provider, model, count(*)::bigint, coalesce(sum(input_tokens), 0)::bigint, \
+                    coalesce(sum(output_tokens), 0)::bigint, coalesce(sum(cost_micro_usd), 0)::bigint \
+               FROM usage_ledger \
+              WHERE tenant_id = $1 \
+                AND created_at >= CAST($2::text AS date)::timestamp AT TIME ZONE 'UTC' \
+                AND created_at < (CAST($3::text AS date) + 1)::timestamp AT TIME ZONE 'UTC' \
+              GROUP BY provider, model ORDER BY provider COLLATE \"C\", model COLLATE \"C\""
+        }
+        GroupBy::Subject => {
+            "SELECT subject, NULL::text, count(*)::bigint, coalesce(sum(input_tokens), 0)::bigint, \
+                    coalesce(sum(output_tokens), 0)::bigint, coalesce(sum(cost_micro_usd), 0)::bigint \
+               FROM usage_ledger \
+              WHERE tenant_id = $1 \
+                AND created_at >= CAST($2::text AS date)::timestamp AT TIME ZONE 'UTC' \
+                AND created_at < (CAST($3::text AS date) + 1)::timestamp AT TIME ZONE 'UTC' \
+              GROUP BY subject ORDER BY subject COLLATE \"C\""
+        }
+    };
+    let rows = tx.query(sql, &[&tx.tenant().as_str(), &from, &to]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (a, b): (String, Option<String>) = (r.get(0), r.get(1));
+            let mut row = ReportRow {
+                requests: r.get(2),
+                input_tokens: r.get(3),
+                output_tokens: r.get(4),
+                cost_micro_usd: r.get(5),
+                ..ReportRow::default()
+            };
+            match by {
+                GroupBy::Day => row.day = Some(a),
+                GroupBy::Model => (row.provider, row.model) = (Some(a), b),
+                GroupBy::Subject => row.subject = Some(a),
+            }
+            row
+        })
+        .collect())
 }

@@ -11,7 +11,6 @@
 //! the database.
 
 pub mod chat;
-pub mod pricing;
 pub mod providers;
 pub mod scrub;
 
@@ -21,13 +20,13 @@ use std::time::Instant;
 use secrecy::SecretString;
 
 use crate::domain::{ModelId, ProviderId, TenantId};
+use crate::pricing::{self, Rates, TenantPrices};
 use crate::registry::ModelPolicy;
 use crate::registry::policy::Endpoint;
 use crate::secrets::cache::SecretCache;
 use crate::secrets::{SecretError, SecretName};
 pub use chat::{ChatMessage, ChatRequest};
 use chat::{Completion, EmbeddingRequest, Embeddings};
-use pricing::Price;
 use providers::{Call, EventStream, Provider, ProviderError, Upstream, UpstreamConfig};
 
 /// A resolved route: which provider and model serve a request, where, and at what price.
@@ -38,16 +37,18 @@ pub struct Route {
     /// The name sent upstream (a Bedrock inference profile, an Azure deployment name, else the model).
     pub upstream_model: String,
     pub endpoint: Endpoint,
-    pub price: &'static Price,
-    pub price_book_version: &'static str,
+    pub price: Rates,
+    /// The price book version the call is charged by (`<version>+negotiated` for a tenant's own).
+    pub price_book_version: String,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RouteError {
     #[error("model `{0}` is not permitted for this tenant")]
     NotPermitted(String),
-    #[error("model `{0}` has no price in price book `{1}`")]
-    Unpriced(String, &'static str),
+    /// The tenant's price book (the version effective today) has no price for the model.
+    #[error("model `{0}` has no price in price book {1}")]
+    Unpriced(String, String),
     #[error("`max_tokens` {asked} is above this tenant's limit of {max} per request")]
     TooManyTokens { asked: u32, max: u32 },
 }
@@ -88,8 +89,14 @@ impl ModelRouter {
         &self.keys
     }
 
-    /// Resolves the requested model name (or alias, or the literal `default`) inside `policy`.
-    pub fn resolve(policy: &ModelPolicy, requested: &str) -> Result<Route, RouteError> {
+    /// Resolves the requested model name (or alias, or the literal `default`) inside `policy`,
+    /// priced by `prices` as of `day` (UTC, `YYYY-MM-DD`).
+    pub fn resolve(
+        policy: &ModelPolicy,
+        prices: &TenantPrices,
+        day: &str,
+        requested: &str,
+    ) -> Result<Route, RouteError> {
         let not_permitted = || RouteError::NotPermitted(crate::domain::printable(requested));
         let name = ModelId::parse(requested).map_err(|_| not_permitted())?;
         let target = if name.as_str() == "default" {
@@ -97,20 +104,29 @@ impl ModelRouter {
         } else {
             policy.aliases.get(&name).unwrap_or(&name)
         };
-        Self::route_to(policy, target).ok_or_else(not_permitted)?
+        Self::route_to(policy, prices, day, target).ok_or_else(not_permitted)?
     }
 
     /// The route to `model`, if the policy allows it (provider not blocked, region inside the pin).
-    fn route_to(policy: &ModelPolicy, model: &ModelId) -> Option<Result<Route, RouteError>> {
+    fn route_to(
+        policy: &ModelPolicy,
+        prices: &TenantPrices,
+        day: &str,
+        model: &ModelId,
+    ) -> Option<Result<Route, RouteError>> {
         let (provider, allowed) = policy.provider_of(model)?;
         if !policy.region_allowed(allowed.endpoint.region.as_deref()) {
             return None;
         }
-        let Some(price) = pricing::CURRENT.price(provider, model.as_str()) else {
-            return Some(Err(RouteError::Unpriced(
-                model.to_string(),
-                pricing::CURRENT.version,
-            )));
+        let version = prices.at(day);
+        let Some((price, price_book_version)) =
+            version.and_then(|v| v.price(provider, model.as_str()))
+        else {
+            let book = version.map_or_else(
+                || format!("(none is effective on {day})"),
+                |v| format!("`{}`", v.version),
+            );
+            return Some(Err(RouteError::Unpriced(model.to_string(), book)));
         };
         let upstream_model = allowed
             .endpoint
@@ -125,16 +141,22 @@ impl ModelRouter {
             upstream_model,
             endpoint: allowed.endpoint.clone(),
             price,
-            price_book_version: pricing::CURRENT.version,
+            price_book_version,
         }))
     }
 
-    /// The route for `requested` and then its fallbacks, each inside the policy.
-    pub fn plan(policy: &ModelPolicy, requested: &str) -> Result<Vec<Route>, RouteError> {
-        let first = Self::resolve(policy, requested)?;
+    /// The route for `requested` and then its fallbacks, each inside the policy and priced by the
+    /// tenant's price book version of today (a fallback without a price is left out).
+    pub fn plan(
+        policy: &ModelPolicy,
+        prices: &TenantPrices,
+        requested: &str,
+    ) -> Result<Vec<Route>, RouteError> {
+        let day = pricing::today();
+        let first = Self::resolve(policy, prices, &day, requested)?;
         let mut routes = vec![first];
         for model in policy.fallbacks.get(&routes[0].model).into_iter().flatten() {
-            if let Some(Ok(route)) = Self::route_to(policy, model) {
+            if let Some(Ok(route)) = Self::route_to(policy, prices, &day, model) {
                 routes.push(route);
             }
         }
@@ -153,8 +175,12 @@ impl ModelRouter {
         }
     }
 
-    /// Every model the policy permits, in a stable order.
-    pub fn permitted_models(policy: &ModelPolicy) -> Vec<(ModelId, ProviderId)> {
+    /// Every model the policy permits and the tenant's prices price on `day`, in a stable order.
+    pub fn permitted_models(
+        policy: &ModelPolicy,
+        prices: &TenantPrices,
+        day: &str,
+    ) -> Vec<(ModelId, ProviderId)> {
         let mut out: Vec<_> = policy
             .providers
             .keys()
@@ -162,7 +188,7 @@ impl ModelRouter {
                 policy.providers[p]
                     .models
                     .iter()
-                    .filter(|m| Self::route_to(policy, m).is_some_and(|r| r.is_ok()))
+                    .filter(|m| Self::route_to(policy, prices, day, m).is_some_and(|r| r.is_ok()))
                     .map(move |m| (m.clone(), *p))
             })
             .collect();
@@ -336,9 +362,26 @@ mod tests {
         }
     }
 
+    fn prices() -> TenantPrices {
+        TenantPrices {
+            versions: vec![pricing::TenantVersion {
+                version: "test".into(),
+                effective_from: "2000-01-01".into(),
+                prices: vec![pricing::Price {
+                    provider: ProviderId::Mock,
+                    model: "mock-small".into(),
+                    input_per_mtok: crate::domain::MicroUsd(1),
+                    output_per_mtok: crate::domain::MicroUsd(2),
+                    per_request: crate::domain::MicroUsd(0),
+                }],
+                negotiated: Vec::new(),
+            }],
+        }
+    }
+
     #[track_caller]
     fn check(policy: &ModelPolicy, requested: &str, want: Result<&str, ()>) {
-        let got = ModelRouter::resolve(policy, requested)
+        let got = ModelRouter::resolve(policy, &prices(), "2026-01-01", requested)
             .map(|r| r.model.to_string())
             .map_err(|_| ());
         assert_eq!(got.as_deref().map_err(|_| ()), want, "{requested}");
@@ -373,7 +416,26 @@ mod tests {
             .endpoint
             .region = Some("eu-west-1".into());
         check(&pinned, "mock-small", Ok("mock-small"));
-        assert!(ModelRouter::permitted_models(&blocked).is_empty());
+        assert!(ModelRouter::permitted_models(&blocked, &prices(), "2026-01-01").is_empty());
+    }
+
+    #[test]
+    fn a_model_without_a_price_on_the_day_is_never_routed_to() {
+        let p = policy();
+        let none = TenantPrices::default();
+        assert!(matches!(
+            ModelRouter::resolve(&p, &none, "2026-01-01", "mock-small"),
+            Err(RouteError::Unpriced(m, _)) if m == "mock-small"
+        ));
+        assert!(matches!(
+            ModelRouter::resolve(&p, &prices(), "1999-12-31", "mock-small"),
+            Err(RouteError::Unpriced(..))
+        ));
+        assert!(ModelRouter::permitted_models(&p, &none, "2026-01-01").is_empty());
+        assert_eq!(
+            ModelRouter::permitted_models(&p, &prices(), "2026-01-01").len(),
+            1
+        );
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub struct TenantRecord {
     pub read_only: bool,
     /// Its monthly budget and rate limits, from its manifest; enforced before every model call.
     pub limits: TenantLimits,
+    /// What it is charged: the imported price book's versions with its negotiated prices. A model
+    /// without a price here is refused.
+    #[serde(default)]
+    pub prices: crate::pricing::TenantPrices,
 }
 
 /// What a tenant may spend and how fast, as its manifest declares. The runtime passes these to the
@@ -202,6 +206,7 @@ impl ControlPlane {
     /// never served with defaults.
     pub async fn load_tenants(&self) -> Result<Vec<TenantRecord>, DataError> {
         let client = self.client().await?;
+        let book = self.load_prices(&client).await?;
         let rows = client
             .query(
                 "SELECT tenant_id, display_name, tier, issuer, audience, tenant_claim, \
@@ -246,6 +251,7 @@ impl ControlPlane {
                             .and_then(|n| u64::try_from(n).ok())
                             .ok_or("rate_limits.tokens_per_minute missing from the spec")?,
                     },
+                    prices: book.for_tenant(&raw_id),
                 })
             })();
             match parsed {
@@ -255,5 +261,25 @@ impl ControlPlane {
             }
         }
         Ok(out)
+    }
+
+    /// The imported price book (`tenantctl prices import`), oldest version first. A version the
+    /// runtime cannot read fails the load: prices are never guessed.
+    async fn load_prices(&self, client: &Object) -> Result<crate::pricing::PriceBook, DataError> {
+        let rows = client
+            .query(
+                "SELECT body FROM control.price_versions ORDER BY effective_from",
+                &[],
+            )
+            .await?;
+        let mut versions = Vec::with_capacity(rows.len());
+        for row in rows {
+            let version =
+                serde_json::from_value(row.get::<_, serde_json::Value>(0)).map_err(|e| {
+                    DataError::Pool(format!("a price book version cannot be read: {e}"))
+                })?;
+            versions.push(version);
+        }
+        Ok(crate::pricing::PriceBook { versions })
     }
 }

@@ -70,7 +70,10 @@ fn route_error(e: RouteError) -> ServiceError {
     match e {
         RouteError::NotPermitted(m) => ServiceError::ModelNotPermitted(m),
         e @ RouteError::TooManyTokens { .. } => ServiceError::BadRequest(e.to_string()),
-        other @ RouteError::Unpriced(..) => ServiceError::internal(other),
+        e @ RouteError::Unpriced(..) => ServiceError::ModelUnpriced(format!(
+            "{e} for this tenant: calls to it are refused until the platform operator prices it \
+             (`tenantctl prices import`)"
+        )),
     }
 }
 
@@ -115,7 +118,8 @@ async fn prepare(
     // call that was made is never refused its ledger row.
     let admission = data.admit(tenant)?;
     let policy = &tenant.record().policy;
-    let routes = ModelRouter::plan(policy, ask.model).map_err(route_error)?;
+    let routes =
+        ModelRouter::plan(policy, &tenant.record().prices, ask.model).map_err(route_error)?;
     let (max_tokens, output) = match ask.max_tokens {
         Some(requested) => {
             let capped = ModelRouter::max_tokens(policy, requested)
@@ -213,7 +217,7 @@ async fn record(
                 input_tokens: usage.input_tokens,
                 output_tokens: usage.output_tokens,
                 cost,
-                price_book_version: route.price_book_version,
+                price_book_version: route.price_book_version.clone(),
                 outcome,
                 usage_estimated: usage.estimated,
             },

@@ -18,6 +18,9 @@ pub enum ServiceError {
     Busy(usize),
     #[error("model `{0}` is not permitted for this tenant")]
     ModelNotPermitted(String),
+    /// The tenant's price book has no price for the model: refused before any upstream call.
+    #[error("{0}")]
+    ModelUnpriced(String),
     /// The request asks for something its policy or its provider refuses (the text says what).
     #[error("{0}")]
     BadRequest(String),

@@ -1329,7 +1329,8 @@ async fn a_busy_tenant_is_admitted_from_leases_and_its_rate_limit_stays_the_tena
     let started = std::time::Instant::now();
     let ask = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
     let (ok, _) = burst(&g, &bases, 3000, ask).await;
-    let refill = (started.elapsed().as_secs() + 1) * 40;
+    // The bucket's 2,400 plus 40 a second for as long as the burst ran, exactly.
+    let refill = (started.elapsed().as_millis() as u64 * 40).div_ceil(1000);
     assert!(
         ok <= 2400 + refill,
         "{ok} admitted, at most {}",
@@ -1464,5 +1465,331 @@ async fn tokens_per_minute_count_what_calls_produced_and_refuse_once_used_up() {
     assert_eq!(body["error"]["code"], "rate_limit_tokens", "{body}");
     let retry: u64 = retry.expect("Retry-After").parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
+    g.s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tenant_reports_its_usage_by_day_model_and_subject_as_json_or_csv_and_only_its_own() {
+    // Issue 11 item 6: usage over a range of UTC days, by day, model or subject, totals that are the
+    // exact sum of the rows (and of the ledger), this month's budget, CSV for finance; the tenant
+    // is the token's, and nothing in the query changes it.
+    let g = gateway(Config::default()).await;
+    let as_subject = |tenant: &str, sub: &str| {
+        let mut claims = g.s.claims(tenant);
+        claims["sub"] = json!(sub);
+        g.s.signer.sign(&claims)
+    };
+    let (alice, bob) = (as_subject("acme", "alice"), as_subject("acme", "=bob"));
+    let chat = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..3 {
+        assert_eq!(
+            chat_at(&g.s.http, &g.s.base, &alice, chat.clone()).await.0,
+            200
+        );
+    }
+    let r =
+        g.s.http
+            .post(format!("{}/v1/messages", g.s.base))
+            .bearer_auth(&bob)
+            .json(&json!({"model": "claude-haiku-4-5", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200);
+    let globex = g.s.token("globex");
+    for _ in 0..2 {
+        assert_eq!(
+            chat_at(&g.s.http, &g.s.base, &globex, chat.clone()).await.0,
+            200
+        );
+    }
+    let get = |token: String, query: &'static str| {
+        let http = g.s.http.clone();
+        let url = format!("{}/v1/usage/report?{query}", g.s.base);
+        async move { http.get(url).bearer_auth(token).send().await.unwrap() }
+    };
+    let json_of = |r: reqwest::Response| async move {
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()
+    };
+    let admin = g.s.target.admin().await.unwrap();
+    let ledger_cost: i64 = admin
+        .query_one(
+            "SELECT sum(cost_micro_usd)::bigint FROM t_acme.usage_ledger",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let sum = |v: &Value, field: &str| -> i64 {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[field].as_i64().unwrap())
+            .sum()
+    };
+
+    let by_model = json_of(get(alice.clone(), "group_by=model").await).await;
+    assert_eq!(by_model["object"], "usage.report");
+    assert_eq!(by_model["tenant"], "acme");
+    let models: Vec<(String, String, i64)> = by_model["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["provider"].as_str().unwrap().to_owned(),
+                r["model"].as_str().unwrap().to_owned(),
+                r["requests"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        models,
+        [
+            ("anthropic".to_owned(), "claude-haiku-4-5".to_owned(), 1),
+            ("openai".to_owned(), "gpt-4o-mini".to_owned(), 3)
+        ]
+    );
+    for field in [
+        "requests",
+        "input_tokens",
+        "output_tokens",
+        "cost_micro_usd",
+    ] {
+        assert_eq!(
+            by_model["totals"][field].as_i64().unwrap(),
+            sum(&by_model, field),
+            "{field}"
+        );
+    }
+    assert_eq!(by_model["totals"]["cost_micro_usd"], ledger_cost);
+    assert!(ledger_cost > 0);
+    assert_eq!(
+        by_model["budget"]["spent_this_month_micro_usd"],
+        ledger_cost
+    );
+
+    let by_subject = json_of(get(bob.clone(), "group_by=subject").await).await;
+    let subjects: Vec<(&str, i64)> = by_subject["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["subject"].as_str().unwrap(),
+                r["requests"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(subjects, [("=bob", 1), ("alice", 3)]);
+    assert_eq!(by_subject["totals"], by_model["totals"]);
+
+    let by_day = json_of(get(alice.clone(), "").await).await;
+    assert_eq!(by_day["group_by"], "day");
+    let today = &runtime::secrets::rfc3339(std::time::SystemTime::now())[..10];
+    assert_eq!(by_day["to"], today);
+    assert_eq!(by_day["from"], format!("{}-01", &today[..7]));
+    assert_eq!(by_day["data"].as_array().unwrap().len(), 1);
+    assert_eq!(by_day["data"][0]["day"], today);
+    assert_eq!(by_day["totals"], by_model["totals"]);
+
+    // A range with no usage: no rows, zero totals.
+    let empty = json_of(get(alice.clone(), "from=2025-01&to=2025-02").await).await;
+    assert_eq!(
+        (empty["from"].as_str(), empty["to"].as_str()),
+        (Some("2025-01-01"), Some("2025-02-28"))
+    );
+    assert_eq!(empty["data"], json!([]));
+    assert_eq!(empty["totals"]["cost_micro_usd"], 0);
+
+    // The other tenant sees its own two calls, whatever it asks.
+    let theirs = json_of(get(globex.clone(), "group_by=model").await).await;
+    assert_eq!(theirs["tenant"], "globex");
+    assert_eq!(theirs["totals"]["requests"], 2);
+    let r = get(globex.clone(), "group_by=model&tenant_id=acme").await;
+    assert_eq!(r.status(), 400);
+
+    // CSV: a file finance can open; the subject that looks like a formula is defused, and the
+    // cost column adds up to the report's total.
+    let r = get(alice.clone(), "group_by=subject&format=csv").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
+    let disposition = r.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        disposition.contains(&format!(
+            "usage-acme-{}-01-{today}-by-subject.csv",
+            &today[..7]
+        )),
+        "{disposition}"
+    );
+    let csv = r.text().await.unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "subject,requests,input_tokens,output_tokens,cost_micro_usd"
+    );
+    assert!(lines[1].starts_with("'=bob,1,"), "{csv}");
+    assert!(lines[2].starts_with("alice,3,"), "{csv}");
+    let cost: i64 = lines[1..]
+        .iter()
+        .map(|l| l.rsplit(',').next().unwrap().parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(cost, ledger_cost);
+
+    // Bad input says what is wrong.
+    for (query, says) in [
+        ("from=2026-02-30", "not a date"),
+        ("from=2026-12-02&to=2026-12-01", "is after `to`"),
+        ("from=2024-01-01&to=2025-06-30", "ask for it in parts"),
+        ("group_by=week", "group_by"),
+        ("format=xlsx", "format"),
+    ] {
+        let r = get(alice.clone(), query).await;
+        assert_eq!(r.status(), 400, "{query}");
+        let body: Value = r.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{query}: {message}");
+    }
+    g.s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn calls_are_priced_by_the_version_of_their_day_with_negotiated_prices_and_unpriced_models_refused()
+ {
+    // Issue 11 item 1: a version imported today takes effect for today's calls; acme's negotiated
+    // price replaces the book's for acme only; every row names the version it was charged by; a
+    // model the version does not price is refused before the upstream call, never billed at zero.
+    let g = gateway(Config::default()).await;
+    let today = runtime::pricing::today();
+    let mut book = cli::prices::builtin();
+    let mut next = book.versions.last().unwrap().clone();
+    next.version = "test-today".into();
+    next.effective_from = today.clone();
+    next.prices.retain(|p| p.model != "claude-haiku-4-5");
+    for p in &mut next.prices {
+        if p.model == "gpt-4o-mini" && p.provider == ProviderId::Openai {
+            p.output_per_mtok = runtime::domain::MicroUsd(1_200_000);
+            p.per_request = runtime::domain::MicroUsd(100);
+        }
+    }
+    let mut negotiated = next
+        .prices
+        .iter()
+        .find(|p| p.model == "gpt-4o-mini" && p.provider == ProviderId::Openai)
+        .unwrap()
+        .clone();
+    negotiated.output_per_mtok = runtime::domain::MicroUsd(300_000);
+    negotiated.per_request = runtime::domain::MicroUsd(0);
+    next.tenants.insert("acme".into(), vec![negotiated]);
+    book.versions.push(next);
+    let changes = cli::prices::import(&g.s.target, std::path::Path::new("test.yaml"), &book)
+        .await
+        .unwrap();
+    assert_eq!(
+        changes[1],
+        ("test-today".to_owned(), cli::prices::Change::New)
+    );
+    // The runtime sees it at its next registry refresh.
+    let acme = TenantId::parse("acme").unwrap();
+    for _ in 0..100 {
+        let record = g.s.running.state.directory.get(&acme).unwrap();
+        if record.prices.versions.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let ask = json!({"model": "gpt-4o-mini", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]});
+    for tenant in ["acme", "globex"] {
+        let r = g.post(tenant, "/v1/chat/completions", ask.clone()).await;
+        assert_eq!(r.status(), 200);
+    }
+    let admin = g.s.target.admin().await.unwrap();
+    let row = |tenant: &'static str| {
+        let admin = &admin;
+        async move {
+            let r = admin
+                .query_one(
+                    &format!(
+                        "SELECT price_book_version, input_tokens, output_tokens, cost_micro_usd \
+                           FROM t_{tenant}.usage_ledger ORDER BY created_at DESC LIMIT 1"
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap();
+            (
+                r.get::<_, String>(0),
+                r.get::<_, i64>(1) as u128,
+                r.get::<_, i64>(2) as u128,
+                r.get::<_, i64>(3),
+            )
+        }
+    };
+    let (version, input, output, cost) = row("acme").await;
+    assert_eq!(version, "test-today+negotiated");
+    assert_eq!(
+        cost as u128,
+        (input * 150_000 + output * 300_000).div_ceil(1_000_000),
+        "acme pays its negotiated rate"
+    );
+    let (version, input, output, cost) = row("globex").await;
+    assert_eq!(version, "test-today");
+    assert_eq!(
+        cost as u128,
+        (input * 150_000 + output * 1_200_000).div_ceil(1_000_000) + 100,
+        "the book's new rate and its per-call fee"
+    );
+    // claude-haiku-4-5 has no price today: refused before the upstream call, no row, and not
+    // listed among the tenant's models.
+    g.mock.clear();
+    let rows = g.ledger("acme").await.len();
+    let r = g
+        .post("acme", "/v1/messages", json!({"model": "claude-haiku-4-5", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("claude-haiku-4-5")
+            && message.contains("`test-today`")
+            && message.contains("tenantctl prices import"),
+        "{message}"
+    );
+    assert!(g.mock.received().is_empty(), "no upstream call");
+    assert_eq!(g.ledger("acme").await.len(), rows, "no ledger row");
+    let models: Value =
+        g.s.http
+            .get(format!("{}/v1/models", g.s.base))
+            .bearer_auth(g.s.token("acme"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"gpt-4o-mini") && !ids.contains(&"claude-haiku-4-5"),
+        "{ids:?}"
+    );
+    // An imported version never changes, whoever asks.
+    let e = admin
+        .execute(
+            "UPDATE control.price_versions SET body = '{}' WHERE version = 'test-today'",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert!(format!("{e:?}").contains("never changes"), "{e:?}");
     g.s.running.stop().await.unwrap();
 }

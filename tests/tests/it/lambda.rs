@@ -579,7 +579,7 @@ async fn a_single_tenant_deployment_must_be_pinned_to_its_tenant() {
         registry_max_stale_secs: 30,
         max_connections_per_tenant: 4,
         max_in_flight_per_tenant: 32,
-        tenant: Some(cli::aws::tenant_record(spec, &ns)),
+        tenant: Some(cli::aws::tenant_record(spec, &ns, &cli::prices::builtin())),
         provider_key_ttl_secs: 60,
         upstream: Default::default(),
         ledger_commit: Default::default(),

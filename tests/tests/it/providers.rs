@@ -112,7 +112,12 @@ impl Fixture {
     }
 
     fn routes(&self) -> Vec<runtime::models::Route> {
-        ModelRouter::plan(&self.policy, self.row.model).unwrap()
+        ModelRouter::plan(
+            &self.policy,
+            &cli::prices::builtin().for_tenant("acme"),
+            self.row.model,
+        )
+        .unwrap()
     }
 
     async fn complete(
@@ -565,7 +570,12 @@ async fn a_fallback_serves_when_the_first_provider_is_down_and_never_leaves_the_
     policy.fallbacks.insert(mini.clone(), vec![haiku.clone()]);
     assert!(policy.problems().is_empty());
     primary.fail_next([Fault::ServerError, Fault::ServerError, Fault::ServerError]);
-    let routes = ModelRouter::plan(&policy, "gpt-4o-mini").unwrap();
+    let routes = ModelRouter::plan(
+        &policy,
+        &cli::prices::builtin().for_tenant("acme"),
+        "gpt-4o-mini",
+    )
+    .unwrap();
     let request = ChatRequest {
         model: "gpt-4o-mini".into(),
         messages: vec![ChatMessage::text(Role::User, "hi")],
@@ -587,7 +597,16 @@ async fn a_fallback_serves_when_the_first_provider_is_down_and_never_leaves_the_
         .fallbacks
         .insert(mini.clone(), vec![ModelId::parse("gpt-4o").unwrap()]);
     assert!(!policy.problems().is_empty());
-    assert_eq!(ModelRouter::plan(&policy, "gpt-4o-mini").unwrap().len(), 1);
+    assert_eq!(
+        ModelRouter::plan(
+            &policy,
+            &cli::prices::builtin().for_tenant("acme"),
+            "gpt-4o-mini"
+        )
+        .unwrap()
+        .len(),
+        1
+    );
 }
 
 #[tokio::test]

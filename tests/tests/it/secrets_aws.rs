@@ -120,7 +120,12 @@ async fn provider_keys_from_secrets_manager_rotate_mid_run_and_outlive_the_store
         base_url: Some(format!("{}/v1", mock.url())),
         ..Endpoint::default()
     };
-    let routes = ModelRouter::plan(&policy, "gpt-4o-mini").unwrap();
+    let routes = ModelRouter::plan(
+        &policy,
+        &cli::prices::builtin().for_tenant("acme"),
+        "gpt-4o-mini",
+    )
+    .unwrap();
     let request = ChatRequest {
         model: "gpt-4o-mini".into(),
         messages: vec![ChatMessage::text(Role::User, "hi")],

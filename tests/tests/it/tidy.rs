@@ -113,8 +113,9 @@ const DOORS: &[(&str, &[&str])] = &[
     ),
     ("tenancy", &["auth", "db", "domain", "registry", "secrets"]),
     ("auth", &["domain", "registry"]),
-    ("models", &["domain", "registry", "secrets"]),
-    ("registry", &["db", "domain", "secrets"]),
+    ("models", &["domain", "pricing", "registry", "secrets"]),
+    ("registry", &["db", "domain", "pricing", "secrets"]),
+    ("pricing", &["domain"]),
     ("db", &["domain", "secrets"]),
     ("secrets", &["domain"]),
     ("schema", &[]),
@@ -420,4 +421,78 @@ fn every_cited_security_case_is_in_the_repositorys_own_list() {
             );
         }
     }
+}
+
+/// The files money passes through: pricing, the ledger and its writer, budgets, usage reports, the
+/// price book's handling, the report's CSV.
+const MONEY_PATH: &[&str] = &[
+    "runtime/src/pricing.rs",
+    "runtime/src/metering",
+    "runtime/src/service/usage.rs",
+    "runtime/src/service/chat.rs",
+    "runtime/src/http/csv.rs",
+    "cli/src/prices.rs",
+    "runtime/sql/tenant",
+];
+
+/// Lines of `text` that name a floating-point type (Rust `f32`/`f64`, SQL `real`, `float`,
+/// `double precision`, `numeric` casts other than to `bigint`), outside comments.
+fn floats(text: &str) -> Vec<usize> {
+    let words = [
+        "f32",
+        "f64",
+        "real",
+        "float",
+        "float4",
+        "float8",
+        "double",
+        "::numeric",
+    ];
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            let code = line.split("//").next().unwrap_or_default();
+            let code = code.split("--").next().unwrap_or_default().to_lowercase();
+            code.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                .any(|w| words.contains(&w) || w.ends_with("::numeric"))
+        })
+        .map(|(i, _)| i + 1)
+        .collect()
+}
+
+#[test]
+fn the_float_check_sees_rust_and_sql_floats_and_nothing_else() {
+    assert_eq!(floats("let x: f64 = 1.0;\nlet y = 2;"), [1]);
+    assert_eq!(floats("SELECT sum(cost)::numeric\nSELECT 1::bigint"), [1]);
+    assert_eq!(floats("amount double precision"), [1]);
+    assert!(floats("// f64 in a comment\n-- real in SQL\nlet realm = 1;").is_empty());
+}
+
+#[test]
+fn no_float_anywhere_on_the_money_path() {
+    // Issue 11: money is integer micro-USD from price to report; a float on the way would round.
+    let root = cli::testing::repo_root();
+    let mut checked = 0;
+    for entry in MONEY_PATH {
+        let mut found = Vec::new();
+        let path = root.join(entry);
+        if path.is_dir() {
+            files(&path, ".rs", &mut found);
+            files(&path, ".sql", &mut found);
+        } else {
+            found.push(path);
+        }
+        for f in found {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let hits = floats(&text);
+            assert!(
+                hits.is_empty(),
+                "`{}` lines {hits:?} use a floating-point type on the money path: keep money in \
+                 integer micro-USD (i64) and integer sums",
+                f.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 12, "only {checked} files checked");
 }
