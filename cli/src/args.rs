@@ -195,6 +195,12 @@ pub enum Command {
         #[command(subcommand)]
         command: PricesCommand,
     },
+    /// Finance: a month's usage per tenant, cost-center and model; a tenant's month reconciled
+    /// against its provider's invoice export.
+    Usage {
+        #[command(subcommand)]
+        command: UsageCommand,
+    },
     /// Mint an access token from the dev identity provider (local target only).
     Token {
         /// Tenant id (must be onboarded).
@@ -294,6 +300,50 @@ pub enum SecretCommand {
         /// Do not ask.
         #[arg(long)]
         yes: bool,
+    },
+}
+
+/// How a report is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsageCommand {
+    /// A calendar month (UTC) per tenant, cost-center, provider and model: requests, input and
+    /// output tokens, cost in micro-USD; totals per tenant, per cost-center and overall, each the
+    /// exact sum of its lines.
+    Report {
+        /// The month, YYYY-MM.
+        #[arg(long)]
+        month: String,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+    },
+    /// A tenant's month against its provider's cost export (OpenAI- or Anthropic-style CSV), per day
+    /// and model. Exits 1 when any line differs by more than its tolerance: its number of calls in
+    /// micro-USD (the ledger rounds each call up) plus `--tolerance-micro-usd`.
+    Reconcile {
+        /// Tenant id (its provider account is billed on its own key).
+        #[arg(long)]
+        tenant: String,
+        /// The month, YYYY-MM.
+        #[arg(long)]
+        month: String,
+        /// The provider's cost export.
+        #[arg(long, value_name = "FILE")]
+        invoice: PathBuf,
+        /// Extra variance accepted per day and model, in micro-USD.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
+        tolerance_micro_usd: i64,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
     },
 }
 

@@ -77,6 +77,99 @@ pub async fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Prices { command } => prices_cmd(g, command).await,
+        Command::Usage { command } => usage_cmd(g, command).await,
+    }
+}
+
+async fn usage_cmd(g: &Global, command: crate::args::UsageCommand) -> Result<u8> {
+    use crate::args::{ReportFormat, UsageCommand};
+    let parse_tenant = |t: &str| {
+        runtime::domain::TenantId::parse(t).map_err(|e| anyhow::anyhow!("`--tenant {t}`: {}", e.0))
+    };
+    let (target, cluster) = target(g).await?;
+    require_running(cluster.as_ref())?;
+    match command {
+        UsageCommand::Report {
+            month,
+            tenant,
+            format,
+        } => {
+            let only = tenant.as_deref().map(parse_tenant).transpose()?;
+            let report = crate::usage::report(&target, &month, only.as_ref()).await?;
+            match format {
+                ReportFormat::Json => out_json(&serde_json::to_value(&report)?)?,
+                ReportFormat::Csv => out(&report.csv())?,
+                ReportFormat::Text => out(&report.text())?,
+            }
+            Ok(0)
+        }
+        UsageCommand::Reconcile {
+            tenant,
+            month,
+            invoice,
+            tolerance_micro_usd,
+            format,
+        } => {
+            let tenant = parse_tenant(&tenant)?;
+            let (provider, lines) = crate::usage::reconcile_file(
+                &target,
+                &tenant,
+                &month,
+                &invoice,
+                tolerance_micro_usd,
+            )
+            .await?;
+            let bad = lines.iter().filter(|l| l.status != "ok").count();
+            match format {
+                ReportFormat::Json => out_json(&serde_json::json!({
+                    "tenant": tenant.as_str(), "month": month, "provider": provider,
+                    "unit": "micro_usd", "lines": lines, "beyond_tolerance": bad,
+                }))?,
+                ReportFormat::Csv => {
+                    let mut text = String::from(
+                        "day,model,requests,ledger_micro_usd,invoice_micro_usd,variance_micro_usd,tolerance_micro_usd,status\n",
+                    );
+                    for l in &lines {
+                        text.push_str(&format!(
+                            "{},{},{},{},{},{},{},{}\n",
+                            l.day,
+                            l.model,
+                            l.requests,
+                            l.ledger_micro_usd,
+                            l.invoice_micro_usd,
+                            l.variance_micro_usd,
+                            l.tolerance_micro_usd,
+                            l.status
+                        ));
+                    }
+                    out(&text)?;
+                }
+                ReportFormat::Text => {
+                    let mut text = format!(
+                        "{provider} invoice against the ledger of `{tenant}` for {month} (micro-USD):\n"
+                    );
+                    for l in &lines {
+                        text.push_str(&format!(
+                            "{} {:<32} ledger {:>12} invoice {:>12} variance {:>+10} (tolerance {}) {}\n",
+                            l.day,
+                            l.model,
+                            l.ledger_micro_usd,
+                            l.invoice_micro_usd,
+                            l.variance_micro_usd,
+                            l.tolerance_micro_usd,
+                            l.status
+                        ));
+                    }
+                    text.push_str(&if bad == 0 {
+                        "every line within tolerance".to_owned()
+                    } else {
+                        format!("{bad} line(s) beyond tolerance")
+                    });
+                    out(&text)?;
+                }
+            }
+            Ok(u8::from(bad > 0))
+        }
     }
 }
 

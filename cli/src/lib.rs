@@ -14,3 +14,4 @@ pub mod provision;
 pub mod serve;
 pub mod sql;
 pub mod testing;
+pub mod usage;

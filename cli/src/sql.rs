@@ -46,6 +46,7 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     template!("leave-pool.sql"),
     template!("revoke-connect.sql"),
     template!("close-database.sql"),
+    template!("tenant-usage-month.sql"),
 ];
 
 /// Quotes a SQL identifier after checking it against the strict grammar.

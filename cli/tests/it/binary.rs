@@ -887,3 +887,301 @@ fn prices_are_imported_diffed_listed_and_an_imported_version_never_changes() {
         "{refused}"
     );
 }
+
+#[test]
+fn usage_report_adds_up_and_reconcile_flags_every_discrepancy_with_a_failing_exit() {
+    // Issue 11 item 6: `usage report --month` per tenant, cost-center and model, totals equal to the
+    // sum of the rows; `usage reconcile` against a generated invoice that matches (exit 0) and one
+    // with injected discrepancies (each reported, exit 1).
+    let cluster = cli::testing::cluster();
+    let target = cli::testing::deployment();
+    let ns = target.namespace.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let root = cli::testing::repo_root();
+    let run = |args: &[&str]| in_namespace(cluster, &ns).args(args).output().unwrap();
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let acme = std::fs::read_to_string(root.join("tenants/acme.yaml")).unwrap();
+    // Two tenants on two tiers, in two cost-centers.
+    std::fs::write(dir.path().join("acme.yaml"), &acme).unwrap();
+    let pooled = acme
+        .replace("id: acme", "id: pooled")
+        .replace("tier: schema", "tier: pool")
+        .replace("cost-center: cc-4100", "cost-center: cc-7300");
+    assert_ne!(pooled, acme);
+    std::fs::write(dir.path().join("pooled.yaml"), &pooled).unwrap();
+    let out = run(&["apply", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Ledger rows of November 2026 on three days, and one of December (outside the month).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // (tenant, schema, created_at, provider, model, input, output, cost)
+    type Row<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str, i64, i64, i64);
+    let rows: &[Row] = &[
+        (
+            "acme",
+            "t_acme",
+            "2026-11-03 10:00:00+00",
+            "anthropic",
+            "claude-haiku-4-5",
+            100,
+            50,
+            45,
+        ),
+        (
+            "acme",
+            "t_acme",
+            "2026-11-03 23:59:59+00",
+            "anthropic",
+            "claude-haiku-4-5",
+            10,
+            5,
+            5,
+        ),
+        (
+            "acme",
+            "t_acme",
+            "2026-11-04 00:00:00+00",
+            "anthropic",
+            "claude-sonnet-4-5",
+            1000,
+            200,
+            4500,
+        ),
+        (
+            "acme",
+            "t_acme",
+            "2026-11-30 12:00:00+00",
+            "anthropic",
+            "claude-haiku-4-5",
+            7,
+            7,
+            6,
+        ),
+        (
+            "acme",
+            "t_acme",
+            "2026-11-30 13:00:00+00",
+            "mock",
+            "mock-small",
+            7,
+            7,
+            9,
+        ),
+        (
+            "acme",
+            "t_acme",
+            "2026-12-01 00:00:00+00",
+            "anthropic",
+            "claude-haiku-4-5",
+            1,
+            1,
+            1,
+        ),
+        (
+            "pooled",
+            "pool",
+            "2026-11-05 08:00:00+00",
+            "mock",
+            "mock-small",
+            20,
+            20,
+            15,
+        ),
+    ];
+    rt.block_on(async {
+        let mut admin = target.admin().await.unwrap();
+        for (tenant, schema, at, provider, model, input, output, cost) in rows {
+            // The daily totals' trigger writes as the migrator, whose pool policy wants the tenant set.
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "the test writes ledger rows as the admin, as a provider-side fixture"
+            )]
+            let tx = admin.transaction().await.unwrap();
+            tx.execute("SELECT set_config('app.tenant_id', $1, true)", &[tenant])
+                .await
+                .unwrap();
+            tx.execute(
+                    &format!(
+                        "INSERT INTO {schema}.usage_ledger (id, tenant_id, request_id, subject, provider, \
+                         model, input_tokens, output_tokens, cost_micro_usd, price_book_version, \
+                         outcome, usage_estimated, created_at) \
+                         VALUES (gen_random_uuid(), $1, gen_random_uuid(), 'u', $7, $2, $3, $4, $5, \
+                                 '2026-12-01', 'complete', false, $6::text::timestamptz)"
+                    ),
+                    &[tenant, model, input, output, cost, at, provider],
+                )
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    });
+
+    let out = run(&["usage", "report", "--month", "2026-11", "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lines = report["lines"].as_array().unwrap();
+    let got: Vec<(String, String, String, i64, i64)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["tenant"].as_str().unwrap().to_owned(),
+                l["cost_center"].as_str().unwrap().to_owned(),
+                l["model"].as_str().unwrap().to_owned(),
+                l["requests"].as_i64().unwrap(),
+                l["cost_micro_usd"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let line = |t: &str, c: &str, m: &str, n: i64, cost: i64| {
+        (t.to_owned(), c.to_owned(), m.to_owned(), n, cost)
+    };
+    assert_eq!(
+        got,
+        [
+            line("acme", "cc-4100", "claude-haiku-4-5", 3, 56),
+            line("acme", "cc-4100", "claude-sonnet-4-5", 1, 4500),
+            line("acme", "cc-4100", "mock-small", 1, 9),
+            line("pooled", "cc-7300", "mock-small", 1, 15),
+        ]
+    );
+    let sum = |field: &str| {
+        lines
+            .iter()
+            .map(|l| l[field].as_i64().unwrap())
+            .sum::<i64>()
+    };
+    for field in [
+        "requests",
+        "input_tokens",
+        "output_tokens",
+        "cost_micro_usd",
+    ] {
+        assert_eq!(
+            report["totals"][field].as_i64().unwrap(),
+            sum(field),
+            "{field}"
+        );
+    }
+    assert_eq!(report["totals"]["cost_micro_usd"], 4580);
+    assert_eq!(report["by_cost_center"]["cc-4100"]["cost_micro_usd"], 4565);
+    assert_eq!(report["by_tenant"]["pooled"]["requests"], 1);
+    let out = run(&["usage", "report", "--month", "2026-11", "--format", "csv"]);
+    let csv = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        csv.starts_with("month,tenant,cost_center,provider,model,requests,"),
+        "{csv}"
+    );
+    let csv_cost: i64 = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(csv_cost, 4580);
+    let out = run(&["usage", "report", "--month", "2026-13"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("not a month: use YYYY-MM"),
+        "{}",
+        text(&out)
+    );
+
+    // An Anthropic-style export generated from the ledger matches, day by day and model by model
+    // (the ledger's calls to other providers are not on it).
+    let invoice = |lines: &[(&str, &str, &str)]| {
+        let path = dir.path().join(format!("invoice-{}.csv", lines.len()));
+        let mut body = String::from("usage_date_utc,model,workspace,cost_usd\n");
+        for (day, model, usd) in lines {
+            body.push_str(&format!("{day},{model},Default,{usd}\n"));
+        }
+        std::fs::write(&path, body).unwrap();
+        path
+    };
+    let matching = invoice(&[
+        ("2026-11-03", "claude-haiku-4-5-20251001", "0.000050"),
+        ("2026-11-04", "claude-sonnet-4-5-20250929", "0.0045"),
+        ("2026-11-30", "claude-haiku-4-5-20251001", "0.000006"),
+    ]);
+    let reconcile = |file: &std::path::Path| {
+        run(&[
+            "usage",
+            "reconcile",
+            "--tenant",
+            "acme",
+            "--month",
+            "2026-11",
+            "--invoice",
+            file.to_str().unwrap(),
+            "--format",
+            "json",
+        ])
+    };
+    let out = reconcile(&matching);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["beyond_tolerance"], 0);
+    assert_eq!(v["lines"].as_array().unwrap().len(), 3);
+    // Injected: a day billed higher, a day missing from the invoice, a model we never called.
+    let wrong = invoice(&[
+        ("2026-11-03", "claude-haiku-4-5-20251001", "0.000250"),
+        ("2026-11-30", "claude-haiku-4-5-20251001", "0.000006"),
+        ("2026-11-09", "claude-opus-4-1-20250805", "1.00"),
+        ("2026-11-09", "claude-opus-4-1-20250805", "0.50"),
+    ]);
+    let out = reconcile(&wrong);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status: Vec<(String, String, String, i64)> = v["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["day"].as_str().unwrap().to_owned(),
+                l["model"].as_str().unwrap().to_owned(),
+                l["status"].as_str().unwrap().to_owned(),
+                l["variance_micro_usd"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let s = |d: &str, m: &str, st: &str, var: i64| (d.to_owned(), m.to_owned(), st.to_owned(), var);
+    assert_eq!(
+        status,
+        [
+            s("2026-11-03", "claude-haiku-4-5", "over_tolerance", 200),
+            s("2026-11-04", "claude-sonnet-4-5", "not_on_invoice", -4500),
+            s("2026-11-09", "claude-opus-4-1", "not_in_ledger", 1_500_000),
+            s("2026-11-30", "claude-haiku-4-5", "ok", 0),
+        ]
+    );
+    assert_eq!(v["beyond_tolerance"], 3);
+    // The same in text for a person, and a file that is not an export is refused by name.
+    let out = run(&[
+        "usage",
+        "reconcile",
+        "--tenant",
+        "acme",
+        "--month",
+        "2026-11",
+        "--invoice",
+        wrong.to_str().unwrap(),
+    ]);
+    assert!(
+        text(&out).contains("3 line(s) beyond tolerance"),
+        "{}",
+        text(&out)
+    );
+    let junk = dir.path().join("junk.csv");
+    std::fs::write(&junk, "a,b\n1,2\n").unwrap();
+    let out = reconcile(&junk);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("not a recognised invoice export"),
+        "{}",
+        text(&out)
+    );
+}

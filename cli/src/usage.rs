@@ -1,0 +1,697 @@
+//! Finance's view of the ledger: `tenantctl usage report` (a month, per tenant, cost-center, provider
+//! and model, with totals that add up exactly) and `tenantctl usage reconcile` (a tenant's month
+//! against its provider's invoice export, per day and model, with the variance and a non-zero exit
+//! beyond the tolerance).
+//!
+//! Every figure is an integer: micro-USD and tokens, summed in the database and added here with
+//! overflow checks. Invoice amounts (decimal USD text) are parsed digit by digit, never through a
+//! float.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use minijinja::context;
+use runtime::domain::{TenantId, Tier};
+use serde::Serialize;
+
+use crate::provision::Target;
+use crate::provision::offboard::{Location, fence_to_tenant, locate};
+use crate::sql;
+
+/// `YYYY-MM`, checked; its first day as `YYYY-MM-01`.
+pub fn month_start(month: &str) -> Result<String> {
+    let ok = month.len() == 7
+        && month.as_bytes()[4] == b'-'
+        && month[..4]
+            .parse::<u32>()
+            .is_ok_and(|y| (1970..=9999).contains(&y))
+        && month[5..]
+            .parse::<u32>()
+            .is_ok_and(|m| (1..=12).contains(&m));
+    if !ok {
+        bail!("`--month {month}` is not a month: use YYYY-MM (UTC), e.g. 2026-12");
+    }
+    Ok(format!("{month}-01"))
+}
+
+/// One tenant's ledger for one day, provider and model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DayUsage {
+    pub day: String,
+    pub provider: String,
+    pub model: String,
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_micro_usd: i64,
+}
+
+/// `tenant`'s ledger for the month starting `first_day`, read as the admin where its data lives.
+pub async fn month_of(
+    target: &Target,
+    loc: &Location,
+    tenant: &TenantId,
+    first_day: &str,
+) -> Result<Vec<DayUsage>> {
+    let mut client = target.connect_admin(&loc.database).await?;
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "finance reports read as the admin role, one tenant at a time"
+    )]
+    let tx = client.transaction().await?;
+    if loc.tier == Tier::Pool {
+        fence_to_tenant(&tx, target, tenant).await?;
+    }
+    let query = sql::render("tenant-usage-month.sql", context! { schema => loc.schema })?;
+    let rows = tx
+        .query(&query, &[&tenant.as_str(), &first_day])
+        .await
+        .with_context(|| format!("reading the ledger of tenant `{tenant}`"))?;
+    tx.commit().await?;
+    Ok(rows
+        .iter()
+        .map(|r| DayUsage {
+            day: r.get(0),
+            provider: r.get(1),
+            model: r.get(2),
+            requests: r.get(3),
+            input_tokens: r.get(4),
+            output_tokens: r.get(5),
+            cost_micro_usd: r.get(6),
+        })
+        .collect())
+}
+
+/// One line of the month's report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReportLine {
+    pub tenant: String,
+    pub cost_center: String,
+    pub provider: String,
+    pub model: String,
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_micro_usd: i64,
+}
+
+/// Sums of a set of lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Sums {
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_micro_usd: i64,
+}
+
+impl Sums {
+    fn add(&mut self, requests: i64, input: i64, output: i64, cost: i64) -> Result<()> {
+        let overflow = || anyhow::anyhow!("a report total overflowed 64 bits");
+        self.requests = self.requests.checked_add(requests).ok_or_else(overflow)?;
+        self.input_tokens = self.input_tokens.checked_add(input).ok_or_else(overflow)?;
+        self.output_tokens = self
+            .output_tokens
+            .checked_add(output)
+            .ok_or_else(overflow)?;
+        self.cost_micro_usd = self.cost_micro_usd.checked_add(cost).ok_or_else(overflow)?;
+        Ok(())
+    }
+}
+
+/// A month's usage over the deployment.
+#[derive(Debug, Clone, Serialize)]
+pub struct MonthReport {
+    pub month: String,
+    pub currency: &'static str,
+    pub unit: &'static str,
+    pub lines: Vec<ReportLine>,
+    pub by_tenant: BTreeMap<String, Sums>,
+    pub by_cost_center: BTreeMap<String, Sums>,
+    pub totals: Sums,
+}
+
+/// The tenants a report covers: every tenant in the registry whose data still exists (an offboarded
+/// tenant's ledger was exported and removed), with its cost-center tag.
+async fn tenants(target: &Target, only: Option<&TenantId>) -> Result<Vec<(TenantId, String)>> {
+    let admin = target.admin().await?;
+    let exists: bool = admin
+        .query_one("SELECT to_regclass('control.tenants') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        bail!("this deployment has no registry yet\nhint: `tenantctl apply` creates it");
+    }
+    let rows = admin
+        .query(
+            "SELECT tenant_id, coalesce(tags ->> 'cost-center', '') FROM control.tenants \
+              WHERE status <> 'offboarded' AND ($1::text IS NULL OR tenant_id = $1) \
+              ORDER BY tenant_id",
+            &[&only.map(TenantId::as_str)],
+        )
+        .await?;
+    if let Some(t) = only
+        && rows.is_empty()
+    {
+        bail!(
+            "tenant `{t}` is not in the registry (or is offboarded)\nhint: `tenantctl status` lists the tenants"
+        );
+    }
+    rows.iter()
+        .map(|r| {
+            let id: String = r.get(0);
+            Ok((
+                TenantId::parse(&id)
+                    .map_err(|e| anyhow::anyhow!("registry tenant `{id}`: {}", e.0))?,
+                r.get(1),
+            ))
+        })
+        .collect()
+}
+
+/// The month's report: one line per tenant, provider and model, and totals by tenant, by
+/// cost-center and overall, each the exact sum of its lines.
+pub async fn report(target: &Target, month: &str, only: Option<&TenantId>) -> Result<MonthReport> {
+    let first = month_start(month)?;
+    let mut lines = Vec::new();
+    for (tenant, cost_center) in tenants(target, only).await? {
+        let loc = locate(target, &tenant).await?;
+        let mut per_model: BTreeMap<(String, String), Sums> = BTreeMap::new();
+        for d in month_of(target, &loc, &tenant, &first).await? {
+            per_model.entry((d.provider, d.model)).or_default().add(
+                d.requests,
+                d.input_tokens,
+                d.output_tokens,
+                d.cost_micro_usd,
+            )?;
+        }
+        for ((provider, model), s) in per_model {
+            lines.push(ReportLine {
+                tenant: tenant.to_string(),
+                cost_center: cost_center.clone(),
+                provider,
+                model,
+                requests: s.requests,
+                input_tokens: s.input_tokens,
+                output_tokens: s.output_tokens,
+                cost_micro_usd: s.cost_micro_usd,
+            });
+        }
+    }
+    let (mut by_tenant, mut by_cost_center) = (BTreeMap::new(), BTreeMap::new());
+    let mut totals = Sums::default();
+    for l in &lines {
+        for sums in [
+            by_tenant
+                .entry(l.tenant.clone())
+                .or_insert_with(Sums::default),
+            by_cost_center
+                .entry(l.cost_center.clone())
+                .or_insert_with(Sums::default),
+            &mut totals,
+        ] {
+            sums.add(
+                l.requests,
+                l.input_tokens,
+                l.output_tokens,
+                l.cost_micro_usd,
+            )?;
+        }
+    }
+    Ok(MonthReport {
+        month: month.to_owned(),
+        currency: "USD",
+        unit: "micro_usd",
+        lines,
+        by_tenant,
+        by_cost_center,
+        totals,
+    })
+}
+
+/// RFC 4180 CSV, a text cell a spreadsheet would run as a formula prefixed with `'`.
+fn cell(out: &mut String, value: &str) {
+    let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{value}")
+    } else {
+        value.to_owned()
+    };
+    if value.contains([',', '"', '\n', '\r']) {
+        let _ = write!(out, "\"{}\"", value.replace('"', "\"\""));
+    } else {
+        out.push_str(&value);
+    }
+}
+
+impl MonthReport {
+    /// One line per tenant, provider and model (no total line: a column's sum is the total).
+    pub fn csv(&self) -> String {
+        let mut out = String::from(
+            "month,tenant,cost_center,provider,model,requests,input_tokens,output_tokens,cost_micro_usd\n",
+        );
+        for l in &self.lines {
+            for text in [
+                &self.month,
+                &l.tenant,
+                &l.cost_center,
+                &l.provider,
+                &l.model,
+            ] {
+                cell(&mut out, text);
+                out.push(',');
+            }
+            let _ = writeln!(
+                out,
+                "{},{},{},{}",
+                l.requests, l.input_tokens, l.output_tokens, l.cost_micro_usd
+            );
+        }
+        out
+    }
+
+    /// A table for people, with USD.
+    pub fn text(&self) -> String {
+        let usd = |m: i64| format!("${}.{:06}", m / 1_000_000, m % 1_000_000);
+        let mut out = format!("usage for {} (UTC)\n", self.month);
+        let _ = writeln!(
+            out,
+            "{:<20} {:<14} {:<18} {:<28} {:>9} {:>12} {:>12} {:>16}",
+            "tenant", "cost-center", "provider", "model", "requests", "input", "output", "cost"
+        );
+        for l in &self.lines {
+            let _ = writeln!(
+                out,
+                "{:<20} {:<14} {:<18} {:<28} {:>9} {:>12} {:>12} {:>16}",
+                l.tenant,
+                l.cost_center,
+                l.provider,
+                l.model,
+                l.requests,
+                l.input_tokens,
+                l.output_tokens,
+                usd(l.cost_micro_usd)
+            );
+        }
+        for (name, sums) in [
+            ("by cost-center", &self.by_cost_center),
+            ("by tenant", &self.by_tenant),
+        ] {
+            let _ = writeln!(out, "{name}:");
+            for (k, s) in sums {
+                let _ = writeln!(
+                    out,
+                    "  {k:<32} {:>9} requests {:>16}",
+                    s.requests,
+                    usd(s.cost_micro_usd)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "total: {} requests, {} input and {} output tokens, {}",
+            self.totals.requests,
+            self.totals.input_tokens,
+            self.totals.output_tokens,
+            usd(self.totals.cost_micro_usd)
+        );
+        out
+    }
+}
+
+/// Decimal USD text (`12.34`, `0.000125`, `$1,234.5`) as micro-USD, exactly; a seventh decimal and
+/// beyond rounds half up (providers report costs to more places than they bill).
+pub fn usd_to_micro(text: &str) -> Option<i64> {
+    let t = text.trim().trim_start_matches('$').replace(',', "");
+    let (negative, t) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest.to_owned()),
+        None => (false, t),
+    };
+    let (whole, frac) = t.split_once('.').unwrap_or((&t, ""));
+    if whole.is_empty() && frac.is_empty()
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let whole: i64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    let mut micro = whole.checked_mul(1_000_000)?;
+    let digits: Vec<i64> = frac.bytes().map(|b| i64::from(b - b'0')).collect();
+    let mut place = 100_000;
+    for d in digits.iter().take(6) {
+        micro = micro.checked_add(d * place)?;
+        place /= 10;
+    }
+    if digits.get(6).is_some_and(|d| *d >= 5) {
+        micro = micro.checked_add(1)?;
+    }
+    Some(if negative { -micro } else { micro })
+}
+
+/// A provider's model name as the ledger has it: a dated snapshot suffix (`-2024-07-18`,
+/// `-20251001`) removed.
+pub fn base_model(model: &str) -> String {
+    let m = model.trim();
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if m.len() > 11 {
+        let (head, tail) = m.split_at(m.len() - 11);
+        let t = tail.as_bytes();
+        if t[0] == b'-'
+            && digits(&tail[1..5])
+            && t[5] == b'-'
+            && digits(&tail[6..8])
+            && t[8] == b'-'
+            && digits(&tail[9..])
+        {
+            return head.to_owned();
+        }
+    }
+    if m.len() > 9 {
+        let (head, tail) = m.split_at(m.len() - 9);
+        if tail.starts_with('-') && digits(&tail[1..]) {
+            return head.to_owned();
+        }
+    }
+    m.to_owned()
+}
+
+/// An invoice's cost in micro-USD per (UTC day, model).
+pub type InvoiceCosts = BTreeMap<(String, String), i64>;
+
+/// The invoice's cost per (day, model), from an OpenAI-style or Anthropic-style CSV export.
+///
+/// OpenAI (the organization costs export): `start_time` (Unix seconds or `YYYY-MM-DD...`),
+/// `line_item` (`<model>, <unit class>`), `amount_value` (USD). Anthropic (the console's cost
+/// export): `usage_date_utc`, `model`, `cost_usd`. Other columns are ignored; a file with neither
+/// set of columns is refused, naming both.
+pub fn read_invoice(path: &Path) -> Result<(String, InvoiceCosts)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the invoice export `{}`", path.display()))?;
+    let mut rows = parse_csv(&text).into_iter();
+    let header = rows
+        .next()
+        .with_context(|| format!("`{}` is empty", path.display()))?;
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h.trim().eq_ignore_ascii_case(name))
+    };
+    let (kind, day_col, model_col, cost_col) = if let (Some(d), Some(m), Some(c)) =
+        (col("start_time"), col("line_item"), col("amount_value"))
+    {
+        ("openai", d, m, c)
+    } else if let (Some(d), Some(m), Some(c)) =
+        (col("usage_date_utc"), col("model"), col("cost_usd"))
+    {
+        ("anthropic", d, m, c)
+    } else {
+        bail!(
+            "`{}` is not a recognised invoice export: its header is `{}`\n  fix: export costs from \
+             the provider's console: OpenAI's has `start_time,line_item,amount_value`, Anthropic's \
+             `usage_date_utc,model,cost_usd`",
+            path.display(),
+            header.join(",")
+        );
+    };
+    let mut out: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for (i, row) in rows.enumerate() {
+        let line = i + 2;
+        if row.iter().all(|c| c.trim().is_empty()) {
+            continue;
+        }
+        let field = |c: usize| row.get(c).map(String::as_str).unwrap_or_default();
+        let day = invoice_day(field(day_col)).with_context(|| {
+            format!(
+                "`{}` line {line}: `{}` is not a day (Unix seconds or YYYY-MM-DD)",
+                path.display(),
+                field(day_col)
+            )
+        })?;
+        let model = match kind {
+            "openai" => field(model_col)
+                .split(',')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            _ => field(model_col).to_owned(),
+        };
+        let cost = usd_to_micro(field(cost_col)).with_context(|| {
+            format!(
+                "`{}` line {line}: `{}` is not an amount in USD",
+                path.display(),
+                field(cost_col)
+            )
+        })?;
+        let entry = out.entry((day, base_model(&model))).or_default();
+        *entry = entry
+            .checked_add(cost)
+            .context("an invoice total overflowed 64 bits")?;
+    }
+    Ok((kind.to_owned(), out))
+}
+
+fn invoice_day(text: &str) -> Option<String> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        let mut day =
+            runtime::domain::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        day.truncate(10);
+        return Some(day);
+    }
+    let day = t.get(..10)?;
+    let b = day.as_bytes();
+    (b[4] == b'-' && b[7] == b'-' && day.replace('-', "").bytes().all(|c| c.is_ascii_digit()))
+        .then(|| day.to_owned())
+}
+
+/// A small RFC 4180 reader: quoted fields, doubled quotes, CRLF.
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let (mut row, mut field, mut quoted) = (Vec::new(), String::new(), false);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            ('"', true) => quoted = false,
+            ('"', false) if field.is_empty() => quoted = true,
+            (',', false) => row.push(std::mem::take(&mut field)),
+            ('\r', false) => {}
+            ('\n', false) => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            (c, _) => field.push(c),
+        }
+    }
+    if !field.is_empty() || !row.is_empty() {
+        row.push(field);
+        rows.push(row);
+    }
+    rows
+}
+
+/// One day and model of a reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Variance {
+    pub day: String,
+    pub model: String,
+    pub requests: i64,
+    pub ledger_micro_usd: i64,
+    pub invoice_micro_usd: i64,
+    /// Invoice minus ledger.
+    pub variance_micro_usd: i64,
+    /// The largest variance accepted for this line.
+    pub tolerance_micro_usd: i64,
+    /// `ok`, `over_tolerance`, `not_in_ledger` or `not_on_invoice`.
+    pub status: &'static str,
+}
+
+/// The ledger (`ledger`, one tenant's month, for one provider) against the invoice, per day and
+/// model. A line is within tolerance when |invoice - ledger| is at most its number of calls (the
+/// ledger rounds each call up to a whole micro-USD) plus `tolerance` micro-USD.
+pub fn reconcile(
+    ledger: &[DayUsage],
+    provider: &str,
+    invoice: &BTreeMap<(String, String), i64>,
+    tolerance: i64,
+) -> Vec<Variance> {
+    let mut ours: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
+    for d in ledger.iter().filter(|d| d.provider == provider) {
+        let e = ours.entry((d.day.clone(), d.model.clone())).or_default();
+        e.0 = e.0.saturating_add(d.requests);
+        e.1 = e.1.saturating_add(d.cost_micro_usd);
+    }
+    let keys: std::collections::BTreeSet<&(String, String)> =
+        ours.keys().chain(invoice.keys()).collect();
+    keys.into_iter()
+        .map(|key| {
+            let (requests, ledger_cost) = ours.get(key).copied().unwrap_or_default();
+            let invoice_cost = invoice.get(key).copied();
+            let variance = invoice_cost.unwrap_or(0).saturating_sub(ledger_cost);
+            let allowed = requests.saturating_add(tolerance.max(0));
+            let status = match (ours.contains_key(key), invoice_cost) {
+                (false, Some(_)) => "not_in_ledger",
+                (true, None) if ledger_cost > allowed => "not_on_invoice",
+                _ if variance.abs() > allowed => "over_tolerance",
+                _ => "ok",
+            };
+            Variance {
+                day: key.0.clone(),
+                model: key.1.clone(),
+                requests,
+                ledger_micro_usd: ledger_cost,
+                invoice_micro_usd: invoice_cost.unwrap_or(0),
+                variance_micro_usd: variance,
+                tolerance_micro_usd: allowed,
+                status,
+            }
+        })
+        .collect()
+}
+
+/// Reads `tenant`'s month and reconciles it against `invoice_file`; the variances and whether any is
+/// beyond tolerance.
+pub async fn reconcile_file(
+    target: &Target,
+    tenant: &TenantId,
+    month: &str,
+    invoice_file: &Path,
+    tolerance: i64,
+) -> Result<(String, Vec<Variance>)> {
+    let first = month_start(month)?;
+    let (provider, invoice) = read_invoice(invoice_file)?;
+    let invoice: BTreeMap<(String, String), i64> = invoice
+        .into_iter()
+        .filter(|((day, _), _)| day.starts_with(month))
+        .collect();
+    let loc = locate(target, tenant).await?;
+    let ledger = month_of(target, &loc, tenant, &first).await?;
+    Ok((
+        provider.clone(),
+        reconcile(&ledger, &provider, &invoice, tolerance),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usd_text_becomes_micro_usd_exactly() {
+        for (text, want) in [
+            ("0", Some(0)),
+            ("12.34", Some(12_340_000)),
+            ("0.000125", Some(125)),
+            ("$1,234.5", Some(1_234_500_000)),
+            ("0.0000005", Some(1)),
+            ("0.0000004", Some(0)),
+            (".5", Some(500_000)),
+            ("-0.25", Some(-250_000)),
+            ("1e-3", None),
+            ("abc", None),
+            ("", None),
+            ("1.2.3", None),
+        ] {
+            assert_eq!(usd_to_micro(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn dated_snapshots_match_the_ledgers_model_names() {
+        assert_eq!(base_model("gpt-4o-mini-2024-07-18"), "gpt-4o-mini");
+        assert_eq!(base_model("claude-haiku-4-5-20251001"), "claude-haiku-4-5");
+        assert_eq!(base_model("gpt-4o-mini"), "gpt-4o-mini");
+        assert_eq!(base_model("mock-small"), "mock-small");
+    }
+
+    #[test]
+    fn variances_are_per_day_and_model_and_sums_of_parts_equal_totals() {
+        let ledger = vec![
+            DayUsage {
+                day: "2026-12-01".into(),
+                provider: "openai".into(),
+                model: "gpt-4o-mini".into(),
+                requests: 10,
+                input_tokens: 100,
+                output_tokens: 100,
+                cost_micro_usd: 1_000,
+            },
+            DayUsage {
+                day: "2026-12-02".into(),
+                provider: "openai".into(),
+                model: "gpt-4o-mini".into(),
+                requests: 5,
+                input_tokens: 1,
+                output_tokens: 1,
+                cost_micro_usd: 500,
+            },
+        ];
+        let invoice = BTreeMap::from([
+            (("2026-12-01".to_owned(), "gpt-4o-mini".to_owned()), 995),
+            (("2026-12-02".to_owned(), "gpt-4o-mini".to_owned()), 900),
+            (("2026-12-03".to_owned(), "gpt-4o".to_owned()), 10),
+        ]);
+        let v = reconcile(&ledger, "openai", &invoice, 0);
+        let status: Vec<&str> = v.iter().map(|v| v.status).collect();
+        assert_eq!(status, ["ok", "over_tolerance", "not_in_ledger"]);
+        assert_eq!(v[1].variance_micro_usd, 400);
+        let total: i64 = v.iter().map(|v| v.variance_micro_usd).sum();
+        let invoice_total: i64 = invoice.values().sum();
+        let ledger_total: i64 = ledger.iter().map(|d| d.cost_micro_usd).sum();
+        assert_eq!(total, invoice_total - ledger_total);
+    }
+
+    #[test]
+    fn csv_exports_of_both_providers_are_read_and_others_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let openai = dir.path().join("openai.csv");
+        std::fs::write(
+            &openai,
+            "start_time,end_time,line_item,project_id,amount_value,amount_currency\n\
+             1796083200,1796169600,\"gpt-4o-mini-2024-07-18, input\",proj_1,0.000150,usd\n\
+             1796083200,1796169600,\"gpt-4o-mini-2024-07-18, output\",proj_1,0.0006,usd\n",
+        )
+        .unwrap();
+        let (kind, rows) = read_invoice(&openai).unwrap();
+        assert_eq!(kind, "openai");
+        assert_eq!(
+            rows,
+            BTreeMap::from([(("2026-12-01".to_owned(), "gpt-4o-mini".to_owned()), 750)])
+        );
+        let anthropic = dir.path().join("anthropic.csv");
+        std::fs::write(
+            &anthropic,
+            "usage_date_utc,model,workspace,cost_usd\n2026-12-01,claude-haiku-4-5-20251001,Default,1.25\n",
+        )
+        .unwrap();
+        let (kind, rows) = read_invoice(&anthropic).unwrap();
+        assert_eq!(kind, "anthropic");
+        assert_eq!(rows.values().sum::<i64>(), 1_250_000);
+        let other = dir.path().join("other.csv");
+        std::fs::write(&other, "date,cost\n2026-12-01,1\n").unwrap();
+        let e = format!("{:#}", read_invoice(&other).unwrap_err());
+        assert!(
+            e.contains("not a recognised invoice export")
+                && e.contains("start_time,line_item,amount_value"),
+            "{e}"
+        );
+        let bad = dir.path().join("bad.csv");
+        std::fs::write(
+            &bad,
+            "usage_date_utc,model,cost_usd\n2026-12-01,m,1,5\n2026-12-01,m,one\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", read_invoice(&bad).unwrap_err());
+        assert!(
+            e.contains("line 3") && e.contains("`one` is not an amount"),
+            "{e}"
+        );
+    }
+}
