@@ -201,6 +201,12 @@ pub enum Command {
         #[command(subcommand)]
         command: UsageCommand,
     },
+    /// What each tenant cost: its LLM spend from the ledger next to its AWS spend from Cost Explorer
+    /// (grouped by the `tenant` cost-allocation tag), for a month. AWS target only.
+    Cost {
+        #[command(subcommand)]
+        command: CostCommand,
+    },
     /// Mint an access token from the dev identity provider (local target only).
     Token {
         /// Tenant id (must be onboarded).
@@ -342,6 +348,18 @@ pub enum UsageCommand {
         /// Extra variance accepted per day and model, in micro-USD.
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
         tolerance_micro_usd: i64,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CostCommand {
+    /// One line per tenant: LLM spend, AWS spend, total; and the AWS spend no tenant owns.
+    Report {
+        /// The month, YYYY-MM.
+        #[arg(long)]
+        month: String,
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
         format: ReportFormat,
     },

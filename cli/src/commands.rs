@@ -78,7 +78,38 @@ pub async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Prices { command } => prices_cmd(g, command).await,
         Command::Usage { command } => usage_cmd(g, command).await,
+        Command::Cost {
+            command: crate::args::CostCommand::Report { month, format },
+        } => cost_report_cmd(g, &month, format).await,
     }
+}
+
+async fn cost_report_cmd(g: &Global, month: &str, format: crate::args::ReportFormat) -> Result<u8> {
+    use crate::args::ReportFormat;
+    crate::usage::month_start(month)?;
+    if !aws(g) {
+        anyhow::bail!(
+            "`cost report` reads AWS spend from Cost Explorer: run it with `--target aws`\nhint: `tenantctl usage report --month {month}` gives the LLM spend alone"
+        );
+    }
+    let (target, _, aws_clients) = target_and_aws(g).await?;
+    let aws_clients =
+        aws_clients.ok_or_else(|| anyhow::anyhow!("the AWS target gave no AWS clients"))?;
+    let usage = crate::usage::report(&target, month, None).await?;
+    let spend = crate::aws::costs::month_by_tag(
+        &aws_clients.cost_explorer,
+        "tenant",
+        &crate::usage::month_start(month)?,
+        &crate::usage::next_month_start(month)?,
+    )
+    .await?;
+    let report = crate::usage::cost_report(&usage, &spend)?;
+    match format {
+        ReportFormat::Json => out_json(&serde_json::to_value(&report)?)?,
+        ReportFormat::Csv => out(&report.csv())?,
+        ReportFormat::Text => out(&report.text())?,
+    }
+    Ok(0)
 }
 
 async fn usage_cmd(g: &Global, command: crate::args::UsageCommand) -> Result<u8> {

@@ -127,7 +127,10 @@ pub struct MonthReport {
     pub currency: &'static str,
     pub unit: &'static str,
     pub lines: Vec<ReportLine>,
+    /// Every tenant the report covers (those without usage this month at zero).
     pub by_tenant: BTreeMap<String, Sums>,
+    /// Each tenant's cost-center.
+    pub cost_centers: BTreeMap<String, String>,
     pub by_cost_center: BTreeMap<String, Sums>,
     pub totals: Sums,
 }
@@ -175,7 +178,10 @@ async fn tenants(target: &Target, only: Option<&TenantId>) -> Result<Vec<(Tenant
 pub async fn report(target: &Target, month: &str, only: Option<&TenantId>) -> Result<MonthReport> {
     let first = month_start(month)?;
     let mut lines = Vec::new();
+    let (mut by_tenant, mut cost_centers) = (BTreeMap::new(), BTreeMap::new());
     for (tenant, cost_center) in tenants(target, only).await? {
+        by_tenant.insert(tenant.to_string(), Sums::default());
+        cost_centers.insert(tenant.to_string(), cost_center.clone());
         let loc = locate(target, &tenant).await?;
         let mut per_model: BTreeMap<(String, String), Sums> = BTreeMap::new();
         for d in month_of(target, &loc, &tenant, &first).await? {
@@ -199,7 +205,7 @@ pub async fn report(target: &Target, month: &str, only: Option<&TenantId>) -> Re
             });
         }
     }
-    let (mut by_tenant, mut by_cost_center) = (BTreeMap::new(), BTreeMap::new());
+    let mut by_cost_center = BTreeMap::new();
     let mut totals = Sums::default();
     for l in &lines {
         for sums in [
@@ -225,6 +231,7 @@ pub async fn report(target: &Target, month: &str, only: Option<&TenantId>) -> Re
         unit: "micro_usd",
         lines,
         by_tenant,
+        cost_centers,
         by_cost_center,
         totals,
     })
@@ -693,5 +700,144 @@ mod tests {
             e.contains("line 3") && e.contains("`one` is not an amount"),
             "{e}"
         );
+    }
+}
+
+/// The first day of the month after `month` (`YYYY-MM`), `YYYY-MM-DD`.
+pub fn next_month_start(month: &str) -> Result<String> {
+    month_start(month)?;
+    let (y, m): (u32, u32) = (month[..4].parse()?, month[5..].parse()?);
+    Ok(if m == 12 {
+        format!("{:04}-01-01", y + 1)
+    } else {
+        format!("{y:04}-{:02}-01", m + 1)
+    })
+}
+
+/// One tenant's month: its LLM spend from the ledger next to its AWS spend from Cost Explorer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CostLine {
+    pub tenant: String,
+    pub cost_center: String,
+    pub llm_micro_usd: i64,
+    pub aws_micro_usd: i64,
+    pub total_micro_usd: i64,
+}
+
+/// What each tenant really cost in a month.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CostReport {
+    pub month: String,
+    pub unit: &'static str,
+    pub lines: Vec<CostLine>,
+    /// AWS spend tagged with a tenant the registry does not have (or has offboarded).
+    pub aws_other_tenants_micro_usd: i64,
+    /// AWS spend on resources without the tenant tag (the platform's shared resources).
+    pub aws_untagged_micro_usd: i64,
+    pub llm_total_micro_usd: i64,
+    pub aws_total_micro_usd: i64,
+}
+
+/// Joins the month's usage report with AWS spend by tenant tag (`aws`, from
+/// `aws::costs::month_by_tag`): one line per tenant, and the AWS spend no tenant of the report owns.
+pub fn cost_report(usage: &MonthReport, aws: &BTreeMap<String, i64>) -> Result<CostReport> {
+    let overflow = || anyhow::anyhow!("a cost total overflowed 64 bits");
+    let mut cost_centers: BTreeMap<&str, &str> = BTreeMap::new();
+    for l in &usage.lines {
+        cost_centers.insert(&l.tenant, &l.cost_center);
+    }
+    let mut tenants: std::collections::BTreeSet<&str> =
+        usage.by_tenant.keys().map(String::as_str).collect();
+    tenants.extend(
+        aws.keys()
+            .map(String::as_str)
+            .filter(|t| usage.by_tenant.contains_key(*t)),
+    );
+    let mut lines = Vec::new();
+    let (mut llm_total, mut aws_total) = (0i64, 0i64);
+    for t in &tenants {
+        let llm = usage.by_tenant.get(*t).map_or(0, |s| s.cost_micro_usd);
+        let aws_spend = aws.get(*t).copied().unwrap_or(0);
+        llm_total = llm_total.checked_add(llm).ok_or_else(overflow)?;
+        aws_total = aws_total.checked_add(aws_spend).ok_or_else(overflow)?;
+        lines.push(CostLine {
+            tenant: (*t).to_owned(),
+            cost_center: usage.cost_centers.get(*t).cloned().unwrap_or_default(),
+            llm_micro_usd: llm,
+            aws_micro_usd: aws_spend,
+            total_micro_usd: llm.checked_add(aws_spend).ok_or_else(overflow)?,
+        });
+    }
+    let untagged = aws.get("").copied().unwrap_or(0);
+    let mut other = 0i64;
+    for (k, v) in aws {
+        if !k.is_empty() && !tenants.contains(k.as_str()) {
+            other = other.checked_add(*v).ok_or_else(overflow)?;
+        }
+    }
+    Ok(CostReport {
+        month: usage.month.clone(),
+        unit: "micro_usd",
+        lines,
+        aws_other_tenants_micro_usd: other,
+        aws_untagged_micro_usd: untagged,
+        llm_total_micro_usd: llm_total,
+        aws_total_micro_usd: aws_total
+            .checked_add(untagged)
+            .and_then(|t| t.checked_add(other))
+            .ok_or_else(overflow)?,
+    })
+}
+
+impl CostReport {
+    pub fn csv(&self) -> String {
+        let mut out =
+            String::from("month,tenant,cost_center,llm_micro_usd,aws_micro_usd,total_micro_usd\n");
+        for l in &self.lines {
+            for text in [&self.month, &l.tenant, &l.cost_center] {
+                cell(&mut out, text);
+                out.push(',');
+            }
+            let _ = writeln!(
+                out,
+                "{},{},{}",
+                l.llm_micro_usd, l.aws_micro_usd, l.total_micro_usd
+            );
+        }
+        out
+    }
+
+    pub fn text(&self) -> String {
+        let usd = |m: i64| format!("${}.{:06}", m / 1_000_000, m % 1_000_000);
+        let mut out = format!("what each tenant cost in {} (UTC)\n", self.month);
+        let _ = writeln!(
+            out,
+            "{:<20} {:<14} {:>16} {:>16} {:>16}",
+            "tenant", "cost-center", "LLM (ledger)", "AWS (tagged)", "total"
+        );
+        for l in &self.lines {
+            let _ = writeln!(
+                out,
+                "{:<20} {:<14} {:>16} {:>16} {:>16}",
+                l.tenant,
+                l.cost_center,
+                usd(l.llm_micro_usd),
+                usd(l.aws_micro_usd),
+                usd(l.total_micro_usd)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "AWS spend of no tenant here: {} tagged with other tenants, {} untagged (shared)",
+            usd(self.aws_other_tenants_micro_usd),
+            usd(self.aws_untagged_micro_usd)
+        );
+        let _ = write!(
+            out,
+            "total: LLM {}, AWS {}",
+            usd(self.llm_total_micro_usd),
+            usd(self.aws_total_micro_usd)
+        );
+        out
     }
 }

@@ -85,6 +85,81 @@ pub async fn activate(client: &Client, keys: &BTreeSet<String>) -> Result<TagAct
     Ok(report)
 }
 
+/// A month's AWS spend (unblended cost) by the value of the cost-allocation tag `tag`, in
+/// micro-USD, from `GetCostAndUsage` (every page); spend on resources without the tag is under `""`.
+/// `start` and `end` are the month's first day and the next month's (`YYYY-MM-DD`, end exclusive).
+pub async fn month_by_tag(
+    client: &Client,
+    tag: &str,
+    start: &str,
+    end: &str,
+) -> Result<BTreeMap<String, i64>> {
+    use aws_sdk_costexplorer::types::{
+        DateInterval, Granularity, GroupDefinition, GroupDefinitionType,
+    };
+    let period = DateInterval::builder()
+        .start(start)
+        .end(end)
+        .build()
+        .map_err(|e| anyhow!("the month {start}..{end}: {e}"))?;
+    let group = GroupDefinition::builder()
+        .r#type(GroupDefinitionType::Tag)
+        .key(tag)
+        .build();
+    let mut out: BTreeMap<String, i64> = BTreeMap::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = with_backoff(|| {
+            client
+                .get_cost_and_usage()
+                .time_period(period.clone())
+                .granularity(Granularity::Monthly)
+                .metrics("UnblendedCost")
+                .group_by(group.clone())
+                .set_next_page_token(token.clone())
+                .send()
+        })
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "GetCostAndUsage: {}\nhint: the caller needs `ce:GetCostAndUsage`, and the tag `{tag}` must be an active cost-allocation tag (`tenantctl apply --target aws` activates it)",
+                aws_sdk_costexplorer::error::DisplayErrorContext(e)
+            )
+        })?;
+        for result in page.results_by_time() {
+            for g in result.groups() {
+                // Keys come as `<tag>$<value>`; an empty value is spend without the tag.
+                let key = g.keys().first().map(String::as_str).unwrap_or_default();
+                let value = key.split_once('$').map_or(key, |(_, v)| v).to_owned();
+                let metric = g
+                    .metrics()
+                    .and_then(|m| m.get("UnblendedCost"))
+                    .ok_or_else(|| {
+                        anyhow!("GetCostAndUsage: group `{key}` has no UnblendedCost")
+                    })?;
+                let unit = metric.unit().unwrap_or("USD");
+                if unit != "USD" {
+                    return Err(anyhow!(
+                        "GetCostAndUsage: group `{key}` is in {unit}, not USD"
+                    ));
+                }
+                let amount = metric.amount().unwrap_or("0");
+                let micro = crate::usage::usd_to_micro(amount).ok_or_else(|| {
+                    anyhow!("GetCostAndUsage: group `{key}` has amount `{amount}`, not a number")
+                })?;
+                let entry = out.entry(value).or_default();
+                *entry = entry
+                    .checked_add(micro)
+                    .ok_or_else(|| anyhow!("AWS spend overflowed 64 bits"))?;
+            }
+        }
+        token = page.next_page_token().map(str::to_owned);
+        if token.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

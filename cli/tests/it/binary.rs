@@ -1185,3 +1185,24 @@ fn usage_report_adds_up_and_reconcile_flags_every_discrepancy_with_a_failing_exi
         text(&out)
     );
 }
+
+#[test]
+fn cost_report_says_it_needs_the_aws_target_and_checks_the_month_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tenantctl(dir.path())
+        .args(["cost", "report", "--month", "2026-11"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("run it with `--target aws`")
+            && stderr.contains("tenantctl usage report --month 2026-11"),
+        "{stderr}"
+    );
+    let out = tenantctl(dir.path())
+        .args(["cost", "report", "--month", "November"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a month"));
+}

@@ -488,3 +488,152 @@ async fn offboarding_a_dedicated_tenant_lifts_deletion_protection_deletes_the_st
         ]
     );
 }
+
+#[tokio::test]
+async fn what_each_tenant_cost_joins_the_ledger_with_aws_spend_by_tenant_tag() {
+    // Issue 11 item 6, `tenantctl cost report`: AWS spend from Cost Explorer (`GetCostAndUsage`,
+    // unblended, the month, grouped by the `tenant` cost-allocation tag, every page) next to each
+    // tenant's LLM spend; spend of no known tenant shown apart, amounts exact to the micro-USD.
+    use aws_sdk_costexplorer::operation::get_cost_and_usage::GetCostAndUsageOutput;
+    use aws_sdk_costexplorer::types::{Group, MetricValue, ResultByTime};
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let log = asked.clone();
+    let group = |key: &str, amount: &str| {
+        Group::builder()
+            .keys(key)
+            .metrics(
+                "UnblendedCost",
+                MetricValue::builder().amount(amount).unit("USD").build(),
+            )
+            .build()
+    };
+    let (g1, g2, g3, g4) = (
+        group("tenant$acme", "12.3456789"),
+        group("tenant$", "3.00"),
+        group("tenant$globex", "0.5"),
+        group("tenant$gone", "1.25"),
+    );
+    let pages = mock!(aws_sdk_costexplorer::Client::get_cost_and_usage)
+        .sequence()
+        .output(move || {
+            GetCostAndUsageOutput::builder()
+                .results_by_time(
+                    ResultByTime::builder()
+                        .groups(g1.clone())
+                        .groups(g2.clone())
+                        .build(),
+                )
+                .next_page_token("page-2")
+                .build()
+        })
+        .output(move || {
+            GetCostAndUsageOutput::builder()
+                .results_by_time(
+                    ResultByTime::builder()
+                        .groups(g3.clone())
+                        .groups(g4.clone())
+                        .build(),
+                )
+                .build()
+        })
+        .build();
+    let record = mock!(aws_sdk_costexplorer::Client::get_cost_and_usage)
+        .match_requests(move |req| {
+            let period = req.time_period().unwrap();
+            log.lock().unwrap().push((
+                period.start().to_owned(),
+                period.end().to_owned(),
+                req.group_by()[0].key().unwrap_or_default().to_owned(),
+                req.metrics().to_vec(),
+                req.next_page_token().map(str::to_owned),
+            ));
+            false
+        })
+        .then_output(|| GetCostAndUsageOutput::builder().build());
+    let client = cost_explorer(&[&record, &pages]);
+    let spend = cli::aws::costs::month_by_tag(
+        &client,
+        "tenant",
+        &cli::usage::month_start("2026-12").unwrap(),
+        &cli::usage::next_month_start("2026-12").unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        spend,
+        BTreeMap::from([
+            ("".to_owned(), 3_000_000),
+            ("acme".to_owned(), 12_345_679),
+            ("globex".to_owned(), 500_000),
+            ("gone".to_owned(), 1_250_000),
+        ])
+    );
+    let asked = asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 2, "both pages");
+    assert_eq!(
+        (
+            asked[0].0.as_str(),
+            asked[0].1.as_str(),
+            asked[0].2.as_str()
+        ),
+        ("2026-12-01", "2027-01-01", "tenant")
+    );
+    assert_eq!(asked[0].3, ["UnblendedCost"]);
+    assert_eq!(asked[1].4.as_deref(), Some("page-2"));
+
+    let sums = |cost: i64| cli::usage::Sums {
+        requests: 1,
+        input_tokens: 1,
+        output_tokens: 1,
+        cost_micro_usd: cost,
+    };
+    let usage = cli::usage::MonthReport {
+        month: "2026-12".into(),
+        currency: "USD",
+        unit: "micro_usd",
+        lines: Vec::new(),
+        by_tenant: BTreeMap::from([
+            ("acme".to_owned(), sums(4_000)),
+            ("globex".to_owned(), sums(0)),
+            ("initech".to_owned(), sums(7)),
+        ]),
+        cost_centers: BTreeMap::from([
+            ("acme".to_owned(), "cc-4100".to_owned()),
+            ("globex".to_owned(), "cc-7300".to_owned()),
+            ("initech".to_owned(), "cc-1".to_owned()),
+        ]),
+        by_cost_center: BTreeMap::new(),
+        totals: sums(4_007),
+    };
+    let report = cli::usage::cost_report(&usage, &spend).unwrap();
+    let lines: Vec<(&str, &str, i64, i64, i64)> = report
+        .lines
+        .iter()
+        .map(|l| {
+            (
+                l.tenant.as_str(),
+                l.cost_center.as_str(),
+                l.llm_micro_usd,
+                l.aws_micro_usd,
+                l.total_micro_usd,
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("acme", "cc-4100", 4_000, 12_345_679, 12_349_679),
+            ("globex", "cc-7300", 0, 500_000, 500_000),
+            ("initech", "cc-1", 7, 0, 7),
+        ]
+    );
+    assert_eq!(report.aws_untagged_micro_usd, 3_000_000);
+    assert_eq!(report.aws_other_tenants_micro_usd, 1_250_000);
+    assert_eq!(report.llm_total_micro_usd, 4_007);
+    assert_eq!(
+        report.aws_total_micro_usd,
+        spend.values().sum::<i64>(),
+        "every AWS dollar is in the report once"
+    );
+    assert!(report.csv().starts_with("month,tenant,cost_center,llm_micro_usd,aws_micro_usd,total_micro_usd\n2026-12,acme,cc-4100,4000,12345679,12349679\n"));
+}
