@@ -65,6 +65,12 @@ pub const TENANT_MIGRATIONS: &[Migration] = &[
         sql: include_str!("../sql/tenant/0005_budget_and_rate_limits.sql"),
         pool_backfill: None,
     },
+    Migration {
+        version: 6,
+        name: "idempotency_keys",
+        sql: include_str!("../sql/tenant/0006_idempotency_keys.sql"),
+        pool_backfill: None,
+    },
 ];
 
 /// Table privileges of the tenant's own role, per table. The ledger is append-only for the tenant role;
@@ -78,6 +84,8 @@ pub const TENANT_TABLE_GRANTS: &[(&str, &str)] = &[
     ("budget_holds", "SELECT, INSERT, UPDATE, DELETE"),
     ("tenant_meters", "SELECT, INSERT, UPDATE"),
     ("token_debits", "SELECT, DELETE"),
+    // Claimed by keyed model calls, given back by failed ones, expired by later claims.
+    ("idempotency_keys", "SELECT, INSERT, DELETE"),
 ];
 
 /// The tables that hold a tenant's data of record: what offboarding exports and a tier move copies.

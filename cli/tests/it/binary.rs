@@ -370,7 +370,10 @@ fn an_existing_server_given_by_url_works_with_a_non_superuser_admin() {
         let admin = target.connect_admin("postgres").await.unwrap();
         admin
             .batch_execute(&format!(
-                "CREATE ROLE \"{admin_role}\" LOGIN CREATEROLE CREATEDB"
+                // As a managed server's admin, it may connect to the maintenance database (which
+                // another test's apply has closed to PUBLIC on this shared cluster).
+                "CREATE ROLE \"{admin_role}\" LOGIN CREATEROLE CREATEDB; \
+                 GRANT CONNECT ON DATABASE postgres TO \"{admin_role}\""
             ))
             .await
             .unwrap();
@@ -524,7 +527,11 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
                  DROP FUNCTION t_sa_co.usage_daily_add, t_sb_co.usage_daily_add, pool.usage_daily_add CASCADE;
                  DROP TABLE t_sa_co.budget_holds, t_sb_co.budget_holds, pool.budget_holds,
                             t_sa_co.tenant_meters, t_sb_co.tenant_meters, pool.tenant_meters,
-                            t_sa_co.token_debits, t_sb_co.token_debits, pool.token_debits;
+                            t_sa_co.token_debits, t_sb_co.token_debits, pool.token_debits,
+                            t_sa_co.idempotency_keys, t_sb_co.idempotency_keys, pool.idempotency_keys;
+                 DROP FUNCTION t_sa_co.tenant_claim_key, t_sb_co.tenant_claim_key, pool.tenant_claim_key,
+                               t_sa_co.tenant_release_key, t_sb_co.tenant_release_key,
+                               pool.tenant_release_key;
                  DROP FUNCTION t_sa_co.tenant_admit, t_sb_co.tenant_admit, pool.tenant_admit,
                                t_sa_co.tenant_release, t_sb_co.tenant_release, pool.tenant_release,
                                t_sa_co.ledger_append, t_sb_co.ledger_append, pool.ledger_append,
@@ -547,7 +554,9 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
             .batch_execute(&format!(
                 "DROP INDEX t_da_co.{index}; DROP TABLE t_da_co.usage_daily;
                  DROP FUNCTION t_da_co.usage_daily_add CASCADE;
-                 DROP TABLE t_da_co.budget_holds, t_da_co.tenant_meters, t_da_co.token_debits;
+                 DROP TABLE t_da_co.budget_holds, t_da_co.tenant_meters, t_da_co.token_debits,
+                            t_da_co.idempotency_keys;
+                 DROP FUNCTION t_da_co.tenant_claim_key, t_da_co.tenant_release_key;
                  DROP FUNCTION t_da_co.tenant_admit, t_da_co.tenant_release, t_da_co.ledger_append,
                                t_da_co.tenant_budget_state;
                  ALTER TABLE t_da_co.usage_ledger DROP COLUMN outcome, DROP COLUMN usage_estimated;
@@ -1205,4 +1214,138 @@ fn cost_report_says_it_needs_the_aws_target_and_checks_the_month_first() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a month"));
+}
+
+#[test]
+fn a_runtime_killed_under_load_has_a_ledger_row_for_every_answer_it_gave_and_no_duplicates() {
+    // Issue 11's SIGKILL test: `tenantctl serve` under load from 16 clients, killed with SIGKILL
+    // mid-run. Every 2xx the clients received has its ledger row (a row is durable before its
+    // response); no request id is in the ledger twice; the only rows without a 2xx are of calls
+    // whose connection the kill cut (committed, answer lost), never more than those.
+    let cluster = cli::testing::cluster();
+    let target = cli::testing::deployment();
+    let ns = target.namespace.to_string();
+    let run = |args: &[&str]| in_namespace(cluster, &ns).args(args).output().unwrap();
+    let acme = cli::testing::repo_root().join("tenants/acme.yaml");
+    let out = run(&["apply", acme.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["token", "--tenant", "acme", "--scope", "chat:write"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let child = in_namespace(cluster, &ns)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--idp-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(child);
+    let stderr = guard.0.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let base = loop {
+        let Some(Ok(line)) = lines.next() else {
+            panic!("`tenantctl serve` exited before serving")
+        };
+        if let Some(rest) = line.split("serving the API on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pid = nix::unistd::Pid::from_raw(guard.0.id() as i32);
+    let (answered, cut, refused) = rt.block_on(async {
+        let http = reqwest::Client::new();
+        let clients: Vec<_> = (0..16)
+            .map(|_| {
+                let (http, base, token) = (http.clone(), base.clone(), token.clone());
+                tokio::spawn(async move {
+                    let (mut ok, mut cut, mut refused) = (Vec::new(), 0usize, 0usize);
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while Instant::now() < deadline {
+                        let sent = http
+                            .post(format!("{base}/v1/chat/completions"))
+                            .bearer_auth(&token)
+                            .json(&serde_json::json!({"model": "mock-small", "messages": [{"role": "user", "content": "hi"}]}))
+                            .send()
+                            .await;
+                        match sent {
+                            Ok(r) if r.status().is_success() => {
+                                let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+                                // The answer counts as received once its body is in.
+                                match r.bytes().await {
+                                    Ok(_) => ok.push(id),
+                                    Err(_) => cut += 1,
+                                }
+                            }
+                            Ok(_) => refused += 1,
+                            Err(_) => {
+                                cut += 1;
+                                break;
+                            }
+                        }
+                    }
+                    (ok, cut, refused)
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        let (mut answered, mut cut, mut refused) = (Vec::new(), 0, 0);
+        for c in clients {
+            let (ok, c, r) = c.await.unwrap();
+            answered.extend(ok);
+            cut += c;
+            refused += r;
+        }
+        (answered, cut, refused)
+    });
+    let _ = guard.0.wait();
+    assert!(
+        answered.len() > 50,
+        "only {} answers before the kill",
+        answered.len()
+    );
+    let ledger: Vec<String> = rt.block_on(async {
+        let admin = target.admin().await.unwrap();
+        admin
+            .query("SELECT request_id::text FROM t_acme.usage_ledger", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    });
+    let unique: std::collections::BTreeSet<&String> = ledger.iter().collect();
+    assert_eq!(
+        unique.len(),
+        ledger.len(),
+        "a request id is in the ledger twice"
+    );
+    let missing: Vec<&String> = answered.iter().filter(|id| !unique.contains(id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} answered calls have no ledger row: {missing:?}",
+        missing.len(),
+        answered.len()
+    );
+    let unanswered = ledger.len() - answered.len();
+    assert!(
+        unanswered <= cut,
+        "{unanswered} rows without an answer, but only {cut} calls were cut ({refused} refused)"
+    );
 }

@@ -273,7 +273,7 @@ pub fn message_start(id: &str, model: &str) -> String {
 /// Anthropic's error `type` for an HTTP status.
 pub fn error_type(status: u16) -> &'static str {
     match status {
-        400 | 405 | 415 => "invalid_request_error",
+        400 | 405 | 409 | 415 => "invalid_request_error",
         401 => "authentication_error",
         402 => "billing_error",
         403 => "permission_error",

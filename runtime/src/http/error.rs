@@ -23,6 +23,9 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("model `{0}` is not permitted for this tenant")]
     ModelNotPermitted(String),
+    /// The request's `Idempotency-Key` was used by another call (a retry): refused, not served again.
+    #[error("{0}")]
+    Conflict(String),
     /// The model has no price for the tenant: refused, never billed at zero.
     #[error("{0}")]
     ModelUnpriced(String),
@@ -69,6 +72,10 @@ impl ApiError {
             ServiceError::Busy(_) => ApiError::TooManyRequests("tenant_busy"),
             ServiceError::ModelNotPermitted(m) => ApiError::ModelNotPermitted(m),
             ServiceError::ModelUnpriced(m) => ApiError::ModelUnpriced(m),
+            ServiceError::IdempotencyConflict(holder) => ApiError::Conflict(format!(
+                "this Idempotency-Key was used by request {holder} in the last 24 hours, so this \
+                 call was not made again (and not charged); send a new key for a new call"
+            )),
             ServiceError::BadRequest(m) => ApiError::BadRequest(m),
             ServiceError::Provider(e) => {
                 tracing::warn!(request_id = %request_id, error = %e, "provider call failed");
@@ -119,6 +126,12 @@ impl IntoResponse for ApiError {
                 "permission_error",
                 "model_not_permitted".to_owned(),
                 self.to_string(),
+            ),
+            ApiError::Conflict(msg) => (
+                StatusCode::CONFLICT,
+                "invalid_request_error",
+                "idempotency_key_reused".to_owned(),
+                msg.clone(),
             ),
             ApiError::ModelUnpriced(msg) => (
                 StatusCode::SERVICE_UNAVAILABLE,

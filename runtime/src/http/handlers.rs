@@ -132,57 +132,62 @@ fn sse_response(stream: impl futures_util::Stream<Item = String> + Send + 'stati
     response
 }
 
+/// The call's identity: its request id and the client's `Idempotency-Key`, if sent (400 if it is
+/// not a key).
+fn call_of(
+    request_id: uuid::Uuid,
+    headers: &http::HeaderMap,
+) -> Result<service::chat::Call, ApiError> {
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::BadRequest("`Idempotency-Key` is not text".into()))
+                .and_then(|k| service::IdempotencyKey::parse(k).map_err(ApiError::BadRequest))?,
+        ),
+    };
+    Ok(service::chat::Call { request_id, key })
+}
+
 /// A plain chat call through the service, for either surface.
 async fn complete(
     state: &AppState,
     tenant: &Tenant,
-    request_id: uuid::Uuid,
+    call: &service::chat::Call,
     request: &crate::models::ChatRequest,
 ) -> Result<service::chat::Metered, ApiError> {
     let ledger = &state.ledger;
-    service::chat::complete(
-        &state.models,
-        &state.data,
-        ledger,
-        tenant,
-        request_id,
-        request,
-    )
-    .await
-    .map_err(|e| ApiError::service(e, request_id))
+    service::chat::complete(&state.models, &state.data, ledger, tenant, call, request)
+        .await
+        .map_err(|e| ApiError::service(e, call.request_id))
 }
 
 /// A streamed chat call through the service, for either surface.
 async fn stream(
     state: &AppState,
     tenant: &Tenant,
-    request_id: uuid::Uuid,
+    call: &service::chat::Call,
     request: &crate::models::ChatRequest,
 ) -> Result<MeteredStream, ApiError> {
     let ledger = state.ledger.clone();
-    service::chat::stream(
-        &state.models,
-        &state.data,
-        ledger,
-        tenant,
-        request_id,
-        request,
-    )
-    .await
-    .map_err(|e| ApiError::service(e, request_id))
+    service::chat::stream(&state.models, &state.data, ledger, tenant, call, request)
+        .await
+        .map_err(|e| ApiError::service(e, call.request_id))
 }
 
 pub async fn chat_completions(
     State(state): State<AppState>,
     tenant: Tenant,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: http::HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let call = call_of(request_id, &headers)?;
     let request = parse_chat_request(&body(raw)?).map_err(ApiError::BadRequest)?;
     let created = unix_now();
     // Responses are named after their ledger row, so a client's id finds the row finance sees.
     if !request.stream {
-        let metered = complete(&state, &tenant, request_id, &request).await?;
+        let metered = complete(&state, &tenant, &call, &request).await?;
         let id = format!("chatcmpl-{}", metered.ledger_id.simple());
         let response = Json(completion_json(
             &id,
@@ -194,7 +199,7 @@ pub async fn chat_completions(
         return Ok(with_budget(response, &metered.budget));
     }
     let include_usage = request.include_usage;
-    let metered = stream(&state, &tenant, request_id, &request).await?;
+    let metered = stream(&state, &tenant, &call, &request).await?;
     let id = format!("chatcmpl-{}", metered.ledger_id.simple());
     let budget = metered.budget;
     Ok(with_budget(
@@ -317,15 +322,17 @@ pub async fn embeddings(
     State(state): State<AppState>,
     tenant: Tenant,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: http::HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let call = call_of(request_id, &headers)?;
     let (request, base64) = parse_embedding_request(&body(raw)?).map_err(ApiError::BadRequest)?;
     let (embeddings, model) = service::chat::embed(
         &state.models,
         &state.data,
         &state.ledger,
         &tenant,
-        request_id,
+        &call,
         &request,
     )
     .await
@@ -349,11 +356,13 @@ pub async fn messages(
     State(state): State<AppState>,
     tenant: Tenant,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: http::HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let call = call_of(request_id, &headers)?;
     let request = anthropic::parse_messages_request(&body(raw)?).map_err(ApiError::BadRequest)?;
     if !request.stream {
-        let metered = complete(&state, &tenant, request_id, &request).await?;
+        let metered = complete(&state, &tenant, &call, &request).await?;
         let id = format!("msg_{}", metered.ledger_id.simple());
         let response = Json(anthropic::message_json(
             &id,
@@ -363,7 +372,7 @@ pub async fn messages(
         .into_response();
         return Ok(with_budget(response, &metered.budget));
     }
-    let metered = stream(&state, &tenant, request_id, &request).await?;
+    let metered = stream(&state, &tenant, &call, &request).await?;
     let id = format!("msg_{}", metered.ledger_id.simple());
     let budget = metered.budget;
     Ok(with_budget(

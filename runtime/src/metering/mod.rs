@@ -2,6 +2,7 @@
 //! call, through the tenant's own `TenantTx`) and its writer (group or direct commit); budgets and
 //! limits join it here.
 
+pub mod idempotency;
 pub mod ledger;
 pub mod limits;
 pub mod writer;

@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use uuid::Uuid;
 
 use crate::auth::Tenant;
+use crate::metering::idempotency::{self, IdempotencyKey};
 use crate::metering::ledger::{self, Outcome};
 use crate::metering::limits;
 use crate::metering::writer::LedgerWriter;
@@ -27,6 +28,14 @@ use crate::models::{ChatRequest, ModelRouter, Route, RouteError};
 use crate::service::BudgetStatus;
 use crate::service::ServiceError;
 use crate::tenancy::{Admission, DataPlane};
+
+/// Who a model call is: its request id (the ledger row's `request_id`) and the client's idempotency
+/// key, if it sent one.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub request_id: Uuid,
+    pub key: Option<IdempotencyKey>,
+}
 
 /// A completed, metered call.
 #[derive(Debug)]
@@ -87,6 +96,8 @@ struct Prepared {
     /// The call's claim on the budget, settled by its ledger row or released if it failed.
     hold: limits::Hold,
     budget: BudgetStatus,
+    /// The call, with the idempotency key it claimed (given back if it fails).
+    call: Call,
 }
 
 /// What a call sends and may produce, for its admission.
@@ -108,6 +119,7 @@ async fn prepare(
     data: &DataPlane,
     ledger: &LedgerWriter,
     tenant: &Tenant,
+    call: &Call,
     ask: Ask<'_>,
 ) -> Result<Prepared, ServiceError> {
     if tenant.record().read_only {
@@ -117,6 +129,41 @@ async fn prepare(
     // Admitted before the model call: a busy tenant is refused (429) before anything is spent, and a
     // call that was made is never refused its ledger row.
     let admission = data.admit(tenant)?;
+    // A client's retry (same key) is refused before it can be served and charged twice.
+    if let Some(key) = &call.key
+        && let Some(holder) =
+            idempotency::claim(data, tenant, &admission, key, call.request_id).await?
+    {
+        return Err(ServiceError::IdempotencyConflict(holder));
+    }
+    let checked = admit(ledger, tenant, &admission, ask).await;
+    let (routes, max_tokens, ledger_id, admitted) = match checked {
+        Ok(checked) => checked,
+        Err(e) => {
+            if let Some(key) = &call.key {
+                idempotency::release(data, tenant, key, call.request_id).await;
+            }
+            return Err(e);
+        }
+    };
+    Ok(Prepared {
+        admission,
+        routes,
+        max_tokens,
+        ledger_id,
+        hold: admitted.hold,
+        budget: admitted.status,
+        call: call.clone(),
+    })
+}
+
+/// The policy's routes and token cap for `ask`, then the tenant's limits and budget.
+async fn admit(
+    ledger: &LedgerWriter,
+    tenant: &Tenant,
+    admission: &Admission,
+    ask: Ask<'_>,
+) -> Result<(Vec<Route>, Option<u32>, Uuid, limits::Admitted), ServiceError> {
     let policy = &tenant.record().policy;
     let routes =
         ModelRouter::plan(policy, &tenant.record().prices, ask.model).map_err(route_error)?;
@@ -141,17 +188,10 @@ async fn prepare(
         estimate_input(ask.messages) + ask.inputs.iter().map(|i| estimate_tokens(i)).sum::<u64>();
     let admitted = ledger
         .gate()
-        .admit(tenant, &admission, ledger_id, worst_case, tokens)
+        .admit(tenant, admission, ledger_id, worst_case, tokens)
         .await?
         .map_err(ServiceError::Refused)?;
-    Ok(Prepared {
-        admission,
-        routes,
-        max_tokens,
-        ledger_id,
-        hold: admitted.hold,
-        budget: admitted.status,
-    })
+    Ok((routes, max_tokens, ledger_id, admitted))
 }
 
 /// A chat call's checks; the request as it goes upstream (its output capped).
@@ -159,6 +199,7 @@ async fn prepare_chat(
     data: &DataPlane,
     ledger: &LedgerWriter,
     tenant: &Tenant,
+    call: &Call,
     request: &ChatRequest,
 ) -> Result<(Prepared, ChatRequest), ServiceError> {
     let ask = Ask {
@@ -168,7 +209,7 @@ async fn prepare_chat(
         tools: &request.tools,
         inputs: &[],
     };
-    let p = prepare(data, ledger, tenant, ask).await?;
+    let p = prepare(data, ledger, tenant, call, ask).await?;
     let mut request = request.clone();
     request.max_tokens = p.max_tokens;
     Ok((p, request))
@@ -186,6 +227,9 @@ async fn or_release<T>(
         Ok(answer) => Ok((answer, p)),
         Err(e) => {
             p.hold.release(data, tenant).await;
+            if let Some(key) = &p.call.key {
+                idempotency::release(data, tenant, key, p.call.request_id).await;
+            }
             Err(ServiceError::Provider(e))
         }
     }
@@ -198,11 +242,12 @@ async fn record(
     admission: Admission,
     hold: limits::Hold,
     ledger_id: Uuid,
-    request_id: Uuid,
+    call: &Call,
     route: &Route,
     usage: Usage,
     outcome: Outcome,
 ) -> Result<Uuid, ServiceError> {
+    let request_id = call.request_id;
     let cost = route.price.cost(usage.input_tokens, usage.output_tokens);
     let id = ledger
         .record(
@@ -230,8 +275,12 @@ async fn record(
         }
         Err(e) => {
             // No row settles the hold: give it back (under a fresh admission; if the row did
-            // commit after all, its trigger already removed an own hold and this removes nothing).
+            // commit after all, its trigger already removed an own hold and this removes nothing),
+            // and the key, so the client's retry is served.
             hold.release(ledger.data_plane(), tenant).await;
+            if let Some(key) = &call.key {
+                idempotency::release(ledger.data_plane(), tenant, key, request_id).await;
+            }
             Err(e.into())
         }
     }
@@ -243,10 +292,10 @@ pub async fn complete(
     data: &DataPlane,
     ledger: &Arc<LedgerWriter>,
     tenant: &Tenant,
-    request_id: Uuid,
+    call: &Call,
     request: &ChatRequest,
 ) -> Result<Metered, ServiceError> {
-    let (p, request) = prepare_chat(data, ledger, tenant, request).await?;
+    let (p, request) = prepare_chat(data, ledger, tenant, call, request).await?;
     let called = router.complete(tenant.id(), &p.routes, &request).await;
     let ((route, completion), p) = or_release(data, tenant, p, called).await?;
     let budget = p.budget;
@@ -256,7 +305,7 @@ pub async fn complete(
         p.admission,
         p.hold,
         p.ledger_id,
-        request_id,
+        &p.call,
         &route,
         completion.usage,
         Outcome::Complete,
@@ -276,13 +325,14 @@ pub async fn embed(
     data: &DataPlane,
     ledger: &Arc<LedgerWriter>,
     tenant: &Tenant,
-    request_id: Uuid,
+    call: &Call,
     request: &EmbeddingRequest,
 ) -> Result<(Embeddings, String), ServiceError> {
     let p = prepare(
         data,
         ledger,
         tenant,
+        call,
         Ask {
             model: &request.model,
             max_tokens: None,
@@ -300,7 +350,7 @@ pub async fn embed(
         p.admission,
         p.hold,
         p.ledger_id,
-        request_id,
+        &p.call,
         &route,
         embeddings.usage,
         Outcome::Complete,
@@ -326,22 +376,23 @@ pub async fn stream(
     data: &DataPlane,
     ledger: Arc<LedgerWriter>,
     tenant: &Tenant,
-    request_id: Uuid,
+    call: &Call,
     request: &ChatRequest,
 ) -> Result<MeteredStream, ServiceError> {
-    let (p, request) = prepare_chat(data, &ledger, tenant, request).await?;
+    let (p, request) = prepare_chat(data, &ledger, tenant, call, request).await?;
     let called = router.stream(tenant.id(), &p.routes, &request).await;
     let ((route, upstream), p) = or_release(data, tenant, p, called).await?;
     let ledger_id = p.ledger_id;
     let budget = p.budget;
     let admission = p.admission;
     let hold = p.hold;
+    let call = p.call;
     let model = route.model.to_string();
     let meter = Meter {
         ledger,
         tenant: tenant.clone(),
         route,
-        request_id,
+        call,
         ledger_id,
         input_estimate: estimate_input(&request.messages),
         produced: String::new(),
@@ -430,7 +481,7 @@ struct Meter {
     ledger: Arc<LedgerWriter>,
     tenant: Tenant,
     route: Route,
-    request_id: Uuid,
+    call: Call,
     ledger_id: Uuid,
     input_estimate: u64,
     produced: String,
@@ -469,15 +520,16 @@ impl Meter {
             admission,
             hold,
             self.ledger_id,
-            self.request_id,
+            &self.call,
             &self.route,
             usage,
             outcome,
         )
         .await;
+        let request_id = self.call.request_id;
         written.map(|_| usage).map_err(|e| {
-            tracing::error!(request_id = %self.request_id, error = %e, "a streamed call could not be recorded in the ledger");
-            format!("internal error (request id {})", self.request_id)
+            tracing::error!(request_id = %request_id, error = %e, "a streamed call could not be recorded in the ledger");
+            format!("internal error (request id {request_id})")
         })
     }
 }
@@ -491,15 +543,16 @@ impl Drop for Meter {
         // dropped with the state (its connection closes), and the row is written off the request.
         let (ledger, tenant, route) =
             (self.ledger.clone(), self.tenant.clone(), self.route.clone());
-        let (ledger_id, request_id, usage) = (self.ledger_id, self.request_id, self.usage());
+        let (ledger_id, call, usage) = (self.ledger_id, self.call.clone(), self.usage());
         tokio::spawn(async move {
+            let request_id = call.request_id;
             let written = record(
                 &ledger,
                 &tenant,
                 admission,
                 hold,
                 ledger_id,
-                request_id,
+                &call,
                 &route,
                 usage,
                 Outcome::Cancelled,

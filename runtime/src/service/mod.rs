@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod usage;
 
+pub use crate::metering::idempotency::IdempotencyKey;
 pub use crate::metering::limits::{BudgetStatus, Refusal};
 
 /// Why a business action failed; the HTTP layer maps each variant to a status once.
@@ -27,6 +28,10 @@ pub enum ServiceError {
     /// The provider failed (after retries and fallbacks); the message is already scrubbed.
     #[error("{0}")]
     Provider(crate::models::providers::ProviderError),
+    /// The call's idempotency key was claimed by the call with this request id (a retry): refused
+    /// before anything was spent.
+    #[error("the idempotency key was used by request {0}")]
+    IdempotencyConflict(uuid::Uuid),
     /// The tenant's rate limits or budget refused the call before anything was spent.
     #[error("refused by the tenant's limits: {0:?}")]
     Refused(Refusal),

@@ -1793,3 +1793,108 @@ async fn calls_are_priced_by_the_version_of_their_day_with_negotiated_prices_and
     assert!(format!("{e:?}").contains("never changes"), "{e:?}");
     g.s.running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_retry_with_the_same_idempotency_key_is_refused_not_charged_twice() {
+    // Issue 11 item 2 / case 56 ("retries never double-charge"): a keyed call claims its key before
+    // the upstream call; the same key again is 409 naming the first request, with no upstream call
+    // and no ledger row; keys are per tenant; a call that failed gives its key back, so its retry
+    // is served; streams and the Anthropic surface behave the same.
+    let g = gateway(Config::default()).await;
+    let token = g.s.token("acme");
+    let ask = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    let send = |token: &str, key: &str, path: &str, body: Value| {
+        g.s.http
+            .post(format!("{}{path}", g.s.base))
+            .bearer_auth(token)
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+    };
+    let first = send(&token, "order-1", "/v1/chat/completions", ask.clone())
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let first_id = first.headers()["x-request-id"].to_str().unwrap().to_owned();
+    g.mock.clear();
+    let rows = g.ledger("acme").await.len();
+    let again = send(&token, "order-1", "/v1/chat/completions", ask.clone())
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "idempotency_key_reused", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&first_id),
+        "{body}"
+    );
+    assert!(g.mock.received().is_empty(), "no upstream call");
+    assert_eq!(g.ledger("acme").await.len(), rows, "no second row");
+    // The same key is another tenant's own.
+    let other = send(
+        &g.s.token("globex"),
+        "order-1",
+        "/v1/chat/completions",
+        ask.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(other.status(), 200);
+    // A failed call gives its key back: the retry is served (and charged once).
+    g.mock
+        .fail_next([Fault::ServerError, Fault::ServerError, Fault::ServerError]);
+    let failed = send(&token, "order-2", "/v1/chat/completions", ask.clone())
+        .await
+        .unwrap();
+    assert!(failed.status().is_server_error(), "{}", failed.status());
+    let retried = send(&token, "order-2", "/v1/chat/completions", ask.clone())
+        .await
+        .unwrap();
+    assert_eq!(retried.status(), 200);
+    // Streams and the Anthropic surface.
+    let streamed = json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let r = send(&token, "order-3", "/v1/chat/completions", streamed.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.text().await.unwrap();
+    let r = send(&token, "order-3", "/v1/chat/completions", streamed)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let msg = json!({"model": "claude-haiku-4-5", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(
+        send(&token, "order-4", "/v1/messages", msg.clone())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let r = send(&token, "order-4", "/v1/messages", msg).await.unwrap();
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    // One row per served call: order-1 once, order-2 once (after its failure), order-3, order-4.
+    let ledger_ids: Vec<String> =
+        g.s.target
+            .admin()
+            .await
+            .unwrap()
+            .query("SELECT request_id::text FROM t_acme.usage_ledger", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+    assert_eq!(ledger_ids.len(), 4, "{ledger_ids:?}");
+    assert!(ledger_ids.contains(&first_id));
+    // A key that is not one is 400, before anything.
+    let r = send(&token, &"k".repeat(256), "/v1/chat/completions", ask)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    g.s.running.stop().await.unwrap();
+}
