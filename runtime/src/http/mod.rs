@@ -119,6 +119,12 @@ pub fn metrics_text(state: &AppState) -> String {
          # TYPE tenant_ledger_commit_microseconds_total counter\ntenant_ledger_commit_microseconds_total {}",
         state.ledger.commit_micros()
     );
+    let _ = writeln!(
+        out,
+        "# HELP tenant_ledger_zero_cost_rows_total Ledger rows of calls that produced tokens at zero cost.\n\
+         # TYPE tenant_ledger_zero_cost_rows_total counter\ntenant_ledger_zero_cost_rows_total {}",
+        state.ledger.zero_cost_rows()
+    );
     let gate = state.ledger.gate();
     let _ = writeln!(
         out,

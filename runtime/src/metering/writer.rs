@@ -87,6 +87,8 @@ pub struct LedgerWriter {
     rows: AtomicU64,
     /// Time spent in commits, summed (with `commits`, the mean durable commit as the runtime sees it).
     commit_micros: AtomicU64,
+    /// Rows of calls that produced tokens and cost nothing (a zero price, or a pricing bug).
+    zero_cost: AtomicU64,
 }
 
 impl std::fmt::Debug for LedgerWriter {
@@ -112,6 +114,7 @@ impl LedgerWriter {
             commits: AtomicU64::new(0),
             rows: AtomicU64::new(0),
             commit_micros: AtomicU64::new(0),
+            zero_cost: AtomicU64::new(0),
         }
     }
 
@@ -146,6 +149,11 @@ impl LedgerWriter {
         self.rows.load(Ordering::Relaxed)
     }
 
+    /// Rows written for calls that produced tokens at zero cost, since start.
+    pub fn zero_cost_rows(&self) -> u64 {
+        self.zero_cost.load(Ordering::Relaxed)
+    }
+
     /// Microseconds spent in successful commits since start.
     pub fn commit_micros(&self) -> u64 {
         self.commit_micros.load(Ordering::Relaxed)
@@ -160,6 +168,12 @@ impl LedgerWriter {
         entry: NewEntry,
     ) -> Result<Uuid, DataError> {
         let id = entry.id;
+        if entry.cost.0 == 0 && entry.output_tokens + entry.input_tokens > 0 {
+            // Finance wants to hear of tokens nobody pays for: a zero price, or a bug.
+            self.zero_cost.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(tenant = %tenant.id(), model = %entry.model, provider = %entry.provider.as_str(),
+                "a call produced tokens and costs nothing");
+        }
         if !self.group {
             let started = std::time::Instant::now();
             ledger::record_once(&self.data, tenant, &admission, Lane::Calls, &[&entry]).await?;

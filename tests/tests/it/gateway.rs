@@ -1676,6 +1676,10 @@ async fn calls_are_priced_by_the_version_of_their_day_with_negotiated_prices_and
             p.output_per_mtok = runtime::domain::MicroUsd(1_200_000);
             p.per_request = runtime::domain::MicroUsd(100);
         }
+        if p.model == "text-embedding-3-small" && p.provider == ProviderId::Openai {
+            // Free this version: the call is recorded, and counted as tokens nobody pays for.
+            p.input_per_mtok = runtime::domain::MicroUsd(0);
+        }
     }
     let mut negotiated = next
         .prices
@@ -1744,6 +1748,18 @@ async fn calls_are_priced_by_the_version_of_their_day_with_negotiated_prices_and
         (input * 150_000 + output * 1_200_000).div_ceil(1_000_000) + 100,
         "the book's new rate and its per-call fee"
     );
+    // A free model's call is recorded at zero, and the operator's metric counts it.
+    assert_eq!(g.s.running.state.ledger.zero_cost_rows(), 0);
+    let r = g
+        .post(
+            "acme",
+            "/v1/embeddings",
+            json!({"model": "text-embedding-3-small", "input": ["free text"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(row("acme").await.3, 0);
+    assert_eq!(g.s.running.state.ledger.zero_cost_rows(), 1);
     // claude-haiku-4-5 has no price today: refused before the upstream call, no row, and not
     // listed among the tenant's models.
     g.mock.clear();
