@@ -332,6 +332,13 @@ pub enum UsageCommand {
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
         format: ReportFormat,
     },
+    /// Remove usage past retention: each tenant's ledger rows older than its `retention.usage_days`,
+    /// and offboarded tenants' retained usage past its day; says what it removed. Asks first.
+    Purge {
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
     /// A tenant's month against its provider's cost export (OpenAI- or Anthropic-style CSV), per day
     /// and model. Exits 1 when any line differs by more than its tolerance: its number of calls in
     /// micro-USD (the ledger rounds each call up) plus `--tolerance-micro-usd`.

@@ -134,6 +134,41 @@ async fn usage_cmd(g: &Global, command: crate::args::UsageCommand) -> Result<u8>
             }
             Ok(0)
         }
+        UsageCommand::Purge { yes } => {
+            let planned = crate::usage::purge(&target, true).await?;
+            let total: i64 = planned.iter().map(|p| p.rows).sum();
+            if total == 0 {
+                out("no usage is past its retention; nothing to remove")?;
+                return Ok(0);
+            }
+            if !yes {
+                for p in &planned {
+                    note(
+                        g,
+                        &format!(
+                            "{}: {} {} rows from {} on",
+                            p.tenant, p.rows, p.store, p.oldest
+                        ),
+                    );
+                }
+                confirm(
+                    &format!("purging removes {total} usage rows past their retention"),
+                    "purge",
+                )?;
+            }
+            let removed = crate::usage::purge(&target, false).await?;
+            if g.output == crate::args::OutputFormat::Json {
+                out_json(&serde_json::to_value(&removed)?)?;
+            } else {
+                for p in &removed {
+                    out(&format!(
+                        "{}: removed {} {} rows (the oldest from {})",
+                        p.tenant, p.rows, p.store, p.oldest
+                    ))?;
+                }
+            }
+            Ok(0)
+        }
         UsageCommand::Reconcile {
             tenant,
             month,

@@ -84,6 +84,41 @@ pub async fn month_of(
         .collect())
 }
 
+/// An offboarded tenant's month from the retained usage store (what its ledger held when it left).
+pub async fn retained_month_of(
+    target: &Target,
+    tenant: &TenantId,
+    first_day: &str,
+) -> Result<Vec<DayUsage>> {
+    let admin = target.admin().await?;
+    let rows = admin
+        .query(
+            "SELECT to_char((created_at AT TIME ZONE 'UTC')::date, 'YYYY-MM-DD'), provider, model, \
+                    count(*)::bigint, coalesce(sum(input_tokens), 0)::bigint, \
+                    coalesce(sum(output_tokens), 0)::bigint, coalesce(sum(cost_micro_usd), 0)::bigint \
+               FROM control.usage_retained \
+              WHERE tenant_id = $1 \
+                AND created_at >= CAST($2::text AS date)::timestamp AT TIME ZONE 'UTC' \
+                AND created_at < (CAST($2::text AS date) + interval '1 month')::timestamp AT TIME ZONE 'UTC' \
+              GROUP BY 1, 2, 3 ORDER BY 1, provider COLLATE \"C\", model COLLATE \"C\"",
+            &[&tenant.as_str(), &first_day],
+        )
+        .await
+        .with_context(|| format!("reading the retained usage of tenant `{tenant}`"))?;
+    Ok(rows
+        .iter()
+        .map(|r| DayUsage {
+            day: r.get(0),
+            provider: r.get(1),
+            model: r.get(2),
+            requests: r.get(3),
+            input_tokens: r.get(4),
+            output_tokens: r.get(5),
+            cost_micro_usd: r.get(6),
+        })
+        .collect())
+}
+
 /// One line of the month's report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReportLine {
@@ -135,9 +170,12 @@ pub struct MonthReport {
     pub totals: Sums,
 }
 
-/// The tenants a report covers: every tenant in the registry whose data still exists (an offboarded
-/// tenant's ledger was exported and removed), with its cost-center tag.
-async fn tenants(target: &Target, only: Option<&TenantId>) -> Result<Vec<(TenantId, String)>> {
+/// The tenants a report covers: every tenant in the registry, with its cost-center tag and whether
+/// it is offboarded (its ledger is then in the retained usage store until its retention ends).
+async fn tenants(
+    target: &Target,
+    only: Option<&TenantId>,
+) -> Result<Vec<(TenantId, String, bool)>> {
     let admin = target.admin().await?;
     let exists: bool = admin
         .query_one("SELECT to_regclass('control.tenants') IS NOT NULL", &[])
@@ -148,18 +186,15 @@ async fn tenants(target: &Target, only: Option<&TenantId>) -> Result<Vec<(Tenant
     }
     let rows = admin
         .query(
-            "SELECT tenant_id, coalesce(tags ->> 'cost-center', '') FROM control.tenants \
-              WHERE status <> 'offboarded' AND ($1::text IS NULL OR tenant_id = $1) \
-              ORDER BY tenant_id",
+            "SELECT tenant_id, coalesce(tags ->> 'cost-center', ''), status = 'offboarded' \
+               FROM control.tenants WHERE ($1::text IS NULL OR tenant_id = $1) ORDER BY tenant_id",
             &[&only.map(TenantId::as_str)],
         )
         .await?;
     if let Some(t) = only
         && rows.is_empty()
     {
-        bail!(
-            "tenant `{t}` is not in the registry (or is offboarded)\nhint: `tenantctl status` lists the tenants"
-        );
+        bail!("tenant `{t}` is not in the registry\nhint: `tenantctl status` lists the tenants");
     }
     rows.iter()
         .map(|r| {
@@ -168,6 +203,7 @@ async fn tenants(target: &Target, only: Option<&TenantId>) -> Result<Vec<(Tenant
                 TenantId::parse(&id)
                     .map_err(|e| anyhow::anyhow!("registry tenant `{id}`: {}", e.0))?,
                 r.get(1),
+                r.get(2),
             ))
         })
         .collect()
@@ -179,12 +215,20 @@ pub async fn report(target: &Target, month: &str, only: Option<&TenantId>) -> Re
     let first = month_start(month)?;
     let mut lines = Vec::new();
     let (mut by_tenant, mut cost_centers) = (BTreeMap::new(), BTreeMap::new());
-    for (tenant, cost_center) in tenants(target, only).await? {
+    for (tenant, cost_center, offboarded) in tenants(target, only).await? {
+        let days = if offboarded {
+            retained_month_of(target, &tenant, &first).await?
+        } else {
+            let loc = locate(target, &tenant).await?;
+            month_of(target, &loc, &tenant, &first).await?
+        };
+        if offboarded && days.is_empty() {
+            continue;
+        }
         by_tenant.insert(tenant.to_string(), Sums::default());
         cost_centers.insert(tenant.to_string(), cost_center.clone());
-        let loc = locate(target, &tenant).await?;
         let mut per_model: BTreeMap<(String, String), Sums> = BTreeMap::new();
-        for d in month_of(target, &loc, &tenant, &first).await? {
+        for d in days {
             per_model.entry((d.provider, d.model)).or_default().add(
                 d.requests,
                 d.input_tokens,
@@ -840,4 +884,100 @@ impl CostReport {
         );
         out
     }
+}
+
+/// What a purge removed (or, in a dry run, would remove) for one tenant from one store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Purged {
+    pub tenant: String,
+    /// `ledger` (a tenant's own ledger, rows older than its retention) or `retained` (an offboarded
+    /// tenant's usage past its retention day).
+    pub store: &'static str,
+    pub rows: i64,
+    /// The oldest removed row's UTC day.
+    pub oldest: String,
+}
+
+/// Removes ledger rows past retention: each tenant's own rows older than its manifest's
+/// `retention.usage_days`, and offboarded tenants' retained usage past its day. Daily totals are
+/// kept (they hold no per-call data). With `dry_run` every removal is rolled back, so the figures are
+/// exactly what a real run would remove now.
+pub async fn purge(target: &Target, dry_run: bool) -> Result<Vec<Purged>> {
+    let mut out = Vec::new();
+    let mut admin = target.admin().await?;
+    let rows = admin
+        .query(
+            "SELECT tenant_id, (spec #>> '{retention_days}')::int FROM control.tenants \
+              WHERE status <> 'offboarded' ORDER BY tenant_id",
+            &[],
+        )
+        .await
+        .context("reading the registry")?;
+    for row in rows {
+        let id: String = row.get(0);
+        let days: Option<i32> = row.get(1);
+        let tenant =
+            TenantId::parse(&id).map_err(|e| anyhow::anyhow!("registry tenant `{id}`: {}", e.0))?;
+        let days =
+            days.with_context(|| format!("tenant `{tenant}` has no retention.usage_days"))?;
+        let loc = locate(target, &tenant).await?;
+        let mut client = target.connect_admin(&loc.database).await?;
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "retention maintenance runs as the admin role, one tenant at a time"
+        )]
+        let tx = client.transaction().await?;
+        if loc.tier == Tier::Pool {
+            fence_to_tenant(&tx, target, &tenant).await?;
+        }
+        let query = sql::render("tenant-ledger-purge.sql", context! { schema => loc.schema })?;
+        let r = tx
+            .query_one(&query, &[&tenant.as_str(), &days])
+            .await
+            .with_context(|| format!("purging the ledger of tenant `{tenant}`"))?;
+        let removed: i64 = r.get(0);
+        if dry_run {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        if removed > 0 {
+            out.push(Purged {
+                tenant: tenant.to_string(),
+                store: "ledger",
+                rows: removed,
+                oldest: r.get(1),
+            });
+        }
+    }
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "retention maintenance runs as the admin role"
+    )]
+    let tx = admin.transaction().await?;
+    let rows = tx
+        .query(
+            "WITH removed AS (DELETE FROM control.usage_retained WHERE retain_until < current_date \
+                              RETURNING tenant_id, created_at) \
+             SELECT tenant_id, count(*)::bigint, \
+                    to_char(min(created_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD') \
+               FROM removed GROUP BY tenant_id ORDER BY tenant_id",
+            &[],
+        )
+        .await
+        .context("purging the retained usage")?;
+    for r in rows {
+        out.push(Purged {
+            tenant: r.get(0),
+            store: "retained",
+            rows: r.get(1),
+            oldest: r.get(2),
+        });
+    }
+    if dry_run {
+        tx.rollback().await?;
+    } else {
+        tx.commit().await?;
+    }
+    Ok(out)
 }

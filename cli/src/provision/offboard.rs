@@ -304,6 +304,55 @@ pub struct Report {
     pub already_offboarded: bool,
 }
 
+/// Rows copied into the retained usage store per statement.
+const RETAIN_BATCH: usize = 5_000;
+
+/// Copies the tenant's exported ledger (`dir/usage_ledger.jsonl`, verified) into the control
+/// plane's retained usage store, in `tx` (the offboarding's own transaction), kept for its
+/// manifest's `retention.usage_days` from today.
+async fn retain_usage(
+    tx: &tokio_postgres::Transaction<'_>,
+    tenant: &TenantId,
+    dir: &Path,
+) -> Result<u64> {
+    const COPY: &str = "INSERT INTO control.usage_retained (id, tenant_id, request_id, subject, \
+           provider, model, input_tokens, output_tokens, cost_micro_usd, price_book_version, outcome, \
+           usage_estimated, created_at, retain_until) \
+         SELECT r.id, r.tenant_id, r.request_id, r.subject, r.provider, r.model, r.input_tokens, \
+                r.output_tokens, r.cost_micro_usd, r.price_book_version, r.outcome, \
+                r.usage_estimated, r.created_at, \
+                current_date + (SELECT (spec #>> '{retention_days}')::int \
+                                  FROM control.tenants WHERE tenant_id = $2) \
+           FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, tenant_id text, request_id uuid, \
+                subject text, provider text, model text, input_tokens bigint, output_tokens bigint, \
+                cost_micro_usd bigint, price_book_version text, outcome text, usage_estimated boolean, \
+                created_at timestamptz) \
+          WHERE r.tenant_id = $2 \
+         ON CONFLICT (id) DO NOTHING";
+    let text = std::fs::read_to_string(dir.join("usage_ledger.jsonl"))
+        .context("reading back the exported ledger to retain it")?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    let mut copied = 0;
+    for chunk in lines.chunks(RETAIN_BATCH) {
+        let rows: Vec<serde_json::Value> = chunk
+            .iter()
+            .map(|l| serde_json::from_str(l))
+            .collect::<Result<_, _>>()
+            .context("the exported ledger does not parse")?;
+        copied += tx
+            .execute(COPY, &[&serde_json::Value::Array(rows), &tenant.as_str()])
+            .await
+            .context("copying the ledger into the retained usage store")?;
+    }
+    if copied != lines.len() as u64 {
+        bail!(
+            "{copied} of {} ledger rows were retained; nothing was deleted",
+            lines.len()
+        );
+    }
+    Ok(copied)
+}
+
 /// Exports, verifies, deletes, and marks the tenant offboarded.
 pub async fn offboard(target: &Target, tenant: &TenantId, export_dir: &Path) -> Result<Report> {
     offboard_from(target, None, tenant, export_dir).await
@@ -335,6 +384,9 @@ pub async fn offboard_from(
     )]
     let tx = client.transaction().await?;
     lock_tenant_id(&tx, tenant).await?;
+    if !already {
+        retain_usage(&tx, tenant, &export_dir.join(tenant.as_str())).await?;
+    }
     remove_data_in(&tx, target, &loc, tenant, None).await?;
     tx.execute(
         "UPDATE control.tenants SET status = 'offboarded', updated_at = now() WHERE tenant_id = $1",

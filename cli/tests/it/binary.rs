@@ -1349,3 +1349,145 @@ fn a_runtime_killed_under_load_has_a_ledger_row_for_every_answer_it_gave_and_no_
         "{unanswered} rows without an answer, but only {cut} calls were cut ({refused} refused)"
     );
 }
+
+#[test]
+fn usage_outlives_offboarding_for_its_retention_and_purge_removes_only_what_is_past_it() {
+    // Issue 11 item 6: a tenant's ledger rows outlive its offboarding for `retention.usage_days`
+    // (finance still reports and reconciles them), and rows past retention are purged by a command
+    // that asks first and reports what it removed.
+    let cluster = cli::testing::cluster();
+    let target = cli::testing::deployment();
+    let ns = target.namespace.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let root = cli::testing::repo_root();
+    let run = |args: &[&str]| in_namespace(cluster, &ns).args(args).output().unwrap();
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let acme = std::fs::read_to_string(root.join("tenants/acme.yaml")).unwrap();
+    let short = acme.replace("usage_days: 400", "usage_days: 30");
+    assert_ne!(
+        short, acme,
+        "the example's retention changed; update this test"
+    );
+    std::fs::write(dir.path().join("acme.yaml"), &short).unwrap();
+    let pooled = short
+        .replace("id: acme", "id: pooled")
+        .replace("tier: schema", "tier: pool");
+    std::fs::write(dir.path().join("pooled.yaml"), &pooled).unwrap();
+    let out = run(&["apply", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sql = |q: String| {
+        let target = &target;
+        rt.block_on(async move {
+            let mut admin = target.admin().await.unwrap();
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "the test writes and reads usage as the admin"
+            )]
+            let tx = admin.transaction().await.unwrap();
+            tx.execute("SELECT set_config('app.tenant_id', 'pooled', true)", &[])
+                .await
+                .unwrap();
+            let rows: Vec<String> = tx
+                .query(&q, &[])
+                .await
+                .map(|rows| rows.iter().map(|r| r.get::<_, String>(0)).collect())
+                .unwrap_or_else(|e| vec![format!("error: {e:?}")]);
+            tx.commit().await.ok();
+            rows
+        })
+    };
+    let insert = |schema: &str, tenant: &str, age_days: i32| {
+        sql(format!(
+            "INSERT INTO {schema}.usage_ledger (id, tenant_id, request_id, subject, provider, model, \
+             input_tokens, output_tokens, cost_micro_usd, price_book_version, created_at) \
+             VALUES (gen_random_uuid(), '{tenant}', gen_random_uuid(), 'u', 'mock', 'mock-small', 1, 1, \
+                     7, '2026-12-01', now() - interval '{age_days} days') RETURNING id::text"
+        ))
+    };
+    insert("t_acme", "acme", 40);
+    insert("t_acme", "acme", 10);
+    insert("pool", "pooled", 45);
+    insert("pool", "pooled", 1);
+    let count = |q: &str| sql(format!("SELECT count(*)::text FROM {q}"))[0].clone();
+
+    // Without --yes and without a terminal, nothing is removed.
+    let out = run(&["usage", "purge"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("needs confirmation"), "{}", text(&out));
+    assert_eq!(count("t_acme.usage_ledger"), "2");
+    let out = run(&["usage", "purge", "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("acme: removed 1 ledger rows"), "{said}");
+    assert!(said.contains("pooled: removed 1 ledger rows"), "{said}");
+    assert_eq!(
+        count("t_acme.usage_ledger"),
+        "1",
+        "the row within retention stays"
+    );
+    assert_eq!(count("pool.usage_ledger WHERE tenant_id = 'pooled'"), "1");
+    let out = run(&["usage", "purge", "--yes"]);
+    assert!(text(&out).contains("nothing to remove"), "{}", text(&out));
+
+    // Offboarded, acme's remaining row is kept for its retention, and still reported.
+    let out = run(&[
+        "offboard",
+        "acme",
+        "--yes",
+        "--export",
+        dir.path().join("out").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        count("control.usage_retained WHERE tenant_id = 'acme'"),
+        "1"
+    );
+    assert_eq!(
+        sql("SELECT (retain_until - current_date)::text FROM control.usage_retained WHERE tenant_id = 'acme'".into()),
+        ["30"]
+    );
+    let month = sql("SELECT to_char(now() - interval '10 days', 'YYYY-MM')".into())[0].clone();
+    let out = run(&[
+        "usage", "report", "--month", &month, "--tenant", "acme", "--format", "json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["totals"]["requests"], 1, "{report}");
+    assert_eq!(report["totals"]["cost_micro_usd"], 7);
+    // Retained usage never changes and cannot be removed before its day, whoever asks.
+    let refused = sql(
+        "DELETE FROM control.usage_retained WHERE tenant_id = 'acme' RETURNING id::text".into(),
+    );
+    assert!(refused[0].contains("retained until"), "{refused:?}");
+    let refused =
+        sql("UPDATE control.usage_retained SET cost_micro_usd = 0 RETURNING id::text".into());
+    assert!(refused[0].contains("never changes"), "{refused:?}");
+    // Past its day, purge removes it and says so.
+    sql(
+        "INSERT INTO control.usage_retained SELECT gen_random_uuid(), 'gone', gen_random_uuid(), 'u', \
+         'mock', 'mock-small', 1, 1, 3, 'v', 'complete', false, now() - interval '500 days', \
+         current_date - 1 RETURNING id::text"
+            .into(),
+    );
+    let out = run(&["usage", "purge", "--yes"]);
+    assert!(
+        text(&out).contains("gone: removed 1 retained rows"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        count("control.usage_retained WHERE tenant_id = 'gone'"),
+        "0"
+    );
+    assert_eq!(
+        count("control.usage_retained WHERE tenant_id = 'acme'"),
+        "1"
+    );
+}
