@@ -71,6 +71,22 @@ pub const TENANT_MIGRATIONS: &[Migration] = &[
         sql: include_str!("../sql/tenant/0006_idempotency_keys.sql"),
         pool_backfill: None,
     },
+    Migration {
+        version: 7,
+        name: "usage_daily_models",
+        sql: include_str!("../sql/tenant/0007_usage_daily_models.sql"),
+        pool_backfill: Some(PoolBackfill {
+            lock: "LOCK TABLE pool.usage_ledger IN SHARE MODE",
+            statements: &[
+                "DELETE FROM pool.usage_daily_models WHERE tenant_id = $1",
+                "INSERT INTO pool.usage_daily_models (tenant_id, day, provider, model, requests, \
+                 input_tokens, output_tokens, cost_micro_usd) \
+             SELECT tenant_id, (created_at AT TIME ZONE 'UTC')::date, provider, model, count(*), \
+                    sum(input_tokens), sum(output_tokens), sum(cost_micro_usd) \
+               FROM pool.usage_ledger WHERE tenant_id = $1 GROUP BY 1, 2, 3, 4",
+            ],
+        }),
+    },
 ];
 
 /// Table privileges of the tenant's own role, per table. The ledger is append-only for the tenant role;
@@ -79,6 +95,7 @@ pub const TENANT_MIGRATIONS: &[Migration] = &[
 pub const TENANT_TABLE_GRANTS: &[(&str, &str)] = &[
     ("usage_ledger", "SELECT, INSERT"),
     ("usage_daily", "SELECT"),
+    ("usage_daily_models", "SELECT"),
     // Working state of admissions (`tenant_admit`): holds are added, resized (leases) and released,
     // meters refilled.
     ("budget_holds", "SELECT, INSERT, UPDATE, DELETE"),

@@ -524,6 +524,8 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
             .batch_execute(&format!(
                 "DROP INDEX t_sa_co.{index}; DROP INDEX t_sb_co.{index}; DROP INDEX pool.{index};
                  DROP TABLE t_sa_co.usage_daily, t_sb_co.usage_daily, pool.usage_daily;
+                 DROP TABLE t_sa_co.usage_daily_models, t_sb_co.usage_daily_models,
+                            pool.usage_daily_models;
                  DROP FUNCTION t_sa_co.usage_daily_add, t_sb_co.usage_daily_add, pool.usage_daily_add CASCADE;
                  DROP TABLE t_sa_co.budget_holds, t_sb_co.budget_holds, pool.budget_holds,
                             t_sa_co.tenant_meters, t_sb_co.tenant_meters, pool.tenant_meters,
@@ -552,7 +554,7 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
             .unwrap();
         dedicated
             .batch_execute(&format!(
-                "DROP INDEX t_da_co.{index}; DROP TABLE t_da_co.usage_daily;
+                "DROP INDEX t_da_co.{index}; DROP TABLE t_da_co.usage_daily, t_da_co.usage_daily_models;
                  DROP FUNCTION t_da_co.usage_daily_add CASCADE;
                  DROP TABLE t_da_co.budget_holds, t_da_co.tenant_meters, t_da_co.token_debits,
                             t_da_co.idempotency_keys;

@@ -206,9 +206,9 @@ pub struct ReportRow {
     pub cost_micro_usd: i64,
 }
 
-/// The tenant's usage on the UTC days `from..=to` (`YYYY-MM-DD`, already checked), grouped. By day it
-/// reads the daily totals the ledger's trigger keeps; by model or subject it sums the ledger's rows
-/// of those days in the database (integer sums, one row per group, ordered by the group's key).
+/// The tenant's usage on the UTC days `from..=to` (`YYYY-MM-DD`, already checked), grouped. By day and
+/// by model it reads the per-day totals the ledger's trigger keeps; by subject it sums the ledger's
+/// rows of those days in the database (integer sums, one row per group, ordered by the group's key).
 pub async fn report(
     tx: &TenantTx,
     from: &str,
@@ -224,12 +224,11 @@ pub async fn report(
               ORDER BY day"
         }
         GroupBy::Model => {
-            "SELECT provider, model, count(*)::bigint, coalesce(sum(input_tokens), 0)::bigint, \
-                    coalesce(sum(output_tokens), 0)::bigint, coalesce(sum(cost_micro_usd), 0)::bigint \
-               FROM usage_ledger \
-              WHERE tenant_id = $1 \
-                AND created_at >= CAST($2::text AS date)::timestamp AT TIME ZONE 'UTC' \
-                AND created_at < (CAST($3::text AS date) + 1)::timestamp AT TIME ZONE 'UTC' \
+            // From the per-day totals by model (tenant migration 0007), not the ledger's rows.
+            "SELECT provider, model, sum(requests)::bigint, sum(input_tokens)::bigint, \
+                    sum(output_tokens)::bigint, sum(cost_micro_usd)::bigint \
+               FROM usage_daily_models \
+              WHERE tenant_id = $1 AND day >= CAST($2::text AS date) AND day <= CAST($3::text AS date) \
               GROUP BY provider, model ORDER BY provider COLLATE \"C\", model COLLATE \"C\""
         }
         GroupBy::Subject => {
