@@ -46,27 +46,9 @@ pub fn load(path: &Path) -> Result<PriceBook> {
 /// (a price in nano-USD, or a missing decimal point), refused instead of billed.
 const MAX_PRICE: i64 = 1_000_000_000;
 
-/// Unit classes providers bill that the ledger does not count yet: a book that prices one is
-/// refused, so no declared price goes uncharged.
-const NOT_METERED: &[&str] = &[
-    "cached_input_per_mtok",
-    "cache_write_per_mtok",
-    "reasoning_per_mtok",
-];
-
 /// Parses and checks a price book; every problem names its place in the file and how to fix it.
 pub fn parse(path: &Path, text: &str) -> Result<PriceBook> {
     let file = path.display();
-    for class in NOT_METERED {
-        if let Some((n, _)) = text.lines().enumerate().find(|(_, l)| l.contains(class)) {
-            bail!(
-                "`{file}`:{}: `{class}` is not metered yet: the ledger counts input and output \
-                 tokens and per-call fees only\n  fix: remove it (fold the provider's rate into \
-                 `input_per_mtok` / `output_per_mtok` if you must)",
-                n + 1
-            );
-        }
-    }
     let de = serde_norway::Deserializer::from_str(text);
     let book: PriceBook = serde_path_to_error::deserialize(de).map_err(|e| {
         let at = e.path().to_string();
@@ -82,7 +64,8 @@ pub fn parse(path: &Path, text: &str) -> Result<PriceBook> {
         anyhow::anyhow!(
             "`{file}`{line}: field `{at}`: {message}\n  fix: each version has `version`, \
              `effective_from` (YYYY-MM-DD) and `prices` (provider, model, input_per_mtok, \
-             output_per_mtok, optional per_request), see `{BUILTIN_PATH}`"
+             output_per_mtok; optional per_request, cached_input_per_mtok, cache_write_per_mtok, \
+             reasoning_per_mtok), see `{BUILTIN_PATH}`"
         )
     })?;
     let problems = problems(&book);
@@ -219,6 +202,18 @@ fn check_prices(at: &str, prices: &[Price], out: &mut Vec<(String, String)>) {
             ("input_per_mtok", p.input_per_mtok),
             ("output_per_mtok", p.output_per_mtok),
             ("per_request", p.per_request),
+            (
+                "cached_input_per_mtok",
+                p.cached_input_per_mtok.unwrap_or_default(),
+            ),
+            (
+                "cache_write_per_mtok",
+                p.cache_write_per_mtok.unwrap_or_default(),
+            ),
+            (
+                "reasoning_per_mtok",
+                p.reasoning_per_mtok.unwrap_or_default(),
+            ),
         ] {
             if !(0..=MAX_PRICE).contains(&v) {
                 out.push((
@@ -581,8 +576,12 @@ mod tests {
                 "input_per_mtok",
             ),
             (
-                "      - { provider: mock, model: mock-small, input_per_mtok: 1, output_per_mtok: 2, cached_input_per_mtok: 1 }\n",
-                "`cached_input_per_mtok` is not metered yet",
+                "      - { provider: mock, model: mock-small, input_per_mtok: 1, output_per_mtok: 2, cached_input_per_mtok: -5 }\n",
+                "versions[0].prices[0].cached_input_per_mtok: -5 is outside",
+            ),
+            (
+                "      - { provider: mock, model: mock-small, input_per_mtok: 1, output_per_mtok: 2, cache_read_per_mtok: 1 }\n",
+                "unknown field `cache_read_per_mtok`",
             ),
             (
                 "      - { provider: mock, model: mock-small, input_per_mtok: 1, output_per_mtok: 2 }\n    tenants:\n      acme:\n        - { provider: mock, model: mock-large, input_per_mtok: 1, output_per_mtok: 2 }\n",

@@ -26,6 +26,15 @@ pub struct Price {
     /// A fee per call, where the provider charges one.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub per_request: MicroUsd,
+    /// Input tokens read from the provider's prompt cache (default: the input price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input_per_mtok: Option<MicroUsd>,
+    /// Input tokens written to the prompt cache (default: the input price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_per_mtok: Option<MicroUsd>,
+    /// Reasoning tokens, part of the output (default: the output price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_per_mtok: Option<MicroUsd>,
 }
 
 fn is_zero(m: &MicroUsd) -> bool {
@@ -38,26 +47,71 @@ impl Price {
             input_per_mtok: self.input_per_mtok,
             output_per_mtok: self.output_per_mtok,
             per_request: self.per_request,
+            cached_input_per_mtok: self.cached_input_per_mtok.unwrap_or(self.input_per_mtok),
+            cache_write_per_mtok: self.cache_write_per_mtok.unwrap_or(self.input_per_mtok),
+            reasoning_per_mtok: self.reasoning_per_mtok.unwrap_or(self.output_per_mtok),
         }
     }
 }
 
-/// What a route charges.
+/// What a route charges, each unit class resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Rates {
     pub input_per_mtok: MicroUsd,
     pub output_per_mtok: MicroUsd,
     pub per_request: MicroUsd,
+    pub cached_input_per_mtok: MicroUsd,
+    pub cache_write_per_mtok: MicroUsd,
+    pub reasoning_per_mtok: MicroUsd,
+}
+
+/// A call's tokens by price class, each token in exactly one: plain input, prompt-cache reads,
+/// prompt-cache writes, plain output, reasoning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Units {
+    pub input: u64,
+    pub cached_input: u64,
+    pub cache_write: u64,
+    pub output: u64,
+    pub reasoning: u64,
+}
+
+fn rate(m: MicroUsd) -> u128 {
+    m.0.unsigned_abs() as u128
 }
 
 impl Rates {
-    /// The cost of one call: its tokens rounded up to the next whole micro-USD once per call (never
-    /// down: a provider's invoice is never above the ledger), plus the per-call fee. Saturates
-    /// instead of overflowing.
+    /// The cost of a call of plain input and output tokens (no cache, no reasoning).
     pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> MicroUsd {
-        let numerator = u128::from(input_tokens) * self.input_per_mtok.0.unsigned_abs() as u128
-            + u128::from(output_tokens) * self.output_per_mtok.0.unsigned_abs() as u128;
-        let micro = numerator.div_ceil(1_000_000) + self.per_request.0.unsigned_abs() as u128;
+        self.cost_of(&Units {
+            input: input_tokens,
+            output: output_tokens,
+            ..Units::default()
+        })
+    }
+
+    /// The cost of one call, each token at its class's price, rounded up to the next whole
+    /// micro-USD once per call (never down: a provider's invoice is never above the ledger), plus
+    /// the per-call fee. Saturates instead of overflowing.
+    pub fn cost_of(&self, u: &Units) -> MicroUsd {
+        let numerator = u128::from(u.input) * rate(self.input_per_mtok)
+            + u128::from(u.cached_input) * rate(self.cached_input_per_mtok)
+            + u128::from(u.cache_write) * rate(self.cache_write_per_mtok)
+            + u128::from(u.output) * rate(self.output_per_mtok)
+            + u128::from(u.reasoning) * rate(self.reasoning_per_mtok);
+        let micro = numerator.div_ceil(1_000_000) + rate(self.per_request);
+        MicroUsd(i64::try_from(micro).unwrap_or(i64::MAX))
+    }
+
+    /// The most a call of at most `input_tokens` in and `output_tokens` out can cost, whichever
+    /// classes its tokens fall in (what a budget holds before the call).
+    pub fn worst_case(&self, input_tokens: u64, output_tokens: u64) -> MicroUsd {
+        let input = rate(self.input_per_mtok)
+            .max(rate(self.cached_input_per_mtok))
+            .max(rate(self.cache_write_per_mtok));
+        let output = rate(self.output_per_mtok).max(rate(self.reasoning_per_mtok));
+        let numerator = u128::from(input_tokens) * input + u128::from(output_tokens) * output;
+        let micro = numerator.div_ceil(1_000_000) + rate(self.per_request);
         MicroUsd(i64::try_from(micro).unwrap_or(i64::MAX))
     }
 }
@@ -183,7 +237,41 @@ mod tests {
             input_per_mtok: MicroUsd(input),
             output_per_mtok: MicroUsd(output),
             per_request: MicroUsd(0),
+            cached_input_per_mtok: None,
+            cache_write_per_mtok: None,
+            reasoning_per_mtok: None,
         }
+    }
+
+    #[test]
+    fn each_token_is_charged_once_in_its_class() {
+        // Anthropic-like: cache reads at a tenth of the input price, writes at 1.25 times.
+        let p = Price {
+            cached_input_per_mtok: Some(MicroUsd(100_000)),
+            cache_write_per_mtok: Some(MicroUsd(1_250_000)),
+            reasoning_per_mtok: Some(MicroUsd(8_000_000)),
+            ..price("m", 1_000_000, 5_000_000)
+        }
+        .rates();
+        let u = Units {
+            input: 300_000,
+            cached_input: 600_000,
+            cache_write: 100_000,
+            output: 750_000,
+            reasoning: 250_000,
+        };
+        // 300k plain input $0.30 + 600k cached $0.06 + 100k written $0.125 + 750k output $3.75 +
+        // 250k reasoning $2.00.
+        assert_eq!(p.cost_of(&u), MicroUsd(6_235_000));
+        // Without class prices every class costs the plain price.
+        let plain = price("m", 1_000_000, 5_000_000).rates();
+        assert_eq!(plain.cost_of(&u), plain.cost(1_000_000, 1_000_000));
+        // The worst case holds the dearest class.
+        assert_eq!(
+            p.worst_case(1_000_000, 1_000_000),
+            MicroUsd(1_250_000 + 8_000_000)
+        );
+        assert!(p.worst_case(1_000_000, 1_000_000) >= p.cost_of(&u));
     }
 
     #[test]

@@ -87,6 +87,12 @@ pub const TENANT_MIGRATIONS: &[Migration] = &[
             ],
         }),
     },
+    Migration {
+        version: 8,
+        name: "usage_ledger_unit_classes",
+        sql: include_str!("../sql/tenant/0008_usage_ledger_unit_classes.sql"),
+        pool_backfill: None,
+    },
 ];
 
 /// Table privileges of the tenant's own role, per table. The ledger is append-only for the tenant role;

@@ -539,9 +539,15 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
                                t_sa_co.ledger_append, t_sb_co.ledger_append, pool.ledger_append,
                                t_sa_co.tenant_budget_state, t_sb_co.tenant_budget_state,
                                pool.tenant_budget_state;
-                 ALTER TABLE t_sa_co.usage_ledger DROP COLUMN outcome, DROP COLUMN usage_estimated;
-                 ALTER TABLE t_sb_co.usage_ledger DROP COLUMN outcome, DROP COLUMN usage_estimated;
-                 ALTER TABLE pool.usage_ledger DROP COLUMN outcome, DROP COLUMN usage_estimated;
+                 ALTER TABLE t_sa_co.usage_ledger DROP COLUMN outcome, DROP COLUMN usage_estimated,
+                     DROP COLUMN cached_input_tokens, DROP COLUMN cache_write_tokens,
+                     DROP COLUMN reasoning_tokens;
+                 ALTER TABLE t_sb_co.usage_ledger DROP COLUMN outcome, DROP COLUMN usage_estimated,
+                     DROP COLUMN cached_input_tokens, DROP COLUMN cache_write_tokens,
+                     DROP COLUMN reasoning_tokens;
+                 ALTER TABLE pool.usage_ledger DROP COLUMN outcome, DROP COLUMN usage_estimated,
+                     DROP COLUMN cached_input_tokens, DROP COLUMN cache_write_tokens,
+                     DROP COLUMN reasoning_tokens;
                  DELETE FROM control.tenant_migrations WHERE version >= 2;
                  DELETE FROM control.pool_migrations WHERE version >= 2;
                  CREATE TABLE t_sb_co.{index} (x int);"
@@ -561,7 +567,9 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
                  DROP FUNCTION t_da_co.tenant_claim_key, t_da_co.tenant_release_key;
                  DROP FUNCTION t_da_co.tenant_admit, t_da_co.tenant_release, t_da_co.ledger_append,
                                t_da_co.tenant_budget_state;
-                 ALTER TABLE t_da_co.usage_ledger DROP COLUMN outcome, DROP COLUMN usage_estimated;
+                 ALTER TABLE t_da_co.usage_ledger DROP COLUMN outcome, DROP COLUMN usage_estimated,
+                     DROP COLUMN cached_input_tokens, DROP COLUMN cache_write_tokens,
+                     DROP COLUMN reasoning_tokens;
                  DELETE FROM tenantctl.migrations WHERE version >= 2;"
             ))
             .await

@@ -28,6 +28,11 @@ pub struct NewEntry {
     pub outcome: Outcome,
     /// The token counts were made here (the provider reported none).
     pub usage_estimated: bool,
+    /// Parts of `input_tokens` read from and written to the provider's prompt cache.
+    pub cached_input_tokens: u64,
+    pub cache_write_tokens: u64,
+    /// Part of `output_tokens` that was reasoning.
+    pub reasoning_tokens: u64,
 }
 
 /// How a metered call ended.
@@ -67,6 +72,9 @@ pub struct Entry {
     pub outcome: String,
     pub usage_estimated: bool,
     pub created_at: String,
+    pub cached_input_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub reasoning_tokens: i64,
 }
 
 fn tokens(n: u64) -> i64 {
@@ -74,7 +82,8 @@ fn tokens(n: u64) -> i64 {
 }
 
 /// Many rows in one statement: one array per column (one plan whatever the batch size).
-const APPEND: &str = "SELECT ledger_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+const APPEND: &str =
+    "SELECT ledger_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
 
 /// Appends `entries`, all of `tenant`, in one statement committed durably on its own
 /// (`ledger_append` through `TenantTx::call_once`: one message, one reply), under `admission`, which
@@ -98,6 +107,15 @@ pub async fn record_once(
     let versions = column(|e| &e.price_book_version);
     let outcomes = column(|e| e.outcome.as_str());
     let estimated: Vec<bool> = entries.iter().map(|e| e.usage_estimated).collect();
+    let cached: Vec<i64> = entries
+        .iter()
+        .map(|e| tokens(e.cached_input_tokens))
+        .collect();
+    let cache_write: Vec<i64> = entries
+        .iter()
+        .map(|e| tokens(e.cache_write_tokens))
+        .collect();
+    let reasoning: Vec<i64> = entries.iter().map(|e| tokens(e.reasoning_tokens)).collect();
     TenantTx::call_once(
         data,
         tenant,
@@ -116,6 +134,9 @@ pub async fn record_once(
             &versions,
             &outcomes,
             &estimated,
+            &cached,
+            &cache_write,
+            &reasoning,
         ],
     )
     .await?;
@@ -128,7 +149,8 @@ pub async fn recent(tx: &TenantTx, limit: i64) -> Result<(Vec<Entry>, Totals), D
         .query(
             "SELECT id, tenant_id, request_id, subject, provider, model, input_tokens, \
                     output_tokens, cost_micro_usd, price_book_version, outcome, usage_estimated, \
-                    to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
+                    to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+                    cached_input_tokens, cache_write_tokens, reasoning_tokens \
                FROM usage_ledger WHERE tenant_id = $1 ORDER BY created_at DESC, id LIMIT $2",
             &[&tx.tenant().as_str(), &limit],
         )
@@ -149,6 +171,9 @@ pub async fn recent(tx: &TenantTx, limit: i64) -> Result<(Vec<Entry>, Totals), D
             outcome: r.get(10),
             usage_estimated: r.get(11),
             created_at: r.get(12),
+            cached_input_tokens: r.get(13),
+            cache_write_tokens: r.get(14),
+            reasoning_tokens: r.get(15),
         })
         .collect();
     // From the daily totals the ledger's trigger keeps: one row per day, never a scan of the ledger.

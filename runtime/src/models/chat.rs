@@ -152,11 +152,77 @@ impl FinishReason {
 }
 
 /// Tokens one call used. `estimated` when the provider reported none and they were counted here.
+///
+/// `input_tokens` is every input token, whatever it cost; `cached_input_tokens` (read from the
+/// provider's prompt cache) and `cache_write_tokens` (written to it) are parts of it, and
+/// `reasoning_tokens` a part of `output_tokens`: each token is in exactly one price class, never
+/// counted twice (`Usage::classes`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub estimated: bool,
+    #[serde(default)]
+    pub cached_input_tokens: u64,
+    #[serde(default)]
+    pub cache_write_tokens: u64,
+    #[serde(default)]
+    pub reasoning_tokens: u64,
+}
+
+impl Usage {
+    /// Plain counts (no cache, no reasoning).
+    pub fn plain(input_tokens: u64, output_tokens: u64, estimated: bool) -> Self {
+        Self {
+            input_tokens,
+            output_tokens,
+            estimated,
+            ..Self::default()
+        }
+    }
+
+    /// The tokens by price class, each in one (after `classes`).
+    pub fn units(&self) -> crate::pricing::Units {
+        let u = self.classes();
+        crate::pricing::Units {
+            input: u.input_tokens - u.cached_input_tokens - u.cache_write_tokens,
+            cached_input: u.cached_input_tokens,
+            cache_write: u.cache_write_tokens,
+            output: u.output_tokens - u.reasoning_tokens,
+            reasoning: u.reasoning_tokens,
+        }
+    }
+
+    /// The parts, made consistent: cached and cache-write tokens within the input, reasoning within
+    /// the output (a provider's figure beyond its whole is cut to it, never credited).
+    pub fn classes(mut self) -> Self {
+        self.cached_input_tokens = self.cached_input_tokens.min(self.input_tokens);
+        self.cache_write_tokens = self
+            .cache_write_tokens
+            .min(self.input_tokens - self.cached_input_tokens);
+        self.reasoning_tokens = self.reasoning_tokens.min(self.output_tokens);
+        self
+    }
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::Usage;
+
+    #[test]
+    fn parts_beyond_their_whole_are_cut_to_it_never_credited() {
+        let silly = Usage {
+            cached_input_tokens: 5_000_000,
+            cache_write_tokens: 5_000_000,
+            reasoning_tokens: 99,
+            ..Usage::plain(10, 4, false)
+        };
+        let u = silly.units();
+        assert_eq!((u.input, u.cached_input, u.cache_write), (0, 10, 0));
+        assert_eq!((u.output, u.reasoning), (0, 4));
+        let plain = Usage::plain(7, 3, false).units();
+        assert_eq!((plain.input, plain.output, plain.cached_input), (7, 3, 0));
+    }
 }
 
 /// A finished, non-streamed completion.

@@ -180,7 +180,7 @@ async fn admit(
         + ask.inputs.iter().map(|i| 16 + i.len() as u64).sum::<u64>();
     let worst_case = routes
         .iter()
-        .map(|r| r.price.cost(input, output))
+        .map(|r| r.price.worst_case(input, output))
         .max()
         .unwrap_or_default();
     let ledger_id = Uuid::new_v4();
@@ -248,7 +248,7 @@ async fn record(
     outcome: Outcome,
 ) -> Result<Uuid, ServiceError> {
     let request_id = call.request_id;
-    let cost = route.price.cost(usage.input_tokens, usage.output_tokens);
+    let cost = route.price.cost_of(&usage.units());
     let id = ledger
         .record(
             tenant,
@@ -265,6 +265,9 @@ async fn record(
                 price_book_version: route.price_book_version.clone(),
                 outcome,
                 usage_estimated: usage.estimated,
+                cached_input_tokens: usage.cached_input_tokens,
+                cache_write_tokens: usage.cache_write_tokens,
+                reasoning_tokens: usage.reasoning_tokens,
             },
         )
         .await;
@@ -501,11 +504,11 @@ impl Meter {
 
     /// The provider's own figures when it sent them (even on a partial stream), else counted here.
     fn usage(&self) -> Usage {
-        self.usage.unwrap_or(Usage {
-            input_tokens: self.input_estimate,
-            output_tokens: estimate_tokens(&self.produced),
-            estimated: true,
-        })
+        self.usage.unwrap_or(Usage::plain(
+            self.input_estimate,
+            estimate_tokens(&self.produced),
+            true,
+        ))
     }
 
     /// Writes the row; on failure the text is safe for the client (the cause is logged).

@@ -1914,3 +1914,111 @@ async fn a_retry_with_the_same_idempotency_key_is_refused_not_charged_twice() {
     assert_eq!(r.status(), 400);
     g.s.running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn cached_and_reasoning_tokens_are_their_own_price_classes_and_never_counted_twice() {
+    // Issue 11 item 7: the provider's cached input and reasoning tokens (OpenAI's
+    // `prompt_tokens_details.cached_tokens`, `completion_tokens_details.reasoning_tokens`, parts of
+    // its totals) are recorded in their own columns and charged at their class's price, each token
+    // once, plain and streamed; a part beyond its whole is cut to it, never credited.
+    let g = gateway(Config::default()).await;
+    let mut book = cli::prices::builtin();
+    let mut next = book.versions.last().unwrap().clone();
+    next.version = "classes".into();
+    next.effective_from = runtime::pricing::today();
+    for p in &mut next.prices {
+        if p.model == "gpt-4o-mini" && p.provider == ProviderId::Openai {
+            p.cached_input_per_mtok = Some(runtime::domain::MicroUsd(75_000));
+            p.reasoning_per_mtok = Some(runtime::domain::MicroUsd(2_400_000));
+        }
+    }
+    book.versions.push(next);
+    cli::prices::import(&g.s.target, std::path::Path::new("test.yaml"), &book)
+        .await
+        .unwrap();
+    let acme = TenantId::parse("acme").unwrap();
+    for _ in 0..100 {
+        if g.s
+            .running
+            .state
+            .directory
+            .get(&acme)
+            .unwrap()
+            .prices
+            .versions
+            .len()
+            == 2
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let admin = g.s.target.admin().await.unwrap();
+    let last = || async {
+        let r = admin
+            .query_one(
+                "SELECT input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, \
+                        reasoning_tokens, cost_micro_usd, usage_estimated, price_book_version \
+                   FROM t_acme.usage_ledger ORDER BY created_at DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        (
+            [
+                r.get::<_, i64>(0),
+                r.get(1),
+                r.get(2),
+                r.get(3),
+                r.get(4),
+                r.get(5),
+            ],
+            r.get::<_, bool>(6),
+            r.get::<_, String>(7),
+        )
+    };
+    g.mock.set_config(|c| {
+        c.usage_override = Some(json!({
+            "prompt_tokens": 1000, "completion_tokens": 500,
+            "prompt_tokens_details": {"cached_tokens": 600},
+            "completion_tokens_details": {"reasoning_tokens": 200}
+        }))
+    });
+    // 400 plain input at 0.15 + 600 cached at 0.075 + 300 output at 0.60 + 200 reasoning at 2.40
+    // USD per million: 60 + 45 + 180 + 480 = 765 micro-USD (a plain call of the same totals: 450).
+    for (i, stream) in [false, true].into_iter().enumerate() {
+        let r = g
+            .post("acme", "/v1/chat/completions", json!({"model": "gpt-4o-mini", "stream": stream, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "cache me"}]}))
+            .await;
+        assert_eq!(r.status(), 200);
+        let _ = r.text().await.unwrap();
+        g.wait_for_ledger("acme", i + 1).await;
+        assert_eq!(
+            last().await,
+            ([1000, 600, 0, 500, 200, 765], false, "classes".to_owned()),
+            "stream: {stream}"
+        );
+    }
+    // Parts beyond their whole are cut to it.
+    g.mock.set_config(|c| {
+        c.usage_override = Some(json!({
+            "prompt_tokens": 10, "completion_tokens": 10,
+            "prompt_tokens_details": {"cached_tokens": 999},
+            "completion_tokens_details": {"reasoning_tokens": 999}
+        }))
+    });
+    let r = g
+        .post(
+            "acme",
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    g.wait_for_ledger("acme", 3).await;
+    let (counts, _, _) = last().await;
+    assert_eq!(&counts[..5], [10, 10, 0, 10, 10], "{counts:?}");
+    // 10 cached at 0.075 + 10 reasoning at 2.40: 24.75 -> 25 micro-USD.
+    assert_eq!(counts[5], 25);
+    g.s.running.stop().await.unwrap();
+}

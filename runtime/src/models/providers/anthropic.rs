@@ -149,12 +149,36 @@ fn url(call: &Call<'_>) -> String {
     )
 }
 
+/// Cache reads and writes of an Anthropic `usage` object (0 when absent or not believable).
+fn cache_of(usage: Option<&Value>) -> (u64, u64) {
+    let part = |name: &str| reported_tokens(usage.and_then(|u| u.get(name))).unwrap_or(0);
+    (
+        part("cache_read_input_tokens"),
+        part("cache_creation_input_tokens"),
+    )
+}
+
+/// Anthropic's `input_tokens` leave out the cache's: the call's input is all three.
+fn with_cache(input_tokens: u64, output_tokens: u64, (read, write): (u64, u64)) -> Usage {
+    Usage {
+        input_tokens: input_tokens.saturating_add(read).saturating_add(write),
+        output_tokens,
+        estimated: false,
+        cached_input_tokens: read,
+        cache_write_tokens: write,
+        reasoning_tokens: 0,
+    }
+    .classes()
+}
+
 /// Reads an Anthropic stream: tool-use blocks are numbered among tool calls only, so a text block
 /// before them does not shift OpenAI-style tool call indexes.
 #[derive(Debug, Default)]
 struct StreamState {
     /// From `message_start`, when the provider gave a believable figure.
     input_tokens: Option<u64>,
+    /// Cache reads and writes from `message_start` (billed apart from `input_tokens`).
+    cache: (u64, u64),
     /// Anthropic content block index -> tool call index.
     tool_blocks: Vec<(u64, u32)>,
 }
@@ -175,6 +199,7 @@ impl StreamState {
         match kind {
             "message_start" => {
                 self.input_tokens = reported_tokens(v.pointer("/message/usage/input_tokens"));
+                self.cache = cache_of(v.pointer("/message/usage"));
             }
             "content_block_start" => {
                 let block = v.get("content_block");
@@ -236,11 +261,15 @@ impl StreamState {
                     None => self.input_tokens,
                 };
                 if let (Some(input_tokens), Some(output_tokens)) = (input, output) {
-                    out.push(StreamEvent::Usage(Usage {
+                    let cache = match v.pointer("/usage/cache_read_input_tokens") {
+                        Some(_) => cache_of(v.get("usage")),
+                        None => self.cache,
+                    };
+                    out.push(StreamEvent::Usage(with_cache(
                         input_tokens,
                         output_tokens,
-                        estimated: false,
-                    }));
+                        cache,
+                    )));
                 }
             }
             "error" => {
@@ -296,16 +325,14 @@ impl Adapter for Anthropic {
         let reported = reported_tokens(v.pointer("/usage/input_tokens"))
             .zip(reported_tokens(v.pointer("/usage/output_tokens")));
         let usage = match reported {
-            Some((input_tokens, output_tokens)) => Usage {
-                input_tokens,
-                output_tokens,
-                estimated: false,
-            },
-            None => Usage {
-                input_tokens: estimate_input(&req.messages),
-                output_tokens: estimate_tokens(&content),
-                estimated: true,
-            },
+            Some((input_tokens, output_tokens)) => {
+                with_cache(input_tokens, output_tokens, cache_of(v.get("usage")))
+            }
+            None => Usage::plain(
+                estimate_input(&req.messages),
+                estimate_tokens(&content),
+                true,
+            ),
         };
         Ok(Completion {
             content,
@@ -342,5 +369,32 @@ impl Adapter for Anthropic {
         Err(ProviderError::Unsupported(
             "provider `anthropic` has no embeddings API".into(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{cache_of, with_cache};
+    use serde_json::json;
+
+    #[test]
+    fn cache_reads_and_writes_join_the_input_as_their_own_classes() {
+        // Anthropic's `input_tokens` leave out the cache's; the call's input is all three.
+        let usage = json!({"input_tokens": 50, "output_tokens": 7,
+                           "cache_read_input_tokens": 1000, "cache_creation_input_tokens": 200});
+        let u = with_cache(50, 7, cache_of(Some(&usage)));
+        assert_eq!(
+            (
+                u.input_tokens,
+                u.cached_input_tokens,
+                u.cache_write_tokens,
+                u.output_tokens
+            ),
+            (1250, 1000, 200, 7)
+        );
+        // Unbelievable cache figures count as none (case 57), never as a credit.
+        let bad = json!({"cache_read_input_tokens": -3, "cache_creation_input_tokens": "x"});
+        assert_eq!(cache_of(Some(&bad)), (0, 0));
+        assert_eq!(cache_of(None), (0, 0));
     }
 }

@@ -151,11 +151,22 @@ fn stop_reason(raw: &str) -> FinishReason {
 
 fn usage_of(v: Option<&Value>) -> Option<Usage> {
     let u = v?;
-    Some(Usage {
-        input_tokens: reported_tokens(u.get("inputTokens"))?,
-        output_tokens: reported_tokens(u.get("outputTokens"))?,
-        estimated: false,
-    })
+    // Converse counts cache reads and writes apart from `inputTokens`.
+    let part = |name: &str| reported_tokens(u.get(name)).unwrap_or(0);
+    let (read, write) = (part("cacheReadInputTokens"), part("cacheWriteInputTokens"));
+    Some(
+        Usage {
+            input_tokens: reported_tokens(u.get("inputTokens"))?
+                .saturating_add(read)
+                .saturating_add(write),
+            output_tokens: reported_tokens(u.get("outputTokens"))?,
+            estimated: false,
+            cached_input_tokens: read,
+            cache_write_tokens: write,
+            reasoning_tokens: 0,
+        }
+        .classes(),
+    )
 }
 
 /// A signed request: SigV4 over the exact body, with credentials from the standard chain.
@@ -411,10 +422,12 @@ impl Adapter for Bedrock {
                 });
             }
         }
-        let usage = usage_of(v.get("usage")).unwrap_or_else(|| Usage {
-            input_tokens: estimate_input(&request.messages),
-            output_tokens: estimate_tokens(&content),
-            estimated: true,
+        let usage = usage_of(v.get("usage")).unwrap_or_else(|| {
+            Usage::plain(
+                estimate_input(&request.messages),
+                estimate_tokens(&content),
+                true,
+            )
         });
         Ok(Completion {
             content,
@@ -452,6 +465,24 @@ impl Adapter for Bedrock {
 mod tests {
     use super::*;
     use crate::models::chat::ResponseFormat;
+
+    #[test]
+    fn converse_cache_reads_and_writes_join_the_input_as_their_own_classes() {
+        let u = usage_of(Some(
+            &serde_json::json!({"inputTokens": 10, "outputTokens": 4,
+            "cacheReadInputTokens": 90, "cacheWriteInputTokens": 5}),
+        ))
+        .unwrap();
+        assert_eq!(
+            (
+                u.input_tokens,
+                u.cached_input_tokens,
+                u.cache_write_tokens,
+                u.output_tokens
+            ),
+            (105, 90, 5, 4)
+        );
+    }
 
     #[test]
     fn json_mode_is_refused_rather_than_ignored() {

@@ -51,11 +51,7 @@ impl MockProvider {
             content,
             tool_calls: Vec::new(),
             finish,
-            usage: Usage {
-                input_tokens,
-                output_tokens,
-                estimated: false,
-            },
+            usage: Usage::plain(input_tokens, output_tokens, false),
         }
     }
 }
@@ -121,11 +117,7 @@ impl Adapter for MockProvider {
             .sum();
         Ok(Embeddings {
             vectors,
-            usage: Usage {
-                input_tokens,
-                output_tokens: 0,
-                estimated: false,
-            },
+            usage: Usage::plain(input_tokens, 0, false),
         })
     }
 }

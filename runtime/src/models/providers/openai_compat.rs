@@ -211,11 +211,19 @@ pub(crate) fn finish_reason(raw: &str) -> FinishReason {
 
 fn usage_of(v: &Value) -> Option<Usage> {
     let u = v.get("usage").filter(|u| !u.is_null())?;
-    Some(Usage {
-        input_tokens: reported_tokens(u.get("prompt_tokens"))?,
-        output_tokens: reported_tokens(u.get("completion_tokens"))?,
-        estimated: false,
-    })
+    // `prompt_tokens` includes the cached ones, `completion_tokens` the reasoning ones.
+    let part = |path: &str| reported_tokens(u.pointer(path)).unwrap_or(0);
+    Some(
+        Usage {
+            input_tokens: reported_tokens(u.get("prompt_tokens"))?,
+            output_tokens: reported_tokens(u.get("completion_tokens"))?,
+            estimated: false,
+            cached_input_tokens: part("/prompt_tokens_details/cached_tokens"),
+            cache_write_tokens: 0,
+            reasoning_tokens: part("/completion_tokens_details/reasoning_tokens"),
+        }
+        .classes(),
+    )
 }
 
 fn protocol(what: &str) -> ProviderError {
@@ -253,10 +261,12 @@ pub(crate) fn parse_completion(
             .and_then(Value::as_str)
             .unwrap_or("stop"),
     );
-    let usage = usage_of(v).unwrap_or_else(|| Usage {
-        input_tokens: estimate_input(&request.messages),
-        output_tokens: estimate_tokens(&content),
-        estimated: true,
+    let usage = usage_of(v).unwrap_or_else(|| {
+        Usage::plain(
+            estimate_input(&request.messages),
+            estimate_tokens(&content),
+            true,
+        )
     });
     Ok(Completion {
         content,
@@ -399,15 +409,13 @@ impl Adapter for OpenaiCompat {
         let usage = v
             .pointer("/usage/prompt_tokens")
             .and_then(Value::as_u64)
-            .map(|n| Usage {
-                input_tokens: n,
-                output_tokens: 0,
-                estimated: false,
-            })
-            .unwrap_or_else(|| Usage {
-                input_tokens: request.input.iter().map(|t| estimate_tokens(t)).sum(),
-                output_tokens: 0,
-                estimated: true,
+            .map(|n| Usage::plain(n, 0, false))
+            .unwrap_or_else(|| {
+                Usage::plain(
+                    request.input.iter().map(|t| estimate_tokens(t)).sum(),
+                    0,
+                    true,
+                )
             });
         Ok(Embeddings {
             vectors: data.into_iter().map(|(_, v)| v).collect(),
