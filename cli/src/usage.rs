@@ -70,8 +70,12 @@ pub async fn month_of(
         .await
         .with_context(|| format!("reading the ledger of tenant `{tenant}`"))?;
     tx.commit().await?;
-    Ok(rows
-        .iter()
+    Ok(day_usage(&rows))
+}
+
+/// Rows of (day, provider, model, requests, input, output, cost), as both stores answer them.
+fn day_usage(rows: &[tokio_postgres::Row]) -> Vec<DayUsage> {
+    rows.iter()
         .map(|r| DayUsage {
             day: r.get(0),
             provider: r.get(1),
@@ -81,7 +85,7 @@ pub async fn month_of(
             output_tokens: r.get(5),
             cost_micro_usd: r.get(6),
         })
-        .collect())
+        .collect()
 }
 
 /// An offboarded tenant's month from the retained usage store (what its ledger held when it left).
@@ -105,18 +109,7 @@ pub async fn retained_month_of(
         )
         .await
         .with_context(|| format!("reading the retained usage of tenant `{tenant}`"))?;
-    Ok(rows
-        .iter()
-        .map(|r| DayUsage {
-            day: r.get(0),
-            provider: r.get(1),
-            model: r.get(2),
-            requests: r.get(3),
-            input_tokens: r.get(4),
-            output_tokens: r.get(5),
-            cost_micro_usd: r.get(6),
-        })
-        .collect())
+    Ok(day_usage(&rows))
 }
 
 /// One line of the month's report.

@@ -115,6 +115,15 @@ fn in_namespace(cluster: &cli::testing::TestCluster, ns: &str) -> Command {
     cmd
 }
 
+/// A command's stdout then stderr, for assertions and their messages.
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// Kills the child if the test fails half-way.
 struct Guard(std::process::Child);
 impl Drop for Guard {
@@ -654,13 +663,6 @@ fn secrets_are_put_rotated_listed_and_deleted_by_name_never_shown() {
         drop(input);
         child.wait_with_output().unwrap()
     };
-    let text = |o: &std::process::Output| {
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    };
     let first = format!("first-{}", uuid::Uuid::new_v4().simple());
     let second = format!("second-{}", uuid::Uuid::new_v4().simple());
 
@@ -800,13 +802,6 @@ fn prices_are_imported_diffed_listed_and_an_imported_version_never_changes() {
     let dir = tempfile::tempdir().unwrap();
     let root = cli::testing::repo_root();
     let run = |args: &[&str]| in_namespace(cluster, &ns).args(args).output().unwrap();
-    let text = |o: &std::process::Output| {
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    };
     let acme = root.join("tenants/acme.yaml");
     let out = run(&["apply", acme.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
@@ -918,13 +913,6 @@ fn usage_report_adds_up_and_reconcile_flags_every_discrepancy_with_a_failing_exi
     let dir = tempfile::tempdir().unwrap();
     let root = cli::testing::repo_root();
     let run = |args: &[&str]| in_namespace(cluster, &ns).args(args).output().unwrap();
-    let text = |o: &std::process::Output| {
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    };
     let acme = std::fs::read_to_string(root.join("tenants/acme.yaml")).unwrap();
     // Two tenants on two tiers, in two cost-centers.
     std::fs::write(dir.path().join("acme.yaml"), &acme).unwrap();
@@ -940,77 +928,15 @@ fn usage_report_adds_up_and_reconcile_flags_every_discrepancy_with_a_failing_exi
     let rt = tokio::runtime::Runtime::new().unwrap();
     // (tenant, schema, created_at, provider, model, input, output, cost)
     type Row<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str, i64, i64, i64);
+    #[rustfmt::skip]
     let rows: &[Row] = &[
-        (
-            "acme",
-            "t_acme",
-            "2026-11-03 10:00:00+00",
-            "anthropic",
-            "claude-haiku-4-5",
-            100,
-            50,
-            45,
-        ),
-        (
-            "acme",
-            "t_acme",
-            "2026-11-03 23:59:59+00",
-            "anthropic",
-            "claude-haiku-4-5",
-            10,
-            5,
-            5,
-        ),
-        (
-            "acme",
-            "t_acme",
-            "2026-11-04 00:00:00+00",
-            "anthropic",
-            "claude-sonnet-4-5",
-            1000,
-            200,
-            4500,
-        ),
-        (
-            "acme",
-            "t_acme",
-            "2026-11-30 12:00:00+00",
-            "anthropic",
-            "claude-haiku-4-5",
-            7,
-            7,
-            6,
-        ),
-        (
-            "acme",
-            "t_acme",
-            "2026-11-30 13:00:00+00",
-            "mock",
-            "mock-small",
-            7,
-            7,
-            9,
-        ),
-        (
-            "acme",
-            "t_acme",
-            "2026-12-01 00:00:00+00",
-            "anthropic",
-            "claude-haiku-4-5",
-            1,
-            1,
-            1,
-        ),
-        (
-            "pooled",
-            "pool",
-            "2026-11-05 08:00:00+00",
-            "mock",
-            "mock-small",
-            20,
-            20,
-            15,
-        ),
+        ("acme", "t_acme", "2026-11-03 10:00:00+00", "anthropic", "claude-haiku-4-5", 100, 50, 45),
+        ("acme", "t_acme", "2026-11-03 23:59:59+00", "anthropic", "claude-haiku-4-5", 10, 5, 5),
+        ("acme", "t_acme", "2026-11-04 00:00:00+00", "anthropic", "claude-sonnet-4-5", 1000, 200, 4500),
+        ("acme", "t_acme", "2026-11-30 12:00:00+00", "anthropic", "claude-haiku-4-5", 7, 7, 6),
+        ("acme", "t_acme", "2026-11-30 13:00:00+00", "mock", "mock-small", 7, 7, 9),
+        ("acme", "t_acme", "2026-12-01 00:00:00+00", "anthropic", "claude-haiku-4-5", 1, 1, 1),
+        ("pooled", "pool", "2026-11-05 08:00:00+00", "mock", "mock-small", 20, 20, 15),
     ];
     rt.block_on(async {
         let mut admin = target.admin().await.unwrap();
@@ -1371,13 +1297,6 @@ fn usage_outlives_offboarding_for_its_retention_and_purge_removes_only_what_is_p
     let dir = tempfile::tempdir().unwrap();
     let root = cli::testing::repo_root();
     let run = |args: &[&str]| in_namespace(cluster, &ns).args(args).output().unwrap();
-    let text = |o: &std::process::Output| {
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    };
     let acme = std::fs::read_to_string(root.join("tenants/acme.yaml")).unwrap();
     let short = acme.replace("usage_days: 400", "usage_days: 30");
     assert_ne!(
