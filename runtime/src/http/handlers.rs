@@ -459,6 +459,22 @@ fn anthropic_frames(
     futures_util::stream::once(async move { first }).chain(rest)
 }
 
+/// This calendar month's budget (UTC), in integer micro-USD, as `/v1/usage` and its report show it.
+fn budget_json(budget: &service::BudgetStatus) -> serde_json::Value {
+    let left = budget
+        .budget
+        .0
+        .saturating_sub(budget.spent.0)
+        .saturating_sub(budget.held.0);
+    json!({
+        "monthly_budget_micro_usd": budget.budget.0,
+        "spent_this_month_micro_usd": budget.spent.0,
+        "held_micro_usd": budget.held.0,
+        "remaining_micro_usd": left.max(0),
+        "warning": budget.warning(),
+    })
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
@@ -477,23 +493,12 @@ pub async fn usage(
         .await
         .map_err(|e| ApiError::service(e, request_id))?;
     let limits = tenant.record().limits;
-    let left = budget
-        .budget
-        .0
-        .saturating_sub(budget.spent.0)
-        .saturating_sub(budget.held.0);
     Ok(Json(json!({
         "object": "list",
         "tenant": tenant.id().as_str(),
         "totals": totals,
         // This calendar month (UTC), in integer micro-USD, and the limits the tenant runs under.
-        "budget": {
-            "monthly_budget_micro_usd": budget.budget.0,
-            "spent_this_month_micro_usd": budget.spent.0,
-            "held_micro_usd": budget.held.0,
-            "remaining_micro_usd": left.max(0),
-            "warning": budget.warning(),
-        },
+        "budget": budget_json(&budget),
         "rate_limits": {
             "requests_per_minute": limits.requests_per_minute,
             "tokens_per_minute": limits.tokens_per_minute,
@@ -562,11 +567,6 @@ pub async fn usage_report(
         )
             .into_response());
     }
-    let left = budget
-        .budget
-        .0
-        .saturating_sub(budget.spent.0)
-        .saturating_sub(budget.held.0);
     Ok(Json(json!({
         "object": "usage.report",
         "tenant": tenant.id().as_str(),
@@ -576,13 +576,7 @@ pub async fn usage_report(
         "currency": "USD",
         "unit": "micro_usd",
         "totals": report.totals,
-        "budget": {
-            "monthly_budget_micro_usd": budget.budget.0,
-            "spent_this_month_micro_usd": budget.spent.0,
-            "held_micro_usd": budget.held.0,
-            "remaining_micro_usd": left.max(0),
-            "warning": budget.warning(),
-        },
+        "budget": budget_json(&budget),
         "data": report.rows,
     }))
     .into_response())
