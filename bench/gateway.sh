@@ -151,7 +151,7 @@ grep -m1 -E "fdatasync +[0-9.]+ ops/sec" "$OUT/pg_test_fsync.txt" >&2 || true
 say "the ledger write itself, timed (pgbench, the runtime's prepared ledger_append, same cluster)"
 SOCKET="$("${TC[@]}" local status | awk '/socket dir:/ {print $3}')"
 cat > "$STATE/ledger.sql" <<'SQL'
-SELECT t_bench.ledger_append('bench', 't_bench', ARRAY[gen_random_uuid()], ARRAY[gen_random_uuid()], ARRAY['bench'], ARRAY['openai'], ARRAY['gpt-4o-mini'], ARRAY[5::bigint], ARRAY[16::bigint], ARRAY[11::bigint], ARRAY['bench'], ARRAY['complete'], ARRAY[false]);
+SELECT t_bench.ledger_append('bench', 't_bench', ARRAY[gen_random_uuid()], ARRAY[gen_random_uuid()], ARRAY['bench'], ARRAY['openai'], ARRAY['gpt-4o-mini'], ARRAY[5::bigint], ARRAY[16::bigint], ARRAY[11::bigint], ARRAY['bench'], ARRAY['complete'], ARRAY[false], ARRAY[0::bigint], ARRAY[0::bigint], ARRAY[0::bigint]);
 SQL
 chmod 644 "$STATE/ledger.sql"
 PGRUN=(env)

@@ -265,6 +265,29 @@ pub struct ServeArgs {
     /// Operator metrics (Prometheus text at `/metrics`) listen address; keep it off the public network.
     #[arg(long, default_value = "127.0.0.1:8789")]
     pub metrics_listen: SocketAddr,
+    /// How ledger rows are made durable: `group` (the rows of a tenant's concurrent calls share a
+    /// commit; what `auto` means here) or `direct` (each call commits its own row).
+    #[arg(long, value_enum, default_value_t = LedgerCommit::Auto)]
+    pub ledger_commit: LedgerCommit,
+}
+
+/// `--ledger-commit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LedgerCommit {
+    Auto,
+    Group,
+    Direct,
+}
+
+impl LedgerCommit {
+    pub fn mode(self) -> runtime::metering::writer::CommitMode {
+        use runtime::metering::writer::CommitMode;
+        match self {
+            LedgerCommit::Auto => CommitMode::Auto,
+            LedgerCommit::Group => CommitMode::Group,
+            LedgerCommit::Direct => CommitMode::Direct,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -1253,7 +1253,9 @@ async fn serve(g: &Global, args: &ServeArgs) -> Result<u8> {
     require_running(cluster.as_ref())?;
     apply::ensure_control_plane(&target).await?;
     let platform = crate::platform::Platform::resolve(g.platform.as_deref())?;
-    let running = crate::serve::start(&target, &platform, listen(args)).await?;
+    let running =
+        crate::serve::start_with(&target, &platform, listen(args), args.ledger_commit.mode())
+            .await?;
     note(
         g,
         &format!(
@@ -1310,7 +1312,9 @@ async fn up_inner(
         );
     }
     let platform = crate::platform::Platform::resolve(g.platform.as_deref())?;
-    let running = crate::serve::start(target, &platform, listen(args)).await?;
+    let running =
+        crate::serve::start_with(target, &platform, listen(args), args.ledger_commit.mode())
+            .await?;
     let signer = crate::devidp::signer(&target.secrets).await?;
     let scopes: Vec<String> = runtime::http::routes::PERMISSIONS
         .iter()

@@ -63,6 +63,22 @@ impl Listen {
 /// Binds the listeners and starts serving: the API, the dev identity provider's JWKS, and the
 /// operator metrics.
 pub async fn start(target: &Target, platform: &Platform, listen: Listen) -> Result<Running> {
+    start_with(
+        target,
+        platform,
+        listen,
+        runtime::metering::writer::CommitMode::Auto,
+    )
+    .await
+}
+
+/// `start`, with the ledger's commit mode given.
+pub async fn start_with(
+    target: &Target,
+    platform: &Platform,
+    listen: Listen,
+    ledger_commit: runtime::metering::writer::CommitMode,
+) -> Result<Running> {
     let Listen { api, idp, metrics } = listen;
     let signer = devidp::signer(&target.secrets).await?;
     let idp_listener = tokio::net::TcpListener::bind(idp)
@@ -98,7 +114,7 @@ pub async fn start(target: &Target, platform: &Platform, listen: Listen) -> Resu
         tenant: None,
         provider_key_ttl_secs: 60,
         upstream: Default::default(),
-        ledger_commit: Default::default(),
+        ledger_commit,
     };
     let state = match runtime::AppState::from_config(&config).await {
         Ok(s) => s,

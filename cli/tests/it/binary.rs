@@ -1152,6 +1152,100 @@ fn cost_report_says_it_needs_the_aws_target_and_checks_the_month_first() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a month"));
 }
 
+/// `tenantctl serve` (with `extra` arguments) on loopback ports in `ns`: the child and its API base URL.
+fn serve_child(cluster: &cli::testing::TestCluster, ns: &str, extra: &[&str]) -> (Guard, String) {
+    let child = in_namespace(cluster, ns)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--idp-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(child);
+    let stderr = guard.0.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let line = loop {
+        let Some(Ok(line)) = lines.next() else {
+            panic!("`tenantctl serve` exited before serving")
+        };
+        if line.contains("serving the API on ") {
+            break line;
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let url = |after: &str| {
+        line.split(after)
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .trim_end_matches([')', ';', ','])
+            .to_owned()
+    };
+    let base = url("serving the API on ");
+    let metrics = url("metrics on ");
+    (guard, format!("{base} {metrics}"))
+}
+
+#[test]
+fn serve_commits_each_row_on_its_own_when_told_to() {
+    // `--ledger-commit direct`: every call's row is its own commit, even with calls in parallel.
+    let cluster = cli::testing::cluster();
+    let target = cli::testing::deployment();
+    let ns = target.namespace.to_string();
+    let run = |args: &[&str]| in_namespace(cluster, &ns).args(args).output().unwrap();
+    let acme = cli::testing::repo_root().join("tenants/acme.yaml");
+    assert!(run(&["apply", acme.to_str().unwrap()]).status.success());
+    let out = run(&["token", "--tenant", "acme", "--scope", "chat:write"]);
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (_guard, urls) = serve_child(cluster, &ns, &["--ledger-commit", "direct"]);
+    let (base, metrics) = urls.split_once(' ').unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let text = rt.block_on(async {
+        let http = reqwest::Client::new();
+        let calls: Vec<_> = (0..16)
+            .map(|_| {
+                let (http, base, token) = (http.clone(), base.to_owned(), token.clone());
+                tokio::spawn(async move {
+                    http.post(format!("{base}/v1/chat/completions"))
+                        .bearer_auth(token)
+                        .json(&serde_json::json!({"model": "mock-small", "messages": [{"role": "user", "content": "hi"}]}))
+                        .send()
+                        .await
+                        .unwrap()
+                        .status()
+                })
+            })
+            .collect();
+        for c in calls {
+            assert!(c.await.unwrap().is_success());
+        }
+        http.get(metrics).send().await.unwrap().text().await.unwrap()
+    });
+    let counter = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(counter("tenant_ledger_rows_total"), 16);
+    assert_eq!(
+        counter("tenant_ledger_commits_total"),
+        16,
+        "one commit per row"
+    );
+}
+
 #[test]
 fn a_runtime_killed_under_load_has_a_ledger_row_for_every_answer_it_gave_and_no_duplicates() {
     // Issue 11's SIGKILL test: `tenantctl serve` under load from 16 clients, killed with SIGKILL
@@ -1176,32 +1270,8 @@ fn a_runtime_killed_under_load_has_a_ledger_row_for_every_answer_it_gave_and_no_
         String::from_utf8_lossy(&out.stderr)
     );
     let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let child = in_namespace(cluster, &ns)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--idp-listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut guard = Guard(child);
-    let stderr = guard.0.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let base = loop {
-        let Some(Ok(line)) = lines.next() else {
-            panic!("`tenantctl serve` exited before serving")
-        };
-        if let Some(rest) = line.split("serving the API on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (mut guard, urls) = serve_child(cluster, &ns, &[]);
+    let base = urls.split_once(' ').unwrap().0.to_owned();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let pid = nix::unistd::Pid::from_raw(guard.0.id() as i32);
     let (answered, cut, refused) = rt.block_on(async {

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The ledger writer (issue 11's benchmark), one command: `bash bench/ledger.sh`.
+#
+# One local deployment (durable Postgres), one tenant, the mock provider; the runtime served twice in
+# the same run, once with `--ledger-commit group` (the default) and once with `--ledger-commit
+# direct` (one commit per call), each driven the same way: c=32 for BENCH_SECS (default 10) and c=1
+# for BENCH_REQUESTS (default 2000). Figures: rows/s and rows per commit at c=32, p50/p99 at c=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS="${BENCH_SECS:-10}"
+N="${BENCH_REQUESTS:-2000}"
+OUT="${BENCH_OUT:-bench/out}"
+export CARGO_TARGET_DIR="${TENANTCTL_BENCH_TARGET:-/var/tmp/tenantctl-bench}"
+P_MOCK=19120 P_RT=19122 P_IDP=19124 P_METRICS=19125
+mkdir -p "$OUT"
+say() { printf 'bench: %s\n' "$*" >&2; }
+say "building release binaries (target dir $CARGO_TARGET_DIR)"
+cargo build --release --locked -p cli --bin tenantctl -p tests --bin mock-provider --bin gateway-bench >&2
+BIN="$CARGO_TARGET_DIR/release"
+STATE="$(mktemp -d /tmp/tenantctl-ledger-XXXXXX)"
+chmod 755 "$STATE"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  "$BIN/tenantctl" --state-dir "$STATE" --no-progress local stop >/dev/null 2>&1 || true
+  rm -rf "$STATE"
+}
+trap cleanup EXIT
+wait_port() {
+  for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
+  say "nothing listens on port $1"; exit 1
+}
+"$BIN/mock-provider" --listen "127.0.0.1:$P_MOCK" --words 16 >/dev/null & PIDS+=($!)
+wait_port "$P_MOCK"
+TC=("$BIN/tenantctl" --state-dir "$STATE" --no-progress -q)
+"${TC[@]}" local start >&2
+mkdir -p "$STATE/tenants"
+cat > "$STATE/tenants/bench.yaml" <<YAML
+version: 1
+id: bench
+display_name: Benchmark tenant
+tier: schema
+models:
+  providers:
+    openai:
+      models: [gpt-4o-mini]
+      endpoint: { base_url: "http://127.0.0.1:$P_MOCK/v1", region: local }
+  default: gpt-4o-mini
+budget:
+  monthly_usd: "1000000"
+rate_limits:
+  requests_per_minute: 1000000
+  tokens_per_minute: 1000000000
+tags:
+  cost-center: bench
+retention:
+  usage_days: 30
+YAML
+"${TC[@]}" apply "$STATE/tenants" >&2
+head -c 24 /dev/urandom | base64 | "${TC[@]}" secret put bench providers/openai >/dev/null
+export BENCH_TOKEN="$("${TC[@]}" token --tenant bench --ttl 86400)"
+counter() {
+  python3 - "$P_METRICS" "$1" <<'PY'
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics").read().decode()
+print(next(l.split()[1] for l in text.splitlines() if l.startswith(sys.argv[2] + " ")))
+PY
+}
+RESULTS="$OUT/ledger.jsonl"
+: > "$RESULTS"
+for mode in group direct; do
+  say "$mode: serving"
+  "${TC[@]}" serve --ledger-commit "$mode" --listen "127.0.0.1:$P_RT" --idp-listen "127.0.0.1:$P_IDP" --metrics-listen "127.0.0.1:$P_METRICS" 2>"$OUT/ledger-$mode.log" & RT=$!
+  wait_port "$P_RT"
+  url="http://127.0.0.1:$P_RT/v1/chat/completions"
+  rows0=$(counter tenant_ledger_rows_total); commits0=$(counter tenant_ledger_commits_total)
+  "$BIN/gateway-bench" --name "$mode" --url "$url" --concurrency 32 --duration-secs "$SECS" --warmup 100 | tee -a "$RESULTS"
+  rows1=$(counter tenant_ledger_rows_total); commits1=$(counter tenant_ledger_commits_total)
+  echo "{\"name\":\"$mode\",\"c32_rows\":$((rows1 - rows0)),\"c32_commits\":$((commits1 - commits0))}" | tee -a "$RESULTS"
+  "$BIN/gateway-bench" --name "$mode" --url "$url" --requests "$N" --concurrency 1 | tee -a "$RESULTS"
+  kill "$RT"; wait "$RT" 2>/dev/null || true
+done
+python3 - "$RESULTS" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def get(name, key, pred=lambda r: True):
+    return next(r[key] for r in rows if r["name"] == name and key in r and pred(r))
+for m in ("group", "direct"):
+    print(f"{m}: c=32 {get(m, 'rps', lambda r: r['concurrency'] == 32):.0f} req/s, "
+          f"{get(m, 'c32_rows') / max(1, get(m, 'c32_commits')):.1f} rows a commit; "
+          f"c=1 p50 {get(m, 'p50_us', lambda r: r['concurrency'] == 1)} us, "
+          f"p99 {get(m, 'p99_us', lambda r: r['concurrency'] == 1)} us")
+g = get("group", "rps", lambda r: r["concurrency"] == 32)
+d = get("direct", "rps", lambda r: r["concurrency"] == 32)
+print(f"group / direct at c=32: {g / d:.2f}x")
+PY
