@@ -436,6 +436,19 @@ impl TenantTx {
             Err(e) => {
                 // Whatever the failure left on it, this connection serves nobody else.
                 drop(Object::take(client));
+                if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_FUNCTION) {
+                    // The function resolved when the statement was prepared and is gone now: the
+                    // connection's search path named a schema a tier move has since dropped (the
+                    // connection opened before the role's default moved). Nothing ran; run it
+                    // again in a transaction that pins the tenant's schema itself.
+                    tracing::warn!(tenant = %tenant.id(), error = %e,
+                        "a tenant function vanished under a pooled connection (a tier move); ran it pinned");
+                    let client = Self::checkout(data, tenant, admission, lane).await?;
+                    let tx = Self::open(data, tenant, client, None).await?;
+                    let rows = tx.query(sql, &all).await?;
+                    tx.commit().await?;
+                    return Ok(rows);
+                }
                 Err(e.into())
             }
         }

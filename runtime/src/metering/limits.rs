@@ -614,7 +614,9 @@ async fn give_back(
                 if failures == 1 {
                     tracing::warn!(tenant = %tenant.id(), "a budget lease could not be given back yet");
                 }
-                if failures >= HOLD_SECS as u32 {
+                // A minute of failures (the location moved away, the database is down): stop; the
+                // hold expires on its own.
+                if failures >= 60 {
                     s.returning = false;
                     return;
                 }
