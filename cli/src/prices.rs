@@ -520,7 +520,7 @@ pub fn listing(book: &PriceBook, day: &str, tenant: Option<&str>) -> Result<Stri
         "{:<18} {:<42} {:>14} {:>14} {:>12}  ",
         "provider", "model", "input $/Mtok", "output $/Mtok", "per call $"
     );
-    let usd = |m: MicroUsd| format!("{}.{:06}", m.0 / 1_000_000, m.0 % 1_000_000);
+    let usd = |m: MicroUsd| crate::usage::usd_text(m.0);
     for p in &v.prices {
         let (p, note) = match negotiated
             .iter()

@@ -14,6 +14,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use minijinja::context;
 use runtime::domain::{TenantId, Tier};
+use runtime::http::csv::cell;
 use serde::Serialize;
 
 use crate::provision::Target;
@@ -274,20 +275,6 @@ pub async fn report(target: &Target, month: &str, only: Option<&TenantId>) -> Re
     })
 }
 
-/// RFC 4180 CSV, a text cell a spreadsheet would run as a formula prefixed with `'`.
-fn cell(out: &mut String, value: &str) {
-    let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{value}")
-    } else {
-        value.to_owned()
-    };
-    if value.contains([',', '"', '\n', '\r']) {
-        let _ = write!(out, "\"{}\"", value.replace('"', "\"\""));
-    } else {
-        out.push_str(&value);
-    }
-}
-
 impl MonthReport {
     /// One line per tenant, provider and model (no total line: a column's sum is the total).
     pub fn csv(&self) -> String {
@@ -316,7 +303,6 @@ impl MonthReport {
 
     /// A table for people, with USD.
     pub fn text(&self) -> String {
-        let usd = |m: i64| format!("${}.{:06}", m / 1_000_000, m % 1_000_000);
         let mut out = format!("usage for {} (UTC)\n", self.month);
         let _ = writeln!(
             out,
@@ -361,6 +347,17 @@ impl MonthReport {
         );
         out
     }
+}
+
+/// Micro-USD as decimal USD text (`1234567` -> `1.234567`), exactly; negative amounts keep their sign.
+pub fn usd_text(micro: i64) -> String {
+    let sign = if micro < 0 { "-" } else { "" };
+    let m = micro.unsigned_abs();
+    format!("{sign}{}.{:06}", m / 1_000_000, m % 1_000_000)
+}
+
+fn usd(micro: i64) -> String {
+    format!("${}", usd_text(micro))
 }
 
 /// Decimal USD text (`12.34`, `0.000125`, `$1,234.5`) as micro-USD, exactly; a seventh decimal and
@@ -628,6 +625,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn micro_usd_reads_back_as_the_same_text() {
+        for m in [0, 1, 999_999, 1_000_000, 12_345_679, -250_000] {
+            assert_eq!(usd_to_micro(&usd_text(m)), Some(m), "{m}");
+        }
+        assert_eq!(usd_text(-250_000), "-0.250000");
+    }
+
+    #[test]
     fn usd_text_becomes_micro_usd_exactly() {
         for (text, want) in [
             ("0", Some(0)),
@@ -845,7 +850,6 @@ impl CostReport {
     }
 
     pub fn text(&self) -> String {
-        let usd = |m: i64| format!("${}.{:06}", m / 1_000_000, m % 1_000_000);
         let mut out = format!("what each tenant cost in {} (UTC)\n", self.month);
         let _ = writeln!(
             out,

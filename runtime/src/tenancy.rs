@@ -419,37 +419,28 @@ impl TenantTx {
         all.push(&tenant_id);
         all.push(&schema);
         all.extend_from_slice(params);
-        let statement = match client.prepare_cached(sql).await {
-            Ok(statement) => statement,
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_FUNCTION) => {
-                drop(client);
-                let client = Self::checkout(data, tenant, admission, lane).await?;
-                let tx = Self::open(data, tenant, client, None).await?;
-                let rows = tx.query(sql, &all).await?;
-                tx.commit().await?;
-                return Ok(rows);
-            }
-            Err(e) => return Err(e.into()),
+        let result = match client.prepare_cached(sql).await {
+            Ok(statement) => client.query(&statement, &all).await,
+            Err(e) => Err(e),
         };
-        match client.query(&statement, &all).await {
+        match result {
             Ok(rows) => Ok(rows),
             Err(e) => {
                 // Whatever the failure left on it, this connection serves nobody else.
                 drop(Object::take(client));
-                if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_FUNCTION) {
-                    // The function resolved when the statement was prepared and is gone now: the
-                    // connection's search path named a schema a tier move has since dropped (the
-                    // connection opened before the role's default moved). Nothing ran; run it
-                    // again in a transaction that pins the tenant's schema itself.
-                    tracing::warn!(tenant = %tenant.id(), error = %e,
-                        "a tenant function vanished under a pooled connection (a tier move); ran it pinned");
-                    let client = Self::checkout(data, tenant, admission, lane).await?;
-                    let tx = Self::open(data, tenant, client, None).await?;
-                    let rows = tx.query(sql, &all).await?;
-                    tx.commit().await?;
-                    return Ok(rows);
+                if e.code() != Some(&tokio_postgres::error::SqlState::UNDEFINED_FUNCTION) {
+                    return Err(e.into());
                 }
-                Err(e.into())
+                // The function is not where the connection's search path looks: the role's default
+                // was tampered with, or (at execution) it named a schema a tier move has since
+                // dropped. Nothing ran; run it again in a transaction that pins the schema itself.
+                tracing::warn!(tenant = %tenant.id(), error = %e,
+                    "a tenant function is not on the connection's search path; ran it pinned");
+                let client = Self::checkout(data, tenant, admission, lane).await?;
+                let tx = Self::open(data, tenant, client, None).await?;
+                let rows = tx.query(sql, &all).await?;
+                tx.commit().await?;
+                Ok(rows)
             }
         }
     }

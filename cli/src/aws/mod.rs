@@ -283,13 +283,7 @@ pub fn tenant_record(
         db_name,
         read_only: false,
         limits: spec.limits(),
-        // Its own models' prices only: the configuration travels in Lambda's environment (4 KB).
-        prices: book.for_tenant(spec.id.as_str()).retain(|provider, model| {
-            spec.models
-                .providers
-                .get(&provider)
-                .is_some_and(|p| p.models.iter().any(|m| m.as_str() == model))
-        }),
+        prices: runtime::registry::prices_for(book, spec.id.as_str(), &spec.models),
     }
 }
 

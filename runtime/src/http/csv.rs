@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 
 use crate::service::usage::{GroupBy, Report};
 
-/// One text cell.
-fn text(out: &mut String, value: &str) {
+/// Appends one text cell (quoted as needed, a would-be formula defused). Finance's CLI reports use
+/// it too.
+pub fn cell(out: &mut String, value: &str) {
     let guarded = matches!(
         value.chars().next(),
         Some('=' | '+' | '-' | '@' | '\t' | '\r')
@@ -49,7 +50,7 @@ pub fn report(report: &Report) -> String {
             GroupBy::Subject => vec![r.subject.as_deref().unwrap_or_default()],
         };
         for f in fields {
-            text(&mut out, f);
+            cell(&mut out, f);
             out.push(',');
         }
         let _ = writeln!(

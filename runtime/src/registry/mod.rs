@@ -64,6 +64,21 @@ pub struct TenantLimits {
     pub tokens_per_minute: u64,
 }
 
+/// What tenant `id` is charged under `book`: the prices of its own policy's models only (what its
+/// calls can use; and a tenant's Lambda carries its record in 4 KB of environment).
+pub fn prices_for(
+    book: &crate::pricing::PriceBook,
+    id: &str,
+    policy: &ModelPolicy,
+) -> crate::pricing::TenantPrices {
+    book.for_tenant(id).retain(|provider, model| {
+        policy
+            .providers
+            .get(&provider)
+            .is_some_and(|p| p.models.iter().any(|m| m.as_str() == model))
+    })
+}
+
 impl TenantRecord {
     /// The schema the tenant's tables are in: `pool` for the pool tier, else the tenant's own.
     pub fn schema(&self) -> String {
@@ -227,6 +242,7 @@ impl ControlPlane {
                 let policy: ModelPolicy =
                     serde_json::from_value(row.get::<_, serde_json::Value>(6))
                         .map_err(|e| e.to_string())?;
+                let prices = prices_for(&book, &raw_id, &policy);
                 Ok::<_, String>(TenantRecord {
                     id,
                     display_name: row.get(1),
@@ -251,7 +267,7 @@ impl ControlPlane {
                             .and_then(|n| u64::try_from(n).ok())
                             .ok_or("rate_limits.tokens_per_minute missing from the spec")?,
                     },
-                    prices: book.for_tenant(&raw_id),
+                    prices,
                 })
             })();
             match parsed {

@@ -1658,6 +1658,26 @@ async fn a_tenant_reports_its_usage_by_day_model_and_subject_as_json_or_csv_and_
     g.s.running.stop().await.unwrap();
 }
 
+/// Imports `book` into the gateway's deployment and waits for the runtime's registry to carry it
+/// (its next refresh); what the import reported.
+async fn import_prices(
+    g: &Gateway,
+    book: &runtime::pricing::PriceBook,
+) -> Vec<(String, cli::prices::Change)> {
+    let changes = cli::prices::import(&g.s.target, std::path::Path::new("test.yaml"), book)
+        .await
+        .unwrap();
+    let acme = TenantId::parse("acme").unwrap();
+    for _ in 0..100 {
+        let record = g.s.running.state.directory.get(&acme).unwrap();
+        if record.prices.versions.len() == book.versions.len() {
+            return changes;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the runtime did not see the imported price book within 10 s");
+}
+
 #[tokio::test]
 async fn calls_are_priced_by_the_version_of_their_day_with_negotiated_prices_and_unpriced_models_refused()
  {
@@ -1691,22 +1711,11 @@ async fn calls_are_priced_by_the_version_of_their_day_with_negotiated_prices_and
     negotiated.per_request = runtime::domain::MicroUsd(0);
     next.tenants.insert("acme".into(), vec![negotiated]);
     book.versions.push(next);
-    let changes = cli::prices::import(&g.s.target, std::path::Path::new("test.yaml"), &book)
-        .await
-        .unwrap();
+    let changes = import_prices(&g, &book).await;
     assert_eq!(
         changes[1],
         ("test-today".to_owned(), cli::prices::Change::New)
     );
-    // The runtime sees it at its next registry refresh.
-    let acme = TenantId::parse("acme").unwrap();
-    for _ in 0..100 {
-        let record = g.s.running.state.directory.get(&acme).unwrap();
-        if record.prices.versions.len() == 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
     let ask = json!({"model": "gpt-4o-mini", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]});
     for tenant in ["acme", "globex"] {
         let r = g.post(tenant, "/v1/chat/completions", ask.clone()).await;
@@ -1933,26 +1942,7 @@ async fn cached_and_reasoning_tokens_are_their_own_price_classes_and_never_count
         }
     }
     book.versions.push(next);
-    cli::prices::import(&g.s.target, std::path::Path::new("test.yaml"), &book)
-        .await
-        .unwrap();
-    let acme = TenantId::parse("acme").unwrap();
-    for _ in 0..100 {
-        if g.s
-            .running
-            .state
-            .directory
-            .get(&acme)
-            .unwrap()
-            .prices
-            .versions
-            .len()
-            == 2
-        {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    import_prices(&g, &book).await;
     let admin = g.s.target.admin().await.unwrap();
     let last = || async {
         let r = admin
