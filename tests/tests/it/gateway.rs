@@ -99,6 +99,20 @@ impl Gateway {
             .2
     }
 
+    /// GETs `path` as `tenant` and reads the JSON answer.
+    async fn get_json(&self, tenant: &str, path: &str) -> Value {
+        self.s
+            .http
+            .get(format!("{}{path}", self.s.base))
+            .bearer_auth(self.s.token(tenant))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     async fn post(&self, tenant: &str, path: &str, body: Value) -> reqwest::Response {
         self.s
             .http
@@ -1381,16 +1395,7 @@ async fn a_busy_tenants_leases_never_commit_more_than_its_budget() {
     assert_eq!(g.ledger("acme").await.len() as u64, ok);
     let (leased, _) = gate_counts(&g, &second);
     assert!(leased * 2 > ok, "{leased} of {ok} admitted from leases");
-    let usage: Value =
-        g.s.http
-            .get(format!("{}/v1/usage", g.s.base))
-            .bearer_auth(g.s.token("acme"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let usage: Value = g.get_json("acme", "/v1/usage").await;
     assert_eq!(usage["budget"]["held_micro_usd"], 0, "{usage}");
     assert_eq!(usage["budget"]["remaining_micro_usd"], budget - spent);
     second.stop().await.unwrap();
@@ -1787,16 +1792,7 @@ async fn calls_are_priced_by_the_version_of_their_day_with_negotiated_prices_and
     );
     assert!(g.mock.received().is_empty(), "no upstream call");
     assert_eq!(g.ledger("acme").await.len(), rows, "no ledger row");
-    let models: Value =
-        g.s.http
-            .get(format!("{}/v1/models", g.s.base))
-            .bearer_auth(g.s.token("acme"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let models: Value = g.get_json("acme", "/v1/models").await;
     let ids: Vec<&str> = models["data"]
         .as_array()
         .unwrap()
