@@ -16,6 +16,7 @@
 # BENCH_OUT (default bench/out). Needs perf for the profile (skipped with a note if absent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 LITELLM_VERSION="1.81.16" # a known-good release; never 1.82.7 or 1.82.8 (compromised)
 LITELLM_VENV="${TENANTCTL_LITELLM_VENV:-/var/tmp/tenantctl-litellm}"
@@ -65,32 +66,11 @@ wait_port "$P_MOCK"
 wait_port "$P_FLOOR"
 
 say "starting a local deployment (durable Postgres) with one tenant pointed at the mock"
-TC=("$BIN/tenantctl" --state-dir "$STATE" --no-progress -q)
-"${TC[@]}" local start >&2
-mkdir -p "$STATE/tenants"
-cat > "$STATE/tenants/bench.yaml" <<YAML
-version: 1
-id: bench
-display_name: Benchmark tenant
-tier: schema
-models:
-  providers:
+bench_deployment "$STATE" "$BIN" "  providers:
     openai:
       models: [gpt-4o-mini]
-      endpoint: { base_url: "http://127.0.0.1:$P_MOCK/v1", region: local }
-  default: gpt-4o-mini
-budget:
-  monthly_usd: "1000000"
-# The limits are enforced; set high so the benchmark measures the path, not the limit.
-rate_limits:
-  requests_per_minute: 1000000
-  tokens_per_minute: 1000000000
-tags:
-  cost-center: bench
-retention:
-  usage_days: 30
-YAML
-"${TC[@]}" apply "$STATE/tenants" >&2
+      endpoint: { base_url: \"http://127.0.0.1:$P_MOCK/v1\", region: local }
+  default: gpt-4o-mini"
 head -c 24 /dev/urandom | base64 | "${TC[@]}" secret put bench providers/openai >/dev/null
 "${TC[@]}" serve --listen "127.0.0.1:$P_RT" --idp-listen "127.0.0.1:$P_IDP" --metrics-listen "127.0.0.1:$P_METRICS" 2>"$OUT/serve.log" & RT_PID=$!; PIDS+=($RT_PID)
 wait_port "$P_RT"

@@ -7,6 +7,7 @@
 # for BENCH_REQUESTS (default 2000). Figures: rows/s and rows per commit at c=32, p50/p99 at c=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 SECS="${BENCH_SECS:-10}"
 N="${BENCH_REQUESTS:-2000}"
 OUT="${BENCH_OUT:-bench/out}"
@@ -33,31 +34,11 @@ wait_port() {
 }
 "$BIN/mock-provider" --listen "127.0.0.1:$P_MOCK" --words 16 >/dev/null & PIDS+=($!)
 wait_port "$P_MOCK"
-TC=("$BIN/tenantctl" --state-dir "$STATE" --no-progress -q)
-"${TC[@]}" local start >&2
-mkdir -p "$STATE/tenants"
-cat > "$STATE/tenants/bench.yaml" <<YAML
-version: 1
-id: bench
-display_name: Benchmark tenant
-tier: schema
-models:
-  providers:
+bench_deployment "$STATE" "$BIN" "  providers:
     openai:
       models: [gpt-4o-mini]
-      endpoint: { base_url: "http://127.0.0.1:$P_MOCK/v1", region: local }
-  default: gpt-4o-mini
-budget:
-  monthly_usd: "1000000"
-rate_limits:
-  requests_per_minute: 1000000
-  tokens_per_minute: 1000000000
-tags:
-  cost-center: bench
-retention:
-  usage_days: 30
-YAML
-"${TC[@]}" apply "$STATE/tenants" >&2
+      endpoint: { base_url: \"http://127.0.0.1:$P_MOCK/v1\", region: local }
+  default: gpt-4o-mini"
 head -c 24 /dev/urandom | base64 | "${TC[@]}" secret put bench providers/openai >/dev/null
 export BENCH_TOKEN="$("${TC[@]}" token --tenant bench --ttl 86400)"
 counter() {

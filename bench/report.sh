@@ -11,6 +11,7 @@
 # Target: the month's report under 2 s at 10 million rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 ROWS="${BENCH_ROWS:-10000000}"
 OUT="${BENCH_OUT:-bench/out}"
 export CARGO_TARGET_DIR="${TENANTCTL_BENCH_TARGET:-/var/tmp/tenantctl-bench}"
@@ -31,29 +32,9 @@ cleanup() {
   rm -rf "$STATE"
 }
 trap cleanup EXIT
-TC=("$BIN/tenantctl" --state-dir "$STATE" --no-progress -q)
-"${TC[@]}" local start >&2
-mkdir -p "$STATE/tenants"
-cat > "$STATE/tenants/bench.yaml" <<YAML
-version: 1
-id: bench
-display_name: Benchmark tenant
-tier: schema
-models:
-  providers:
+bench_deployment "$STATE" "$BIN" "  providers:
     mock: [mock-small]
-  default: mock-small
-budget:
-  monthly_usd: "1000000"
-rate_limits:
-  requests_per_minute: 1000000
-  tokens_per_minute: 1000000000
-tags:
-  cost-center: bench
-retention:
-  usage_days: 400
-YAML
-"${TC[@]}" apply "$STATE/tenants" >&2
+  default: mock-small"
 MONTH="$(date -u -d 'last month' +%Y-%m)"
 FIRST="$MONTH-01"
 PSQL=(psql -X -q -t -A -h "$STATE/pg/run" -p 5432 -U tenantctl_admin -d tenantctl)
