@@ -364,33 +364,7 @@ fn usd(micro: i64) -> String {
 /// beyond rounds half up (providers report costs to more places than they bill).
 pub fn usd_to_micro(text: &str) -> Option<i64> {
     let t = text.trim().trim_start_matches('$').replace(',', "");
-    let (negative, t) = match t.strip_prefix('-') {
-        Some(rest) => (true, rest.to_owned()),
-        None => (false, t),
-    };
-    let (whole, frac) = t.split_once('.').unwrap_or((&t, ""));
-    if whole.is_empty() && frac.is_empty()
-        || !whole.bytes().all(|b| b.is_ascii_digit())
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-    {
-        return None;
-    }
-    let whole: i64 = if whole.is_empty() {
-        0
-    } else {
-        whole.parse().ok()?
-    };
-    let mut micro = whole.checked_mul(1_000_000)?;
-    let digits: Vec<i64> = frac.bytes().map(|b| i64::from(b - b'0')).collect();
-    let mut place = 100_000;
-    for d in digits.iter().take(6) {
-        micro = micro.checked_add(d * place)?;
-        place /= 10;
-    }
-    if digits.get(6).is_some_and(|d| *d >= 5) {
-        micro = micro.checked_add(1)?;
-    }
-    Some(if negative { -micro } else { micro })
+    runtime::pricing::usd_to_micro(&t, runtime::pricing::Rounding::HalfUp)
 }
 
 /// A provider's model name as the ledger has it: a dated snapshot suffix (`-2024-07-18`,
@@ -643,7 +617,7 @@ mod tests {
             ("0.0000004", Some(0)),
             (".5", Some(500_000)),
             ("-0.25", Some(-250_000)),
-            ("1e-3", None),
+            ("1e-3", Some(1_000)),
             ("abc", None),
             ("", None),
             ("1.2.3", None),

@@ -59,6 +59,7 @@ fn setup() -> (DevSigner, Authenticator, TenantDirectory, IssuerConfig) {
             tokens_per_minute: 1,
         },
         prices: Default::default(),
+        tags: Default::default(),
     }]);
     (signer, auth, dir, issuer)
 }

@@ -226,8 +226,96 @@ pub fn today() -> String {
     crate::domain::utc_today()
 }
 
+/// How `usd_to_micro` treats digits past the micro-USD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rounding {
+    /// Half a micro-USD or more rounds away from zero (an invoice's cents and fractions).
+    HalfUp,
+    /// Any part of a micro-USD rounds away from zero (as `Rates::cost_of` prices a call).
+    Up,
+}
+
+/// A decimal amount of USD as text (`12.5`, `-0.0000135`, `1.35e-5`) in micro-USD, exactly: no
+/// float on the way. `None` for anything else or an amount beyond `i64`.
+pub fn usd_to_micro(text: &str, rounding: Rounding) -> Option<i64> {
+    let t = text.trim();
+    let (negative, t) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let (mantissa, exponent) = match t.find(['e', 'E']) {
+        Some(at) => (&t[..at], t[at + 1..].parse::<i32>().ok()?),
+        None => (t, 0),
+    };
+    let (whole, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if whole.is_empty() && frac.is_empty()
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+        || !(-64..=64).contains(&exponent)
+    {
+        return None;
+    }
+    // All digits, and where the decimal point falls among them once the exponent moved it; micro-USD
+    // are the digits up to six places after it.
+    let digits: Vec<u8> = whole
+        .bytes()
+        .chain(frac.bytes())
+        .map(|b| b - b'0')
+        .collect();
+    let point = i64::try_from(whole.len()).ok()? + i64::from(exponent);
+    let cut = point + 6;
+    let mut micro: i64 = 0;
+    let mut rest = Vec::new();
+    for (i, d) in digits.iter().enumerate() {
+        if i64::try_from(i).ok()? < cut {
+            micro = micro.checked_mul(10)?.checked_add(i64::from(*d))?;
+        } else {
+            rest.push(*d);
+        }
+    }
+    for _ in 0..(cut - i64::try_from(digits.len()).ok()?).max(0) {
+        micro = micro.checked_mul(10)?;
+    }
+    let up = match rounding {
+        Rounding::HalfUp => rest.first().is_some_and(|d| *d >= 5) && cut >= 0,
+        Rounding::Up => rest.iter().any(|d| *d > 0),
+    };
+    if up {
+        micro = micro.checked_add(1)?;
+    }
+    Some(if negative { -micro } else { micro })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn usd_text_becomes_micro_usd_exactly_whatever_its_notation() {
+        use super::{Rounding::*, usd_to_micro};
+        let cases = [
+            ("12.5", HalfUp, Some(12_500_000)),
+            ("0.0000135", Up, Some(14)),
+            ("0.0000135", HalfUp, Some(14)),
+            ("0.0000134", HalfUp, Some(13)),
+            ("1.35e-5", Up, Some(14)),
+            ("1.3E-5", Up, Some(13)),
+            ("2e3", HalfUp, Some(2_000_000_000)),
+            ("-0.5", HalfUp, Some(-500_000)),
+            ("5e-7", HalfUp, Some(1)),
+            ("5e-8", HalfUp, Some(0)),
+            ("5e-8", Up, Some(1)),
+            ("0", Up, Some(0)),
+            (".25", HalfUp, Some(250_000)),
+            ("", HalfUp, None),
+            ("1.2.3", HalfUp, None),
+            ("NaN", Up, None),
+            ("1e999", Up, None),
+            ("99999999999999999999", Up, None),
+        ];
+        for (text, rounding, want) in cases {
+            assert_eq!(usd_to_micro(text, rounding), want, "{text} {rounding:?}");
+        }
+    }
+
     use super::*;
 
     fn price(model: &str, input: i64, output: i64) -> Price {

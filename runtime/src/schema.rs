@@ -93,6 +93,12 @@ pub const TENANT_MIGRATIONS: &[Migration] = &[
         sql: include_str!("../sql/tenant/0008_usage_ledger_unit_classes.sql"),
         pool_backfill: None,
     },
+    Migration {
+        version: 9,
+        name: "usage_ledger_provider_view",
+        sql: include_str!("../sql/tenant/0009_usage_ledger_provider_view.sql"),
+        pool_backfill: None,
+    },
 ];
 
 /// Table privileges of the tenant's own role, per table. The ledger is append-only for the tenant role;

@@ -215,6 +215,7 @@ pub fn record(
             tokens_per_minute: 1_000_000_000,
         },
         prices: cli::prices::builtin().for_tenant(id),
+        tags: [("cost-center".to_owned(), format!("cc-{id}"))].into(),
     }
 }
 

@@ -95,9 +95,18 @@ pub struct Shared {
     /// Streams whose client went away before the end.
     pub cancelled_streams: std::sync::atomic::AtomicU64,
     pub completed_streams: std::sync::atomic::AtomicU64,
+    /// Numbers each reply's id (`chatcmpl-mock-<n>`, `msg_mock_<n>`, Bedrock's `x-amzn-RequestId`).
+    pub replies: std::sync::atomic::AtomicU64,
 }
 
 /// A running mock provider.
+impl Shared {
+    fn next_reply(&self) -> u64 {
+        self.replies
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 #[derive(Debug)]
 pub struct MockProvider {
     pub addr: SocketAddr,
@@ -560,7 +569,7 @@ async fn chat_openai_like(
     let usage = s.config.lock().unwrap().usage_override.clone().unwrap_or_else(|| {
         json!({"prompt_tokens": r.prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": r.prompt_tokens + completion_tokens})
     });
-    let id = "chatcmpl-mock";
+    let id = format!("chatcmpl-mock-{}", s.next_reply());
     if body.get("stream").and_then(Value::as_bool) != Some(true) {
         let (message, finish) = match &r.tool {
             Some((name, parts)) => (
@@ -715,6 +724,7 @@ async fn anthropic_messages(
         .unwrap_or("unknown")
         .to_owned();
     let r = reply(&s, &model, &body);
+    let msg_id = format!("msg_mock_{}", s.next_reply());
     let output_tokens = if r.tool.is_some() {
         6
     } else {
@@ -732,11 +742,11 @@ async fn anthropic_messages(
             }
             None => json!([{"type": "text", "text": r.words.join(" ")}]),
         };
-        return axum::Json(json!({"id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": content, "stop_reason": stop, "stop_sequence": null, "usage": {"input_tokens": r.prompt_tokens, "output_tokens": output_tokens}})).into_response();
+        return axum::Json(json!({"id": msg_id, "type": "message", "role": "assistant", "model": model, "content": content, "stop_reason": stop, "stop_sequence": null, "usage": {"input_tokens": r.prompt_tokens, "output_tokens": output_tokens}})).into_response();
     }
     let mut frames = vec![named(
         "message_start",
-        &json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": null, "usage": {"input_tokens": r.prompt_tokens, "output_tokens": 1}}}),
+        &json!({"type": "message_start", "message": {"id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": null, "usage": {"input_tokens": r.prompt_tokens, "output_tokens": 1}}}),
     )];
     match &r.tool {
         Some((name, parts)) => {
@@ -817,7 +827,17 @@ async fn bedrock_converse(
             r.words.len() as u64,
         ),
     };
-    axum::Json(json!({"output": {"message": {"role": "assistant", "content": content}}, "stopReason": stop, "usage": {"inputTokens": r.prompt_tokens, "outputTokens": output, "totalTokens": r.prompt_tokens + output}, "metrics": {"latencyMs": 1}})).into_response()
+    let mut response = axum::Json(json!({"output": {"message": {"role": "assistant", "content": content}}, "stopReason": stop, "usage": {"inputTokens": r.prompt_tokens, "outputTokens": output, "totalTokens": r.prompt_tokens + output}, "metrics": {"latencyMs": 1}})).into_response();
+    aws_request_id(&s, &mut response);
+    response
+}
+
+/// Bedrock names each call in `x-amzn-RequestId`.
+fn aws_request_id(s: &Shared, response: &mut Response) {
+    let id = format!("00000000-0000-4000-8000-{:012}", s.next_reply());
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-amzn-requestid", v);
+    }
 }
 
 fn frame(event: &str, payload: &Value) -> Bytes {
@@ -882,11 +902,13 @@ async fn bedrock_converse_stream(
     frames.push(frame("contentBlockStop", &json!({"contentBlockIndex": 0})));
     frames.push(frame("messageStop", &json!({"stopReason": stop})));
     frames.push(frame("metadata", &json!({"usage": {"inputTokens": r.prompt_tokens, "outputTokens": output, "totalTokens": r.prompt_tokens + output}, "metrics": {"latencyMs": 1}})));
-    paced(
-        s,
+    let mut response = paced(
+        s.clone(),
         frames,
         content_frames,
         cut,
         "application/vnd.amazon.eventstream",
-    )
+    );
+    aws_request_id(&s, &mut response);
+    response
 }

@@ -284,6 +284,7 @@ pub fn tenant_record(
         read_only: false,
         limits: spec.limits(),
         prices: runtime::registry::prices_for(book, spec.id.as_str(), &spec.models),
+        tags: spec.tags.clone(),
     }
 }
 

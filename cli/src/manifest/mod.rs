@@ -630,9 +630,21 @@ impl Checker<'_> {
                 ));
             }
         }
+        let bytes: usize = raw.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if bytes > TAG_BYTES_MAX {
+            return Err(self.err(
+                vec![key("tags")],
+                format!("the tags are {bytes} bytes of keys and values together, more than {TAG_BYTES_MAX}"),
+                "shorten or drop tags: every ledger row and the tenant's Lambda configuration (4 KB \
+                 in all) carry them",
+            ));
+        }
         Ok(raw)
     }
 }
+
+/// The most bytes of tag keys and values a tenant may declare.
+pub const TAG_BYTES_MAX: usize = 1024;
 
 fn quoted<'a>(items: impl Iterator<Item = &'a str>) -> String {
     items

@@ -318,18 +318,20 @@ async fn retain_usage(
     const COPY: &str = "INSERT INTO control.usage_retained (id, tenant_id, request_id, subject, \
            provider, model, input_tokens, output_tokens, cost_micro_usd, price_book_version, outcome, \
            usage_estimated, created_at, cached_input_tokens, cache_write_tokens, reasoning_tokens, \
-           retain_until) \
+           provider_request_id, provider_usage, provider_cost_micro_usd, cost_tags, retain_until) \
          SELECT r.id, r.tenant_id, r.request_id, r.subject, r.provider, r.model, r.input_tokens, \
                 r.output_tokens, r.cost_micro_usd, r.price_book_version, r.outcome, \
                 r.usage_estimated, r.created_at, coalesce(r.cached_input_tokens, 0), \
                 coalesce(r.cache_write_tokens, 0), coalesce(r.reasoning_tokens, 0), \
-                current_date + (SELECT (spec #>> '{retention_days}')::int \
+                r.provider_request_id, r.provider_usage, r.provider_cost_micro_usd, \
+                coalesce(r.cost_tags, '{}'), current_date + (SELECT (spec #>> '{retention_days}')::int \
                                   FROM control.tenants WHERE tenant_id = $2) \
            FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, tenant_id text, request_id uuid, \
                 subject text, provider text, model text, input_tokens bigint, output_tokens bigint, \
                 cost_micro_usd bigint, price_book_version text, outcome text, usage_estimated boolean, \
                 created_at timestamptz, cached_input_tokens bigint, cache_write_tokens bigint, \
-                reasoning_tokens bigint) \
+                reasoning_tokens bigint, provider_request_id text, provider_usage jsonb, \
+                provider_cost_micro_usd bigint, cost_tags jsonb) \
           WHERE r.tenant_id = $2 \
          ON CONFLICT (id) DO NOTHING";
     let text = std::fs::read_to_string(dir.join("usage_ledger.jsonl"))

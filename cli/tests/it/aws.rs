@@ -447,7 +447,13 @@ fn a_tenants_function_environment_fits_in_lambdas_4_kb() {
                     }
             })
             .sum();
-        assert!(size < 4096, "{name}: {size} bytes of environment");
+        // Room for the most tags a manifest may declare (40, each key and value quoted, with a colon
+        // and a comma).
+        let tags_max = cli::manifest::TAG_BYTES_MAX + 40 * 6;
+        assert!(
+            size + tags_max < 4096,
+            "{name}: {size} bytes of environment, and tags may add {tags_max}"
+        );
         // The prices it carries are its own models' (each priced, none other).
         // The substitutions (the database's host and port) stand in for values.
         let config = sub_string(&vars["TENANT_RUNTIME_CONFIG_JSON"])
@@ -456,6 +462,12 @@ fn a_tenants_function_environment_fits_in_lambdas_4_kb() {
             .replace("${DatabaseEndpoint}", "db");
         let config: Value =
             serde_json::from_str(&config).unwrap_or_else(|e| panic!("{name}: {e}: {config}"));
+        // Its ledger rows carry its cost-allocation tags, from the manifest.
+        assert_eq!(
+            config["tenant"]["tags"]["cost-center"].as_str(),
+            spec.tags.get("cost-center").map(String::as_str),
+            "{name}"
+        );
         let priced: Vec<(String, String)> = config["tenant"]["prices"]["versions"][0]["prices"]
             .as_array()
             .unwrap_or_else(|| panic!("{name}: the function is given no prices"))

@@ -550,13 +550,19 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
                                pool.tenant_budget_state;
                  ALTER TABLE t_sa_co.usage_ledger DROP COLUMN outcome, DROP COLUMN usage_estimated,
                      DROP COLUMN cached_input_tokens, DROP COLUMN cache_write_tokens,
-                     DROP COLUMN reasoning_tokens;
+                     DROP COLUMN reasoning_tokens, DROP COLUMN provider_request_id,
+                     DROP COLUMN provider_usage, DROP COLUMN provider_cost_micro_usd,
+                     DROP COLUMN cost_tags;
                  ALTER TABLE t_sb_co.usage_ledger DROP COLUMN outcome, DROP COLUMN usage_estimated,
                      DROP COLUMN cached_input_tokens, DROP COLUMN cache_write_tokens,
-                     DROP COLUMN reasoning_tokens;
+                     DROP COLUMN reasoning_tokens, DROP COLUMN provider_request_id,
+                     DROP COLUMN provider_usage, DROP COLUMN provider_cost_micro_usd,
+                     DROP COLUMN cost_tags;
                  ALTER TABLE pool.usage_ledger DROP COLUMN outcome, DROP COLUMN usage_estimated,
                      DROP COLUMN cached_input_tokens, DROP COLUMN cache_write_tokens,
-                     DROP COLUMN reasoning_tokens;
+                     DROP COLUMN reasoning_tokens, DROP COLUMN provider_request_id,
+                     DROP COLUMN provider_usage, DROP COLUMN provider_cost_micro_usd,
+                     DROP COLUMN cost_tags;
                  DELETE FROM control.tenant_migrations WHERE version >= 2;
                  DELETE FROM control.pool_migrations WHERE version >= 2;
                  CREATE TABLE t_sb_co.{index} (x int);"
@@ -578,7 +584,9 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
                                t_da_co.tenant_budget_state;
                  ALTER TABLE t_da_co.usage_ledger DROP COLUMN outcome, DROP COLUMN usage_estimated,
                      DROP COLUMN cached_input_tokens, DROP COLUMN cache_write_tokens,
-                     DROP COLUMN reasoning_tokens;
+                     DROP COLUMN reasoning_tokens, DROP COLUMN provider_request_id,
+                     DROP COLUMN provider_usage, DROP COLUMN provider_cost_micro_usd,
+                     DROP COLUMN cost_tags;
                  DELETE FROM tenantctl.migrations WHERE version >= 2;"
             ))
             .await
@@ -1405,9 +1413,11 @@ fn usage_outlives_offboarding_for_its_retention_and_purge_removes_only_what_is_p
     let insert = |schema: &str, tenant: &str, age_days: i32| {
         sql(format!(
             "INSERT INTO {schema}.usage_ledger (id, tenant_id, request_id, subject, provider, model, \
-             input_tokens, output_tokens, cost_micro_usd, price_book_version, created_at) \
+             input_tokens, output_tokens, cost_micro_usd, price_book_version, created_at, \
+             provider_request_id, provider_cost_micro_usd, cost_tags) \
              VALUES (gen_random_uuid(), '{tenant}', gen_random_uuid(), 'u', 'mock', 'mock-small', 1, 1, \
-                     7, '2026-12-01', now() - interval '{age_days} days') RETURNING id::text"
+                     7, '2026-12-01', now() - interval '{age_days} days', 'req-{age_days}', 8, \
+                     '{{\"cost-center\": \"cc-{tenant}\"}}') RETURNING id::text"
         ))
     };
     insert("t_acme", "acme", 40);
@@ -1451,6 +1461,13 @@ fn usage_outlives_offboarding_for_its_retention_and_purge_removes_only_what_is_p
     assert_eq!(
         sql("SELECT (retain_until - current_date)::text FROM control.usage_retained WHERE tenant_id = 'acme'".into()),
         ["30"]
+    );
+    // With what the provider said and the row's cost-allocation tags.
+    assert_eq!(
+        sql("SELECT concat_ws(' ', provider_request_id, provider_cost_micro_usd, cost_tags ->> 'cost-center') \
+             FROM control.usage_retained WHERE tenant_id = 'acme'"
+            .into()),
+        ["req-10 8 cc-acme"]
     );
     let month = sql("SELECT to_char(now() - interval '10 days', 'YYYY-MM')".into())[0].clone();
     let out = run(&[

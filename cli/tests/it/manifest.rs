@@ -125,6 +125,18 @@ fn malformed_manifests_fail_with_located_errors_and_hints() {
             ),
         ),
         (
+            "tags_too_large",
+            with(
+                "  cost-center: cc-1\n",
+                &format!(
+                    "  cost-center: cc-1\n{}",
+                    (0..5)
+                        .map(|i| format!("  note-{i}: {}\n", "x".repeat(250)))
+                        .collect::<String>()
+                ),
+            ),
+        ),
+        (
             "missing_field",
             GOOD.replace("retention:\n  usage_days: 30\n", ""),
         ),

@@ -291,7 +291,7 @@ fn openai_frames(
             StreamItem::Event(StreamEvent::Finish(reason)) => {
                 vec![chunk(&id, created, &model, Delta::default(), Some(reason.openai()))]
             }
-            StreamItem::Event(StreamEvent::Usage(_)) => Vec::new(),
+            StreamItem::Event(StreamEvent::Usage(_) | StreamEvent::Reported(_)) => Vec::new(),
             StreamItem::Settled { usage, .. } => {
                 let mut out = Vec::new();
                 if include_usage {
@@ -435,7 +435,7 @@ fn anthropic_frames(
                 }
             }
             StreamItem::Event(StreamEvent::Finish(reason)) => stop = reason.anthropic(),
-            StreamItem::Event(StreamEvent::Usage(_)) => {}
+            StreamItem::Event(StreamEvent::Usage(_) | StreamEvent::Reported(_)) => {}
             StreamItem::Settled { usage, .. } => {
                 if block.is_none() {
                     open(&mut out, None, &mut block);

@@ -125,6 +125,12 @@ pub fn metrics_text(state: &AppState) -> String {
          # TYPE tenant_ledger_zero_cost_rows_total counter\ntenant_ledger_zero_cost_rows_total {}",
         state.ledger.zero_cost_rows()
     );
+    let _ = writeln!(
+        out,
+        "# HELP tenant_ledger_cost_differs_rows_total Ledger rows whose provider-reported cost differs from the price book's.\n\
+         # TYPE tenant_ledger_cost_differs_rows_total counter\ntenant_ledger_cost_differs_rows_total {}",
+        state.ledger.cost_differs_rows()
+    );
     let gate = state.ledger.gate();
     let _ = writeln!(
         out,

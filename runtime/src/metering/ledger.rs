@@ -33,6 +33,12 @@ pub struct NewEntry {
     pub cache_write_tokens: u64,
     /// Part of `output_tokens` that was reasoning.
     pub reasoning_tokens: u64,
+    /// The provider's id for the call, its usage object as sent (JSON) and its own cost.
+    pub provider_request_id: Option<String>,
+    pub provider_usage: Option<String>,
+    pub provider_cost: Option<MicroUsd>,
+    /// The tenant's cost-allocation tags from its manifest, at the time of the call (a JSON object).
+    pub cost_tags: String,
 }
 
 /// How a metered call ended.
@@ -75,6 +81,12 @@ pub struct Entry {
     pub cached_input_tokens: i64,
     pub cache_write_tokens: i64,
     pub reasoning_tokens: i64,
+    pub provider_request_id: Option<String>,
+    pub provider_usage: Option<serde_json::Value>,
+    pub provider_cost_micro_usd: Option<i64>,
+    /// The provider's cost and ours differ (finance looks at these rows).
+    pub cost_differs: bool,
+    pub cost_tags: serde_json::Value,
 }
 
 fn tokens(n: u64) -> i64 {
@@ -82,8 +94,8 @@ fn tokens(n: u64) -> i64 {
 }
 
 /// Many rows in one statement: one array per column (one plan whatever the batch size).
-const APPEND: &str =
-    "SELECT ledger_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+const APPEND: &str = "SELECT ledger_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+                      $14, $15, $16, $17, $18, $19, $20)";
 
 /// Appends `entries`, all of `tenant`, in one statement committed durably on its own
 /// (`ledger_append` through `TenantTx::call_once`: one message, one reply), under `admission`, which
@@ -116,6 +128,19 @@ pub async fn record_once(
         .map(|e| tokens(e.cache_write_tokens))
         .collect();
     let reasoning: Vec<i64> = entries.iter().map(|e| tokens(e.reasoning_tokens)).collect();
+    let provider_ids: Vec<Option<&str>> = entries
+        .iter()
+        .map(|e| e.provider_request_id.as_deref())
+        .collect();
+    let provider_usage: Vec<Option<&str>> = entries
+        .iter()
+        .map(|e| e.provider_usage.as_deref())
+        .collect();
+    let provider_cost: Vec<Option<i64>> = entries
+        .iter()
+        .map(|e| e.provider_cost.map(|c| c.0))
+        .collect();
+    let tags = column(|e| &e.cost_tags);
     TenantTx::call_once(
         data,
         tenant,
@@ -137,6 +162,10 @@ pub async fn record_once(
             &cached,
             &cache_write,
             &reasoning,
+            &provider_ids,
+            &provider_usage,
+            &provider_cost,
+            &tags,
         ],
     )
     .await?;
@@ -150,7 +179,10 @@ pub async fn recent(tx: &TenantTx, limit: i64) -> Result<(Vec<Entry>, Totals), D
             "SELECT id, tenant_id, request_id, subject, provider, model, input_tokens, \
                     output_tokens, cost_micro_usd, price_book_version, outcome, usage_estimated, \
                     to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
-                    cached_input_tokens, cache_write_tokens, reasoning_tokens \
+                    cached_input_tokens, cache_write_tokens, reasoning_tokens, \
+                    provider_request_id, provider_usage, provider_cost_micro_usd, \
+                    coalesce(provider_cost_micro_usd <> cost_micro_usd, false), \
+                    cost_tags \
                FROM usage_ledger WHERE tenant_id = $1 ORDER BY created_at DESC, id LIMIT $2",
             &[&tx.tenant().as_str(), &limit],
         )
@@ -174,6 +206,11 @@ pub async fn recent(tx: &TenantTx, limit: i64) -> Result<(Vec<Entry>, Totals), D
             cached_input_tokens: r.get(13),
             cache_write_tokens: r.get(14),
             reasoning_tokens: r.get(15),
+            provider_request_id: r.get(16),
+            provider_usage: r.get(17),
+            provider_cost_micro_usd: r.get(18),
+            cost_differs: r.get(19),
+            cost_tags: r.get(20),
         })
         .collect();
     // From the daily totals the ledger's trigger keeps: one row per day, never a scan of the ledger.

@@ -89,6 +89,8 @@ pub struct LedgerWriter {
     commit_micros: AtomicU64,
     /// Rows of calls that produced tokens and cost nothing (a zero price, or a pricing bug).
     zero_cost: AtomicU64,
+    /// Rows whose provider-reported cost differs from ours.
+    cost_differs: AtomicU64,
 }
 
 impl std::fmt::Debug for LedgerWriter {
@@ -115,6 +117,7 @@ impl LedgerWriter {
             rows: AtomicU64::new(0),
             commit_micros: AtomicU64::new(0),
             zero_cost: AtomicU64::new(0),
+            cost_differs: AtomicU64::new(0),
         }
     }
 
@@ -154,6 +157,11 @@ impl LedgerWriter {
         self.zero_cost.load(Ordering::Relaxed)
     }
 
+    /// Rows written whose provider-reported cost differs from ours, since start.
+    pub fn cost_differs_rows(&self) -> u64 {
+        self.cost_differs.load(Ordering::Relaxed)
+    }
+
     /// Microseconds spent in successful commits since start.
     pub fn commit_micros(&self) -> u64 {
         self.commit_micros.load(Ordering::Relaxed)
@@ -173,6 +181,13 @@ impl LedgerWriter {
             self.zero_cost.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(tenant = %tenant.id(), model = %entry.model, provider = %entry.provider.as_str(),
                 "a call produced tokens and costs nothing");
+        }
+        if let Some(theirs) = entry.provider_cost.filter(|c| *c != entry.cost) {
+            // Our price book and the provider disagree: the row keeps both, finance decides.
+            self.cost_differs.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(tenant = %tenant.id(), model = %entry.model, provider = %entry.provider.as_str(),
+                ours_micro_usd = entry.cost.0, provider_micro_usd = theirs.0,
+                "the provider's cost of a call differs from the price book's");
         }
         if !self.group {
             let started = std::time::Instant::now();

@@ -232,6 +232,58 @@ pub struct Completion {
     pub tool_calls: Vec<ToolCall>,
     pub finish: FinishReason,
     pub usage: Usage,
+    pub reported: Reported,
+}
+
+/// What the provider said about a call, kept on its ledger row next to our own figures so finance
+/// can trace a row to the provider's records: its id for the call, its usage object as sent, and its
+/// own price of the call where it reports one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reported {
+    /// OpenAI's and Anthropic's response `id`, Bedrock's `x-amzn-RequestId` (at most 256 bytes).
+    pub request_id: Option<String>,
+    /// The usage object as the provider sent it (compact JSON, at most `RAW_USAGE_MAX` bytes; a
+    /// larger one is replaced by `{"omitted_bytes": n}`).
+    pub usage: Option<String>,
+    /// The provider's own cost of the call (OpenAI-compatible `usage.cost` in USD, as OpenRouter
+    /// and LiteLLM report it), rounded up to the micro-USD as ours is.
+    pub cost: Option<crate::domain::MicroUsd>,
+}
+
+/// The largest raw usage object a ledger row keeps.
+pub const RAW_USAGE_MAX: usize = 2048;
+
+impl Reported {
+    /// `request_id` if it is a plausible id (1-256 printable bytes), else none.
+    pub fn id(raw: Option<&str>) -> Option<String> {
+        raw.filter(|id| {
+            !id.is_empty() && id.len() <= 256 && id.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map(str::to_owned)
+    }
+
+    /// A usage object as the ledger keeps it.
+    pub fn raw_usage(usage: &serde_json::Value) -> String {
+        let text = usage.to_string();
+        if text.len() <= RAW_USAGE_MAX {
+            text
+        } else {
+            serde_json::json!({"omitted_bytes": text.len()}).to_string()
+        }
+    }
+
+    /// Fills what `other` knows and `self` does not (a stream reports its parts in several events).
+    pub fn merge(&mut self, other: Reported) {
+        if self.request_id.is_none() {
+            self.request_id = other.request_id;
+        }
+        if other.usage.is_some() {
+            self.usage = other.usage;
+        }
+        if other.cost.is_some() {
+            self.cost = other.cost;
+        }
+    }
 }
 
 /// One event of a streamed completion, in the order providers send them.
@@ -249,6 +301,8 @@ pub enum StreamEvent {
     Finish(FinishReason),
     /// The provider's own usage figures (usually last).
     Usage(Usage),
+    /// The provider's id for the call, its raw usage and its own cost, as far as this event tells.
+    Reported(Reported),
 }
 
 /// An embeddings request: the inputs and, optionally, the dimensions wanted.

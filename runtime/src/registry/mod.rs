@@ -51,6 +51,10 @@ pub struct TenantRecord {
     /// without a price here is refused.
     #[serde(default)]
     pub prices: crate::pricing::TenantPrices,
+    /// Its cost-allocation tags, from its manifest (`cost-center` among them): stamped on every
+    /// ledger row, as on its AWS resources.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// What a tenant may spend and how fast, as its manifest declares. The runtime passes these to the
@@ -80,6 +84,15 @@ pub fn prices_for(
 }
 
 impl TenantRecord {
+    /// The tags a ledger row carries: the manifest's, with `tenant` and `tier` as on its AWS
+    /// resources (a JSON object).
+    pub fn cost_tags(&self) -> String {
+        let mut tags = self.tags.clone();
+        tags.insert("tenant".into(), self.id.to_string());
+        tags.insert("tier".into(), self.tier.as_str().into());
+        serde_json::to_string(&tags).unwrap_or_else(|_| "{}".into())
+    }
+
     /// The schema the tenant's tables are in: `pool` for the pool tier, else the tenant's own.
     pub fn schema(&self) -> String {
         Namespace::data_schema(self.tier, &self.id)
@@ -228,7 +241,7 @@ impl ControlPlane {
                         model_policy, db_role, coalesce(db_name, current_database()), status, \
                         monthly_budget_micro_usd, \
                         (spec #>> '{rate_limits,requests_per_minute}')::bigint, \
-                        (spec #>> '{rate_limits,tokens_per_minute}')::bigint \
+                        (spec #>> '{rate_limits,tokens_per_minute}')::bigint, tags \
                    FROM control.tenants WHERE status IN ('active', 'read_only') ORDER BY tenant_id",
                 &[],
             )
@@ -268,6 +281,8 @@ impl ControlPlane {
                             .ok_or("rate_limits.tokens_per_minute missing from the spec")?,
                     },
                     prices,
+                    tags: serde_json::from_value(row.get::<_, serde_json::Value>(13))
+                        .map_err(|e| format!("tags: {e}"))?,
                 })
             })();
             match parsed {

@@ -20,7 +20,7 @@ use crate::metering::ledger::{self, Outcome};
 use crate::metering::limits;
 use crate::metering::writer::LedgerWriter;
 use crate::models::chat::{
-    ChatMessage, Completion, EmbeddingRequest, Embeddings, StreamEvent, Tool, Usage,
+    ChatMessage, Completion, EmbeddingRequest, Embeddings, Reported, StreamEvent, Tool, Usage,
     estimate_input, estimate_tokens, input_tokens_at_most,
 };
 use crate::models::providers::ProviderError;
@@ -244,7 +244,7 @@ async fn record(
     ledger_id: Uuid,
     call: &Call,
     route: &Route,
-    usage: Usage,
+    (usage, reported): (Usage, Reported),
     outcome: Outcome,
 ) -> Result<Uuid, ServiceError> {
     let request_id = call.request_id;
@@ -268,6 +268,10 @@ async fn record(
                 cached_input_tokens: usage.cached_input_tokens,
                 cache_write_tokens: usage.cache_write_tokens,
                 reasoning_tokens: usage.reasoning_tokens,
+                provider_request_id: reported.request_id,
+                provider_usage: reported.usage,
+                provider_cost: reported.cost,
+                cost_tags: tenant.record().cost_tags(),
             },
         )
         .await;
@@ -310,7 +314,7 @@ pub async fn complete(
         p.ledger_id,
         &p.call,
         &route,
-        completion.usage,
+        (completion.usage, completion.reported.clone()),
         Outcome::Complete,
     )
     .await?;
@@ -355,7 +359,7 @@ pub async fn embed(
         p.ledger_id,
         &p.call,
         &route,
-        embeddings.usage,
+        (embeddings.usage, Reported::default()),
         Outcome::Complete,
     )
     .await?;
@@ -400,6 +404,7 @@ pub async fn stream(
         input_estimate: estimate_input(&request.messages),
         produced: String::new(),
         usage: None,
+        reported: Reported::default(),
         admission: Some((admission, hold)),
     };
     let state = StreamState {
@@ -423,6 +428,7 @@ pub async fn stream(
             };
             match next {
                 Some(Ok(StreamEvent::Usage(u))) => s.meter.usage = Some(u),
+                Some(Ok(StreamEvent::Reported(r))) => s.meter.reported.merge(r),
                 Some(Ok(event @ StreamEvent::Finish(_))) => s.held.push(event),
                 Some(Ok(event)) => {
                     s.meter.note(&event);
@@ -489,6 +495,8 @@ struct Meter {
     input_estimate: u64,
     produced: String,
     usage: Option<Usage>,
+    /// What the provider said of the call so far.
+    reported: Reported,
     /// The call's admission and hold, present until the row is written.
     admission: Option<(Admission, limits::Hold)>,
 }
@@ -525,7 +533,7 @@ impl Meter {
             self.ledger_id,
             &self.call,
             &self.route,
-            usage,
+            (usage, self.reported.clone()),
             outcome,
         )
         .await;
@@ -547,6 +555,7 @@ impl Drop for Meter {
         let (ledger, tenant, route) =
             (self.ledger.clone(), self.tenant.clone(), self.route.clone());
         let (ledger_id, call, usage) = (self.ledger_id, self.call.clone(), self.usage());
+        let reported = std::mem::take(&mut self.reported);
         tokio::spawn(async move {
             let request_id = call.request_id;
             let written = record(
@@ -557,7 +566,7 @@ impl Drop for Meter {
                 ledger_id,
                 &call,
                 &route,
-                usage,
+                (usage, reported),
                 Outcome::Cancelled,
             )
             .await;

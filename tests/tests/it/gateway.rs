@@ -2008,3 +2008,125 @@ async fn cached_and_reasoning_tokens_are_their_own_price_classes_and_never_count
     assert_eq!(counts[5], 25);
     g.s.running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn each_row_keeps_what_the_provider_said_and_a_provider_cost_unlike_ours_is_flagged() {
+    // Issue 11 items 2 and 7: a row names the provider's id for the call and keeps its usage object
+    // as sent and, where the provider reports one (OpenAI-compatible `usage.cost`), its own cost
+    // next to ours; a row where the two differ is flagged (the row, `/v1/usage`, the metric). Each
+    // row carries the tenant's cost-allocation tags. Plain and streamed, OpenAI and Anthropic.
+    let g = gateway(Config::default()).await;
+    let admin = g.s.target.admin().await.unwrap();
+    let last = || async {
+        let r = admin
+            .query_one(
+                "SELECT provider_request_id, provider_usage, provider_cost_micro_usd, cost_micro_usd, \
+                        cost_tags \
+                   FROM t_acme.usage_ledger ORDER BY created_at DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        (
+            r.get::<_, Option<String>>(0),
+            r.get::<_, Option<Value>>(1),
+            r.get::<_, Option<i64>>(2),
+            r.get::<_, i64>(3),
+            r.get::<_, Value>(4),
+        )
+    };
+    // 1000 input at 0.15 and 500 output at 0.60 USD per million: 450 micro-USD by our book.
+    let usage = |cost: &str| {
+        let mut u = json!({"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500});
+        u["cost"] = serde_json::from_str(cost).unwrap();
+        u
+    };
+    let ask = |stream: bool| json!({"model": "gpt-4o-mini", "stream": stream, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "what did it cost"}]});
+    let mut ids = std::collections::BTreeSet::new();
+    for (i, (stream, cost, theirs)) in [
+        (false, "0.00045", 450),
+        (true, "0.00045", 450),
+        (false, "9e-4", 900),
+        (true, "0.0004501", 451),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        g.mock.set_config(|c| c.usage_override = Some(usage(cost)));
+        let r = g.post("acme", "/v1/chat/completions", ask(stream)).await;
+        assert_eq!(r.status(), 200);
+        let _ = r.text().await.unwrap();
+        g.wait_for_ledger("acme", i + 1).await;
+        let (id, raw, provider_cost, ours, tags) = last().await;
+        let id = id.unwrap_or_else(|| panic!("call {i}: no provider request id"));
+        assert!(id.starts_with("chatcmpl-mock-"), "{id}");
+        assert!(ids.insert(id), "each call its own id");
+        let raw = raw.unwrap();
+        assert_eq!(raw["prompt_tokens"], 1000, "{raw}");
+        assert_eq!(raw["cost"], usage(cost)["cost"], "{raw}");
+        assert_eq!((provider_cost, ours), (Some(theirs), 450), "call {i}");
+        assert_eq!(tags["tenant"], "acme", "{tags}");
+        assert_eq!(tags["tier"], "schema", "{tags}");
+        assert!(
+            tags["cost-center"].as_str().is_some_and(|c| !c.is_empty()),
+            "{tags}"
+        );
+    }
+    // The tenant sees the flag on its own rows; the operator counts them.
+    let usage_now = g.get_json("acme", "/v1/usage").await;
+    let flags: Vec<bool> = usage_now["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["cost_differs"].as_bool().unwrap())
+        .collect();
+    assert_eq!(flags, [true, true, false, false], "{usage_now}");
+    let metrics =
+        g.s.http
+            .get(format!("http://{}/metrics", g.s.running.metrics_addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "tenant_ledger_cost_differs_rows_total 2"),
+        "{metrics}"
+    );
+    // A cost that is no amount (a string, negative) is not the provider's cost.
+    for bad in [json!("0.00045"), json!(-0.00045)] {
+        g.mock.set_config(|c| {
+            let mut u = usage("0");
+            u["cost"] = bad.clone();
+            c.usage_override = Some(u);
+        });
+        let r = g.post("acme", "/v1/chat/completions", ask(false)).await;
+        assert_eq!(r.status(), 200);
+    }
+    g.wait_for_ledger("acme", 6).await;
+    assert_eq!(last().await.2, None, "a negative cost is not kept");
+    // Anthropic: the message id and both usage objects of a stream.
+    g.mock.set_config(|c| c.usage_override = None);
+    for (i, stream) in [false, true].into_iter().enumerate() {
+        let r = g
+            .post("acme", "/v1/chat/completions", json!({"model": "claude-haiku-4-5", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}))
+            .await;
+        assert_eq!(r.status(), 200);
+        let _ = r.text().await.unwrap();
+        g.wait_for_ledger("acme", 7 + i).await;
+        let (id, raw, provider_cost, _, _) = last().await;
+        assert!(id.unwrap().starts_with("msg_mock_"));
+        let raw = raw.unwrap();
+        let input = if stream {
+            &raw["message_start"]["input_tokens"]
+        } else {
+            &raw["input_tokens"]
+        };
+        assert!(input.as_u64().is_some(), "{raw}");
+        assert_eq!(provider_cost, None, "Anthropic reports no cost");
+    }
+    g.s.running.stop().await.unwrap();
+}

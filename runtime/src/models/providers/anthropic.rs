@@ -13,8 +13,8 @@ use super::{
     text_at,
 };
 use crate::models::chat::{
-    ChatRequest, Completion, EmbeddingRequest, Embeddings, FinishReason, Role, StreamEvent,
-    ToolCall, ToolChoice, Usage, estimate_input, estimate_tokens,
+    ChatRequest, Completion, EmbeddingRequest, Embeddings, FinishReason, Reported, Role,
+    StreamEvent, ToolCall, ToolChoice, Usage, estimate_input, estimate_tokens,
 };
 
 const BASE: &str = "https://api.anthropic.com";
@@ -181,6 +181,8 @@ struct StreamState {
     cache: (u64, u64),
     /// Anthropic content block index -> tool call index.
     tool_blocks: Vec<(u64, u32)>,
+    /// `message_start`'s usage object, kept with `message_delta`'s as the call's raw usage.
+    start_usage: Option<Value>,
 }
 
 impl StreamState {
@@ -200,6 +202,11 @@ impl StreamState {
             "message_start" => {
                 self.input_tokens = reported_tokens(v.pointer("/message/usage/input_tokens"));
                 self.cache = cache_of(v.pointer("/message/usage"));
+                self.start_usage = v.pointer("/message/usage").cloned();
+                out.push(StreamEvent::Reported(Reported {
+                    request_id: Reported::id(v.pointer("/message/id").and_then(Value::as_str)),
+                    ..Reported::default()
+                }));
             }
             "content_block_start" => {
                 let block = v.get("content_block");
@@ -253,6 +260,16 @@ impl StreamState {
             "message_delta" => {
                 if let Some(reason) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
                     out.push(StreamEvent::Finish(stop_reason(reason)));
+                }
+                if let Some(usage) = v.get("usage") {
+                    let both = serde_json::json!({
+                        "message_start": self.start_usage.take().unwrap_or(Value::Null),
+                        "message_delta": usage,
+                    });
+                    out.push(StreamEvent::Reported(Reported {
+                        usage: Some(Reported::raw_usage(&both)),
+                        ..Reported::default()
+                    }));
                 }
                 // Only believable figures become usage; otherwise the service counts (case 57).
                 let output = reported_tokens(v.pointer("/usage/output_tokens"));
@@ -343,6 +360,11 @@ impl Adapter for Anthropic {
                     .unwrap_or("end_turn"),
             ),
             usage,
+            reported: Reported {
+                request_id: Reported::id(v.get("id").and_then(Value::as_str)),
+                usage: v.get("usage").map(Reported::raw_usage),
+                cost: None,
+            },
         })
     }
 

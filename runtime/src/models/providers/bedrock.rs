@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 
 use super::{Adapter, Call, EventStream, ProviderError, read_json, reported_tokens, text_at};
 use crate::models::chat::{
-    ChatRequest, Completion, EmbeddingRequest, Embeddings, FinishReason, Role, StreamEvent,
-    ToolCall, ToolChoice, Usage, estimate_input, estimate_tokens,
+    ChatRequest, Completion, EmbeddingRequest, Embeddings, FinishReason, Reported, Role,
+    StreamEvent, ToolCall, ToolChoice, Usage, estimate_input, estimate_tokens,
 };
 use crate::models::scrub::scrub;
 
@@ -287,11 +287,27 @@ impl StreamState {
                 if let Some(u) = usage_of(v.get("usage")) {
                     out.push(StreamEvent::Usage(u));
                 }
+                if let Some(raw) = v.get("usage") {
+                    out.push(StreamEvent::Reported(Reported {
+                        usage: Some(Reported::raw_usage(raw)),
+                        ..Reported::default()
+                    }));
+                }
             }
             _ => {}
         }
         out
     }
+}
+
+/// AWS's id for the call (`x-amzn-RequestId`), what AWS support asks for.
+fn request_id_of(response: &reqwest::Response) -> Option<String> {
+    Reported::id(
+        response
+            .headers()
+            .get("x-amzn-requestid")
+            .and_then(|v| v.to_str().ok()),
+    )
 }
 
 fn header<'a>(message: &'a aws_smithy_types::event_stream::Message, name: &str) -> Option<&'a str> {
@@ -399,7 +415,9 @@ impl Adapter for Bedrock {
         let url = url(&call, "converse")?;
         let body = serde_json::to_vec(&body(request)?)
             .map_err(|e| ProviderError::Protocol(e.to_string()))?;
-        let v: Value = read_json(send(&call, &url, &body).await?).await?;
+        let response = send(&call, &url, &body).await?;
+        let request_id = request_id_of(&response);
+        let v: Value = read_json(response).await?;
         let blocks = v
             .pointer("/output/message/content")
             .and_then(Value::as_array)
@@ -438,6 +456,11 @@ impl Adapter for Bedrock {
                     .unwrap_or("end_turn"),
             ),
             usage,
+            reported: Reported {
+                request_id,
+                usage: v.get("usage").map(Reported::raw_usage),
+                cost: None,
+            },
         })
     }
 
@@ -449,7 +472,13 @@ impl Adapter for Bedrock {
         let url = url(&call, "converse-stream")?;
         let body = serde_json::to_vec(&body(request)?)
             .map_err(|e| ProviderError::Protocol(e.to_string()))?;
-        Ok(event_stream(send(&call, &url, &body).await?))
+        let response = send(&call, &url, &body).await?;
+        let reported = Reported {
+            request_id: request_id_of(&response),
+            ..Reported::default()
+        };
+        let first = futures_util::stream::once(async move { Ok(StreamEvent::Reported(reported)) });
+        Ok(Box::pin(first.chain(event_stream(response))))
     }
 
     async fn embed(

@@ -52,6 +52,7 @@ impl MockProvider {
             tool_calls: Vec::new(),
             finish,
             usage: Usage::plain(input_tokens, output_tokens, false),
+            reported: crate::models::chat::Reported::default(),
         }
     }
 }

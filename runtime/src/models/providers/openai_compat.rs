@@ -11,11 +11,13 @@ use super::{
     Adapter, Call, EventStream, ProviderError, SseEvent, read_json, reported_tokens, sse_events,
     text_at,
 };
+use crate::domain::MicroUsd;
 use crate::models::chat::{
-    ChatMessage, ChatRequest, Completion, EmbeddingRequest, Embeddings, FinishReason,
+    ChatMessage, ChatRequest, Completion, EmbeddingRequest, Embeddings, FinishReason, Reported,
     ResponseFormat, Role, StreamEvent, ToolCall, ToolChoice, Usage, estimate_input,
     estimate_tokens,
 };
+use crate::pricing::{Rounding, usd_to_micro};
 
 /// Which kind of OpenAI-compatible endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,6 +228,22 @@ fn usage_of(v: &Value) -> Option<Usage> {
     )
 }
 
+/// The provider's id for the call, its usage object and its own cost (`usage.cost` in USD, where an
+/// OpenAI-compatible provider reports it), from a response or a stream chunk.
+fn reported_of(v: &Value) -> Reported {
+    let usage = v.get("usage").filter(|u| u.is_object());
+    Reported {
+        request_id: Reported::id(v.get("id").and_then(Value::as_str)),
+        usage: usage.map(Reported::raw_usage),
+        cost: usage
+            .and_then(|u| u.get("cost"))
+            .filter(|c| c.is_number())
+            .and_then(|c| usd_to_micro(&c.to_string(), Rounding::Up))
+            .filter(|micro| *micro >= 0)
+            .map(MicroUsd),
+    }
+}
+
 fn protocol(what: &str) -> ProviderError {
     ProviderError::Protocol(format!("OpenAI-format response without {what}"))
 }
@@ -273,6 +291,7 @@ pub(crate) fn parse_completion(
         tool_calls,
         finish,
         usage,
+        reported: reported_of(v),
     })
 }
 
@@ -323,10 +342,12 @@ pub(crate) fn parse_chunk(sse: &SseEvent) -> Result<Option<Vec<StreamEvent>>, Pr
         }
         if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
             out.push(StreamEvent::Finish(finish_reason(reason)));
+            out.push(StreamEvent::Reported(reported_of(&v)));
         }
     }
     if let Some(usage) = usage_of(&v) {
         out.push(StreamEvent::Usage(usage));
+        out.push(StreamEvent::Reported(reported_of(&v)));
     }
     Ok(Some(out))
 }
