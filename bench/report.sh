@@ -42,6 +42,8 @@ say "writing $ROWS ledger rows into $MONTH"
 start=$(date +%s.%N)
 "${PSQL[@]}" <<SQL
 SET synchronous_commit = off;
+-- The month's ledger partition, as the deployment would have made it when that month was current.
+SELECT t_bench.usage_ledger_partitions('$FIRST', 1);
 INSERT INTO t_bench.usage_ledger (id, tenant_id, request_id, subject, provider, model, input_tokens,
     output_tokens, cost_micro_usd, price_book_version, created_at)
 SELECT gen_random_uuid(), 'bench', gen_random_uuid(), 'user-' || (i % 50), 'mock',

@@ -99,7 +99,17 @@ pub const TENANT_MIGRATIONS: &[Migration] = &[
         sql: include_str!("../sql/tenant/0009_usage_ledger_provider_view.sql"),
         pool_backfill: None,
     },
+    Migration {
+        version: 10,
+        name: "usage_ledger_monthly_partitions",
+        sql: include_str!("../sql/tenant/0010_usage_ledger_monthly_partitions.sql"),
+        pool_backfill: None,
+    },
 ];
+
+/// Monthly ledger partitions kept ahead of time (this month and the next `LEDGER_MONTHS_AHEAD`),
+/// added on every convergence (`usage_ledger_partitions`, tenant migration 0010).
+pub const LEDGER_MONTHS_AHEAD: i32 = 12;
 
 /// Table privileges of the tenant's own role, per table. The ledger is append-only for the tenant role;
 /// the daily totals, derived from it by a trigger, are read-only; budget holds and rate meters are

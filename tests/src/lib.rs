@@ -61,9 +61,12 @@ pub async fn serve_with(
         &target.namespace,
         &target.endpoint.dbname,
     );
-    apply::apply(&target, &p, &specs, &indicatif_hidden())
+    let outcomes = apply::apply(&target, &p, &specs, &indicatif_hidden())
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
+    if let Some(o) = outcomes.iter().find(|o| o.result == "failed") {
+        panic!("tenant `{}` failed to apply: {:?}", o.tenant, o.error);
+    }
     let running = cli::serve::start(&target, &platform, cli::serve::Listen::loopback_any())
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));

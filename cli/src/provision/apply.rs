@@ -477,7 +477,19 @@ async fn grant_check_migrate(
         Some(t) => tx.query_one(applied_sql, &[&t]).await?.get(0),
         None => tx.query_one(applied_sql, &[]).await?.get(0),
     };
-    run_migrations(tx, base, applied, record_sql, tenant).await
+    run_migrations(tx, base, applied, record_sql, tenant).await?;
+    // This month's ledger partition and the next twelve (tenant migration 0010), as the migrator.
+    tx.batch_execute(&sql::render("migration-begin.sql", base.clone())?)
+        .await?;
+    tx.execute(
+        "SELECT usage_ledger_partitions((now() AT TIME ZONE 'UTC')::date, $1)",
+        &[&(runtime::schema::LEDGER_MONTHS_AHEAD + 1)],
+    )
+    .await
+    .context("adding the ledger's monthly partitions")?;
+    tx.batch_execute(&sql::render("migration-end.sql", base.clone())?)
+        .await?;
+    Ok(())
 }
 
 fn grants() -> Vec<minijinja::Value> {

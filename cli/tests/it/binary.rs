@@ -524,14 +524,30 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
     );
 
     // Make every tenant look as if it predates migration 0002 (and so every later one too), and break
-    // `sb-co` so 0002 fails there.
+    // `sb-co` so 0002 fails there. The ledger goes back to the plain table of migration 0001 (owned
+    // by the migrator, keyed by id), without the later indexes.
     let index = "usage_ledger_subject_created_at";
+    let unpartition = |s: &str| {
+        format!(
+            "DO $$ DECLARE o text := (SELECT pg_get_userbyid(relowner) FROM pg_class
+                                       WHERE oid = '{s}.usage_ledger'::regclass);
+             BEGIN
+                 CREATE TABLE {s}.ledger_plain AS SELECT * FROM {s}.usage_ledger;
+                 DROP TABLE {s}.usage_ledger CASCADE;
+                 ALTER TABLE {s}.ledger_plain RENAME TO usage_ledger;
+                 EXECUTE format('ALTER TABLE {s}.usage_ledger OWNER TO %I', o);
+                 ALTER TABLE {s}.usage_ledger ADD PRIMARY KEY (id);
+                 CREATE INDEX usage_ledger_created_at ON {s}.usage_ledger (created_at);
+             END $$;
+             DROP FUNCTION {s}.usage_ledger_partitions;"
+        )
+    };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let admin = target.admin().await.unwrap();
         admin
             .batch_execute(&format!(
-                "DROP INDEX t_sa_co.{index}; DROP INDEX t_sb_co.{index}; DROP INDEX pool.{index};
+                "{}{}{}
                  DROP TABLE t_sa_co.usage_daily, t_sb_co.usage_daily, pool.usage_daily;
                  DROP TABLE t_sa_co.usage_daily_models, t_sb_co.usage_daily_models,
                             pool.usage_daily_models;
@@ -565,8 +581,32 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
                      DROP COLUMN cost_tags;
                  DELETE FROM control.tenant_migrations WHERE version >= 2;
                  DELETE FROM control.pool_migrations WHERE version >= 2;
-                 CREATE TABLE t_sb_co.{index} (x int);"
+                 CREATE TABLE t_sb_co.{index} (x int);",
+                unpartition("t_sa_co"),
+                unpartition("t_sb_co"),
+                unpartition("pool"),
             ))
+            .await
+            .unwrap();
+        // Rows from before: this month and an earlier one, in a schema tenant and for two pool tenants.
+        let row = |schema: &str, tenant: &str, age: &str| {
+            format!(
+                "INSERT INTO {schema}.usage_ledger (id, tenant_id, request_id, subject, provider, model, \
+                 input_tokens, output_tokens, cost_micro_usd, price_book_version, created_at) \
+                 VALUES (gen_random_uuid(), '{tenant}', gen_random_uuid(), 'u', 'mock', 'mock-small', \
+                         1, 1, 5, 'v', now() - interval '{age}');"
+            )
+        };
+        admin
+            .batch_execute(
+                &[
+                    row("t_sa_co", "sa-co", "0 days"),
+                    row("t_sa_co", "sa-co", "40 days"),
+                    row("pool", "pa-co", "40 days"),
+                    row("pool", "pb-co", "0 days"),
+                ]
+                .concat(),
+            )
             .await
             .unwrap();
         let dedicated = target
@@ -575,7 +615,7 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
             .unwrap();
         dedicated
             .batch_execute(&format!(
-                "DROP INDEX t_da_co.{index}; DROP TABLE t_da_co.usage_daily, t_da_co.usage_daily_models;
+                "{} DROP TABLE t_da_co.usage_daily, t_da_co.usage_daily_models;
                  DROP FUNCTION t_da_co.usage_daily_add CASCADE;
                  DROP TABLE t_da_co.budget_holds, t_da_co.tenant_meters, t_da_co.token_debits,
                             t_da_co.idempotency_keys;
@@ -587,7 +627,8 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
                      DROP COLUMN reasoning_tokens, DROP COLUMN provider_request_id,
                      DROP COLUMN provider_usage, DROP COLUMN provider_cost_micro_usd,
                      DROP COLUMN cost_tags;
-                 DELETE FROM tenantctl.migrations WHERE version >= 2;"
+                 DELETE FROM tenantctl.migrations WHERE version >= 2;",
+                unpartition("t_da_co")
             ))
             .await
             .unwrap();
@@ -647,6 +688,41 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
             .unwrap()
             .get(0);
         assert_eq!(n, 3, "schema tenants and the pool have the index again");
+        // Migration 0010: the ledger is partitioned by month and every row from before is in its
+        // month's partition (none in the default), with partitions for this month and twelve ahead.
+        let sql = |q: &str| {
+            let admin = &admin;
+            let q = q.to_owned();
+            async move {
+                admin
+                    .query(&q, &[])
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get::<_, String>(0))
+                    .collect::<Vec<String>>()
+            }
+        };
+        for (schema, want) in [("t_sa_co", 2), ("pool", 2)] {
+            let rows = sql(&format!(
+                "SELECT tableoid::regclass::text FROM {schema}.usage_ledger ORDER BY created_at"
+            ))
+            .await;
+            assert_eq!(rows.len(), want, "{schema}: {rows:?}");
+            assert!(
+                rows.iter().all(|p| p.contains(".usage_ledger_y")) && rows[0] != rows[1],
+                "{schema}: each row in its month's partition: {rows:?}"
+            );
+            let parts = sql(&format!(
+                "SELECT count(*)::text FROM pg_inherits WHERE inhparent = '{schema}.usage_ledger'::regclass"
+            ))
+            .await;
+            assert_eq!(parts, ["15"], "{schema}: default, an earlier month, this month and 12 ahead");
+        }
+        let counted = sql("SELECT sum(requests)::text FROM t_sa_co.usage_daily").await;
+        assert_eq!(counted, ["2"], "the copy is not counted again in the daily totals");
+        let pool_tenants = sql("SELECT string_agg(tenant_id, ',' ORDER BY tenant_id) FROM pool.usage_ledger").await;
+        assert_eq!(pool_tenants, ["pa-co,pb-co"], "every pool tenant's rows were copied");
     });
 }
 

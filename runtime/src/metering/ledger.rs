@@ -39,6 +39,9 @@ pub struct NewEntry {
     pub provider_cost: Option<MicroUsd>,
     /// The tenant's cost-allocation tags from its manifest, at the time of the call (a JSON object).
     pub cost_tags: String,
+    /// When the row was made: its month's partition, and with `id` its key, so a row written again
+    /// (a batch retried after its COMMIT was sent) is refused, never counted twice.
+    pub created_at: std::time::SystemTime,
 }
 
 /// How a metered call ended.
@@ -95,7 +98,7 @@ fn tokens(n: u64) -> i64 {
 
 /// Many rows in one statement: one array per column (one plan whatever the batch size).
 const APPEND: &str = "SELECT ledger_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-                      $14, $15, $16, $17, $18, $19, $20)";
+                      $14, $15, $16, $17, $18, $19, $20, $21)";
 
 /// Appends `entries`, all of `tenant`, in one statement committed durably on its own
 /// (`ledger_append` through `TenantTx::call_once`: one message, one reply), under `admission`, which
@@ -141,6 +144,7 @@ pub async fn record_once(
         .map(|e| e.provider_cost.map(|c| c.0))
         .collect();
     let tags = column(|e| &e.cost_tags);
+    let created: Vec<std::time::SystemTime> = entries.iter().map(|e| e.created_at).collect();
     TenantTx::call_once(
         data,
         tenant,
@@ -166,6 +170,7 @@ pub async fn record_once(
             &provider_usage,
             &provider_cost,
             &tags,
+            &created,
         ],
     )
     .await?;

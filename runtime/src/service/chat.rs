@@ -272,6 +272,7 @@ async fn record(
                 provider_usage: reported.usage,
                 provider_cost: reported.cost,
                 cost_tags: tenant.record().cost_tags(),
+                created_at: std::time::SystemTime::now(),
             },
         )
         .await;

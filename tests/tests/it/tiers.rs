@@ -259,13 +259,15 @@ async fn pool_tier_row_level_security_holds_when_the_application_forgets_its_fil
     let denied: Vec<(&str, String, &[&str])> = vec![
         ("case 39: insert a row for another tenant", insert_row("globex"), &["42501"]),
         ("case 39: move a row to another tenant", "UPDATE usage_ledger SET tenant_id = 'globex'".into(), &["42501"]),
-        ("case 39: upsert onto another tenant's key", format!("{} ON CONFLICT (id) DO UPDATE SET tenant_id = 'acme'", insert_row("globex")), &["42501"]),
+        ("case 39: upsert onto another tenant's key", format!("{} ON CONFLICT (tenant_id, id, created_at) DO UPDATE SET tenant_id = 'acme'", insert_row("globex")), &["42501"]),
         ("case 40: TRUNCATE", "TRUNCATE usage_ledger".into(), &["42501"]),
         ("case 40: DELETE without WHERE", "DELETE FROM usage_ledger".into(), &["42501"]),
         ("case 40: COPY FROM", "COPY usage_ledger FROM PROGRAM 'true'".into(), &["42501", "0A000"]),
         ("case 43: create a leaky function", "CREATE FUNCTION f_leak(text) RETURNS bool LANGUAGE plpgsql COST 0.0000001 AS $$BEGIN RAISE NOTICE '%', $1; RETURN true; END$$".into(), &["42501", "3F000"]),
         ("case 46: create in a shared schema", "CREATE TABLE public.stash (x text)".into(), &["42501"]),
         ("control plane", "SELECT * FROM control.tenants".into(), &["42501"]),
+        ("case 44: a ledger partition reached directly", "SELECT count(*) FROM usage_ledger_default".into(), &["42501"]),
+        ("case 44: a row into a partition directly", insert_row("acme").replace("INTO usage_ledger", "INTO usage_ledger_default"), &["42501"]),
     ];
     for (name, sql, codes) in denied {
         let err = as_tenant(&c, "acme", &sql).await.expect_err(name);
@@ -1604,4 +1606,63 @@ async fn usage_totals_come_from_daily_rows_the_ledger_keeps_not_from_a_ledger_sc
     assert_eq!(usage(&s, "acme").await["totals"]["requests"], 3);
     assert_eq!(usage(&s, "globex").await["totals"]["requests"], 1);
     s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_ledger_is_kept_by_month_and_a_row_written_again_is_refused_by_its_key() {
+    // Issue 11 item 2 (tenant migration 0010): the ledger is partitioned by month; a call's row lands
+    // in its month's partition; the same row appended again (a batch retried after its COMMIT was
+    // sent) is refused by its key (tenant, id, time), never counted twice; a tenant's role reaches
+    // no partition directly, on every tier.
+    for t in [Tier::Pool, Tier::Schema] {
+        let s = serve_with(Platform::builtin(), tier(t)).await;
+        assert_eq!(chat(&s, "acme", "mock-small").await, 200);
+        let schema = if t == Tier::Pool { "pool" } else { "t_acme" };
+        let admin = s.target.admin().await.unwrap();
+        let part: String = admin
+            .query_one(
+                &format!(
+                    "SELECT tableoid::regclass::text FROM {schema}.usage_ledger WHERE tenant_id = 'acme'"
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let month: String = admin
+            .query_one(
+                "SELECT to_char(now() AT TIME ZONE 'UTC', '\"y\"YYYY\"m\"MM')",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(part, format!("{schema}.usage_ledger_{month}"), "{t:?}");
+        let c = tenant_client(&s, "acme").await;
+        let append = format!(
+            "SELECT ledger_append('acme', '{schema}', ARRAY['6d0f5a3e-4c1b-4b7e-9a51-0c7f1b2e3d4a'::uuid], \
+             ARRAY[gen_random_uuid()], ARRAY['u'], ARRAY['mock'], ARRAY['mock-small'], ARRAY[1::bigint], \
+             ARRAY[1::bigint], ARRAY[1::bigint], ARRAY['v'], ARRAY['complete'], ARRAY[false], \
+             ARRAY[0::bigint], ARRAY[0::bigint], ARRAY[0::bigint], ARRAY[NULL::text], ARRAY[NULL::text], \
+             ARRAY[NULL::bigint], ARRAY['{{}}'], ARRAY['2026-11-30T23:59:59.5Z'::timestamptz])"
+        );
+        as_tenant(&c, "acme", &append).await.unwrap();
+        let again = as_tenant(&c, "acme", &append)
+            .await
+            .expect_err("written twice");
+        assert_eq!(code(&again), "23505", "{t:?}: {again}");
+        assert_eq!(s.ledger_rows("acme").await, 2, "{t:?}");
+        let err = as_tenant(
+            &c,
+            "acme",
+            &format!(
+                "SELECT count(*) FROM {schema}.{}",
+                part.split('.').nth(1).unwrap()
+            ),
+        )
+        .await
+        .expect_err("a partition directly");
+        assert_eq!(code(&err), "42501", "{t:?}: {err}");
+        s.running.stop().await.unwrap();
+    }
 }
