@@ -60,9 +60,9 @@ wait_port() {
 }
 
 # 16 words a reply; in streams a chunk a millisecond (so inter-chunk gaps are measurable).
-"$BIN/mock-provider" --listen "127.0.0.1:$P_MOCK" --words 16 --chunk-delay-ms 1 >/dev/null & PIDS+=($!)
+"$BIN/mock-provider" --listen "127.0.0.1:$P_MOCK" --words 16 --chunk-delay-ms 1 >/dev/null & MOCK_PID=$!; PIDS+=($MOCK_PID)
 wait_port "$P_MOCK"
-"$BIN/passthrough-proxy" "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_MOCK" >/dev/null & PIDS+=($!)
+"$BIN/passthrough-proxy" "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_MOCK" >/dev/null & FLOOR_PID=$!; PIDS+=($FLOOR_PID)
 wait_port "$P_FLOOR"
 
 say "starting a local deployment (durable Postgres) with one tenant pointed at the mock"
@@ -89,7 +89,7 @@ litellm_settings:
   telemetry: false
 YAML
 BENCH_UPSTREAM_KEY="$(head -c 16 /dev/urandom | base64)" LITELLM_LOG=ERROR \
-  "$LITELLM_VENV/bin/litellm" --config "$STATE/litellm.yaml" --host 127.0.0.1 --port "$P_LITELLM" >"$OUT/litellm.log" 2>&1 & PIDS+=($!)
+  "$LITELLM_VENV/bin/litellm" --config "$STATE/litellm.yaml" --host 127.0.0.1 --port "$P_LITELLM" >"$OUT/litellm.log" 2>&1 & LITELLM_PID=$!; PIDS+=($LITELLM_PID)
 wait_port "$P_LITELLM"
 sleep 2
 
@@ -101,6 +101,7 @@ targets=(
 )
 RESULTS="$OUT/results.jsonl"
 : > "$RESULTS"
+: > "$OUT/cpu.jsonl"
 run() { "$BIN/gateway-bench" "$@" | tee -a "$RESULTS"; }
 # The runtime's ledger counters (rows, commits, time in commits), before and after a phase.
 ledger_counters() {
@@ -110,6 +111,19 @@ text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics").read().
 open(sys.argv[2], "w").write("".join(l + "\n" for l in text.splitlines() if l.startswith("tenant_ledger_")))
 PY
 }
+# CPU time (clock ticks, user + system) of each process of the run, and of the whole machine, so a
+# c=32 phase can be split into CPU per request by process (where the cores went).
+cpu_snapshot() {
+  local pg=0 p
+  for p in $(pgrep -u "${TENANTCTL_PG_USER:-postgres}" 2>/dev/null); do
+    pg=$((pg + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  local lit=0
+  for p in $LITELLM_PID $(pgrep -P "$LITELLM_PID" 2>/dev/null); do
+    lit=$((lit + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "mock=$(awk '{print $14 + $15}' /proc/$MOCK_PID/stat) floor=$(awk '{print $14 + $15}' /proc/$FLOOR_PID/stat) tenantctl=$(awk '{print $14 + $15}' /proc/$RT_PID/stat) postgres=$pg litellm=$lit machine=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat) idle=$(awk '/^cpu / {print $5 + $6}' /proc/stat)"
+}
 for t in "${targets[@]}"; do
   set -- $t
   say "$1: c=1 latency ($N requests)"
@@ -118,7 +132,9 @@ for t in "${targets[@]}"; do
   [ "$1" = tenantctl ] && ledger_counters c1_after
   say "$1: c=32 throughput (${SECS}s)"
   [ "$1" = tenantctl ] && ledger_counters c32_before
+  cpu_before="$(cpu_snapshot)"
   run --name "$1" --url "$2" --concurrency 32 --duration-secs "$SECS" --warmup 100
+  echo "{\"name\":\"$1\",\"cpu_before\":\"$cpu_before\",\"cpu_after\":\"$(cpu_snapshot)\"}" >> "$OUT/cpu.jsonl"
   [ "$1" = tenantctl ] && ledger_counters c32_after
   say "$1: streaming, c=1"
   run --name "$1" --url "$2" --mode stream --requests 300 --warmup 30
@@ -131,13 +147,13 @@ grep -m1 -E "fdatasync +[0-9.]+ ops/sec" "$OUT/pg_test_fsync.txt" >&2 || true
 say "the ledger write itself, timed (pgbench, the runtime's prepared ledger_append, same cluster)"
 SOCKET="$("${TC[@]}" local status | awk '/socket dir:/ {print $3}')"
 cat > "$STATE/ledger.sql" <<'SQL'
-SELECT t_bench.ledger_append('bench', 't_bench', ARRAY[gen_random_uuid()], ARRAY[gen_random_uuid()], ARRAY['bench'], ARRAY['openai'], ARRAY['gpt-4o-mini'], ARRAY[5::bigint], ARRAY[16::bigint], ARRAY[11::bigint], ARRAY['bench'], ARRAY['complete'], ARRAY[false], ARRAY[0::bigint], ARRAY[0::bigint], ARRAY[0::bigint]);
+SELECT t_bench.ledger_append('bench', 't_bench', ARRAY[gen_random_uuid()], ARRAY[gen_random_uuid()], ARRAY['bench'], ARRAY['openai'], ARRAY['gpt-4o-mini'], ARRAY[5::bigint], ARRAY[16::bigint], ARRAY[11::bigint], ARRAY['bench'], ARRAY['complete'], ARRAY[false], ARRAY[0::bigint], ARRAY[0::bigint], ARRAY[0::bigint], ARRAY['chatcmpl-bench'], ARRAY['{"prompt_tokens": 5, "completion_tokens": 16}'], ARRAY[NULL::bigint], ARRAY['{"cost-center": "bench", "tenant": "bench", "tier": "schema"}'], ARRAY[now()]);
 SQL
 chmod 644 "$STATE/ledger.sql"
 PGRUN=(env)
 [ "$(id -u)" = 0 ] && PGRUN=(runuser -u "${TENANTCTL_PG_USER:-postgres}" --)
 "${PGRUN[@]}" "$PG_BIN/pgbench" -n -h "$SOCKET" -U tenantctl_admin -M prepared -f "$STATE/ledger.sql" -t 2000 -c 1 tenantctl > "$OUT/ledger_commit.txt" 2>&1 || true
-grep -m1 "latency average" "$OUT/ledger_commit.txt" >&2 || true
+grep -m1 "latency average" "$OUT/ledger_commit.txt" >&2 || { say "the timed ledger statement failed:"; tail -n 5 "$OUT/ledger_commit.txt" >&2; exit 1; }
 
 if command -v perf >/dev/null 2>&1; then
   say "profiling the runtime under c=1 load (perf, 10 s)"
@@ -194,6 +210,22 @@ print(f"- tenantctl added p50 over the floor at c=1: {tc('p50_us') - floor('p50_
 print(f"- tenantctl added TTFT over the floor: {tc('ttft_p50_us','stream') - floor('ttft_p50_us','stream')} µs; added inter-chunk: {tc('gap_mean_us','stream') - floor('gap_mean_us','stream')} µs")
 lit = g("litellm", "plain", 32, "rps") or 1
 print(f"- c=32 throughput, tenantctl / LiteLLM: {g('tenantctl','plain',32,'rps') / lit:.1f}x; tenantctl / floor: {g('tenantctl','plain',32,'rps') / (g('floor','plain',32,'rps') or 1):.2f}x")
+# Where the cores went at c=32: CPU per request by process (the warm-up's 100 requests included).
+tick_us = 1_000_000 // 100
+print()
+print("| c=32 target | CPU µs a request: load generator + rest | mock | floor | tenantctl | postgres | litellm | machine busy |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+for line in (out / "cpu.jsonl").read_text().splitlines():
+    c = json.loads(line)
+    a = dict(kv.split("=") for kv in c["cpu_before"].split())
+    b = dict(kv.split("=") for kv in c["cpu_after"].split())
+    d = {k: int(b[k]) - int(a[k]) for k in a}
+    r = by.get((c["name"], "plain", 32), {})
+    n = max(1, r.get("requests", 0) + 100)
+    per = lambda k: d[k] * tick_us // n
+    rest = per("machine") - sum(per(k) for k in ("mock", "floor", "tenantctl", "postgres", "litellm"))
+    busy = d["machine"] * 100 // max(1, d["machine"] + d["idle"])
+    print(f"| {c['name']} | {rest} | {per('mock')} | {per('floor')} | {per('tenantctl')} | {per('postgres')} | {per('litellm')} | {busy}% |")
 rss = [int(x) for x in (out / "rss.txt").read_text().split()]
 soak = json.loads((out / "soak.json").read_text())
 if rss:

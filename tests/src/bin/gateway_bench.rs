@@ -3,7 +3,9 @@
 //! chat completions over a keep-alive pool with TCP_NODELAY, and prints one JSON line of figures.
 //!
 //! Modes: `plain` (latency percentiles at the given concurrency, or throughput when
-//! `--duration-secs` is set), `stream` (time to first token and the gaps between chunks, at c=1).
+//! `--duration-secs` is set), `stream` (time to first token and the gaps between chunks, at c=1);
+//! with `--rate N --duration-secs S`, paced: N requests a second on a fixed schedule, latency counted
+//! from each request's due time.
 //! The token, when the target needs one, comes from `BENCH_TOKEN` (never an argument).
 
 #![allow(
@@ -34,6 +36,8 @@ struct Args {
     warmup: usize,
     concurrency: usize,
     duration: Option<Duration>,
+    /// Paced mode: requests a second, each sent on its own schedule whatever the others do.
+    rate: Option<u64>,
 }
 
 fn args() -> Args {
@@ -46,6 +50,7 @@ fn args() -> Args {
         warmup: 200,
         concurrency: 1,
         duration: None,
+        rate: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -61,6 +66,7 @@ fn args() -> Args {
             "--warmup" => a.warmup = v.parse().unwrap(),
             "--concurrency" => a.concurrency = v.parse().unwrap(),
             "--duration-secs" => a.duration = Some(Duration::from_secs(v.parse().unwrap())),
+            "--rate" => a.rate = Some(v.parse().unwrap()),
             other => panic!("unknown flag `{other}`"),
         }
     }
@@ -86,10 +92,23 @@ fn request(a: &Args, token: &str, stream: bool) -> hyper::Request<Full<Bytes>> {
 /// One plain request: its latency, or None on a non-2xx.
 async fn plain(http: &Http, a: &Args, token: &str) -> Option<Duration> {
     let t = Instant::now();
-    let response = http.request(request(a, token, false)).await.ok()?;
-    let ok = response.status().is_success();
-    let _ = response.into_body().collect().await.ok()?;
-    ok.then(|| t.elapsed())
+    plain_status(http, a, token).await.ok()?;
+    Some(t.elapsed())
+}
+
+/// One plain request: `Err` with its status when not 2xx (0: no response).
+async fn plain_status(http: &Http, a: &Args, token: &str) -> Result<(), u16> {
+    let response = http
+        .request(request(a, token, false))
+        .await
+        .map_err(|_| 0u16)?;
+    let status = response.status();
+    response.into_body().collect().await.map_err(|_| 0u16)?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(status.as_u16())
+    }
 }
 
 /// One streamed request: time to the first content chunk and the gaps between content chunks.
@@ -175,6 +194,10 @@ async fn main() {
         );
         return;
     }
+    if let Some(rate) = a.rate {
+        paced(&http, &a, &token, rate).await;
+        return;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -229,5 +252,43 @@ async fn main() {
                "errors": errors.load(Ordering::Relaxed),
                "rps": (done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64()).round(),
                "p50_us": pct(&all, 0.5), "p99_us": pct(&all, 0.99), "over_40ms": over_40ms})
+    );
+}
+
+/// A fixed rate for `--duration-secs`: request `i` is due at `i / rate` seconds and its latency is
+/// counted from then (a slow reply delays no later request's clock: no coordinated omission).
+async fn paced(http: &Http, a: &Arc<Args>, token: &Arc<String>, rate: u64) {
+    let total = rate * a.duration.expect("--rate needs --duration-secs").as_secs();
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = start + Duration::from_nanos(i * 1_000_000_000 / rate);
+        tokio::time::sleep_until(due).await;
+        let (http, a, token) = (http.clone(), a.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            plain_status(&http, &a, &token).await?;
+            Ok::<_, u16>(due.elapsed())
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    let mut statuses = std::collections::BTreeMap::<String, u64>::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(d) => all.push(d),
+            Err(status) => {
+                errors += 1;
+                *statuses.entry(status.to_string()).or_default() += 1;
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    all.sort();
+    println!(
+        "{}",
+        json!({"name": a.name, "mode": "paced", "rate": rate, "requests": all.len(), "errors": errors,
+               "error_statuses": statuses,
+               "rps": (all.len() as f64 / elapsed.as_secs_f64()).round(),
+               "p50_us": pct(&all, 0.5), "p99_us": pct(&all, 0.99), "p999_us": pct(&all, 0.999)})
     );
 }
