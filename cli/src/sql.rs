@@ -47,6 +47,7 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     template!("revoke-connect.sql"),
     template!("close-database.sql"),
     template!("tenant-usage-month.sql"),
+    template!("tenant-cost-differs.sql"),
     template!("tenant-ledger-purge.sql"),
 ];
 

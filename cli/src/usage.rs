@@ -89,6 +89,77 @@ fn day_usage(rows: &[tokio_postgres::Row]) -> Vec<DayUsage> {
         .collect()
 }
 
+/// A tenant's rows of a month whose provider-reported cost differs from ours, per provider and
+/// model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CostDiffers {
+    pub tenant: String,
+    pub provider: String,
+    pub model: String,
+    pub rows: i64,
+    /// Ours (what the tenant is charged, by the price book).
+    pub cost_micro_usd: i64,
+    /// The provider's own, as it reported it on those calls.
+    pub provider_cost_micro_usd: i64,
+}
+
+fn cost_differs_rows(tenant: &TenantId, rows: &[tokio_postgres::Row]) -> Vec<CostDiffers> {
+    rows.iter()
+        .map(|r| CostDiffers {
+            tenant: tenant.to_string(),
+            provider: r.get(0),
+            model: r.get(1),
+            rows: r.get(2),
+            cost_micro_usd: r.get(3),
+            provider_cost_micro_usd: r.get(4),
+        })
+        .collect()
+}
+
+/// `tenant`'s rows of the month starting `first_day` where the provider's cost differs from ours,
+/// read as the admin where its data lives (the retained store once it is offboarded).
+pub async fn cost_differs_of(
+    target: &Target,
+    loc: Option<&Location>,
+    tenant: &TenantId,
+    first_day: &str,
+) -> Result<Vec<CostDiffers>> {
+    let Some(loc) = loc else {
+        let rows = target
+            .admin()
+            .await?
+            .query(
+                "SELECT provider, model, count(*)::bigint, sum(cost_micro_usd)::bigint, \
+                        sum(provider_cost_micro_usd)::bigint \
+                   FROM control.usage_retained \
+                  WHERE tenant_id = $1 AND provider_cost_micro_usd <> cost_micro_usd \
+                    AND created_at >= CAST($2::text AS date)::timestamp AT TIME ZONE 'UTC' \
+                    AND created_at < (CAST($2::text AS date) + interval '1 month')::timestamp AT TIME ZONE 'UTC' \
+                  GROUP BY 1, 2 ORDER BY provider COLLATE \"C\", model COLLATE \"C\"",
+                &[&tenant.as_str(), &first_day],
+            )
+            .await
+            .with_context(|| format!("reading the retained usage of tenant `{tenant}`"))?;
+        return Ok(cost_differs_rows(tenant, &rows));
+    };
+    let mut client = target.connect_admin(&loc.database).await?;
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "finance reports read as the admin role, one tenant at a time"
+    )]
+    let tx = client.transaction().await?;
+    if loc.tier == Tier::Pool {
+        fence_to_tenant(&tx, target, tenant).await?;
+    }
+    let query = sql::render("tenant-cost-differs.sql", context! { schema => loc.schema })?;
+    let rows = tx
+        .query(&query, &[&tenant.as_str(), &first_day])
+        .await
+        .with_context(|| format!("reading the ledger of tenant `{tenant}`"))?;
+    tx.commit().await?;
+    Ok(cost_differs_rows(tenant, &rows))
+}
+
 /// An offboarded tenant's month from the retained usage store (what its ledger held when it left).
 pub async fn retained_month_of(
     target: &Target,
@@ -162,6 +233,9 @@ pub struct MonthReport {
     pub cost_centers: BTreeMap<String, String>,
     pub by_cost_center: BTreeMap<String, Sums>,
     pub totals: Sums,
+    /// Rows whose provider-reported cost differs from ours (charged by ours), per tenant, provider
+    /// and model.
+    pub cost_differs: Vec<CostDiffers>,
 }
 
 /// The tenants a report covers: every tenant in the registry, with its cost-center tag and whether
@@ -209,11 +283,14 @@ pub async fn report(target: &Target, month: &str, only: Option<&TenantId>) -> Re
     let first = month_start(month)?;
     let mut lines = Vec::new();
     let (mut by_tenant, mut cost_centers) = (BTreeMap::new(), BTreeMap::new());
+    let mut cost_differs = Vec::new();
     for (tenant, cost_center, offboarded) in tenants(target, only).await? {
         let days = if offboarded {
+            cost_differs.extend(cost_differs_of(target, None, &tenant, &first).await?);
             retained_month_of(target, &tenant, &first).await?
         } else {
             let loc = locate(target, &tenant).await?;
+            cost_differs.extend(cost_differs_of(target, Some(&loc), &tenant, &first).await?);
             month_of(target, &loc, &tenant, &first).await?
         };
         if offboarded && days.is_empty() {
@@ -272,6 +349,7 @@ pub async fn report(target: &Target, month: &str, only: Option<&TenantId>) -> Re
         cost_centers,
         by_cost_center,
         totals,
+        cost_differs,
     })
 }
 
@@ -345,6 +423,24 @@ impl MonthReport {
             self.totals.output_tokens,
             usd(self.totals.cost_micro_usd)
         );
+        if !self.cost_differs.is_empty() {
+            let _ = writeln!(
+                out,
+                "calls whose provider-reported cost differs from ours (charged by ours):"
+            );
+            for d in &self.cost_differs {
+                let _ = writeln!(
+                    out,
+                    "  {:<20} {:<18} {:<28} {:>9} rows  ours {:>16}  provider's {:>16}",
+                    d.tenant,
+                    d.provider,
+                    d.model,
+                    d.rows,
+                    usd(d.cost_micro_usd),
+                    usd(d.provider_cost_micro_usd)
+                );
+            }
+        }
         out
     }
 }

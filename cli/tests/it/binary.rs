@@ -1553,6 +1553,13 @@ fn usage_outlives_offboarding_for_its_retention_and_purge_removes_only_what_is_p
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["totals"]["requests"], 1, "{report}");
     assert_eq!(report["totals"]["cost_micro_usd"], 7);
+    // The provider said 8 for that call: finance sees it from the retained store too.
+    assert_eq!(
+        report["cost_differs"],
+        serde_json::json!([{"tenant": "acme", "provider": "mock", "model": "mock-small", "rows": 1,
+                            "cost_micro_usd": 7, "provider_cost_micro_usd": 8}]),
+        "{report}"
+    );
     // Retained usage never changes and cannot be removed before its day, whoever asks.
     let refused = sql(
         "DELETE FROM control.usage_retained WHERE tenant_id = 'acme' RETURNING id::text".into(),

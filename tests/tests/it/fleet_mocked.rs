@@ -603,6 +603,7 @@ async fn what_each_tenant_cost_joins_the_ledger_with_aws_spend_by_tenant_tag() {
             ("initech".to_owned(), "cc-1".to_owned()),
         ]),
         by_cost_center: BTreeMap::new(),
+        cost_differs: Vec::new(),
         totals: sums(4_007),
     };
     let report = cli::usage::cost_report(&usage, &spend).unwrap();

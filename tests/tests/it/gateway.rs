@@ -2096,6 +2096,29 @@ async fn each_row_keeps_what_the_provider_said_and_a_provider_cost_unlike_ours_i
             .any(|l| l == "tenant_ledger_cost_differs_rows_total 2"),
         "{metrics}"
     );
+    // Finance's month report lists them, with both costs.
+    let month = runtime::pricing::today()[..7].to_owned();
+    let report = cli::usage::report(&g.s.target, &month, Some(&TenantId::parse("acme").unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(
+        report.cost_differs,
+        [cli::usage::CostDiffers {
+            tenant: "acme".into(),
+            provider: "openai".into(),
+            model: "gpt-4o-mini".into(),
+            rows: 2,
+            cost_micro_usd: 900,
+            provider_cost_micro_usd: 1351,
+        }]
+    );
+    assert!(
+        report
+            .text()
+            .contains("provider-reported cost differs from ours"),
+        "{}",
+        report.text()
+    );
     // A cost that is no amount (a string, negative) is not the provider's cost.
     for bad in [json!("0.00045"), json!(-0.00045)] {
         g.mock.set_config(|c| {
