@@ -6,7 +6,8 @@
 # direct` (one commit per call), each driven the same way: c=32 for BENCH_SECS (default 10) and c=1
 # for BENCH_REQUESTS (default 2000). Figures: rows/s and rows per commit at c=32, p50/p99 at c=1.
 # Then the durable commit's own price at a fixed rate (BENCH_RATE, default 1000 req/s, for
-# BENCH_PACED_SECS, default 20; latency counted from each request's due time): group commit as
+# BENCH_PACED_SECS, default 10, in BENCH_PACED_ROUNDS alternating pairs, default 5; latency counted
+# from each request's due time): group commit as
 # served, against the same path with the commit's wait for the WAL flush switched off for the
 # tenant's role (`synchronous_commit = off`: the row is in memory when the call returns, the
 # in-memory sink's durability), with `pg_test_fsync` on the same disk.
@@ -16,7 +17,8 @@ cd "$(dirname "$0")/.."
 SECS="${BENCH_SECS:-10}"
 N="${BENCH_REQUESTS:-2000}"
 RATE="${BENCH_RATE:-1000}"
-PACED_SECS="${BENCH_PACED_SECS:-20}"
+PACED_SECS="${BENCH_PACED_SECS:-10}"
+ROUNDS="${BENCH_PACED_ROUNDS:-5}"
 OUT="${BENCH_OUT:-bench/out}"
 export CARGO_TARGET_DIR="${TENANTCTL_BENCH_TARGET:-/var/tmp/tenantctl-bench}"
 P_MOCK=19120 P_RT=19122 P_IDP=19124 P_METRICS=19125
@@ -75,15 +77,21 @@ PGRUN=(env)
 [ "$(id -u)" = 0 ] && PGRUN=(runuser -u "${TENANTCTL_PG_USER:-postgres}" --)
 psql_admin() { "${PGRUN[@]}" "$PG_BIN/psql" -h "$SOCKET" -U tenantctl_admin -d tenantctl -v ON_ERROR_STOP=1 -qAt -c "$1"; }
 ROLE="$(psql_admin "SELECT db_role FROM control.tenants WHERE tenant_id = 'bench'")"
-for durability in durable memory; do
-  if [ "$durability" = memory ]; then
-    psql_admin "ALTER ROLE \"$ROLE\" SET synchronous_commit = off" >/dev/null
-  fi
-  say "paced $RATE req/s for ${PACED_SECS}s, commits $durability"
-  "${TC[@]}" serve --listen "127.0.0.1:$P_RT" --idp-listen "127.0.0.1:$P_IDP" --metrics-listen "127.0.0.1:$P_METRICS" 2>"$OUT/ledger-paced-$durability.log" & RT=$!
-  wait_port "$P_RT"
-  "$BIN/gateway-bench" --name "paced-$durability" --url "http://127.0.0.1:$P_RT/v1/chat/completions" --warmup 200 --rate "$RATE" --duration-secs "$PACED_SECS" | tee -a "$RESULTS"
-  kill "$RT"; wait "$RT" 2>/dev/null || true
+# Rounds alternate durable and in-memory (this machine drifts over a minute; pairs taken close
+# together compare like with like).
+for round in $(seq 1 "$ROUNDS"); do
+  for durability in durable memory; do
+    if [ "$durability" = memory ]; then
+      psql_admin "ALTER ROLE \"$ROLE\" SET synchronous_commit = off" >/dev/null
+    else
+      psql_admin "ALTER ROLE \"$ROLE\" RESET synchronous_commit" >/dev/null
+    fi
+    say "round $round: paced $RATE req/s for ${PACED_SECS}s, commits $durability"
+    "${TC[@]}" serve --listen "127.0.0.1:$P_RT" --idp-listen "127.0.0.1:$P_IDP" --metrics-listen "127.0.0.1:$P_METRICS" 2>"$OUT/ledger-paced-$durability.log" & RT=$!
+    wait_port "$P_RT"
+    "$BIN/gateway-bench" --name "paced-$durability" --url "http://127.0.0.1:$P_RT/v1/chat/completions" --warmup 200 --rate "$RATE" --duration-secs "$PACED_SECS" | tee -a "$RESULTS"
+    kill "$RT"; wait "$RT" 2>/dev/null || true
+  done
 done
 psql_admin "ALTER ROLE \"$ROLE\" RESET synchronous_commit" >/dev/null
 "$PG_BIN/pg_test_fsync" -s 2 -f "$STATE/fsync.test" > "$OUT/ledger_fsync.txt" 2>&1 || true
@@ -105,13 +113,17 @@ for m in ("group", "direct"):
 g = get("group", "rps", lambda r: r["concurrency"] == 32)
 d = get("direct", "rps", lambda r: r["concurrency"] == 32)
 print(f"group / direct at c=32: {g / d:.2f}x")
-dur = next(r for r in rows if r["name"] == "paced-durable")
-mem = next(r for r in rows if r["name"] == "paced-memory")
+durs = [r for r in rows if r["name"] == "paced-durable"]
+mems = [r for r in rows if r["name"] == "paced-memory"]
 fsync = get("fsync", "fdatasync_us")
-for r in (dur, mem):
-    print(f"{r['name']}: {r['rps']:.0f} req/s paced at {r['rate']}, p50 {r['p50_us']} us, p99 {r['p99_us']} us, "
-          f"p99.9 {r['p999_us']} us, errors {r['errors']}")
-print(f"durable over in-memory at {dur['rate']} req/s: p50 +{dur['p50_us'] - mem['p50_us']} us, "
-      f"p99 +{dur['p99_us'] - mem['p99_us']} us (target: the window, which is the commit ahead, "
-      f"plus two fsyncs: 2 x {fsync} = {2 * fsync} us of fdatasync)")
+print("round | durable p50 / p99 / p99.9 (us) | in-memory p50 / p99 / p99.9 (us) | added p50 | added p99")
+for i, (d, m) in enumerate(zip(durs, mems), 1):
+    print(f"{i} | {d['p50_us']} / {d['p99_us']} / {d['p999_us']} ({d['errors']} errors) | "
+          f"{m['p50_us']} / {m['p99_us']} / {m['p999_us']} ({m['errors']} errors) | "
+          f"{d['p50_us'] - m['p50_us']} | {d['p99_us'] - m['p99_us']}")
+med = lambda xs: sorted(xs)[len(xs) // 2]
+print(f"median added at {durs[0]['rate']} req/s over {len(durs)} pairs: "
+      f"p50 +{med([d['p50_us'] - m['p50_us'] for d, m in zip(durs, mems)])} us, "
+      f"p99 +{med([d['p99_us'] - m['p99_us'] for d, m in zip(durs, mems)])} us "
+      f"(target: the window, the commit ahead, plus two fsyncs: 2 x {fsync} = {2 * fsync} us of fdatasync)")
 PY
