@@ -568,17 +568,17 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
                      DROP COLUMN cached_input_tokens, DROP COLUMN cache_write_tokens,
                      DROP COLUMN reasoning_tokens, DROP COLUMN provider_request_id,
                      DROP COLUMN provider_usage, DROP COLUMN provider_cost_micro_usd,
-                     DROP COLUMN cost_tags;
+                     DROP COLUMN cost_tags, DROP COLUMN cost_differs;
                  ALTER TABLE t_sb_co.usage_ledger DROP COLUMN outcome, DROP COLUMN usage_estimated,
                      DROP COLUMN cached_input_tokens, DROP COLUMN cache_write_tokens,
                      DROP COLUMN reasoning_tokens, DROP COLUMN provider_request_id,
                      DROP COLUMN provider_usage, DROP COLUMN provider_cost_micro_usd,
-                     DROP COLUMN cost_tags;
+                     DROP COLUMN cost_tags, DROP COLUMN cost_differs;
                  ALTER TABLE pool.usage_ledger DROP COLUMN outcome, DROP COLUMN usage_estimated,
                      DROP COLUMN cached_input_tokens, DROP COLUMN cache_write_tokens,
                      DROP COLUMN reasoning_tokens, DROP COLUMN provider_request_id,
                      DROP COLUMN provider_usage, DROP COLUMN provider_cost_micro_usd,
-                     DROP COLUMN cost_tags;
+                     DROP COLUMN cost_tags, DROP COLUMN cost_differs;
                  DELETE FROM control.tenant_migrations WHERE version >= 2;
                  DELETE FROM control.pool_migrations WHERE version >= 2;
                  CREATE TABLE t_sb_co.{index} (x int);",
@@ -626,7 +626,7 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
                      DROP COLUMN cached_input_tokens, DROP COLUMN cache_write_tokens,
                      DROP COLUMN reasoning_tokens, DROP COLUMN provider_request_id,
                      DROP COLUMN provider_usage, DROP COLUMN provider_cost_micro_usd,
-                     DROP COLUMN cost_tags;
+                     DROP COLUMN cost_tags, DROP COLUMN cost_differs;
                  DELETE FROM tenantctl.migrations WHERE version >= 2;",
                 unpartition("t_da_co")
             ))
@@ -1490,9 +1490,9 @@ fn usage_outlives_offboarding_for_its_retention_and_purge_removes_only_what_is_p
         sql(format!(
             "INSERT INTO {schema}.usage_ledger (id, tenant_id, request_id, subject, provider, model, \
              input_tokens, output_tokens, cost_micro_usd, price_book_version, created_at, \
-             provider_request_id, provider_cost_micro_usd, cost_tags) \
+             provider_request_id, provider_cost_micro_usd, cost_differs, cost_tags) \
              VALUES (gen_random_uuid(), '{tenant}', gen_random_uuid(), 'u', 'mock', 'mock-small', 1, 1, \
-                     7, '2026-12-01', now() - interval '{age_days} days', 'req-{age_days}', 8, \
+                     7, '2026-12-01', now() - interval '{age_days} days', 'req-{age_days}', 8, true, \
                      '{{\"cost-center\": \"cc-{tenant}\"}}') RETURNING id::text"
         ))
     };

@@ -72,8 +72,7 @@ DROP TABLE usage_ledger_before_partitions;
 ALTER TABLE usage_ledger ADD PRIMARY KEY (tenant_id, id, created_at);
 CREATE INDEX usage_ledger_created_at ON usage_ledger (created_at);
 CREATE INDEX usage_ledger_subject_created_at ON usage_ledger (tenant_id, subject, created_at);
-CREATE INDEX usage_ledger_cost_differs ON usage_ledger (tenant_id, created_at)
-    WHERE provider_cost_micro_usd <> cost_micro_usd;
+CREATE INDEX usage_ledger_cost_differs ON usage_ledger (tenant_id, created_at) WHERE cost_differs;
 CREATE TRIGGER usage_daily_add AFTER INSERT ON usage_ledger
     REFERENCING NEW TABLE AS added
     FOR EACH STATEMENT EXECUTE FUNCTION usage_daily_add();
@@ -97,8 +96,9 @@ BEGIN
                               output_tokens, cost_micro_usd, price_book_version, outcome,
                               usage_estimated, cached_input_tokens, cache_write_tokens,
                               reasoning_tokens, provider_request_id, provider_usage,
-                              provider_cost_micro_usd, cost_tags, created_at)
-    SELECT i, p_tenant, r, s, p, m, ti, t_o, c, v, o, e, ca, cw, re, pi, pu::jsonb, pc, tg::jsonb, at
+                              provider_cost_micro_usd, cost_tags, cost_differs, created_at)
+    SELECT i, p_tenant, r, s, p, m, ti, t_o, c, v, o, e, ca, cw, re, pi, pu::jsonb, pc, tg::jsonb,
+           coalesce(pc <> c, false), at
       FROM unnest(p_ids, p_request_ids, p_subjects, p_providers, p_models, p_input, p_output,
                   p_cost, p_versions, p_outcomes, p_estimated, p_cached, p_cache_write, p_reasoning,
                   p_provider_ids, p_provider_usage, p_provider_cost, p_tags, p_created)

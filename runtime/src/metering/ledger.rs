@@ -186,7 +186,7 @@ pub async fn recent(tx: &TenantTx, limit: i64) -> Result<(Vec<Entry>, Totals), D
                     to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
                     cached_input_tokens, cache_write_tokens, reasoning_tokens, \
                     provider_request_id, provider_usage, provider_cost_micro_usd, \
-                    coalesce(provider_cost_micro_usd <> cost_micro_usd, false), \
+                    cost_differs, \
                     cost_tags \
                FROM usage_ledger WHERE tenant_id = $1 ORDER BY created_at DESC, id LIMIT $2",
             &[&tx.tenant().as_str(), &limit],

@@ -1652,6 +1652,16 @@ async fn the_ledger_is_kept_by_month_and_a_row_written_again_is_refused_by_its_k
             .expect_err("written twice");
         assert_eq!(code(&again), "23505", "{t:?}: {again}");
         assert_eq!(s.ledger_rows("acme").await, 2, "{t:?}");
+        // A row cannot hide that the provider's cost differs from ours.
+        let hidden = insert_row("acme").replace(
+            "price_book_version)",
+            "price_book_version, provider_cost_micro_usd, cost_differs)",
+        );
+        let hidden = hidden.replace("'v')", "'v', 999, false)");
+        let err = as_tenant(&c, "acme", &hidden)
+            .await
+            .expect_err("a hidden difference");
+        assert_eq!(code(&err), "23514", "{t:?}: {err}");
         let err = as_tenant(
             &c,
             "acme",
