@@ -56,6 +56,19 @@ pub async fn month_of(
     tenant: &TenantId,
     first_day: &str,
 ) -> Result<Vec<DayUsage>> {
+    let rows = read_month(target, loc, tenant, first_day, "tenant-usage-month.sql").await?;
+    Ok(day_usage(&rows))
+}
+
+/// Runs the month query `template` (parameters: the tenant, the month's first day) against
+/// `tenant`'s data where it lives, as the admin, a pool tenant fenced to its own rows.
+async fn read_month(
+    target: &Target,
+    loc: &Location,
+    tenant: &TenantId,
+    first_day: &str,
+    template: &str,
+) -> Result<Vec<tokio_postgres::Row>> {
     let mut client = target.connect_admin(&loc.database).await?;
     #[expect(
         clippy::disallowed_methods,
@@ -65,13 +78,13 @@ pub async fn month_of(
     if loc.tier == Tier::Pool {
         fence_to_tenant(&tx, target, tenant).await?;
     }
-    let query = sql::render("tenant-usage-month.sql", context! { schema => loc.schema })?;
+    let query = sql::render(template, context! { schema => loc.schema })?;
     let rows = tx
         .query(&query, &[&tenant.as_str(), &first_day])
         .await
         .with_context(|| format!("reading the ledger of tenant `{tenant}`"))?;
     tx.commit().await?;
-    Ok(day_usage(&rows))
+    Ok(rows)
 }
 
 /// Rows of (day, provider, model, requests, input, output, cost), as both stores answer them.
@@ -142,21 +155,7 @@ pub async fn cost_differs_of(
             .with_context(|| format!("reading the retained usage of tenant `{tenant}`"))?;
         return Ok(cost_differs_rows(tenant, &rows));
     };
-    let mut client = target.connect_admin(&loc.database).await?;
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "finance reports read as the admin role, one tenant at a time"
-    )]
-    let tx = client.transaction().await?;
-    if loc.tier == Tier::Pool {
-        fence_to_tenant(&tx, target, tenant).await?;
-    }
-    let query = sql::render("tenant-cost-differs.sql", context! { schema => loc.schema })?;
-    let rows = tx
-        .query(&query, &[&tenant.as_str(), &first_day])
-        .await
-        .with_context(|| format!("reading the ledger of tenant `{tenant}`"))?;
-    tx.commit().await?;
+    let rows = read_month(target, loc, tenant, first_day, "tenant-cost-differs.sql").await?;
     Ok(cost_differs_rows(tenant, &rows))
 }
 

@@ -99,6 +99,19 @@ impl Gateway {
             .2
     }
 
+    /// The runtime's operator metrics (Prometheus text).
+    async fn metrics(&self) -> String {
+        self.s
+            .http
+            .get(format!("http://{}/metrics", self.s.running.metrics_addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// GETs `path` as `tenant` and reads the JSON answer.
     async fn get_json(&self, tenant: &str, path: &str) -> Value {
         self.s
@@ -1038,15 +1051,7 @@ async fn many_rows_committed_together_add_up_in_the_daily_totals() {
         )
     );
     // The operator's view of the same: rows, commits and time in commits.
-    let metrics =
-        g.s.http
-            .get(format!("http://{}/metrics", g.s.running.metrics_addr))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+    let metrics = g.metrics().await;
     let counter = |name: &str| -> u64 {
         metrics
             .lines()
@@ -2081,15 +2086,7 @@ async fn each_row_keeps_what_the_provider_said_and_a_provider_cost_unlike_ours_i
         .map(|e| e["cost_differs"].as_bool().unwrap())
         .collect();
     assert_eq!(flags, [true, true, false, false], "{usage_now}");
-    let metrics =
-        g.s.http
-            .get(format!("http://{}/metrics", g.s.running.metrics_addr))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+    let metrics = g.metrics().await;
     assert!(
         metrics
             .lines()
