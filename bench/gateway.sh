@@ -28,7 +28,6 @@ export CARGO_TARGET_DIR="${TENANTCTL_BENCH_TARGET:-/var/tmp/tenantctl-bench}"
 P_MOCK=19100 P_FLOOR=19101 P_RT=19102 P_IDP=19104 P_METRICS=19105 P_LITELLM=19103
 mkdir -p "$OUT"
 
-say() { printf 'bench: %s\n' "$*" >&2; }
 
 if [ ! -x "$LITELLM_VENV/bin/litellm" ] || ! "$LITELLM_VENV/bin/python" -c "import importlib.metadata as m; assert m.version('litellm') == '$LITELLM_VERSION'" 2>/dev/null; then
   say "installing litellm[proxy]==$LITELLM_VERSION into $LITELLM_VENV"
@@ -40,24 +39,7 @@ say "building release binaries (target dir $CARGO_TARGET_DIR)"
 cargo build --release --locked -p cli --bin tenantctl -p tests --bin mock-provider --bin passthrough-proxy --bin gateway-bench >&2
 BIN="$CARGO_TARGET_DIR/release"
 
-STATE="$(mktemp -d /tmp/tenantctl-bench-XXXXXX)"
-chmod 755 "$STATE"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  "$BIN/tenantctl" --state-dir "$STATE" --no-progress local stop >/dev/null 2>&1 || true
-  rm -rf "$STATE"
-}
-trap cleanup EXIT
-
-wait_port() {
-  for _ in $(seq 1 300); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  say "nothing listens on port $1"; exit 1
-}
+bench_state bench "$BIN"
 
 # 16 words a reply; in streams a chunk a millisecond (so inter-chunk gaps are measurable).
 "$BIN/mock-provider" --listen "127.0.0.1:$P_MOCK" --words 16 --chunk-delay-ms 1 >/dev/null & MOCK_PID=$!; PIDS+=($MOCK_PID)

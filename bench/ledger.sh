@@ -23,24 +23,10 @@ OUT="${BENCH_OUT:-bench/out}"
 export CARGO_TARGET_DIR="${TENANTCTL_BENCH_TARGET:-/var/tmp/tenantctl-bench}"
 P_MOCK=19120 P_RT=19122 P_IDP=19124 P_METRICS=19125
 mkdir -p "$OUT"
-say() { printf 'bench: %s\n' "$*" >&2; }
 say "building release binaries (target dir $CARGO_TARGET_DIR)"
 cargo build --release --locked -p cli --bin tenantctl -p tests --bin mock-provider --bin gateway-bench >&2
 BIN="$CARGO_TARGET_DIR/release"
-STATE="$(mktemp -d /tmp/tenantctl-ledger-XXXXXX)"
-chmod 755 "$STATE"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  "$BIN/tenantctl" --state-dir "$STATE" --no-progress local stop >/dev/null 2>&1 || true
-  rm -rf "$STATE"
-}
-trap cleanup EXIT
-wait_port() {
-  for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-  say "nothing listens on port $1"; exit 1
-}
+bench_state ledger "$BIN"
 "$BIN/mock-provider" --listen "127.0.0.1:$P_MOCK" --words 16 >/dev/null & PIDS+=($!)
 wait_port "$P_MOCK"
 bench_deployment "$STATE" "$BIN" "  providers:
@@ -61,7 +47,7 @@ RESULTS="$OUT/ledger.jsonl"
 : > "$RESULTS"
 for mode in group direct; do
   say "$mode: serving"
-  "${TC[@]}" serve --ledger-commit "$mode" --listen "127.0.0.1:$P_RT" --idp-listen "127.0.0.1:$P_IDP" --metrics-listen "127.0.0.1:$P_METRICS" 2>"$OUT/ledger-$mode.log" & RT=$!
+  "${TC[@]}" serve --ledger-commit "$mode" --listen "127.0.0.1:$P_RT" --idp-listen "127.0.0.1:$P_IDP" --metrics-listen "127.0.0.1:$P_METRICS" 2>"$OUT/ledger-$mode.log" & RT=$!; PIDS+=($RT)
   wait_port "$P_RT"
   url="http://127.0.0.1:$P_RT/v1/chat/completions"
   rows0=$(counter tenant_ledger_rows_total); commits0=$(counter tenant_ledger_commits_total)
@@ -87,7 +73,7 @@ for round in $(seq 1 "$ROUNDS"); do
       psql_admin "ALTER ROLE \"$ROLE\" RESET synchronous_commit" >/dev/null
     fi
     say "round $round: paced $RATE req/s for ${PACED_SECS}s, commits $durability"
-    "${TC[@]}" serve --listen "127.0.0.1:$P_RT" --idp-listen "127.0.0.1:$P_IDP" --metrics-listen "127.0.0.1:$P_METRICS" 2>"$OUT/ledger-paced-$durability.log" & RT=$!
+    "${TC[@]}" serve --listen "127.0.0.1:$P_RT" --idp-listen "127.0.0.1:$P_IDP" --metrics-listen "127.0.0.1:$P_METRICS" 2>"$OUT/ledger-paced-$durability.log" & RT=$!; PIDS+=($RT)
     wait_port "$P_RT"
     "$BIN/gateway-bench" --name "paced-$durability" --url "http://127.0.0.1:$P_RT/v1/chat/completions" --warmup 200 --rate "$RATE" --duration-secs "$PACED_SECS" | tee -a "$RESULTS"
     kill "$RT"; wait "$RT" 2>/dev/null || true

@@ -1,4 +1,10 @@
-# Shared by the bench scripts (sourced): a local deployment with one benchmark tenant.
+# Shared by the bench scripts (sourced): messages, a state directory cleaned up on exit, waiting for
+# a port, and a local deployment with one benchmark tenant.
+#
+# say MESSAGE...: to stderr, prefixed `bench:`.
+# bench_state NAME BIN: makes STATE (a fresh directory under /tmp); on exit every pid in PIDS is
+# killed and the local cluster in STATE (started by BIN's tenantctl) is stopped and removed.
+# wait_port PORT: waits up to 30 s for something to listen on 127.0.0.1:PORT, else exits.
 #
 # bench_deployment STATE BIN MODELS: starts the local cluster in STATE and applies tenant `bench`
 # (schema tier) whose `models:` block is MODELS (YAML, indented two spaces), with its budget and
@@ -28,4 +34,30 @@ retention:
   usage_days: 400
 YAML
   "${TC[@]}" apply "$state/tenants" >&2
+}
+
+say() { printf 'bench: %s\n' "$*" >&2; }
+
+bench_state() {
+  STATE="$(mktemp -d "/tmp/tenantctl-$1-XXXXXX")"
+  chmod 755 "$STATE"
+  BENCH_BIN=$2
+  PIDS=()
+  trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  "$BENCH_BIN/tenantctl" --state-dir "$STATE" --no-progress local stop >/dev/null 2>&1 || true
+  rm -rf "$STATE"
+}
+
+wait_port() {
+  for _ in $(seq 1 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  say "nothing listens on port $1"; exit 1
 }

@@ -17,21 +17,11 @@ OUT="${BENCH_OUT:-bench/out}"
 export CARGO_TARGET_DIR="${TENANTCTL_BENCH_TARGET:-/var/tmp/tenantctl-bench}"
 P_RT=19112 P_IDP=19114 P_METRICS=19115
 mkdir -p "$OUT"
-say() { printf 'bench: %s\n' "$*" >&2; }
 
 say "building the release binary (target dir $CARGO_TARGET_DIR)"
 cargo build --release --locked -p cli --bin tenantctl >&2
 BIN="$CARGO_TARGET_DIR/release"
-STATE="$(mktemp -d /tmp/tenantctl-report-XXXXXX)"
-chmod 755 "$STATE"
-RT_PID=""
-cleanup() {
-  [ -n "$RT_PID" ] && kill "$RT_PID" 2>/dev/null || true
-  wait 2>/dev/null || true
-  "$BIN/tenantctl" --state-dir "$STATE" --no-progress local stop >/dev/null 2>&1 || true
-  rm -rf "$STATE"
-}
-trap cleanup EXIT
+bench_state report "$BIN"
 bench_deployment "$STATE" "$BIN" "  providers:
     mock: [mock-small]
   default: mock-small"
@@ -53,7 +43,7 @@ SELECT gen_random_uuid(), 'bench', gen_random_uuid(), 'user-' || (i % 50), 'mock
 VACUUM ANALYZE t_bench.usage_ledger;
 SQL
 say "written in $(echo "$(date +%s.%N) - $start" | bc) s"
-"${TC[@]}" serve --listen "127.0.0.1:$P_RT" --idp-listen "127.0.0.1:$P_IDP" --metrics-listen "127.0.0.1:$P_METRICS" 2>"$OUT/report-serve.log" & RT_PID=$!
+"${TC[@]}" serve --listen "127.0.0.1:$P_RT" --idp-listen "127.0.0.1:$P_IDP" --metrics-listen "127.0.0.1:$P_METRICS" 2>"$OUT/report-serve.log" & RT_PID=$!; PIDS+=($RT_PID)
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$P_RT") 2>/dev/null && break; sleep 0.1; done
 TOKEN="$("${TC[@]}" token --tenant bench --scope usage:read)"
 
