@@ -127,8 +127,9 @@ pub enum Command {
         /// The tenant's manifest file.
         file: PathBuf,
     },
-    /// Bring every active tenant to the newest tenant migration, in parallel; failures are reported per
-    /// tenant and do not stop the others.
+    /// Bring every active tenant to the newest tenant migration, in parallel, and add each ledger's
+    /// monthly partitions for this month and the next twelve (run it at least yearly); failures are
+    /// reported per tenant and do not stop the others.
     Migrate {
         /// Tenants migrated at the same time.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]

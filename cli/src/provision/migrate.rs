@@ -98,6 +98,42 @@ pub async fn migrate_all(
         .collect();
     progress.finish_and_clear();
     outcomes.extend(results);
+    // Tenants already up to date did not converge: their ledgers get this month's partition and
+    // the next twelve here (a tenant that converged just got them).
+    for outcome in outcomes.iter_mut().filter(|o| o.result == "unchanged") {
+        if let Err(e) = extend_partitions(target, &outcome.tenant).await {
+            outcome.result = "failed";
+            outcome.error = Some(format!("adding the ledger's monthly partitions: {e:#}"));
+        }
+    }
     outcomes.sort_by(|a, b| a.tenant.cmp(&b.tenant));
     Ok(outcomes)
+}
+
+/// Adds the missing monthly partitions of `tenant`'s ledger for this month and the next
+/// `LEDGER_MONTHS_AHEAD` (`usage_ledger_partitions`, as the migrator, where its data lives). A tenant
+/// on a server of its own (a dedicated RDS instance) gets them at its next convergence.
+async fn extend_partitions(target: &Target, tenant: &TenantId) -> Result<()> {
+    let loc = super::offboard::locate(target, tenant).await?;
+    if loc.host.is_some() {
+        return Ok(());
+    }
+    let mut client = target.connect_admin(&loc.database).await?;
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "partition maintenance runs as the migrator, like a migration"
+    )]
+    let tx = client.transaction().await?;
+    let base = minijinja::context! {
+        migrator => target.namespace.migrator_role(), schema => loc.schema,
+    };
+    tx.batch_execute(&crate::sql::render("migration-begin.sql", base)?)
+        .await?;
+    tx.execute(
+        "SELECT usage_ledger_partitions((now() AT TIME ZONE 'UTC')::date, $1)",
+        &[&(runtime::schema::LEDGER_MONTHS_AHEAD + 1)],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }

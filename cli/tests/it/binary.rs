@@ -723,6 +723,34 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
         assert_eq!(counted, ["2"], "the copy is not counted again in the daily totals");
         let pool_tenants = sql("SELECT string_agg(tenant_id, ',' ORDER BY tenant_id) FROM pool.usage_ledger").await;
         assert_eq!(pool_tenants, ["pa-co,pb-co"], "every pool tenant's rows were copied");
+        // A month passes: the furthest partition ahead is missing (dropped here, empty).
+        admin
+            .batch_execute(
+                "DO $$ BEGIN EXECUTE format('DROP TABLE t_sa_co.%I', 'usage_ledger_' || \
+                 to_char(now() AT TIME ZONE 'UTC' + interval '12 months', '\"y\"YYYY\"m\"MM')); END $$",
+            )
+            .await
+            .unwrap();
+    });
+    // `migrate` adds it back, though every tenant is up to date.
+    let out = run(&["migrate"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("sa-co: unchanged"),
+        "{}",
+        text(&out)
+    );
+    rt.block_on(async {
+        let admin = target.admin().await.unwrap();
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_inherits WHERE inhparent = 't_sa_co.usage_ledger'::regclass",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 15, "the partition twelve months ahead is back");
     });
 }
 

@@ -11,10 +11,10 @@
 -- COMMIT was sent) is still refused by its key, never written twice.
 --
 -- `usage_ledger_partitions(from, months)` adds the monthly partitions of that span that are missing
--- (`usage_ledger_yYYYYmMM`); tenantctl calls it on every convergence for this month and the next
--- twelve. A row of a month without a partition lands in `usage_ledger_default`, never refused; that
--- month's partition is then left to the default (a partition cannot be carved out of rows the
--- default already holds) and a notice says so.
+-- (`usage_ledger_yYYYYmMM`); tenantctl calls it for this month and the next twelve on every
+-- convergence, and `tenantctl migrate` for every tenant. A row of a month without a partition lands
+-- in `usage_ledger_default`, never refused; that month's partition is then left to the default (a
+-- partition cannot be carved out of rows the default already holds) and a notice says so.
 LOCK TABLE usage_ledger IN ACCESS EXCLUSIVE MODE;
 CREATE TABLE usage_ledger_monthly (LIKE usage_ledger INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
     PARTITION BY RANGE (created_at);
