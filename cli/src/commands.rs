@@ -1073,7 +1073,8 @@ async fn status(g: &Global) -> Result<u8> {
     if observed.control_plane {
         for row in admin
             .query(
-                "SELECT tenant_id, db_role, coalesce(db_name, current_database()), db_host, db_port \
+                "SELECT tenant_id, db_role, coalesce(db_name, current_database()), db_host, db_port, \
+                        db_schema \
                    FROM control.tenants",
                 &[],
             )
@@ -1084,18 +1085,30 @@ async fn status(g: &Global) -> Result<u8> {
             let at = host.zip(port.and_then(|p| u16::try_from(p).ok()));
             access.insert(
                 row.get::<_, String>(0),
-                (row.get::<_, String>(1), row.get::<_, String>(2), at),
+                (
+                    row.get::<_, String>(1),
+                    row.get::<_, String>(2),
+                    at,
+                    row.get::<_, String>(5),
+                ),
             );
         }
     }
     for (id, t) in &observed.tenants {
-        let (role, db, at) = access.get(id.as_str()).cloned().unwrap_or_default();
-        let login = login_check(&target, id, &role, &db, at).await;
-        let tenant_drift = login.is_err() || t.migration_version < latest || t.status != "active";
+        let (role, db, at, schema) = access.get(id.as_str()).cloned().unwrap_or_default();
+        let login = login_check(&target, id, &role, &db, at, &schema).await;
+        // Next month's ledger partition (tenant migration 0010): missing, its rows would go to the
+        // default partition; `tenantctl migrate` adds it.
+        let partitions_ok = t.migration_version < 10 || matches!(login, Ok(true));
+        let tenant_drift = login.is_err()
+            || t.migration_version < latest
+            || t.status != "active"
+            || !partitions_ok;
         drift |= tenant_drift;
         rows.push(json!({
             "tenant": id, "tier": t.tier, "status": t.status,
             "migrations": format!("{}/{latest}", t.migration_version),
+            "ledger_partitions": if partitions_ok { "ok" } else { "next month missing: run `tenantctl migrate`" },
             "db_login": login.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|e| format!("failed: {e:#}")),
             "spec_hash": &t.spec_hash[..12.min(t.spec_hash.len())],
             "drift": tenant_drift,
@@ -1117,6 +1130,14 @@ async fn status(g: &Global) -> Result<u8> {
                 "{:<24} {:<10} {:<10} {:<11} {:<8} SPEC",
                 "TENANT", "TIER", "STATUS", "MIGRATIONS", "LOGIN"
             ))?;
+            for r in &rows {
+                if let Some(p) = r["ledger_partitions"].as_str().filter(|p| *p != "ok") {
+                    out(&format!(
+                        "drift: {}: ledger partition of {p}",
+                        r["tenant"].as_str().unwrap_or("")
+                    ))?;
+                }
+            }
             for r in &rows {
                 let login = r["db_login"].as_str().unwrap_or("");
                 out(&format!(
@@ -1144,14 +1165,16 @@ async fn status(g: &Global) -> Result<u8> {
 }
 
 /// Logs in the way the runtime will for this tenant (its own role, on every tier; its database) with
-/// the stored password, and runs one query.
+/// the stored password, and runs one query: whether its ledger (in `schema`) has next month's
+/// partition.
 async fn login_check(
     target: &Target,
     id: &TenantId,
     role: &str,
     db: &str,
     at: Option<(String, u16)>,
-) -> Result<()> {
+    schema: &str,
+) -> Result<bool> {
     let password = target
         .secrets
         .get(&SecretName::for_tenant(id, "db-password")?)
@@ -1166,8 +1189,15 @@ async fn login_check(
     let mut config = endpoint.config(role, "tenantctl-status");
     config.password(password.expose_secret().as_bytes());
     let (client, _task) = runtime::db::connect(&config, endpoint.tls()?).await?;
-    client.simple_query("SELECT 1").await?;
-    Ok(())
+    let row = client
+        .query_one(
+            "SELECT to_regclass(format('%I.%I', $1::text, 'usage_ledger_' || \
+                    to_char((now() AT TIME ZONE 'UTC') + interval '1 month', '\"y\"YYYY\"m\"MM'))) \
+                    IS NOT NULL",
+            &[&schema],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 async fn binding_of(target: &Target, tenant: &TenantId) -> Result<IdentityBinding> {

@@ -723,16 +723,26 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
         assert_eq!(counted, ["2"], "the copy is not counted again in the daily totals");
         let pool_tenants = sql("SELECT string_agg(tenant_id, ',' ORDER BY tenant_id) FROM pool.usage_ledger").await;
         assert_eq!(pool_tenants, ["pa-co,pb-co"], "every pool tenant's rows were copied");
-        // A month passes: the furthest partition ahead is missing (dropped here, empty).
+        // Next month's partition is missing (dropped here, empty).
         admin
             .batch_execute(
                 "DO $$ BEGIN EXECUTE format('DROP TABLE t_sa_co.%I', 'usage_ledger_' || \
-                 to_char(now() AT TIME ZONE 'UTC' + interval '12 months', '\"y\"YYYY\"m\"MM')); END $$",
+                 to_char(now() AT TIME ZONE 'UTC' + interval '1 month', '\"y\"YYYY\"m\"MM')); END $$",
             )
             .await
             .unwrap();
     });
-    // `migrate` adds it back, though every tenant is up to date.
+    // `status` calls it drift and names the fix; `migrate` adds it back, though every tenant is up
+    // to date.
+    let out = run(&["status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "drift: sa-co: ledger partition of next month missing: run `tenantctl migrate`"
+        ),
+        "{}",
+        text(&out)
+    );
     let out = run(&["migrate"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
@@ -750,8 +760,10 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
             .await
             .unwrap()
             .get(0);
-        assert_eq!(n, 15, "the partition twelve months ahead is back");
+        assert_eq!(n, 15, "next month's partition is back");
     });
+    let out = run(&["status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
 
 #[test]
