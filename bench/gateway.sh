@@ -48,12 +48,7 @@ wait_port "$P_MOCK"
 wait_port "$P_FLOOR"
 
 say "starting a local deployment (durable Postgres) with one tenant pointed at the mock"
-bench_deployment "$STATE" "$BIN" "  providers:
-    openai:
-      models: [gpt-4o-mini]
-      endpoint: { base_url: \"http://127.0.0.1:$P_MOCK/v1\", region: local }
-  default: gpt-4o-mini"
-head -c 24 /dev/urandom | base64 | "${TC[@]}" secret put bench providers/openai >/dev/null
+bench_openai_deployment "$STATE" "$BIN" "$P_MOCK"
 "${TC[@]}" serve --listen "127.0.0.1:$P_RT" --idp-listen "127.0.0.1:$P_IDP" --metrics-listen "127.0.0.1:$P_METRICS" 2>"$OUT/serve.log" & RT_PID=$!; PIDS+=($RT_PID)
 wait_port "$P_RT"
 BENCH_TOKEN="$("${TC[@]}" token --tenant bench --ttl 86400)"

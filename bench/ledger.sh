@@ -29,12 +29,7 @@ BIN="$CARGO_TARGET_DIR/release"
 bench_state ledger "$BIN"
 "$BIN/mock-provider" --listen "127.0.0.1:$P_MOCK" --words 16 >/dev/null & PIDS+=($!)
 wait_port "$P_MOCK"
-bench_deployment "$STATE" "$BIN" "  providers:
-    openai:
-      models: [gpt-4o-mini]
-      endpoint: { base_url: \"http://127.0.0.1:$P_MOCK/v1\", region: local }
-  default: gpt-4o-mini"
-head -c 24 /dev/urandom | base64 | "${TC[@]}" secret put bench providers/openai >/dev/null
+bench_openai_deployment "$STATE" "$BIN" "$P_MOCK"
 export BENCH_TOKEN="$("${TC[@]}" token --tenant bench --ttl 86400)"
 counter() {
   python3 - "$P_METRICS" "$1" <<'PY'

@@ -5,6 +5,8 @@
 # bench_state NAME BIN: makes STATE (a fresh directory under /tmp); on exit every pid in PIDS is
 # killed and the local cluster in STATE (started by BIN's tenantctl) is stopped and removed.
 # wait_port PORT: waits up to 30 s for something to listen on 127.0.0.1:PORT, else exits.
+# bench_openai_deployment STATE BIN PORT: `bench_deployment` with tenant `bench` on `gpt-4o-mini`
+# through the mock provider on PORT (OpenAI wire format), with a generated provider key.
 #
 # bench_deployment STATE BIN MODELS: starts the local cluster in STATE and applies tenant `bench`
 # (schema tier) whose `models:` block is MODELS (YAML, indented two spaces), with its budget and
@@ -60,4 +62,13 @@ wait_port() {
     sleep 0.1
   done
   say "nothing listens on port $1"; exit 1
+}
+
+bench_openai_deployment() {
+  bench_deployment "$1" "$2" "  providers:
+    openai:
+      models: [gpt-4o-mini]
+      endpoint: { base_url: \"http://127.0.0.1:$3/v1\", region: local }
+  default: gpt-4o-mini"
+  head -c 24 /dev/urandom | base64 | "${TC[@]}" secret put bench providers/openai >/dev/null
 }

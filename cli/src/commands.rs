@@ -1099,7 +1099,8 @@ async fn status(g: &Global) -> Result<u8> {
         let login = login_check(&target, id, &role, &db, at, &schema).await;
         // Next month's ledger partition (tenant migration 0010): missing, its rows would go to the
         // default partition; `tenantctl migrate` adds it.
-        let partitions_ok = t.migration_version < 10 || matches!(login, Ok(true));
+        let partitions_ok = t.migration_version < runtime::schema::LEDGER_PARTITIONED_SINCE
+            || matches!(login, Ok(true));
         let tenant_drift = login.is_err()
             || t.migration_version < latest
             || t.status != "active"

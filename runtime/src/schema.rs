@@ -111,6 +111,9 @@ pub const TENANT_MIGRATIONS: &[Migration] = &[
 /// added on every convergence (`usage_ledger_partitions`, tenant migration 0010).
 pub const LEDGER_MONTHS_AHEAD: i32 = 12;
 
+/// The tenant migration that partitioned the ledger by month.
+pub const LEDGER_PARTITIONED_SINCE: i32 = 10;
+
 /// Table privileges of the tenant's own role, per table. The ledger is append-only for the tenant role;
 /// the daily totals, derived from it by a trigger, are read-only; budget holds and rate meters are
 /// the admissions' working state.

@@ -478,7 +478,15 @@ async fn grant_check_migrate(
         None => tx.query_one(applied_sql, &[]).await?.get(0),
     };
     run_migrations(tx, base, applied, record_sql, tenant).await?;
-    // This month's ledger partition and the next twelve (tenant migration 0010), as the migrator.
+    add_ledger_partitions(tx, base).await
+}
+
+/// This month's ledger partition and the next `LEDGER_MONTHS_AHEAD` (tenant migration 0010), added
+/// where missing, as the migrator in `base`'s schema (`migrator`, `schema`).
+pub(super) async fn add_ledger_partitions(
+    tx: &tokio_postgres::Transaction<'_>,
+    base: &minijinja::Value,
+) -> Result<()> {
     tx.batch_execute(&sql::render("migration-begin.sql", base.clone())?)
         .await?;
     tx.execute(

@@ -127,13 +127,7 @@ async fn extend_partitions(target: &Target, tenant: &TenantId) -> Result<()> {
     let base = minijinja::context! {
         migrator => target.namespace.migrator_role(), schema => loc.schema,
     };
-    tx.batch_execute(&crate::sql::render("migration-begin.sql", base)?)
-        .await?;
-    tx.execute(
-        "SELECT usage_ledger_partitions((now() AT TIME ZONE 'UTC')::date, $1)",
-        &[&(runtime::schema::LEDGER_MONTHS_AHEAD + 1)],
-    )
-    .await?;
+    super::apply::add_ledger_partitions(&tx, &base).await?;
     tx.commit().await?;
     Ok(())
 }
