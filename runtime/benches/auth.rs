@@ -55,6 +55,7 @@ fn setup() -> (DevSigner, Authenticator, TenantDirectory, IssuerConfig) {
         read_only: false,
         limits: runtime::registry::TenantLimits {
             monthly_budget: runtime::domain::MicroUsd(1),
+            subject_monthly_budget: None,
             requests_per_minute: 1,
             tokens_per_minute: 1,
         },

@@ -105,6 +105,22 @@ pub const TENANT_MIGRATIONS: &[Migration] = &[
         sql: include_str!("../sql/tenant/0010_usage_ledger_monthly_partitions.sql"),
         pool_backfill: None,
     },
+    Migration {
+        version: 11,
+        name: "subject_budgets",
+        sql: include_str!("../sql/tenant/0011_subject_budgets.sql"),
+        pool_backfill: Some(PoolBackfill {
+            lock: "LOCK TABLE pool.usage_ledger IN SHARE MODE",
+            statements: &[
+                "DELETE FROM pool.usage_subject_monthly WHERE tenant_id = $1",
+                "INSERT INTO pool.usage_subject_monthly (tenant_id, subject, month, requests, \
+                 cost_micro_usd) \
+             SELECT tenant_id, subject, date_trunc('month', created_at AT TIME ZONE 'UTC')::date, \
+                    count(*), sum(cost_micro_usd) \
+               FROM pool.usage_ledger WHERE tenant_id = $1 GROUP BY 1, 2, 3",
+            ],
+        }),
+    },
 ];
 
 /// Monthly ledger partitions kept ahead of time (this month and the next `LEDGER_MONTHS_AHEAD`),
@@ -121,6 +137,7 @@ pub const TENANT_TABLE_GRANTS: &[(&str, &str)] = &[
     ("usage_ledger", "SELECT, INSERT"),
     ("usage_daily", "SELECT"),
     ("usage_daily_models", "SELECT"),
+    ("usage_subject_monthly", "SELECT"),
     // Working state of admissions (`tenant_admit`): holds are added, resized (leases) and released,
     // meters refilled.
     ("budget_holds", "SELECT, INSERT, UPDATE, DELETE"),

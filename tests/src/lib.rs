@@ -214,6 +214,7 @@ pub fn record(
         read_only: false,
         limits: runtime::registry::TenantLimits {
             monthly_budget: runtime::domain::MicroUsd(1_000_000_000),
+            subject_monthly_budget: None,
             requests_per_minute: 1_000_000,
             tokens_per_minute: 1_000_000_000,
         },

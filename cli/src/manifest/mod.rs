@@ -102,6 +102,10 @@ pub struct TenantSpec {
     pub identity: IdentityBinding,
     pub models: ModelPolicy,
     pub monthly_budget: MicroUsd,
+    /// Each subject's monthly budget (`budget.per_subject_monthly_usd`); absent from the canonical
+    /// JSON when not set, so specs written before it keep their hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_monthly_budget: Option<MicroUsd>,
     pub rate_limits: RateLimits,
     pub tags: BTreeMap<String, String>,
     pub retention_days: u32,
@@ -112,6 +116,7 @@ impl TenantSpec {
     pub fn limits(&self) -> runtime::registry::TenantLimits {
         runtime::registry::TenantLimits {
             monthly_budget: self.monthly_budget,
+            subject_monthly_budget: self.subject_monthly_budget,
             requests_per_minute: self.rate_limits.requests_per_minute,
             tokens_per_minute: self.rate_limits.tokens_per_minute,
         }
@@ -265,31 +270,28 @@ impl Checker<'_> {
         };
         let identity = self.identity(raw.identity)?;
         let models = self.models(raw.models)?;
-        let monthly_budget = match raw.budget.monthly_usd {
-            RawMoney::Text(t) => MicroUsd::parse_dollars(&t).map_err(|e| {
-                self.err(
-                    vec![key("budget"), key("monthly_usd")],
-                    e.0,
-                    "example: `monthly_usd: \"2500.00\"`",
-                )
-            })?,
-            RawMoney::Whole(n) => i64::try_from(n)
-                .ok()
-                .and_then(|n| n.checked_mul(1_000_000))
-                .map(MicroUsd)
-                .ok_or_else(|| {
-                    self.err(
-                        vec![key("budget"), key("monthly_usd")],
-                        "amount is too large",
-                        "use at most 9,000,000,000,000 dollars",
-                    )
-                })?,
-            RawMoney::Float(_) => {
-                return Err(self.err(
-                    vec![key("budget"), key("monthly_usd")],
-                    "money must not be written as a floating-point number",
-                    "quote it as a decimal string, e.g. `monthly_usd: \"2500.50\"`",
-                ));
+        let monthly_budget = self.money("monthly_usd", raw.budget.monthly_usd)?;
+        let subject_monthly_budget = match raw.budget.per_subject_monthly_usd {
+            None => None,
+            Some(m) => {
+                let per_subject = self.money("per_subject_monthly_usd", m)?;
+                if per_subject.0 <= 0 {
+                    return Err(self.err(
+                        vec![key("budget"), key("per_subject_monthly_usd")],
+                        "a subject's monthly budget of zero would refuse every call",
+                        "give each subject more than $0, or leave `per_subject_monthly_usd` out",
+                    ));
+                }
+                if per_subject > monthly_budget {
+                    return Err(self.err(
+                        vec![key("budget"), key("per_subject_monthly_usd")],
+                        format!(
+                            "{per_subject} for each subject is more than the tenant's whole monthly budget ({monthly_budget})"
+                        ),
+                        "make it at most `budget.monthly_usd`, or leave it out (the tenant's budget applies alone)",
+                    ));
+                }
+                Some(per_subject)
             }
         };
         let rl = raw.rate_limits;
@@ -322,6 +324,7 @@ impl Checker<'_> {
             identity,
             models,
             monthly_budget,
+            subject_monthly_budget,
             rate_limits: RateLimits {
                 requests_per_minute: rl.requests_per_minute,
                 tokens_per_minute: rl.tokens_per_minute,
@@ -329,6 +332,32 @@ impl Checker<'_> {
             tags,
             retention_days: raw.retention.usage_days,
         })
+    }
+
+    /// An amount of money under `budget.<field>`: quoted decimal dollars or a whole number, never
+    /// a float.
+    fn money(&self, field: &str, raw: RawMoney) -> Result<MicroUsd, ManifestError> {
+        let example = format!("example: `{field}: \"2500.00\"`");
+        match raw {
+            RawMoney::Text(t) => MicroUsd::parse_dollars(&t)
+                .map_err(|e| self.err(vec![key("budget"), key(field)], e.0, example)),
+            RawMoney::Whole(n) => i64::try_from(n)
+                .ok()
+                .and_then(|n| n.checked_mul(1_000_000))
+                .map(MicroUsd)
+                .ok_or_else(|| {
+                    self.err(
+                        vec![key("budget"), key(field)],
+                        "amount is too large",
+                        "use at most 9,000,000,000,000 dollars",
+                    )
+                }),
+            RawMoney::Float(_) => Err(self.err(
+                vec![key("budget"), key(field)],
+                "money must not be written as a floating-point number",
+                format!("quote it as a decimal string, e.g. `{field}: \"2500.50\"`"),
+            )),
+        }
     }
 
     fn identity(&self, raw: raw::RawIdentity) -> Result<IdentityBinding, ManifestError> {

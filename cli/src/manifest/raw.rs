@@ -143,6 +143,12 @@ pub struct RawBudget {
     /// Enforced before every model call: a call whose worst case does not fit in what is left of the
     /// month (UTC) is refused with 402.
     pub monthly_usd: RawMoney,
+    /// Optional: each subject's (the token's `sub`: one user or service of the tenant) monthly
+    /// budget in US dollars, as a quoted decimal string, at most `monthly_usd`. Enforced before
+    /// every model call like the tenant's budget (402 naming the subject's budget); committed spend
+    /// plus open holds of one subject never pass it in a calendar month (UTC).
+    #[serde(default)]
+    pub per_subject_monthly_usd: Option<RawMoney>,
 }
 
 /// Money as written. Only text (or a whole number) is accepted; a float is refused.

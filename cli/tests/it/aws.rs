@@ -462,6 +462,12 @@ fn a_tenants_function_environment_fits_in_lambdas_4_kb() {
             .replace("${DatabaseEndpoint}", "db");
         let config: Value =
             serde_json::from_str(&config).unwrap_or_else(|e| panic!("{name}: {e}: {config}"));
+        // Its limits are the manifest's, a subject budget among them where it sets one.
+        assert_eq!(
+            config["tenant"]["limits"]["subject_monthly_budget"].as_i64(),
+            spec.subject_monthly_budget.map(|b| b.0),
+            "{name}"
+        );
         // Its ledger rows carry its cost-allocation tags, from the manifest.
         assert_eq!(
             config["tenant"]["tags"]["cost-center"].as_str(),

@@ -551,6 +551,10 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
                  DROP TABLE t_sa_co.usage_daily, t_sb_co.usage_daily, pool.usage_daily;
                  DROP TABLE t_sa_co.usage_daily_models, t_sb_co.usage_daily_models,
                             pool.usage_daily_models;
+                 DROP TABLE t_sa_co.usage_subject_monthly, t_sb_co.usage_subject_monthly,
+                            pool.usage_subject_monthly;
+                 DROP FUNCTION t_sa_co.tenant_subject_budget_state, t_sb_co.tenant_subject_budget_state,
+                               pool.tenant_subject_budget_state;
                  DROP FUNCTION t_sa_co.usage_daily_add, t_sb_co.usage_daily_add, pool.usage_daily_add CASCADE;
                  DROP TABLE t_sa_co.budget_holds, t_sb_co.budget_holds, pool.budget_holds,
                             t_sa_co.tenant_meters, t_sb_co.tenant_meters, pool.tenant_meters,
@@ -615,7 +619,9 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
             .unwrap();
         dedicated
             .batch_execute(&format!(
-                "{} DROP TABLE t_da_co.usage_daily, t_da_co.usage_daily_models;
+                "{} DROP TABLE t_da_co.usage_daily, t_da_co.usage_daily_models,
+                            t_da_co.usage_subject_monthly;
+                 DROP FUNCTION t_da_co.tenant_subject_budget_state;
                  DROP FUNCTION t_da_co.usage_daily_add CASCADE;
                  DROP TABLE t_da_co.budget_holds, t_da_co.tenant_meters, t_da_co.token_debits,
                             t_da_co.idempotency_keys;
@@ -723,6 +729,22 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
         assert_eq!(counted, ["2"], "the copy is not counted again in the daily totals");
         let pool_tenants = sql("SELECT string_agg(tenant_id, ',' ORDER BY tenant_id) FROM pool.usage_ledger").await;
         assert_eq!(pool_tenants, ["pa-co,pb-co"], "every pool tenant's rows were copied");
+        // Migration 0011: each subject's months count the rows from before, each pool tenant's own.
+        for (schema, want) in [
+            ("t_sa_co", "sa-co u 2 10"),
+            ("pool", "pa-co u 1 5,pb-co u 1 5"),
+        ] {
+            let got = sql(&format!(
+                "SELECT coalesce(string_agg(concat_ws(' ', tenant_id, subject, requests, cost_micro_usd), ',' \
+                 ORDER BY tenant_id, month), '') FROM (SELECT tenant_id, subject, sum(requests) AS requests, \
+                 sum(cost_micro_usd) AS cost_micro_usd, min(month) AS month \
+                 FROM {schema}.usage_subject_monthly GROUP BY 1, 2) s"
+            ))
+            .await;
+            assert_eq!(got, [want], "{schema}: the subjects' months from the ledger");
+        }
+        let months = sql("SELECT count(*)::text FROM t_sa_co.usage_subject_monthly").await;
+        assert_eq!(months, ["2"], "one row per subject and UTC month");
         // Next month's partition is missing (dropped here, empty).
         admin
             .batch_execute(

@@ -33,7 +33,33 @@ fn the_good_manifest_parses() {
         .unwrap();
     assert_eq!(spec.id.as_str(), "acme");
     assert_eq!(spec.monthly_budget.0, 2_500_000_000);
+    assert_eq!(spec.subject_monthly_budget, None);
     assert_eq!(spec.identity.tenant_claim, "tenant_id");
+    assert!(
+        spec.canonical_json()
+            .get("subject_monthly_budget")
+            .is_none(),
+        "absent from the canonical JSON when not set, so older specs keep their hash"
+    );
+    // A budget per subject, at most the tenant's.
+    let source = with(
+        "  monthly_usd: \"2500.00\"\n",
+        "  monthly_usd: \"2500.00\"\n  per_subject_monthly_usd: \"25.50\"\n",
+    );
+    let spec = TenantSpec::from_source(
+        Path::new("tenants/acme.yaml"),
+        &source,
+        &Platform::builtin(),
+    )
+    .unwrap();
+    assert_eq!(
+        spec.subject_monthly_budget,
+        Some(runtime::domain::MicroUsd(25_500_000))
+    );
+    assert_eq!(
+        spec.limits().subject_monthly_budget,
+        spec.subject_monthly_budget
+    );
 }
 
 #[test]
@@ -61,6 +87,27 @@ fn malformed_manifests_fail_with_located_errors_and_hints() {
         (
             "float_money",
             with("monthly_usd: \"2500.00\"", "monthly_usd: 2500.50"),
+        ),
+        (
+            "subject_budget_over_the_tenants",
+            with(
+                "  monthly_usd: \"2500.00\"\n",
+                "  monthly_usd: \"2500.00\"\n  per_subject_monthly_usd: \"2500.01\"\n",
+            ),
+        ),
+        (
+            "subject_budget_of_zero",
+            with(
+                "  monthly_usd: \"2500.00\"\n",
+                "  monthly_usd: \"2500.00\"\n  per_subject_monthly_usd: \"0\"\n",
+            ),
+        ),
+        (
+            "subject_budget_as_float",
+            with(
+                "  monthly_usd: \"2500.00\"\n",
+                "  monthly_usd: \"2500.00\"\n  per_subject_monthly_usd: 25.5\n",
+            ),
         ),
         (
             "money_with_too_many_decimals",

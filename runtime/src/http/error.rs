@@ -273,6 +273,17 @@ fn refused(refusal: &crate::service::Refusal) -> ApiError {
             "this call could cost up to {worst_case}, more than is left of the tenant's monthly budget ({} committed and {} held by calls in flight, of {}); lower max_tokens, or raise `budget.monthly_usd` in the tenant's manifest",
             status.spent, status.held, status.budget
         )),
+        Refusal::SubjectBudget {
+            subject,
+            status,
+            worst_case,
+        } => ApiError::BudgetExceeded(format!(
+            "this call could cost up to {worst_case}, more than is left of the monthly budget of subject `{}` ({} committed and {} held by its calls in flight, of {}); lower max_tokens, or raise `budget.per_subject_monthly_usd` in the tenant's manifest",
+            crate::domain::printable(subject),
+            status.spent,
+            status.held,
+            status.budget
+        )),
     }
 }
 

@@ -94,25 +94,44 @@ pub async fn get_model(
 }
 
 /// The tenant's budget after this call's hold, on every model-call response: what is left (integer
-/// micro-USD) and, from 80% committed or held, a warning.
-fn with_budget(mut response: Response, budget: &service::BudgetStatus) -> Response {
-    let left = budget
-        .budget
-        .0
-        .saturating_sub(budget.spent.0)
-        .saturating_sub(budget.held.0);
+/// micro-USD) and, from 80% committed or held, a warning; the same for the caller's subject when
+/// the tenant budgets per subject.
+fn with_budget(mut response: Response, budgets: &service::Budgets) -> Response {
     let headers = response.headers_mut();
+    let left = |b: &service::BudgetStatus| {
+        http::HeaderValue::from(
+            b.budget
+                .0
+                .saturating_sub(b.spent.0)
+                .saturating_sub(b.held.0)
+                .max(0),
+        )
+    };
     headers.insert(
         "x-tenantctl-budget-remaining-micro-usd",
-        http::HeaderValue::from(left.max(0)),
+        left(&budgets.tenant),
     );
-    if budget.warning() {
+    if budgets.tenant.warning() {
         headers.insert(
             "x-tenantctl-budget-warning",
             http::HeaderValue::from_static(
                 "80% or more of this month's budget is committed or held",
             ),
         );
+    }
+    if let Some(subject) = &budgets.subject {
+        headers.insert(
+            "x-tenantctl-subject-budget-remaining-micro-usd",
+            left(subject),
+        );
+        if subject.warning() {
+            headers.insert(
+                "x-tenantctl-subject-budget-warning",
+                http::HeaderValue::from_static(
+                    "80% or more of this subject's monthly budget is committed or held",
+                ),
+            );
+        }
     }
     response
 }
@@ -459,20 +478,30 @@ fn anthropic_frames(
     futures_util::stream::once(async move { first }).chain(rest)
 }
 
-/// This calendar month's budget (UTC), in integer micro-USD, as `/v1/usage` and its report show it.
-fn budget_json(budget: &service::BudgetStatus) -> serde_json::Value {
-    let left = budget
-        .budget
-        .0
-        .saturating_sub(budget.spent.0)
-        .saturating_sub(budget.held.0);
-    json!({
-        "monthly_budget_micro_usd": budget.budget.0,
-        "spent_this_month_micro_usd": budget.spent.0,
-        "held_micro_usd": budget.held.0,
-        "remaining_micro_usd": left.max(0),
-        "warning": budget.warning(),
-    })
+/// This calendar month's budget (UTC), in integer micro-USD, as `/v1/usage` and its report show it;
+/// with `subject` (the caller's own) when the tenant budgets per subject.
+fn budget_json(budgets: &service::Budgets, subject: &str) -> serde_json::Value {
+    let one = |b: &service::BudgetStatus| {
+        let left = b
+            .budget
+            .0
+            .saturating_sub(b.spent.0)
+            .saturating_sub(b.held.0);
+        json!({
+            "monthly_budget_micro_usd": b.budget.0,
+            "spent_this_month_micro_usd": b.spent.0,
+            "held_micro_usd": b.held.0,
+            "remaining_micro_usd": left.max(0),
+            "warning": b.warning(),
+        })
+    };
+    let mut out = one(&budgets.tenant);
+    if let (Some(b), Some(map)) = (&budgets.subject, out.as_object_mut()) {
+        let mut s = one(b);
+        s["subject"] = json!(subject);
+        map.insert("subject".into(), s);
+    }
+    out
 }
 
 #[derive(Debug, Deserialize)]
@@ -498,7 +527,7 @@ pub async fn usage(
         "tenant": tenant.id().as_str(),
         "totals": totals,
         // This calendar month (UTC), in integer micro-USD, and the limits the tenant runs under.
-        "budget": budget_json(&budget),
+        "budget": budget_json(&budget, &tenant.principal().subject),
         "rate_limits": {
             "requests_per_minute": limits.requests_per_minute,
             "tokens_per_minute": limits.tokens_per_minute,
@@ -576,7 +605,7 @@ pub async fn usage_report(
         "currency": "USD",
         "unit": "micro_usd",
         "totals": report.totals,
-        "budget": budget_json(&budget),
+        "budget": budget_json(&budget, &tenant.principal().subject),
         "data": report.rows,
     }))
     .into_response())

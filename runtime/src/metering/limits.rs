@@ -25,6 +25,12 @@
 //! so the tenant's limits stay exact across processes (a process can only admit what the database
 //! gave it), and holds never outlive the calls they cover for more than about a second.
 //!
+//! **Subjects.** A tenant whose manifest sets `budget.per_subject_monthly_usd` has each subject's
+//! (the token's `sub`) month budgeted too: every hold names its subject, the admission refuses a
+//! call whose worst case does not fit in what is left of either budget (tenant migration 0011), and
+//! leases are taken per subject (a slice is sized by the smaller of the two budgets' rest), so one
+//! subject's slice never admits another's calls.
+//!
 //! If the database cannot be reached the call is refused: never served unmetered.
 
 use std::collections::HashMap;
@@ -42,6 +48,9 @@ use crate::tenancy::{Admission, DataPlane, Lane, TenantTx};
 
 /// This month's committed spend and open holds (`tenant_budget_state`, as admissions read them).
 const STATUS: &str = "SELECT spent, held FROM tenant_budget_state($1, now())";
+
+/// The same for one subject (`tenant_subject_budget_state`, tenant migration 0011).
+const SUBJECT_STATUS: &str = "SELECT spent, held FROM tenant_subject_budget_state($1, $2, now())";
 
 /// How long an unsettled hold keeps its budget: longer than any plain call the upstream timeouts
 /// allow. A stream running longer loses its hold (its ledger row still charges all it produced).
@@ -73,6 +82,14 @@ impl BudgetStatus {
     }
 }
 
+/// The tenant's budget and, when it budgets per subject, the caller's subject's, as one call or
+/// report found them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budgets {
+    pub tenant: BudgetStatus,
+    pub subject: Option<BudgetStatus>,
+}
+
 /// Why an admission was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -85,10 +102,18 @@ pub enum Refusal {
         status: BudgetStatus,
         worst_case: MicroUsd,
     },
+    /// The call's worst case does not fit in what is left of its subject's monthly budget.
+    SubjectBudget {
+        subject: String,
+        status: BudgetStatus,
+        worst_case: MicroUsd,
+    },
 }
 
-const ADMIT: &str = "SELECT verdict, retry_after_ms, spent, held, amount, requests, tokens \
-                       FROM tenant_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+const ADMIT: &str = "SELECT verdict, retry_after_ms, spent, held, amount, requests, tokens, \
+                            subject_spent, subject_held \
+                       FROM tenant_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+                                         $15, $16, $17)";
 const RELEASE: &str = "SELECT tenant_release($1, $2, $3)";
 
 fn clamp(n: u64) -> i64 {
@@ -115,6 +140,14 @@ struct Grant {
     amount: i64,
     requests: i32,
     tokens: i64,
+    subject_spent: i64,
+    subject_held: i64,
+}
+
+/// The subject a call of `tenant` is budgeted as, and its budget (`None` without one).
+fn subject_of(tenant: &Tenant) -> Option<(&str, MicroUsd)> {
+    let budget = tenant.record().limits.subject_monthly_budget?;
+    Some((tenant.principal().subject.as_str(), budget))
 }
 
 async fn ask(
@@ -126,6 +159,9 @@ async fn ask(
 ) -> Result<Result<Grant, Refusal>, DataError> {
     let rpm = i32::try_from(limits.requests_per_minute.max(1)).unwrap_or(i32::MAX);
     let tpm = clamp(limits.tokens_per_minute.max(1));
+    let subject = subject_of(tenant);
+    let subject_name = subject.map(|(s, _)| s);
+    let subject_budget = subject.map(|(_, b)| b.0);
     let rows = TenantTx::call_once(
         data,
         tenant,
@@ -146,6 +182,8 @@ async fn ask(
             &a.tokens_min.max(0),
             &a.tokens_want.max(a.tokens_min).max(0),
             &a.tokens_back.max(0),
+            &subject_name,
+            &subject_budget,
         ],
     )
     .await?;
@@ -160,6 +198,8 @@ async fn ask(
         amount: row.get(4),
         requests: row.get(5),
         tokens: row.get(6),
+        subject_spent: row.get(7),
+        subject_held: row.get(8),
     };
     Ok(match verdict {
         "ok" => Ok(grant),
@@ -173,14 +213,27 @@ async fn ask(
             },
             worst_case: MicroUsd(a.amount_min),
         }),
+        "subject_budget" => Err(Refusal::SubjectBudget {
+            subject: subject_name.unwrap_or_default().to_owned(),
+            status: BudgetStatus {
+                budget: subject.map(|(_, b)| b).unwrap_or_default(),
+                spent: MicroUsd(grant.subject_spent),
+                held: MicroUsd(grant.subject_held),
+            },
+            worst_case: MicroUsd(a.amount_min),
+        }),
         other => {
             return Err(DataError::Pool(format!("tenant_admit answered `{other}`")));
         }
     })
 }
 
-/// A tenant's lease in this process: its location, the lease's hold id, and its state.
-type LeaseKey = (TenantId, String, String, String);
+/// A tenant's lease in this process: its location (and its subject, when the tenant budgets per
+/// subject), the lease's hold id, and its state.
+type LeaseKey = (TenantId, String, String, String, Option<String>);
+
+/// Leases kept before idle ones are dropped (a tenant budgeting per subject has one per busy subject).
+const LEASES_KEPT: usize = 1024;
 
 #[derive(Debug)]
 pub struct Lease {
@@ -209,6 +262,9 @@ struct LeaseState {
     /// The month's spend and the other holds as the last grant saw them.
     spent_seen: i64,
     others_held: i64,
+    /// The same for the lease's subject (when the tenant budgets per subject).
+    subject_spent_seen: i64,
+    subject_others_held: i64,
     /// A task gives the lease back once it goes quiet.
     returning: bool,
 }
@@ -239,14 +295,26 @@ impl LeaseState {
             || self.valid_until.is_some()
     }
 
+    /// Whether nothing of the lease is in use: no slice, no hold, no call, no give-back running,
+    /// and no call counted for two seconds.
+    fn idle(&self, now: Instant) -> bool {
+        self.valid_until.is_none()
+            && self.held == 0
+            && self.reserved == 0
+            && !self.returning
+            && self
+                .window
+                .is_none_or(|w| now.duration_since(w) >= Duration::from_secs(2))
+    }
+
     /// Admits a call from the slice, if it is still good and covers the call.
     fn take(
         &mut self,
         now: Instant,
         worst: i64,
         tokens: i64,
-        budget: MicroUsd,
-    ) -> Option<BudgetStatus> {
+        limits: TenantLimits,
+    ) -> Option<Statuses> {
         let good = self.valid_until.is_some_and(|t| now < t);
         if !good || self.requests == 0 || self.tokens < tokens.max(1) {
             return None;
@@ -257,17 +325,26 @@ impl LeaseState {
         self.requests -= 1;
         self.tokens -= tokens;
         self.reserved += worst;
-        Some(self.status(budget))
+        Some(self.statuses(limits))
     }
 
-    fn status(&self, budget: MicroUsd) -> BudgetStatus {
-        BudgetStatus {
-            budget,
+    fn statuses(&self, limits: TenantLimits) -> Statuses {
+        let status = BudgetStatus {
+            budget: limits.monthly_budget,
             spent: MicroUsd(self.spent_seen + self.settled),
             held: MicroUsd(self.others_held + self.reserved),
-        }
+        };
+        let subject = limits.subject_monthly_budget.map(|budget| BudgetStatus {
+            budget,
+            spent: MicroUsd(self.subject_spent_seen + self.settled),
+            held: MicroUsd(self.subject_others_held + self.reserved),
+        });
+        (status, subject)
     }
 }
+
+/// The tenant's budget and, when it budgets per subject, the subject's.
+type Statuses = (BudgetStatus, Option<BudgetStatus>);
 
 /// A call's claim on the budget: its own hold in the database, or a part of its process's lease.
 /// Settle it with the call's cost once its ledger row is committed, or release it when the call
@@ -329,10 +406,12 @@ impl Drop for Hold {
     }
 }
 
-/// An admitted call: the budget as its admission saw it, and its hold.
+/// An admitted call: the budget as its admission saw it (and its subject's, when the tenant
+/// budgets per subject), and its hold.
 #[derive(Debug)]
 pub struct Admitted {
     pub status: BudgetStatus,
+    pub subject: Option<BudgetStatus>,
     pub hold: Hold,
 }
 
@@ -395,11 +474,12 @@ impl Gate {
                 let mut s = LeaseState::lock(&lease.state);
                 let now = Instant::now();
                 let busy = s.count(now);
-                if let Some(status) = s.take(now, worst, tokens, limits.monthly_budget) {
+                if let Some((status, subject)) = s.take(now, worst, tokens, limits) {
                     drop(s);
                     self.local.fetch_add(1, Ordering::Relaxed);
                     return Ok(Ok(Admitted {
                         status,
+                        subject,
                         hold: Hold {
                             claim: Some(Claim::Leased { lease, worst }),
                         },
@@ -437,6 +517,11 @@ impl Gate {
                 spent: MicroUsd(g.spent),
                 held: MicroUsd(g.held),
             },
+            subject: limits.subject_monthly_budget.map(|budget| BudgetStatus {
+                budget,
+                spent: MicroUsd(g.subject_spent),
+                held: MicroUsd(g.subject_held),
+            }),
             hold: Hold {
                 claim: Some(Claim::Own(call)),
             },
@@ -450,8 +535,14 @@ impl Gate {
             record.db_role.clone(),
             record.db_name.clone(),
             record.schema(),
+            subject_of(tenant).map(|(s, _)| s.to_owned()),
         );
         let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        if leases.len() >= LEASES_KEPT && !leases.contains_key(&key) {
+            // Bounded: many subjects each busy once leave no lease behind once they are idle.
+            let now = Instant::now();
+            leases.retain(|_, l| Arc::strong_count(l) > 1 || !LeaseState::lock(&l.state).idle(now));
+        }
         leases
             .entry(key)
             .or_insert_with(|| {
@@ -476,9 +567,10 @@ impl Gate {
         tokens: i64,
     ) -> Result<Result<Admitted, Refusal>, DataError> {
         let renewing = lease.renewing.lock().await;
-        let admitted = |lease: Arc<Lease>, status| {
+        let admitted = |lease: Arc<Lease>, (status, subject): Statuses| {
             Ok(Ok(Admitted {
                 status,
+                subject,
                 hold: Hold {
                     claim: Some(Claim::Leased { lease, worst }),
                 },
@@ -487,7 +579,7 @@ impl Gate {
         let (a, settled_before, spawn) = {
             let mut s = LeaseState::lock(&lease.state);
             // Another call renewed while this one waited.
-            if let Some(status) = s.take(Instant::now(), worst, tokens, limits.monthly_budget) {
+            if let Some(status) = s.take(Instant::now(), worst, tokens, limits) {
                 self.local.fetch_add(1, Ordering::Relaxed);
                 drop(s);
                 drop(renewing);
@@ -540,11 +632,13 @@ impl Gate {
             s.settled -= settled_before;
             s.spent_seen = g.spent;
             s.others_held = g.held - g.amount;
+            s.subject_spent_seen = g.subject_spent;
+            s.subject_others_held = g.subject_held - g.amount;
             s.requests = u32::try_from(g.requests.max(1) - 1).unwrap_or(0);
             s.tokens = g.tokens - tokens;
             s.reserved += worst;
             s.valid_until = Some(Instant::now() + Duration::from_millis(LEASE_MILLIS));
-            s.status(limits.monthly_budget)
+            s.statuses(limits)
         };
         drop(renewing);
         admitted(lease, status)
@@ -636,4 +730,31 @@ pub async fn status(tx: &TenantTx, budget: MicroUsd) -> Result<BudgetStatus, Dat
         spent: MicroUsd(row.get(0)),
         held: MicroUsd(row.get(1)),
     })
+}
+
+/// The tenant's budget and the caller's subject's now, read in `tx` (what `/v1/usage` shows).
+pub async fn budgets(tx: &TenantTx, tenant: &Tenant) -> Result<Budgets, DataError> {
+    Ok(Budgets {
+        tenant: status(tx, tenant.record().limits.monthly_budget).await?,
+        subject: subject_status(tx, tenant).await?,
+    })
+}
+
+/// The caller's own subject budget now, read in `tx`, when its tenant budgets per subject (what
+/// `/v1/usage` shows next to the tenant's).
+async fn subject_status(tx: &TenantTx, tenant: &Tenant) -> Result<Option<BudgetStatus>, DataError> {
+    let Some((subject, budget)) = subject_of(tenant) else {
+        return Ok(None);
+    };
+    let rows = tx
+        .query(SUBJECT_STATUS, &[&tx.tenant().as_str(), &subject])
+        .await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| DataError::Pool("the subject's budget status returned no row".into()))?;
+    Ok(Some(BudgetStatus {
+        budget,
+        spent: MicroUsd(row.get(0)),
+        held: MicroUsd(row.get(1)),
+    }))
 }

@@ -64,6 +64,10 @@ pub struct TenantRecord {
 pub struct TenantLimits {
     /// Committed spend plus open holds may not exceed this in a calendar month (UTC).
     pub monthly_budget: crate::domain::MicroUsd,
+    /// Each subject's (the token's `sub`) committed spend plus open holds may not exceed this in a
+    /// calendar month either (`budget.per_subject_monthly_usd`); `None`: no budget per subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_monthly_budget: Option<crate::domain::MicroUsd>,
     pub requests_per_minute: u32,
     pub tokens_per_minute: u64,
 }
@@ -241,7 +245,8 @@ impl ControlPlane {
                         model_policy, db_role, coalesce(db_name, current_database()), status, \
                         monthly_budget_micro_usd, \
                         (spec #>> '{rate_limits,requests_per_minute}')::bigint, \
-                        (spec #>> '{rate_limits,tokens_per_minute}')::bigint, tags \
+                        (spec #>> '{rate_limits,tokens_per_minute}')::bigint, tags, \
+                        (spec #>> '{subject_monthly_budget}')::bigint \
                    FROM control.tenants WHERE status IN ('active', 'read_only') ORDER BY tenant_id",
                 &[],
             )
@@ -279,6 +284,9 @@ impl ControlPlane {
                             .get::<_, Option<i64>>(12)
                             .and_then(|n| u64::try_from(n).ok())
                             .ok_or("rate_limits.tokens_per_minute missing from the spec")?,
+                        subject_monthly_budget: row
+                            .get::<_, Option<i64>>(14)
+                            .map(crate::domain::MicroUsd),
                     },
                     prices,
                     tags: serde_json::from_value(row.get::<_, serde_json::Value>(13))

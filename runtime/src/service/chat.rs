@@ -25,7 +25,7 @@ use crate::models::chat::{
 };
 use crate::models::providers::ProviderError;
 use crate::models::{ChatRequest, ModelRouter, Route, RouteError};
-use crate::service::BudgetStatus;
+use crate::service::Budgets;
 use crate::service::ServiceError;
 use crate::tenancy::{Admission, DataPlane};
 
@@ -43,8 +43,9 @@ pub struct Metered {
     pub completion: Completion,
     pub model: String,
     pub ledger_id: Uuid,
-    /// The tenant's budget as the call's admission found it (its own hold included).
-    pub budget: BudgetStatus,
+    /// The tenant's budget (and the subject's) as the call's admission found it (its own hold
+    /// included).
+    pub budget: Budgets,
 }
 
 /// Output tokens a call may produce when neither the request nor the tenant's policy caps them: the
@@ -69,7 +70,7 @@ pub enum StreamItem {
 /// A stream accepted by a provider: the model serving it and its items.
 pub struct MeteredStream {
     pub model: String,
-    pub budget: BudgetStatus,
+    pub budget: Budgets,
     /// The id the stream's ledger row will have (responses are named after it).
     pub ledger_id: Uuid,
     pub items: std::pin::Pin<Box<dyn futures_util::Stream<Item = StreamItem> + Send>>,
@@ -95,7 +96,7 @@ struct Prepared {
     ledger_id: Uuid,
     /// The call's claim on the budget, settled by its ledger row or released if it failed.
     hold: limits::Hold,
-    budget: BudgetStatus,
+    budget: Budgets,
     /// The call, with the idempotency key it claimed (given back if it fails).
     call: Call,
 }
@@ -152,7 +153,10 @@ async fn prepare(
         max_tokens,
         ledger_id,
         hold: admitted.hold,
-        budget: admitted.status,
+        budget: Budgets {
+            tenant: admitted.status,
+            subject: admitted.subject,
+        },
         call: call.clone(),
     })
 }

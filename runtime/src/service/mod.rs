@@ -6,7 +6,7 @@ pub mod chat;
 pub mod usage;
 
 pub use crate::metering::idempotency::IdempotencyKey;
-pub use crate::metering::limits::{BudgetStatus, Refusal};
+pub use crate::metering::limits::{BudgetStatus, Budgets, Refusal};
 
 /// Why a business action failed; the HTTP layer maps each variant to a status once.
 #[derive(Debug, thiserror::Error)]

@@ -5,19 +5,20 @@ use crate::auth::Tenant;
 use crate::metering::ledger::{self, Entry};
 pub use crate::metering::ledger::{GroupBy, ReportRow, Totals};
 use crate::metering::limits;
-use crate::service::BudgetStatus;
+use crate::service::Budgets;
 use crate::service::ServiceError;
 use crate::tenancy::{DataPlane, TenantTx};
 
-/// The `limit` most recent ledger rows of `tenant` (1..=1000), its totals, and its budget this month.
+/// The `limit` most recent ledger rows of `tenant` (1..=1000), its totals, and its budget this month
+/// (and its caller's subject's, when it budgets per subject).
 pub async fn recent(
     data: &DataPlane,
     tenant: &Tenant,
     limit: i64,
-) -> Result<(Vec<Entry>, Totals, BudgetStatus), ServiceError> {
+) -> Result<(Vec<Entry>, Totals, Budgets), ServiceError> {
     let tx = TenantTx::begin(data, tenant).await?;
     let (entries, totals) = ledger::recent(&tx, limit.clamp(1, 1000)).await?;
-    let budget = limits::status(&tx, tenant.record().limits.monthly_budget).await?;
+    let budget = limits::budgets(&tx, tenant).await?;
     tx.commit().await?;
     Ok((entries, totals, budget))
 }
@@ -144,10 +145,10 @@ pub async fn report(
     tenant: &Tenant,
     range: DayRange,
     by: GroupBy,
-) -> Result<(Report, BudgetStatus), ServiceError> {
+) -> Result<(Report, Budgets), ServiceError> {
     let tx = TenantTx::begin(data, tenant).await?;
     let rows = ledger::report(&tx, &range.from, &range.to, by).await?;
-    let budget = limits::status(&tx, tenant.record().limits.monthly_budget).await?;
+    let budget = limits::budgets(&tx, tenant).await?;
     tx.commit().await?;
     let mut totals = Totals::default();
     for r in &rows {

@@ -1407,6 +1407,182 @@ async fn a_busy_tenants_leases_never_commit_more_than_its_budget() {
     g.s.running.stop().await.unwrap();
 }
 
+/// A token of acme for another subject (`sub`) than the tests' usual `user-of-acme`.
+fn subject_token(g: &Gateway, subject: &str) -> String {
+    let mut claims = g.s.claims("acme");
+    claims["sub"] = json!(subject);
+    g.s.signer.sign(&claims)
+}
+
+/// Acme's committed spend this month per subject, from its subjects' months, read as the admin.
+async fn subject_spent(g: &Gateway, subject: &str) -> i64 {
+    let admin = g.s.target.admin().await.unwrap();
+    admin
+        .query_one(
+            "SELECT coalesce(sum(cost_micro_usd), 0)::bigint FROM t_acme.usage_subject_monthly \
+              WHERE subject = $1 AND month = date_trunc('month', now() AT TIME ZONE 'UTC')::date",
+            &[&subject],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_subjects_budget_refuses_its_calls_and_leaves_the_tenants_other_subjects_served() {
+    // Issue 11 item 4, per subject: with `budget.per_subject_monthly_usd` each subject's worst case
+    // is held against its own month as well as the tenant's. A call that does not fit in what is
+    // left of its subject's budget is 402 naming the subject's budget, with no upstream call and no
+    // row, while another subject of the same tenant is served; each sees its own budget.
+    let per_subject = 2_000; // micro-USD
+    let g = gateway_with(Config::default(), move |spec| {
+        if spec.id.as_str() == "acme" {
+            spec.monthly_budget = runtime::domain::MicroUsd(1_000_000);
+            spec.subject_monthly_budget = Some(runtime::domain::MicroUsd(per_subject));
+        }
+    })
+    .await;
+    let (alice, bob) = (subject_token(&g, "alice"), subject_token(&g, "bob"));
+    let ask = |max: u32| json!({"model": "gpt-4o-mini", "max_tokens": max, "messages": [{"role": "user", "content": "hi"}]});
+    // 3,000 output tokens: a worst case of 1,800 micro-USD, inside alice's 2,000; settled at the
+    // reply's real cost.
+    let r =
+        g.s.http
+            .post(format!("{}/v1/chat/completions", g.s.base))
+            .bearer_auth(&alice)
+            .json(&ask(3000))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200);
+    let left: i64 = r.headers()["x-tenantctl-subject-budget-remaining-micro-usd"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // 1,800 for the output and a few for the input's upper bound.
+    assert!(
+        (150..200).contains(&left),
+        "{left}: what is left after this call's own hold"
+    );
+    assert!(
+        r.headers()
+            .get("x-tenantctl-subject-budget-warning")
+            .is_some()
+    );
+    let spent = subject_spent(&g, "alice").await;
+    assert!(
+        (1..20).contains(&spent),
+        "settled at its real cost: {spent}"
+    );
+
+    // 4,000 output tokens: 2,400 micro-USD, more than alice has left, far less than acme has.
+    g.mock.clear();
+    let rows = g.ledger("acme").await.len();
+    let (status, _, body) = chat_at(&g.s.http, &g.s.base, &alice, ask(4000)).await;
+    assert_eq!(status, 402, "{body}");
+    assert_eq!(body["error"]["code"], "budget_exceeded");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("subject `alice`")
+            && message.contains("budget.per_subject_monthly_usd")
+            && message.contains("$0.002000"),
+        "{message}"
+    );
+    assert!(g.mock.received().is_empty(), "no upstream call");
+    assert_eq!(g.ledger("acme").await.len(), rows, "no ledger row");
+    // Bob has his own month: the same call fits his.
+    let (status, _, _) = chat_at(&g.s.http, &g.s.base, &bob, ask(3000)).await;
+    assert_eq!(status, 200);
+    // And a call alice can cover is still hers.
+    let (status, _, _) = chat_at(&g.s.http, &g.s.base, &alice, ask(3000)).await;
+    assert_eq!(status, 200);
+
+    // Each sees the tenant's budget and its own on `/v1/usage`.
+    let usage = |token: String| {
+        let (http, base) = (g.s.http.clone(), g.s.base.clone());
+        async move {
+            http.get(format!("{base}/v1/usage"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let a = usage(alice.clone()).await;
+    let b = &a["budget"]["subject"];
+    assert_eq!(b["subject"], "alice", "{a}");
+    assert_eq!(b["monthly_budget_micro_usd"], per_subject);
+    assert_eq!(b["held_micro_usd"], 0);
+    assert_eq!(
+        b["spent_this_month_micro_usd"],
+        subject_spent(&g, "alice").await
+    );
+    let bob_usage = usage(bob).await;
+    assert_eq!(bob_usage["budget"]["subject"]["subject"], "bob");
+    assert_eq!(
+        bob_usage["budget"]["subject"]["spent_this_month_micro_usd"],
+        subject_spent(&g, "bob").await
+    );
+    assert_eq!(
+        a["budget"]["spent_this_month_micro_usd"],
+        subject_spent(&g, "alice").await + subject_spent(&g, "bob").await,
+        "the tenant's month is its subjects' months"
+    );
+    // A tenant without a subject budget shows none.
+    let globex = g.get_json("globex", "/v1/usage").await;
+    assert!(globex["budget"].get("subject").is_none(), "{globex}");
+    g.s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_busy_subjects_leases_never_commit_more_than_its_budget_and_another_subject_is_served() {
+    // Issue 11 item 4 per subject, with leases (case 56's guarantee for one subject): 2,000 calls
+    // of one subject over two processes against a subject budget of about 1,200 of them and a far
+    // larger tenant budget. The subject's committed spend never passes its budget, most of it is
+    // used, the calls are admitted from per-subject leases, and another subject of the tenant is
+    // served after; the leases are given back.
+    let per_subject = 12_000; // micro-USD
+    let g = gateway_with(
+        Config {
+            words: 16,
+            record: false,
+            ..Config::default()
+        },
+        move |spec| {
+            spec.monthly_budget = runtime::domain::MicroUsd(10_000_000);
+            spec.subject_monthly_budget = Some(runtime::domain::MicroUsd(per_subject));
+            spec.rate_limits.requests_per_minute = 600_000;
+        },
+    )
+    .await;
+    let (second, bases) = second_runtime(&g).await;
+    let ask = json!({"model": "gpt-4o-mini", "max_tokens": 16, "messages": [{"role": "user", "content": "go"}]});
+    // `burst` calls as `user-of-acme`.
+    let (ok, refused) = burst(&g, &bases, 2000, ask.clone()).await;
+    assert!(refused > 0, "the subject's budget ran out");
+    holds_given_back(&g, "acme").await;
+    let spent = subject_spent(&g, "user-of-acme").await;
+    assert!(spent <= per_subject, "committed {spent} of {per_subject}");
+    assert!(
+        spent * 4 >= per_subject * 3,
+        "only {spent} of {per_subject} used"
+    );
+    assert_eq!(g.ledger("acme").await.len() as u64, ok);
+    let (leased, _) = gate_counts(&g, &second);
+    assert!(leased * 2 > ok, "{leased} of {ok} admitted from leases");
+    let other = subject_token(&g, "another-user");
+    for base in &bases {
+        let (status, _, body) = chat_at(&g.s.http, base, &other, ask.clone()).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    second.stop().await.unwrap();
+    g.s.running.stop().await.unwrap();
+}
+
 /// Sends `n` copies of `ask` as acme, from 32 clients over `bases`, as fast as they are answered:
 /// (admitted, refused with 402 or 429).
 async fn burst(g: &Gateway, bases: &[String], n: usize, ask: Value) -> (u64, u64) {

@@ -1609,6 +1609,65 @@ async fn usage_totals_come_from_daily_rows_the_ledger_keeps_not_from_a_ledger_sc
 }
 
 #[tokio::test]
+async fn pool_tenants_subject_months_are_their_own_and_read_only() {
+    // Issue 11 item 4 per subject, in the pool (tenant migration 0011): each subject's month is kept
+    // by the ledger's trigger under the pool's fence; a tenant's role reads its own subjects' rows
+    // only and can change none; the budget it enforces is its own subjects' spend.
+    let s = serve_with(Platform::builtin(), |spec| {
+        spec.tier = Tier::Pool;
+        spec.subject_monthly_budget = Some(runtime::domain::MicroUsd(1_000_000));
+    })
+    .await;
+    for _ in 0..2 {
+        assert_eq!(chat(&s, "acme", "mock-small").await, 200);
+    }
+    assert_eq!(chat(&s, "globex", "mock-small").await, 200);
+    let c = tenant_client(&s, "acme").await;
+    let rows = as_tenant(
+        &c,
+        "acme",
+        "SELECT tenant_id, subject, requests FROM usage_subject_monthly",
+    )
+    .await
+    .unwrap();
+    let seen: Vec<(String, String, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        seen,
+        [("acme".to_owned(), "user-of-acme".to_owned(), 2)],
+        "its own subject's month only"
+    );
+    for sql in [
+        "UPDATE usage_subject_monthly SET cost_micro_usd = 0",
+        "INSERT INTO usage_subject_monthly VALUES ('acme', 'x', date_trunc('month', now())::date, 1, 1)",
+        "DELETE FROM usage_subject_monthly",
+    ] {
+        let err = as_tenant(&c, "acme", sql).await.expect_err(sql);
+        assert_eq!(code(&err), "42501", "{sql}: {err}");
+    }
+    let admin = s.target.admin().await.unwrap();
+    let globex_cost: i64 = admin
+        .query_one(
+            "SELECT cost_micro_usd FROM pool.usage_subject_monthly WHERE tenant_id = 'globex'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let acme = usage(&s, "acme").await;
+    let subject = &acme["budget"]["subject"];
+    assert_eq!(subject["subject"], "user-of-acme", "{acme}");
+    assert_eq!(
+        subject["spent_this_month_micro_usd"], acme["budget"]["spent_this_month_micro_usd"],
+        "acme's one subject spent all of acme's month, none of globex's ({globex_cost})"
+    );
+    assert!(globex_cost > 0);
+    s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn the_ledger_is_kept_by_month_and_a_row_written_again_is_refused_by_its_key() {
     // Issue 11 item 2 (tenant migration 0010): the ledger is partitioned by month; a call's row lands
     // in its month's partition; the same row appended again (a batch retried after its COMMIT was
