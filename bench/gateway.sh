@@ -192,6 +192,7 @@ tick_us = 1_000_000 // 100
 print()
 print("| c=32 target | CPU µs a request: load generator + rest | mock | floor | tenantctl | postgres | litellm | machine busy |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
+others = 0
 for line in (out / "cpu.jsonl").read_text().splitlines():
     c = json.loads(line)
     a = dict(kv.split("=") for kv in c["cpu_before"].split())
@@ -203,6 +204,16 @@ for line in (out / "cpu.jsonl").read_text().splitlines():
     rest = per("machine") - sum(per(k) for k in ("mock", "floor", "tenantctl", "postgres", "litellm"))
     busy = d["machine"] * 100 // max(1, d["machine"] + d["idle"])
     print(f"| {c['name']} | {rest} | {per('mock')} | {per('floor')} | {per('tenantctl')} | {per('postgres')} | {per('litellm')} | {busy}% |")
+    if c["name"] == "tenantctl":
+        others = rest + per("mock") + per("postgres")
+# The machine's ceiling for the tenantctl path at c=32: all its cores divided by the CPU the rest of
+# the path (load generator, mock, Postgres with the ledger) spent per request, as if the runtime
+# itself cost nothing. A throughput target above it cannot be met on this machine.
+import os
+cores = os.cpu_count() or 1
+if others > 0:
+    ceiling = cores * 1_000_000 // others
+    print(f"- ceiling at c=32 with a runtime that cost no CPU: {cores} cores / {others} µs a request (load generator, mock, Postgres) = {ceiling} req/s = {ceiling / lit:.1f}x LiteLLM, {ceiling / (g('floor','plain',32,'rps') or 1):.2f}x the floor")
 rss = [int(x) for x in (out / "rss.txt").read_text().split()]
 soak = json.loads((out / "soak.json").read_text())
 if rss:

@@ -9,8 +9,9 @@
 # through the mock provider on PORT (OpenAI wire format), with a generated provider key.
 #
 # bench_deployment STATE BIN MODELS: starts the local cluster in STATE and applies tenant `bench`
-# (schema tier) whose `models:` block is MODELS (YAML, indented two spaces), with its budget and
-# rate limits set high so a benchmark measures the path, not the limit. Sets TC, the tenantctl
+# (schema tier) whose `models:` block is MODELS (YAML, indented two spaces), with its budgets (the
+# tenant's and each subject's, both enforced) and rate limits set high so a benchmark measures the
+# path, not the limit. Sets TC, the tenantctl
 # command line for STATE.
 bench_deployment() {
   local state=$1 bin=$2 models=$3
@@ -26,6 +27,7 @@ models:
 $models
 budget:
   monthly_usd: "1000000"
+  per_subject_monthly_usd: "1000000"
 # The limits are enforced; set high so the benchmark measures the path, not the limit.
 rate_limits:
   requests_per_minute: 1000000
