@@ -219,7 +219,7 @@ pub enum Command {
         /// Space-separated scopes.
         #[arg(
             long,
-            default_value = "models:read chat:write embeddings:write usage:read"
+            default_value = "me:read models:read chat:write embeddings:write usage:read"
         )]
         scope: String,
         /// Lifetime in seconds.

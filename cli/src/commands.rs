@@ -1239,11 +1239,12 @@ async fn token(g: &Global, tenant: &str, sub: &str, scope: &str, ttl: i64) -> Re
     let signer = crate::devidp::signer(&target.secrets).await?;
     let scopes: Vec<String> = scope.split_whitespace().map(str::to_owned).collect();
     for s in &scopes {
-        if !runtime::http::routes::PERMISSIONS.contains(&s.as_str()) {
-            bail!(
-                "unknown scope `{s}`\nhint: scopes are {}",
-                runtime::http::routes::PERMISSIONS.join(", ")
-            );
+        if !runtime::http::routes::is_permission(s) {
+            let known: Vec<&str> = runtime::http::routes::PERMISSIONS
+                .iter()
+                .map(|(p, _)| *p)
+                .collect();
+            bail!("unknown scope `{s}`\nhint: scopes are {}", known.join(", "));
         }
     }
     out(&crate::devidp::mint(
@@ -1349,7 +1350,7 @@ async fn up_inner(
     let signer = crate::devidp::signer(&target.secrets).await?;
     let scopes: Vec<String> = runtime::http::routes::PERMISSIONS
         .iter()
-        .map(|s| (*s).to_owned())
+        .map(|(p, _)| (*p).to_owned())
         .collect();
     let base = format!("http://{}", running.api_addr);
     let mut text = format!("tenantctl is serving {} tenant(s) on {base}\n", specs.len());

@@ -121,6 +121,12 @@ pub const TENANT_MIGRATIONS: &[Migration] = &[
             ],
         }),
     },
+    Migration {
+        version: 12,
+        name: "idempotency_claimed_now",
+        sql: include_str!("../sql/tenant/0012_idempotency_claimed_now.sql"),
+        pool_backfill: None,
+    },
 ];
 
 /// Monthly ledger partitions kept ahead of time (this month and the next `LEDGER_MONTHS_AHEAD`),

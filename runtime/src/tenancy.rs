@@ -95,6 +95,11 @@ impl DataPlane {
         self
     }
 
+    /// The database endpoint tenant data is reached at.
+    pub fn endpoint(&self) -> &DbEndpoint {
+        &self.endpoint
+    }
+
     /// The per-tenant in-flight cap.
     pub fn max_in_flight_per_tenant(&self) -> usize {
         self.max_in_flight_per_tenant

@@ -102,7 +102,7 @@ impl Served {
         json!({
             "iss": cli::devidp::DEV_ISSUER, "sub": format!("user-of-{tenant}"), "aud": "tenantctl-api",
             "iat": now, "nbf": now, "exp": now + 600, "tenant_id": tenant,
-            "scope": "models:read chat:write embeddings:write usage:read",
+            "scope": "me:read models:read chat:write embeddings:write usage:read",
         })
     }
 

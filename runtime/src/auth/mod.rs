@@ -98,6 +98,11 @@ pub struct Authenticator {
 const CACHE_CAPACITY: usize = 50_000;
 
 impl Authenticator {
+    /// The one tenant this deployment serves (a tenant's Lambda), if it serves only one.
+    pub fn deployment_tenant(&self) -> Option<&TenantId> {
+        self.policy.tenant.as_ref()
+    }
+
     /// Checks every issuer's configuration, loads its keys and starts its background refresh. An issuer
     /// whose keys cannot be fetched yet fails closed (503) until a fetch succeeds; startup goes on.
     pub async fn load(issuers: &[IssuerConfig], policy: DeploymentPolicy) -> Result<Self, String> {

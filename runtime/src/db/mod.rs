@@ -35,6 +35,24 @@ pub struct DbEndpoint {
 }
 
 impl DbEndpoint {
+    /// Whether the server accepts a connection within `timeout` (a TCP connect, or the unix socket
+    /// for a socket directory): no login, no statement. What readiness checks.
+    pub async fn accepts_connections(&self, timeout: std::time::Duration) -> bool {
+        let connect = async {
+            if self.host.starts_with('/') {
+                let path = format!("{}/.s.PGSQL.{}", self.host, self.port);
+                tokio::net::UnixStream::connect(path).await.is_ok()
+            } else {
+                tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+                    .await
+                    .is_ok()
+            }
+        };
+        tokio::time::timeout(timeout, connect)
+            .await
+            .unwrap_or(false)
+    }
+
     /// A tokio-postgres config for `user`; the caller sets the password.
     pub fn config(&self, user: &str, application_name: &str) -> tokio_postgres::Config {
         let mut config = tokio_postgres::Config::new();

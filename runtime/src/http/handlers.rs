@@ -29,6 +29,78 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
+/// 200 when the registry, the usage store and the secret store all answer, else 503; the body
+/// names each one's state (never a cause: that stays in the process's log).
+pub async fn readiness(State(state): State<AppState>) -> Response {
+    let r = service::health::readiness(
+        &state.directory,
+        &state.data,
+        &state.secrets,
+        state.auth.deployment_tenant(),
+    )
+    .await;
+    let checks = json!({
+        "registry": r.registry, "usage_store": r.usage_store, "secret_store": r.secret_store,
+    });
+    if r.ready {
+        return Json(json!({"ready": true, "checks": checks})).into_response();
+    }
+    // Not ready: the one error shape, with the checks beside it.
+    let failing: Vec<String> = [
+        ("registry", r.registry),
+        ("usage_store", r.usage_store),
+        ("secret_store", r.secret_store),
+    ]
+    .iter()
+    .filter(|(_, state)| *state != "ok")
+    .map(|(name, state)| format!("{name} {state}"))
+    .collect();
+    let message = format!("not ready: {}", failing.join(", "));
+    let mut response = (
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({
+            "error": {"message": message, "type": "server_error", "code": "not_ready"},
+            "ready": false,
+            "checks": checks,
+        })),
+    )
+        .into_response();
+    response
+        .extensions_mut()
+        .insert(crate::http::error::ErrorParts { message });
+    response
+}
+
+/// The OpenAPI document of this API, generated from the route table.
+pub async fn openapi() -> Json<serde_json::Value> {
+    Json(crate::http::openapi::document())
+}
+
+/// Who the verified token says the caller is: its tenant, subject, issuer, permissions and when
+/// the token expires. Nothing here comes from the request but the token.
+pub async fn me(tenant: Tenant) -> Json<serde_json::Value> {
+    let record = tenant.record();
+    let p = tenant.principal();
+    let mut permissions: Vec<&str> = crate::http::routes::PERMISSIONS
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| tenant.has_scope(name))
+        .collect();
+    permissions.sort_unstable();
+    Json(json!({
+        "object": "identity",
+        "tenant": {
+            "id": record.id.as_str(),
+            "display_name": record.display_name,
+            "tier": record.tier.as_str(),
+        },
+        "subject": p.subject,
+        "issuer": p.issuer,
+        "permissions": permissions,
+        "token_expires_at": p.expires_at,
+    }))
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -69,6 +69,9 @@ pub async fn require_auth(State(state): State<AppState>, mut req: Request, next:
         .await;
     match outcome {
         Ok(tenant) => {
+            if let Some(note) = req.extensions().get::<AccessNote>() {
+                note.set(&tenant);
+            }
             req.extensions_mut().insert(tenant);
             next.run(req).await
         }
@@ -127,9 +130,20 @@ pub async fn require_permission(
     }
 }
 
-/// Middleware: give every request an id, echoed in `x-request-id`.
+/// A client's `x-request-id`, when it is a UUID in its hyphenated form (anything else is ignored
+/// and a new id assigned: the id reaches logs and the ledger, so only a UUID is taken).
+fn incoming_request_id(req: &Request) -> Option<uuid::Uuid> {
+    let text = req.headers().get("x-request-id")?.to_str().ok()?;
+    if text.len() != 36 {
+        return None;
+    }
+    uuid::Uuid::try_parse(text).ok()
+}
+
+/// Middleware: give every request an id (the client's, when well formed), echoed in
+/// `x-request-id` on every response.
 pub async fn assign_request_id(mut req: Request, next: Next) -> Response {
-    let id = uuid::Uuid::new_v4();
+    let id = incoming_request_id(&req).unwrap_or_else(uuid::Uuid::new_v4);
     req.extensions_mut().insert(RequestId(id));
     let mut response = next.run(req).await;
     if let Ok(value) = http::HeaderValue::from_str(&id.to_string()) {
@@ -143,13 +157,14 @@ pub async fn assign_request_id(mut req: Request, next: Next) -> Response {
 /// (`{"error": {"message", "type", "code"}}`) everywhere else, so SDKs raise their typed exceptions.
 pub async fn shape_errors(req: Request, next: Next) -> Response {
     let anthropic_surface = req.uri().path() == "/v1/messages";
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0);
     let response = next.run(req).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
     let parts = response.extensions().get::<ErrorParts>().cloned();
-    match (parts, anthropic_surface) {
+    let response = match (parts, anthropic_surface) {
         // Already in OpenAI's shape.
         (Some(_), false) => response,
         (Some(parts), true) => reshape(
@@ -169,7 +184,93 @@ pub async fn shape_errors(req: Request, next: Next) -> Response {
             };
             reshape(response, &body)
         }
+    };
+    with_request_id(response, request_id).await
+}
+
+/// The largest error body given its request id (error bodies are small; a larger one is left as
+/// it is).
+const ERROR_BODY_MAX: usize = 64 * 1024;
+
+/// An error body with the request's id in it: inside `error` (OpenAI's shape), or beside it
+/// (Anthropic's, which carries `request_id` at the top), so every error names its request.
+async fn with_request_id(response: Response, request_id: Option<uuid::Uuid>) -> Response {
+    let Some(id) = request_id else {
+        return response;
+    };
+    let (parts, body) = response.into_parts();
+    let bytes = match axum::body::to_bytes(body, ERROR_BODY_MAX).await {
+        Ok(b) => b,
+        Err(_) => {
+            return Response::from_parts(parts, axum::body::Body::from("internal error"));
+        }
+    };
+    let mut json: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(_) => return Response::from_parts(parts, axum::body::Body::from(bytes)),
+    };
+    let id = serde_json::Value::String(id.to_string());
+    if json.get("type").and_then(|t| t.as_str()) == Some("error") {
+        json["request_id"] = id;
+    } else if let Some(error) = json.get_mut("error").and_then(|e| e.as_object_mut()) {
+        error.insert("request_id".into(), id);
     }
+    let mut parts = parts;
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(json.to_string()))
+}
+
+/// Who a request acted as, filled in by the auth layer for the access log.
+#[derive(Debug, Clone, Default)]
+pub struct AccessNote(std::sync::Arc<std::sync::Mutex<Option<(String, String)>>>);
+
+impl AccessNote {
+    fn set(&self, tenant: &Tenant) {
+        if let Ok(mut who) = self.0.lock() {
+            *who = Some((tenant.id().to_string(), tenant.principal().subject.clone()));
+        }
+    }
+}
+
+/// What a status says happened, for the access log.
+fn outcome(status: http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        200..=399 => "ok",
+        401 | 403 => "denied",
+        402 | 429 => "refused",
+        400..=499 => "invalid",
+        _ => "error",
+    }
+}
+
+/// Middleware: one structured line per request (target `access`): the operation id from the route
+/// table (never the raw path, which may carry ids), the tenant and subject the token named, the
+/// outcome, status, latency and request id. No token, no body, no query.
+pub async fn access_log(mut req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let operation = crate::http::routes::operation_for(req.method(), req.uri().path())
+        .map_or("unknown", |r| r.operation_id);
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0);
+    let note = AccessNote::default();
+    req.extensions_mut().insert(note.clone());
+    let response = next.run(req).await;
+    let status = response.status();
+    let who = note.0.lock().ok().and_then(|w| w.clone());
+    let (tenant, subject) = who
+        .as_ref()
+        .map_or(("-", "-"), |(t, s)| (t.as_str(), s.as_str()));
+    tracing::info!(
+        target: "access",
+        operation,
+        tenant = %crate::domain::printable(tenant),
+        subject = %crate::domain::printable(subject),
+        outcome = outcome(status),
+        status = status.as_u16(),
+        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        request_id = %request_id.map(|r| r.to_string()).unwrap_or_default(),
+        "request"
+    );
+    response
 }
 
 fn reshape(response: Response, body: &serde_json::Value) -> Response {

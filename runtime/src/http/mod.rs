@@ -1,8 +1,8 @@
 //! `app(state) -> axum::Router` and its two entry points: a local server and AWS Lambda; and the
 //! operator's metrics listener.
 //!
-//! The layer order is fixed here: request id, then auth over everything (before routing), then the
-//! per-route permission check. This module wires; it must not hold business logic.
+//! The layer order is fixed here: request id, the access log, error shapes, then auth over everything
+//! (before routing), then the per-route permission check. This module wires; it must not hold business logic.
 
 pub mod anthropic;
 pub mod csv;
@@ -10,6 +10,7 @@ pub mod error;
 pub mod handlers;
 pub mod middleware;
 pub mod openai;
+pub mod openapi;
 pub mod routes;
 
 use axum::Router;
@@ -36,6 +37,7 @@ pub fn app(state: AppState) -> Router {
         .layer(from_fn_with_state(state.clone(), middleware::require_auth))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(from_fn(middleware::shape_errors))
+        .layer(from_fn(middleware::access_log))
         .layer(from_fn(middleware::assign_request_id))
         .with_state(state)
 }

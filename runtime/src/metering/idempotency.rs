@@ -2,7 +2,7 @@
 //! served and charged a second time.
 //!
 //! A keyed call claims its key before its admission and upstream call, in one statement as the
-//! tenant's own role (`tenant_claim_key`, tenant migration 0006); a key another call claimed in the
+//! tenant's own role (`tenant_claim_key`, tenant migrations 0006 and 0012); a key another call claimed in the
 //! last 24 hours is refused with that call's request id. A call that failed before anything was
 //! produced or recorded gives its key back, so the retry is served. Keys are the tenant's: the same
 //! key from two tenants is two keys.
@@ -13,7 +13,7 @@ use crate::auth::Tenant;
 use crate::db::DataError;
 use crate::tenancy::{Admission, DataPlane, Lane, TenantTx};
 
-const CLAIM: &str = "SELECT holder FROM tenant_claim_key($1, $2, $3, $4)";
+const CLAIM: &str = "SELECT holder, claimed FROM tenant_claim_key($1, $2, $3, $4)";
 const RELEASE: &str = "SELECT tenant_release_key($1, $2, $3, $4)";
 
 /// A client's idempotency key: 1 to 255 visible ASCII characters.
@@ -55,11 +55,13 @@ pub async fn claim(
         &[&key.as_str(), &request],
     )
     .await?;
-    let holder: Uuid = rows
+    let (holder, claimed): (Uuid, bool) = rows
         .first()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1)))
         .ok_or_else(|| DataError::Pool("tenant_claim_key returned no row".into()))?;
-    Ok((holder != request).then_some(holder))
+    // Whether this statement claimed it, not whether the holder's id is this call's: a client may
+    // send the same request id twice (tenant migration 0012).
+    Ok((!claimed).then_some(holder))
 }
 
 /// Gives `key` back (the call failed before anything was produced or recorded). Best effort: a key

@@ -144,6 +144,11 @@ impl LocalSecretStore {
     }
 
     /// Where the key file of the store at `root` is: beside the store directory, never inside it.
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn key_file(root: &Path) -> PathBuf {
         root.with_extension("key")
     }

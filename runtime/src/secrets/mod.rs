@@ -155,6 +155,22 @@ impl SecretStore {
         }
     }
 
+    /// Whether the store answers: the local store's directory can be read; Secrets Manager answers
+    /// a lookup of `name` (found or not; a refusal or no answer is an error). Reads no value.
+    pub async fn ping(&self, name: &SecretName) -> Result<(), SecretError> {
+        match self {
+            SecretStore::Local(store) => {
+                fs::read_dir(store.root())
+                    .map(|_| ())
+                    .map_err(|source| SecretError::Io {
+                        path: store.root().to_owned(),
+                        source,
+                    })
+            }
+            SecretStore::Aws(store) => store.exists(name).await.map(|_| ()),
+        }
+    }
+
     pub async fn exists(&self, name: &SecretName) -> Result<bool, SecretError> {
         match self {
             SecretStore::Local(store) => Ok(store.path_of(name).exists()),

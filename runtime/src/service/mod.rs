@@ -3,6 +3,7 @@
 //! ledger), so no handler can skip a step.
 
 pub mod chat;
+pub mod health;
 pub mod usage;
 
 pub use crate::metering::idempotency::IdempotencyKey;

@@ -626,7 +626,7 @@ fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
 
 /// Everything the test process logs from here on (a global subscriber, so tasks on every worker
 /// thread, and every other test running meanwhile, log into it).
-fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+pub(crate) fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
     static LOGS: std::sync::OnceLock<std::sync::Arc<std::sync::Mutex<Vec<u8>>>> =
         std::sync::OnceLock::new();
     LOGS.get_or_init(|| {
@@ -2033,6 +2033,22 @@ async fn a_retry_with_the_same_idempotency_key_is_refused_not_charged_twice() {
             .contains(&first_id),
         "{body}"
     );
+    assert!(g.mock.received().is_empty(), "no upstream call");
+    assert_eq!(g.ledger("acme").await.len(), rows, "no second row");
+    // A retry that also resends the first call's request id (an SDK resending the same headers;
+    // a well-formed `X-Request-Id` is honoured) is still refused: the claim says whether this call
+    // made it, not whose id holds the key.
+    let same_id =
+        g.s.http
+            .post(format!("{}/v1/chat/completions", g.s.base))
+            .bearer_auth(&token)
+            .header("idempotency-key", "order-1")
+            .header("x-request-id", &first_id)
+            .json(&ask)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(same_id.status(), 409);
     assert!(g.mock.received().is_empty(), "no upstream call");
     assert_eq!(g.ledger("acme").await.len(), rows, "no second row");
     // The same key is another tenant's own.

@@ -19,6 +19,7 @@ mod interop;
 mod issuers;
 mod jwks;
 mod lambda;
+mod meta;
 mod providers;
 mod rds_iam;
 mod secrets_aws;

@@ -1,0 +1,252 @@
+//! The API's OpenAPI 3.1 document, generated from the one route table (`routes::ROUTES`): every
+//! route's path, method, operation id, summary, the permission it needs (as the bearer scheme's
+//! scope and `x-permission`), its path parameters, and the one error shape every failure uses. The
+//! checked-in copy is `docs/openapi.json`; a test fails when it differs from what this generates.
+//! Served at `GET /openapi.json`. This module describes; it decides nothing.
+
+use serde_json::{Map, Value, json};
+
+use crate::http::routes::{PERMISSIONS, ROUTES, RouteSpec};
+
+/// Media types of a route's successful answer, beyond JSON.
+fn extra_media(route: &RouteSpec) -> &'static [&'static str] {
+    match route.operation_id {
+        // `stream: true` answers server-sent events.
+        "createChatCompletion" | "createMessage" => &["text/event-stream"],
+        // `format=csv`.
+        "getUsageReport" => &["text/csv"],
+        // Liveness answers the text `ok`.
+        "liveness" => &["text/plain"],
+        _ => &[],
+    }
+}
+
+/// The error schema a route's failures use: Anthropic's on `/v1/messages`, OpenAI's elsewhere.
+fn error_ref(route: &RouteSpec) -> &'static str {
+    if route.path == "/v1/messages" {
+        "#/components/responses/AnthropicError"
+    } else {
+        "#/components/responses/Error"
+    }
+}
+
+fn operation(route: &RouteSpec) -> Value {
+    let mut op = Map::new();
+    op.insert("operationId".into(), json!(route.operation_id));
+    op.insert("summary".into(), json!(route.summary));
+    let mut parameters = vec![json!({"$ref": "#/components/parameters/RequestId"})];
+    for segment in route.path.split('/') {
+        if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            parameters.push(json!({
+                "name": name, "in": "path", "required": true, "schema": {"type": "string"},
+            }));
+        }
+    }
+    op.insert("parameters".into(), Value::Array(parameters));
+    match route.permission {
+        Some(p) => {
+            op.insert("security".into(), json!([{"bearer": [p]}]));
+            op.insert("x-permission".into(), json!(p));
+        }
+        None => {
+            op.insert("security".into(), json!([]));
+        }
+    }
+    if route.method == http::Method::POST {
+        op.insert(
+            "requestBody".into(),
+            json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}}}}),
+        );
+    }
+    let mut content = Map::new();
+    if route.operation_id != "liveness" {
+        content.insert(
+            "application/json".into(),
+            json!({"schema": {"type": "object"}}),
+        );
+    }
+    for media in extra_media(route) {
+        content.insert((*media).into(), json!({"schema": {"type": "string"}}));
+    }
+    let mut responses = Map::new();
+    responses.insert(
+        "200".into(),
+        json!({
+            "description": "success",
+            "headers": {"x-request-id": {"$ref": "#/components/headers/RequestId"}},
+            "content": content,
+        }),
+    );
+    responses.insert("4XX".into(), json!({"$ref": error_ref(route)}));
+    responses.insert("5XX".into(), json!({"$ref": error_ref(route)}));
+    op.insert("responses".into(), Value::Object(responses));
+    Value::Object(op)
+}
+
+/// `value` with every object's keys in sorted order, whatever order the build's `serde_json` keeps
+/// (a dependency may switch it to insertion order): the document is published and compared.
+fn sorted(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let ordered: std::collections::BTreeMap<String, Value> =
+                map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+            Value::Object(ordered.into_iter().collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
+
+/// The whole document (keys sorted).
+pub fn document() -> Value {
+    sorted(unsorted_document())
+}
+
+fn unsorted_document() -> Value {
+    let mut paths = Map::new();
+    for route in ROUTES {
+        let entry = paths
+            .entry(route.path.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(methods) = entry {
+            methods.insert(route.method.as_str().to_ascii_lowercase(), operation(route));
+        }
+    }
+    let scopes: Map<String, Value> = PERMISSIONS
+        .iter()
+        .map(|(p, what)| ((*p).to_owned(), json!(what)))
+        .collect();
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "tenantctl runtime API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Each tenant's API: the verified token's tenant is the only tenant a request acts for. Every operation needs the permission it names (a token scope, or a role the issuer maps to it); public operations need none.",
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "A JWT from one of the platform's trusted issuers, bound to one tenant. The scopes an operation lists are the permissions it needs.",
+                    "x-scopes": scopes,
+                }
+            },
+            "parameters": {
+                "RequestId": {
+                    "name": "x-request-id",
+                    "in": "header",
+                    "required": false,
+                    "description": "A UUID to correlate this request with its logs and ledger row; honoured when well formed, else a new one is assigned.",
+                    "schema": {"type": "string", "format": "uuid"},
+                }
+            },
+            "headers": {
+                "RequestId": {
+                    "description": "The request's id (the one sent, when it was a UUID), on every response.",
+                    "schema": {"type": "string", "format": "uuid"},
+                }
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["message", "type", "code", "request_id"],
+                            "properties": {
+                                "message": {"type": "string"},
+                                "type": {"type": "string"},
+                                "code": {"type": ["string", "null"], "description": "Stable and machine-readable."},
+                                "request_id": {"type": "string", "format": "uuid"},
+                            },
+                        }
+                    },
+                },
+                "AnthropicError": {
+                    "type": "object",
+                    "required": ["type", "error", "request_id"],
+                    "properties": {
+                        "type": {"const": "error"},
+                        "error": {
+                            "type": "object",
+                            "required": ["type", "message"],
+                            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+                        },
+                        "request_id": {"type": "string", "format": "uuid"},
+                    },
+                },
+            },
+            "responses": {
+                "Error": {
+                    "description": "An error, in the OpenAI shape",
+                    "headers": {"x-request-id": {"$ref": "#/components/headers/RequestId"}},
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                },
+                "AnthropicError": {
+                    "description": "An error, in the Anthropic shape",
+                    "headers": {"x-request-id": {"$ref": "#/components/headers/RequestId"}},
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AnthropicError"}}},
+                },
+            },
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The checked-in document, next to the workspace's other docs.
+    fn checked_in_path() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json")
+    }
+
+    #[test]
+    fn the_checked_in_openapi_document_is_current() {
+        // Issue 12 item 3: the contract clients read is the one the code serves.
+        let generated = serde_json::to_string_pretty(&document()).unwrap() + "\n";
+        let path = checked_in_path();
+        if std::env::var_os("UPDATE_OPENAPI").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            checked_in == generated,
+            "`docs/openapi.json` is stale; regenerate it with `UPDATE_OPENAPI=1 cargo test -p runtime --lib openapi`"
+        );
+    }
+
+    #[test]
+    fn every_route_is_one_operation_of_the_document_and_nothing_else_is() {
+        let doc = document();
+        let mut ops = Vec::new();
+        for (path, methods) in doc["paths"].as_object().unwrap() {
+            for (method, op) in methods.as_object().unwrap() {
+                ops.push((
+                    method.to_ascii_uppercase(),
+                    path.clone(),
+                    op["operationId"].as_str().unwrap().to_owned(),
+                    op["x-permission"].as_str().map(str::to_owned),
+                ));
+            }
+        }
+        let mut want: Vec<_> = ROUTES
+            .iter()
+            .map(|r| {
+                (
+                    r.method.as_str().to_owned(),
+                    r.path.to_owned(),
+                    r.operation_id.to_owned(),
+                    r.permission.map(str::to_owned),
+                )
+            })
+            .collect();
+        ops.sort();
+        want.sort();
+        assert_eq!(ops, want);
+    }
+}
