@@ -35,6 +35,9 @@ fi
 if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
   apt_install pgbouncer || { say "PgBouncer is required by the pooled-connection isolation test"; exit 1; }
 fi
+if ! command -v jq >/dev/null 2>&1; then
+  apt_install jq || { say "jq is required by the test of the audit export's offline check (scripts/verify-audit-export.sh)"; exit 1; }
+fi
 if ! command -v curl >/dev/null 2>&1; then
   apt_install curl || { say "curl is required by the end-to-end test of the README's main command"; exit 1; }
 fi

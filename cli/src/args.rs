@@ -208,6 +208,13 @@ pub enum Command {
         #[command(subcommand)]
         command: CostCommand,
     },
+    /// The audit trail: every privileged action's event, hash-chained per tenant. `verify` checks
+    /// each chain and names the first broken link (exit 1); `export` writes a tenant's chain as
+    /// JSON lines an auditor can check with `jq` and `sha256sum` alone (docs/security.md).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Mint an access token from the dev identity provider (local target only).
     Token {
         /// Tenant id (must be onboarded).
@@ -330,6 +337,24 @@ pub enum SecretCommand {
         /// Do not ask.
         #[arg(long)]
         yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check every tenant's chain (or one tenant's): events numbered without a gap, each naming the
+    /// previous event's hash, each hash its fields' hash. Prints each chain's head hash (keep it
+    /// elsewhere: events removed from a chain's end leave no broken link). Exits 1 at a broken link.
+    Verify {
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Write a tenant's chain to stdout, one JSON object per line, oldest first.
+    Export {
+        /// Tenant id.
+        #[arg(long)]
+        tenant: String,
     },
 }
 

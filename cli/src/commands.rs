@@ -77,10 +77,82 @@ pub async fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Prices { command } => prices_cmd(g, command).await,
+        Command::Audit { command } => audit_cmd(g, command).await,
         Command::Usage { command } => usage_cmd(g, command).await,
         Command::Cost {
             command: crate::args::CostCommand::Report { month, format },
         } => cost_report_cmd(g, &month, format).await,
+    }
+}
+
+async fn audit_cmd(g: &Global, command: crate::args::AuditCommand) -> Result<u8> {
+    use crate::args::AuditCommand;
+    let parse_tenant = |t: &str| {
+        runtime::domain::TenantId::parse(t).map_err(|e| anyhow::anyhow!("`--tenant {t}`: {}", e.0))
+    };
+    let (target, cluster) = target(g).await?;
+    require_running(cluster.as_ref())?;
+    let client = target.admin().await?;
+    match command {
+        AuditCommand::Export { tenant } => {
+            let tenant = parse_tenant(&tenant)?;
+            let chain = runtime::audit::chain(&client, tenant.as_str()).await?;
+            if chain.is_empty() {
+                bail!(
+                    "tenant `{tenant}` has no audit events\nhint: `tenantctl audit verify` lists the tenants that have"
+                );
+            }
+            let text: String = chain.iter().map(|r| r.export_line() + "\n").collect();
+            out(&text)?;
+            Ok(0)
+        }
+        AuditCommand::Verify { tenant } => {
+            let tenants = match tenant {
+                Some(t) => vec![parse_tenant(&t)?.as_str().to_owned()],
+                None => runtime::audit::tenants(&client).await?,
+            };
+            let mut results = Vec::new();
+            let mut broken = None;
+            for t in &tenants {
+                let chain = runtime::audit::chain(&client, t).await?;
+                match runtime::audit::verify(t, &chain) {
+                    Ok(head) => results.push(
+                        json!({"tenant": t, "events": chain.len(), "head": head, "ok": true}),
+                    ),
+                    Err(b) => {
+                        results.push(json!({"tenant": t, "events": chain.len(), "ok": false, "broken_at": b.seq, "reason": b.reason}));
+                        broken.get_or_insert(b);
+                    }
+                }
+            }
+            match g.output {
+                OutputFormat::Json => out_json(&json!({"chains": results}))?,
+                OutputFormat::Text => {
+                    let mut text = String::new();
+                    for r in &results {
+                        if r["ok"] == true {
+                            text.push_str(&format!(
+                                "{}: {} event(s), head {}\n",
+                                r["tenant"].as_str().unwrap_or_default(),
+                                r["events"],
+                                r["head"].as_str().unwrap_or("-")
+                            ));
+                        }
+                    }
+                    if !text.is_empty() {
+                        out(&text)?;
+                    }
+                }
+            }
+            if let Some(b) = broken {
+                eprintln!(
+                    "error: {b}\nhint: `tenantctl audit export --tenant {}` shows the chain; compare it with an earlier export",
+                    b.tenant
+                );
+                return Ok(1);
+            }
+            Ok(0)
+        }
     }
 }
 

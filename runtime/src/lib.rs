@@ -7,6 +7,7 @@
 //! inwards (docs/ARCHITECTURE.md; held by a tidy test). `tenantctl` (the `cli` crate) depends on this
 //! crate, never the reverse.
 
+pub mod audit;
 pub mod auth;
 pub mod db;
 pub mod domain;

@@ -1,7 +1,7 @@
 //! The executor: applies a `Plan`, one transaction per tenant, and drives the progress bar.
 //!
 //! A failing tenant does not stop the others; every outcome is reported. Each run is recorded in
-//! `control.apply_log` (a failed run too, after its rollback).
+//! the audit chain (`control.audit_events`; a failed run too, after its rollback).
 
 use std::time::Duration;
 
@@ -272,8 +272,9 @@ pub fn actor() -> String {
     format!("tenantctl:{user}")
 }
 
-/// Writes one audit row to `control.apply_log` (who, which tenant, what, the outcome, details that
-/// never contain a secret).
+/// Appends one event to `tenant`'s audit chain (`control.audit_events`) in its own transaction:
+/// who, which tenant, what, the outcome, details that never contain a secret. For an outcome
+/// recorded after the action's own transaction rolled back (a failure).
 pub async fn audit(
     target: &Target,
     tenant: &TenantId,
@@ -281,21 +282,42 @@ pub async fn audit(
     outcome: &str,
     detail: &str,
 ) -> Result<()> {
-    let client = target.admin().await?;
-    client
-        .execute(
-            "INSERT INTO control.apply_log (id, tenant_id, action, outcome, detail, actor) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[
-                &uuid::Uuid::new_v4(),
-                &tenant.as_str(),
-                &action,
-                &outcome,
-                &detail,
-                &actor(),
-            ],
-        )
-        .await?;
+    let mut client = target.admin().await?;
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the audit trail is the control plane, not tenant data"
+    )]
+    let tx = client.transaction().await?;
+    record(&tx, tenant, action, outcome, detail).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Appends one event to `tenant`'s audit chain in `tx`, the action's own transaction: if the
+/// event cannot be written, the action rolls back with it (security case 60).
+pub async fn record(
+    tx: &tokio_postgres::Transaction<'_>,
+    tenant: &TenantId,
+    action: &str,
+    outcome: &str,
+    detail: &str,
+) -> Result<()> {
+    let actor = actor();
+    let target = format!("tenant/{tenant}");
+    runtime::audit::append(
+        tx,
+        &runtime::audit::Event {
+            tenant: tenant.as_str(),
+            actor: &actor,
+            action,
+            target: &target,
+            outcome,
+            request_id: None,
+            detail,
+        },
+    )
+    .await
+    .context("writing the audit event")?;
     Ok(())
 }
 
@@ -560,17 +582,7 @@ async fn finish_tenant(
         ],
     )
     .await?;
-    tx.execute(
-        "INSERT INTO control.apply_log (id, tenant_id, action, outcome, detail, actor) \
-         VALUES ($1, $2, 'apply', 'succeeded', $3, $4)",
-        &[
-            &uuid::Uuid::new_v4(),
-            &spec.id.as_str(),
-            &spec.hash(),
-            &actor(),
-        ],
-    )
-    .await?;
+    record(&tx, &spec.id, "apply", "succeeded", &spec.hash()).await?;
     if std::env::var("TENANTCTL_FAILPOINT").as_deref() == Ok("tenant-before-commit") {
         // Test hook for crash-safety tests: hold the open transaction until the process is killed.
         eprintln!("failpoint tenant-before-commit reached for `{}`", spec.id);

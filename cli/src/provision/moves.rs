@@ -180,14 +180,12 @@ pub async fn move_tenant(
         ],
     )
     .await?;
-    tx.execute(
-        "INSERT INTO control.apply_log (id, tenant_id, action, outcome, detail, actor) \
-         VALUES ($1, $2, 'move', 'succeeded', $3, 'tenantctl')",
-        &[
-            &uuid::Uuid::new_v4(),
-            &tenant.as_str(),
-            &format!("{} -> {to}, {rows} row(s)", src.tier),
-        ],
+    super::apply::record(
+        &tx,
+        tenant,
+        "move",
+        "succeeded",
+        &format!("{} -> {to}, {rows} row(s)", src.tier),
     )
     .await?;
     tx.commit().await.context("switching the registry")?;

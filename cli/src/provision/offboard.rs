@@ -398,18 +398,12 @@ pub async fn offboard_from(
         &[&tenant.as_str()],
     )
     .await?;
-    tx.execute(
-        "INSERT INTO control.apply_log (id, tenant_id, action, outcome, detail, actor) \
-         VALUES ($1, $2, 'offboard', 'succeeded', $3, $4)",
-        &[
-            &uuid::Uuid::new_v4(),
-            &tenant.as_str(),
-            &serde_json::to_string(&rows)?,
-            &format!(
-                "tenantctl:{}",
-                std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-            ),
-        ],
+    super::apply::record(
+        &tx,
+        tenant,
+        "offboard",
+        "succeeded",
+        &serde_json::to_string(&rows)?,
     )
     .await?;
     tx.commit().await.context("committing the offboarding")?;

@@ -68,18 +68,7 @@ async fn transition(
         &[&tenant.as_str(), &to],
     )
     .await?;
-    tx.execute(
-        "INSERT INTO control.apply_log (id, tenant_id, action, outcome, detail, actor) \
-         VALUES ($1, $2, $3, 'succeeded', $4, $5)",
-        &[
-            &uuid::Uuid::new_v4(),
-            &tenant.as_str(),
-            &action,
-            &reason,
-            &super::apply::actor(),
-        ],
-    )
-    .await?;
+    super::apply::record(&tx, tenant, action, "succeeded", reason).await?;
     tx.commit().await.context("committing the status change")?;
     Ok(Change::Changed)
 }

@@ -295,6 +295,155 @@ fn status_checks_a_real_login_per_tenant_and_exits_1_on_drift() {
 }
 
 #[test]
+fn every_privileged_step_joins_its_tenants_hash_chain_and_an_edit_is_found_where_it_is() {
+    // docs/security.md cases 60-62 (issue 12 item 4): apply, suspend and resume each append an event
+    // in the action's own transaction (an event that cannot be written rolls the action back); the
+    // runtime's role can change no event; an edit made as the owner breaks the chain and `audit
+    // verify` names the event; an export checks out with jq and sha256sum alone.
+    let cluster = cli::testing::cluster();
+    let target = cli::testing::deployment();
+    let ns = target.namespace.to_string();
+    let run = |args: &[&str]| in_namespace(cluster, &ns).args(args).output().unwrap();
+    let tenants = cli::testing::repo_root().join("tenants");
+    let out = run(&["apply", tenants.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    for args in [
+        ["suspend", "acme", "--reason", "unpaid invoice"],
+        ["resume", "acme", "--reason", "paid"],
+    ] {
+        let out = run(&args);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let out = run(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(stdout.contains("acme: 3 event(s), head "), "{stdout}");
+    assert!(stdout.contains("globex: 1 event(s), head "), "{stdout}");
+
+    // The export: every event has actor, tenant, action, target, outcome and request id (case 62).
+    let out = run(&["audit", "export", "--tenant", "acme"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let export = String::from_utf8_lossy(&out.stdout).into_owned();
+    let events: Vec<serde_json::Value> = export
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let actions: Vec<&str> = events
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["apply", "suspend", "resume"]);
+    for e in &events {
+        for field in [
+            "actor",
+            "tenant_id",
+            "action",
+            "target",
+            "outcome",
+            "request_id",
+            "at",
+        ] {
+            assert!(e[field].is_string(), "{field} in {e}");
+        }
+        assert_eq!(e["tenant_id"], "acme");
+        assert_eq!(e["target"], "tenant/acme");
+        assert!(
+            e["actor"].as_str().unwrap().starts_with("tenantctl:"),
+            "{e}"
+        );
+    }
+    assert_eq!(events[1]["detail"], "unpaid invoice");
+    // Checked offline, with the documented procedure; a changed line is found.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("acme.jsonl");
+    std::fs::write(&file, &export).unwrap();
+    let script = cli::testing::repo_root().join("scripts/verify-audit-export.sh");
+    let check = |file: &std::path::Path| {
+        Command::new("bash")
+            .arg(&script)
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let out = check(&file);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: 3 event(s), head "));
+    let tampered = dir.path().join("tampered.jsonl");
+    std::fs::write(&tampered, export.replace("unpaid invoice", "goodwill")).unwrap();
+    let out = check(&tampered);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("broken at event 2"), "{}", text(&out));
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let admin = target.admin().await.unwrap();
+        // The runtime's role can neither change nor add an event (case 61).
+        let runtime_role = target.namespace.runtime_role();
+        for sql in [
+            "UPDATE control.audit_events SET detail = 'x'",
+            "DELETE FROM control.audit_events",
+            "TRUNCATE control.audit_events",
+            "INSERT INTO control.audit_events SELECT * FROM control.audit_events LIMIT 1",
+        ] {
+            let err = admin
+                .batch_execute(&format!("BEGIN; SET LOCAL ROLE \"{runtime_role}\"; {sql}"))
+                .await
+                .expect_err(sql);
+            admin.batch_execute("ROLLBACK").await.unwrap();
+            assert_eq!(
+                err.code().map(|c| c.code()),
+                Some("42501"),
+                "{sql}: {err}"
+            );
+        }
+        // An action whose event cannot be written is rolled back (case 60).
+        admin
+            .batch_execute(
+                "ALTER TABLE control.audit_events ADD CONSTRAINT refuse_for_test CHECK (false) NOT VALID",
+            )
+            .await
+            .unwrap();
+    });
+    let out = run(&["suspend", "acme", "--reason", "no audit"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("audit"), "{}", text(&out));
+    rt.block_on(async {
+        let admin = target.admin().await.unwrap();
+        let status: String = admin
+            .query_one(
+                "SELECT status FROM control.tenants WHERE tenant_id = 'acme'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            status, "active",
+            "the suspension rolled back with its event"
+        );
+        admin
+            .batch_execute(
+                "ALTER TABLE control.audit_events DROP CONSTRAINT refuse_for_test; \
+                 UPDATE control.audit_events SET detail = 'goodwill' \
+                  WHERE tenant_id = 'acme' AND seq = 2",
+            )
+            .await
+            .unwrap();
+    });
+    // An owner's edit (case 61): `verify` names the event and exits 1; globex's chain still holds.
+    let out = run(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "the audit chain of `acme` is broken at event 2: its fields do not give its hash"
+        ),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("globex: 1 event(s)"));
+}
+
+#[test]
 fn token_mints_a_token_the_runtime_accepts_and_refuses_unknown_tenants_with_a_hint() {
     let cluster = cli::testing::cluster();
     let target = cli::testing::deployment();

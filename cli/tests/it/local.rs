@@ -319,7 +319,7 @@ async fn apply_refuses_to_continue_with_a_tenant_role_that_gained_bypassrls() {
         .get(0);
     assert_ne!(budget, 7);
     let failures: i64 = admin
-        .query_one("SELECT count(*) FROM control.apply_log WHERE tenant_id = 'acme' AND outcome = 'failed'", &[])
+        .query_one("SELECT count(*) FROM control.audit_events WHERE tenant_id = 'acme' AND outcome = 'failed'", &[])
         .await
         .unwrap()
         .get(0);

@@ -324,8 +324,8 @@ async fn a_suspended_tenant_is_refused_once_the_registry_says_so() {
     until(200, "resumption").await;
     let audited: Vec<String> = admin
         .query(
-            "SELECT action || ':' || detail FROM control.apply_log WHERE tenant_id = 'globex' \
-               AND action IN ('suspend', 'resume') ORDER BY at",
+            "SELECT action || ':' || detail FROM control.audit_events WHERE tenant_id = 'globex' \
+               AND action IN ('suspend', 'resume') ORDER BY seq",
             &[],
         )
         .await

@@ -180,7 +180,7 @@ async fn onboard_reapply_update_drift_and_offboard_on_moto() {
     );
     let audited: i64 = admin
         .query_one(
-            "SELECT count(*) FROM control.apply_log WHERE action = 'apply-aws' AND outcome = 'created'",
+            "SELECT count(*) FROM control.audit_events WHERE action = 'apply-aws' AND outcome = 'created'",
             &[],
         )
         .await
@@ -369,7 +369,7 @@ async fn onboard_reapply_update_drift_and_offboard_on_moto() {
     );
     let steps = tests::column(
         &admin,
-        "SELECT outcome FROM control.apply_log WHERE tenant_id = 'acme' AND action = 'offboard-aws' ORDER BY at",
+        "SELECT outcome FROM control.audit_events WHERE tenant_id = 'acme' AND action = 'offboard-aws' ORDER BY seq",
     )
     .await;
     assert_eq!(steps, ["stack_deleted", "secrets_scheduled_for_deletion"]);

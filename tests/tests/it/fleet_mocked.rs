@@ -335,7 +335,7 @@ async fn one_tenant_failing_does_not_stop_those_in_flight_or_those_after_it() {
     assert_eq!(registered, ["aaa", "ccc"]);
     let failed: i64 = admin
         .query_one(
-            "SELECT count(*) FROM control.apply_log WHERE tenant_id = 'bbb' AND action = 'apply-aws' AND outcome = 'failed'",
+            "SELECT count(*) FROM control.audit_events WHERE tenant_id = 'bbb' AND action = 'apply-aws' AND outcome = 'failed'",
             &[],
         )
         .await
@@ -476,7 +476,7 @@ async fn offboarding_a_dedicated_tenant_lifts_deletion_protection_deletes_the_st
     let admin = target.admin().await.unwrap();
     let steps = tests::column(
         &admin,
-        "SELECT outcome FROM control.apply_log WHERE tenant_id = 'acme' ORDER BY at",
+        "SELECT outcome FROM control.audit_events WHERE tenant_id = 'acme' ORDER BY seq",
     )
     .await;
     assert_eq!(

@@ -118,6 +118,7 @@ const DOORS: &[(&str, &[&str])] = &[
     ("pricing", &["domain"]),
     ("db", &["domain", "secrets"]),
     ("secrets", &["domain"]),
+    ("audit", &[]),
     ("schema", &[]),
     ("domain", &[]),
 ];
