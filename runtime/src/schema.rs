@@ -127,6 +127,12 @@ pub const TENANT_MIGRATIONS: &[Migration] = &[
         sql: include_str!("../sql/tenant/0012_idempotency_claimed_now.sql"),
         pool_backfill: None,
     },
+    Migration {
+        version: 13,
+        name: "budget_state_plans_kept",
+        sql: include_str!("../sql/tenant/0013_budget_state_plans_kept.sql"),
+        pool_backfill: None,
+    },
 ];
 
 /// Monthly ledger partitions kept ahead of time (this month and the next `LEDGER_MONTHS_AHEAD`),

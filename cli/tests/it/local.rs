@@ -150,6 +150,9 @@ async fn tenant_a_role_cannot_reach_tenant_b_schema_or_the_control_plane() {
     // The role's search path is pinned to its own schema.
     let row = acme.query_one("SHOW search_path", &[]).await.unwrap();
     assert_eq!(row.get::<_, String>(0), "t_acme");
+    // Its prepared statements get generic plans (no re-planning over the ledger's partitions).
+    let row = acme.query_one("SHOW plan_cache_mode", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "force_generic_plan");
     // And its attributes are the minimal ones (docs/security.md case 34).
     let admin = target.admin().await.unwrap();
     let role = target

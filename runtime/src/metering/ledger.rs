@@ -177,21 +177,29 @@ pub async fn record_once(
     Ok(())
 }
 
+const RECENT: &str = "SELECT id, tenant_id, request_id, subject, provider, model, input_tokens, \
+                             output_tokens, cost_micro_usd, price_book_version, outcome, usage_estimated, \
+                             to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+                             cached_input_tokens, cache_write_tokens, reasoning_tokens, \
+                             provider_request_id, provider_usage, provider_cost_micro_usd, \
+                             cost_differs, cost_tags \
+                        FROM usage_ledger WHERE tenant_id = $1 ORDER BY created_at DESC, id LIMIT $2";
+
+const ALL_TIME_TOTALS: &str = "SELECT coalesce(sum(requests), 0)::bigint, coalesce(sum(input_tokens), 0)::bigint, \
+                                      coalesce(sum(output_tokens), 0)::bigint, coalesce(sum(cost_micro_usd), 0)::bigint \
+                                 FROM usage_daily WHERE tenant_id = $1";
+
 /// The newest `limit` rows and the all-time totals of the tenant in `tx`.
 pub async fn recent(tx: &TenantTx, limit: i64) -> Result<(Vec<Entry>, Totals), DataError> {
-    let rows = tx
-        .query(
-            "SELECT id, tenant_id, request_id, subject, provider, model, input_tokens, \
-                    output_tokens, cost_micro_usd, price_book_version, outcome, usage_estimated, \
-                    to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
-                    cached_input_tokens, cache_write_tokens, reasoning_tokens, \
-                    provider_request_id, provider_usage, provider_cost_micro_usd, \
-                    cost_differs, \
-                    cost_tags \
-               FROM usage_ledger WHERE tenant_id = $1 ORDER BY created_at DESC, id LIMIT $2",
-            &[&tx.tenant().as_str(), &limit],
-        )
-        .await?;
+    let tenant = tx.tenant().as_str();
+    // The rows, and the totals from the daily rows the ledger's trigger keeps (one row per day,
+    // never a scan of the ledger), sent together: the connection pipelines both.
+    let recent_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&tenant, &limit];
+    let totals_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&tenant];
+    let (rows, totals) = tokio::try_join!(
+        tx.query(RECENT, &recent_params),
+        tx.query(ALL_TIME_TOTALS, &totals_params)
+    )?;
     let entries = rows
         .iter()
         .map(|r| Entry {
@@ -218,15 +226,6 @@ pub async fn recent(tx: &TenantTx, limit: i64) -> Result<(Vec<Entry>, Totals), D
             cost_tags: r.get(20),
         })
         .collect();
-    // From the daily totals the ledger's trigger keeps: one row per day, never a scan of the ledger.
-    let totals = tx
-        .query(
-            "SELECT coalesce(sum(requests), 0)::bigint, coalesce(sum(input_tokens), 0)::bigint, \
-                    coalesce(sum(output_tokens), 0)::bigint, coalesce(sum(cost_micro_usd), 0)::bigint \
-               FROM usage_daily WHERE tenant_id = $1",
-            &[&tx.tenant().as_str()],
-        )
-        .await?;
     let t = totals
         .first()
         .map(|r| Totals {

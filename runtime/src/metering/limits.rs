@@ -734,9 +734,14 @@ pub async fn status(tx: &TenantTx, budget: MicroUsd) -> Result<BudgetStatus, Dat
 
 /// The tenant's budget and the caller's subject's now, read in `tx` (what `/v1/usage` shows).
 pub async fn budgets(tx: &TenantTx, tenant: &Tenant) -> Result<Budgets, DataError> {
+    // Pipelined on the transaction's connection.
+    let (tenant_status, subject) = tokio::try_join!(
+        status(tx, tenant.record().limits.monthly_budget),
+        subject_status(tx, tenant)
+    )?;
     Ok(Budgets {
-        tenant: status(tx, tenant.record().limits.monthly_budget).await?,
-        subject: subject_status(tx, tenant).await?,
+        tenant: tenant_status,
+        subject,
     })
 }
 

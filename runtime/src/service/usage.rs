@@ -17,8 +17,11 @@ pub async fn recent(
     limit: i64,
 ) -> Result<(Vec<Entry>, Totals, Budgets), ServiceError> {
     let tx = TenantTx::begin(data, tenant).await?;
-    let (entries, totals) = ledger::recent(&tx, limit.clamp(1, 1000)).await?;
-    let budget = limits::budgets(&tx, tenant).await?;
+    // Sent together: the connection pipelines them (one wait, not one per query).
+    let ((entries, totals), budget) = tokio::try_join!(
+        ledger::recent(&tx, limit.clamp(1, 1000)),
+        limits::budgets(&tx, tenant)
+    )?;
     tx.commit().await?;
     Ok((entries, totals, budget))
 }
@@ -147,8 +150,10 @@ pub async fn report(
     by: GroupBy,
 ) -> Result<(Report, Budgets), ServiceError> {
     let tx = TenantTx::begin(data, tenant).await?;
-    let rows = ledger::report(&tx, &range.from, &range.to, by).await?;
-    let budget = limits::budgets(&tx, tenant).await?;
+    let (rows, budget) = tokio::try_join!(
+        ledger::report(&tx, &range.from, &range.to, by),
+        limits::budgets(&tx, tenant)
+    )?;
     tx.commit().await?;
     let mut totals = Totals::default();
     for r in &rows {
