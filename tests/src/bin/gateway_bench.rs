@@ -6,7 +6,8 @@
 //! `--duration-secs` is set), `stream` (time to first token and the gaps between chunks, at c=1);
 //! with `--rate N --duration-secs S`, paced: N requests a second on a fixed schedule, latency counted
 //! from each request's due time.
-//! The token, when the target needs one, comes from `BENCH_TOKEN` (never an argument).
+//! The token, when the target needs one, comes from `BENCH_TOKEN` (never an argument). With
+//! `--method GET` it drives a read endpoint instead (the URL as given, no body).
 
 #![allow(
     clippy::print_stdout,
@@ -38,6 +39,9 @@ struct Args {
     duration: Option<Duration>,
     /// Paced mode: requests a second, each sent on its own schedule whatever the others do.
     rate: Option<u64>,
+    /// `POST` (a chat completion, the default) or `GET` (the URL as it is, no body: the API's
+    /// read endpoints).
+    method: String,
 }
 
 fn args() -> Args {
@@ -51,6 +55,7 @@ fn args() -> Args {
         concurrency: 1,
         duration: None,
         rate: None,
+        method: "POST".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -67,6 +72,7 @@ fn args() -> Args {
             "--concurrency" => a.concurrency = v.parse().unwrap(),
             "--duration-secs" => a.duration = Some(Duration::from_secs(v.parse().unwrap())),
             "--rate" => a.rate = Some(v.parse().unwrap()),
+            "--method" => a.method = v.to_ascii_uppercase(),
             other => panic!("unknown flag `{other}`"),
         }
     }
@@ -81,6 +87,13 @@ fn request(a: &Args, token: &str, stream: bool) -> hyper::Request<Full<Bytes>> {
     if stream {
         body["stream"] = json!(true);
         body["stream_options"] = json!({"include_usage": true});
+    }
+    if a.method == "GET" {
+        let mut b = hyper::Request::get(&a.url);
+        if !token.is_empty() {
+            b = b.header("authorization", format!("Bearer {token}"));
+        }
+        return b.body(Full::new(Bytes::new())).unwrap();
     }
     let mut b = hyper::Request::post(&a.url).header("content-type", "application/json");
     if !token.is_empty() {
