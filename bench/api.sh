@@ -7,8 +7,8 @@
 # authorized read: JWT, tenant, permission, access log) and `GET /v1/usage?limit=50` (a list
 # endpoint: 50 ledger rows, totals and budget read through the tenant's handle). Then the audit
 # write's price on a privileged change: pgbench runs the same registry update with and without the
-# audit append's statements (lock the chain, read its head, the time (as text: pgbench would read
-# the format's colons as variables), insert the event), in
+# audit append's three statements (lock the chain; read its head and the time (as text: pgbench
+# would read the format's colons as variables); insert the event), in
 # BENCH_ROUNDS alternating pairs (default 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,8 +56,8 @@ cat > "$STATE/audited.sql" <<'SQL'
 BEGIN;
 UPDATE control.tenants SET updated_at = now() WHERE tenant_id = 'bench';
 SELECT pg_advisory_xact_lock(hashtextextended('tenantctl.audit:' || 'bench', 0));
-SELECT seq, hash FROM control.audit_events WHERE tenant_id = 'bench' ORDER BY seq DESC LIMIT 1;
-SELECT (clock_timestamp() AT TIME ZONE 'UTC')::text;
+SELECT h.seq, h.hash, (clock_timestamp() AT TIME ZONE 'UTC')::text FROM (SELECT 1) one
+  LEFT JOIN LATERAL (SELECT seq, hash FROM control.audit_events WHERE tenant_id = 'bench' ORDER BY seq DESC LIMIT 1) h ON true;
 INSERT INTO control.audit_events (tenant_id, seq, at, actor, action, target, outcome, request_id, detail, prev_hash, hash, v)
 SELECT 'bench', coalesce(max(seq), 0) + 1, clock_timestamp(), 'tenantctl-bench', 'suspend', 'tenant/bench', 'succeeded', '', 'bench',
        repeat('0', 64), md5(random()::text) || md5(random()::text), 1

@@ -328,3 +328,29 @@ async fn apply_refuses_to_continue_with_a_tenant_role_that_gained_bypassrls() {
         .get(0);
     assert_eq!(failures, 1, "a failed apply is recorded");
 }
+
+#[tokio::test]
+async fn concurrent_appends_to_one_tenants_audit_chain_never_fork_it() {
+    // docs/security.md case 61: the chain is locked while it grows, so appends racing for one
+    // tenant each get the next number and name the event before them.
+    let target = cli::testing::deployment();
+    let specs = examples();
+    apply_all(&target, &specs).await;
+    let acme = TenantId::parse("acme").unwrap();
+    let appends: Vec<_> = (0..12)
+        .map(|i| {
+            let (target, acme) = (target.clone(), acme.clone());
+            tokio::spawn(async move {
+                cli::provision::apply::audit(&target, &acme, "test", "succeeded", &format!("n{i}"))
+                    .await
+            })
+        })
+        .collect();
+    for a in appends {
+        a.await.unwrap().unwrap();
+    }
+    let admin = target.admin().await.unwrap();
+    let chain = runtime::audit::chain(&admin, "acme").await.unwrap();
+    assert_eq!(chain.len(), 13, "apply's event and the twelve");
+    assert!(runtime::audit::verify("acme", &chain).is_ok(), "{chain:?}");
+}

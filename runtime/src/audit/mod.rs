@@ -112,10 +112,13 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended('tenantctl.audit:' || $1, 0))";
-const HEAD: &str = "SELECT seq, hash FROM control.audit_events WHERE tenant_id = $1 \
-                    ORDER BY seq DESC LIMIT 1";
-const NOW: &str = "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', \
-                   'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')";
+/// The chain's head (after the lock, so a concurrent append's commit is seen) and the time, in one
+/// round trip.
+const HEAD: &str = "SELECT h.seq, h.hash, to_char(clock_timestamp() AT TIME ZONE 'UTC', \
+                           'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
+                      FROM (SELECT 1) one \
+                      LEFT JOIN LATERAL (SELECT seq, hash FROM control.audit_events \
+                                          WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1) h ON true";
 const INSERT: &str = "INSERT INTO control.audit_events \
                       (tenant_id, seq, at, actor, action, target, outcome, request_id, detail, \
                        prev_hash, hash, v) \
@@ -133,12 +136,12 @@ pub async fn append(
     event: &Event<'_>,
 ) -> Result<Record, tokio_postgres::Error> {
     tx.execute(LOCK, &[&event.tenant]).await?;
-    let head = tx.query_opt(HEAD, &[&event.tenant]).await?;
-    let (prev_seq, prev_hash) = match head {
-        Some(row) => (row.get::<_, i64>(0), row.get::<_, String>(1)),
+    let head = tx.query_one(HEAD, &[&event.tenant]).await?;
+    let (prev_seq, prev_hash) = match head.get::<_, Option<i64>>(0) {
+        Some(seq) => (seq, head.get::<_, String>(1)),
         None => (0, GENESIS.to_owned()),
     };
-    let at: String = tx.query_one(NOW, &[]).await?.get(0);
+    let at: String = head.get(2);
     let mut record = Record {
         v: FORMAT,
         tenant_id: clean(event.tenant),
