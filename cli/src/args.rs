@@ -185,7 +185,8 @@ pub enum Command {
     /// disagreeing with the registry. Exits 1 when drift is found.
     Drift,
     /// Manage a tenant's secrets (provider keys). Values are read from stdin or a file, never from
-    /// arguments.
+    /// arguments. Every change is an event of the tenant's audit chain, so the deployment must be
+    /// reachable (locally: `tenantctl local start`).
     Secret {
         #[command(subcommand)]
         command: SecretCommand,

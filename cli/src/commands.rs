@@ -761,6 +761,43 @@ async fn secret_store(g: &Global) -> Result<runtime::secrets::SecretStore> {
     })
 }
 
+/// Changes a secret with its audit event: the event is written first in a transaction that commits
+/// only once the change is made, so a change whose event cannot be written is not made (security
+/// case 60); a change that fails rolls its event back and records the failure instead. The event
+/// names the secret, never its value (case 62).
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the audit trail is the control plane, not tenant data"
+)]
+async fn audited_secret_change<F, Fut>(
+    target: &Target,
+    tenant: &TenantId,
+    secret: &SecretName,
+    action: &str,
+    change: F,
+) -> Result<()>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), runtime::secrets::SecretError>>,
+{
+    let on = format!("secret/{}", secret.as_str());
+    let mut client = target.admin().await?;
+    let tx = client.transaction().await?;
+    apply::record_on(&tx, tenant, &on, action, "succeeded", "").await?;
+    if let Err(e) = change().await {
+        drop(tx);
+        let failed = format!("{e}");
+        let tx = client.transaction().await?;
+        apply::record_on(&tx, tenant, &on, action, "failed", &failed).await?;
+        tx.commit().await?;
+        bail!("{e}");
+    }
+    tx.commit()
+        .await
+        .context("committing the audit event of the secret's change")?;
+    Ok(())
+}
+
 fn tenant_secret(tenant: &str, name: &str) -> Result<(TenantId, SecretName)> {
     let tenant = TenantId::parse(tenant).map_err(|e| anyhow::anyhow!("tenant: {e}"))?;
     let secret = SecretName::for_tenant(&tenant, name).map_err(|e| {
@@ -779,7 +816,9 @@ async fn secret_put(
     rotate: bool,
 ) -> Result<u8> {
     let (tenant, secret) = tenant_secret(tenant, name)?;
-    let store = secret_store(g).await?;
+    let (target, cluster, _aws) = target_and_aws(g).await?;
+    require_running(cluster.as_ref())?;
+    let store = &target.secrets;
     if rotate
         && !store
             .exists(&secret)
@@ -792,10 +831,15 @@ async fn secret_put(
         );
     }
     let value = read_secret_value(from_file)?;
-    store
-        .put(&secret, &value)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let action = if rotate {
+        "secret.rotate"
+    } else {
+        "secret.put"
+    };
+    audited_secret_change(&target, &tenant, &secret, action, || {
+        store.put(&secret, &value)
+    })
+    .await?;
     let listed = store
         .list(&format!("tenants/{tenant}/"))
         .await
@@ -844,8 +888,10 @@ async fn secret_list(g: &Global, tenant: &str) -> Result<u8> {
 }
 
 async fn secret_delete(g: &Global, tenant: &str, name: &str, yes: bool) -> Result<u8> {
-    let (_, secret) = tenant_secret(tenant, name)?;
-    let store = secret_store(g).await?;
+    let (tenant_id, secret) = tenant_secret(tenant, name)?;
+    let (target, cluster, _aws) = target_and_aws(g).await?;
+    require_running(cluster.as_ref())?;
+    let store = &target.secrets;
     if !store
         .exists(&secret)
         .await
@@ -859,10 +905,10 @@ async fn secret_delete(g: &Global, tenant: &str, name: &str, yes: bool) -> Resul
     if !yes {
         confirm(&format!("deleting `{}`", secret.as_str()), name)?;
     }
-    store
-        .delete(&secret)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    audited_secret_change(&target, &tenant_id, &secret, "secret.delete", || {
+        store.delete(&secret)
+    })
+    .await?;
     match g.output {
         OutputFormat::Json => out_json(&json!({"secret": secret.as_str(), "deleted": true}))?,
         OutputFormat::Text if aws(g) => out(&format!(

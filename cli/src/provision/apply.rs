@@ -302,15 +302,35 @@ pub async fn record(
     outcome: &str,
     detail: &str,
 ) -> Result<()> {
+    record_on(
+        tx,
+        tenant,
+        &format!("tenant/{tenant}"),
+        action,
+        outcome,
+        detail,
+    )
+    .await
+}
+
+/// `record` for an action on something of the tenant's other than the tenant itself (`target`,
+/// e.g. `secret/tenants/acme/providers/openai`).
+pub async fn record_on(
+    tx: &tokio_postgres::Transaction<'_>,
+    tenant: &TenantId,
+    target: &str,
+    action: &str,
+    outcome: &str,
+    detail: &str,
+) -> Result<()> {
     let actor = actor();
-    let target = format!("tenant/{tenant}");
     runtime::audit::append(
         tx,
         &runtime::audit::Event {
             tenant: tenant.as_str(),
             actor: &actor,
             action,
-            target: &target,
+            target,
             outcome,
             request_id: None,
             detail,

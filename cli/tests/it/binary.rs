@@ -407,6 +407,24 @@ fn every_privileged_step_joins_its_tenants_hash_chain_and_an_edit_is_found_where
     let out = run(&["suspend", "acme", "--reason", "no audit"]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("audit"), "{}", text(&out));
+    // A secret's change too: not made when its event cannot be written.
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, "sk-never-stored").unwrap();
+    let out = run(&[
+        "secret",
+        "put",
+        "acme",
+        "providers/openai",
+        "--from-file",
+        key_file.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let out = run(&["--output", "json", "secret", "list", "acme"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("providers/openai"),
+        "{}",
+        text(&out)
+    );
     rt.block_on(async {
         let admin = target.admin().await.unwrap();
         let status: String = admin
@@ -960,6 +978,10 @@ fn secrets_are_put_rotated_listed_and_deleted_by_name_never_shown() {
     };
     let first = format!("first-{}", uuid::Uuid::new_v4().simple());
     let second = format!("second-{}", uuid::Uuid::new_v4().simple());
+    // Secret changes are audited in the deployment's control plane, so it needs one.
+    let acme_manifest = cli::testing::repo_root().join("tenants/acme.yaml");
+    let out = run(&["apply", acme_manifest.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out));
 
     let out = run(
         &["secret", "rotate", "acme", "providers/openai"],
@@ -1024,6 +1046,8 @@ fn secrets_are_put_rotated_listed_and_deleted_by_name_never_shown() {
     assert_eq!(
         rows,
         [
+            // Made by the apply.
+            ("tenants/acme/db-password".to_owned(), "1".to_owned()),
             (
                 "tenants/acme/providers/anthropic".to_owned(),
                 "1".to_owned()
@@ -1057,7 +1081,11 @@ fn secrets_are_put_rotated_listed_and_deleted_by_name_never_shown() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let out = run(&["--output", "json", "secret", "list", "acme"], None);
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        2,
+        "the db password and anthropic's"
+    );
     // Offboarding asks first too: without a terminal and without --yes, nothing is exported or
     // deleted (the tenant is not even looked up).
     let export = tempfile::tempdir().unwrap();
@@ -1084,6 +1112,45 @@ fn secrets_are_put_rotated_listed_and_deleted_by_name_never_shown() {
         "{}",
         text(&out)
     );
+    // Every change is an event of acme's chain naming the secret, never its value (cases 60, 62);
+    // reads (`list`) and refusals before any change are not.
+    let out = run(&["audit", "export", "--tenant", "acme"], None);
+    assert!(out.status.success(), "{}", text(&out));
+    let export = String::from_utf8_lossy(&out.stdout).into_owned();
+    let events: Vec<(String, String, String)> = export
+        .lines()
+        .map(|l| {
+            let e: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["target"].as_str().unwrap().to_owned(),
+                e["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let openai = "secret/tenants/acme/providers/openai".to_owned();
+    let ok = "succeeded".to_owned();
+    assert_eq!(
+        events[1..],
+        [
+            ("secret.put".to_owned(), openai.clone(), ok.clone()),
+            ("secret.rotate".to_owned(), openai.clone(), ok.clone()),
+            (
+                "secret.put".to_owned(),
+                "secret/tenants/acme/providers/anthropic".to_owned(),
+                ok.clone()
+            ),
+            ("secret.delete".to_owned(), openai, ok),
+        ],
+        "{export}"
+    );
+    assert_eq!(events[0].0, "apply");
+    assert!(
+        !export.contains(&first) && !export.contains(&second),
+        "{export}"
+    );
+    let out = run(&["audit", "verify", "--tenant", "acme"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
 
 #[test]
