@@ -34,7 +34,8 @@ impl Alg {
 pub struct RolesConfig {
     /// The claim holding an array of role names (e.g. `roles`, `groups`).
     pub claim: String,
-    /// Role name -> permissions it grants.
+    /// Role name -> permissions it grants: permission names (`usage:read`) or built-in tenant roles
+    /// (`role:tenant_member`, `role:tenant_finance`, `role:tenant_admin`; see `auth::roles`).
     pub permissions: BTreeMap<String, Vec<String>>,
 }
 
@@ -220,6 +221,46 @@ impl IssuerConfig {
             super::jwks::check_url(url, self.allow_loopback_http)
                 .map_err(|e| format!("issuer `{}`: {e}", self.name))?;
         }
+        if let Some(roles) = &self.roles {
+            for (role, entries) in &roles.permissions {
+                for entry in entries {
+                    super::roles::check_entry(entry).map_err(|e| {
+                        format!("issuer `{}`: `roles.permissions.{role}`: {e}", self.name)
+                    })?;
+                }
+            }
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_roles_mapping_naming_a_platform_role_or_no_role_is_refused_naming_it() {
+        let with = |entry: &str| {
+            let mut c = IssuerConfig::new(
+                "corp",
+                "https://idp.example",
+                JwksSource::Url("https://idp.example/jwks.json".into()),
+                "tenantctl-api",
+            );
+            c.roles = Some(RolesConfig {
+                claim: "groups".into(),
+                permissions: BTreeMap::from([("staff".into(), vec![entry.into()])]),
+            });
+            c.check()
+        };
+        assert_eq!(with("role:tenant_admin"), Ok(()));
+        assert_eq!(with("usage:read"), Ok(()));
+        let e = with("role:platform_operator").unwrap_err();
+        assert!(
+            e.contains("issuer `corp`: `roles.permissions.staff`") && e.contains("platform role"),
+            "{e}"
+        );
+        let e = with("role:superuser").unwrap_err();
+        assert!(e.contains("names no built-in role"), "{e}");
     }
 }

@@ -312,7 +312,13 @@ pub fn check_claims(
                 for v in items {
                     let role = v.as_str().ok_or(DenyReason::BadClaims)?;
                     if let Some(perms) = roles.permissions.get(role) {
-                        scopes.extend(perms.iter().cloned());
+                        // `role:<name>` entries grant a built-in role's bundle (checked when the
+                        // issuer was configured; an unknown one grants nothing).
+                        for entry in perms {
+                            if let Some(granted) = super::roles::expand(entry) {
+                                scopes.extend(granted.into_iter().map(str::to_owned));
+                            }
+                        }
                     }
                 }
             }

@@ -15,6 +15,7 @@ pub mod cache;
 pub mod issuer;
 pub mod jwks;
 pub mod jwt;
+pub mod roles;
 pub mod signer;
 
 use std::collections::{BTreeMap, HashMap};

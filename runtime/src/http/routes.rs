@@ -226,6 +226,18 @@ mod tests {
     }
 
     #[test]
+    fn every_built_in_role_grants_only_known_permissions() {
+        for (role, perms) in crate::auth::roles::TENANT_ROLES {
+            for p in *perms {
+                assert!(
+                    is_permission(p),
+                    "role {role} grants unknown permission {p}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn every_permission_is_used_by_a_route() {
         // Issue 12 item 1: a permission no route uses is a permission nobody can check.
         for (p, _) in PERMISSIONS {

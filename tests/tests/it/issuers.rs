@@ -282,6 +282,8 @@ async fn roles_map_to_permissions_and_tenant_claims_can_be_namespaced_or_nested(
                 vec!["models:read".into(), "chat:write".into()],
             ),
             ("finance".into(), vec!["usage:read".into()]),
+            ("accounts".into(), vec!["role:tenant_finance".into()]),
+            ("owners".into(), vec!["role:tenant_admin".into()]),
         ]),
     };
     let f = fixture(
@@ -300,6 +302,29 @@ async fn roles_map_to_permissions_and_tenant_claims_can_be_namespaced_or_nested(
     let (tenant, scopes) = run(&f, &f.signer.sign(&c), None).await.unwrap();
     assert_eq!(tenant, "globex");
     assert_eq!(scopes, vec!["chat:write", "models:read", "usage:read"]);
+    // Issue 12 item 1: a group mapped to a built-in role gets its whole bundle, nothing more.
+    for (group, want) in [
+        ("accounts", vec!["me:read", "usage:read"]),
+        (
+            "owners",
+            vec![
+                "chat:write",
+                "embeddings:write",
+                "me:read",
+                "models:read",
+                "usage:read",
+            ],
+        ),
+    ] {
+        let c = with(|c| {
+            c.as_object_mut().unwrap().remove("tenant_id");
+            c["https://tenantctl.example/tenant"] = json!("globex");
+            c["groups"] = json!([group]);
+            c.as_object_mut().unwrap().remove("scope");
+        });
+        let (_, scopes) = run(&f, &f.signer.sign(&c), None).await.unwrap();
+        assert_eq!(scopes, want, "{group}");
+    }
     // The default claim is not consulted for this issuer.
     expect(
         run(&f, &f.signer.sign(&claims()), None).await,
