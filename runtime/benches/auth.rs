@@ -53,6 +53,7 @@ fn setup() -> (DevSigner, Authenticator, TenantDirectory, IssuerConfig) {
         db_role: "r".into(),
         db_name: "d".into(),
         read_only: false,
+        suspended: false,
         limits: runtime::registry::TenantLimits {
             monthly_budget: runtime::domain::MicroUsd(1),
             subject_monthly_budget: None,

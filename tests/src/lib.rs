@@ -212,6 +212,7 @@ pub fn record(
         db_role: format!("x_t_{id}"),
         db_name: "x".into(),
         read_only: false,
+        suspended: false,
         limits: runtime::registry::TenantLimits {
             monthly_budget: runtime::domain::MicroUsd(1_000_000_000),
             subject_monthly_budget: None,

@@ -282,6 +282,7 @@ pub fn tenant_record(
         db_role,
         db_name,
         read_only: false,
+        suspended: false,
         limits: spec.limits(),
         prices: runtime::registry::prices_for(book, spec.id.as_str(), &spec.models),
         tags: spec.tags.clone(),

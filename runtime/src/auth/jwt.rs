@@ -40,6 +40,8 @@ pub enum DenyReason {
     WrongDeployment,
     AuthorizerMismatch,
     InsufficientScope,
+    /// A valid token of a suspended tenant (403 on every route).
+    TenantSuspended,
 }
 
 impl DenyReason {
@@ -65,6 +67,7 @@ impl DenyReason {
         DenyReason::WrongDeployment,
         DenyReason::AuthorizerMismatch,
         DenyReason::InsufficientScope,
+        DenyReason::TenantSuspended,
     ];
 
     pub fn code(self) -> &'static str {
@@ -90,6 +93,7 @@ impl DenyReason {
             DenyReason::WrongDeployment => "wrong_deployment",
             DenyReason::AuthorizerMismatch => "authorizer_mismatch",
             DenyReason::InsufficientScope => "insufficient_scope",
+            DenyReason::TenantSuspended => "tenant_suspended",
         }
     }
 }

@@ -322,6 +322,10 @@ fn bind_tenant(
     if record.identity.issuer != issuer.name {
         return Err(DenyReason::TenantIssuerMismatch);
     }
+    // Only a token its own issuer signed learns that its tenant is suspended.
+    if record.suspended {
+        return Err(DenyReason::TenantSuspended);
+    }
     Ok(record)
 }
 

@@ -109,6 +109,13 @@ impl IntoResponse for ApiError {
                 DenyReason::RegistryUnavailable.code().to_owned(),
                 "the tenant registry could not be read recently; retry later".to_owned(),
             ),
+            ApiError::Unauthenticated(DenyReason::TenantSuspended) => (
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                DenyReason::TenantSuspended.code().to_owned(),
+                "this tenant is suspended; its platform operator can resume it (`tenantctl resume`)"
+                    .to_owned(),
+            ),
             ApiError::Unauthenticated(reason) => (
                 StatusCode::UNAUTHORIZED,
                 "authentication_error",

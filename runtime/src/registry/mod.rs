@@ -45,6 +45,9 @@ pub struct TenantRecord {
     /// While `tenantctl move` copies the tenant's data: reads are served, writes are refused (503).
     #[serde(default)]
     pub read_only: bool,
+    /// Suspended (`tenantctl suspend`): its tokens are refused with 403 on every route.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspended: bool,
     /// Its monthly budget and rate limits, from its manifest; enforced before every model call.
     pub limits: TenantLimits,
     /// What it is charged: the imported price book's versions with its negotiated prices. A model
@@ -247,7 +250,7 @@ impl ControlPlane {
                         (spec #>> '{rate_limits,requests_per_minute}')::bigint, \
                         (spec #>> '{rate_limits,tokens_per_minute}')::bigint, tags, \
                         (spec #>> '{subject_monthly_budget}')::bigint \
-                   FROM control.tenants WHERE status IN ('active', 'read_only') ORDER BY tenant_id",
+                   FROM control.tenants WHERE status IN ('active', 'read_only', 'suspended') ORDER BY tenant_id",
                 &[],
             )
             .await?;
@@ -274,6 +277,7 @@ impl ControlPlane {
                     db_role: row.get(7),
                     db_name: row.get(8),
                     read_only: row.get::<_, &str>(9) == "read_only",
+                    suspended: row.get::<_, &str>(9) == "suspended",
                     limits: TenantLimits {
                         monthly_budget: crate::domain::MicroUsd(row.get(10)),
                         requests_per_minute: row

@@ -283,7 +283,20 @@ async fn a_suspended_tenant_is_refused_once_the_registry_says_so() {
         suspend(&s.target, &globex, "test").await.unwrap(),
         Change::Changed
     );
-    until(401, "suspension").await;
+    // Issue 12: a suspended tenant's tokens get 403 `tenant_suspended` on every route.
+    until(403, "suspension").await;
+    for path in ["/v1/me", "/v1/usage", "/v1/models/mock-small", "/v1/nope"] {
+        let r = s
+            .http
+            .get(format!("{}{path}", s.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "tenant_suspended", "{path}: {body}");
+    }
     assert_eq!(
         models(s.token("acme")).await,
         200,
@@ -310,7 +323,7 @@ async fn a_suspended_tenant_is_refused_once_the_registry_says_so() {
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert_eq!(
         models(token.clone()).await,
-        401,
+        403,
         "still suspended after an apply"
     );
     assert_eq!(
