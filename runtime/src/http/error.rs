@@ -50,6 +50,9 @@ pub enum ApiError {
     /// No route at this path.
     #[error("not found")]
     NotFound,
+    /// No such object in the caller's tenant (the message names what was asked for).
+    #[error("{0}")]
+    ObjectNotFound(String),
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("request body too large")]
@@ -82,6 +85,7 @@ impl ApiError {
                 ApiError::Provider(e)
             }
             ServiceError::Refused(refusal) => refused(&refusal),
+            ServiceError::NotFound(m) => ApiError::ObjectNotFound(m),
             ServiceError::Internal(cause) => ApiError::internal(cause, Some(request_id)),
         }
     }
@@ -181,6 +185,12 @@ impl IntoResponse for ApiError {
                 "not_found_error",
                 "not_found".to_owned(),
                 "no such route".to_owned(),
+            ),
+            ApiError::ObjectNotFound(message) => (
+                StatusCode::NOT_FOUND,
+                "not_found_error",
+                "not_found".to_owned(),
+                message.clone(),
             ),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -580,6 +580,8 @@ fn budget_json(budgets: &service::Budgets, subject: &str) -> serde_json::Value {
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     limit: Option<i64>,
+    /// The last id of the previous page: the rows after it.
+    after: Option<String>,
 }
 
 pub async fn usage(
@@ -590,9 +592,23 @@ pub async fn usage(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    let (entries, totals, budget) = service::usage::recent(&state.data, &tenant, limit)
+    let after = query
+        .after
+        .as_deref()
+        .map(|a| {
+            uuid::Uuid::try_parse(a).map_err(|_| {
+                ApiError::BadRequest(
+                    "`after` must be a ledger row's id (a UUID: the `last_id` of the previous page)"
+                        .into(),
+                )
+            })
+        })
+        .transpose()?;
+    let (page, totals, budget) = service::usage::recent(&state.data, &tenant, limit, after)
         .await
         .map_err(|e| ApiError::service(e, request_id))?;
+    let first_id = page.entries.first().map(|e| e.id.to_string());
+    let last_id = page.entries.last().map(|e| e.id.to_string());
     let limits = tenant.record().limits;
     Ok(Json(json!({
         "object": "list",
@@ -604,7 +620,11 @@ pub async fn usage(
             "requests_per_minute": limits.requests_per_minute,
             "tokens_per_minute": limits.tokens_per_minute,
         },
-        "data": entries,
+        "data": page.entries,
+        // Cursor pagination, as OpenAI's lists: `after=<last_id>` asks for the next page.
+        "has_more": page.has_more,
+        "first_id": first_id,
+        "last_id": last_id,
     })))
 }
 

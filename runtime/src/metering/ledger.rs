@@ -177,29 +177,88 @@ pub async fn record_once(
     Ok(())
 }
 
-const RECENT: &str = "SELECT id, tenant_id, request_id, subject, provider, model, input_tokens, \
-                             output_tokens, cost_micro_usd, price_book_version, outcome, usage_estimated, \
-                             to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
-                             cached_input_tokens, cache_write_tokens, reasoning_tokens, \
-                             provider_request_id, provider_usage, provider_cost_micro_usd, \
-                             cost_differs, cost_tags \
-                        FROM usage_ledger WHERE tenant_id = $1 ORDER BY created_at DESC, id LIMIT $2";
+/// The columns of a ledger row as `Entry` reads them.
+macro_rules! entry_columns {
+    () => {
+        "id, tenant_id, request_id, subject, provider, model, input_tokens, output_tokens, \
+         cost_micro_usd, price_book_version, outcome, usage_estimated, \
+         to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+         cached_input_tokens, cache_write_tokens, reasoning_tokens, provider_request_id, \
+         provider_usage, provider_cost_micro_usd, cost_differs, cost_tags"
+    };
+}
+
+const RECENT: &str = concat!(
+    "SELECT ",
+    entry_columns!(),
+    " FROM usage_ledger WHERE tenant_id = $1 ORDER BY created_at DESC, id LIMIT $2"
+);
+
+/// The page after the row `$3` in the same order (newest first, ties by id).
+const RECENT_AFTER: &str = concat!(
+    "SELECT ",
+    entry_columns!(),
+    " FROM usage_ledger l WHERE tenant_id = $1 \
+       AND EXISTS (SELECT 1 FROM usage_ledger c WHERE c.tenant_id = $1 AND c.id = $3 \
+                    AND (l.created_at < c.created_at OR (l.created_at = c.created_at AND l.id > c.id))) \
+     ORDER BY created_at DESC, id LIMIT $2"
+);
+
+/// Whether the row `$2` is the tenant's.
+const ROW_EXISTS: &str = "SELECT 1 FROM usage_ledger WHERE tenant_id = $1 AND id = $2";
 
 const ALL_TIME_TOTALS: &str = "SELECT coalesce(sum(requests), 0)::bigint, coalesce(sum(input_tokens), 0)::bigint, \
                                       coalesce(sum(output_tokens), 0)::bigint, coalesce(sum(cost_micro_usd), 0)::bigint \
                                  FROM usage_daily WHERE tenant_id = $1";
 
-/// The newest `limit` rows and the all-time totals of the tenant in `tx`.
-pub async fn recent(tx: &TenantTx, limit: i64) -> Result<(Vec<Entry>, Totals), DataError> {
+/// One page of the tenant's ledger, newest first.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub entries: Vec<Entry>,
+    /// Whether rows follow this page (ask for them with `after` = its last id).
+    pub has_more: bool,
+}
+
+/// Up to `limit` rows of the tenant in `tx`, newest first: the newest, or those after the row
+/// `after` (`None` when `after` is no row of this tenant: whether another tenant has one is never
+/// told); and the all-time totals.
+pub async fn recent(
+    tx: &TenantTx,
+    limit: i64,
+    after: Option<uuid::Uuid>,
+) -> Result<Option<(Page, Totals)>, DataError> {
     let tenant = tx.tenant().as_str();
-    // The rows, and the totals from the daily rows the ledger's trigger keeps (one row per day,
-    // never a scan of the ledger), sent together: the connection pipelines both.
-    let recent_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&tenant, &limit];
+    let fetch = limit.saturating_add(1);
+    // The rows (one more than asked, to know whether more follow), the cursor's own row, and the
+    // totals from the daily rows the ledger's trigger keeps (one row per day, never a scan of the
+    // ledger), sent together: the connection pipelines them.
     let totals_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&tenant];
-    let (rows, totals) = tokio::try_join!(
-        tx.query(RECENT, &recent_params),
-        tx.query(ALL_TIME_TOTALS, &totals_params)
-    )?;
+    let (rows, totals, found) = match after {
+        None => {
+            let page_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&tenant, &fetch];
+            let (rows, totals) = tokio::try_join!(
+                tx.query(RECENT, &page_params),
+                tx.query(ALL_TIME_TOTALS, &totals_params)
+            )?;
+            (rows, totals, true)
+        }
+        Some(cursor) => {
+            let page_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                [&tenant, &fetch, &cursor];
+            let exists_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&tenant, &cursor];
+            let (rows, totals, found) = tokio::try_join!(
+                tx.query(RECENT_AFTER, &page_params),
+                tx.query(ALL_TIME_TOTALS, &totals_params),
+                tx.query(ROW_EXISTS, &exists_params)
+            )?;
+            (rows, totals, !found.is_empty())
+        }
+    };
+    if !found {
+        return Ok(None);
+    }
+    let has_more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
+    let rows = &rows[..rows.len().min(usize::try_from(limit).unwrap_or(usize::MAX))];
     let entries = rows
         .iter()
         .map(|r| Entry {
@@ -235,7 +294,7 @@ pub async fn recent(tx: &TenantTx, limit: i64) -> Result<(Vec<Entry>, Totals), D
             cost_micro_usd: r.get(3),
         })
         .unwrap_or_default();
-    Ok((entries, t))
+    Ok(Some((Page { entries, has_more }, t)))
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

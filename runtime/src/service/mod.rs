@@ -36,6 +36,9 @@ pub enum ServiceError {
     /// The tenant's rate limits or budget refused the call before anything was spent.
     #[error("refused by the tenant's limits: {0:?}")]
     Refused(Refusal),
+    /// The object the request names is not the tenant's (whether it exists elsewhere is never said).
+    #[error("{0}")]
+    NotFound(String),
     /// Anything else: the cause goes to the log, never to the client.
     #[error("{0}")]
     Internal(String),

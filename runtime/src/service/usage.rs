@@ -2,7 +2,7 @@
 //! read through its `TenantTx`.
 
 use crate::auth::Tenant;
-use crate::metering::ledger::{self, Entry};
+use crate::metering::ledger::{self, Page};
 pub use crate::metering::ledger::{GroupBy, ReportRow, Totals};
 use crate::metering::limits;
 use crate::service::Budgets;
@@ -15,15 +15,22 @@ pub async fn recent(
     data: &DataPlane,
     tenant: &Tenant,
     limit: i64,
-) -> Result<(Vec<Entry>, Totals, Budgets), ServiceError> {
+    after: Option<uuid::Uuid>,
+) -> Result<(Page, Totals, Budgets), ServiceError> {
     let tx = TenantTx::begin(data, tenant).await?;
     // Sent together: the connection pipelines them (one wait, not one per query).
-    let ((entries, totals), budget) = tokio::try_join!(
-        ledger::recent(&tx, limit.clamp(1, 1000)),
+    let (page, budget) = tokio::try_join!(
+        ledger::recent(&tx, limit.clamp(1, 1000), after),
         limits::budgets(&tx, tenant)
     )?;
+    let Some((page, totals)) = page else {
+        return Err(ServiceError::NotFound(format!(
+            "`after`: no ledger row `{}` in this tenant",
+            after.map(|a| a.to_string()).unwrap_or_default()
+        )));
+    };
     tx.commit().await?;
-    Ok((entries, totals, budget))
+    Ok((page, totals, budget))
 }
 
 /// The longest range one report covers.

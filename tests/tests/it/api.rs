@@ -407,3 +407,69 @@ async fn the_runtime_closes_when_it_cannot_read_the_registry_for_longer_than_its
     }
     s.running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn usage_rows_page_by_cursor_and_another_tenants_row_is_never_a_cursor() {
+    // Issue 12 item 2: lists are paginated server-side within the caller's tenant (`after` = the
+    // previous page's `last_id`, as OpenAI's lists); an id of another tenant's row answers 404, the
+    // same as an id nobody has (case 28); a malformed one is 400.
+    let s = serve_examples().await;
+    let (acme, globex) = (s.token("acme"), s.token("globex"));
+    for _ in 0..5 {
+        assert_eq!(chat(&s, &acme, hello("fast")).await.status(), 200);
+    }
+    assert_eq!(chat(&s, &globex, hello("mock-small")).await.status(), 200);
+    let page = |token: String, query: String| {
+        let (http, base) = (s.http.clone(), s.base.clone());
+        async move {
+            let r = http
+                .get(format!("{base}/v1/usage?{query}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let all = usage(&s, &acme).await;
+    let want: Vec<String> = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(want.len(), 5);
+    assert_eq!(all["has_more"], false);
+    let mut seen = Vec::new();
+    let mut query = "limit=2".to_owned();
+    loop {
+        let (status, body) = page(acme.clone(), query.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        for r in body["data"].as_array().unwrap() {
+            seen.push(r["id"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(body["last_id"], json!(seen.last()), "{body}");
+        if body["has_more"] == false {
+            break;
+        }
+        query = format!("limit=2&after={}", body["last_id"].as_str().unwrap());
+    }
+    assert_eq!(seen, want, "every row once, newest first");
+    // globex's row is no cursor of acme's; nor is an id nobody has: the same 404.
+    let other = usage(&s, &globex).await["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for id in [other, uuid::Uuid::new_v4().to_string()] {
+        let (status, body) = page(acme.clone(), format!("after={id}")).await;
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(body["error"]["code"], "not_found");
+        assert_eq!(
+            body["error"]["message"],
+            format!("`after`: no ledger row `{id}` in this tenant")
+        );
+    }
+    let (status, body) = page(acme.clone(), "after=row-3".into()).await;
+    assert_eq!(status, 400, "{body}");
+    s.running.stop().await.unwrap();
+}
