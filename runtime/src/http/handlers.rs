@@ -589,7 +589,7 @@ pub async fn usage(
     tenant: Tenant,
     Extension(RequestId(request_id)): Extension<RequestId>,
     query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let after = query
@@ -610,22 +610,39 @@ pub async fn usage(
     let first_id = page.entries.first().map(|e| e.id.to_string());
     let last_id = page.entries.last().map(|e| e.id.to_string());
     let limits = tenant.record().limits;
-    Ok(Json(json!({
-        "object": "list",
-        "tenant": tenant.id().as_str(),
-        "totals": totals,
-        // This calendar month (UTC), in integer micro-USD, and the limits the tenant runs under.
-        "budget": budget_json(&budget, &tenant.principal().subject),
-        "rate_limits": {
+    // Written out as it is (the rows are not first turned into a JSON tree).
+    Ok(Json(UsageList {
+        object: "list",
+        tenant: tenant.id().as_str(),
+        totals,
+        budget: budget_json(&budget, &tenant.principal().subject),
+        rate_limits: json!({
             "requests_per_minute": limits.requests_per_minute,
             "tokens_per_minute": limits.tokens_per_minute,
-        },
-        "data": page.entries,
-        // Cursor pagination, as OpenAI's lists: `after=<last_id>` asks for the next page.
-        "has_more": page.has_more,
-        "first_id": first_id,
-        "last_id": last_id,
-    })))
+        }),
+        data: &page.entries,
+        has_more: page.has_more,
+        first_id,
+        last_id,
+    })
+    .into_response())
+}
+
+/// `GET /v1/usage`'s body.
+#[derive(serde::Serialize)]
+struct UsageList<'a> {
+    object: &'static str,
+    tenant: &'a str,
+    totals: service::usage::Totals,
+    /// This calendar month (UTC), in integer micro-USD.
+    budget: serde_json::Value,
+    /// The limits the tenant runs under.
+    rate_limits: serde_json::Value,
+    data: &'a [service::usage::Entry],
+    /// Cursor pagination, as OpenAI's lists: `after=<last_id>` asks for the next page.
+    has_more: bool,
+    first_id: Option<String>,
+    last_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

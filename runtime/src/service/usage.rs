@@ -3,7 +3,7 @@
 
 use crate::auth::Tenant;
 use crate::metering::ledger::{self, Page};
-pub use crate::metering::ledger::{GroupBy, ReportRow, Totals};
+pub use crate::metering::ledger::{Entry, GroupBy, ReportRow, Totals};
 use crate::metering::limits;
 use crate::service::Budgets;
 use crate::service::ServiceError;
