@@ -314,7 +314,7 @@ impl LeaseState {
         worst: i64,
         tokens: i64,
         limits: TenantLimits,
-    ) -> Option<Statuses> {
+    ) -> Option<Budgets> {
         let good = self.valid_until.is_some_and(|t| now < t);
         if !good || self.requests == 0 || self.tokens < tokens.max(1) {
             return None;
@@ -325,11 +325,11 @@ impl LeaseState {
         self.requests -= 1;
         self.tokens -= tokens;
         self.reserved += worst;
-        Some(self.statuses(limits))
+        Some(self.budgets(limits))
     }
 
-    fn statuses(&self, limits: TenantLimits) -> Statuses {
-        let status = BudgetStatus {
+    fn budgets(&self, limits: TenantLimits) -> Budgets {
+        let tenant = BudgetStatus {
             budget: limits.monthly_budget,
             spent: MicroUsd(self.spent_seen + self.settled),
             held: MicroUsd(self.others_held + self.reserved),
@@ -339,12 +339,9 @@ impl LeaseState {
             spent: MicroUsd(self.subject_spent_seen + self.settled),
             held: MicroUsd(self.subject_others_held + self.reserved),
         });
-        (status, subject)
+        Budgets { tenant, subject }
     }
 }
-
-/// The tenant's budget and, when it budgets per subject, the subject's.
-type Statuses = (BudgetStatus, Option<BudgetStatus>);
 
 /// A call's claim on the budget: its own hold in the database, or a part of its process's lease.
 /// Settle it with the call's cost once its ledger row is committed, or release it when the call
@@ -410,8 +407,7 @@ impl Drop for Hold {
 /// budgets per subject), and its hold.
 #[derive(Debug)]
 pub struct Admitted {
-    pub status: BudgetStatus,
-    pub subject: Option<BudgetStatus>,
+    pub budgets: Budgets,
     pub hold: Hold,
 }
 
@@ -474,12 +470,11 @@ impl Gate {
                 let mut s = LeaseState::lock(&lease.state);
                 let now = Instant::now();
                 let busy = s.count(now);
-                if let Some((status, subject)) = s.take(now, worst, tokens, limits) {
+                if let Some(budgets) = s.take(now, worst, tokens, limits) {
                     drop(s);
                     self.local.fetch_add(1, Ordering::Relaxed);
                     return Ok(Ok(Admitted {
-                        status,
-                        subject,
+                        budgets,
                         hold: Hold {
                             claim: Some(Claim::Leased { lease, worst }),
                         },
@@ -512,16 +507,18 @@ impl Gate {
         )
         .await?;
         Ok(granted.map(|g| Admitted {
-            status: BudgetStatus {
-                budget: limits.monthly_budget,
-                spent: MicroUsd(g.spent),
-                held: MicroUsd(g.held),
+            budgets: Budgets {
+                tenant: BudgetStatus {
+                    budget: limits.monthly_budget,
+                    spent: MicroUsd(g.spent),
+                    held: MicroUsd(g.held),
+                },
+                subject: limits.subject_monthly_budget.map(|budget| BudgetStatus {
+                    budget,
+                    spent: MicroUsd(g.subject_spent),
+                    held: MicroUsd(g.subject_held),
+                }),
             },
-            subject: limits.subject_monthly_budget.map(|budget| BudgetStatus {
-                budget,
-                spent: MicroUsd(g.subject_spent),
-                held: MicroUsd(g.subject_held),
-            }),
             hold: Hold {
                 claim: Some(Claim::Own(call)),
             },
@@ -567,10 +564,9 @@ impl Gate {
         tokens: i64,
     ) -> Result<Result<Admitted, Refusal>, DataError> {
         let renewing = lease.renewing.lock().await;
-        let admitted = |lease: Arc<Lease>, (status, subject): Statuses| {
+        let admitted = |lease: Arc<Lease>, budgets: Budgets| {
             Ok(Ok(Admitted {
-                status,
-                subject,
+                budgets,
                 hold: Hold {
                     claim: Some(Claim::Leased { lease, worst }),
                 },
@@ -638,7 +634,7 @@ impl Gate {
             s.tokens = g.tokens - tokens;
             s.reserved += worst;
             s.valid_until = Some(Instant::now() + Duration::from_millis(LEASE_MILLIS));
-            s.statuses(limits)
+            s.budgets(limits)
         };
         drop(renewing);
         admitted(lease, status)

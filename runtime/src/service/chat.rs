@@ -153,10 +153,7 @@ async fn prepare(
         max_tokens,
         ledger_id,
         hold: admitted.hold,
-        budget: Budgets {
-            tenant: admitted.status,
-            subject: admitted.subject,
-        },
+        budget: admitted.budgets,
         call: call.clone(),
     })
 }
