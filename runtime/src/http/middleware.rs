@@ -69,11 +69,11 @@ pub async fn require_auth(State(state): State<AppState>, mut req: Request, next:
         .await;
     match outcome {
         Ok(tenant) => {
-            if let Some(note) = req.extensions().get::<AccessNote>() {
-                note.set(&tenant);
-            }
-            req.extensions_mut().insert(tenant);
-            next.run(req).await
+            req.extensions_mut().insert(tenant.clone());
+            let mut response = next.run(req).await;
+            // Who the request acted as, for the access log (an `Arc` clone; never serialized).
+            response.extensions_mut().insert(tenant);
+            response
         }
         Err(Denial { reason, issuer }) => {
             state.auth.count_denial(reason);
@@ -220,18 +220,6 @@ async fn with_request_id(response: Response, request_id: Option<uuid::Uuid>) -> 
     Response::from_parts(parts, axum::body::Body::from(json.to_string()))
 }
 
-/// Who a request acted as, filled in by the auth layer for the access log.
-#[derive(Debug, Clone, Default)]
-pub struct AccessNote(std::sync::Arc<std::sync::Mutex<Option<(String, String)>>>);
-
-impl AccessNote {
-    fn set(&self, tenant: &Tenant) {
-        if let Ok(mut who) = self.0.lock() {
-            *who = Some((tenant.id().to_string(), tenant.principal().subject.clone()));
-        }
-    }
-}
-
 /// What a status says happened, for the access log.
 fn outcome(status: http::StatusCode) -> &'static str {
     match status.as_u16() {
@@ -246,19 +234,18 @@ fn outcome(status: http::StatusCode) -> &'static str {
 /// Middleware: one structured line per request (target `access`): the operation id from the route
 /// table (never the raw path, which may carry ids), the tenant and subject the token named, the
 /// outcome, status, latency and request id. No token, no body, no query.
-pub async fn access_log(mut req: Request, next: Next) -> Response {
+pub async fn access_log(req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let operation = crate::http::routes::operation_for(req.method(), req.uri().path())
         .map_or("unknown", |r| r.operation_id);
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0);
-    let note = AccessNote::default();
-    req.extensions_mut().insert(note.clone());
     let response = next.run(req).await;
     let status = response.status();
-    let who = note.0.lock().ok().and_then(|w| w.clone());
-    let (tenant, subject) = who
-        .as_ref()
-        .map_or(("-", "-"), |(t, s)| (t.as_str(), s.as_str()));
+    // The auth layer leaves the verified tenant on the response.
+    let who = response.extensions().get::<Tenant>();
+    let (tenant, subject) = who.map_or(("-", "-"), |t| {
+        (t.id().as_str(), t.principal().subject.as_str())
+    });
     tracing::info!(
         target: "access",
         operation,
