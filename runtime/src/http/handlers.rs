@@ -39,22 +39,19 @@ pub async fn readiness(State(state): State<AppState>) -> Response {
         state.auth.deployment_tenant(),
     )
     .await;
-    let checks = json!({
-        "registry": r.registry, "usage_store": r.usage_store, "secret_store": r.secret_store,
-    });
-    if r.ready {
+    let checks: serde_json::Map<String, serde_json::Value> = r
+        .checks
+        .iter()
+        .map(|(name, state)| ((*name).to_owned(), json!(state)))
+        .collect();
+    if r.ready() {
         return Json(json!({"ready": true, "checks": checks})).into_response();
     }
     // Not ready: the one error shape, with the checks beside it.
-    let failing: Vec<String> = [
-        ("registry", r.registry),
-        ("usage_store", r.usage_store),
-        ("secret_store", r.secret_store),
-    ]
-    .iter()
-    .filter(|(_, state)| *state != "ok")
-    .map(|(name, state)| format!("{name} {state}"))
-    .collect();
+    let failing: Vec<String> = r
+        .failing()
+        .map(|(name, state)| format!("{name} {state}"))
+        .collect();
     let message = format!("not ready: {}", failing.join(", "));
     let mut response = (
         http::StatusCode::SERVICE_UNAVAILABLE,

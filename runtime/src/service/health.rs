@@ -13,14 +13,23 @@ use crate::tenancy::DataPlane;
 /// How long each check may take.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Each dependency's state, and whether all are ready.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// Each dependency's state: `ok`, or why not (`stale`, `unreachable`, `unavailable`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Readiness {
-    pub ready: bool,
-    /// `ok`, or why not (`stale`, `unreachable`, `unavailable`).
-    pub registry: &'static str,
-    pub usage_store: &'static str,
-    pub secret_store: &'static str,
+    /// (check, state), in a fixed order: `registry`, `usage_store`, `secret_store`.
+    pub checks: [(&'static str, &'static str); 3],
+}
+
+impl Readiness {
+    /// Whether every check is `ok`.
+    pub fn ready(&self) -> bool {
+        self.checks.iter().all(|(_, state)| *state == "ok")
+    }
+
+    /// The checks that are not `ok`.
+    pub fn failing(&self) -> impl Iterator<Item = &(&'static str, &'static str)> {
+        self.checks.iter().filter(|(_, state)| *state != "ok")
+    }
 }
 
 /// Checks the three at once: the registry's snapshot is within its maximum age, the database
@@ -55,9 +64,10 @@ pub async fn readiness(
     };
     let (usage_store, secret_store) = tokio::join!(db_check, secret_check);
     Readiness {
-        ready: registry == "ok" && usage_store == "ok" && secret_store == "ok",
-        registry,
-        usage_store,
-        secret_store,
+        checks: [
+            ("registry", registry),
+            ("usage_store", usage_store),
+            ("secret_store", secret_store),
+        ],
     }
 }
