@@ -57,6 +57,13 @@ if [ ! -x "$CHECKOV_VENV/bin/checkov" ]; then
   { python3 -m venv "$CHECKOV_VENV" && "$CHECKOV_VENV/bin/pip" install --quiet --disable-pip-version-check 'checkov>=3.2,<4'; } >&2 \
     || { say "could not install checkov; run: python3 -m venv $CHECKOV_VENV && $CHECKOV_VENV/bin/pip install checkov"; exit 1; }
 fi
+# schemathesis (the OpenAPI fuzzer of security case 33) too: its own virtual environment.
+SCHEMATHESIS_VENV="${TENANTCTL_SCHEMATHESIS_VENV:-/var/tmp/tenantctl-schemathesis}"
+if [ ! -x "$SCHEMATHESIS_VENV/bin/schemathesis" ]; then
+  say "installing schemathesis into $SCHEMATHESIS_VENV (the fuzzer the OpenAPI contract test runs)"
+  { python3 -m venv "$SCHEMATHESIS_VENV" && "$SCHEMATHESIS_VENV/bin/pip" install --quiet --disable-pip-version-check 'schemathesis>=4.32,<5'; } >&2 \
+    || { say "could not install schemathesis; run: python3 -m venv $SCHEMATHESIS_VENV && $SCHEMATHESIS_VENV/bin/pip install 'schemathesis>=4.32,<5'"; exit 1; }
+fi
 mkdir -p "$CHECKOV_VENV/tools"
 ln -sf "$CHECKOV_VENV/bin/checkov" "$CHECKOV_VENV/tools/checkov"
 export PATH="$PATH:$CHECKOV_VENV/tools"

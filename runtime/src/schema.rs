@@ -133,6 +133,12 @@ pub const TENANT_MIGRATIONS: &[Migration] = &[
         sql: include_str!("../sql/tenant/0013_budget_state_plans_kept.sql"),
         pool_backfill: None,
     },
+    Migration {
+        version: 14,
+        name: "api_objects",
+        sql: include_str!("../sql/tenant/0014_api_objects.sql"),
+        pool_backfill: None,
+    },
 ];
 
 /// Monthly ledger partitions kept ahead of time (this month and the next `LEDGER_MONTHS_AHEAD`),
@@ -157,11 +163,28 @@ pub const TENANT_TABLE_GRANTS: &[(&str, &str)] = &[
     ("token_debits", "SELECT, DELETE"),
     // Claimed by keyed model calls, given back by failed ones, expired by later claims.
     ("idempotency_keys", "SELECT, INSERT, DELETE"),
+    // The API's objects (tenant migration 0014). Messages are never edited; template versions and
+    // audit events never change and are never removed by the tenant's role.
+    ("conversation_messages", "SELECT, INSERT, DELETE"),
+    ("conversations", "SELECT, INSERT, UPDATE, DELETE"),
+    ("prompt_template_versions", "SELECT, INSERT"),
+    ("prompt_templates", "SELECT, INSERT, UPDATE"),
+    ("members", "SELECT, INSERT, UPDATE, DELETE"),
+    ("audit_events", "SELECT, INSERT"),
 ];
 
 /// The tables that hold a tenant's data of record: what offboarding exports and a tier move copies.
 /// Derived tables (`usage_daily`) are rebuilt from them at the destination, never copied.
-pub const TENANT_DATA_TABLES: &[&str] = &["usage_ledger"];
+/// Parents come before the tables that refer to them (a move copies them in this order).
+pub const TENANT_DATA_TABLES: &[&str] = &[
+    "usage_ledger",
+    "conversations",
+    "conversation_messages",
+    "prompt_templates",
+    "prompt_template_versions",
+    "members",
+    "audit_events",
+];
 
 /// Functions that run with their owner's (the migrator's) rights: each is a trigger function with
 /// its search path pinned, allow-listed here and checked over the catalog (security case 35).

@@ -750,6 +750,9 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
                      DROP COLUMN reasoning_tokens, DROP COLUMN provider_request_id,
                      DROP COLUMN provider_usage, DROP COLUMN provider_cost_micro_usd,
                      DROP COLUMN cost_tags, DROP COLUMN cost_differs;
+                 DROP TABLE t_sa_co.conversation_messages, t_sa_co.conversations, t_sa_co.prompt_template_versions, t_sa_co.prompt_templates, t_sa_co.members, t_sa_co.audit_events;
+                 DROP TABLE t_sb_co.conversation_messages, t_sb_co.conversations, t_sb_co.prompt_template_versions, t_sb_co.prompt_templates, t_sb_co.members, t_sb_co.audit_events;
+                 DROP TABLE pool.conversation_messages, pool.conversations, pool.prompt_template_versions, pool.prompt_templates, pool.members, pool.audit_events;
                  DELETE FROM control.tenant_migrations WHERE version >= 2;
                  DELETE FROM control.pool_migrations WHERE version >= 2;
                  CREATE TABLE t_sb_co.{index} (x int);",
@@ -792,6 +795,7 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
                  DROP FUNCTION t_da_co.usage_daily_add CASCADE;
                  DROP TABLE t_da_co.budget_holds, t_da_co.tenant_meters, t_da_co.token_debits,
                             t_da_co.idempotency_keys;
+                 DROP TABLE t_da_co.conversation_messages, t_da_co.conversations, t_da_co.prompt_template_versions, t_da_co.prompt_templates, t_da_co.members, t_da_co.audit_events;
                  DROP FUNCTION t_da_co.tenant_claim_key, t_da_co.tenant_release_key;
                  DROP FUNCTION t_da_co.tenant_admit, t_da_co.tenant_release, t_da_co.ledger_append,
                                t_da_co.tenant_budget_state;

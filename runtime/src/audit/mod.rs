@@ -97,6 +97,50 @@ impl Record {
         )
     }
 
+    /// `event` as the link after the chain's head (`prev_seq` and `prev_hash`, both `None` for an
+    /// empty chain), written at `at` (UTC, microseconds).
+    pub fn link(
+        event: &Event<'_>,
+        prev_seq: Option<i64>,
+        prev_hash: Option<String>,
+        at: String,
+    ) -> Record {
+        let mut record = Record {
+            v: FORMAT,
+            tenant_id: clean(event.tenant),
+            seq: prev_seq.unwrap_or(0) + 1,
+            at,
+            actor: clean(event.actor),
+            action: clean(event.action),
+            target: clean(event.target),
+            outcome: clean(event.outcome),
+            request_id: event.request_id.map(|r| r.to_string()).unwrap_or_default(),
+            detail: clean(event.detail),
+            prev_hash: prev_hash.unwrap_or_else(|| GENESIS.to_owned()),
+            hash: String::new(),
+        };
+        record.hash = record.computed_hash();
+        record
+    }
+
+    /// A row of `CHAIN`'s (or `tenant_chain::PAGE`'s) columns.
+    pub fn from_row(r: &tokio_postgres::Row) -> Record {
+        Record {
+            v: r.get(0),
+            tenant_id: r.get(1),
+            seq: r.get(2),
+            at: r.get(3),
+            actor: r.get(4),
+            action: r.get(5),
+            target: r.get(6),
+            outcome: r.get(7),
+            request_id: r.get(8),
+            detail: r.get(9),
+            prev_hash: r.get(10),
+            hash: r.get(11),
+        }
+    }
+
     /// The line `export` writes: every field, keys sorted.
     pub fn export_line(&self) -> String {
         let value = serde_json::to_value(self).unwrap_or_default();
@@ -137,26 +181,7 @@ pub async fn append(
 ) -> Result<Record, tokio_postgres::Error> {
     tx.execute(LOCK, &[&event.tenant]).await?;
     let head = tx.query_one(HEAD, &[&event.tenant]).await?;
-    let (prev_seq, prev_hash) = match head.get::<_, Option<i64>>(0) {
-        Some(seq) => (seq, head.get::<_, String>(1)),
-        None => (0, GENESIS.to_owned()),
-    };
-    let at: String = head.get(2);
-    let mut record = Record {
-        v: FORMAT,
-        tenant_id: clean(event.tenant),
-        seq: prev_seq + 1,
-        at,
-        actor: clean(event.actor),
-        action: clean(event.action),
-        target: clean(event.target),
-        outcome: clean(event.outcome),
-        request_id: event.request_id.map(|r| r.to_string()).unwrap_or_default(),
-        detail: clean(event.detail),
-        prev_hash,
-        hash: String::new(),
-    };
-    record.hash = record.computed_hash();
+    let record = Record::link(event, head.get(0), head.get(1), head.get(2));
     tx.execute(
         INSERT,
         &[
@@ -187,21 +212,48 @@ pub async fn chain<C: GenericClient + Sync>(
         .query(CHAIN, &[&tenant])
         .await?
         .iter()
-        .map(|r| Record {
-            v: r.get(0),
-            tenant_id: r.get(1),
-            seq: r.get(2),
-            at: r.get(3),
-            actor: r.get(4),
-            action: r.get(5),
-            target: r.get(6),
-            outcome: r.get(7),
-            request_id: r.get(8),
-            detail: r.get(9),
-            prev_hash: r.get(10),
-            hash: r.get(11),
-        })
+        .map(Record::from_row)
         .collect())
+}
+
+/// The statements of a tenant's own chain, in its own tier (tenant migration 0014's
+/// `audit_events`): what the API's privileged routes append, as the tenant's own role, through its
+/// tenant handle (names resolve in the tenant's pinned schema). The same events, encoding and
+/// verification as the platform's chain.
+pub mod tenant_chain {
+    /// Taken first: concurrent appends to one chain wait for each other.
+    pub const LOCK: &str =
+        "SELECT pg_advisory_xact_lock(hashtextextended('tenantctl.tenant-audit:' || $1, 0))";
+    /// The head and the time, after the lock.
+    pub const HEAD: &str = "SELECT h.seq, h.hash, to_char(clock_timestamp() AT TIME ZONE 'UTC', \
+                               'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
+                          FROM (SELECT 1) one \
+                          LEFT JOIN LATERAL (SELECT seq, hash FROM audit_events \
+                                              WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1) h ON true";
+    pub const INSERT: &str = "INSERT INTO audit_events \
+                          (tenant_id, id, seq, at, actor, action, target, outcome, request_id, \
+                           detail, prev_hash, hash, v) \
+                          VALUES ($1, gen_random_uuid(), $2, $3::text::timestamptz, $4, $5, $6, $7, \
+                                  $8, $9, $10, $11, $12)";
+    /// Events after `$2` (a seq), oldest first, at most `$3`, filtered by action (`$4`, a prefix),
+    /// outcome (`$5`) and actor (`$6`) when given.
+    pub const PAGE: &str = "SELECT v, tenant_id, seq, \
+                                to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+                                actor, action, target, outcome, request_id, detail, prev_hash, hash \
+                           FROM audit_events \
+                          WHERE tenant_id = $1 AND seq > $2 \
+                            AND ($4::text IS NULL OR starts_with(action, $4)) \
+                            AND ($5::text IS NULL OR outcome = $5) \
+                            AND ($6::text IS NULL OR actor = $6) \
+                          ORDER BY seq LIMIT $3";
+    pub const ONE: &str = "SELECT v, tenant_id, seq, \
+                               to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+                               actor, action, target, outcome, request_id, detail, prev_hash, hash \
+                          FROM audit_events WHERE tenant_id = $1 AND seq = $2";
+    pub const CHAIN: &str = "SELECT v, tenant_id, seq, \
+                                 to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+                                 actor, action, target, outcome, request_id, detail, prev_hash, hash \
+                            FROM audit_events WHERE tenant_id = $1 ORDER BY seq";
 }
 
 /// Every tenant that has a chain.

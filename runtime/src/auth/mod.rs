@@ -427,7 +427,7 @@ fn looks_like_jwt(value: &str) -> bool {
 }
 
 /// The verified caller: tenant (with its registry record), subject, issuer and permissions.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Principal {
     record: Arc<TenantRecord>,
     pub subject: String,
@@ -453,9 +453,22 @@ impl Tenant {
         &self.0
     }
 
-    /// Whether the token carried `permission` among its scopes.
+    /// Whether the token carried `permission` among its scopes (or the caller's tenant granted it
+    /// through `with_granted`).
     pub fn has_scope(&self, permission: &str) -> bool {
         self.0.scopes.iter().any(|s| s == permission)
+    }
+
+    /// This caller with `permissions` added: what its own tenant's admins granted its subject as a
+    /// member (read from the tenant's own tier). The tenant, subject and issuer stay the token's.
+    pub fn with_granted(&self, permissions: &[&str]) -> Tenant {
+        let mut p = (*self.0).clone();
+        for perm in permissions {
+            if !p.scopes.iter().any(|s| s == perm) {
+                p.scopes.push((*perm).to_owned());
+            }
+        }
+        Tenant(Arc::new(p))
     }
 }
 

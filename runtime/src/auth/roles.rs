@@ -11,9 +11,20 @@
 pub const TENANT_ROLES: &[(&str, &[&str])] = &[
     (
         "tenant_member",
-        &["me:read", "models:read", "chat:write", "embeddings:write"],
+        &[
+            "me:read",
+            "models:read",
+            "chat:write",
+            "embeddings:write",
+            "conversations:read",
+            "conversations:write",
+            "templates:read",
+        ],
     ),
-    ("tenant_finance", &["me:read", "usage:read"]),
+    (
+        "tenant_finance",
+        &["me:read", "usage:read", "audit:read", "policy:read"],
+    ),
     (
         "tenant_admin",
         &[
@@ -22,6 +33,16 @@ pub const TENANT_ROLES: &[(&str, &[&str])] = &[
             "chat:write",
             "embeddings:write",
             "usage:read",
+            "conversations:read",
+            "conversations:write",
+            "templates:read",
+            "templates:write",
+            "members:read",
+            "members:write",
+            "audit:read",
+            "credentials:read",
+            "credentials:write",
+            "policy:read",
         ],
     ),
 ];

@@ -24,8 +24,11 @@ pub enum ApiError {
     #[error("model `{0}` is not permitted for this tenant")]
     ModelNotPermitted(String),
     /// The request's `Idempotency-Key` was used by another call (a retry): refused, not served again.
+    #[error("{1}")]
+    Conflict(&'static str, String),
+    /// Authenticated and permitted, and still refused by a rule the message names.
     #[error("{0}")]
-    Conflict(String),
+    Refused(String),
     /// The model has no price for the tenant: refused, never billed at zero.
     #[error("{0}")]
     ModelUnpriced(String),
@@ -75,10 +78,13 @@ impl ApiError {
             ServiceError::Busy(_) => ApiError::TooManyRequests("tenant_busy"),
             ServiceError::ModelNotPermitted(m) => ApiError::ModelNotPermitted(m),
             ServiceError::ModelUnpriced(m) => ApiError::ModelUnpriced(m),
-            ServiceError::IdempotencyConflict(holder) => ApiError::Conflict(format!(
-                "this Idempotency-Key was used by request {holder} in the last 24 hours, so this \
+            ServiceError::IdempotencyConflict(holder) => ApiError::Conflict(
+                "idempotency_key_reused",
+                format!(
+                    "this Idempotency-Key was used by request {holder} in the last 24 hours, so this \
                  call was not made again (and not charged); send a new key for a new call"
-            )),
+                ),
+            ),
             ServiceError::BadRequest(m) => ApiError::BadRequest(m),
             ServiceError::Provider(e) => {
                 tracing::warn!(request_id = %request_id, error = %e, "provider call failed");
@@ -86,6 +92,8 @@ impl ApiError {
             }
             ServiceError::Refused(refusal) => refused(&refusal),
             ServiceError::NotFound(m) => ApiError::ObjectNotFound(m),
+            ServiceError::Conflict(m) => ApiError::Conflict("conflict", m),
+            ServiceError::Forbidden(m) => ApiError::Refused(m),
             ServiceError::Internal(cause) => ApiError::internal(cause, Some(request_id)),
         }
     }
@@ -138,10 +146,16 @@ impl IntoResponse for ApiError {
                 "model_not_permitted".to_owned(),
                 self.to_string(),
             ),
-            ApiError::Conflict(msg) => (
+            ApiError::Conflict(code, msg) => (
                 StatusCode::CONFLICT,
                 "invalid_request_error",
-                "idempotency_key_reused".to_owned(),
+                (*code).to_owned(),
+                msg.clone(),
+            ),
+            ApiError::Refused(msg) => (
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "forbidden".to_owned(),
                 msg.clone(),
             ),
             ApiError::ModelUnpriced(msg) => (

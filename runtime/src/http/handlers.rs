@@ -165,7 +165,7 @@ pub async fn get_model(
 /// The tenant's budget after this call's hold, on every model-call response: what is left (integer
 /// micro-USD) and, from 80% committed or held, a warning; the same for the caller's subject when
 /// the tenant budgets per subject.
-fn with_budget(mut response: Response, budgets: &service::Budgets) -> Response {
+pub(crate) fn with_budget(mut response: Response, budgets: &service::Budgets) -> Response {
     let headers = response.headers_mut();
     let left = |b: &service::BudgetStatus| {
         http::HeaderValue::from(
@@ -222,7 +222,7 @@ fn sse_response(stream: impl futures_util::Stream<Item = String> + Send + 'stati
 
 /// The call's identity: its request id and the client's `Idempotency-Key`, if sent (400 if it is
 /// not a key).
-fn call_of(
+pub(crate) fn call_of(
     request_id: uuid::Uuid,
     headers: &http::HeaderMap,
 ) -> Result<service::chat::Call, ApiError> {
@@ -668,11 +668,72 @@ pub async fn usage_report(
     query: Result<Query<ReportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let by = query.group_by.unwrap_or(service::usage::GroupBy::Day);
+    report_response(&state, &tenant, request_id, query, by).await
+}
+
+/// A report's query where the route fixes the grouping.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewQuery {
+    from: Option<String>,
+    to: Option<String>,
+    format: Option<ReportFormat>,
+}
+
+impl ViewQuery {
+    fn report(self) -> ReportQuery {
+        ReportQuery {
+            from: self.from,
+            to: self.to,
+            group_by: None,
+            format: self.format,
+        }
+    }
+}
+
+macro_rules! usage_view {
+    ($name:ident, $by:expr, $what:literal) => {
+        #[doc = $what]
+        pub async fn $name(
+            State(state): State<AppState>,
+            tenant: Tenant,
+            Extension(RequestId(request_id)): Extension<RequestId>,
+            query: Result<Query<ViewQuery>, axum::extract::rejection::QueryRejection>,
+        ) -> Result<Response, ApiError> {
+            let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+            report_response(&state, &tenant, request_id, query.report(), $by).await
+        }
+    };
+}
+
+usage_view!(
+    usage_daily,
+    service::usage::GroupBy::Day,
+    "`GET /v1/usage/daily`: the report by UTC day."
+);
+usage_view!(
+    usage_by_model,
+    service::usage::GroupBy::Model,
+    "`GET /v1/usage/models`: the report by model."
+);
+usage_view!(
+    usage_by_subject,
+    service::usage::GroupBy::Subject,
+    "`GET /v1/usage/subjects`: the report by subject (the token's `sub`)."
+);
+
+async fn report_response(
+    state: &AppState,
+    tenant: &Tenant,
+    request_id: uuid::Uuid,
+    query: ReportQuery,
+    by: service::usage::GroupBy,
+) -> Result<Response, ApiError> {
     let today = crate::domain::utc_today();
     let range = service::usage::DayRange::parse(query.from.as_deref(), query.to.as_deref(), &today)
         .map_err(ApiError::BadRequest)?;
-    let by = query.group_by.unwrap_or(service::usage::GroupBy::Day);
-    let (report, budget) = service::usage::report(&state.data, &tenant, range, by)
+    let (report, budget) = service::usage::report(&state.data, tenant, range, by)
         .await
         .map_err(|e| ApiError::service(e, request_id))?;
     if query.format == Some(ReportFormat::Csv) {
@@ -715,6 +776,78 @@ pub async fn usage_report(
         "data": report.rows,
     }))
     .into_response())
+}
+
+/// `GET /v1/usage/summary`: this month so far (UTC): totals, the models that made them, the
+/// budget and the rate limits.
+pub async fn usage_summary(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+) -> Result<Response, ApiError> {
+    let today = crate::domain::utc_today();
+    let range =
+        service::usage::DayRange::parse(None, None, &today).map_err(ApiError::BadRequest)?;
+    let (report, budget) =
+        service::usage::report(&state.data, &tenant, range, service::usage::GroupBy::Model)
+            .await
+            .map_err(|e| ApiError::service(e, request_id))?;
+    let limits = tenant.record().limits;
+    Ok(Json(json!({
+        "object": "usage.summary",
+        "tenant": tenant.id().as_str(),
+        "from": report.range.from,
+        "to": report.range.to,
+        "currency": "USD",
+        "unit": "micro_usd",
+        "totals": report.totals,
+        "models": report.rows,
+        "budget": budget_json(&budget, &tenant.principal().subject),
+        "rate_limits": {
+            "requests_per_minute": limits.requests_per_minute,
+            "tokens_per_minute": limits.tokens_per_minute,
+        },
+    }))
+    .into_response())
+}
+
+/// `GET /v1/budget`: this month's budget, committed spend and open holds (and the caller's
+/// subject's, when the tenant budgets per subject).
+pub async fn budget(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let budgets = service::usage::budgets(&state.data, &tenant)
+        .await
+        .map_err(|e| ApiError::service(e, request_id))?;
+    let mut out = budget_json(&budgets, &tenant.principal().subject);
+    out["object"] = json!("budget");
+    out["month"] = json!(crate::domain::utc_today().get(..7).unwrap_or_default());
+    Ok(Json(out))
+}
+
+/// `GET /v1/limits`: what the tenant runs under, as its manifest declares it.
+pub async fn limits(State(state): State<AppState>, tenant: Tenant) -> Json<serde_json::Value> {
+    let l = tenant.record().limits;
+    Json(json!({
+        "object": "limits",
+        "monthly_budget_micro_usd": l.monthly_budget.0,
+        "per_subject_monthly_budget_micro_usd": l.subject_monthly_budget.map(|b| b.0),
+        "requests_per_minute": l.requests_per_minute,
+        "tokens_per_minute": l.tokens_per_minute,
+        "max_in_flight": state.data.max_in_flight_per_tenant(),
+    }))
+}
+
+/// `GET /v1/policy`: the tenant's model policy: providers and their models, aliases, the default
+/// and its fallbacks, as the platform registered it.
+pub async fn policy(tenant: Tenant) -> Json<serde_json::Value> {
+    Json(json!({
+        "object": "model_policy",
+        "tenant": tenant.id().as_str(),
+        "policy": tenant.record().policy,
+    }))
 }
 
 /// Any path no route has: 404 in the surface's error shape.

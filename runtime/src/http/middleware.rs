@@ -114,20 +114,54 @@ pub async fn require_permission(
         }
         return response;
     };
-    let allowed = match spec.permission {
-        None => true,
-        Some(permission) => req
-            .extensions()
-            .get::<Tenant>()
-            .is_some_and(|t| t.has_scope(permission)),
-    };
-    if allowed {
+    let Some(permission) = spec.permission else {
         state.auth.metrics.admitted.fetch_add(1, Ordering::Relaxed);
-        next.run(req).await
-    } else {
+        return next.run(req).await;
+    };
+    let Some(tenant) = req.extensions().get::<Tenant>().cloned() else {
         state.auth.count_denial(DenyReason::InsufficientScope);
-        ApiError::Forbidden("insufficient_scope").into_response()
+        return ApiError::Forbidden("insufficient_scope").into_response();
+    };
+    if tenant.has_scope(permission) {
+        state.auth.metrics.admitted.fetch_add(1, Ordering::Relaxed);
+        return next.run(req).await;
     }
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map_or_else(uuid::Uuid::new_v4, |r| r.0);
+    // Not in the token: the roles the tenant's admins granted this subject may hold it. Read only
+    // when the token falls short, so a token that carries its permissions costs no statement.
+    match crate::service::members::granted_permissions(&state.data, &tenant).await {
+        Ok(granted) if granted.contains(&permission) => {
+            let mut req = req;
+            req.extensions_mut().insert(tenant.with_granted(&granted));
+            state.auth.metrics.admitted.fetch_add(1, Ordering::Relaxed);
+            return next.run(req).await;
+        }
+        Ok(_) => {}
+        Err(e) => return ApiError::service(e, request_id).into_response(),
+    }
+    state.auth.count_denial(DenyReason::InsufficientScope);
+    if crate::http::routes::PRIVILEGED.contains(&permission) {
+        // A refused attempt at a privileged action is an event of the tenant's chain (case 30);
+        // if it cannot be written, the refusal still stands and the cause is logged.
+        let target = req.uri().path().to_owned();
+        let reason = format!("the caller holds no `{permission}`");
+        if let Err(e) = crate::service::audit_trail::denied(
+            &state.data,
+            &tenant,
+            spec.operation_id,
+            &target,
+            request_id,
+            &reason,
+        )
+        .await
+        {
+            tracing::error!(request_id = %request_id, error = %e, "a denied attempt could not be audited");
+        }
+    }
+    ApiError::Forbidden("insufficient_scope").into_response()
 }
 
 /// A client's `x-request-id`, when it is a UUID in its hyphenated form (anything else is ignored

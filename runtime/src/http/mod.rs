@@ -9,6 +9,7 @@ pub mod csv;
 pub mod error;
 pub mod handlers;
 pub mod middleware;
+pub mod objects;
 pub mod openai;
 pub mod openapi;
 pub mod routes;

@@ -14,9 +14,13 @@ fn extra_media(route: &RouteSpec) -> &'static [&'static str] {
         // `stream: true` answers server-sent events.
         "createChatCompletion" | "createMessage" => &["text/event-stream"],
         // `format=csv`.
-        "getUsageReport" => &["text/csv"],
+        "getUsageReport" | "getUsageDaily" | "getUsageByModel" | "getUsageBySubject" => {
+            &["text/csv"]
+        }
         // Liveness answers the text `ok`.
         "liveness" => &["text/plain"],
+        // One event per line.
+        "exportAuditEvents" => &["application/jsonl"],
         _ => &[],
     }
 }
@@ -30,6 +34,162 @@ fn error_ref(route: &RouteSpec) -> &'static str {
     }
 }
 
+/// The status of a route's success: 201 for the routes that create an object.
+pub fn success_status(route: &RouteSpec) -> &'static str {
+    match route.operation_id {
+        "createConversation"
+        | "createConversationMessage"
+        | "createPromptTemplate"
+        | "createPromptTemplateVersion" => "201",
+        _ => "200",
+    }
+}
+
+fn string(max: u64) -> Value {
+    json!({"type": "string", "maxLength": max})
+}
+
+/// A route's JSON body, where it takes one: every field it accepts (any other is a 400).
+fn request_schema(route: &RouteSpec) -> Option<Value> {
+    let object = |props: Value, required: &[&str]| json!({"type": "object", "properties": props, "required": required, "additionalProperties": false});
+    Some(match route.operation_id {
+        "createConversation" => object(
+            json!({"title": {"type": "string", "minLength": 1, "maxLength": 200},
+                   "model": {"type": "string", "minLength": 1, "maxLength": 200},
+                   "system_prompt": string(32768)}),
+            &["title", "model"],
+        ),
+        "renameConversation" => object(
+            json!({"title": {"type": "string", "minLength": 1, "maxLength": 200}}),
+            &["title"],
+        ),
+        "createConversationMessage" => object(
+            json!({"content": {"type": "string", "minLength": 1, "maxLength": 32768}}),
+            &["content"],
+        ),
+        "createPromptTemplate" => object(
+            json!({"name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"},
+                   "description": string(1000),
+                   "body": {"type": "string", "minLength": 1, "maxLength": 65536}}),
+            &["name", "body"],
+        ),
+        "createPromptTemplateVersion" => object(
+            json!({"body": {"type": "string", "minLength": 1, "maxLength": 65536}}),
+            &["body"],
+        ),
+        "renderPromptTemplate" => object(
+            json!({"version": {"type": "integer", "minimum": 1},
+                   "variables": {"type": "object", "additionalProperties": {"type": "string"}}}),
+            &[],
+        ),
+        "setCredential" | "rotateCredential" => object(
+            json!({"value": {"type": "string", "minLength": 1, "maxLength": 8192, "writeOnly": true}}),
+            &["value"],
+        ),
+        "setMemberRoles" => object(
+            json!({"roles": {"type": "array", "minItems": 1, "items": {"type": "string",
+                   "enum": crate::auth::roles::TENANT_ROLES.iter().map(|(n, _)| *n).collect::<Vec<_>>()}}}),
+            &["roles"],
+        ),
+        _ if matches!(
+            route.method,
+            http::Method::POST | http::Method::PUT | http::Method::PATCH
+        ) =>
+        {
+            json!({"type": "object"})
+        }
+        _ => return None,
+    })
+}
+
+/// A route's query parameters: name, JSON schema, what it does.
+fn query_parameters(route: &RouteSpec) -> Vec<(&'static str, Value, &'static str)> {
+    let limit = |max: u64| json!({"type": "integer", "minimum": 1, "maximum": max});
+    let uuid = json!({"type": "string", "format": "uuid"});
+    let seq = json!({"type": "integer", "minimum": 0});
+    let text = json!({"type": "string", "maxLength": 200});
+    match route.operation_id {
+        "getUsage" => vec![
+            ("limit", limit(1000), "rows per page (100 by default)"),
+            ("after", uuid, "the previous page's `last_id`"),
+        ],
+        "getUsageDaily" | "getUsageByModel" | "getUsageBySubject" => vec![
+            (
+                "from",
+                json!({"type": "string"}),
+                "the first UTC day, `YYYY-MM-DD` or `YYYY-MM`",
+            ),
+            (
+                "to",
+                json!({"type": "string"}),
+                "the last UTC day, `YYYY-MM-DD` or `YYYY-MM`",
+            ),
+            (
+                "format",
+                json!({"type": "string", "enum": ["json", "csv"]}),
+                "the answer's format",
+            ),
+        ],
+        "getUsageReport" => vec![
+            (
+                "from",
+                json!({"type": "string"}),
+                "the first UTC day, `YYYY-MM-DD` or `YYYY-MM`",
+            ),
+            (
+                "to",
+                json!({"type": "string"}),
+                "the last UTC day, `YYYY-MM-DD` or `YYYY-MM`",
+            ),
+            (
+                "group_by",
+                json!({"type": "string", "enum": ["day", "model", "subject"]}),
+                "rows by",
+            ),
+            (
+                "format",
+                json!({"type": "string", "enum": ["json", "csv"]}),
+                "the answer's format",
+            ),
+        ],
+        "listConversations" => vec![
+            (
+                "limit",
+                limit(100),
+                "conversations per page (20 by default)",
+            ),
+            ("after", uuid, "the previous page's `last_id`"),
+            ("title", text, "titles containing this, case-insensitive"),
+        ],
+        "listConversationMessages" | "listPromptTemplateVersions" => vec![
+            ("limit", limit(100), "items per page"),
+            ("after", seq, "the previous page's `last_id` (a number)"),
+        ],
+        "listPromptTemplates" => vec![
+            ("limit", limit(100), "templates per page (20 by default)"),
+            ("after", uuid, "the previous page's `last_id`"),
+            ("name", text, "names starting with this"),
+        ],
+        "listMembers" => vec![
+            ("limit", limit(100), "members per page (50 by default)"),
+            (
+                "after",
+                text.clone(),
+                "the previous page's `last_id` (a subject)",
+            ),
+            ("role", text, "members holding this role"),
+        ],
+        "listAuditEvents" => vec![
+            ("limit", limit(1000), "events per page (100 by default)"),
+            ("after", seq, "the previous page's `last_id` (a number)"),
+            ("action", text.clone(), "actions starting with this"),
+            ("outcome", text.clone(), "this outcome only"),
+            ("actor", text, "this actor only (`issuer/subject`)"),
+        ],
+        _ => Vec::new(),
+    }
+}
+
 fn operation(route: &RouteSpec) -> Value {
     let mut op = Map::new();
     op.insert("operationId".into(), json!(route.operation_id));
@@ -37,10 +197,23 @@ fn operation(route: &RouteSpec) -> Value {
     let mut parameters = vec![json!({"$ref": "#/components/parameters/RequestId"})];
     for segment in route.path.split('/') {
         if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            let schema = match name {
+                "conversation_id" | "message_id" | "template_id" => {
+                    json!({"type": "string", "format": "uuid"})
+                }
+                "seq" | "version" => json!({"type": "integer", "minimum": 1}),
+                _ => json!({"type": "string", "minLength": 1}),
+            };
             parameters.push(json!({
-                "name": name, "in": "path", "required": true, "schema": {"type": "string"},
+                "name": name, "in": "path", "required": true, "schema": schema,
             }));
         }
+    }
+    for (name, schema, description) in query_parameters(route) {
+        parameters.push(json!({
+            "name": name, "in": "query", "required": false, "schema": schema,
+            "description": description,
+        }));
     }
     op.insert("parameters".into(), Value::Array(parameters));
     match route.permission {
@@ -52,10 +225,10 @@ fn operation(route: &RouteSpec) -> Value {
             op.insert("security".into(), json!([]));
         }
     }
-    if route.method == http::Method::POST {
+    if let Some(schema) = request_schema(route) {
         op.insert(
             "requestBody".into(),
-            json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}}}}),
+            json!({"required": true, "content": {"application/json": {"schema": schema}}}),
         );
     }
     let mut content = Map::new();
@@ -70,7 +243,7 @@ fn operation(route: &RouteSpec) -> Value {
     }
     let mut responses = Map::new();
     responses.insert(
-        "200".into(),
+        success_status(route).into(),
         json!({
             "description": "success",
             "headers": {"x-request-id": {"$ref": "#/components/headers/RequestId"}},

@@ -4,13 +4,15 @@
 //! this table, the auth layer reads public routes from it, and the permission layer looks routes up in
 //! it. A route with `permission: None` is public.
 
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use http::Method;
 
+use crate::http::handlers as h;
 use crate::http::handlers::{
     chat_completions, embeddings, get_model, healthz, list_models, me, messages, openapi,
     readiness, usage, usage_report,
 };
+use crate::http::objects as o;
 use crate::state::AppState;
 
 /// One route: method, path, its operation id (what the access log and the OpenAPI document call
@@ -34,7 +36,45 @@ pub const PERMISSIONS: &[(&str, &str)] = &[
     ("chat:write", "call the tenant's chat models"),
     ("embeddings:write", "call the tenant's embedding models"),
     ("usage:read", "read the tenant's usage, reports and budget"),
+    (
+        "conversations:read",
+        "read the caller's own conversations and their messages",
+    ),
+    (
+        "conversations:write",
+        "create, rename and delete the caller's own conversations, and post messages (metered)",
+    ),
+    (
+        "templates:read",
+        "read and render the tenant's prompt templates",
+    ),
+    (
+        "templates:write",
+        "create prompt templates and add versions (a version never changes)",
+    ),
+    ("members:read", "read the tenant's members and their roles"),
+    (
+        "members:write",
+        "grant and remove the tenant roles of the tenant's members (audited)",
+    ),
+    (
+        "audit:read",
+        "read, export and verify the tenant's audit chain",
+    ),
+    (
+        "credentials:read",
+        "list the tenant's provider credentials: names and versions, never values",
+    ),
+    (
+        "credentials:write",
+        "set, rotate and delete the tenant's provider credentials (write-only, audited)",
+    ),
+    ("policy:read", "read the tenant's model policy and limits"),
 ];
+
+/// Permissions whose routes are privileged: a refused attempt at one is itself an audit event of
+/// the tenant's chain (security case 30), as every action through one is.
+pub const PRIVILEGED: &[&str] = &["members:write", "credentials:write"];
 
 /// Whether `permission` is one of `PERMISSIONS`.
 pub fn is_permission(permission: &str) -> bool {
@@ -129,6 +169,278 @@ pub static ROUTES: &[RouteSpec] = &[
         summary: "The tenant's usage over UTC days, by day, model or subject (JSON or CSV)",
         permission: Some("usage:read"),
         handler: || get(usage_report),
+    },
+    RouteSpec {
+        method: Method::POST,
+        path: "/v1/conversations",
+        operation_id: "createConversation",
+        summary: "A conversation of the caller's, answered by one model of the tenant's policy",
+        permission: Some("conversations:write"),
+        handler: || post(o::create_conversation),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/conversations",
+        operation_id: "listConversations",
+        summary: "The caller's conversations, newest first (cursor pagination, title filter)",
+        permission: Some("conversations:read"),
+        handler: || get(o::list_conversations),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/conversations/{conversation_id}",
+        operation_id: "getConversation",
+        summary: "One of the caller's conversations",
+        permission: Some("conversations:read"),
+        handler: || get(o::get_conversation),
+    },
+    RouteSpec {
+        method: Method::PATCH,
+        path: "/v1/conversations/{conversation_id}",
+        operation_id: "renameConversation",
+        summary: "Renames one of the caller's conversations",
+        permission: Some("conversations:write"),
+        handler: || patch(o::rename_conversation),
+    },
+    RouteSpec {
+        method: Method::DELETE,
+        path: "/v1/conversations/{conversation_id}",
+        operation_id: "deleteConversation",
+        summary: "Deletes one of the caller's conversations and its messages (ledger rows stay)",
+        permission: Some("conversations:write"),
+        handler: || delete(o::delete_conversation),
+    },
+    RouteSpec {
+        method: Method::POST,
+        path: "/v1/conversations/{conversation_id}/messages",
+        operation_id: "createConversationMessage",
+        summary: "Posts a message: the model answers through the router, metered, and both are stored",
+        permission: Some("conversations:write"),
+        handler: || post(o::create_conversation_message),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/conversations/{conversation_id}/messages",
+        operation_id: "listConversationMessages",
+        summary: "A conversation's messages, oldest first (cursor pagination)",
+        permission: Some("conversations:read"),
+        handler: || get(o::list_conversation_messages),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/conversations/{conversation_id}/messages/{message_id}",
+        operation_id: "getConversationMessage",
+        summary: "One message of a conversation",
+        permission: Some("conversations:read"),
+        handler: || get(o::get_conversation_message),
+    },
+    RouteSpec {
+        method: Method::POST,
+        path: "/v1/prompt-templates",
+        operation_id: "createPromptTemplate",
+        summary: "A prompt template and its version 1",
+        permission: Some("templates:write"),
+        handler: || post(o::create_prompt_template),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/prompt-templates",
+        operation_id: "listPromptTemplates",
+        summary: "The tenant's prompt templates by name (cursor pagination, name prefix filter)",
+        permission: Some("templates:read"),
+        handler: || get(o::list_prompt_templates),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/prompt-templates/{template_id}",
+        operation_id: "getPromptTemplate",
+        summary: "One prompt template",
+        permission: Some("templates:read"),
+        handler: || get(o::get_prompt_template),
+    },
+    RouteSpec {
+        method: Method::POST,
+        path: "/v1/prompt-templates/{template_id}/versions",
+        operation_id: "createPromptTemplateVersion",
+        summary: "The next version of a prompt template (versions never change)",
+        permission: Some("templates:write"),
+        handler: || post(o::create_prompt_template_version),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/prompt-templates/{template_id}/versions",
+        operation_id: "listPromptTemplateVersions",
+        summary: "A prompt template's versions, oldest first (cursor pagination)",
+        permission: Some("templates:read"),
+        handler: || get(o::list_prompt_template_versions),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/prompt-templates/{template_id}/versions/{version}",
+        operation_id: "getPromptTemplateVersion",
+        summary: "One version of a prompt template",
+        permission: Some("templates:read"),
+        handler: || get(o::get_prompt_template_version),
+    },
+    RouteSpec {
+        method: Method::POST,
+        path: "/v1/prompt-templates/{template_id}/render",
+        operation_id: "renderPromptTemplate",
+        summary: "Renders a version (the latest by default) with exactly its variables",
+        permission: Some("templates:read"),
+        handler: || post(o::render_prompt_template),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/members",
+        operation_id: "listMembers",
+        summary: "The tenant's members and the roles its admins granted them",
+        permission: Some("members:read"),
+        handler: || get(o::list_members),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/members/{subject}",
+        operation_id: "getMember",
+        summary: "One member of the tenant",
+        permission: Some("members:read"),
+        handler: || get(o::get_member),
+    },
+    RouteSpec {
+        method: Method::PUT,
+        path: "/v1/members/{subject}",
+        operation_id: "setMemberRoles",
+        summary: "Grants a subject exactly these tenant roles (audited; never one's own)",
+        permission: Some("members:write"),
+        handler: || put(o::set_member_roles),
+    },
+    RouteSpec {
+        method: Method::DELETE,
+        path: "/v1/members/{subject}",
+        operation_id: "removeMember",
+        summary: "Removes a member's granted roles (audited; never one's own)",
+        permission: Some("members:write"),
+        handler: || delete(o::remove_member),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/audit/events",
+        operation_id: "listAuditEvents",
+        summary: "The tenant's audit events, oldest first (cursor pagination; action, outcome, actor filters)",
+        permission: Some("audit:read"),
+        handler: || get(o::list_audit_events),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/audit/events/{seq}",
+        operation_id: "getAuditEvent",
+        summary: "One audit event of the tenant, by its number in the chain",
+        permission: Some("audit:read"),
+        handler: || get(o::get_audit_event),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/audit/export",
+        operation_id: "exportAuditEvents",
+        summary: "The tenant's whole audit chain as JSON lines, to verify offline",
+        permission: Some("audit:read"),
+        handler: || get(o::export_audit_events),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/audit/verify",
+        operation_id: "verifyAuditChain",
+        summary: "Checks the tenant's audit chain; names the first broken link",
+        permission: Some("audit:read"),
+        handler: || get(o::verify_audit_chain),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/usage/summary",
+        operation_id: "getUsageSummary",
+        summary: "This month so far: totals, by model, budget and rate limits",
+        permission: Some("usage:read"),
+        handler: || get(h::usage_summary),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/usage/daily",
+        operation_id: "getUsageDaily",
+        summary: "The tenant's usage by UTC day (JSON or CSV)",
+        permission: Some("usage:read"),
+        handler: || get(h::usage_daily),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/usage/models",
+        operation_id: "getUsageByModel",
+        summary: "The tenant's usage by model (JSON or CSV)",
+        permission: Some("usage:read"),
+        handler: || get(h::usage_by_model),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/usage/subjects",
+        operation_id: "getUsageBySubject",
+        summary: "The tenant's usage by subject (JSON or CSV)",
+        permission: Some("usage:read"),
+        handler: || get(h::usage_by_subject),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/budget",
+        operation_id: "getBudget",
+        summary: "This month's budget, spend and holds (and the caller's subject's)",
+        permission: Some("usage:read"),
+        handler: || get(h::budget),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/limits",
+        operation_id: "getLimits",
+        summary: "The budget and rate limits the tenant runs under",
+        permission: Some("policy:read"),
+        handler: || get(h::limits),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/policy",
+        operation_id: "getModelPolicy",
+        summary: "The tenant's model policy as the platform registered it",
+        permission: Some("policy:read"),
+        handler: || get(h::policy),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/credentials",
+        operation_id: "listCredentials",
+        summary: "The tenant's provider credentials: names and versions, never values",
+        permission: Some("credentials:read"),
+        handler: || get(o::list_credentials),
+    },
+    RouteSpec {
+        method: Method::PUT,
+        path: "/v1/credentials/{provider}",
+        operation_id: "setCredential",
+        summary: "Stores a provider credential (write-only; audited)",
+        permission: Some("credentials:write"),
+        handler: || put(o::set_credential),
+    },
+    RouteSpec {
+        method: Method::POST,
+        path: "/v1/credentials/{provider}/rotate",
+        operation_id: "rotateCredential",
+        summary: "Replaces a stored provider credential (write-only; audited)",
+        permission: Some("credentials:write"),
+        handler: || post(o::rotate_credential),
+    },
+    RouteSpec {
+        method: Method::DELETE,
+        path: "/v1/credentials/{provider}",
+        operation_id: "deleteCredential",
+        summary: "Deletes a provider credential (audited)",
+        permission: Some("credentials:write"),
+        handler: || delete(o::delete_credential),
     },
 ];
 

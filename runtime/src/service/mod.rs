@@ -2,8 +2,13 @@
 //! a `ServiceError` out. Each action is the whole rule (chat: admission -> policy -> provider ->
 //! ledger), so no handler can skip a step.
 
+pub mod audit_trail;
 pub mod chat;
+pub mod conversations;
+pub mod credentials;
 pub mod health;
+pub mod members;
+pub mod templates;
 pub mod usage;
 
 pub use crate::metering::idempotency::IdempotencyKey;
@@ -36,6 +41,12 @@ pub enum ServiceError {
     /// The tenant's rate limits or budget refused the call before anything was spent.
     #[error("refused by the tenant's limits: {0:?}")]
     Refused(Refusal),
+    /// The request conflicts with what exists (the text says what, and what to do instead).
+    #[error("{0}")]
+    Conflict(String),
+    /// The caller may not do this, whatever its permissions (the text says why).
+    #[error("{0}")]
+    Forbidden(String),
     /// The object the request names is not the tenant's (whether it exists elsewhere is never said).
     #[error("{0}")]
     NotFound(String),

@@ -33,6 +33,14 @@ pub async fn recent(
     Ok((page, totals, budget))
 }
 
+/// `tenant`'s budget this month (and its caller's subject's, when it budgets per subject).
+pub async fn budgets(data: &DataPlane, tenant: &Tenant) -> Result<Budgets, ServiceError> {
+    let tx = TenantTx::begin(data, tenant).await?;
+    let b = limits::budgets(&tx, tenant).await?;
+    tx.commit().await?;
+    Ok(b)
+}
+
 /// The longest range one report covers.
 pub const MAX_REPORT_DAYS: i64 = 366;
 

@@ -304,14 +304,27 @@ async fn roles_map_to_permissions_and_tenant_claims_can_be_namespaced_or_nested(
     assert_eq!(scopes, vec!["chat:write", "models:read", "usage:read"]);
     // Issue 12 item 1: a group mapped to a built-in role gets its whole bundle, nothing more.
     for (group, want) in [
-        ("accounts", vec!["me:read", "usage:read"]),
+        (
+            "accounts",
+            vec!["audit:read", "me:read", "policy:read", "usage:read"],
+        ),
         (
             "owners",
             vec![
+                "audit:read",
                 "chat:write",
+                "conversations:read",
+                "conversations:write",
+                "credentials:read",
+                "credentials:write",
                 "embeddings:write",
                 "me:read",
+                "members:read",
+                "members:write",
                 "models:read",
+                "policy:read",
+                "templates:read",
+                "templates:write",
                 "usage:read",
             ],
         ),

@@ -20,6 +20,7 @@ mod issuers;
 mod jwks;
 mod lambda;
 mod meta;
+mod objects;
 mod providers;
 mod rds_iam;
 mod secrets_aws;

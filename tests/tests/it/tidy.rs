@@ -104,7 +104,7 @@ const DOORS: &[(&str, &[&str])] = &[
     (
         "service",
         &[
-            "auth", "db", "domain", "metering", "models", "registry", "secrets", "tenancy",
+            "audit", "auth", "db", "domain", "metering", "models", "registry", "secrets", "tenancy",
         ],
     ),
     (

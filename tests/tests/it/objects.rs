@@ -1,0 +1,940 @@
+//! The API's objects end to end (issue 12): conversations and their metered messages, prompt
+//! templates with immutable versions, members and the roles admins grant, the tenant's audit
+//! chain; and the BOLA harness that walks the route table (security cases 28-31, 60-62).
+
+use cli::platform::Platform;
+use runtime::domain::Tier;
+use serde_json::{Value, json};
+use tests::{Served, serve_with};
+
+/// Every tenant permission.
+const ALL: &str = "me:read models:read chat:write embeddings:write usage:read conversations:read \
+                   conversations:write templates:read templates:write members:read members:write audit:read \
+                   credentials:read credentials:write policy:read";
+
+fn token(s: &Served, tenant: &str, subject: &str, scope: &str) -> String {
+    let mut claims = s.claims(tenant);
+    claims["sub"] = json!(subject);
+    claims["scope"] = json!(scope);
+    s.signer.sign(&claims)
+}
+
+async fn call(
+    s: &Served,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut r = s
+        .http
+        .request(method, format!("{}{path}", s.base))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Both example tenants in the pool tier: their rows share tables, so every fence is exercised
+/// (the query's tenant filter and the database's row-level security).
+async fn pooled() -> Served {
+    serve_with(Platform::builtin(), |spec| spec.tier = Tier::Pool).await
+}
+
+#[tokio::test]
+async fn conversations_are_created_paged_renamed_and_deleted_and_a_message_is_answered_and_metered()
+{
+    let s = pooled().await;
+    let t = token(&s, "acme", "nurse-1", ALL);
+    let (st, c) = call(
+        &s,
+        &t,
+        "POST",
+        "/v1/conversations",
+        Some(json!({"title": "Ward 3 handover", "model": "fast", "system_prompt": "be brief"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{c}");
+    let id = c["id"].as_str().unwrap().to_owned();
+    assert_eq!(c["messages"], 0);
+    // A model outside the tenant's policy is refused at creation.
+    let (st, e) = call(
+        &s,
+        &t,
+        "POST",
+        "/v1/conversations",
+        Some(json!({"title": "x", "model": "gpt-4o"})),
+    )
+    .await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (403, Some("model_not_permitted")),
+        "{e}"
+    );
+    // Posting a message: answered by the model, metered, both stored.
+    let before = s.ledger_rows("acme").await;
+    let (st, x) = call(
+        &s,
+        &t,
+        "POST",
+        &format!("/v1/conversations/{id}/messages"),
+        Some(json!({"content": "hello there"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{x}");
+    assert_eq!(
+        s.ledger_rows("acme").await,
+        before + 1,
+        "one ledger row, before the response"
+    );
+    assert_eq!(x["user"]["seq"], 1);
+    assert_eq!(x["assistant"]["seq"], 2);
+    assert_eq!(x["assistant"]["ledger_id"], x["ledger_id"]);
+    assert_eq!(x["assistant"]["model"], "mock-small");
+    let (_, x2) = call(
+        &s,
+        &t,
+        "POST",
+        &format!("/v1/conversations/{id}/messages"),
+        Some(json!({"content": "and again"})),
+    )
+    .await;
+    assert_eq!(x2["assistant"]["seq"], 4);
+    let (st, msgs) = call(
+        &s,
+        &t,
+        "GET",
+        &format!("/v1/conversations/{id}/messages?limit=3"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(msgs["data"].as_array().unwrap().len(), 3);
+    assert_eq!(msgs["has_more"], true);
+    let (_, rest) = call(
+        &s,
+        &t,
+        "GET",
+        &format!(
+            "/v1/conversations/{id}/messages?after={}",
+            msgs["last_id"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(rest["data"][0]["seq"], 4);
+    assert_eq!(rest["has_more"], false);
+    let mid = msgs["data"][1]["id"].as_str().unwrap();
+    let (st, m) = call(
+        &s,
+        &t,
+        "GET",
+        &format!("/v1/conversations/{id}/messages/{mid}"),
+        None,
+    )
+    .await;
+    assert_eq!((st, m["role"].as_str()), (200, Some("assistant")));
+    // Paging the conversation list: newest first, with a title filter.
+    for n in 0..4 {
+        call(
+            &s,
+            &t,
+            "POST",
+            "/v1/conversations",
+            Some(json!({"title": format!("Clinic {n}"), "model": "smart"})),
+        )
+        .await;
+    }
+    let (_, p1) = call(&s, &t, "GET", "/v1/conversations?limit=2", None).await;
+    assert_eq!(p1["data"][0]["title"], "Clinic 3");
+    assert_eq!(p1["has_more"], true);
+    let (_, p2) = call(
+        &s,
+        &t,
+        "GET",
+        &format!(
+            "/v1/conversations?limit=10&after={}",
+            p1["last_id"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
+    let titles: Vec<&str> = p2["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["Clinic 1", "Clinic 0", "Ward 3 handover"]);
+    let (_, f) = call(&s, &t, "GET", "/v1/conversations?title=WARD", None).await;
+    assert_eq!(f["data"].as_array().unwrap().len(), 1);
+    // Another subject of the same tenant does not see it.
+    let other = token(&s, "acme", "nurse-2", ALL);
+    let (st, _) = call(&s, &other, "GET", &format!("/v1/conversations/{id}"), None).await;
+    assert_eq!(st, 404);
+    let (_, none) = call(&s, &other, "GET", "/v1/conversations", None).await;
+    assert_eq!(none["data"].as_array().unwrap().len(), 0);
+    // Rename, delete (its messages go with it; its ledger rows stay).
+    let (st, r) = call(
+        &s,
+        &t,
+        "PATCH",
+        &format!("/v1/conversations/{id}"),
+        Some(json!({"title": "Ward 3"})),
+    )
+    .await;
+    assert_eq!((st, r["title"].as_str()), (200, Some("Ward 3")));
+    let (st, _) = call(&s, &t, "DELETE", &format!("/v1/conversations/{id}"), None).await;
+    assert_eq!(st, 200);
+    let (st, _) = call(
+        &s,
+        &t,
+        "GET",
+        &format!("/v1/conversations/{id}/messages"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 404);
+    assert_eq!(s.ledger_rows("acme").await, before + 2);
+    // Bad input names the problem.
+    let (st, e) = call(
+        &s,
+        &t,
+        "POST",
+        "/v1/conversations",
+        Some(json!({"title": "", "model": "fast"})),
+    )
+    .await;
+    assert_eq!(st, 400);
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("`title`"),
+        "{e}"
+    );
+    let (st, e) = call(&s, &t, "GET", "/v1/conversations?after=nope", None).await;
+    assert_eq!(st, 400, "{e}");
+    s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn prompt_template_versions_never_change_and_render_with_exactly_their_variables() {
+    let s = pooled().await;
+    let t = token(&s, "acme", "author", ALL);
+    let (st, tpl) = call(
+        &s,
+        &t,
+        "POST",
+        "/v1/prompt-templates",
+        Some(json!({"name": "discharge", "body": "Summarise for {{ audience }}: {{notes}}"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{tpl}");
+    let id = tpl["id"].as_str().unwrap().to_owned();
+    assert_eq!(tpl["version"]["variables"], json!(["audience", "notes"]));
+    let (st, _) = call(
+        &s,
+        &t,
+        "POST",
+        "/v1/prompt-templates",
+        Some(json!({"name": "discharge", "body": "x"})),
+    )
+    .await;
+    assert_eq!(st, 409, "a name is taken once");
+    let (st, v2) = call(
+        &s,
+        &t,
+        "POST",
+        &format!("/v1/prompt-templates/{id}/versions"),
+        Some(json!({"body": "For {{audience}} only: {{notes}}"})),
+    )
+    .await;
+    assert_eq!((st, v2["version"].as_i64()), (201, Some(2)), "{v2}");
+    let (_, got) = call(&s, &t, "GET", &format!("/v1/prompt-templates/{id}"), None).await;
+    assert_eq!(got["latest_version"], 2);
+    let (_, vs) = call(
+        &s,
+        &t,
+        "GET",
+        &format!("/v1/prompt-templates/{id}/versions"),
+        None,
+    )
+    .await;
+    assert_eq!(vs["data"].as_array().unwrap().len(), 2);
+    let vars = json!({"audience": "the GP", "notes": "stable"});
+    let (st, r) = call(
+        &s,
+        &t,
+        "POST",
+        &format!("/v1/prompt-templates/{id}/render"),
+        Some(json!({"version": 1, "variables": vars})),
+    )
+    .await;
+    assert_eq!(
+        (st, r["text"].as_str()),
+        (200, Some("Summarise for the GP: stable")),
+        "{r}"
+    );
+    let (_, r) = call(
+        &s,
+        &t,
+        "POST",
+        &format!("/v1/prompt-templates/{id}/render"),
+        Some(json!({"variables": vars})),
+    )
+    .await;
+    assert_eq!(r["text"], "For the GP only: stable");
+    let (st, e) = call(
+        &s,
+        &t,
+        "POST",
+        &format!("/v1/prompt-templates/{id}/render"),
+        Some(json!({"variables": {"audience": "x"}})),
+    )
+    .await;
+    assert_eq!(st, 400);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing `notes`"),
+        "{e}"
+    );
+    let (st, _) = call(
+        &s,
+        &t,
+        "GET",
+        &format!("/v1/prompt-templates/{id}/versions/3"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 404);
+    // A member without `templates:write` reads and renders, and cannot write.
+    let reader = token(&s, "acme", "reader", "templates:read");
+    let (st, _) = call(&s, &reader, "GET", "/v1/prompt-templates?name=dis", None).await;
+    assert_eq!(st, 200);
+    let (st, _) = call(
+        &s,
+        &reader,
+        "POST",
+        &format!("/v1/prompt-templates/{id}/versions"),
+        Some(json!({"body": "x"})),
+    )
+    .await;
+    assert_eq!(st, 403);
+    // The tenant's own role can neither change nor remove a version: the grants say so.
+    let admin = s.target.admin().await.unwrap();
+    let grants: Vec<String> = tests::column(&admin, "SELECT privilege_type FROM information_schema.role_table_grants \
+         WHERE table_schema = 'pool' AND table_name = 'prompt_template_versions' AND grantee LIKE '%_pool' ORDER BY 1").await;
+    assert_eq!(grants, ["INSERT", "SELECT"]);
+    s.running.stop().await.unwrap();
+}
+
+/// The tenant's audit chain as the API reads it.
+async fn verify(s: &Served, t: &str) -> Value {
+    let (st, v) = call(s, t, "GET", "/v1/audit/verify", None).await;
+    assert_eq!(st, 200, "{v}");
+    v
+}
+
+#[tokio::test]
+async fn admins_grant_tenant_roles_only_never_their_own_and_every_attempt_is_in_the_tenants_chain()
+{
+    // Security cases 30, 31, 60, 61, 62.
+    let s = pooled().await;
+    let admin = token(&s, "acme", "admin-1", ALL);
+    let member = token(&s, "acme", "clerk", "me:read");
+    // The clerk cannot read usage, until an admin grants it tenant_finance.
+    let (st, _) = call(&s, &member, "GET", "/v1/usage", None).await;
+    assert_eq!(st, 403);
+    let (st, m) = call(
+        &s,
+        &admin,
+        "PUT",
+        "/v1/members/clerk",
+        Some(json!({"roles": ["tenant_finance"]})),
+    )
+    .await;
+    assert_eq!(st, 200, "{m}");
+    assert_eq!(m["roles"], json!(["tenant_finance"]));
+    let (st, _) = call(&s, &member, "GET", "/v1/usage", None).await;
+    assert_eq!(st, 200, "the granted role is honoured at once");
+    // ... and still not members:write: a refused privileged attempt is audited (case 30).
+    let (st, e) = call(
+        &s,
+        &member,
+        "PUT",
+        "/v1/members/clerk",
+        Some(json!({"roles": ["tenant_admin"]})),
+    )
+    .await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (403, Some("insufficient_scope"))
+    );
+    // An admin cannot raise itself, nor grant a platform role or a bare permission (case 31).
+    let (st, e) = call(
+        &s,
+        &admin,
+        "PUT",
+        "/v1/members/admin-1",
+        Some(json!({"roles": ["tenant_admin"]})),
+    )
+    .await;
+    assert_eq!(st, 403, "{e}");
+    for roles in [
+        json!(["platform_operator"]),
+        json!(["usage:read"]),
+        json!([]),
+    ] {
+        let (st, e) = call(
+            &s,
+            &admin,
+            "PUT",
+            "/v1/members/someone",
+            Some(json!({"roles": roles})),
+        )
+        .await;
+        assert_eq!(st, 400, "{roles}: {e}");
+    }
+    let (st, e) = call(
+        &s,
+        &admin,
+        "PUT",
+        "/v1/members/someone",
+        Some(json!({"roles": ["tenant_member"], "tenant_id": "globex"})),
+    )
+    .await;
+    assert_eq!(st, 400, "a smuggled tenant is refused: {e}");
+    // Revoking takes effect at once too.
+    let (st, _) = call(&s, &admin, "DELETE", "/v1/members/clerk", None).await;
+    assert_eq!(st, 200);
+    let (st, _) = call(&s, &member, "GET", "/v1/usage", None).await;
+    assert_eq!(st, 403);
+    // The chain: every change and every refused attempt, with who, what, outcome and request id.
+    let (st, events) = call(&s, &admin, "GET", "/v1/audit/events", None).await;
+    assert_eq!(st, 200);
+    let events = events["data"].as_array().unwrap().clone();
+    let summary: Vec<(String, String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().into(),
+                e["target"].as_str().unwrap().into(),
+                e["outcome"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let want = [
+        ("members.set_roles", "member/clerk", "succeeded"),
+        ("setMemberRoles", "/v1/members/clerk", "denied"),
+        ("members.set_roles", "member/admin-1", "denied"),
+        ("members.set_roles", "member/someone", "denied"),
+        ("members.set_roles", "member/someone", "denied"),
+        ("members.set_roles", "member/someone", "denied"),
+        ("members.remove", "member/clerk", "succeeded"),
+    ];
+    let want: Vec<(String, String, String)> = want
+        .iter()
+        .map(|(a, b, c)| ((*a).into(), (*b).into(), (*c).into()))
+        .collect();
+    assert_eq!(summary, want);
+    for e in &events {
+        assert_eq!(e["tenant_id"], "acme");
+        assert!(
+            e["actor"].as_str().unwrap().ends_with("/admin-1")
+                || e["actor"].as_str().unwrap().ends_with("/clerk")
+        );
+        assert_eq!(e["request_id"].as_str().unwrap().len(), 36);
+    }
+    let (_, filtered) = call(
+        &s,
+        &admin,
+        "GET",
+        "/v1/audit/events?outcome=denied&limit=2",
+        None,
+    )
+    .await;
+    assert_eq!(filtered["data"].as_array().unwrap().len(), 2);
+    assert_eq!(filtered["has_more"], true);
+    let (st, one) = call(&s, &admin, "GET", "/v1/audit/events/2", None).await;
+    assert_eq!((st, one["seq"].as_i64()), (200, Some(2)));
+    let v = verify(&s, &admin).await;
+    assert_eq!(
+        (v["ok"].as_bool(), v["events"].as_i64()),
+        (Some(true), Some(7)),
+        "{v}"
+    );
+    assert_eq!(v["head"], events[6]["hash"]);
+    // The export verifies offline with jq and sha256sum alone.
+    let r = s
+        .http
+        .get(format!("{}/v1/audit/export", s.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("acme.jsonl");
+    std::fs::write(&file, r.text().await.unwrap()).unwrap();
+    let out = std::process::Command::new("bash")
+        .arg(cli::testing::repo_root().join("scripts/verify-audit-export.sh"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The tenant's role can only add events (case 61); an owner's edit is named where it is.
+    let admin_db = s.target.admin().await.unwrap();
+    let grants: Vec<String> = tests::column(&admin_db, "SELECT privilege_type FROM information_schema.role_table_grants \
+         WHERE table_schema = 'pool' AND table_name = 'audit_events' AND grantee LIKE '%_pool' ORDER BY 1").await;
+    assert_eq!(grants, ["INSERT", "SELECT"]);
+    admin_db
+        .batch_execute(
+            "UPDATE pool.audit_events SET detail = 'roles tenant_admin' WHERE tenant_id = 'acme' AND seq = 1",
+        )
+        .await
+        .unwrap();
+    let v = verify(&s, &admin).await;
+    assert_eq!(
+        (v["ok"].as_bool(), v["broken_at"].as_i64()),
+        (Some(false), Some(1)),
+        "{v}"
+    );
+    s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_privileged_change_whose_audit_event_cannot_be_written_is_not_made() {
+    // Security case 60: the event is written in the action's own transaction.
+    let s = pooled().await;
+    let admin = token(&s, "acme", "admin-1", ALL);
+    let db = s.target.admin().await.unwrap();
+    db.batch_execute(
+        "CREATE FUNCTION pool.refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN RAISE EXCEPTION 'audit store refuses'; END $$; \
+         CREATE TRIGGER refuse_audit BEFORE INSERT ON pool.audit_events \
+             FOR EACH ROW EXECUTE FUNCTION pool.refuse_audit();",
+    )
+    .await
+    .unwrap();
+    let (st, e) = call(
+        &s,
+        &admin,
+        "PUT",
+        "/v1/members/clerk",
+        Some(json!({"roles": ["tenant_finance"]})),
+    )
+    .await;
+    assert_eq!(st, 500, "{e}");
+    db.batch_execute("DROP TRIGGER refuse_audit ON pool.audit_events")
+        .await
+        .unwrap();
+    let (st, _) = call(&s, &admin, "GET", "/v1/members/clerk", None).await;
+    assert_eq!(st, 404, "the grant rolled back with its event");
+    let clerk = token(&s, "acme", "clerk", "me:read");
+    let (st, _) = call(&s, &clerk, "GET", "/v1/usage", None).await;
+    assert_eq!(st, 403);
+    s.running.stop().await.unwrap();
+}
+
+/// What acme holds, read as the admin: every API table's rows, in order.
+async fn acme_state(s: &Served) -> Vec<String> {
+    let db = s.target.admin().await.unwrap();
+    let mut out = Vec::new();
+    for table in runtime::schema::TENANT_DATA_TABLES {
+        // The admin reads past row-level security; the filter keeps acme's rows.
+        let rows = db
+            .simple_query(&format!(
+                "SELECT coalesce(md5(string_agg(row_to_json(t)::text, ',' ORDER BY t.id::text)), '-') \
+                   FROM pool.{table} t WHERE tenant_id = 'acme'"
+            ))
+            .await
+            .unwrap();
+        for r in rows {
+            if let tokio_postgres::SimpleQueryMessage::Row(r) = r {
+                out.push(format!("{table}:{}", r.get(0).unwrap_or("")));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn another_tenants_object_ids_answer_404_on_every_route_that_takes_one_and_change_nothing() {
+    // Security case 28 (BOLA), walking the route table: every route with an object id is called
+    // as globex with acme's ids, with every method the table has for it.
+    let s = pooled().await;
+    let a = token(&s, "acme", "owner", ALL);
+    let (_, c) = call(
+        &s,
+        &a,
+        "POST",
+        "/v1/conversations",
+        Some(json!({"title": "canary-conv-acme", "model": "fast"})),
+    )
+    .await;
+    let conversation = c["id"].as_str().unwrap().to_owned();
+    let (_, x) = call(
+        &s,
+        &a,
+        "POST",
+        &format!("/v1/conversations/{conversation}/messages"),
+        Some(json!({"content": "canary-msg-acme"})),
+    )
+    .await;
+    let message = x["user"]["id"].as_str().unwrap().to_owned();
+    let (_, t) = call(
+        &s,
+        &a,
+        "POST",
+        "/v1/prompt-templates",
+        Some(json!({"name": "canary-tpl-acme", "body": "canary {{x}}"})),
+    )
+    .await;
+    let template = t["id"].as_str().unwrap().to_owned();
+    let (st, _) = call(
+        &s,
+        &a,
+        "PUT",
+        "/v1/members/acme-member",
+        Some(json!({"roles": ["tenant_member"]})),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (st, _) = call(
+        &s,
+        &a,
+        "PUT",
+        "/v1/credentials/mock",
+        Some(json!({"value": "acme-own-key"})),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let acme_key = runtime::secrets::SecretName::parse("tenants/acme/providers/mock").unwrap();
+    let before = acme_state(&s).await;
+    let globex_ledger = s.ledger_rows("globex").await;
+    let g = token(&s, "globex", "owner", ALL);
+    let ids = |name: &str| -> String {
+        match name {
+            "conversation_id" => conversation.clone(),
+            "message_id" => message.clone(),
+            "template_id" => template.clone(),
+            "version" => "1".into(),
+            "seq" => "1".into(),
+            "subject" => "acme-member".into(),
+            "provider" => "mock".into(),
+            "id" => "mock-small".into(),
+            other => {
+                panic!("the BOLA harness has no acme object for path parameter `{other}`: add one")
+            }
+        }
+    };
+    let mut walked = 0;
+    // PUT last: it upserts in the caller's own tenant, so globex's chain is still empty before.
+    let mut routes: Vec<&runtime::http::routes::RouteSpec> = runtime::http::routes::ROUTES
+        .iter()
+        .filter(|r| r.path.contains('{'))
+        .collect();
+    routes.sort_by_key(|r| r.method.as_str() == "PUT");
+    for r in routes {
+        let path: String = r
+            .path
+            .split('/')
+            .map(
+                |seg| match seg.strip_prefix('{').and_then(|x| x.strip_suffix('}')) {
+                    Some(name) => ids(name),
+                    None => seg.to_owned(),
+                },
+            )
+            .collect::<Vec<_>>()
+            .join("/");
+        let body = match r.method.as_str() {
+            "GET" | "DELETE" => None,
+            _ => Some(
+                json!({"title": "pwned", "content": "pwned", "body": "pwned", "roles": ["tenant_member"], "variables": {"x": "1"}, "value": "globex-own-key"}),
+            ),
+        };
+        // Bodies carry every field any route takes; routes refuse the ones they do not (400)
+        // before reaching anything, so send each route only its own fields.
+        let body = body.map(|b| only_fields_of(r.operation_id, b));
+        let (st, resp) = call(&s, &g, r.method.as_str(), &path, body).await;
+        let text = resp.to_string();
+        // The ids the caller sent may be named back; nothing of acme's content may appear.
+        assert!(
+            !text.contains("canary"),
+            "{} {path} leaked: {text}",
+            r.method
+        );
+        match (r.operation_id, r.path) {
+            // The tenant's own model list; `mock-small` is globex's too.
+            (_, "/v1/models/{id}") => assert_eq!(st, 200, "{text}"),
+            // Upserts globex's own member (or key) of that name: acme's is untouched (checked below).
+            ("setMemberRoles" | "setCredential", _) => assert_eq!(st, 200, "{text}"),
+            _ => assert_eq!(st, 404, "{} {path} as another tenant: {text}", r.method),
+        }
+        walked += 1;
+    }
+    assert!(walked >= 15, "walked {walked} routes");
+    assert_eq!(acme_state(&s).await, before, "nothing of acme's changed");
+    use secrecy::ExposeSecret as _;
+    assert_eq!(
+        s.target
+            .secrets
+            .get(&acme_key)
+            .await
+            .unwrap()
+            .expose_secret(),
+        "acme-own-key"
+    );
+    assert_eq!(
+        s.ledger_rows("globex").await,
+        globex_ledger,
+        "no model call was made for globex"
+    );
+    // Case 29: a tenant named in the query, a header or the body changes nothing.
+    let (st, _) = call(&s, &g, "GET", "/v1/conversations?tenant_id=acme", None).await;
+    assert_eq!(st, 400);
+    let r = s
+        .http
+        .get(format!("{}/v1/conversations", s.base))
+        .bearer_auth(&g)
+        .header("x-tenant-id", "acme")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["data"].as_array().unwrap().len(), 0, "{body}");
+    let (st, _) = call(
+        &s,
+        &g,
+        "POST",
+        "/v1/conversations",
+        Some(json!({"title": "t", "model": "fast", "tenant_id": "acme"})),
+    )
+    .await;
+    assert_eq!(st, 400);
+    s.running.stop().await.unwrap();
+}
+
+fn only_fields_of(operation: &str, body: Value) -> Value {
+    let keep: &[&str] = match operation {
+        "renameConversation" => &["title"],
+        "createConversationMessage" => &["content"],
+        "createPromptTemplateVersion" => &["body"],
+        "renderPromptTemplate" => &["variables"],
+        "setMemberRoles" => &["roles"],
+        "setCredential" | "rotateCredential" => &["value"],
+        _ => &[],
+    };
+    Value::Object(
+        body.as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| keep.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn provider_credentials_are_write_only_audited_by_name_and_used_by_the_next_call() {
+    // Security cases 62 (no value in any answer or event) and 31 (no credential is ever shown).
+    let s = pooled().await;
+    let admin = token(&s, "acme", "admin-1", ALL);
+    let value = format!("sk-test-{}", uuid::Uuid::new_v4());
+    let (st, c) = call(
+        &s,
+        &admin,
+        "PUT",
+        "/v1/credentials/mock",
+        Some(json!({"value": value})),
+    )
+    .await;
+    assert_eq!(st, 200, "{c}");
+    assert_eq!(c["name"], "tenants/acme/providers/mock");
+    let (st, l) = call(&s, &admin, "GET", "/v1/credentials", None).await;
+    assert_eq!(st, 200);
+    assert_eq!(l["data"][0]["provider"], "mock");
+    let rotated = format!("sk-test-{}", uuid::Uuid::new_v4());
+    let (st, r) = call(
+        &s,
+        &admin,
+        "POST",
+        "/v1/credentials/mock/rotate",
+        Some(json!({"value": rotated})),
+    )
+    .await;
+    assert_eq!(st, 200, "{r}");
+    assert_ne!(r["version"], c["version"]);
+    // A provider outside the policy, and a value with spaces, are refused by name.
+    let (st, _) = call(
+        &s,
+        &admin,
+        "PUT",
+        "/v1/credentials/openai",
+        Some(json!({"value": "x"})),
+    )
+    .await;
+    assert_eq!(st, 404);
+    let (st, e) = call(
+        &s,
+        &admin,
+        "PUT",
+        "/v1/credentials/mock",
+        Some(json!({"value": "a b"})),
+    )
+    .await;
+    assert_eq!(st, 400, "{e}");
+    assert!(
+        !e.to_string().contains("a b"),
+        "the value is never echoed: {e}"
+    );
+    // The store holds the rotated value; the chain names the secret, never a value.
+    use secrecy::ExposeSecret as _;
+    let name = runtime::secrets::SecretName::parse("tenants/acme/providers/mock").unwrap();
+    assert_eq!(
+        s.target.secrets.get(&name).await.unwrap().expose_secret(),
+        rotated
+    );
+    let (st, _) = call(&s, &admin, "DELETE", "/v1/credentials/mock", None).await;
+    assert_eq!(st, 200);
+    let (st, _) = call(
+        &s,
+        &admin,
+        "POST",
+        "/v1/credentials/mock/rotate",
+        Some(json!({"value": "y"})),
+    )
+    .await;
+    assert_eq!(st, 404, "nothing to rotate");
+    let r = s
+        .http
+        .get(format!("{}/v1/audit/export", s.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    let export = r.text().await.unwrap();
+    assert!(!export.contains(&value) && !export.contains(&rotated));
+    let actions: Vec<String> = export
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["action"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "credentials.set",
+            "credentials.rotate",
+            "credentials.delete"
+        ]
+    );
+    // A member without the permission is refused, and the attempt joins the chain.
+    let member = token(&s, "acme", "clerk", "me:read credentials:read");
+    let (st, _) = call(
+        &s,
+        &member,
+        "PUT",
+        "/v1/credentials/mock",
+        Some(json!({"value": "z"})),
+    )
+    .await;
+    assert_eq!(st, 403);
+    let (_, denied) = call(&s, &admin, "GET", "/v1/audit/events?outcome=denied", None).await;
+    assert_eq!(denied["data"][0]["action"], "setCredential");
+    assert!(
+        denied["data"][0]["actor"]
+            .as_str()
+            .unwrap()
+            .ends_with("/clerk")
+    );
+    s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn usage_views_budget_limits_and_policy_answer_for_the_callers_tenant_only() {
+    let s = pooled().await;
+    let a = token(&s, "acme", "u1", ALL);
+    let (st, c) = call(
+        &s,
+        &a,
+        "POST",
+        "/v1/conversations",
+        Some(json!({"title": "t", "model": "fast"})),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let id = c["id"].as_str().unwrap();
+    call(
+        &s,
+        &a,
+        "POST",
+        &format!("/v1/conversations/{id}/messages"),
+        Some(json!({"content": "hi"})),
+    )
+    .await;
+    let (st, sum) = call(&s, &a, "GET", "/v1/usage/summary", None).await;
+    assert_eq!(st, 200, "{sum}");
+    assert_eq!(sum["totals"]["requests"], 1);
+    assert_eq!(sum["models"][0]["model"], "mock-small");
+    for (path, key) in [
+        ("/v1/usage/daily", "day"),
+        ("/v1/usage/models", "model"),
+        ("/v1/usage/subjects", "subject"),
+    ] {
+        let (st, r) = call(&s, &a, "GET", path, None).await;
+        assert_eq!(st, 200, "{path}: {r}");
+        assert_eq!(r["group_by"], key);
+        assert_eq!(r["totals"]["requests"], 1, "{path}");
+    }
+    let r = s
+        .http
+        .get(format!("{}/v1/usage/subjects?format=csv", s.base))
+        .bearer_auth(&a)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    assert!(r.text().await.unwrap().contains("u1"));
+    let (st, _) = call(&s, &a, "GET", "/v1/usage/daily?group_by=model", None).await;
+    assert_eq!(st, 400, "a view fixes its grouping");
+    let (_, b) = call(&s, &a, "GET", "/v1/budget", None).await;
+    assert_eq!(b["monthly_budget_micro_usd"], 2_500_000_000_i64);
+    assert!(b["spent_this_month_micro_usd"].as_i64().unwrap() > 0);
+    assert_eq!(b["subject"]["subject"], "u1");
+    let (_, l) = call(&s, &a, "GET", "/v1/limits", None).await;
+    assert_eq!(
+        (
+            l["requests_per_minute"].as_i64(),
+            l["per_subject_monthly_budget_micro_usd"].as_i64()
+        ),
+        (Some(600), Some(250_000_000))
+    );
+    let (_, p) = call(&s, &a, "GET", "/v1/policy", None).await;
+    assert_eq!(p["policy"]["default"], "mock-small");
+    // globex sees none of acme's usage.
+    let g = token(&s, "globex", "u1", ALL);
+    let (_, gs) = call(&s, &g, "GET", "/v1/usage/summary", None).await;
+    assert_eq!(gs["totals"]["requests"], 0);
+    s.running.stop().await.unwrap();
+}
