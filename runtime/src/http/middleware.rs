@@ -186,6 +186,22 @@ pub async fn assign_request_id(mut req: Request, next: Next) -> Response {
     response
 }
 
+/// Middleware: a URI carrying a NUL byte (`%00`, in its path or query) is refused with 400 before
+/// anything reads it: no stored text may hold one (PostgreSQL refuses it), and no name means one.
+pub async fn refuse_nul(req: Request, next: Next) -> Response {
+    let has_nul = req
+        .uri()
+        .path_and_query()
+        .is_some_and(|pq| pq.as_str().as_bytes().windows(3).any(|w| w == b"%00"));
+    if has_nul {
+        return ApiError::BadRequest(
+            "the request's path or query contains a NUL byte (`%00`); remove it".into(),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
 /// Middleware: every error response leaves in its surface's error shape, whoever produced it (a
 /// handler, the auth layer, axum's own rejections): Anthropic's on `/v1/messages`, OpenAI's
 /// (`{"error": {"message", "type", "code"}}`) everywhere else, so SDKs raise their typed exceptions.

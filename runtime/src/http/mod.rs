@@ -36,6 +36,7 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(from_fn(middleware::drain_oversized))
         .layer(from_fn_with_state(state.clone(), middleware::require_auth))
+        .layer(from_fn(middleware::refuse_nul))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(from_fn(middleware::shape_errors))
         .layer(from_fn(middleware::access_log))

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -22,13 +22,52 @@ use crate::http::middleware::RequestId;
 use crate::service;
 use crate::state::AppState;
 
-fn body<T: DeserializeOwned>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    match body {
-        Ok(Json(b)) => Ok(b),
-        Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::BadRequest(
-            "send the body as JSON with `Content-Type: application/json`".into(),
-        )),
-        Err(e) => Err(ApiError::BadRequest(e.body_text())),
+/// A JSON body: `Content-Type: application/json`, no unknown field (each type says so), and no
+/// NUL character in any string (PostgreSQL stores none, and no text here needs one).
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+            });
+        if !json {
+            return Err(ApiError::BadRequest(
+                "send the body as JSON with `Content-Type: application/json`".into(),
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::BadRequest(e.body_text())
+                }
+            })?;
+        if bytes.windows(6).any(|w| w == b"\\u0000") {
+            return Err(ApiError::BadRequest(
+                "the body contains a NUL character (`\\u0000`); no field accepts one".into(),
+            ));
+        }
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+            ApiError::BadRequest(format!("the body is not what this route takes: {e}"))
+        })
+    }
+}
+
+impl<T> std::fmt::Debug for JsonBody<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A body may hold a credential: never printed.
+        f.write_str("JsonBody(..)")
     }
 }
 
@@ -92,9 +131,9 @@ pub async fn create_conversation(
     State(state): State<AppState>,
     tenant: Tenant,
     Extension(RequestId(request_id)): Extension<RequestId>,
-    b: Result<Json<NewConversation>, JsonRejection>,
+    b: JsonBody<NewConversation>,
 ) -> Result<Response, ApiError> {
-    let b = body(b)?;
+    let JsonBody(b) = b;
     let c = service::conversations::create(
         &state.data,
         &tenant,
@@ -162,10 +201,10 @@ pub async fn rename_conversation(
     tenant: Tenant,
     Extension(RequestId(request_id)): Extension<RequestId>,
     Path(id): Path<String>,
-    b: Result<Json<Rename>, JsonRejection>,
+    b: JsonBody<Rename>,
 ) -> Result<Response, ApiError> {
     let id = object_id(&id, "conversation")?;
-    let b = body(b)?;
+    let JsonBody(b) = b;
     let c = service::conversations::rename(&state.data, &tenant, id, &b.title)
         .await
         .map_err(svc(request_id))?;
@@ -197,10 +236,10 @@ pub async fn create_conversation_message(
     Extension(RequestId(request_id)): Extension<RequestId>,
     headers: http::HeaderMap,
     Path(id): Path<String>,
-    b: Result<Json<NewMessage>, JsonRejection>,
+    b: JsonBody<NewMessage>,
 ) -> Result<Response, ApiError> {
     let id = object_id(&id, "conversation")?;
-    let b = body(b)?;
+    let JsonBody(b) = b;
     let call = crate::http::handlers::call_of(request_id, &headers)?;
     let posted = service::conversations::post_message(
         &state.models,
@@ -293,9 +332,9 @@ pub async fn create_prompt_template(
     State(state): State<AppState>,
     tenant: Tenant,
     Extension(RequestId(request_id)): Extension<RequestId>,
-    b: Result<Json<NewTemplate>, JsonRejection>,
+    b: JsonBody<NewTemplate>,
 ) -> Result<Response, ApiError> {
-    let b = body(b)?;
+    let JsonBody(b) = b;
     let (t, v) = service::templates::create(&state.data, &tenant, &b.name, &b.description, &b.body)
         .await
         .map_err(svc(request_id))?;
@@ -357,10 +396,10 @@ pub async fn create_prompt_template_version(
     tenant: Tenant,
     Extension(RequestId(request_id)): Extension<RequestId>,
     Path(id): Path<String>,
-    b: Result<Json<NewVersion>, JsonRejection>,
+    b: JsonBody<NewVersion>,
 ) -> Result<Response, ApiError> {
     let id = object_id(&id, "prompt template")?;
-    let b = body(b)?;
+    let JsonBody(b) = b;
     let v = service::templates::add_version(&state.data, &tenant, id, &b.body)
         .await
         .map_err(svc(request_id))?;
@@ -421,10 +460,10 @@ pub async fn render_prompt_template(
     tenant: Tenant,
     Extension(RequestId(request_id)): Extension<RequestId>,
     Path(id): Path<String>,
-    b: Result<Json<Render>, JsonRejection>,
+    b: JsonBody<Render>,
 ) -> Result<Response, ApiError> {
     let id = object_id(&id, "prompt template")?;
-    let b = body(b)?;
+    let JsonBody(b) = b;
     let (v, text) =
         service::templates::render_version(&state.data, &tenant, id, b.version, &b.variables)
             .await
@@ -488,9 +527,9 @@ pub async fn set_member_roles(
     tenant: Tenant,
     Extension(RequestId(request_id)): Extension<RequestId>,
     Path(subject): Path<String>,
-    b: Result<Json<SetRoles>, JsonRejection>,
+    b: JsonBody<SetRoles>,
 ) -> Result<Response, ApiError> {
-    let b = body(b)?;
+    let JsonBody(b) = b;
     let m = service::members::set_roles(&state.data, &tenant, request_id, &subject, &b.roles)
         .await
         .map_err(svc(request_id))?;
@@ -693,9 +732,9 @@ pub async fn set_credential(
     tenant: Tenant,
     Extension(RequestId(request_id)): Extension<RequestId>,
     Path(provider): Path<String>,
-    b: Result<Json<CredentialValue>, JsonRejection>,
+    b: JsonBody<CredentialValue>,
 ) -> Result<Response, ApiError> {
-    let b = body(b)?;
+    let JsonBody(b) = b;
     change_credential(
         &state,
         &tenant,
@@ -712,9 +751,9 @@ pub async fn rotate_credential(
     tenant: Tenant,
     Extension(RequestId(request_id)): Extension<RequestId>,
     Path(provider): Path<String>,
-    b: Result<Json<CredentialValue>, JsonRejection>,
+    b: JsonBody<CredentialValue>,
 ) -> Result<Response, ApiError> {
-    let b = body(b)?;
+    let JsonBody(b) = b;
     change_credential(
         &state,
         &tenant,
