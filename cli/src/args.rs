@@ -216,20 +216,26 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Mint an access token from the dev identity provider (local target only).
+    /// Mint an access token from the dev identity provider (local target only): a tenant's, or with
+    /// `--operator` a platform operator's (for the `/v1/platform/...` routes only).
     Token {
         /// Tenant id (must be onboarded).
+        #[arg(
+            long,
+            required_unless_present = "operator",
+            conflicts_with = "operator"
+        )]
+        tenant: Option<String>,
+        /// A platform operator's token (no tenant; `platform:` scopes).
         #[arg(long)]
-        tenant: String,
+        operator: bool,
         /// Subject (`sub`) of the token.
         #[arg(long, default_value = "dev-user")]
         sub: String,
-        /// Space-separated scopes.
-        #[arg(
-            long,
-            default_value = "me:read models:read chat:write embeddings:write usage:read"
-        )]
-        scope: String,
+        /// Space-separated scopes [default: a tenant member's, or every `platform:` scope with
+        /// `--operator`].
+        #[arg(long)]
+        scope: Option<String>,
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..=86_400))]
         ttl: i64,

@@ -47,10 +47,11 @@ pub async fn run(cli: Cli) -> Result<u8> {
         } => move_cmd(g, &tenant, &to, drain_secs).await,
         Command::Token {
             tenant,
+            operator,
             sub,
             scope,
             ttl,
-        } => token(g, &tenant, &sub, &scope, ttl).await,
+        } => token(g, tenant.as_deref(), operator, &sub, scope.as_deref(), ttl).await,
         Command::Serve(args) => serve(g, &args).await,
         Command::Up { tenants, serve } => up(g, &tenants, &serve).await,
         Command::Local { command } => local(g, command).await,
@@ -1343,8 +1344,14 @@ async fn binding_of(target: &Target, tenant: &TenantId) -> Result<IdentityBindin
     Ok(binding)
 }
 
-async fn token(g: &Global, tenant: &str, sub: &str, scope: &str, ttl: i64) -> Result<u8> {
-    let tenant = TenantId::parse(tenant).map_err(|e| anyhow::anyhow!("`--tenant`: {e}"))?;
+async fn token(
+    g: &Global,
+    tenant: Option<&str>,
+    operator: bool,
+    sub: &str,
+    scope: Option<&str>,
+    ttl: i64,
+) -> Result<u8> {
     let (target, cluster) = target(g).await?;
     require_running(cluster.as_ref())?;
     let platform = crate::platform::Platform::resolve(g.platform.as_deref())?;
@@ -1353,9 +1360,19 @@ async fn token(g: &Global, tenant: &str, sub: &str, scope: &str, ttl: i64) -> Re
             "the platform configuration defines its own `platform` issuer, so there is no development identity provider to mint tokens\nhint: get tokens from that issuer"
         );
     }
-    let binding = binding_of(&target, &tenant).await?;
-    let signer = crate::devidp::signer(&target.secrets).await?;
-    let scopes: Vec<String> = scope.split_whitespace().map(str::to_owned).collect();
+    let role = if operator {
+        "platform_operator"
+    } else {
+        "tenant_member"
+    };
+    let default_scope = runtime::auth::roles::expand(&format!("role:{role}"))
+        .unwrap_or_default()
+        .join(" ");
+    let scopes: Vec<String> = scope
+        .unwrap_or(&default_scope)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
     for s in &scopes {
         if !runtime::http::routes::is_permission(s) {
             let known: Vec<&str> = runtime::http::routes::PERMISSIONS
@@ -1364,7 +1381,21 @@ async fn token(g: &Global, tenant: &str, sub: &str, scope: &str, ttl: i64) -> Re
                 .collect();
             bail!("unknown scope `{s}`\nhint: scopes are {}", known.join(", "));
         }
+        if s.starts_with(runtime::auth::PLATFORM_PREFIX) != operator {
+            bail!(
+                "scope `{s}` is {} scope\nhint: platform scopes go in operator tokens (`--operator`), tenant scopes in tenant tokens (`--tenant`)",
+                if operator { "a tenant" } else { "a platform" }
+            );
+        }
     }
+    let signer = crate::devidp::signer(&target.secrets).await?;
+    if operator {
+        out(&crate::devidp::mint_operator(&signer, sub, &scopes, ttl))?;
+        return Ok(0);
+    }
+    let tenant = TenantId::parse(tenant.unwrap_or_default())
+        .map_err(|e| anyhow::anyhow!("`--tenant`: {e}"))?;
+    let binding = binding_of(&target, &tenant).await?;
     out(&crate::devidp::mint(
         &signer, &binding, &tenant, sub, &scopes, ttl,
     ))?;

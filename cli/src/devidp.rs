@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 
 /// The `iss` of tokens the dev identity provider mints.
 pub const DEV_ISSUER: &str = "urn:tenantctl:dev-idp";
+/// The audience of the platform staff's tokens (`tenantctl token --operator`).
+pub const OPERATOR_AUDIENCE: &str = "tenantctl-platform";
 /// The path its JWKS is served at.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
@@ -62,6 +64,30 @@ pub fn mint(
         );
     }
     signer.sign(&claims)
+}
+
+/// Mints an access token for one of the platform's operators: the operator audience, no tenant
+/// claim, `platform:` scopes.
+pub fn mint_operator(
+    signer: &DevSigner,
+    subject: &str,
+    scopes: &[String],
+    ttl_secs: i64,
+) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    signer.sign(&json!({
+        "iss": DEV_ISSUER,
+        "sub": subject,
+        "aud": OPERATOR_AUDIENCE,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl_secs,
+        "jti": uuid::Uuid::new_v4().to_string(),
+        "scope": scopes.join(" "),
+    }))
 }
 
 /// Serves the JWKS on `listener` until `shutdown` resolves.

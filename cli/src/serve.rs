@@ -100,13 +100,29 @@ pub async fn start_with(
         signer.jwks(),
         signal(&rx),
     )));
+    let mut issuers = platform.runtime_issuers(&devidp::jwks_url(idp_addr));
+    // With the dev identity provider, its tokens for the operator audience are the platform
+    // staff's (`tenantctl token --operator`): they reach the platform routes only.
+    let mut deployment = runtime::auth::DeploymentPolicy::default();
+    if platform.dev_issuer {
+        if let Some(i) = issuers
+            .iter_mut()
+            .find(|i| i.name == crate::platform::PLATFORM_ISSUER)
+        {
+            i.audiences.push(devidp::OPERATOR_AUDIENCE.to_owned());
+            deployment.platform = Some(runtime::auth::PlatformAccess {
+                issuer: i.name.clone(),
+                audience: devidp::OPERATOR_AUDIENCE.to_owned(),
+            });
+        }
+    }
     let config = RuntimeConfig {
         namespace: target.namespace.clone(),
         database: target.endpoint.clone(),
         secrets_dir: target.secrets_dir.clone(),
         secret_store: runtime::state::SecretStoreKind::Local,
-        issuers: platform.runtime_issuers(&devidp::jwks_url(idp_addr)),
-        deployment: Default::default(),
+        issuers,
+        deployment,
         registry_refresh_secs: 2,
         registry_max_stale_secs: 6,
         max_connections_per_tenant: 4,

@@ -26,6 +26,8 @@ pub struct AppState {
     pub models: ModelRouter,
     /// The secret store behind a TTL cache: provider keys are read through it on the request path.
     pub secrets: Arc<SecretCache>,
+    /// The registry, where one is read (not in a single-tenant deployment): the platform routes'.
+    pub control: Option<ControlPlane>,
 }
 
 /// The runtime's configuration (JSON). Holds no secret: credentials are read from the secret store.
@@ -179,13 +181,14 @@ impl AppState {
         let data = DataPlane::new(config.database.clone(), secrets, config.namespace.clone())
             .with_max_connections_per_tenant(config.max_connections_per_tenant)
             .with_max_in_flight_per_tenant(config.max_in_flight_per_tenant);
+        let refresher = control.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(refresh).await;
                 let Some(directory) = weak.upgrade() else {
                     break;
                 };
-                match control.load_tenants().await {
+                match refresher.load_tenants().await {
                     Ok(records) => directory.replace(records),
                     Err(e) => {
                         tracing::warn!(error = %e, "registry refresh failed; serving the last snapshot until it is too old")
@@ -201,6 +204,7 @@ impl AppState {
             data,
             models,
             secrets: cache,
+            control: Some(control),
         })
     }
 }
@@ -235,6 +239,7 @@ impl AppState {
             data,
             models,
             secrets: cache,
+            control: None,
         })
     }
 }

@@ -329,6 +329,7 @@ fn lambda_runtime_config(
         deployment: runtime::auth::DeploymentPolicy {
             tenant: Some(spec.id.clone()),
             require_gateway_authorizer: true,
+            platform: None,
         },
         registry_refresh_secs: 60,
         registry_max_stale_secs: 180,

@@ -377,13 +377,13 @@ fn every_privileged_step_joins_its_tenants_hash_chain_and_an_edit_is_found_where
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let admin = target.admin().await.unwrap();
-        // The runtime's role can neither change nor add an event (case 61).
+        // The runtime's role can add events (the platform routes') and never change or remove
+        // one (case 61).
         let runtime_role = target.namespace.runtime_role();
         for sql in [
             "UPDATE control.audit_events SET detail = 'x'",
             "DELETE FROM control.audit_events",
             "TRUNCATE control.audit_events",
-            "INSERT INTO control.audit_events SELECT * FROM control.audit_events LIMIT 1",
         ] {
             let err = admin
                 .batch_execute(&format!("BEGIN; SET LOCAL ROLE \"{runtime_role}\"; {sql}"))
@@ -503,6 +503,23 @@ fn token_mints_a_token_the_runtime_accepts_and_refuses_unknown_tenants_with_a_hi
         String::from_utf8_lossy(&out.stderr)
     );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    // A platform operator's token; platform scopes never go in a tenant's.
+    let out = run(&["token", "--operator", "--sub", "ops"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let operator = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let out = run(&[
+        "token",
+        "--tenant",
+        "acme",
+        "--scope",
+        "platform:tenants:read",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`--operator`"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let running = cli::serve::start(
@@ -529,6 +546,13 @@ fn token_mints_a_token_the_runtime_accepts_and_refuses_unknown_tenants_with_a_hi
             .await
             .unwrap();
         assert_eq!(r.status(), 403);
+        let r = http
+            .get(url("/v1/platform/tenants"))
+            .bearer_auth(&operator)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
         running.stop().await.unwrap();
     });
 }

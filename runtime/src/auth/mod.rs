@@ -43,7 +43,26 @@ pub struct DeploymentPolicy {
     /// must agree with the token this runtime verified itself.
     #[serde(default)]
     pub require_gateway_authorizer: bool,
+    /// The platform's own staff: tokens of this issuer for this audience are operators, not
+    /// tenants (they carry no tenant claim), and reach the platform routes only. Unset: no token is
+    /// an operator. A single-tenant deployment (`tenant`) refuses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<PlatformAccess>,
 }
+
+/// Which tokens are the platform staff's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformAccess {
+    /// A trusted issuer's name.
+    pub issuer: String,
+    /// The audience staff tokens carry; never a tenant's.
+    pub audience: String,
+}
+
+/// The prefix of the platform routes' permissions: never held by a tenant's token, whatever it
+/// carries (such scopes are dropped when a token is bound to a tenant).
+pub const PLATFORM_PREFIX: &str = "platform:";
 
 #[derive(Debug)]
 struct TrustedIssuer {
@@ -130,6 +149,20 @@ impl Authenticator {
                 config: config.clone(),
                 keys,
             });
+        }
+        if let Some(p) = &policy.platform {
+            let Some(t) = trusted.iter().find(|t| t.config.name == p.issuer) else {
+                return Err(format!(
+                    "`deployment.platform.issuer` names `{}`, which is no trusted issuer",
+                    p.issuer
+                ));
+            };
+            if !t.config.audiences.contains(&p.audience) {
+                return Err(format!(
+                    "`deployment.platform.audience` `{}` is not among issuer `{}`'s audiences",
+                    p.audience, p.issuer
+                ));
+            }
         }
         Ok(Self::from_parts(trusted, policy))
     }
@@ -245,13 +278,31 @@ impl Authenticator {
         Ok((index, t.kid, key, Arc::new(claims)))
     }
 
-    /// Authenticates one request at time `now` (unix seconds).
+    /// Authenticates one request at time `now` (unix seconds) as a tenant's caller; an operator's
+    /// token is refused here (`WrongAudience`).
     pub async fn authenticate(
         &self,
         credentials: Credentials<'_>,
         directory: &TenantDirectory,
         now: i64,
     ) -> Result<Tenant, Denial> {
+        match self
+            .authenticate_caller(credentials, directory, now)
+            .await?
+        {
+            Caller::Tenant(t) => Ok(t),
+            Caller::Operator(_) => Err(DenyReason::WrongAudience.into()),
+        }
+    }
+
+    /// Authenticates one request at time `now` (unix seconds): a tenant's caller, or (with
+    /// `DeploymentPolicy::platform`) one of the platform's operators.
+    pub async fn authenticate_caller(
+        &self,
+        credentials: Credentials<'_>,
+        directory: &TenantDirectory,
+        now: i64,
+    ) -> Result<Caller, Denial> {
         let token = bearer_token(credentials.headers, credentials.query)?;
         let hash = cache::token_hash(token);
         let cached = self.cache.get(&hash).filter(|e| {
@@ -280,6 +331,39 @@ impl Authenticator {
             reason,
             issuer: Some(issuer.config.name.clone()),
         };
+        if let Some(platform) = &self.policy.platform {
+            if claims.aud.contains(&platform.audience) {
+                // A staff token: from the platform's issuer only, naming no tenant, and never in
+                // a deployment that serves one tenant.
+                if issuer.config.name != platform.issuer {
+                    return Err(deny(DenyReason::WrongAudience));
+                }
+                if jwt::claim_at(&claims.all, &issuer.config.tenant_claim).is_some() {
+                    return Err(deny(DenyReason::BadClaims));
+                }
+                if self.policy.tenant.is_some() {
+                    return Err(deny(DenyReason::WrongDeployment));
+                }
+                check_gateway(
+                    credentials.gateway_claims,
+                    &claims,
+                    &issuer.config,
+                    self.policy.require_gateway_authorizer,
+                )
+                .map_err(deny)?;
+                return Ok(Caller::Operator(Operator(Arc::new(OperatorPrincipal {
+                    subject: claims.sub.clone(),
+                    issuer: issuer.config.name.clone(),
+                    scopes: claims
+                        .scopes
+                        .iter()
+                        .filter(|s| s.starts_with(PLATFORM_PREFIX))
+                        .cloned()
+                        .collect(),
+                    expires_at: claims.exp,
+                }))));
+            }
+        }
         let record = bind_tenant(&claims, &issuer.config, directory).map_err(deny)?;
         if !claims.aud.iter().any(|a| *a == record.identity.audience) {
             return Err(deny(DenyReason::WrongAudience));
@@ -294,13 +378,73 @@ impl Authenticator {
             self.policy.require_gateway_authorizer,
         )
         .map_err(deny)?;
-        Ok(Tenant(Arc::new(Principal {
+        // A tenant's caller never holds a platform permission, whatever its token says.
+        let scopes = if claims.scopes.iter().any(|s| s.starts_with(PLATFORM_PREFIX)) {
+            claims
+                .scopes
+                .iter()
+                .filter(|s| !s.starts_with(PLATFORM_PREFIX))
+                .cloned()
+                .collect()
+        } else {
+            claims.scopes.clone()
+        };
+        Ok(Caller::Tenant(Tenant(Arc::new(Principal {
             record,
             subject: claims.sub.clone(),
             issuer: issuer.config.name.clone(),
-            scopes: claims.scopes.clone(),
+            scopes,
             expires_at: claims.exp,
-        })))
+        }))))
+    }
+}
+
+/// Who a verified token is.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Tenant(Tenant),
+    Operator(Operator),
+}
+
+/// One of the platform's operators, verified from a staff token (`DeploymentPolicy::platform`).
+#[derive(Debug)]
+pub struct OperatorPrincipal {
+    pub subject: String,
+    pub issuer: String,
+    /// Its `platform:` permissions only.
+    pub scopes: Vec<String>,
+    pub expires_at: i64,
+}
+
+/// The extractor platform handlers take. Only the auth layer can build one.
+#[derive(Debug, Clone)]
+pub struct Operator(Arc<OperatorPrincipal>);
+
+impl Operator {
+    pub fn principal(&self) -> &OperatorPrincipal {
+        &self.0
+    }
+
+    pub fn has_scope(&self, permission: &str) -> bool {
+        self.0.scopes.iter().any(|s| s == permission)
+    }
+
+    /// Who acted, as audit events name it: `issuer/subject`.
+    pub fn actor(&self) -> String {
+        format!("{}/{}", self.0.issuer, self.0.subject)
+    }
+
+    /// A handle on `record`'s data for this operator: reads through that tenant's own role, as any
+    /// caller of that tenant does, with no tenant permission at all (the platform routes decide
+    /// what it reads). Its subject is the operator's, prefixed `platform:`.
+    pub fn acting_for(&self, record: Arc<TenantRecord>) -> Tenant {
+        Tenant(Arc::new(Principal {
+            record,
+            subject: format!("{PLATFORM_PREFIX}{}", self.0.subject),
+            issuer: self.0.issuer.clone(),
+            scopes: Vec::new(),
+            expires_at: self.0.expires_at,
+        }))
     }
 }
 

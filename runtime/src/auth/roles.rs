@@ -3,9 +3,8 @@
 //! stands for a whole bundle, so an operator grants "tenant finance" without listing its scopes.
 //!
 //! The roles of a tenant's users are tenant roles: whatever a token's role, it acts for the token's
-//! tenant only. The platform roles (operator, finance) are named so that a configuration using them
-//! is refused with a clear reason: the routes they would reach are not served yet.
-//! This module holds names only; the route table checks that every permission here is one of its.
+//! tenant only. The platform roles (operator, finance) grant `platform:` permissions, which only a
+//! staff token (the platform audience) ever holds.
 
 /// Each built-in tenant role and the permissions it grants.
 pub const TENANT_ROLES: &[(&str, &[&str])] = &[
@@ -47,8 +46,28 @@ pub const TENANT_ROLES: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// Roles of the platform's own staff, refused in configuration until their routes exist.
-pub const PLATFORM_ROLES: &[&str] = &["platform_operator", "platform_finance"];
+/// Roles of the platform's own staff and what they grant. They count only in a staff token (one
+/// for the platform audience, `auth::PlatformAccess`): a tenant's caller never holds a
+/// `platform:` permission, whatever its roles map to.
+pub const PLATFORM_ROLES: &[(&str, &[&str])] = &[
+    (
+        "platform_operator",
+        &[
+            "platform:tenants:read",
+            "platform:tenants:write",
+            "platform:usage:read",
+            "platform:prices:read",
+        ],
+    ),
+    (
+        "platform_finance",
+        &[
+            "platform:tenants:read",
+            "platform:usage:read",
+            "platform:prices:read",
+        ],
+    ),
+];
 
 /// The prefix that makes a permission entry a role.
 pub const ROLE_PREFIX: &str = "role:";
@@ -60,6 +79,7 @@ pub fn expand(entry: &str) -> Option<Vec<&str>> {
         None => Some(vec![entry]),
         Some(name) => TENANT_ROLES
             .iter()
+            .chain(PLATFORM_ROLES)
             .find(|(n, _)| *n == name)
             .map(|(_, perms)| perms.to_vec()),
     }
@@ -67,17 +87,13 @@ pub fn expand(entry: &str) -> Option<Vec<&str>> {
 
 /// Why a mapping entry cannot be used, if it cannot.
 pub fn check_entry(entry: &str) -> Result<(), String> {
-    let Some(name) = entry.strip_prefix(ROLE_PREFIX) else {
+    if !entry.starts_with(ROLE_PREFIX) {
         return Ok(());
-    };
-    if PLATFORM_ROLES.contains(&name) {
-        return Err(format!(
-            "`{entry}` is a platform role, and the platform routes it would reach are not served yet; map the identity provider's role to tenant roles or permissions"
-        ));
     }
     if expand(entry).is_none() {
         let known: Vec<String> = TENANT_ROLES
             .iter()
+            .chain(PLATFORM_ROLES)
             .map(|(n, _)| format!("{ROLE_PREFIX}{n}"))
             .collect();
         return Err(format!(
@@ -110,10 +126,12 @@ mod tests {
         assert_eq!(expand("usage:read"), Some(vec!["usage:read"]));
         assert!(check_entry("role:tenant_finance").is_ok());
         assert!(check_entry("chat:write").is_ok());
+        assert!(check_entry("role:platform_operator").is_ok());
         assert!(
-            check_entry("role:platform_operator")
-                .unwrap_err()
-                .contains("platform role")
+            expand("role:platform_finance")
+                .unwrap()
+                .iter()
+                .all(|p| p.starts_with(crate::auth::PLATFORM_PREFIX))
         );
         assert!(
             check_entry("role:root")

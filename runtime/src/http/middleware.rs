@@ -12,10 +12,22 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 
 use crate::auth::jwt::DenyReason;
-use crate::auth::{Credentials, Denial, Tenant, unix_now};
+use crate::auth::{Caller, Credentials, Denial, Operator, Tenant, unix_now};
 use crate::http::anthropic;
 use crate::http::error::{ApiError, ErrorParts};
 use crate::state::AppState;
+
+impl<S: Send + Sync> FromRequestParts<S> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Operator>()
+            .cloned()
+            .ok_or(ApiError::Forbidden("insufficient_scope"))
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for Tenant {
     type Rejection = ApiError;
@@ -57,7 +69,7 @@ pub async fn require_auth(State(state): State<AppState>, mut req: Request, next:
     let gateway = gateway_claims(&req);
     let outcome = state
         .auth
-        .authenticate(
+        .authenticate_caller(
             Credentials {
                 headers: req.headers(),
                 query: req.uri().query(),
@@ -68,11 +80,17 @@ pub async fn require_auth(State(state): State<AppState>, mut req: Request, next:
         )
         .await;
     match outcome {
-        Ok(tenant) => {
+        Ok(Caller::Tenant(tenant)) => {
             req.extensions_mut().insert(tenant.clone());
             let mut response = next.run(req).await;
             // Who the request acted as, for the access log (an `Arc` clone; never serialized).
             response.extensions_mut().insert(tenant);
+            response
+        }
+        Ok(Caller::Operator(operator)) => {
+            req.extensions_mut().insert(operator.clone());
+            let mut response = next.run(req).await;
+            response.extensions_mut().insert(operator);
             response
         }
         Err(Denial { reason, issuer }) => {
@@ -118,11 +136,22 @@ pub async fn require_permission(
         state.auth.metrics.admitted.fetch_add(1, Ordering::Relaxed);
         return next.run(req).await;
     };
+    // A platform route admits an operator holding its permission, and nobody else; an operator
+    // reaches no tenant route (it has no tenant).
+    if let Some(operator) = req.extensions().get::<Operator>() {
+        if permission.starts_with(crate::auth::PLATFORM_PREFIX) && operator.has_scope(permission) {
+            state.auth.metrics.admitted.fetch_add(1, Ordering::Relaxed);
+            return next.run(req).await;
+        }
+        state.auth.count_denial(DenyReason::InsufficientScope);
+        return ApiError::Forbidden("insufficient_scope").into_response();
+    }
     let Some(tenant) = req.extensions().get::<Tenant>().cloned() else {
         state.auth.count_denial(DenyReason::InsufficientScope);
         return ApiError::Forbidden("insufficient_scope").into_response();
     };
-    if tenant.has_scope(permission) {
+    let platform_route = permission.starts_with(crate::auth::PLATFORM_PREFIX);
+    if !platform_route && tenant.has_scope(permission) {
         state.auth.metrics.admitted.fetch_add(1, Ordering::Relaxed);
         return next.run(req).await;
     }
@@ -130,6 +159,25 @@ pub async fn require_permission(
         .extensions()
         .get::<RequestId>()
         .map_or_else(uuid::Uuid::new_v4, |r| r.0);
+    if platform_route {
+        // A tenant's caller at a platform route: refused, and the attempt joins its tenant's chain
+        // (security case 30). No member role can grant a platform permission.
+        state.auth.count_denial(DenyReason::InsufficientScope);
+        let target = req.uri().path().to_owned();
+        if let Err(e) = crate::service::audit_trail::denied(
+            &state.data,
+            &tenant,
+            spec.operation_id,
+            &target,
+            request_id,
+            "a tenant's caller at a platform route",
+        )
+        .await
+        {
+            tracing::error!(request_id = %request_id, error = %e, "a denied attempt could not be audited");
+        }
+        return ApiError::Forbidden("insufficient_scope").into_response();
+    }
     // Not in the token: the roles the tenant's admins granted this subject may hold it. Read only
     // when the token falls short, so a token that carries its permissions costs no statement.
     match crate::service::members::granted_permissions(&state.data, &tenant).await {
@@ -293,9 +341,12 @@ pub async fn access_log(req: Request, next: Next) -> Response {
     let status = response.status();
     // The auth layer leaves the verified tenant on the response.
     let who = response.extensions().get::<Tenant>();
-    let (tenant, subject) = who.map_or(("-", "-"), |t| {
-        (t.id().as_str(), t.principal().subject.as_str())
-    });
+    let operator = response.extensions().get::<Operator>();
+    let (tenant, subject) = match (who, operator) {
+        (Some(t), _) => (t.id().as_str(), t.principal().subject.as_str()),
+        (None, Some(o)) => ("(platform)", o.principal().subject.as_str()),
+        (None, None) => ("-", "-"),
+    };
     tracing::info!(
         target: "access",
         operation,

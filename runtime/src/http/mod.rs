@@ -12,6 +12,7 @@ pub mod middleware;
 pub mod objects;
 pub mod openai;
 pub mod openapi;
+pub mod platform;
 pub mod routes;
 
 use axum::Router;

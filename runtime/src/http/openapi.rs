@@ -82,6 +82,9 @@ fn request_schema(route: &RouteSpec) -> Option<Value> {
                    "variables": {"type": "object", "additionalProperties": {"type": "string"}}}),
             &[],
         ),
+        "suspendTenant" | "resumeTenant" => {
+            object(json!({"reason": {"type": "string", "maxLength": 500}}), &[])
+        }
         "setCredential" | "rotateCredential" => object(
             json!({"value": {"type": "string", "minLength": 1, "maxLength": 8192, "writeOnly": true}}),
             &["value"],
@@ -112,6 +115,18 @@ fn query_parameters(route: &RouteSpec) -> Vec<(&'static str, Value, &'static str
         "getUsage" => vec![
             ("limit", limit(1000), "rows per page (100 by default)"),
             ("after", uuid, "the previous page's `last_id`"),
+        ],
+        "getPlatformUsage" => vec![
+            (
+                "from",
+                json!({"type": "string"}),
+                "the first UTC day, `YYYY-MM-DD` or `YYYY-MM`",
+            ),
+            (
+                "to",
+                json!({"type": "string"}),
+                "the last UTC day, `YYYY-MM-DD` or `YYYY-MM`",
+            ),
         ],
         "getUsageDaily" | "getUsageByModel" | "getUsageBySubject" => vec![
             (

@@ -13,6 +13,7 @@ use crate::http::handlers::{
     readiness, usage, usage_report,
 };
 use crate::http::objects as o;
+use crate::http::platform as p;
 use crate::state::AppState;
 
 /// One route: method, path, its operation id (what the access log and the OpenAPI document call
@@ -70,6 +71,22 @@ pub const PERMISSIONS: &[(&str, &str)] = &[
         "set, rotate and delete the tenant's provider credentials (write-only, audited)",
     ),
     ("policy:read", "read the tenant's model policy and limits"),
+    (
+        "platform:tenants:read",
+        "platform operators: read the registry's tenants",
+    ),
+    (
+        "platform:tenants:write",
+        "platform operators: suspend and resume tenants (audited in the platform's chain)",
+    ),
+    (
+        "platform:usage:read",
+        "platform operators and finance: every tenant's usage",
+    ),
+    (
+        "platform:prices:read",
+        "platform operators and finance: the price book",
+    ),
 ];
 
 /// Permissions whose routes are privileged: a refused attempt at one is itself an audit event of
@@ -442,6 +459,54 @@ pub static ROUTES: &[RouteSpec] = &[
         permission: Some("credentials:write"),
         handler: || delete(o::delete_credential),
     },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/platform/tenants",
+        operation_id: "listTenants",
+        summary: "Platform: every tenant of the registry",
+        permission: Some("platform:tenants:read"),
+        handler: || get(p::list_tenants),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/platform/tenants/{tenant_id}",
+        operation_id: "getTenant",
+        summary: "Platform: one tenant of the registry",
+        permission: Some("platform:tenants:read"),
+        handler: || get(p::get_tenant),
+    },
+    RouteSpec {
+        method: Method::POST,
+        path: "/v1/platform/tenants/{tenant_id}/suspend",
+        operation_id: "suspendTenant",
+        summary: "Platform: suspends a tenant (403 on all its routes; audited)",
+        permission: Some("platform:tenants:write"),
+        handler: || post(p::suspend_tenant),
+    },
+    RouteSpec {
+        method: Method::POST,
+        path: "/v1/platform/tenants/{tenant_id}/resume",
+        operation_id: "resumeTenant",
+        summary: "Platform: resumes a suspended tenant (audited)",
+        permission: Some("platform:tenants:write"),
+        handler: || post(p::resume_tenant),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/platform/usage",
+        operation_id: "getPlatformUsage",
+        summary: "Platform: every tenant's usage over a range of UTC days, and the sum",
+        permission: Some("platform:usage:read"),
+        handler: || get(p::platform_usage),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/platform/prices",
+        operation_id: "listPriceVersions",
+        summary: "Platform: the imported price book's versions",
+        permission: Some("platform:prices:read"),
+        handler: || get(p::list_price_versions),
+    },
 ];
 
 /// The operation a request is for: the route whose path template matches `path` (a `{param}`
@@ -539,7 +604,10 @@ mod tests {
 
     #[test]
     fn every_built_in_role_grants_only_known_permissions() {
-        for (role, perms) in crate::auth::roles::TENANT_ROLES {
+        for (role, perms) in crate::auth::roles::TENANT_ROLES
+            .iter()
+            .chain(crate::auth::roles::PLATFORM_ROLES)
+        {
             for p in *perms {
                 assert!(
                     is_permission(p),

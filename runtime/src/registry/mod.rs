@@ -172,12 +172,46 @@ impl TenantDirectory {
         self.tenants.read().map(|t| t.len()).unwrap_or(0)
     }
 
+    /// Every tenant of the snapshot, by id.
+    pub fn records(&self) -> Vec<Arc<TenantRecord>> {
+        let mut out: Vec<Arc<TenantRecord>> = self
+            .tenants
+            .read()
+            .map(|t| t.values().cloned().collect())
+            .unwrap_or_default();
+        out.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        out
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
-/// Reads the tenant registry as the runtime's read-only control-plane role.
+/// What a platform operator's suspension or resumption found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SuspendOutcome {
+    Changed,
+    AlreadyThere,
+    Unknown,
+    /// The tenant's status forbids it (`read_only` during a move, `offboarded`).
+    Refused(String),
+}
+
+/// One imported price book version.
+#[derive(Debug, Clone, Serialize)]
+pub struct PriceVersion {
+    pub version: String,
+    pub effective_from: String,
+    pub digest: String,
+    pub imported_by: String,
+    pub imported_at: String,
+    pub body: serde_json::Value,
+}
+
+/// Reads the tenant registry as the runtime's control-plane role (which may change nothing but a
+/// tenant's suspension, through `control.tenant_set_suspended`, and add events to the platform's
+/// audit chain).
 #[derive(Debug, Clone)]
 pub struct ControlPlane {
     pool: Pool,
@@ -308,6 +342,79 @@ impl ControlPlane {
 
     /// The imported price book (`tenantctl prices import`), oldest version first. A version the
     /// runtime cannot read fails the load: prices are never guessed.
+    /// Suspends (`suspend`) or resumes `tenant` for a platform operator, with the event in the
+    /// platform's chain in the same transaction (`control.tenant_set_suspended`, the one registry
+    /// change the runtime's role may make). Refusals are recorded too.
+    pub async fn set_suspended(
+        &self,
+        tenant: &TenantId,
+        suspend: bool,
+        actor: &str,
+        request_id: uuid::Uuid,
+        reason: &str,
+    ) -> Result<SuspendOutcome, DataError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let answer: String = tx
+            .query_one(
+                "SELECT control.tenant_set_suspended($1, $2)",
+                &[&tenant.as_str(), &suspend],
+            )
+            .await?
+            .get(0);
+        let outcome = match answer.as_str() {
+            "changed" => SuspendOutcome::Changed,
+            "already" => SuspendOutcome::AlreadyThere,
+            "unknown" => return Ok(SuspendOutcome::Unknown),
+            _ => SuspendOutcome::Refused(answer.clone()),
+        };
+        let event = crate::audit::Event {
+            tenant: tenant.as_str(),
+            actor,
+            action: if suspend { "suspend" } else { "resume" },
+            target: &format!("tenant/{}", tenant.as_str()),
+            outcome: match &outcome {
+                SuspendOutcome::Changed => "succeeded",
+                SuspendOutcome::AlreadyThere => "unchanged",
+                _ => "refused",
+            },
+            request_id: Some(request_id),
+            detail: &match &outcome {
+                SuspendOutcome::Refused(status) => format!("the tenant is `{status}`; {reason}"),
+                _ => reason.to_owned(),
+            },
+        };
+        crate::audit::append(&tx, &event).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// The imported price book's versions, oldest first: version, the day it applies from, its
+    /// digest, who imported it and when.
+    pub async fn price_versions(&self) -> Result<Vec<PriceVersion>, DataError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT version, effective_from::text, digest, imported_by, \
+                        to_char(imported_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), body \
+                   FROM control.price_versions ORDER BY effective_from",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| PriceVersion {
+                version: r.get(0),
+                effective_from: r.get(1),
+                digest: r.get(2),
+                imported_by: r.get(3),
+                imported_at: r.get(4),
+                body: r.get(5),
+            })
+            .collect())
+    }
+
     async fn load_prices(&self, client: &Object) -> Result<crate::pricing::PriceBook, DataError> {
         let rows = client
             .query(

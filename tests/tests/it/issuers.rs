@@ -422,6 +422,7 @@ async fn a_per_tenant_deployment_refuses_other_tenants() {
     let policy = DeploymentPolicy {
         tenant: Some(runtime::domain::TenantId::parse("acme").unwrap()),
         require_gateway_authorizer: false,
+        platform: None,
     };
     let f = fixture(|_| {}, policy);
     expect(
@@ -442,6 +443,7 @@ async fn behind_api_gateway_the_authorizer_claims_must_agree_with_the_verified_t
     let policy = DeploymentPolicy {
         tenant: None,
         require_gateway_authorizer: true,
+        platform: None,
     };
     let f = fixture(|_| {}, policy);
     let token = f.signer.sign(&claims());

@@ -574,6 +574,7 @@ async fn a_single_tenant_deployment_must_be_pinned_to_its_tenant() {
         deployment: runtime::auth::DeploymentPolicy {
             tenant: Some(runtime::domain::TenantId::parse(pin).unwrap()),
             require_gateway_authorizer: true,
+            platform: None,
         },
         registry_refresh_secs: 5,
         registry_max_stale_secs: 30,

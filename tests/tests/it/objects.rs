@@ -634,6 +634,7 @@ async fn another_tenants_object_ids_answer_404_on_every_route_that_takes_one_and
             "seq" => "1".into(),
             "subject" => "acme-member".into(),
             "provider" => "mock".into(),
+            "tenant_id" => "acme".into(),
             "id" => "mock-small".into(),
             other => {
                 panic!("the BOLA harness has no acme object for path parameter `{other}`: add one")
@@ -677,6 +678,8 @@ async fn another_tenants_object_ids_answer_404_on_every_route_that_takes_one_and
             r.method
         );
         match (r.operation_id, r.path) {
+            // Platform routes: no tenant's caller gets past the permission check.
+            (_, p) if p.starts_with("/v1/platform/") => assert_eq!(st, 403, "{text}"),
             // The tenant's own model list; `mock-small` is globex's too.
             (_, "/v1/models/{id}") => assert_eq!(st, 200, "{text}"),
             // Upserts globex's own member (or key) of that name: acme's is untouched (checked below).
@@ -988,5 +991,193 @@ async fn schemathesis_finds_no_server_error_and_every_operation_refuses_a_reques
     );
     // It did test the operations (a spec it could not read would test none).
     assert!(stdout.contains("passed"), "{stdout}");
+    s.running.stop().await.unwrap();
+}
+
+fn operator(s: &Served, subject: &str, scope: &str) -> String {
+    let scopes: Vec<String> = scope.split_whitespace().map(str::to_owned).collect();
+    cli::devidp::mint_operator(&s.signer, subject, &scopes, 600)
+}
+
+const PLATFORM_ALL: &str =
+    "platform:tenants:read platform:tenants:write platform:usage:read platform:prices:read";
+
+#[tokio::test]
+async fn platform_operators_list_suspend_and_resume_tenants_and_a_tenants_caller_is_refused_and_audited()
+ {
+    // Security case 30: platform routes for platform staff only; a tenant's attempt is refused
+    // and joins its own tenant's chain.
+    let s = pooled().await;
+    let op = operator(&s, "ops-1", PLATFORM_ALL);
+    let (st, list) = call(&s, &op, "GET", "/v1/platform/tenants", None).await;
+    assert_eq!(st, 200, "{list}");
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["acme", "globex"]);
+    let (st, acme) = call(&s, &op, "GET", "/v1/platform/tenants/acme", None).await;
+    assert_eq!(
+        (st, acme["tier"].as_str(), acme["status"].as_str()),
+        (200, Some("pool"), Some("active"))
+    );
+    let (st, _) = call(&s, &op, "GET", "/v1/platform/tenants/nobody", None).await;
+    assert_eq!(st, 404);
+    // Suspension takes effect at once in this process: globex's callers get 403 everywhere.
+    let globex = token(&s, "globex", "g-user", ALL);
+    let (st, _) = call(&s, &globex, "GET", "/v1/me", None).await;
+    assert_eq!(st, 200);
+    let (st, t) = call(
+        &s,
+        &op,
+        "POST",
+        "/v1/platform/tenants/globex/suspend",
+        Some(json!({"reason": "unpaid invoice 1042"})),
+    )
+    .await;
+    assert_eq!((st, t["status"].as_str()), (200, Some("suspended")), "{t}");
+    let (st, e) = call(&s, &globex, "GET", "/v1/me", None).await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (403, Some("tenant_suspended")),
+        "{e}"
+    );
+    let (st, _) = call(
+        &s,
+        &op,
+        "POST",
+        "/v1/platform/tenants/globex/suspend",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(st, 200, "suspending a suspended tenant changes nothing");
+    let (st, t) = call(
+        &s,
+        &op,
+        "POST",
+        "/v1/platform/tenants/globex/resume",
+        Some(json!({"reason": "paid"})),
+    )
+    .await;
+    assert_eq!((st, t["status"].as_str()), (200, Some("active")));
+    let (st, _) = call(&s, &globex, "GET", "/v1/me", None).await;
+    assert_eq!(st, 200);
+    // The platform's chain has each step, with who, the outcome and the request id.
+    let admin = s.target.admin().await.unwrap();
+    let rows = admin
+        .query(
+            "SELECT action, outcome, actor, detail, request_id FROM control.audit_events \
+              WHERE tenant_id = 'globex' AND action IN ('suspend', 'resume') ORDER BY seq",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let want = [
+        ("suspend", "succeeded"),
+        ("suspend", "unchanged"),
+        ("resume", "succeeded"),
+    ];
+    assert_eq!(got, want.map(|(a, b)| (a.to_owned(), b.to_owned())));
+    assert!(rows.iter().all(|r| r.get::<_, String>(2).ends_with("/ops-1") && r.get::<_, String>(4).len() == 36));
+    assert_eq!(rows[0].get::<_, String>(3), "unpaid invoice 1042");
+    // Usage across tenants, and the price book.
+    let a = token(&s, "acme", "u1", ALL);
+    let (_, c) = call(
+        &s,
+        &a,
+        "POST",
+        "/v1/conversations",
+        Some(json!({"title": "t", "model": "fast"})),
+    )
+    .await;
+    call(
+        &s,
+        &a,
+        "POST",
+        &format!("/v1/conversations/{}/messages", c["id"].as_str().unwrap()),
+        Some(json!({"content": "hi"})),
+    )
+    .await;
+    let (st, u) = call(&s, &op, "GET", "/v1/platform/usage", None).await;
+    assert_eq!(st, 200, "{u}");
+    assert_eq!(u["totals"]["requests"], 1);
+    assert_eq!(u["data"][0]["tenant"], "acme");
+    assert_eq!(u["data"][1]["totals"]["requests"], 0);
+    let (st, p) = call(&s, &op, "GET", "/v1/platform/prices", None).await;
+    assert_eq!(
+        (st, p["data"][0]["version"].as_str()),
+        (200, Some("2026-12-01")),
+        "{p}"
+    );
+    // A tenant's admin at every platform route, even with platform scopes in its token: 403, and
+    // each attempt is an event of acme's own chain.
+    let smuggled = token(&s, "acme", "admin-1", &format!("{ALL} {PLATFORM_ALL}"));
+    let platform_routes: Vec<_> = runtime::http::routes::ROUTES
+        .iter()
+        .filter(|r| r.path.starts_with("/v1/platform/"))
+        .collect();
+    assert!(platform_routes.len() >= 6);
+    for r in &platform_routes {
+        let path = r.path.replace("{tenant_id}", "globex");
+        let body = (r.method.as_str() == "POST").then(|| json!({}));
+        let (st, e) = call(&s, &smuggled, r.method.as_str(), &path, body).await;
+        assert_eq!(
+            (st, e["error"]["code"].as_str()),
+            (403, Some("insufficient_scope")),
+            "{path}"
+        );
+    }
+    let (_, t) = call(&s, &op, "GET", "/v1/platform/tenants/globex", None).await;
+    assert_eq!(
+        t["status"], "active",
+        "globex was not suspended by acme's attempt"
+    );
+    let (_, denied) = call(
+        &s,
+        &a,
+        "GET",
+        "/v1/audit/events?outcome=denied&limit=100",
+        None,
+    )
+    .await;
+    let actions: Vec<&str> = denied["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    let want: Vec<&str> = platform_routes.iter().map(|r| r.operation_id).collect();
+    assert_eq!(actions, want);
+    // An operator reaches no tenant route, and a read-only operator cannot suspend.
+    for path in ["/v1/me", "/v1/usage", "/v1/conversations"] {
+        let (st, _) = call(&s, &op, "GET", path, None).await;
+        assert_eq!(st, 403, "{path}");
+    }
+    let reader = operator(&s, "ops-2", "platform:tenants:read");
+    let (st, _) = call(
+        &s,
+        &reader,
+        "POST",
+        "/v1/platform/tenants/globex/suspend",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(st, 403);
+    // A staff token that also names a tenant is no token at all.
+    let mut claims = s.claims("acme");
+    claims["aud"] = json!(cli::devidp::OPERATOR_AUDIENCE);
+    claims["scope"] = json!(PLATFORM_ALL);
+    let (st, _) = call(
+        &s,
+        &s.signer.sign(&claims),
+        "GET",
+        "/v1/platform/tenants",
+        None,
+    )
+    .await;
+    assert_eq!(st, 401);
     s.running.stop().await.unwrap();
 }

@@ -114,7 +114,7 @@ const DOORS: &[(&str, &[&str])] = &[
     ("tenancy", &["auth", "db", "domain", "registry", "secrets"]),
     ("auth", &["domain", "registry"]),
     ("models", &["domain", "pricing", "registry", "secrets"]),
-    ("registry", &["db", "domain", "pricing", "secrets"]),
+    ("registry", &["audit", "db", "domain", "pricing", "secrets"]),
     ("pricing", &["domain"]),
     ("db", &["domain", "secrets"]),
     ("secrets", &["domain"]),

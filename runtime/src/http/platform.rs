@@ -1,0 +1,133 @@
+//! Handlers of the platform routes (`/v1/platform/...`): the platform operator's. Each takes an
+//! `Operator`, which only a staff token yields; a tenant's caller is refused before any of these
+//! runs, and its attempt joins its tenant's audit chain (`middleware::require_permission`).
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::Operator;
+use crate::http::error::ApiError;
+use crate::http::middleware::RequestId;
+use crate::http::objects::JsonBody;
+use crate::service;
+use crate::state::AppState;
+
+fn svc(request_id: uuid::Uuid) -> impl Fn(service::ServiceError) -> ApiError {
+    move |e| ApiError::service(e, request_id)
+}
+
+pub async fn list_tenants(
+    State(state): State<AppState>,
+    _operator: Operator,
+) -> Json<serde_json::Value> {
+    let data = service::platform::tenants(&state.directory);
+    Json(json!({"object": "list", "data": data, "has_more": false}))
+}
+
+pub async fn get_tenant(
+    State(state): State<AppState>,
+    _operator: Operator,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let t = service::platform::tenant(&state.directory, &id).map_err(svc(request_id))?;
+    Ok(Json(t).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reason {
+    /// Why (kept in the platform's audit chain).
+    #[serde(default)]
+    reason: String,
+}
+
+async fn set_suspended(
+    state: &AppState,
+    operator: &Operator,
+    request_id: uuid::Uuid,
+    id: &str,
+    suspend: bool,
+    reason: &str,
+) -> Result<Response, ApiError> {
+    let t = service::platform::set_suspended(
+        state.control.as_ref(),
+        &state.directory,
+        operator,
+        id,
+        suspend,
+        request_id,
+        reason,
+    )
+    .await
+    .map_err(svc(request_id))?;
+    Ok(Json(t).into_response())
+}
+
+pub async fn suspend_tenant(
+    State(state): State<AppState>,
+    operator: Operator,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<Reason>,
+) -> Result<Response, ApiError> {
+    set_suspended(&state, &operator, request_id, &id, true, &b.reason).await
+}
+
+pub async fn resume_tenant(
+    State(state): State<AppState>,
+    operator: Operator,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<Reason>,
+) -> Result<Response, ApiError> {
+    set_suspended(&state, &operator, request_id, &id, false, &b.reason).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+pub async fn platform_usage(
+    State(state): State<AppState>,
+    operator: Operator,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    q: Result<Query<RangeQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let today = crate::domain::utc_today();
+    let range = service::usage::DayRange::parse(q.from.as_deref(), q.to.as_deref(), &today)
+        .map_err(ApiError::BadRequest)?;
+    let (tenants, totals) =
+        service::platform::usage(&state.data, &state.directory, &operator, range.clone())
+            .await
+            .map_err(svc(request_id))?;
+    Ok(Json(json!({
+        "object": "platform.usage",
+        "from": range.from,
+        "to": range.to,
+        "currency": "USD",
+        "unit": "micro_usd",
+        "totals": totals,
+        "data": tenants,
+    }))
+    .into_response())
+}
+
+pub async fn list_price_versions(
+    State(state): State<AppState>,
+    _operator: Operator,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+) -> Result<Response, ApiError> {
+    let versions = service::platform::prices(state.control.as_ref())
+        .await
+        .map_err(svc(request_id))?;
+    Ok(Json(json!({"object": "list", "data": versions, "has_more": false})).into_response())
+}

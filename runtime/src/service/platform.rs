@@ -1,0 +1,179 @@
+//! The platform operator's actions: the tenants (list, get, suspend, resume), usage across every
+//! tenant, and the price book. Only an `Operator` (a staff token for the platform audience) calls
+//! these; tenant data is read through each tenant's own handle (`Operator::acting_for`), so even
+//! here the database fences one tenant's reads from another's.
+
+use serde::Serialize;
+
+use crate::auth::Operator;
+use crate::domain::TenantId;
+use crate::registry::{ControlPlane, PriceVersion, SuspendOutcome, TenantDirectory, TenantRecord};
+use crate::service::ServiceError;
+use crate::service::usage::{DayRange, GroupBy, Totals};
+use crate::tenancy::DataPlane;
+
+/// What an operator sees of a tenant: its registry entry, never its secrets or its data.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantSummary {
+    pub object: &'static str,
+    pub id: String,
+    pub display_name: String,
+    pub tier: &'static str,
+    pub status: &'static str,
+    pub issuer: String,
+    pub audience: String,
+    pub monthly_budget_micro_usd: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_subject_monthly_budget_micro_usd: Option<i64>,
+    pub requests_per_minute: u32,
+    pub tokens_per_minute: u64,
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+fn summary(r: &TenantRecord) -> TenantSummary {
+    TenantSummary {
+        object: "tenant",
+        id: r.id.to_string(),
+        display_name: r.display_name.clone(),
+        tier: r.tier.as_str(),
+        status: if r.suspended {
+            "suspended"
+        } else if r.read_only {
+            "read_only"
+        } else {
+            "active"
+        },
+        issuer: r.identity.issuer.clone(),
+        audience: r.identity.audience.clone(),
+        monthly_budget_micro_usd: r.limits.monthly_budget.0,
+        per_subject_monthly_budget_micro_usd: r.limits.subject_monthly_budget.map(|b| b.0),
+        requests_per_minute: r.limits.requests_per_minute,
+        tokens_per_minute: r.limits.tokens_per_minute,
+        tags: r.tags.clone(),
+    }
+}
+
+fn parse_id(raw: &str) -> Result<TenantId, ServiceError> {
+    TenantId::parse(raw).map_err(|_| {
+        ServiceError::NotFound(format!(
+            "no tenant `{}` in the registry",
+            crate::domain::printable(raw)
+        ))
+    })
+}
+
+fn record(
+    directory: &TenantDirectory,
+    raw: &str,
+) -> Result<std::sync::Arc<TenantRecord>, ServiceError> {
+    let id = parse_id(raw)?;
+    directory
+        .get(&id)
+        .ok_or_else(|| ServiceError::NotFound(format!("no tenant `{id}` in the registry")))
+}
+
+pub fn tenants(directory: &TenantDirectory) -> Vec<TenantSummary> {
+    directory.records().iter().map(|r| summary(r)).collect()
+}
+
+pub fn tenant(directory: &TenantDirectory, raw: &str) -> Result<TenantSummary, ServiceError> {
+    record(directory, raw).map(|r| summary(&r))
+}
+
+/// Suspends or resumes a tenant, audited in the platform's chain; this process serves the change
+/// at once (others at their next registry refresh).
+pub async fn set_suspended(
+    control: Option<&ControlPlane>,
+    directory: &TenantDirectory,
+    operator: &Operator,
+    raw: &str,
+    suspend: bool,
+    request_id: uuid::Uuid,
+    reason: &str,
+) -> Result<TenantSummary, ServiceError> {
+    let Some(control) = control else {
+        return Err(ServiceError::Conflict(
+            "this deployment reads no registry; suspend and resume with `tenantctl suspend|resume`"
+                .into(),
+        ));
+    };
+    if reason.chars().count() > 500 || reason.chars().any(char::is_control) {
+        return Err(ServiceError::BadRequest(
+            "`reason` must be at most 500 characters with no control characters".into(),
+        ));
+    }
+    let id = parse_id(raw)?;
+    let outcome = control
+        .set_suspended(&id, suspend, &operator.actor(), request_id, reason)
+        .await
+        .map_err(ServiceError::internal)?;
+    match outcome {
+        SuspendOutcome::Unknown => {
+            return Err(ServiceError::NotFound(format!(
+                "no tenant `{id}` in the registry"
+            )));
+        }
+        SuspendOutcome::Refused(status) => {
+            return Err(ServiceError::Conflict(format!(
+                "tenant `{id}` is `{status}`; only an active tenant is suspended and only a suspended one resumed"
+            )));
+        }
+        SuspendOutcome::Changed | SuspendOutcome::AlreadyThere => {}
+    }
+    directory.replace(
+        control
+            .load_tenants()
+            .await
+            .map_err(ServiceError::internal)?,
+    );
+    tenant(directory, id.as_str())
+}
+
+/// One tenant's usage over a range.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantUsage {
+    pub tenant: String,
+    pub totals: Totals,
+}
+
+/// Every tenant's usage over `range`, each read through its own handle, with the sum.
+pub async fn usage(
+    data: &DataPlane,
+    directory: &TenantDirectory,
+    operator: &Operator,
+    range: DayRange,
+) -> Result<(Vec<TenantUsage>, Totals), ServiceError> {
+    let mut out = Vec::new();
+    let mut sum = Totals::default();
+    for record in directory.records() {
+        let tenant = operator.acting_for(record.clone());
+        let (report, _) =
+            crate::service::usage::report(data, &tenant, range.clone(), GroupBy::Model).await?;
+        let add = |a: i64, b: i64| {
+            a.checked_add(b)
+                .ok_or_else(|| ServiceError::internal("a usage total overflowed 64 bits"))
+        };
+        sum.requests = add(sum.requests, report.totals.requests)?;
+        sum.input_tokens = add(sum.input_tokens, report.totals.input_tokens)?;
+        sum.output_tokens = add(sum.output_tokens, report.totals.output_tokens)?;
+        sum.cost_micro_usd = add(sum.cost_micro_usd, report.totals.cost_micro_usd)?;
+        out.push(TenantUsage {
+            tenant: record.id.to_string(),
+            totals: report.totals,
+        });
+    }
+    Ok((out, sum))
+}
+
+pub async fn prices(control: Option<&ControlPlane>) -> Result<Vec<PriceVersion>, ServiceError> {
+    let Some(control) = control else {
+        return Err(ServiceError::Conflict(
+            "this deployment reads no registry; list the price book with `tenantctl prices list`"
+                .into(),
+        ));
+    };
+    control
+        .price_versions()
+        .await
+        .map_err(ServiceError::internal)
+}
