@@ -62,6 +62,7 @@ fn setup() -> (DevSigner, Authenticator, TenantDirectory, IssuerConfig) {
         },
         prices: Default::default(),
         tags: Default::default(),
+        registered: None,
     }]);
     (signer, auth, dir, issuer)
 }

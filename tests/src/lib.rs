@@ -221,6 +221,7 @@ pub fn record(
         },
         prices: cli::prices::builtin().for_tenant(id),
         tags: [("cost-center".to_owned(), format!("cc-{id}"))].into(),
+        registered: None,
     }
 }
 

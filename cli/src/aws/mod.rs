@@ -286,6 +286,7 @@ pub fn tenant_record(
         limits: spec.limits(),
         prices: runtime::registry::prices_for(book, spec.id.as_str(), &spec.models),
         tags: spec.tags.clone(),
+        registered: None,
     }
 }
 

@@ -42,6 +42,7 @@ pub const TENANT_ROLES: &[(&str, &[&str])] = &[
             "credentials:read",
             "credentials:write",
             "policy:read",
+            "policy:write",
         ],
     ),
 ];

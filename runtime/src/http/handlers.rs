@@ -827,27 +827,106 @@ pub async fn budget(
     Ok(Json(out))
 }
 
-/// `GET /v1/limits`: what the tenant runs under, as its manifest declares it.
-pub async fn limits(State(state): State<AppState>, tenant: Tenant) -> Json<serde_json::Value> {
-    let l = tenant.record().limits;
-    Json(json!({
-        "object": "limits",
+fn limits_json(l: &crate::registry::TenantLimits) -> serde_json::Value {
+    json!({
         "monthly_budget_micro_usd": l.monthly_budget.0,
         "per_subject_monthly_budget_micro_usd": l.subject_monthly_budget.map(|b| b.0),
         "requests_per_minute": l.requests_per_minute,
         "tokens_per_minute": l.tokens_per_minute,
-        "max_in_flight": state.data.max_in_flight_per_tenant(),
-    }))
+    })
 }
 
-/// `GET /v1/policy`: the tenant's model policy: providers and their models, aliases, the default
-/// and its fallbacks, as the platform registered it.
+/// `GET /v1/limits`: what the tenant runs under (the registered limits, lowered by its own admins'
+/// narrowing), what the platform registered, and the narrowing.
+pub async fn limits(State(state): State<AppState>, tenant: Tenant) -> Json<serde_json::Value> {
+    let (_, registered, narrowing) = service::narrowing::registered(&tenant);
+    let mut out = limits_json(&tenant.record().limits);
+    out["object"] = json!("limits");
+    out["max_in_flight"] = json!(state.data.max_in_flight_per_tenant());
+    out["registered"] = limits_json(&registered);
+    out["narrowing"] = json!({
+        "monthly_budget_micro_usd": narrowing.monthly_budget_micro_usd,
+        "requests_per_minute": narrowing.requests_per_minute,
+        "tokens_per_minute": narrowing.tokens_per_minute,
+    });
+    Json(out)
+}
+
+/// `GET /v1/policy`: the tenant's model policy as it is enforced (the registered policy without
+/// the models its admins disabled), what the platform registered, and the disabled models.
 pub async fn policy(tenant: Tenant) -> Json<serde_json::Value> {
+    let (registered, _, narrowing) = service::narrowing::registered(&tenant);
     Json(json!({
         "object": "model_policy",
         "tenant": tenant.id().as_str(),
         "policy": tenant.record().policy,
+        "registered": registered,
+        "disabled_models": narrowing.disabled_models,
     }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NarrowPolicy {
+    /// Models of the registered policy this tenant does not use (replaces the list).
+    disabled_models: Vec<String>,
+}
+
+/// `PUT /v1/policy`: disables models of the registered policy (never adds one).
+pub async fn narrow_policy(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    crate::http::objects::JsonBody(b): crate::http::objects::JsonBody<NarrowPolicy>,
+) -> Result<Response, ApiError> {
+    service::narrowing::apply(
+        state.control.as_ref(),
+        &state.directory,
+        &state.data,
+        &tenant,
+        request_id,
+        service::narrowing::Change::Models(b.disabled_models),
+    )
+    .await
+    .map_err(|e| ApiError::service(e, request_id))?;
+    let tenant = state.directory.get(tenant.id()).map(|r| r.policy.clone());
+    Ok(Json(json!({"object": "model_policy", "policy": tenant})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NarrowLimits {
+    monthly_budget_micro_usd: Option<i64>,
+    requests_per_minute: Option<u32>,
+    tokens_per_minute: Option<u64>,
+}
+
+/// `PUT /v1/limits`: lowers the budget and rate limits (a field left out, or null, lowers nothing).
+pub async fn narrow_limits(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    crate::http::objects::JsonBody(b): crate::http::objects::JsonBody<NarrowLimits>,
+) -> Result<Response, ApiError> {
+    service::narrowing::apply(
+        state.control.as_ref(),
+        &state.directory,
+        &state.data,
+        &tenant,
+        request_id,
+        service::narrowing::Change::Limits {
+            monthly_budget_micro_usd: b.monthly_budget_micro_usd,
+            requests_per_minute: b.requests_per_minute,
+            tokens_per_minute: b.tokens_per_minute,
+        },
+    )
+    .await
+    .map_err(|e| ApiError::service(e, request_id))?;
+    let limits = state
+        .directory
+        .get(tenant.id())
+        .map(|r| limits_json(&r.limits));
+    Ok(Json(json!({"object": "limits", "limits": limits})).into_response())
 }
 
 /// Any path no route has: 404 in the surface's error shape.

@@ -82,6 +82,16 @@ fn request_schema(route: &RouteSpec) -> Option<Value> {
                    "variables": {"type": "object", "additionalProperties": {"type": "string"}}}),
             &[],
         ),
+        "narrowModelPolicy" => object(
+            json!({"disabled_models": {"type": "array", "items": {"type": "string", "maxLength": 200}}}),
+            &["disabled_models"],
+        ),
+        "narrowLimits" => object(
+            json!({"monthly_budget_micro_usd": {"type": ["integer", "null"], "minimum": 1},
+                   "requests_per_minute": {"type": ["integer", "null"], "minimum": 1, "maximum": 4_294_967_295_u64},
+                   "tokens_per_minute": {"type": ["integer", "null"], "minimum": 1}}),
+            &[],
+        ),
         "suspendTenant" | "resumeTenant" => {
             object(json!({"reason": {"type": "string", "maxLength": 500}}), &[])
         }

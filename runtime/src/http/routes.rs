@@ -72,6 +72,10 @@ pub const PERMISSIONS: &[(&str, &str)] = &[
     ),
     ("policy:read", "read the tenant's model policy and limits"),
     (
+        "policy:write",
+        "narrow the tenant's model policy and limits within what the platform registered (audited)",
+    ),
+    (
         "platform:tenants:read",
         "platform operators: read the registry's tenants",
     ),
@@ -91,7 +95,7 @@ pub const PERMISSIONS: &[(&str, &str)] = &[
 
 /// Permissions whose routes are privileged: a refused attempt at one is itself an audit event of
 /// the tenant's chain (security case 30), as every action through one is.
-pub const PRIVILEGED: &[&str] = &["members:write", "credentials:write"];
+pub const PRIVILEGED: &[&str] = &["members:write", "credentials:write", "policy:write"];
 
 /// Whether `permission` is one of `PERMISSIONS`.
 pub fn is_permission(permission: &str) -> bool {
@@ -420,6 +424,22 @@ pub static ROUTES: &[RouteSpec] = &[
         handler: || get(h::limits),
     },
     RouteSpec {
+        method: Method::PUT,
+        path: "/v1/policy",
+        operation_id: "narrowModelPolicy",
+        summary: "Disables models of the registered policy (never adds one; audited)",
+        permission: Some("policy:write"),
+        handler: || put(h::narrow_policy),
+    },
+    RouteSpec {
+        method: Method::PUT,
+        path: "/v1/limits",
+        operation_id: "narrowLimits",
+        summary: "Lowers the budget and rate limits below the registered ones (never raises; audited)",
+        permission: Some("policy:write"),
+        handler: || put(h::narrow_limits),
+    },
+    RouteSpec {
         method: Method::GET,
         path: "/v1/policy",
         operation_id: "getModelPolicy",
@@ -625,6 +645,19 @@ mod tests {
                 ROUTES.iter().any(|r| r.permission == Some(p)),
                 "permission {p} is used by no route"
             );
+        }
+    }
+
+    #[test]
+    fn docs_api_md_lists_every_route() {
+        // What the API promises is what the table serves: every route appears in docs/api.md.
+        let doc = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api.md"),
+        )
+        .unwrap();
+        for r in ROUTES {
+            let row = format!("| {} | `{}` | `{}` |", r.method, r.path, r.operation_id);
+            assert!(doc.contains(&row), "docs/api.md has no row `{row}`");
         }
     }
 

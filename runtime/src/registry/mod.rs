@@ -58,6 +58,52 @@ pub struct TenantRecord {
     /// ledger row, as on its AWS resources.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub tags: std::collections::BTreeMap<String, String>,
+    /// What the platform registered, before the tenant's own narrowing (`policy` and `limits` are
+    /// the narrowed ones, which everything enforces); `None` when the tenant narrowed nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered: Option<Box<Registered>>,
+}
+
+/// The registered policy and limits, and the tenant's narrowing of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registered {
+    pub policy: ModelPolicy,
+    pub limits: TenantLimits,
+    pub narrowing: policy::Narrowing,
+}
+
+impl TenantRecord {
+    /// This record with `narrowing` applied: its policy without the disabled models, each limit the
+    /// lower of the registered one and the tenant's own. Never wider than before.
+    pub fn narrowed(mut self, narrowing: policy::Narrowing) -> TenantRecord {
+        if narrowing.is_empty() {
+            self.registered = None;
+            return self;
+        }
+        let registered = Registered {
+            policy: self.policy.clone(),
+            limits: self.limits,
+            narrowing: narrowing.clone(),
+        };
+        self.policy = self.policy.without(&narrowing.disabled_models);
+        let l = &mut self.limits;
+        if let Some(b) = narrowing.monthly_budget_micro_usd {
+            l.monthly_budget = crate::domain::MicroUsd(l.monthly_budget.0.min(b.max(0)));
+            if let Some(s) = l.subject_monthly_budget {
+                l.subject_monthly_budget =
+                    Some(crate::domain::MicroUsd(s.0.min(l.monthly_budget.0)));
+            }
+        }
+        if let Some(r) = narrowing.requests_per_minute {
+            l.requests_per_minute = l.requests_per_minute.min(r);
+        }
+        if let Some(t) = narrowing.tokens_per_minute {
+            l.tokens_per_minute = l.tokens_per_minute.min(t);
+        }
+        self.registered = Some(Box::new(registered));
+        self
+    }
 }
 
 /// What a tenant may spend and how fast, as its manifest declares. The runtime passes these to the
@@ -188,6 +234,11 @@ impl TenantDirectory {
     }
 }
 
+/// The control plane's functions that run with their owner's (the migrator's) rights: the only
+/// registry changes the runtime's role may make, each with its search path pinned (security case
+/// 35's catalog check covers them too).
+pub const CONTROL_DEFINER_FUNCTIONS: &[&str] = &["tenant_narrow", "tenant_set_suspended"];
+
 /// What a platform operator's suspension or resumption found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SuspendOutcome {
@@ -283,7 +334,7 @@ impl ControlPlane {
                         monthly_budget_micro_usd, \
                         (spec #>> '{rate_limits,requests_per_minute}')::bigint, \
                         (spec #>> '{rate_limits,tokens_per_minute}')::bigint, tags, \
-                        (spec #>> '{subject_monthly_budget}')::bigint \
+                        (spec #>> '{subject_monthly_budget}')::bigint, narrowing \
                    FROM control.tenants WHERE status IN ('active', 'read_only', 'suspended') ORDER BY tenant_id",
                 &[],
             )
@@ -298,38 +349,45 @@ impl ControlPlane {
                     serde_json::from_value(row.get::<_, serde_json::Value>(6))
                         .map_err(|e| e.to_string())?;
                 let prices = prices_for(&book, &raw_id, &policy);
-                Ok::<_, String>(TenantRecord {
-                    id,
-                    display_name: row.get(1),
-                    tier,
-                    identity: IdentityBinding {
-                        issuer: row.get(3),
-                        audience: row.get(4),
-                        tenant_claim: row.get(5),
-                    },
-                    policy,
-                    db_role: row.get(7),
-                    db_name: row.get(8),
-                    read_only: row.get::<_, &str>(9) == "read_only",
-                    suspended: row.get::<_, &str>(9) == "suspended",
-                    limits: TenantLimits {
-                        monthly_budget: crate::domain::MicroUsd(row.get(10)),
-                        requests_per_minute: row
-                            .get::<_, Option<i64>>(11)
-                            .and_then(|n| u32::try_from(n).ok())
-                            .ok_or("rate_limits.requests_per_minute missing from the spec")?,
-                        tokens_per_minute: row
-                            .get::<_, Option<i64>>(12)
-                            .and_then(|n| u64::try_from(n).ok())
-                            .ok_or("rate_limits.tokens_per_minute missing from the spec")?,
-                        subject_monthly_budget: row
-                            .get::<_, Option<i64>>(14)
-                            .map(crate::domain::MicroUsd),
-                    },
-                    prices,
-                    tags: serde_json::from_value(row.get::<_, serde_json::Value>(13))
-                        .map_err(|e| format!("tags: {e}"))?,
-                })
+                Ok::<_, String>(
+                    TenantRecord {
+                        id,
+                        display_name: row.get(1),
+                        tier,
+                        identity: IdentityBinding {
+                            issuer: row.get(3),
+                            audience: row.get(4),
+                            tenant_claim: row.get(5),
+                        },
+                        policy,
+                        db_role: row.get(7),
+                        db_name: row.get(8),
+                        read_only: row.get::<_, &str>(9) == "read_only",
+                        suspended: row.get::<_, &str>(9) == "suspended",
+                        limits: TenantLimits {
+                            monthly_budget: crate::domain::MicroUsd(row.get(10)),
+                            requests_per_minute: row
+                                .get::<_, Option<i64>>(11)
+                                .and_then(|n| u32::try_from(n).ok())
+                                .ok_or("rate_limits.requests_per_minute missing from the spec")?,
+                            tokens_per_minute: row
+                                .get::<_, Option<i64>>(12)
+                                .and_then(|n| u64::try_from(n).ok())
+                                .ok_or("rate_limits.tokens_per_minute missing from the spec")?,
+                            subject_monthly_budget: row
+                                .get::<_, Option<i64>>(14)
+                                .map(crate::domain::MicroUsd),
+                        },
+                        prices,
+                        tags: serde_json::from_value(row.get::<_, serde_json::Value>(13))
+                            .map_err(|e| format!("tags: {e}"))?,
+                        registered: None,
+                    }
+                    .narrowed(
+                        serde_json::from_value(row.get::<_, serde_json::Value>(15))
+                            .map_err(|e| format!("narrowing: {e}"))?,
+                    ),
+                )
             })();
             match parsed {
                 Ok(record) => out.push(record),
@@ -340,8 +398,6 @@ impl ControlPlane {
         Ok(out)
     }
 
-    /// The imported price book (`tenantctl prices import`), oldest version first. A version the
-    /// runtime cannot read fails the load: prices are never guessed.
     /// Suspends (`suspend`) or resumes `tenant` for a platform operator, with the event in the
     /// platform's chain in the same transaction (`control.tenant_set_suspended`, the one registry
     /// change the runtime's role may make). Refusals are recorded too.
@@ -415,6 +471,50 @@ impl ControlPlane {
             .collect())
     }
 
+    /// Stores `tenant`'s own narrowing of its registered policy and limits for one of its admins,
+    /// with the event in the platform's chain in the same transaction (`control.tenant_narrow`).
+    /// `false` when the tenant is not active in the registry.
+    pub async fn narrow(
+        &self,
+        tenant: &TenantId,
+        narrowing: &policy::Narrowing,
+        actor: &str,
+        action: &str,
+        request_id: uuid::Uuid,
+    ) -> Result<bool, DataError> {
+        let body = serde_json::to_value(narrowing)
+            .map_err(|e| DataError::Pool(format!("narrowing: {e}")))?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let changed: bool = tx
+            .query_one(
+                "SELECT control.tenant_narrow($1, $2)",
+                &[&tenant.as_str(), &body],
+            )
+            .await?
+            .get(0);
+        if !changed {
+            return Ok(false);
+        }
+        crate::audit::append(
+            &tx,
+            &crate::audit::Event {
+                tenant: tenant.as_str(),
+                actor,
+                action,
+                target: &format!("tenant/{}", tenant.as_str()),
+                outcome: "succeeded",
+                request_id: Some(request_id),
+                detail: &body.to_string(),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The imported price book (`tenantctl prices import`), oldest version first. A version the
+    /// runtime cannot read fails the load: prices are never guessed.
     async fn load_prices(&self, client: &Object) -> Result<crate::pricing::PriceBook, DataError> {
         let rows = client
             .query(

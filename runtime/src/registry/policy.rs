@@ -91,7 +91,57 @@ impl<'de> Deserialize<'de> for ProviderPolicy {
     }
 }
 
+/// What a tenant's own admins took away from its registered policy and limits (`PUT /v1/policy`,
+/// `PUT /v1/limits`), kept in the registry beside what the platform registered. It can only take
+/// away: the loader applies it as "the registered models minus these" and "the lower of the two"
+/// (`TenantRecord::narrowed`), so no value of it widens anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Narrowing {
+    /// Models of the registered policy the tenant does not use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disabled_models: Vec<ModelId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly_budget_micro_usd: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u64>,
+}
+
+impl Narrowing {
+    pub fn is_empty(&self) -> bool {
+        *self == Narrowing::default()
+    }
+}
+
 impl ModelPolicy {
+    /// This policy without `disabled` models: they leave their providers' lists, and aliases and
+    /// fallbacks naming them go with them. The default is never removed (the API refuses to
+    /// disable it).
+    pub fn without(&self, disabled: &[ModelId]) -> ModelPolicy {
+        let mut p = self.clone();
+        let off = |m: &ModelId| disabled.contains(m) && *m != self.default;
+        for provider in p.providers.values_mut() {
+            provider.models.retain(|m| !off(m));
+        }
+        p.aliases.retain(|_, target| !off(target));
+        p.fallbacks.retain(|m, _| !off(m));
+        for chain in p.fallbacks.values_mut() {
+            chain.retain(|m| !off(m));
+        }
+        p.fallbacks.retain(|_, chain| !chain.is_empty());
+        p
+    }
+
+    /// Every model the policy names at a provider.
+    pub fn models(&self) -> Vec<&ModelId> {
+        self.providers
+            .values()
+            .flat_map(|p| p.models.iter())
+            .collect()
+    }
+
     /// A policy allowing exactly `models` at `provider` (default endpoint), defaulting to the first.
     /// Returns `None` for an empty list.
     pub fn only(provider: ProviderId, models: Vec<ModelId>) -> Option<Self> {

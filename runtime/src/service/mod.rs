@@ -8,6 +8,7 @@ pub mod conversations;
 pub mod credentials;
 pub mod health;
 pub mod members;
+pub mod narrowing;
 pub mod platform;
 pub mod templates;
 pub mod usage;

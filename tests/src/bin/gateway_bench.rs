@@ -42,6 +42,8 @@ struct Args {
     /// `POST` (a chat completion, the default) or `GET` (the URL as it is, no body: the API's
     /// read endpoints).
     method: String,
+    /// With `--method PUT` or `POST`: this JSON body instead of a chat completion's.
+    body: Option<String>,
 }
 
 fn args() -> Args {
@@ -56,6 +58,7 @@ fn args() -> Args {
         duration: None,
         rate: None,
         method: "POST".into(),
+        body: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -73,6 +76,7 @@ fn args() -> Args {
             "--duration-secs" => a.duration = Some(Duration::from_secs(v.parse().unwrap())),
             "--rate" => a.rate = Some(v.parse().unwrap()),
             "--method" => a.method = v.to_ascii_uppercase(),
+            "--body" => a.body = Some(v),
             other => panic!("unknown flag `{other}`"),
         }
     }
@@ -94,6 +98,16 @@ fn request(a: &Args, token: &str, stream: bool) -> hyper::Request<Full<Bytes>> {
             b = b.header("authorization", format!("Bearer {token}"));
         }
         return b.body(Full::new(Bytes::new())).unwrap();
+    }
+    if let Some(raw) = &a.body {
+        let mut b = hyper::Request::builder()
+            .method(a.method.as_str())
+            .uri(&a.url)
+            .header("content-type", "application/json");
+        if !token.is_empty() {
+            b = b.header("authorization", format!("Bearer {token}"));
+        }
+        return b.body(Full::new(Bytes::from(raw.clone()))).unwrap();
     }
     let mut b = hyper::Request::post(&a.url).header("content-type", "application/json");
     if !token.is_empty() {

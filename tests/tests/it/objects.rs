@@ -1181,3 +1181,139 @@ async fn platform_operators_list_suspend_and_resume_tenants_and_a_tenants_caller
     assert_eq!(st, 401);
     s.running.stop().await.unwrap();
 }
+
+async fn chat_status(s: &Served, t: &str, model: &str) -> u16 {
+    let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    call(s, t, "POST", "/v1/chat/completions", Some(body))
+        .await
+        .0
+}
+
+#[tokio::test]
+async fn a_tenants_admins_narrow_its_policy_and_limits_at_once_and_can_never_widen_them() {
+    // Issue 12: "narrow within what the platform allows; never widen".
+    let s = pooled().await;
+    let admin = token(&s, "acme", "admin-1", &format!("{ALL} policy:write"));
+    assert_eq!(chat_status(&s, &admin, "smart").await, 200);
+    let (st, p) = call(
+        &s,
+        &admin,
+        "PUT",
+        "/v1/policy",
+        Some(json!({"disabled_models": ["mock-large"]})),
+    )
+    .await;
+    assert_eq!(st, 200, "{p}");
+    // Enforced at once, on every path: the model, its alias, the model list.
+    assert_eq!(chat_status(&s, &admin, "mock-large").await, 403);
+    assert_eq!(chat_status(&s, &admin, "smart").await, 403);
+    assert_eq!(chat_status(&s, &admin, "fast").await, 200);
+    let (_, models) = call(&s, &admin, "GET", "/v1/models", None).await;
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        !ids.contains(&"mock-large") && !ids.contains(&"smart"),
+        "{ids:?}"
+    );
+    let (_, got) = call(&s, &admin, "GET", "/v1/policy", None).await;
+    assert_eq!(got["disabled_models"], json!(["mock-large"]));
+    assert!(
+        got["registered"]["providers"]["mock"]["models"]
+            .to_string()
+            .contains("mock-large")
+    );
+    // Never wider: a model outside the registered policy, the default, a higher limit.
+    for (path, body, says) in [
+        (
+            "/v1/policy",
+            json!({"disabled_models": ["mock-small"]}),
+            "default",
+        ),
+        (
+            "/v1/policy",
+            json!({"disabled_models": ["gpt-4o"]}),
+            "not a model of the registered policy",
+        ),
+        (
+            "/v1/limits",
+            json!({"requests_per_minute": 601}),
+            "only lower",
+        ),
+        (
+            "/v1/limits",
+            json!({"monthly_budget_micro_usd": 2_500_000_001_i64}),
+            "only lower",
+        ),
+        ("/v1/limits", json!({"tokens_per_minute": 0}), "above zero"),
+    ] {
+        let (st, e) = call(&s, &admin, "PUT", path, Some(body.clone())).await;
+        assert_eq!(st, 400, "{body}: {e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(says),
+            "{e}"
+        );
+    }
+    // Lower limits are enforced at the next call.
+    let (st, l) = call(
+        &s,
+        &admin,
+        "PUT",
+        "/v1/limits",
+        Some(json!({"requests_per_minute": 3})),
+    )
+    .await;
+    assert_eq!(st, 200, "{l}");
+    let (_, l) = call(&s, &admin, "GET", "/v1/limits", None).await;
+    assert_eq!(
+        (
+            l["requests_per_minute"].as_i64(),
+            l["registered"]["requests_per_minute"].as_i64()
+        ),
+        (Some(3), Some(600)),
+        "{l}"
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(chat_status(&s, &admin, "fast").await);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    // Re-enabling restores what the platform registered, no more.
+    let (st, _) = call(
+        &s,
+        &admin,
+        "PUT",
+        "/v1/policy",
+        Some(json!({"disabled_models": []})),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (_, got) = call(&s, &admin, "GET", "/v1/policy", None).await;
+    assert_eq!(got["disabled_models"], json!([]));
+    // Each change is in the platform's chain (it changes the registry), each refusal in acme's.
+    let db = s.target.admin().await.unwrap();
+    let actions: Vec<String> = tests::column(
+        &db,
+        "SELECT action FROM control.audit_events WHERE tenant_id = 'acme' \
+         AND action LIKE '%.narrow' ORDER BY seq",
+    )
+    .await;
+    assert_eq!(actions, ["policy.narrow", "limits.narrow", "policy.narrow"]);
+    let (_, denied) = call(&s, &admin, "GET", "/v1/audit/events?outcome=denied", None).await;
+    assert_eq!(denied["data"].as_array().unwrap().len(), 5);
+    // A member without the permission cannot narrow (and the attempt is audited).
+    let member = token(&s, "acme", "clerk", ALL);
+    let (st, _) = call(
+        &s,
+        &member,
+        "PUT",
+        "/v1/policy",
+        Some(json!({"disabled_models": ["mock-large"]})),
+    )
+    .await;
+    assert_eq!(st, 403);
+    s.running.stop().await.unwrap();
+}
