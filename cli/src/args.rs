@@ -347,11 +347,21 @@ pub enum SecretCommand {
     },
 }
 
+/// Which of a tenant's two audit chains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuditChain {
+    /// What the platform did to the tenant (`control.audit_events`).
+    Platform,
+    /// What happened inside the tenant through the API (its own `audit_events`).
+    Tenant,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check every tenant's chain (or one tenant's): events numbered without a gap, each naming the
-    /// previous event's hash, each hash its fields' hash. Prints each chain's head hash (keep it
-    /// elsewhere: events removed from a chain's end leave no broken link). Exits 1 at a broken link.
+    /// Check every tenant's chains (or one tenant's): the platform's chain of it and its own (what
+    /// its admins did through the API): events numbered without a gap, each naming the previous
+    /// event's hash, each hash its fields' hash. Prints each chain's head hash (keep it elsewhere:
+    /// events removed from a chain's end leave no broken link). Exits 1 at a broken link.
     Verify {
         /// Only this tenant.
         #[arg(long)]
@@ -362,6 +372,9 @@ pub enum AuditCommand {
         /// Tenant id.
         #[arg(long)]
         tenant: String,
+        /// Which chain: the platform's chain of the tenant, or the tenant's own (in its tier).
+        #[arg(long, value_enum, default_value = "platform")]
+        chain: AuditChain,
     },
 }
 

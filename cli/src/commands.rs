@@ -95,9 +95,17 @@ async fn audit_cmd(g: &Global, command: crate::args::AuditCommand) -> Result<u8>
     require_running(cluster.as_ref())?;
     let client = target.admin().await?;
     match command {
-        AuditCommand::Export { tenant } => {
+        AuditCommand::Export { tenant, chain } => {
             let tenant = parse_tenant(&tenant)?;
-            let chain = runtime::audit::chain(&client, tenant.as_str()).await?;
+            let chain = match chain {
+                crate::args::AuditChain::Platform => {
+                    runtime::audit::chain(&client, tenant.as_str()).await?
+                }
+                crate::args::AuditChain::Tenant => {
+                    let loc = crate::provision::offboard::locate(&target, &tenant).await?;
+                    crate::provision::offboard::tenant_chain(&target, &loc, &tenant).await?
+                }
+            };
             if chain.is_empty() {
                 bail!(
                     "tenant `{tenant}` has no audit events\nhint: `tenantctl audit verify` lists the tenants that have"
@@ -118,11 +126,33 @@ async fn audit_cmd(g: &Global, command: crate::args::AuditCommand) -> Result<u8>
                 let chain = runtime::audit::chain(&client, t).await?;
                 match runtime::audit::verify(t, &chain) {
                     Ok(head) => results.push(
-                        json!({"tenant": t, "events": chain.len(), "head": head, "ok": true}),
+                        json!({"tenant": t, "chain": "platform", "events": chain.len(), "head": head, "ok": true}),
                     ),
                     Err(b) => {
-                        results.push(json!({"tenant": t, "events": chain.len(), "ok": false, "broken_at": b.seq, "reason": b.reason}));
-                        broken.get_or_insert(b);
+                        results.push(json!({"tenant": t, "chain": "platform", "events": chain.len(), "ok": false, "broken_at": b.seq, "reason": b.reason}));
+                        broken.get_or_insert((b, "platform"));
+                    }
+                }
+                // The tenant's own chain, where the tenant still has data to hold one.
+                let Ok(id) = runtime::domain::TenantId::parse(t) else {
+                    continue;
+                };
+                let Ok(loc) = crate::provision::offboard::locate(&target, &id).await else {
+                    continue;
+                };
+                if loc.status == "offboarded" {
+                    continue;
+                }
+                let own = crate::provision::offboard::tenant_chain(&target, &loc, &id)
+                    .await
+                    .with_context(|| format!("reading the own audit chain of `{t}`"))?;
+                match runtime::audit::verify(t, &own) {
+                    Ok(head) => results.push(
+                        json!({"tenant": t, "chain": "tenant", "events": own.len(), "head": head, "ok": true}),
+                    ),
+                    Err(b) => {
+                        results.push(json!({"tenant": t, "chain": "tenant", "events": own.len(), "ok": false, "broken_at": b.seq, "reason": b.reason}));
+                        broken.get_or_insert((b, "tenant"));
                     }
                 }
             }
@@ -133,8 +163,13 @@ async fn audit_cmd(g: &Global, command: crate::args::AuditCommand) -> Result<u8>
                     for r in &results {
                         if r["ok"] == true {
                             text.push_str(&format!(
-                                "{}: {} event(s), head {}\n",
+                                "{}{}: {} event(s), head {}\n",
                                 r["tenant"].as_str().unwrap_or_default(),
+                                if r["chain"] == "tenant" {
+                                    " (own chain)"
+                                } else {
+                                    ""
+                                },
                                 r["events"],
                                 r["head"].as_str().unwrap_or("-")
                             ));
@@ -145,9 +180,14 @@ async fn audit_cmd(g: &Global, command: crate::args::AuditCommand) -> Result<u8>
                     }
                 }
             }
-            if let Some(b) = broken {
+            if let Some((b, chain)) = broken {
                 eprintln!(
-                    "error: {b}\nhint: `tenantctl audit export --tenant {}` shows the chain; compare it with an earlier export",
+                    "error: {b}{}\nhint: `tenantctl audit export --tenant {} --chain {chain}` shows the chain; compare it with an earlier export",
+                    if chain == "tenant" {
+                        " (its own chain)"
+                    } else {
+                        ""
+                    },
                     b.tenant
                 );
                 return Ok(1);

@@ -102,6 +102,31 @@ pub async fn read_rows(
     Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
 }
 
+/// The tenant's own audit chain (in its tier), oldest first, read as the admin (fenced to the
+/// tenant in the pool).
+pub async fn tenant_chain(
+    target: &Target,
+    loc: &Location,
+    tenant: &TenantId,
+) -> Result<Vec<runtime::audit::Record>> {
+    let mut client = target.connect_admin(&loc.database).await?;
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "maintenance runs as the admin role, not as a tenant"
+    )]
+    let tx = client.transaction().await?;
+    if loc.tier == Tier::Pool {
+        fence_to_tenant(&tx, target, tenant).await?;
+    }
+    tx.query("SELECT set_config('search_path', $1, true)", &[&loc.schema])
+        .await?;
+    let rows = tx
+        .query(runtime::audit::tenant_chain::CHAIN, &[&tenant.as_str()])
+        .await?;
+    tx.commit().await?;
+    Ok(rows.iter().map(runtime::audit::Record::from_row).collect())
+}
+
 /// One exported table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ExportedTable {

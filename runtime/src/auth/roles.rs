@@ -58,6 +58,7 @@ pub const PLATFORM_ROLES: &[(&str, &[&str])] = &[
             "platform:tenants:write",
             "platform:usage:read",
             "platform:prices:read",
+            "platform:audit:read",
         ],
     ),
     (

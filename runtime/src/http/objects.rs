@@ -387,6 +387,27 @@ pub async fn get_prompt_template(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct Describe {
+    description: String,
+}
+
+pub async fn update_prompt_template(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    Path(id): Path<String>,
+    b: JsonBody<Describe>,
+) -> Result<Response, ApiError> {
+    let id = object_id(&id, "prompt template")?;
+    let JsonBody(b) = b;
+    let t = service::templates::describe(&state.data, &tenant, id, &b.description)
+        .await
+        .map_err(svc(request_id))?;
+    Ok(Json(t).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewVersion {
     body: String,
 }

@@ -73,6 +73,7 @@ fn request_schema(route: &RouteSpec) -> Option<Value> {
                    "body": {"type": "string", "minLength": 1, "maxLength": 65536}}),
             &["name", "body"],
         ),
+        "updatePromptTemplate" => object(json!({"description": string(1000)}), &["description"]),
         "createPromptTemplateVersion" => object(
             json!({"body": {"type": "string", "minLength": 1, "maxLength": 65536}}),
             &["body"],
@@ -126,7 +127,15 @@ fn query_parameters(route: &RouteSpec) -> Vec<(&'static str, Value, &'static str
             ("limit", limit(1000), "rows per page (100 by default)"),
             ("after", uuid, "the previous page's `last_id`"),
         ],
-        "getPlatformUsage" => vec![
+        "listPlatformAuditEvents" => vec![
+            ("limit", limit(1000), "events per page (100 by default)"),
+            (
+                "after",
+                seq.clone(),
+                "the previous page's `last_id` (a number)",
+            ),
+        ],
+        "getPlatformUsage" | "getTenantUsage" => vec![
             (
                 "from",
                 json!({"type": "string"}),

@@ -121,6 +121,89 @@ pub async fn platform_usage(
     .into_response())
 }
 
+pub async fn tenant_usage(
+    State(state): State<AppState>,
+    operator: Operator,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    Path(id): Path<String>,
+    q: Result<Query<RangeQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let today = crate::domain::utc_today();
+    let range = service::usage::DayRange::parse(q.from.as_deref(), q.to.as_deref(), &today)
+        .map_err(ApiError::BadRequest)?;
+    let report =
+        service::platform::tenant_usage(&state.data, &state.directory, &operator, &id, range)
+            .await
+            .map_err(svc(request_id))?;
+    Ok(Json(json!({
+        "object": "usage.report",
+        "tenant": id,
+        "from": report.range.from,
+        "to": report.range.to,
+        "group_by": report.group_by,
+        "currency": "USD",
+        "unit": "micro_usd",
+        "totals": report.totals,
+        "data": report.rows,
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainQuery {
+    limit: Option<i64>,
+    /// The `seq` of the previous page's last event.
+    after: Option<i64>,
+}
+
+pub async fn list_platform_audit_events(
+    State(state): State<AppState>,
+    _operator: Operator,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    Path(id): Path<String>,
+    q: Result<Query<ChainQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let chain = service::platform::platform_chain(state.control.as_ref(), &state.directory, &id)
+        .await
+        .map_err(svc(request_id))?;
+    let limit = usize::try_from(q.limit.unwrap_or(100).clamp(1, 1000)).unwrap_or(100);
+    let after = q.after.unwrap_or(0);
+    let page: Vec<&crate::audit::Record> = chain
+        .iter()
+        .filter(|r| r.seq > after)
+        .take(limit + 1)
+        .collect();
+    let has_more = page.len() > limit;
+    let page = &page[..page.len().min(limit)];
+    Ok(Json(json!({
+        "object": "list",
+        "data": page,
+        "has_more": has_more,
+        "first_id": page.first().map(|r| r.seq.to_string()),
+        "last_id": page.last().map(|r| r.seq.to_string()),
+    }))
+    .into_response())
+}
+
+pub async fn verify_platform_audit_chain(
+    State(state): State<AppState>,
+    _operator: Operator,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let chain = service::platform::platform_chain(state.control.as_ref(), &state.directory, &id)
+        .await
+        .map_err(svc(request_id))?;
+    Ok(Json(match crate::audit::verify(&id, &chain) {
+        Ok(head) => json!({"object": "audit.verification", "ok": true, "events": chain.len(), "head": head}),
+        Err(b) => json!({"object": "audit.verification", "ok": false, "events": chain.len(), "broken_at": b.seq, "reason": b.reason}),
+    })
+    .into_response())
+}
+
 pub async fn list_price_versions(
     State(state): State<AppState>,
     _operator: Operator,

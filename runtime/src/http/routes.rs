@@ -91,6 +91,10 @@ pub const PERMISSIONS: &[(&str, &str)] = &[
         "platform:prices:read",
         "platform operators and finance: the price book",
     ),
+    (
+        "platform:audit:read",
+        "platform operators and auditors: read and verify the platform's chain of a tenant",
+    ),
 ];
 
 /// Permissions whose routes are privileged: a refused attempt at one is itself an audit event of
@@ -527,6 +531,38 @@ pub static ROUTES: &[RouteSpec] = &[
         permission: Some("platform:prices:read"),
         handler: || get(p::list_price_versions),
     },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/platform/tenants/{tenant_id}/usage",
+        operation_id: "getTenantUsage",
+        summary: "Platform: one tenant's usage by model over a range of UTC days",
+        permission: Some("platform:usage:read"),
+        handler: || get(p::tenant_usage),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/platform/tenants/{tenant_id}/audit/events",
+        operation_id: "listPlatformAuditEvents",
+        summary: "Platform: the platform's audit chain of a tenant, oldest first (cursor pagination)",
+        permission: Some("platform:audit:read"),
+        handler: || get(p::list_platform_audit_events),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/platform/tenants/{tenant_id}/audit/verify",
+        operation_id: "verifyPlatformAuditChain",
+        summary: "Platform: checks the platform's chain of a tenant; names the first broken link",
+        permission: Some("platform:audit:read"),
+        handler: || get(p::verify_platform_audit_chain),
+    },
+    RouteSpec {
+        method: Method::PATCH,
+        path: "/v1/prompt-templates/{template_id}",
+        operation_id: "updatePromptTemplate",
+        summary: "Changes a prompt template's description (its versions never change)",
+        permission: Some("templates:write"),
+        handler: || patch(o::update_prompt_template),
+    },
 ];
 
 /// The operation a request is for: the route whose path template matches `path` (a `{param}`
@@ -650,15 +686,38 @@ mod tests {
 
     #[test]
     fn docs_api_md_lists_every_route() {
-        // What the API promises is what the table serves: every route appears in docs/api.md.
-        let doc = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api.md"),
-        )
-        .unwrap();
-        for r in ROUTES {
-            let row = format!("| {} | `{}` | `{}` |", r.method, r.path, r.operation_id);
-            assert!(doc.contains(&row), "docs/api.md has no row `{row}`");
+        // What the API promises is what the table serves: docs/api.md's route table is generated
+        // from it (regenerate with `UPDATE_OPENAPI=1 cargo test -p runtime --lib`).
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api.md");
+        let doc = std::fs::read_to_string(&path).unwrap();
+        let mut routes: Vec<&RouteSpec> = ROUTES.iter().collect();
+        routes.sort_by_key(|r| (r.path, r.method.as_str()));
+        let mut table = String::from(
+            "| method | path | operation id | permission | what |\n| --- | --- | --- | --- | --- |\n",
+        );
+        for r in routes {
+            table.push_str(&format!(
+                "| {} | `{}` | `{}` | `{}` | {} |\n",
+                r.method,
+                r.path,
+                r.operation_id,
+                r.permission.unwrap_or("(public)"),
+                r.summary
+            ));
         }
+        let marker = "## Routes\n\n";
+        let head = &doc[..doc
+            .find(marker)
+            .expect("docs/api.md has a `## Routes` section")
+            + marker.len()];
+        let want = format!("{head}{table}");
+        if std::env::var_os("UPDATE_OPENAPI").is_some() {
+            std::fs::write(&path, &want).unwrap();
+        }
+        assert!(
+            std::fs::read_to_string(&path).unwrap() == want,
+            "docs/api.md's route table is stale; regenerate it with `UPDATE_OPENAPI=1 cargo test -p runtime --lib`"
+        );
     }
 
     #[test]

@@ -445,6 +445,16 @@ impl ControlPlane {
         Ok(outcome)
     }
 
+    /// The platform's audit chain of `tenant`, oldest first (the runtime's role reads it; it never
+    /// changes an event).
+    pub async fn platform_chain(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<crate::audit::Record>, DataError> {
+        let client = self.client().await?;
+        Ok(crate::audit::chain(&**client, tenant.as_str()).await?)
+    }
+
     /// The imported price book's versions, oldest first: version, the day it applies from, its
     /// digest, who imported it and when.
     pub async fn price_versions(&self) -> Result<Vec<PriceVersion>, DataError> {

@@ -165,6 +165,39 @@ pub async fn usage(
     Ok((out, sum))
 }
 
+/// One tenant's usage over `range`, by model, read through its own handle.
+pub async fn tenant_usage(
+    data: &DataPlane,
+    directory: &TenantDirectory,
+    operator: &Operator,
+    raw: &str,
+    range: DayRange,
+) -> Result<crate::service::usage::Report, ServiceError> {
+    let record = record(directory, raw)?;
+    let tenant = operator.acting_for(record);
+    let (report, _) = crate::service::usage::report(data, &tenant, range, GroupBy::Model).await?;
+    Ok(report)
+}
+
+/// The platform's chain of a tenant of the registry (one the directory knows).
+pub async fn platform_chain(
+    control: Option<&ControlPlane>,
+    directory: &TenantDirectory,
+    raw: &str,
+) -> Result<Vec<crate::audit::Record>, ServiceError> {
+    let Some(control) = control else {
+        return Err(ServiceError::Conflict(
+            "this deployment reads no registry; read the chain with `tenantctl audit export`"
+                .into(),
+        ));
+    };
+    let record = record(directory, raw)?;
+    control
+        .platform_chain(&record.id)
+        .await
+        .map_err(ServiceError::internal)
+}
+
 pub async fn prices(control: Option<&ControlPlane>) -> Result<Vec<PriceVersion>, ServiceError> {
     let Some(control) = control else {
         return Err(ServiceError::Conflict(

@@ -348,6 +348,32 @@ pub async fn list(
     Ok((data, more))
 }
 
+const DESCRIBE: &str = "UPDATE prompt_templates SET description = $3, updated_at = now() \
+     WHERE tenant_id = $1 AND id = $2 \
+     RETURNING id, name, description, latest_version, created_by, \
+     to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+     to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')";
+
+/// Changes template `id`'s description (its name and versions never change).
+pub async fn describe(
+    data: &DataPlane,
+    tenant: &Tenant,
+    id: Uuid,
+    description: &str,
+) -> Result<Template, ServiceError> {
+    if description.chars().count() > 1000 {
+        return Err(ServiceError::BadRequest(
+            "`description` is longer than 1000 characters".into(),
+        ));
+    }
+    let tx = TenantTx::begin(data, tenant).await?;
+    let rows = tx
+        .query(DESCRIBE, &[&tx.tenant().as_str(), &id, &description])
+        .await?;
+    tx.commit().await?;
+    rows.first().map(template).ok_or_else(|| not_found(id))
+}
+
 /// Adds the next version of template `id`.
 pub async fn add_version(
     data: &DataPlane,

@@ -323,6 +323,7 @@ async fn roles_map_to_permissions_and_tenant_claims_can_be_namespaced_or_nested(
                 "members:write",
                 "models:read",
                 "policy:read",
+                "policy:write",
                 "templates:read",
                 "templates:write",
                 "usage:read",

@@ -258,6 +258,19 @@ async fn prompt_template_versions_never_change_and_render_with_exactly_their_var
     assert_eq!((st, v2["version"].as_i64()), (201, Some(2)), "{v2}");
     let (_, got) = call(&s, &t, "GET", &format!("/v1/prompt-templates/{id}"), None).await;
     assert_eq!(got["latest_version"], 2);
+    let (st, d) = call(
+        &s,
+        &t,
+        "PATCH",
+        &format!("/v1/prompt-templates/{id}"),
+        Some(json!({"description": "for GPs"})),
+    )
+    .await;
+    assert_eq!(
+        (st, d["description"].as_str(), d["latest_version"].as_i64()),
+        (200, Some("for GPs"), Some(2)),
+        "{d}"
+    );
     let (_, vs) = call(
         &s,
         &t,
@@ -494,6 +507,26 @@ async fn admins_grant_tenant_roles_only_never_their_own_and_every_attempt_is_in_
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // `tenantctl audit export --chain tenant` writes the same chain, and `verify` finds it whole.
+    let out = tenantctl(
+        &s,
+        &["audit", "export", "--tenant", "acme", "--chain", "tenant"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        std::fs::read_to_string(&file).unwrap()
+    );
+    let out = tenantctl(&s, &["audit", "verify", "--tenant", "acme"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("acme (own chain): 7 event(s), head"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // The tenant's role can only add events (case 61); an owner's edit is named where it is.
     let admin_db = s.target.admin().await.unwrap();
     let grants: Vec<String> = tests::column(&admin_db, "SELECT privilege_type FROM information_schema.role_table_grants \
@@ -511,7 +544,34 @@ async fn admins_grant_tenant_roles_only_never_their_own_and_every_attempt_is_in_
         (Some(false), Some(1)),
         "{v}"
     );
+    // `tenantctl audit verify` checks the tenants' own chains too, and names this one.
+    let out = tenantctl(&s, &["audit", "verify", "--tenant", "acme"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("broken at event 1") && stderr.contains("(its own chain)"),
+        "{stderr}"
+    );
     s.running.stop().await.unwrap();
+}
+
+/// Runs `tenantctl` against the test deployment.
+fn tenantctl(s: &Served, args: &[&str]) -> std::process::Output {
+    let cluster = cli::testing::cluster();
+    std::process::Command::new(tests::tenantctl_binary())
+        .arg("--state-dir")
+        .arg(cluster.state.root())
+        .args(["--no-progress", "--color", "never", "--namespace"])
+        .arg(s.target.namespace.to_string())
+        .args(args)
+        .env_remove("TENANTCTL_DATABASE_URL")
+        .output()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -663,7 +723,7 @@ async fn another_tenants_object_ids_answer_404_on_every_route_that_takes_one_and
         let body = match r.method.as_str() {
             "GET" | "DELETE" => None,
             _ => Some(
-                json!({"title": "pwned", "content": "pwned", "body": "pwned", "roles": ["tenant_member"], "variables": {"x": "1"}, "value": "globex-own-key"}),
+                json!({"title": "pwned", "content": "pwned", "body": "pwned", "roles": ["tenant_member"], "variables": {"x": "1"}, "value": "globex-own-key", "description": "pwned"}),
             ),
         };
         // Bodies carry every field any route takes; routes refuse the ones they do not (400)
@@ -733,6 +793,7 @@ async fn another_tenants_object_ids_answer_404_on_every_route_that_takes_one_and
 fn only_fields_of(operation: &str, body: Value) -> Value {
     let keep: &[&str] = match operation {
         "renameConversation" => &["title"],
+        "updatePromptTemplate" => &["description"],
         "createConversationMessage" => &["content"],
         "createPromptTemplateVersion" => &["body"],
         "renderPromptTemplate" => &["variables"],
@@ -999,8 +1060,7 @@ fn operator(s: &Served, subject: &str, scope: &str) -> String {
     cli::devidp::mint_operator(&s.signer, subject, &scopes, 600)
 }
 
-const PLATFORM_ALL: &str =
-    "platform:tenants:read platform:tenants:write platform:usage:read platform:prices:read";
+const PLATFORM_ALL: &str = "platform:tenants:read platform:tenants:write platform:usage:read platform:prices:read platform:audit:read";
 
 #[tokio::test]
 async fn platform_operators_list_suspend_and_resume_tenants_and_a_tenants_caller_is_refused_and_audited()
@@ -1083,6 +1143,32 @@ async fn platform_operators_list_suspend_and_resume_tenants_and_a_tenants_caller
     assert_eq!(got, want.map(|(a, b)| (a.to_owned(), b.to_owned())));
     assert!(rows.iter().all(|r| r.get::<_, String>(2).ends_with("/ops-1") && r.get::<_, String>(4).len() == 36));
     assert_eq!(rows[0].get::<_, String>(3), "unpaid invoice 1042");
+    // The same chain through the platform routes, and its verification.
+    let (st, events) = call(
+        &s,
+        &op,
+        "GET",
+        "/v1/platform/tenants/globex/audit/events?limit=500",
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{events}");
+    let suspends = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "suspend")
+        .count();
+    assert_eq!(suspends, 2);
+    let (_, v) = call(
+        &s,
+        &op,
+        "GET",
+        "/v1/platform/tenants/globex/audit/verify",
+        None,
+    )
+    .await;
+    assert_eq!(v["ok"], true, "{v}");
     // Usage across tenants, and the price book.
     let a = token(&s, "acme", "u1", ALL);
     let (_, c) = call(
@@ -1106,6 +1192,12 @@ async fn platform_operators_list_suspend_and_resume_tenants_and_a_tenants_caller
     assert_eq!(u["totals"]["requests"], 1);
     assert_eq!(u["data"][0]["tenant"], "acme");
     assert_eq!(u["data"][1]["totals"]["requests"], 0);
+    let (st, one) = call(&s, &op, "GET", "/v1/platform/tenants/acme/usage", None).await;
+    assert_eq!(
+        (st, one["totals"]["requests"].as_i64()),
+        (200, Some(1)),
+        "{one}"
+    );
     let (st, p) = call(&s, &op, "GET", "/v1/platform/prices", None).await;
     assert_eq!(
         (st, p["data"][0]["version"].as_str()),
