@@ -171,7 +171,7 @@ pub async fn list_platform_audit_events(
         .map_err(svc(request_id))?;
     let limit = usize::try_from(q.limit.unwrap_or(100).clamp(1, 1000)).unwrap_or(100);
     let after = q.after.unwrap_or(0);
-    let page: Vec<&crate::audit::Record> = chain
+    let page: Vec<&service::platform::Record> = chain
         .iter()
         .filter(|r| r.seq > after)
         .take(limit + 1)
@@ -197,7 +197,7 @@ pub async fn verify_platform_audit_chain(
     let chain = service::platform::platform_chain(state.control.as_ref(), &state.directory, &id)
         .await
         .map_err(svc(request_id))?;
-    Ok(Json(match crate::audit::verify(&id, &chain) {
+    Ok(Json(match service::platform::verify_chain(&id, &chain) {
         Ok(head) => json!({"object": "audit.verification", "ok": true, "events": chain.len(), "head": head}),
         Err(b) => json!({"object": "audit.verification", "ok": false, "events": chain.len(), "broken_at": b.seq, "reason": b.reason}),
     })

@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+pub use crate::audit::{Record, verify as verify_chain};
 use crate::auth::Operator;
 use crate::domain::TenantId;
 use crate::registry::{ControlPlane, PriceVersion, SuspendOutcome, TenantDirectory, TenantRecord};
