@@ -730,9 +730,11 @@ async fn change_credential(
     change: service::credentials::Change,
     value: Option<&secrecy::SecretString>,
 ) -> Result<Response, ApiError> {
+    // A tenant's own deployment (no registry: its Lambda) may only read its secrets.
     let info = service::credentials::change(
         &state.data,
         &state.secrets,
+        state.control.is_some(),
         tenant,
         request_id,
         provider,

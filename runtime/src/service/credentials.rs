@@ -73,9 +73,18 @@ pub fn check_value(value: &SecretString) -> Result<(), String> {
 }
 
 /// Applies `change` to the tenant's credential for `provider`, audited.
+///
+/// `store_writable` is false where the runtime may only read its secrets (a tenant's Lambda, whose
+/// role has `GetSecretValue` on its own secrets and nothing more): the change is refused with the
+/// command that makes it instead.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one business action, each argument a distinct input"
+)]
 pub async fn change(
     data: &DataPlane,
     keys: &SecretCache,
+    store_writable: bool,
     tenant: &Tenant,
     request_id: Uuid,
     provider: &str,
@@ -83,6 +92,15 @@ pub async fn change(
     value: Option<&SecretString>,
 ) -> Result<SecretInfo, ServiceError> {
     let (_, name) = provider_of(tenant, provider)?;
+    if !store_writable {
+        return Err(ServiceError::Conflict(format!(
+            "this deployment may only read its secrets; set the key with `tenantctl secret put {} {}`",
+            tenant.id(),
+            name.as_str()
+                .strip_prefix(&format!("tenants/{}/", tenant.id()))
+                .unwrap_or("providers/<provider>")
+        )));
+    }
     let target = format!("secret/{}", name.as_str());
     if let Some(v) = value {
         if let Err(e) = check_value(v) {
