@@ -15,6 +15,7 @@ pub mod http;
 pub mod metering;
 pub mod models;
 pub mod pricing;
+pub mod reconcile;
 pub mod registry;
 pub mod schema;
 pub mod secrets;

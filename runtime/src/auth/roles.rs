@@ -59,6 +59,7 @@ pub const PLATFORM_ROLES: &[(&str, &[&str])] = &[
             "platform:usage:read",
             "platform:prices:read",
             "platform:audit:read",
+            "platform:reconciliations:run",
         ],
     ),
     (
@@ -67,6 +68,7 @@ pub const PLATFORM_ROLES: &[(&str, &[&str])] = &[
             "platform:tenants:read",
             "platform:usage:read",
             "platform:prices:read",
+            "platform:reconciliations:run",
         ],
     ),
 ];

@@ -40,7 +40,8 @@ pub fn success_status(route: &RouteSpec) -> &'static str {
         "createConversation"
         | "createConversationMessage"
         | "createPromptTemplate"
-        | "createPromptTemplateVersion" => "201",
+        | "createPromptTemplateVersion"
+        | "startReconciliation" => "201",
         _ => "200",
     }
 }
@@ -126,6 +127,22 @@ fn query_parameters(route: &RouteSpec) -> Vec<(&'static str, Value, &'static str
         "getUsage" => vec![
             ("limit", limit(1000), "rows per page (100 by default)"),
             ("after", uuid, "the previous page's `last_id`"),
+        ],
+        "startReconciliation" => vec![
+            (
+                "month",
+                json!({"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"}),
+                "the month, YYYY-MM (UTC); required",
+            ),
+            (
+                "tolerance_micro_usd",
+                json!({"type": "integer", "minimum": 0}),
+                "extra variance accepted per day and model",
+            ),
+        ],
+        "listReconciliationRuns" => vec![
+            ("tenant", text.clone(), "one tenant's runs"),
+            ("limit", limit(100), "runs (20 by default)"),
         ],
         "listPlatformAuditEvents" => vec![
             ("limit", limit(1000), "events per page (100 by default)"),
@@ -259,7 +276,12 @@ fn operation(route: &RouteSpec) -> Value {
             op.insert("security".into(), json!([]));
         }
     }
-    if let Some(schema) = request_schema(route) {
+    if route.operation_id == "startReconciliation" {
+        op.insert(
+            "requestBody".into(),
+            json!({"required": true, "content": {"text/csv": {"schema": {"type": "string"}}}}),
+        );
+    } else if let Some(schema) = request_schema(route) {
         op.insert(
             "requestBody".into(),
             json!({"required": true, "content": {"application/json": {"schema": schema}}}),

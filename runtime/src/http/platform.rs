@@ -204,6 +204,99 @@ pub async fn verify_platform_audit_chain(
     .into_response())
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileQuery {
+    month: String,
+    #[serde(default)]
+    tolerance_micro_usd: i64,
+}
+
+/// `POST /v1/platform/tenants/{tenant_id}/reconciliations?month=YYYY-MM`: the provider's cost
+/// export as the body (`Content-Type: text/csv`).
+pub async fn start_reconciliation(
+    State(state): State<AppState>,
+    operator: Operator,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    Path(id): Path<String>,
+    q: Result<Query<ReconcileQuery>, QueryRejection>,
+    headers: http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let csv = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/csv"))
+        });
+    if !csv {
+        return Err(ApiError::BadRequest(
+            "send the provider's cost export as the body with `Content-Type: text/csv`".into(),
+        ));
+    }
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::BadRequest("the cost export is not UTF-8 text".into()))?;
+    if text.contains('\0') {
+        return Err(ApiError::BadRequest(
+            "the cost export contains a NUL byte".into(),
+        ));
+    }
+    let run = service::reconciliation::run(
+        state.control.as_ref(),
+        &state.data,
+        &state.directory,
+        &operator,
+        &id,
+        &q.month,
+        q.tolerance_micro_usd,
+        text,
+        request_id,
+    )
+    .await
+    .map_err(svc(request_id))?;
+    Ok((http::StatusCode::CREATED, Json(run)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunsQuery {
+    tenant: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn list_reconciliation_runs(
+    State(state): State<AppState>,
+    _operator: Operator,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    q: Result<Query<RunsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let runs = service::reconciliation::list(
+        state.control.as_ref(),
+        &state.directory,
+        q.tenant.as_deref().filter(|t| !t.is_empty()),
+        q.limit.unwrap_or(20),
+    )
+    .await
+    .map_err(svc(request_id))?;
+    Ok(Json(json!({"object": "list", "data": runs, "has_more": false})).into_response())
+}
+
+pub async fn get_reconciliation_run(
+    State(state): State<AppState>,
+    _operator: Operator,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let run = service::reconciliation::get(state.control.as_ref(), &id)
+        .await
+        .map_err(svc(request_id))?;
+    Ok(Json(run).into_response())
+}
+
 pub async fn list_price_versions(
     State(state): State<AppState>,
     _operator: Operator,

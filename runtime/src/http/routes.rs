@@ -92,6 +92,10 @@ pub const PERMISSIONS: &[(&str, &str)] = &[
         "platform operators and finance: the price book",
     ),
     (
+        "platform:reconciliations:run",
+        "platform operators and finance: reconcile a tenant's month against its provider's cost export",
+    ),
+    (
         "platform:audit:read",
         "platform operators and auditors: read and verify the platform's chain of a tenant",
     ),
@@ -562,6 +566,30 @@ pub static ROUTES: &[RouteSpec] = &[
         summary: "Changes a prompt template's description (its versions never change)",
         permission: Some("templates:write"),
         handler: || patch(o::update_prompt_template),
+    },
+    RouteSpec {
+        method: Method::POST,
+        path: "/v1/platform/tenants/{tenant_id}/reconciliations",
+        operation_id: "startReconciliation",
+        summary: "Platform: reconciles a tenant's month against its provider's cost export (CSV body); kept as a run",
+        permission: Some("platform:reconciliations:run"),
+        handler: || post(p::start_reconciliation),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/platform/reconciliations",
+        operation_id: "listReconciliationRuns",
+        summary: "Platform: reconciliation runs, newest first (one tenant's with `tenant`)",
+        permission: Some("platform:usage:read"),
+        handler: || get(p::list_reconciliation_runs),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/platform/reconciliations/{run_id}",
+        operation_id: "getReconciliationRun",
+        summary: "Platform: one reconciliation run with its variances per day and model",
+        permission: Some("platform:usage:read"),
+        handler: || get(p::get_reconciliation_run),
     },
 ];
 

@@ -260,9 +260,9 @@ pub struct PriceVersion {
     pub body: serde_json::Value,
 }
 
-/// Reads the tenant registry as the runtime's control-plane role (which may change nothing but a
-/// tenant's suspension, through `control.tenant_set_suspended`, and add events to the platform's
-/// audit chain).
+/// Reads the tenant registry as the runtime's control-plane role. That role changes a tenant's row
+/// only through the two functions of `CONTROL_DEFINER_FUNCTIONS` (suspension; a tenant's own
+/// narrowing), and may add (never change) audit events and reconciliation runs.
 #[derive(Debug, Clone)]
 pub struct ControlPlane {
     pool: Pool,
@@ -399,8 +399,8 @@ impl ControlPlane {
     }
 
     /// Suspends (`suspend`) or resumes `tenant` for a platform operator, with the event in the
-    /// platform's chain in the same transaction (`control.tenant_set_suspended`, the one registry
-    /// change the runtime's role may make). Refusals are recorded too.
+    /// platform's chain in the same transaction (`control.tenant_set_suspended`; see
+    /// `CONTROL_DEFINER_FUNCTIONS`). Refusals are recorded too.
     pub async fn set_suspended(
         &self,
         tenant: &TenantId,
@@ -443,6 +443,62 @@ impl ControlPlane {
         crate::audit::append(&tx, &event).await?;
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    /// Keeps a reconciliation run (a record: never changed).
+    pub async fn store_run(&self, run: &serde_json::Value) -> Result<(), DataError> {
+        let text = |k: &str| run[k].as_str().unwrap_or_default().to_owned();
+        let id = uuid::Uuid::try_parse(&text("id"))
+            .map_err(|e| DataError::Pool(format!("a run's id: {e}")))?;
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO control.reconciliation_runs (id, tenant_id, month, provider, \
+                 tolerance_micro_usd, lines, over_tolerance, invoice_sha256, ran_by, request_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                &[
+                    &id,
+                    &text("tenant"),
+                    &text("month"),
+                    &text("provider"),
+                    &run["tolerance_micro_usd"].as_i64().unwrap_or(0),
+                    &run["lines"],
+                    &i32::try_from(run["over_tolerance"].as_i64().unwrap_or(0)).unwrap_or(i32::MAX),
+                    &text("invoice_sha256"),
+                    &text("ran_by"),
+                    &text("request_id"),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Reconciliation runs, newest first (one tenant's, when given), each as JSON; with its lines
+    /// when `id` names one run.
+    pub async fn runs(
+        &self,
+        tenant: Option<&TenantId>,
+        id: Option<uuid::Uuid>,
+        limit: i64,
+    ) -> Result<Vec<serde_json::Value>, DataError> {
+        let tenant = tenant.map(|t| t.as_str().to_owned());
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT json_build_object('id', id, 'object', 'reconciliation_run', 'tenant', tenant_id, \
+                        'month', month, 'provider', provider, 'tolerance_micro_usd', tolerance_micro_usd, \
+                        'over_tolerance', over_tolerance, 'invoice_sha256', invoice_sha256, \
+                        'ran_by', ran_by, 'request_id', request_id, \
+                        'ran_at', to_char(ran_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                        'lines', CASE WHEN $2::uuid IS NULL THEN NULL ELSE lines END)::jsonb \
+                   FROM control.reconciliation_runs \
+                  WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2::uuid IS NULL OR id = $2) \
+                  ORDER BY ran_at DESC, id LIMIT $3",
+                &[&tenant, &id, &limit],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// The platform's audit chain of `tenant`, oldest first (the runtime's role reads it; it never

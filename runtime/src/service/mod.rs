@@ -10,6 +10,7 @@ pub mod health;
 pub mod members;
 pub mod narrowing;
 pub mod platform;
+pub mod reconciliation;
 pub mod templates;
 pub mod usage;
 

@@ -695,6 +695,7 @@ async fn another_tenants_object_ids_answer_404_on_every_route_that_takes_one_and
             "subject" => "acme-member".into(),
             "provider" => "mock".into(),
             "tenant_id" => "acme".into(),
+            "run_id" => uuid::Uuid::new_v4().to_string(),
             "id" => "mock-small".into(),
             other => {
                 panic!("the BOLA harness has no acme object for path parameter `{other}`: add one")
@@ -1060,7 +1061,7 @@ fn operator(s: &Served, subject: &str, scope: &str) -> String {
     cli::devidp::mint_operator(&s.signer, subject, &scopes, 600)
 }
 
-const PLATFORM_ALL: &str = "platform:tenants:read platform:tenants:write platform:usage:read platform:prices:read platform:audit:read";
+const PLATFORM_ALL: &str = "platform:tenants:read platform:tenants:write platform:usage:read platform:prices:read platform:audit:read platform:reconciliations:run";
 
 #[tokio::test]
 async fn platform_operators_list_suspend_and_resume_tenants_and_a_tenants_caller_is_refused_and_audited()
@@ -1197,6 +1198,76 @@ async fn platform_operators_list_suspend_and_resume_tenants_and_a_tenants_caller
         (st, one["totals"]["requests"].as_i64()),
         (200, Some(1)),
         "{one}"
+    );
+    // A reconciliation run: acme's month against an OpenAI cost export (acme's calls are the
+    // mock's, so the invoice's line is in no ledger row of that provider), kept and listed.
+    let month = &runtime::domain::utc_today()[..7];
+    let invoice =
+        format!("start_time,line_item,amount_value\n{month}-01,\"gpt-4o-mini, input\",0.25\n");
+    let r = s
+        .http
+        .post(format!(
+            "{}/v1/platform/tenants/acme/reconciliations?month={month}",
+            s.base
+        ))
+        .bearer_auth(&op)
+        .header("content-type", "text/csv")
+        .body(invoice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let run: Value = r.json().await.unwrap();
+    assert_eq!(
+        (run["provider"].as_str(), run["over_tolerance"].as_i64()),
+        (Some("openai"), Some(1)),
+        "{run}"
+    );
+    assert_eq!(run["lines"][0]["status"], "not_in_ledger");
+    assert!(run["ran_by"].as_str().unwrap().ends_with("/ops-1"));
+    let (_, runs) = call(
+        &s,
+        &op,
+        "GET",
+        "/v1/platform/reconciliations?tenant=acme",
+        None,
+    )
+    .await;
+    assert_eq!(runs["data"][0]["id"], run["id"]);
+    let (st, one) = call(
+        &s,
+        &op,
+        "GET",
+        &format!(
+            "/v1/platform/reconciliations/{}",
+            run["id"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, one["lines"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{one}"
+    );
+    let r = s
+        .http
+        .post(format!(
+            "{}/v1/platform/tenants/acme/reconciliations?month={month}",
+            s.base
+        ))
+        .bearer_auth(&op)
+        .header("content-type", "text/csv")
+        .body("day,cost\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("not a recognised invoice export")
     );
     let (st, p) = call(&s, &op, "GET", "/v1/platform/prices", None).await;
     assert_eq!(

@@ -104,7 +104,16 @@ const DOORS: &[(&str, &[&str])] = &[
     (
         "service",
         &[
-            "audit", "auth", "db", "domain", "metering", "models", "registry", "secrets", "tenancy",
+            "audit",
+            "auth",
+            "db",
+            "domain",
+            "metering",
+            "models",
+            "reconcile",
+            "registry",
+            "secrets",
+            "tenancy",
         ],
     ),
     (
@@ -116,6 +125,7 @@ const DOORS: &[(&str, &[&str])] = &[
     ("models", &["domain", "pricing", "registry", "secrets"]),
     ("registry", &["audit", "db", "domain", "pricing", "secrets"]),
     ("pricing", &["domain"]),
+    ("reconcile", &["domain", "pricing"]),
     ("db", &["domain", "secrets"]),
     ("secrets", &["domain"]),
     ("audit", &[]),
