@@ -34,6 +34,25 @@ pub async fn signer(secrets: &SecretStore) -> Result<DevSigner> {
     Ok(signer)
 }
 
+/// The claims every dev token carries: this issuer, `subject`, `audience`, `scopes`, valid from now
+/// for `ttl_secs`.
+fn claims(subject: &str, audience: &str, scopes: &[String], ttl_secs: i64) -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    json!({
+        "iss": DEV_ISSUER,
+        "sub": subject,
+        "aud": audience,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl_secs,
+        "jti": uuid::Uuid::new_v4().to_string(),
+        "scope": scopes.join(" "),
+    })
+}
+
 /// Mints an access token for `tenant` as the tenant's identity binding expects it.
 pub fn mint(
     signer: &DevSigner,
@@ -43,20 +62,7 @@ pub fn mint(
     scopes: &[String],
     ttl_secs: i64,
 ) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let mut claims = json!({
-        "iss": DEV_ISSUER,
-        "sub": subject,
-        "aud": binding.audience,
-        "iat": now,
-        "nbf": now,
-        "exp": now + ttl_secs,
-        "jti": uuid::Uuid::new_v4().to_string(),
-        "scope": scopes.join(" "),
-    });
+    let mut claims = claims(subject, &binding.audience, scopes, ttl_secs);
     if let Value::Object(map) = &mut claims {
         map.insert(
             binding.tenant_claim.clone(),
@@ -74,20 +80,7 @@ pub fn mint_operator(
     scopes: &[String],
     ttl_secs: i64,
 ) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    signer.sign(&json!({
-        "iss": DEV_ISSUER,
-        "sub": subject,
-        "aud": OPERATOR_AUDIENCE,
-        "iat": now,
-        "nbf": now,
-        "exp": now + ttl_secs,
-        "jti": uuid::Uuid::new_v4().to_string(),
-        "scope": scopes.join(" "),
-    }))
+    signer.sign(&claims(subject, OPERATOR_AUDIENCE, scopes, ttl_secs))
 }
 
 /// Serves the JWKS on `listener` until `shutdown` resolves.

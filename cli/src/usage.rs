@@ -23,18 +23,9 @@ use crate::sql;
 
 /// `YYYY-MM`, checked; its first day as `YYYY-MM-01`.
 pub fn month_start(month: &str) -> Result<String> {
-    let ok = month.len() == 7
-        && month.as_bytes()[4] == b'-'
-        && month[..4]
-            .parse::<u32>()
-            .is_ok_and(|y| (1970..=9999).contains(&y))
-        && month[5..]
-            .parse::<u32>()
-            .is_ok_and(|m| (1..=12).contains(&m));
-    if !ok {
-        bail!("`--month {month}` is not a month: use YYYY-MM (UTC), e.g. 2026-12");
-    }
-    Ok(format!("{month}-01"))
+    runtime::reconcile::month_first_day(month).with_context(|| {
+        format!("`--month {month}` is not a month: use YYYY-MM (UTC), e.g. 2026-12")
+    })
 }
 
 pub use runtime::reconcile::DayUsage;

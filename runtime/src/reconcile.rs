@@ -21,6 +21,20 @@ pub struct DayUsage {
     pub cost_micro_usd: i64,
 }
 
+/// A month's first day (`YYYY-MM` -> `YYYY-MM-01`), or `None` when `month` is no month (UTC,
+/// years 1970 to 9999).
+pub fn month_first_day(month: &str) -> Option<String> {
+    let ok = month.len() == 7
+        && month.as_bytes()[4] == b'-'
+        && month[..4]
+            .parse::<u32>()
+            .is_ok_and(|y| (1970..=9999).contains(&y))
+        && month[5..]
+            .parse::<u32>()
+            .is_ok_and(|m| (1..=12).contains(&m));
+    ok.then(|| format!("{month}-01"))
+}
+
 /// Decimal USD text (`12.34`, `0.000125`, `$1,234.5`) as micro-USD, exactly; a seventh decimal and
 /// beyond rounds half up (providers report costs to more places than they bill).
 pub fn usd_to_micro(text: &str) -> Option<i64> {

@@ -123,6 +123,24 @@ impl Record {
         record
     }
 
+    /// The twelve parameters of `INSERT` (and `tenant_chain::INSERT`), in their order.
+    pub fn insert_params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 12] {
+        [
+            &self.tenant_id,
+            &self.seq,
+            &self.at,
+            &self.actor,
+            &self.action,
+            &self.target,
+            &self.outcome,
+            &self.request_id,
+            &self.detail,
+            &self.prev_hash,
+            &self.hash,
+            &self.v,
+        ]
+    }
+
     /// A row of `CHAIN`'s (or `tenant_chain::PAGE`'s) columns.
     pub fn from_row(r: &tokio_postgres::Row) -> Record {
         Record {
@@ -182,24 +200,7 @@ pub async fn append(
     tx.execute(LOCK, &[&event.tenant]).await?;
     let head = tx.query_one(HEAD, &[&event.tenant]).await?;
     let record = Record::link(event, head.get(0), head.get(1), head.get(2));
-    tx.execute(
-        INSERT,
-        &[
-            &record.tenant_id,
-            &record.seq,
-            &record.at,
-            &record.actor,
-            &record.action,
-            &record.target,
-            &record.outcome,
-            &record.request_id,
-            &record.detail,
-            &record.prev_hash,
-            &record.hash,
-            &record.v,
-        ],
-    )
-    .await?;
+    tx.execute(INSERT, &record.insert_params()).await?;
     Ok(record)
 }
 

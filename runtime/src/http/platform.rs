@@ -95,16 +95,26 @@ pub struct RangeQuery {
     to: Option<String>,
 }
 
+/// The days a usage route covers: `from`..=`to`, this month so far by default.
+fn range_of(
+    q: Result<Query<RangeQuery>, QueryRejection>,
+) -> Result<service::usage::DayRange, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    service::usage::DayRange::parse(
+        q.from.as_deref(),
+        q.to.as_deref(),
+        &crate::domain::utc_today(),
+    )
+    .map_err(ApiError::BadRequest)
+}
+
 pub async fn platform_usage(
     State(state): State<AppState>,
     operator: Operator,
     Extension(RequestId(request_id)): Extension<RequestId>,
     q: Result<Query<RangeQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let today = crate::domain::utc_today();
-    let range = service::usage::DayRange::parse(q.from.as_deref(), q.to.as_deref(), &today)
-        .map_err(ApiError::BadRequest)?;
+    let range = range_of(q)?;
     let (tenants, totals) =
         service::platform::usage(&state.data, &state.directory, &operator, range.clone())
             .await
@@ -128,10 +138,7 @@ pub async fn tenant_usage(
     Path(id): Path<String>,
     q: Result<Query<RangeQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let today = crate::domain::utc_today();
-    let range = service::usage::DayRange::parse(q.from.as_deref(), q.to.as_deref(), &today)
-        .map_err(ApiError::BadRequest)?;
+    let range = range_of(q)?;
     let report =
         service::platform::tenant_usage(&state.data, &state.directory, &operator, &id, range)
             .await

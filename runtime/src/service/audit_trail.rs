@@ -47,24 +47,8 @@ pub async fn append(tx: &TenantTx, tenant: &Tenant, act: &Act<'_>) -> Result<Rec
         .first()
         .ok_or_else(|| ServiceError::internal("the audit head query returned no row"))?;
     let record = Record::link(&event, head.get(0), head.get(1), head.get(2));
-    tx.execute(
-        tenant_chain::INSERT,
-        &[
-            &record.tenant_id,
-            &record.seq,
-            &record.at,
-            &record.actor,
-            &record.action,
-            &record.target,
-            &record.outcome,
-            &record.request_id,
-            &record.detail,
-            &record.prev_hash,
-            &record.hash,
-            &record.v,
-        ],
-    )
-    .await?;
+    tx.execute(tenant_chain::INSERT, &record.insert_params())
+        .await?;
     Ok(record)
 }
 

@@ -20,22 +20,14 @@ const MONTH: &str = "SELECT to_char(day, 'YYYY-MM-DD'), provider, model, request
 
 /// `YYYY-MM` (UTC), checked.
 pub fn check_month(month: &str) -> Result<(), String> {
-    let ok = month.len() == 7
-        && month.as_bytes()[4] == b'-'
-        && month[..4]
-            .parse::<u32>()
-            .is_ok_and(|y| (1970..=9999).contains(&y))
-        && month[5..]
-            .parse::<u32>()
-            .is_ok_and(|m| (1..=12).contains(&m));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`month` `{}` is not a month: use YYYY-MM (UTC), e.g. 2026-12",
-            crate::domain::printable(month)
-        ))
-    }
+    crate::reconcile::month_first_day(month)
+        .map(|_| ())
+        .ok_or_else(|| {
+            format!(
+                "`month` `{}` is not a month: use YYYY-MM (UTC), e.g. 2026-12",
+                crate::domain::printable(month)
+            )
+        })
 }
 
 fn no_registry() -> ServiceError {

@@ -511,7 +511,8 @@ async fn admins_grant_tenant_roles_only_never_their_own_and_every_attempt_is_in_
     let out = tenantctl(
         &s,
         &["audit", "export", "--tenant", "acme", "--chain", "tenant"],
-    );
+    )
+    .await;
     assert!(
         out.status.success(),
         "{}",
@@ -521,7 +522,7 @@ async fn admins_grant_tenant_roles_only_never_their_own_and_every_attempt_is_in_
         String::from_utf8_lossy(&out.stdout),
         std::fs::read_to_string(&file).unwrap()
     );
-    let out = tenantctl(&s, &["audit", "verify", "--tenant", "acme"]);
+    let out = tenantctl(&s, &["audit", "verify", "--tenant", "acme"]).await;
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("acme (own chain): 7 event(s), head"),
         "{}",
@@ -545,7 +546,7 @@ async fn admins_grant_tenant_roles_only_never_their_own_and_every_attempt_is_in_
         "{v}"
     );
     // `tenantctl audit verify` checks the tenants' own chains too, and names this one.
-    let out = tenantctl(&s, &["audit", "verify", "--tenant", "acme"]);
+    let out = tenantctl(&s, &["audit", "verify", "--tenant", "acme"]).await;
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -560,17 +561,19 @@ async fn admins_grant_tenant_roles_only_never_their_own_and_every_attempt_is_in_
     s.running.stop().await.unwrap();
 }
 
-/// Runs `tenantctl` against the test deployment.
-fn tenantctl(s: &Served, args: &[&str]) -> std::process::Output {
+/// Runs `tenantctl` against the test deployment, off the test's runtime thread (which also serves
+/// the runtime: a blocked thread would stall its registry refresh past its bound).
+async fn tenantctl(s: &Served, args: &[&str]) -> std::process::Output {
     let cluster = cli::testing::cluster();
-    std::process::Command::new(tests::tenantctl_binary())
-        .arg("--state-dir")
+    let mut cmd = std::process::Command::new(tests::tenantctl_binary());
+    cmd.arg("--state-dir")
         .arg(cluster.state.root())
         .args(["--no-progress", "--color", "never", "--namespace"])
         .arg(s.target.namespace.to_string())
         .args(args)
-        .env_remove("TENANTCTL_DATABASE_URL")
-        .output()
+        .env_remove("TENANTCTL_DATABASE_URL");
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
         .unwrap()
 }
 
