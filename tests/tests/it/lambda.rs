@@ -513,7 +513,21 @@ async fn the_tenant_stack_configures_a_single_tenant_lambda_that_reaches_its_dat
 
         let acme = s.token("acme");
         let globex = s.token("globex");
+        let mut admin = s.claims("acme");
+        admin["scope"] = json!("credentials:write");
+        let admin = s.signer.sign(&admin);
         let cases = vec![
+            (
+                // Its role may only read its secrets: the change is refused, naming the command.
+                "a credential change at acme's function",
+                event_with_authorizer(
+                    "DELETE",
+                    "/v1/credentials/mock",
+                    Some(&admin),
+                    Some(claims_of("acme", "user-of-acme")),
+                ),
+                409,
+            ),
             (
                 "acme's usage, read as acme's database user over TLS",
                 event_with_authorizer(
