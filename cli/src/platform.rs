@@ -125,6 +125,7 @@ impl Platform {
         })
     }
 
+    /// The issuer named `name`.
     pub fn issuer(&self, name: &str) -> Option<&IssuerConfig> {
         self.issuers.iter().find(|i| i.name == name)
     }
@@ -142,5 +143,80 @@ impl Platform {
                 i
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_issuer_in_platform_yaml_parses_as_written_and_jwks_takes_both_forms() {
+        // Issue 13 item 1: every configuration example in the repository parses. The example is
+        // the commented block of `platform.yaml`, uncommented.
+        let text =
+            std::fs::read_to_string(crate::testing::repo_root().join("platform.yaml")).unwrap();
+        let mut yaml = String::new();
+        let mut in_example = false;
+        for line in text.lines() {
+            in_example |= line.starts_with("# Example");
+            if line.starts_with("issuers: []") {
+                yaml.push_str("issuers:\n");
+            } else if let Some(example) = line
+                .strip_prefix("# ")
+                .filter(|l| in_example && l.starts_with(' '))
+            {
+                yaml.push_str(example.strip_prefix(' ').unwrap_or(example));
+                yaml.push('\n');
+            } else if !line.starts_with('#') {
+                yaml.push_str(line);
+                yaml.push('\n');
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("platform.yaml");
+        std::fs::write(&file, &yaml).unwrap();
+        let p = Platform::load(&file).unwrap_or_else(|e| panic!("{e:#}\n{yaml}"));
+        let okta = p.issuer("acme-okta").expect("the example issuer");
+        assert_eq!(
+            okta.jwks,
+            runtime::auth::jwks::JwksSource::Url(
+                "https://acme.okta.example/oauth2/default/v1/keys".into()
+            )
+        );
+        // The tag form reads the same.
+        std::fs::write(
+            &file,
+            yaml.replace(
+                "  jwks:\n    url: https://acme.okta.example/oauth2/default/v1/keys",
+                "  jwks: !url https://acme.okta.example/oauth2/default/v1/keys",
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            Platform::load(&file)
+                .unwrap()
+                .issuer("acme-okta")
+                .unwrap()
+                .jwks,
+            okta.jwks
+        );
+        // Two sources, or an unknown one, are refused by name.
+        for bad in [
+            "{url: https://a.example/k, file: /k.json}",
+            "{ftp: x}",
+            "{}",
+        ] {
+            std::fs::write(
+                &file,
+                yaml.replace(
+                    "  jwks:\n    url: https://acme.okta.example/oauth2/default/v1/keys",
+                    &format!("  jwks: {bad}"),
+                ),
+            )
+            .unwrap();
+            let e = format!("{:#}", Platform::load(&file).unwrap_err());
+            assert!(e.contains("jwks"), "{bad}: {e}");
+        }
     }
 }

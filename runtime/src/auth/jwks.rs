@@ -76,14 +76,49 @@ impl Jwk {
     }
 }
 
-/// Where an issuer's keys come from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Where an issuer's keys come from. Written as a one-key map (`jwks: {url: https://...}`, or
+/// `{"url": ...}` in JSON) or, in YAML, as a tag (`jwks: !url https://...`): both read the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JwksSource {
     /// An `https` URL (or `http` on a loopback address when the issuer allows it).
     Url(String),
     /// A file with a JWKS document (development and tests).
     File(PathBuf),
+}
+
+impl<'de> Deserialize<'de> for JwksSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{EnumAccess, Error, MapAccess, VariantAccess, Visitor};
+        struct Source;
+        fn pick<E: Error>(key: &str, value: String) -> Result<JwksSource, E> {
+            match key {
+                "url" => Ok(JwksSource::Url(value)),
+                "file" => Ok(JwksSource::File(PathBuf::from(value))),
+                other => Err(E::unknown_variant(other, &["url", "file"])),
+            }
+        }
+        impl<'de> Visitor<'de> for Source {
+            type Value = JwksSource;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`url: <https URL>` or `file: <path>`")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JwksSource, A::Error> {
+                let Some((key, value)) = map.next_entry::<String, String>()? else {
+                    return Err(A::Error::custom("name one of `url` or `file`"));
+                };
+                if map.next_key::<String>()?.is_some() {
+                    return Err(A::Error::custom("name exactly one of `url` or `file`"));
+                }
+                pick(&key, value)
+            }
+            fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<JwksSource, A::Error> {
+                let (key, variant): (String, _) = data.variant()?;
+                pick(&key, variant.newtype_variant::<String>()?)
+            }
+        }
+        d.deserialize_any(Source)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
