@@ -1537,8 +1537,10 @@ async fn up_inner(
         crate::serve::start_with(target, &platform, listen(args), args.ledger_commit.mode())
             .await?;
     let signer = crate::devidp::signer(&target.secrets).await?;
+    // Every tenant permission (a tenant's token never holds a platform one).
     let scopes: Vec<String> = runtime::http::routes::PERMISSIONS
         .iter()
+        .filter(|(p, _)| !p.starts_with(runtime::auth::PLATFORM_PREFIX))
         .map(|(p, _)| (*p).to_owned())
         .collect();
     let base = format!("http://{}", running.api_addr);
