@@ -119,6 +119,26 @@ fn request_schema(route: &RouteSpec) -> Option<Value> {
 
 /// A route's query parameters: name, JSON schema, what it does.
 fn query_parameters(route: &RouteSpec) -> Vec<(&'static str, Value, &'static str)> {
+    // The range of UTC days every usage route takes, and a report's format.
+    let days = || {
+        vec![
+            (
+                "from",
+                json!({"type": "string"}),
+                "the first UTC day, `YYYY-MM-DD` or `YYYY-MM`",
+            ),
+            (
+                "to",
+                json!({"type": "string"}),
+                "the last UTC day, `YYYY-MM-DD` or `YYYY-MM`",
+            ),
+        ]
+    };
+    let format = (
+        "format",
+        json!({"type": "string", "enum": ["json", "csv"]}),
+        "the answer's format",
+    );
     let limit = |max: u64| json!({"type": "integer", "minimum": 1, "maximum": max});
     let uuid = json!({"type": "string", "format": "uuid"});
     let seq = json!({"type": "integer", "minimum": 0});
@@ -152,57 +172,22 @@ fn query_parameters(route: &RouteSpec) -> Vec<(&'static str, Value, &'static str
                 "the previous page's `last_id` (a number)",
             ),
         ],
-        "getPlatformUsage" | "getTenantUsage" => vec![
-            (
-                "from",
-                json!({"type": "string"}),
-                "the first UTC day, `YYYY-MM-DD` or `YYYY-MM`",
-            ),
-            (
-                "to",
-                json!({"type": "string"}),
-                "the last UTC day, `YYYY-MM-DD` or `YYYY-MM`",
-            ),
-        ],
-        "getUsageDaily" | "getUsageByModel" | "getUsageBySubject" => vec![
-            (
-                "from",
-                json!({"type": "string"}),
-                "the first UTC day, `YYYY-MM-DD` or `YYYY-MM`",
-            ),
-            (
-                "to",
-                json!({"type": "string"}),
-                "the last UTC day, `YYYY-MM-DD` or `YYYY-MM`",
-            ),
-            (
-                "format",
-                json!({"type": "string", "enum": ["json", "csv"]}),
-                "the answer's format",
-            ),
-        ],
-        "getUsageReport" => vec![
-            (
-                "from",
-                json!({"type": "string"}),
-                "the first UTC day, `YYYY-MM-DD` or `YYYY-MM`",
-            ),
-            (
-                "to",
-                json!({"type": "string"}),
-                "the last UTC day, `YYYY-MM-DD` or `YYYY-MM`",
-            ),
-            (
-                "group_by",
-                json!({"type": "string", "enum": ["day", "model", "subject"]}),
-                "rows by",
-            ),
-            (
-                "format",
-                json!({"type": "string", "enum": ["json", "csv"]}),
-                "the answer's format",
-            ),
-        ],
+        "getPlatformUsage" | "getTenantUsage" => days(),
+        "getUsageDaily" | "getUsageByModel" | "getUsageBySubject" => {
+            [days(), vec![format]].concat()
+        }
+        "getUsageReport" => [
+            days(),
+            vec![
+                (
+                    "group_by",
+                    json!({"type": "string", "enum": ["day", "model", "subject"]}),
+                    "rows by",
+                ),
+                format,
+            ],
+        ]
+        .concat(),
         "listConversations" => vec![
             (
                 "limit",

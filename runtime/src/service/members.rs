@@ -160,6 +160,23 @@ fn target(subject: &str) -> String {
     format!("member/{subject}")
 }
 
+/// Refuses (403) and audits an admin's `action` on its own membership; nothing when `subject` is
+/// someone else.
+async fn refuse_self(
+    data: &DataPlane,
+    tenant: &Tenant,
+    request_id: Uuid,
+    subject: &str,
+    action: &str,
+    reason: &str,
+) -> Result<(), ServiceError> {
+    if subject != tenant.principal().subject {
+        return Ok(());
+    }
+    audit_trail::denied(data, tenant, action, &target(subject), request_id, reason).await?;
+    Err(ServiceError::Forbidden(reason.into()))
+}
+
 /// Grants `subject` exactly `roles`, audited in the same transaction.
 pub async fn set_roles(
     data: &DataPlane,
@@ -184,19 +201,15 @@ pub async fn set_roles(
             return Err(ServiceError::BadRequest(e));
         }
     };
-    if subject == tenant.principal().subject {
-        let reason = "an admin cannot change its own roles; ask another admin";
-        audit_trail::denied(
-            data,
-            tenant,
-            "members.set_roles",
-            &target(subject),
-            request_id,
-            reason,
-        )
-        .await?;
-        return Err(ServiceError::Forbidden(reason.into()));
-    }
+    refuse_self(
+        data,
+        tenant,
+        request_id,
+        subject,
+        "members.set_roles",
+        "an admin cannot change its own roles; ask another admin",
+    )
+    .await?;
     let tx = TenantTx::begin(data, tenant).await?;
     let rows = tx
         .query(
@@ -236,19 +249,15 @@ pub async fn remove(
     request_id: Uuid,
     subject: &str,
 ) -> Result<(), ServiceError> {
-    if subject == tenant.principal().subject {
-        let reason = "an admin cannot remove itself; ask another admin";
-        audit_trail::denied(
-            data,
-            tenant,
-            "members.remove",
-            &target(subject),
-            request_id,
-            reason,
-        )
-        .await?;
-        return Err(ServiceError::Forbidden(reason.into()));
-    }
+    refuse_self(
+        data,
+        tenant,
+        request_id,
+        subject,
+        "members.remove",
+        "an admin cannot remove itself; ask another admin",
+    )
+    .await?;
     let tx = TenantTx::begin(data, tenant).await?;
     let n = tx
         .execute(DELETE, &[&tx.tenant().as_str(), &subject])
