@@ -6,10 +6,13 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Declarative, hard-isolated tenants for an LLM platform.
-///
-/// Exit codes: 0 ok; 1 changes pending (`plan`) or drift found (`status`); 2 error.
 #[derive(Debug, Parser)]
-#[command(name = "tenantctl", version, propagate_version = true)]
+#[command(
+    name = "tenantctl",
+    version,
+    propagate_version = true,
+    after_long_help = EXIT_CODES
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -17,7 +20,21 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The exit codes, in every command's long help (`cli::exit`).
+pub const EXIT_CODES: &str = "\
+Exit codes (as `terraform plan -detailed-exitcode`):
+  0  success, nothing to act on
+  1  error (what failed is named; tenants that were done stay done, a second run converges)
+  2  success with something to act on: `plan --detailed-exitcode` with changes pending, drift
+     (`status`, `drift`), `prices diff` with versions to import, `usage reconcile` beyond tolerance,
+     a broken link (`audit verify`)
+
+Environment: every setting with an `[env: ...]` above reads that variable; `TENANTCTL_DATABASE_URL`,
+`TENANTCTL_DATABASE_AUTH`, `TENANTCTL_DATABASE_CA`, `TENANTCTL_SECRET_KEY`, `TENANTCTL_PG_BINDIR`,
+`TENANTCTL_PG_USER` and `TENANTCTL_LOG` are read from the environment only (docs/configuration.md).";
+
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// State directory of the local target (cluster, secret store).
     #[arg(long, global = true, env = "TENANTCTL_STATE_DIR", value_name = "DIR")]
@@ -44,11 +61,16 @@ pub struct Global {
     #[arg(long, global = true)]
     pub no_progress: bool,
     /// When to use colors (`NO_COLOR` is respected in `auto`).
-    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    #[arg(long, global = true, value_enum, env = "TENANTCTL_COLOR", default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
-    /// Output format of data printed on stdout.
-    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    /// Output format of data printed on stdout; with `json`, an error is one JSON object on stderr
+    /// (`{"schema": "tenantctl.error/v1", "kind", "message", "causes", "hints", "exit_code"}`).
+    #[arg(long, global = true, value_enum, env = "TENANTCTL_OUTPUT", default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// Tenants worked on at the same time: migrated (`migrate`), or deployed in one wave (`apply`
+    /// on the AWS target).
+    #[arg(long, global = true, env = "TENANTCTL_PARALLELISM", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallelism: u16,
     #[command(flatten)]
     pub aws: AwsArgs,
 }
@@ -65,6 +87,7 @@ pub enum TargetKind {
 /// Options of the AWS target. Credentials and region come from the standard AWS configuration chain
 /// (environment, profiles, SSO, role assumption); they are never options.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Target options")]
 pub struct AwsArgs {
     /// Which target to work on.
     #[arg(long, global = true, env = "TENANTCTL_TARGET", value_enum, default_value_t = TargetKind::Local)]
@@ -72,7 +95,8 @@ pub struct AwsArgs {
     /// Environment name (`prod`, `staging`): part of every stack name (AWS target).
     #[arg(long = "env", global = true, env = "TENANTCTL_ENV", value_name = "ENV")]
     pub environment: Option<String>,
-    /// Send every AWS call to this endpoint (an emulator such as moto); `AWS_ENDPOINT_URL` works too.
+    /// Send every AWS call to this endpoint (an emulator such as moto); AWS target. The SDK's own
+    /// `AWS_ENDPOINT_URL` (and `AWS_ENDPOINT_URL_<SERVICE>`) work too.
     #[arg(long, global = true, value_name = "URL")]
     pub endpoint_url: Option<String>,
     /// The runtime's Lambda package, s3://BUCKET/KEY (a zip holding `bootstrap`).
@@ -83,12 +107,30 @@ pub struct AwsArgs {
         value_name = "S3_URL"
     )]
     pub lambda_code: Option<crate::aws::LambdaCode>,
-    /// Lambda architecture of tenant functions.
-    #[arg(long, global = true, value_enum, default_value_t = crate::aws::Arch::Arm64)]
+    /// Lambda architecture of tenant functions; AWS target.
+    #[arg(long, global = true, value_enum, env = "TENANTCTL_ARCH", default_value_t = crate::aws::Arch::Arm64)]
     pub arch: crate::aws::Arch,
-    /// Tenants deployed at the same time (one wave); AWS target.
-    #[arg(long, global = true, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub parallelism: u16,
+}
+
+/// An isolation tier, as `move --to` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TierArg {
+    /// Rows in the shared pool under forced row-level security.
+    Pool,
+    /// A schema and login role of its own.
+    Schema,
+    /// A database (on AWS, an RDS instance) of its own.
+    Dedicated,
+}
+
+impl TierArg {
+    pub fn tier(self) -> runtime::domain::Tier {
+        match self {
+            TierArg::Pool => runtime::domain::Tier::Pool,
+            TierArg::Schema => runtime::domain::Tier::Schema,
+            TierArg::Dedicated => runtime::domain::Tier::Dedicated,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -112,41 +154,64 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
-    /// Show what `apply` would create or change, per tenant. Exits 1 when changes are pending.
+    /// Show what `apply` would create or change, per tenant.
+    ///
+    /// Exits 0 on success whether or not changes are pending (1 on error, or when a tenant's plan is
+    /// blocked); with `--detailed-exitcode`, 0 means no changes and 2 changes pending, as Terraform's.
+    /// `--out FILE` saves the plan for `tenantctl apply FILE`, which applies exactly that plan and
+    /// refuses if the manifests or the target changed since.
+    #[command(after_long_help = "Examples:
+  tenantctl plan tenants/
+  tenantctl plan --detailed-exitcode tenants/ || [ $? -eq 2 ] && echo 'changes pending'
+  tenantctl plan --out reviewed.plan tenants/ && tenantctl apply reviewed.plan")]
     Plan {
         /// Manifest files or directories (default: `tenants/`).
         paths: Vec<PathBuf>,
+        /// Exit 0 when nothing would change, 2 when changes are pending (1 stays an error).
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Save the plan (JSON, with a digest of the manifests and of what it was planned against)
+        /// to FILE, for `tenantctl apply FILE`.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Plan an offboarded tenant's onboarding again (without it, its manifest is refused).
+        #[arg(long)]
+        reactivate: bool,
     },
-    /// Create or update every tenant in the manifests; a second run reports no changes.
+    /// Create or update every tenant in the manifests, or apply a plan saved by `plan --out`; a second
+    /// run reports no changes.
+    #[command(after_long_help = "Examples:
+  tenantctl apply tenants/
+  tenantctl apply tenants/acme.yaml
+  tenantctl apply reviewed.plan        # exactly what `tenantctl plan --out reviewed.plan` showed")]
     Apply {
-        /// Manifest files or directories (default: `tenants/`).
+        /// Manifest files or directories (default: `tenants/`), or one saved plan file.
         paths: Vec<PathBuf>,
+        #[command(flatten)]
+        approve: Approve,
     },
     /// Validate, plan and apply one tenant's manifest.
+    #[command(after_long_help = "Example:\n  tenantctl onboard tenants/acme.yaml")]
     Onboard {
         /// The tenant's manifest file.
         file: PathBuf,
+        #[command(flatten)]
+        approve: Approve,
     },
     /// Bring every active tenant to the newest tenant migration, in parallel, and add each ledger's
     /// monthly partitions for this month and the next twelve (run it at least yearly); failures are
-    /// reported per tenant and do not stop the others.
-    Migrate {
-        /// Tenants migrated at the same time.
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
-        jobs: u16,
-    },
+    /// reported per tenant and do not stop the others. `--parallelism` tenants at a time.
+    #[command(after_long_help = "Example:\n  tenantctl migrate --parallelism 16")]
+    Migrate,
     /// Move a tenant to another isolation tier. Its API keeps serving reads; writes get 503 with
     /// Retry-After during the copy. Update the manifest's `tier` afterwards.
-    Move {
-        /// Tenant id.
-        tenant: String,
-        /// Destination tier: `pool`, `schema` or `dedicated`.
-        #[arg(long)]
-        to: String,
-        /// Seconds to wait for every runtime to see a registry change (at least its refresh interval).
-        #[arg(long, default_value_t = 10)]
-        drain_secs: u64,
-    },
+    ///
+    /// The copy is verified before the tenant's old home is removed; the removal asks on a terminal
+    /// (or needs `--yes`). `--dry-run` says what would be copied and removed, and changes nothing.
+    #[command(after_long_help = "Examples:
+  tenantctl move acme --to dedicated --dry-run
+  tenantctl move acme --to dedicated --yes")]
+    Move(MoveArgs),
     /// Suspend a tenant: every runtime refuses its requests within its registry refresh interval, and on
     /// AWS its function is left with no concurrency (API Gateway refuses its requests before the
     /// function runs). Its data, keys and stack are kept; `apply` keeps it suspended.
@@ -167,7 +232,11 @@ pub enum Command {
     },
     /// Export a tenant's data (one JSON-lines file per table, verified), then delete it from its tier
     /// and mark it offboarded in the registry (kept for finance). Remove its manifest first, or the
-    /// next apply onboards it again.
+    /// next apply refuses it (unless `--reactivate`).
+    #[command(after_long_help = "Examples:
+  tenantctl offboard acme --export ./out --dry-run
+  tenantctl offboard acme --export ./out            # asks on a terminal
+  tenantctl offboard acme --export ./out --yes      # CI")]
     Offboard {
         /// Tenant id.
         tenant: String,
@@ -175,14 +244,20 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         export: PathBuf,
         /// Do not ask (offboarding deletes the tenant's data once it is exported and verified).
-        #[arg(long)]
+        #[arg(long, visible_alias = "auto-approve")]
         yes: bool,
+        /// Say what would be exported and deleted; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
-    /// Show every tenant in the registry and check its database login (and, on AWS, its stack). Exits 1
-    /// on drift.
+    /// Show every tenant in the registry and check its database login (and, on AWS, its stack).
+    /// Exits 2 on drift (suspended and offboarded tenants are states, not drift).
+    #[command(
+        after_long_help = "Example:\n  tenantctl status --output json | jq '.tenants[] | select(.drift)'"
+    )]
     Status,
     /// Reconcile the registry with CloudFormation (AWS target): a stack missing, failed, orphaned, or
-    /// disagreeing with the registry. Exits 1 when drift is found.
+    /// disagreeing with the registry. Exits 2 when drift is found.
     Drift,
     /// Manage a tenant's secrets (provider keys). Values are read from stdin or a file, never from
     /// arguments. Every change is an event of the tenant's audit chain, so the deployment must be
@@ -267,6 +342,59 @@ pub enum Command {
     },
     /// Print the JSON Schema of tenant manifests.
     Schema,
+    /// Print shell completions for `tenantctl` (from the same definitions as `--help`).
+    #[command(after_long_help = "Examples:
+  tenantctl completions bash > /etc/bash_completion.d/tenantctl
+  tenantctl completions zsh > \"${fpath[1]}/_tenantctl\"
+  tenantctl completions fish > ~/.config/fish/completions/tenantctl.fish")]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (`tenantctl.1` and one per subcommand, e.g. `tenantctl-plan.1`) to a
+    /// directory.
+    #[command(
+        after_long_help = "Example:\n  tenantctl man --out /usr/local/share/man/man1 && man tenantctl-plan"
+    )]
+    Man {
+        /// Directory the pages are written to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+/// What `apply` and `onboard` may do beyond creating and updating.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Approve {
+    /// Onboard an offboarded tenant again from its manifest (a new, empty tenant under its id; its
+    /// old usage rows are kept for finance). Local target.
+    #[arg(long)]
+    pub reactivate: bool,
+    /// Allow changes that remove or replace a resource (AWS target: a change set with `Remove` or
+    /// `Replacement`; without it such a stack is left unchanged and named). Local applies never
+    /// remove anything.
+    #[arg(long, visible_alias = "auto-approve")]
+    pub yes: bool,
+}
+
+/// `tenantctl move`.
+#[derive(Debug, Args)]
+pub struct MoveArgs {
+    /// Tenant id.
+    pub tenant: String,
+    /// Destination tier.
+    #[arg(long, value_enum)]
+    pub to: TierArg,
+    /// Seconds to wait for every runtime to see a registry change (at least its refresh interval).
+    #[arg(long, default_value_t = 10)]
+    pub drain_secs: u64,
+    /// Do not ask (the tenant's old home is removed once the copy is verified).
+    #[arg(long, visible_alias = "auto-approve")]
+    pub yes: bool,
+    /// Say what would be copied and removed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

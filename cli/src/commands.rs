@@ -25,26 +25,47 @@ pub async fn run(cli: Cli) -> Result<u8> {
     let g = &cli.global;
     match cli.command {
         Command::Validate { paths } => validate(g, &paths),
-        Command::Plan { paths } if aws(g) => aws_plan(g, &paths).await,
-        Command::Apply { paths } if aws(g) => aws_apply(g, &paths).await,
-        Command::Onboard { file } if aws(g) => aws_apply(g, &[file]).await,
-        Command::Plan { paths } => plan_cmd(g, &paths).await,
-        Command::Apply { paths } => apply_cmd(g, &paths).await,
-        Command::Onboard { file } => apply_cmd(g, &[file]).await,
+        Command::Plan {
+            paths,
+            detailed_exitcode,
+            out,
+            reactivate,
+        } if aws(g) => {
+            if out.is_some() {
+                bail!(
+                    "`--out` saves plans of the local target only; on AWS each tenant's change set is the reviewed plan\nhint: review with `tenantctl plan`, then `tenantctl apply`; CloudFormation applies the change set it previewed"
+                );
+            }
+            refuse_reactivate_on_aws(reactivate)?;
+            aws_plan(g, &paths, detailed_exitcode).await
+        }
+        Command::Apply { paths, approve } if aws(g) => {
+            refuse_reactivate_on_aws(approve.reactivate)?;
+            aws_apply(g, &paths, approve.yes).await
+        }
+        Command::Onboard { file, approve } if aws(g) => {
+            refuse_reactivate_on_aws(approve.reactivate)?;
+            aws_apply(g, &[file], approve.yes).await
+        }
+        Command::Plan {
+            paths,
+            detailed_exitcode,
+            out,
+            reactivate,
+        } => plan_cmd(g, &paths, detailed_exitcode, out.as_deref(), reactivate).await,
+        Command::Apply { paths, approve } => apply_cmd(g, &paths, approve.reactivate).await,
+        Command::Onboard { file, approve } => apply_cmd(g, &[file], approve.reactivate).await,
         Command::Status => status(g).await,
-        Command::Migrate { jobs } => migrate(g, jobs.into()).await,
+        Command::Migrate => migrate(g, g.parallelism.into()).await,
         Command::Offboard {
             tenant,
             export,
             yes,
-        } => offboard(g, &tenant, &export, yes).await,
+            dry_run,
+        } => offboard(g, &tenant, &export, yes, dry_run).await,
         Command::Suspend { tenant, reason } => serving_cmd(g, &tenant, &reason, true).await,
         Command::Resume { tenant, reason } => serving_cmd(g, &tenant, &reason, false).await,
-        Command::Move {
-            tenant,
-            to,
-            drain_secs,
-        } => move_cmd(g, &tenant, &to, drain_secs).await,
+        Command::Move(args) => move_cmd(g, &args).await,
         Command::Token {
             tenant,
             operator,
@@ -73,6 +94,15 @@ pub async fn run(cli: Cli) -> Result<u8> {
                 secret_delete(g, &tenant, &name, yes).await
             }
         },
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut cmd = Cli::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "tenantctl", &mut script);
+            out(&String::from_utf8_lossy(&script))?;
+            Ok(crate::exit::OK)
+        }
+        Command::Man { out: dir } => man_pages(g, &dir),
         Command::Schema => {
             out(&manifest::raw::json_schema())?;
             Ok(0)
@@ -190,7 +220,7 @@ async fn audit_cmd(g: &Global, command: crate::args::AuditCommand) -> Result<u8>
                     },
                     b.tenant
                 );
-                return Ok(1);
+                return Ok(crate::exit::FINDINGS);
             }
             Ok(0)
         }
@@ -267,6 +297,7 @@ async fn usage_cmd(g: &Global, command: crate::args::UsageCommand) -> Result<u8>
                 confirm(
                     &format!("purging removes {total} usage rows past their retention"),
                     "purge",
+                    "--yes",
                 )?;
             }
             let removed = crate::usage::purge(&target, false).await?;
@@ -347,7 +378,7 @@ async fn usage_cmd(g: &Global, command: crate::args::UsageCommand) -> Result<u8>
                     out(&text)?;
                 }
             }
-            Ok(u8::from(bad > 0))
+            Ok(crate::exit::findings(bad > 0))
         }
     }
 }
@@ -398,7 +429,7 @@ async fn prices_cmd(g: &Global, command: crate::args::PricesCommand) -> Result<u
                 };
                 out(&line)?;
             }
-            Ok(u8::from(pending))
+            Ok(crate::exit::findings(pending))
         }
         PricesCommand::List { at, tenant } => {
             let day = at.unwrap_or_else(runtime::pricing::today);
@@ -443,9 +474,16 @@ fn default_paths(paths: &[PathBuf]) -> Vec<PathBuf> {
 
 /// Loads manifests, printing every error; `Err` carries how many failed.
 fn load(g: &Global, paths: &[PathBuf]) -> Result<Vec<TenantSpec>> {
+    Ok(load_with_files(g, paths)?
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect())
+}
+
+fn load_with_files(g: &Global, paths: &[PathBuf]) -> Result<Vec<(PathBuf, TenantSpec)>> {
     let platform = crate::platform::Platform::resolve(g.platform.as_deref())?;
     match manifest::load_all(&default_paths(paths), &platform) {
-        Ok(specs) => Ok(specs.into_iter().map(|(_, s)| s).collect()),
+        Ok(specs) => Ok(specs),
         Err(errors) => {
             if g.output == OutputFormat::Json {
                 let list: Vec<_> = errors
@@ -629,12 +667,66 @@ fn require_running(cluster: Option<&Cluster>) -> Result<()> {
     Ok(())
 }
 
-async fn compute_plan(g: &Global, paths: &[PathBuf]) -> Result<(Target, Vec<TenantSpec>, Plan)> {
-    let specs = load(g, paths)?;
+/// Writes `tenantctl.1` and `tenantctl-<sub>[-<sub>].1` for every subcommand into `dir`.
+fn man_pages(g: &Global, dir: &std::path::Path) -> Result<u8> {
+    use clap::CommandFactory as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut written = 0;
+    let mut stack = vec![("tenantctl".to_owned(), cmd)];
+    while let Some((name, cmd)) = stack.pop() {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd.clone().name(name.clone())).render(&mut page)?;
+        let file = dir.join(format!("{name}.1"));
+        std::fs::write(&file, page)
+            .with_context(|| format!("cannot write `{}`", file.display()))?;
+        written += 1;
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            stack.push((format!("{name}-{}", sub.get_name()), sub.clone()));
+        }
+    }
+    note(g, &format!("{written} man page(s) in `{}`", dir.display()));
+    Ok(crate::exit::OK)
+}
+
+/// An offboarded tenant is onboarded again on the local target only for now.
+fn refuse_reactivate_on_aws(reactivate: bool) -> Result<()> {
+    if reactivate {
+        bail!(
+            "`--reactivate` runs on the local target only: on AWS an offboarded tenant's secrets wait out their recovery window and its stack is gone\nhint: restore its secrets (`aws secretsmanager restore-secret`) and onboard it under a new id, or reactivate it on the local target"
+        );
+    }
+    Ok(())
+}
+
+/// What planning `paths` against the target found: the target, the manifests (with their files),
+/// what was observed, and the plan.
+struct Planned {
+    target: Target,
+    manifests: Vec<(PathBuf, TenantSpec)>,
+    observed: observe::Observed,
+    plan: Plan,
+}
+
+impl Planned {
+    fn specs(&self) -> Vec<TenantSpec> {
+        self.manifests.iter().map(|(_, s)| s.clone()).collect()
+    }
+}
+
+async fn compute_plan(g: &Global, paths: &[PathBuf], reactivate: bool) -> Result<Planned> {
+    let manifests = load_with_files(g, paths)?;
+    let specs: Vec<TenantSpec> = manifests.iter().map(|(_, s)| s.clone()).collect();
     let (target, cluster) = target(g).await?;
     require_running(cluster.as_ref())?;
-    let plan = plan::plan_for(&target, &specs).await?;
-    Ok((target, specs, plan))
+    let (observed, plan) = plan::observe_and_plan(&target, &specs, reactivate).await?;
+    Ok(Planned {
+        target,
+        manifests,
+        observed,
+        plan,
+    })
 }
 
 fn fleet_options(g: &Global) -> Result<crate::aws::fleet::FleetOptions> {
@@ -647,7 +739,8 @@ fn fleet_options(g: &Global) -> Result<crate::aws::fleet::FleetOptions> {
     Ok(crate::aws::fleet::FleetOptions {
         arch: g.aws.arch,
         code,
-        parallelism: usize::from(g.aws.parallelism),
+        parallelism: usize::from(g.parallelism),
+        allow_destructive: false,
     })
 }
 
@@ -666,11 +759,11 @@ async fn aws_prepare(
     let specs = load(g, paths)?;
     let opts = fleet_options(g)?;
     let (aws, target) = aws_target(g).await?;
-    let plan = plan::plan_for(&target, &specs).await?;
+    let plan = plan::plan_for(&target, &specs, false).await?;
     Ok((aws, target, specs, opts, plan))
 }
 
-async fn aws_plan(g: &Global, paths: &[PathBuf]) -> Result<u8> {
+async fn aws_plan(g: &Global, paths: &[PathBuf], detailed: bool) -> Result<u8> {
     let (aws, target, specs, opts, db_plan) = aws_prepare(g, paths).await?;
     let platform = crate::platform::Platform::resolve(g.platform.as_deref())?;
     let plan = crate::aws::fleet::plan(&aws, &target, &platform, &specs, db_plan, &opts).await?;
@@ -680,11 +773,16 @@ async fn aws_plan(g: &Global, paths: &[PathBuf]) -> Result<u8> {
         )?,
         OutputFormat::Text => out(&plan.render())?,
     }
-    Ok(if plan.has_changes() { 1 } else { 0 })
+    let blocked = plan.database.has_blocked()
+        || std::iter::once(&plan.platform)
+            .chain(&plan.stacks)
+            .any(|p| matches!(p.action, crate::aws::fleet::StackAction::Blocked(_)));
+    Ok(plan_exit(g, blocked, plan.has_changes(), detailed))
 }
 
-async fn aws_apply(g: &Global, paths: &[PathBuf]) -> Result<u8> {
-    let (aws, target, specs, opts, db_plan) = aws_prepare(g, paths).await?;
+async fn aws_apply(g: &Global, paths: &[PathBuf], yes: bool) -> Result<u8> {
+    let (aws, target, specs, mut opts, db_plan) = aws_prepare(g, paths).await?;
+    opts.allow_destructive = yes;
     let platform = crate::platform::Platform::resolve(g.platform.as_deref())?;
     let bars = crate::aws::fleet::Bars::new(
         !(g.quiet || g.no_progress || !std::io::stderr().is_terminal()),
@@ -732,7 +830,11 @@ async fn aws_apply(g: &Global, paths: &[PathBuf]) -> Result<u8> {
             .outcomes
             .iter()
             .any(|o| matches!(o.result, "failed" | "blocked"));
-        return Ok(if failed { 2 } else { 0 });
+        return Ok(if failed {
+            crate::exit::ERROR
+        } else {
+            crate::exit::OK
+        });
     }
     report_outcomes(g, &report.outcomes, "apply --target aws")
 }
@@ -759,7 +861,7 @@ async fn drift(g: &Global) -> Result<u8> {
             }
         }
     }
-    Ok(if findings.is_empty() { 0 } else { 1 })
+    Ok(crate::exit::findings(!findings.is_empty()))
 }
 
 /// Reads a secret value from a file or stdin, never from arguments; trailing newlines removed.
@@ -944,7 +1046,7 @@ async fn secret_delete(g: &Global, tenant: &str, name: &str, yes: bool) -> Resul
         );
     }
     if !yes {
-        confirm(&format!("deleting `{}`", secret.as_str()), name)?;
+        confirm(&format!("deleting `{}`", secret.as_str()), name, "--yes")?;
     }
     audited_secret_change(&target, &tenant_id, &secret, "secret.delete", || {
         store.delete(&secret)
@@ -961,17 +1063,65 @@ async fn secret_delete(g: &Global, tenant: &str, name: &str, yes: bool) -> Resul
     Ok(0)
 }
 
-async fn plan_cmd(g: &Global, paths: &[PathBuf]) -> Result<u8> {
-    let (_, _, plan) = compute_plan(g, paths).await?;
+/// The exit code of a plan: 1 when a tenant's plan is blocked (it cannot be applied as written), else
+/// 0, or with `detailed` 2 when changes are pending.
+fn plan_exit(g: &Global, blocked: bool, changes: bool, detailed: bool) -> u8 {
+    if blocked {
+        if g.output == OutputFormat::Text {
+            eprintln!(
+                "error: the plan is blocked for at least one tenant (see `blocked:` above); nothing can be applied as written"
+            );
+        }
+        crate::exit::ERROR
+    } else if detailed {
+        crate::exit::findings(changes)
+    } else {
+        crate::exit::OK
+    }
+}
+
+async fn plan_cmd(
+    g: &Global,
+    paths: &[PathBuf],
+    detailed: bool,
+    save: Option<&std::path::Path>,
+    reactivate: bool,
+) -> Result<u8> {
+    let planned = compute_plan(g, paths, reactivate).await?;
+    let plan = &planned.plan;
     match g.output {
-        OutputFormat::Json => out_json(&serde_json::to_value(&plan)?)?,
+        OutputFormat::Json => out_json(&serde_json::to_value(plan)?)?,
         OutputFormat::Text => out(&plan.render())?,
     }
-    Ok(if plan.has_changes() || plan.has_blocked() {
-        1
-    } else {
-        0
-    })
+    if let Some(file) = save {
+        if plan.has_blocked() {
+            bail!(
+                "a blocked plan is not saved\nhint: resolve what `blocked:` says above, then plan again"
+            );
+        }
+        crate::provision::saved::SavedPlan::new(
+            &planned.target,
+            &planned.manifests,
+            &planned.observed,
+            plan,
+            reactivate,
+        )?
+        .write(file)?;
+        note(
+            g,
+            &format!(
+                "Saved the plan to `{}`; `tenantctl apply {}` applies exactly this plan, and refuses if the manifests or the target changed since.",
+                file.display(),
+                file.display()
+            ),
+        );
+    }
+    Ok(plan_exit(
+        g,
+        plan.has_blocked(),
+        plan.has_changes(),
+        detailed,
+    ))
 }
 
 fn progress_bar(g: &Global) -> indicatif::ProgressBar {
@@ -986,8 +1136,38 @@ fn progress_bar(g: &Global) -> indicatif::ProgressBar {
     bar
 }
 
-async fn apply_cmd(g: &Global, paths: &[PathBuf]) -> Result<u8> {
-    let (target, specs, plan) = compute_plan(g, paths).await?;
+async fn apply_cmd(g: &Global, paths: &[PathBuf], reactivate: bool) -> Result<u8> {
+    let saved = match paths {
+        [one] => crate::provision::saved::SavedPlan::read_if_plan(one)?,
+        _ => None,
+    };
+    let planned = match &saved {
+        Some(saved) => {
+            if reactivate && !saved.reactivate {
+                bail!(
+                    "`--reactivate` cannot widen a saved plan\nhint: `tenantctl plan --reactivate --out FILE` again"
+                );
+            }
+            let files: Vec<PathBuf> = saved.manifests.iter().map(|m| m.path.clone()).collect();
+            let planned = compute_plan(g, &files, saved.reactivate).await?;
+            if let Some(why) = saved.stale(
+                &planned.target,
+                &planned.manifests,
+                &planned.observed,
+                &planned.plan,
+            )? {
+                bail!(
+                    "the saved plan `{}` is stale: {why}; nothing was applied\nhint: review the changes again with `tenantctl plan --out {}`",
+                    paths[0].display(),
+                    paths[0].display()
+                );
+            }
+            planned
+        }
+        None => compute_plan(g, paths, reactivate).await?,
+    };
+    let specs = planned.specs();
+    let (target, plan) = (planned.target, planned.plan);
     if g.output == OutputFormat::Text && !g.quiet {
         eprint!("{}", plan.render());
     }
@@ -1020,9 +1200,9 @@ fn report_outcomes(g: &Global, outcomes: &[apply::Outcome], command: &str) -> Re
         eprintln!(
             "error: {failed} tenant(s) failed; the others were done\nhint: fix the cause above and run `tenantctl {command}` again (it converges)"
         );
-        return Ok(2);
+        return Ok(crate::exit::ERROR);
     }
-    Ok(0)
+    Ok(crate::exit::OK)
 }
 
 async fn migrate(g: &Global, jobs: usize) -> Result<u8> {
@@ -1084,9 +1264,10 @@ async fn serving_cmd(g: &Global, tenant: &str, reason: &str, suspend: bool) -> R
     Ok(0)
 }
 
-async fn move_cmd(g: &Global, tenant: &str, to: &str, drain_secs: u64) -> Result<u8> {
-    let tenant = TenantId::parse(tenant).map_err(|e| anyhow::anyhow!("tenant: {e}"))?;
-    let to = runtime::domain::Tier::parse(to).map_err(|e| anyhow::anyhow!("`--to`: {e}"))?;
+async fn move_cmd(g: &Global, args: &crate::args::MoveArgs) -> Result<u8> {
+    let tenant = TenantId::parse(&args.tenant).map_err(|e| anyhow::anyhow!("tenant: {e}"))?;
+    let (drain_secs, yes, dry_run) = (args.drain_secs, args.yes, args.dry_run);
+    let to = args.to.tier();
     if aws(g) {
         bail!(
             "`tenantctl move` does not run on the AWS target yet: a tenant's function carries its data's \
@@ -1097,6 +1278,25 @@ async fn move_cmd(g: &Global, tenant: &str, to: &str, drain_secs: u64) -> Result
     }
     let (target, cluster) = target(g).await?;
     require_running(cluster.as_ref())?;
+    let preview = crate::provision::offboard::preview(&target, &tenant).await?;
+    if preview.tier != to {
+        let what = format!(
+            "moving {}\nto tier `{to}`: the old home is removed once the copy is verified",
+            preview.render()
+        );
+        if dry_run {
+            match g.output {
+                OutputFormat::Json => {
+                    out_json(&json!({"dry_run": true, "move": preview, "to": to}))?
+                }
+                OutputFormat::Text => out(&format!("{what}\n(dry run: nothing was changed)"))?,
+            }
+            return Ok(crate::exit::OK);
+        }
+        if !yes {
+            confirm(&what, tenant.as_str(), "--yes")?;
+        }
+    }
     let drain = std::time::Duration::from_secs(drain_secs);
     let report = crate::provision::moves::move_tenant(&target, &tenant, to, drain).await?;
     match g.output {
@@ -1121,11 +1321,13 @@ async fn move_cmd(g: &Global, tenant: &str, to: &str, drain_secs: u64) -> Result
     Ok(0)
 }
 
-/// Asks on the terminal for `expected` to be typed before a destructive step, or refuses (nothing
-/// done) when there is no terminal to ask on.
-fn confirm(what: &str, expected: &str) -> Result<()> {
+/// Shows what a destructive step destroys and asks on the terminal for `expected` to be typed, or
+/// refuses (nothing done) when there is no terminal to ask on, naming the flag that skips asking.
+fn confirm(what: &str, expected: &str, flag: &str) -> Result<()> {
     if !std::io::stdin().is_terminal() {
-        bail!("{what} needs confirmation\nhint: pass `--yes` (nothing was done)");
+        bail!(
+            "{what}\nthis needs confirmation and there is no terminal to ask on\nhint: pass `{flag}` (nothing was done)"
+        );
     }
     eprint!("{what}: type `{expected}` to go on: ");
     let mut answer = String::new();
@@ -1136,19 +1338,41 @@ fn confirm(what: &str, expected: &str) -> Result<()> {
     Ok(())
 }
 
-async fn offboard(g: &Global, tenant: &str, export: &std::path::Path, yes: bool) -> Result<u8> {
+async fn offboard(
+    g: &Global,
+    tenant: &str,
+    export: &std::path::Path,
+    yes: bool,
+    dry_run: bool,
+) -> Result<u8> {
     let tenant = TenantId::parse(tenant).map_err(|e| anyhow::anyhow!("tenant: {e}"))?;
-    if !yes {
-        confirm(
-            &format!(
-                "offboarding `{tenant}` deletes its data once it is exported to `{}` and verified",
-                export.display()
-            ),
-            tenant.as_str(),
-        )?;
-    }
     let (target, cluster, aws) = target_and_aws(g).await?;
     require_running(cluster.as_ref())?;
+    let preview = crate::provision::offboard::preview(&target, &tenant).await?;
+    let what = if preview.status == "offboarded" {
+        format!("`{tenant}` is offboarded already: leftovers of it are removed")
+    } else {
+        format!(
+            "offboarding {}\nis exported to `{}`, verified, then deleted{}; its usage rows are kept for retention",
+            preview.render(),
+            export.display(),
+            if aws.is_some() {
+                ", with its stack and (after the recovery window) its secrets"
+            } else {
+                ""
+            }
+        )
+    };
+    if dry_run {
+        match g.output {
+            OutputFormat::Json => out_json(&json!({"dry_run": true, "offboard": preview}))?,
+            OutputFormat::Text => out(&format!("{what}\n(dry run: nothing was changed)"))?,
+        }
+        return Ok(crate::exit::OK);
+    }
+    if !yes {
+        confirm(&what, tenant.as_str(), "--yes")?;
+    }
     // On AWS a dedicated tenant's data is on its own instance: exported from there (unless it was
     // offboarded already, and the instance went with its stack).
     let loc = crate::provision::offboard::locate(&target, &tenant).await?;
@@ -1254,6 +1478,16 @@ async fn status(g: &Global) -> Result<u8> {
         }
     }
     for (id, t) in &observed.tenants {
+        // An offboarded tenant is a state, not drift: its role and data are gone on purpose.
+        if t.status == "offboarded" {
+            let on = t.offboarded_on.clone().unwrap_or_default();
+            rows.push(json!({
+                "tenant": id, "tier": t.tier, "status": t.status, "offboarded_on": on,
+                "migrations": null, "ledger_partitions": null, "db_login": null,
+                "spec_hash": &t.spec_hash[..12.min(t.spec_hash.len())], "drift": false,
+            }));
+            continue;
+        }
         let (role, db, at, schema) = access.get(id.as_str()).cloned().unwrap_or_default();
         let login = login_check(&target, id, &role, &db, at, &schema).await;
         // Next month's ledger partition (tenant migration 0010): missing, its rows would go to the
@@ -1262,7 +1496,8 @@ async fn status(g: &Global) -> Result<u8> {
             || matches!(login, Ok(true));
         let tenant_drift = login.is_err()
             || t.migration_version < latest
-            || t.status != "active"
+            // Suspended is a state an operator chose; `read_only` is a move that did not finish.
+            || !matches!(t.status.as_str(), "active" | "suspended")
             || !partitions_ok;
         drift |= tenant_drift;
         rows.push(json!({
@@ -1299,6 +1534,14 @@ async fn status(g: &Global) -> Result<u8> {
                 }
             }
             for r in &rows {
+                if let Some(on) = r["offboarded_on"].as_str() {
+                    out(&format!(
+                        "{:<24} {:<10} offboarded on {on}",
+                        r["tenant"].as_str().unwrap_or(""),
+                        r["tier"].as_str().unwrap_or(""),
+                    ))?;
+                    continue;
+                }
                 let login = r["db_login"].as_str().unwrap_or("");
                 out(&format!(
                     "{:<24} {:<10} {:<10} {:<11} {:<8} {}",
@@ -1321,7 +1564,7 @@ async fn status(g: &Global) -> Result<u8> {
             }
         }
     }
-    Ok(if drift { 1 } else { 0 })
+    Ok(crate::exit::findings(drift))
 }
 
 /// Logs in the way the runtime will for this tenant (its own role, on every tier; its database) with
@@ -1364,12 +1607,28 @@ async fn binding_of(target: &Target, tenant: &TenantId) -> Result<IdentityBindin
     let client = target.admin().await?;
     let row = client
         .query_opt(
-            "SELECT issuer, audience, tenant_claim FROM control.tenants WHERE tenant_id = $1 AND status = 'active'",
+            "SELECT issuer, audience, tenant_claim, status, \
+                    to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') \
+               FROM control.tenants WHERE tenant_id = $1",
             &[&tenant.as_str()],
         )
         .await
         .context("reading the tenant registry")?
         .with_context(|| format!("tenant `{tenant}` is not onboarded\nhint: run `tenantctl onboard tenants/{tenant}.yaml`"))?;
+    let status: String = row.get(3);
+    match status.as_str() {
+        "active" => {}
+        "offboarded" => bail!(
+            "tenant `{tenant}` was offboarded on {}; it has no data and no API left to call\nhint: onboarding it again is explicit: `tenantctl apply --reactivate tenants/{tenant}.yaml`",
+            row.get::<_, String>(4)
+        ),
+        "suspended" => bail!(
+            "tenant `{tenant}` is suspended; the API refuses every token of it\nhint: `tenantctl resume {tenant}` first"
+        ),
+        other => bail!(
+            "tenant `{tenant}` is `{other}` (a tier move in progress?)\nhint: wait for `tenantctl move` to finish"
+        ),
+    }
     let binding = IdentityBinding {
         issuer: row.get(0),
         audience: row.get(1),
@@ -1518,7 +1777,8 @@ async fn up_inner(
     target.ensure_database().await?;
     let ids: Vec<TenantId> = specs.iter().map(|s| s.id.clone()).collect();
     let observed = observe::observe(target, observe::Scope::Only(&ids)).await?;
-    let plan = plan::plan(specs, &observed, &target.namespace, &target.endpoint.dbname);
+    let mut plan = plan::plan(specs, &observed, &target.namespace, &target.endpoint.dbname);
+    plan::refuse_offboarded(&mut plan, &observed);
     note(g, &plan.render());
     let outcomes = apply::apply(target, &plan, specs, &progress_bar(g)).await?;
     if let Some(bad) = outcomes
@@ -1617,7 +1877,7 @@ async fn local(g: &Global, command: LocalCommand) -> Result<u8> {
                     target.endpoint.dbname
                 ))?,
             }
-            Ok(if st.running { 0 } else { 1 })
+            Ok(crate::exit::findings(!st.running))
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod args;
 pub mod aws;
 pub mod commands;
 pub mod devidp;
+pub mod exit;
 pub mod local;
 pub mod manifest;
 pub mod platform;

@@ -1,12 +1,32 @@
-//! The `tenantctl` binary: parses the command line, runs the command, prints `error:`/`hint:` lines and
-//! maps the outcome to the documented exit code.
+//! The `tenantctl` binary: parses the command line, runs the command, prints `error:`/`hint:` lines
+//! (or, with `--output json`, one JSON error object on stderr) and maps the outcome to the documented
+//! exit code (`cli::exit`).
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = cli::args::Cli::parse();
+    let cli = match cli::args::Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version are not errors; every other parse error exits 1, as any other error.
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::from(cli::exit::OK);
+        }
+        Err(e) => {
+            if json_requested() {
+                let text = e.render().to_string();
+                let text = text.trim().trim_start_matches("error: ");
+                let err = anyhow::anyhow!("{text}");
+                eprintln!("{}", cli::exit::error_json("usage", &err));
+            } else {
+                let _ = e.print();
+            }
+            return ExitCode::from(cli::exit::ERROR);
+        }
+    };
+    let json = cli.global.output == cli::args::OutputFormat::Json;
     let filter = match (cli.global.quiet, cli.global.verbose) {
         (true, _) => "error",
         // An idle pooled connection closed by a stopping cluster is not worth a warning; real
@@ -40,16 +60,31 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(cli::exit::ERROR);
         }
     };
     match runtime.block_on(cli::commands::run(cli)) {
         Ok(code) => ExitCode::from(code),
+        Err(err) if json => {
+            eprintln!("{}", cli::exit::error_json("error", &err));
+            ExitCode::from(cli::exit::ERROR)
+        }
         Err(err) => {
             let text = format!("{err:#}");
             let red = console::style("error").red().bold();
             eprintln!("{red}: {text}");
-            ExitCode::from(2)
+            ExitCode::from(cli::exit::ERROR)
         }
     }
+}
+
+/// Whether the command line (or `TENANTCTL_OUTPUT`) asks for JSON, read without clap: for the
+/// errors clap itself finds.
+fn json_requested() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = args
+        .windows(2)
+        .any(|w| w[0] == "--output" && w[1] == "json")
+        || args.iter().any(|a| a == "--output=json");
+    flag || std::env::var("TENANTCTL_OUTPUT").is_ok_and(|v| v == "json")
 }

@@ -1,8 +1,8 @@
-//! `tenant-runtime`: runs the runtime from a JSON config: inline in `TENANT_RUNTIME_CONFIG_JSON` (a
-//! Lambda's environment) or in the file named by `TENANT_RUNTIME_CONFIG`.
+//! `tenant-runtime`: runs the runtime from a JSON config: inline in `TENANTCTL_RUNTIME_CONFIG_JSON` (a
+//! Lambda's environment) or in the file named by `TENANTCTL_RUNTIME_CONFIG`.
 //!
 //! On AWS Lambda (`AWS_LAMBDA_RUNTIME_API` is set) it serves Lambda events; otherwise it listens on
-//! `TENANT_RUNTIME_LISTEN` (default `127.0.0.1:8080`).
+//! `TENANTCTL_RUNTIME_LISTEN` (default `127.0.0.1:8080`).
 
 use std::process::ExitCode;
 
@@ -28,13 +28,13 @@ async fn main() -> ExitCode {
 async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // Inline JSON (a Lambda's environment) or a file path (a server).
     let text = match (
-        std::env::var("TENANT_RUNTIME_CONFIG_JSON"),
-        std::env::var_os("TENANT_RUNTIME_CONFIG"),
+        std::env::var("TENANTCTL_RUNTIME_CONFIG_JSON"),
+        std::env::var_os("TENANTCTL_RUNTIME_CONFIG"),
     ) {
         (Ok(json), _) => json,
         (Err(_), Some(path)) => std::fs::read_to_string(&path)?,
         (Err(_), None) => {
-            return Err("set `TENANT_RUNTIME_CONFIG` (a JSON file) or `TENANT_RUNTIME_CONFIG_JSON` (inline JSON)".into());
+            return Err("set `TENANTCTL_RUNTIME_CONFIG` (a JSON file) or `TENANTCTL_RUNTIME_CONFIG_JSON` (inline JSON)".into());
         }
     };
     let config: runtime::RuntimeConfig = serde_json::from_str(&text)?;
@@ -43,7 +43,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         runtime::http::run_lambda(state).await?;
         return Ok(());
     }
-    let addr = std::env::var("TENANT_RUNTIME_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into());
+    let addr =
+        std::env::var("TENANTCTL_RUNTIME_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     tracing::info!(%addr, "listening");
     runtime::http::serve_local(listener, state, async {

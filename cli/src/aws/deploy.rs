@@ -37,6 +37,9 @@ pub struct StackRequest {
     /// The template's digest (its `TenantctlDigest` output), if it has one: a settled stack with the
     /// same digest and parameters is unchanged, known without a change set.
     pub digest: Option<String>,
+    /// Execute a change set that removes or (maybe) replaces a resource. Without it such a change set
+    /// is deleted unexecuted and the deploy fails naming the resources (`apply --yes` allows it).
+    pub allow_destructive: bool,
 }
 
 /// A stack as `DescribeStacks` shows it.
@@ -324,6 +327,20 @@ pub struct ResourceChange {
 }
 
 impl ResourceChange {
+    /// What this change destroys, in words (`remove X (Type)`, `replace X (Type)`), if anything.
+    pub fn destroys(&self) -> Option<String> {
+        let verb = match (self.action.as_str(), self.replacement.as_deref()) {
+            ("Remove", _) => "remove",
+            (_, Some("True")) => "replace",
+            (_, Some("Conditional")) => "maybe replace",
+            _ => return None,
+        };
+        Some(format!(
+            "{verb} `{}` ({})",
+            self.logical_id, self.resource_type
+        ))
+    }
+
     fn from_sdk(c: &aws_sdk_cloudformation::types::Change) -> Option<Self> {
         let r = c.resource_change()?;
         Some(Self {
@@ -392,9 +409,29 @@ async fn change_set(
     polling: Polling,
     report: &(dyn Fn(&str) + Sync),
 ) -> Result<Outcome> {
-    let Some((cs_name, _)) = computed_change_set(client, req, kind.clone(), polling).await? else {
+    let Some((cs_name, changes)) = computed_change_set(client, req, kind.clone(), polling).await?
+    else {
         return Ok(Outcome::NoChanges);
     };
+    let destructive: Vec<String> = changes
+        .iter()
+        .filter_map(ResourceChange::destroys)
+        .collect();
+    if !req.allow_destructive && !destructive.is_empty() {
+        let _ = with_backoff(|| {
+            client
+                .delete_change_set()
+                .stack_name(&req.name)
+                .change_set_name(&cs_name)
+                .send()
+        })
+        .await;
+        bail!(
+            "stack `{}` would {}; nothing was changed in it\nhint: review it with `tenantctl plan`, then apply with `--yes` to allow it",
+            req.name,
+            destructive.join(", ")
+        );
+    }
     report(&format!("executing change set {cs_name}"));
     with_backoff(|| {
         client

@@ -243,6 +243,8 @@ pub struct FleetOptions {
     pub arch: Arch,
     pub code: LambdaCode,
     pub parallelism: usize,
+    /// Execute change sets that remove or replace resources (`apply --yes`).
+    pub allow_destructive: bool,
 }
 
 /// The tenants the registry has suspended (none before the control plane exists): their stacks are
@@ -297,6 +299,7 @@ pub fn tenant_request(
         keep_parameters: Vec::new(),
         tags: tenant_tags(spec),
         digest: Some(rendered.digest),
+        allow_destructive: opts.allow_destructive,
     })
 }
 
@@ -400,6 +403,8 @@ pub fn platform_request(aws: &Aws, platform: &Platform) -> Result<StackRequest> 
         keep_parameters: Vec::new(),
         tags,
         digest: Some(rendered.digest),
+        // `apply` sets it from its options; elsewhere the platform stack is never torn down.
+        allow_destructive: false,
     })
 }
 
@@ -705,7 +710,10 @@ pub async fn apply(
         ..aws.polling
     };
     check_bedrock_regions(specs, &aws.region)?;
-    let platform_req = platform_request(aws, platform)?;
+    let platform_req = StackRequest {
+        allow_destructive: opts.allow_destructive,
+        ..platform_request(aws, platform)?
+    };
     let platform_bar = bars.tenant(&platform_req.name);
     let report = |s: &str| platform_bar.set_message(s.to_owned());
     let platform_outcome = deploy::deploy(&aws.cfn, &platform_req, polling, &report)
@@ -831,6 +839,8 @@ pub async fn offboard(
                     .collect(),
                 tags: state.tags.clone(),
                 digest: None,
+                // Offboarding was confirmed; this change set only lifts deletion protection.
+                allow_destructive: true,
             };
             deploy::deploy(&aws.cfn, &req, aws.polling, &report)
                 .await

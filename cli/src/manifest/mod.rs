@@ -140,6 +140,16 @@ impl TenantSpec {
         source: &str,
         platform: &Platform,
     ) -> Result<Self, ManifestError> {
+        Self::from_source_all(file, source, platform).map_err(|mut all| all.swap_remove(0))
+    }
+
+    /// Parses one manifest's text and names every problem found (never an empty list): a syntax
+    /// error stops at itself; otherwise each field is checked on its own, then every value rule.
+    pub fn from_source_all(
+        file: &Path,
+        source: &str,
+        platform: &Platform,
+    ) -> Result<Self, Vec<ManifestError>> {
         let raw = parse_raw(file, source)?;
         Checker {
             file,
@@ -149,69 +159,336 @@ impl TenantSpec {
         .build(raw)
     }
 
-    /// Reads and parses one manifest file.
-    pub fn from_file(file: &Path, platform: &Platform) -> Result<Self, ManifestError> {
-        let source = std::fs::read_to_string(file).map_err(|e| ManifestError {
-            file: file.to_owned(),
-            line: None,
-            column: None,
-            path: String::new(),
-            message: format!("cannot read the file: {e}"),
-            hint: Some(
-                "check the path; `tenantctl validate` takes manifest files or directories".into(),
-            ),
+    /// Reads and parses one manifest file, naming every problem in it.
+    pub fn from_file_all(file: &Path, platform: &Platform) -> Result<Self, Vec<ManifestError>> {
+        let source = std::fs::read_to_string(file).map_err(|e| {
+            vec![ManifestError {
+                file: file.to_owned(),
+                line: None,
+                column: None,
+                path: String::new(),
+                message: format!("cannot read the file: {e}"),
+                hint: Some(
+                    "check the path; `tenantctl validate` takes manifest files or directories"
+                        .into(),
+                ),
+            }]
         })?;
-        Self::from_source(file, &source, platform)
+        Self::from_source_all(file, &source, platform)
+    }
+
+    /// Reads and parses one manifest file (its first problem).
+    pub fn from_file(file: &Path, platform: &Platform) -> Result<Self, ManifestError> {
+        Self::from_file_all(file, platform).map_err(|mut all| all.swap_remove(0))
     }
 }
 
-fn parse_raw(file: &Path, source: &str) -> Result<RawManifest, ManifestError> {
+/// Makes a deserializer's message read as the manifest's: no path prefix, no Rust type names, and
+/// a hint that fits.
+fn humanize(path: &str, message: &str) -> (String, String) {
+    let mut message = message.to_owned();
+    // serde_norway appends " at line L column C"; the location is printed separately.
+    if let Some(i) = message.find(" at line ") {
+        message.truncate(i);
+    }
+    // serde_norway prefixes some messages with the path (or a parent of it).
+    let mut prefix = path;
+    loop {
+        if let Some(rest) = message.strip_prefix(&format!("{prefix}: ")) {
+            message = rest.to_owned();
+            break;
+        }
+        match prefix.rfind('.') {
+            Some(i) => prefix = &prefix[..i],
+            None => break,
+        }
+    }
+    for (rust, human) in [
+        ("expected u32", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected a string", "expected text"),
+    ] {
+        message = message.replace(rust, human);
+    }
+    let hint = if message.contains("unknown field") {
+        "remove the field or fix its spelling; `docs/manifest.schema.json` lists every field"
+    } else if message.contains("missing field") {
+        "add the field; see `tenants/acme.yaml` for a complete example"
+    } else if message.contains("unknown variant") {
+        "use one of the values listed above"
+    } else if message.contains("invalid type") || message.contains("did not match any variant") {
+        "check the value's type against `docs/manifest.schema.json`"
+    } else {
+        "fix the value; `docs/manifest.schema.json` describes every field"
+    };
+    (message, hint.to_owned())
+}
+
+/// `line L column C` at the end of `text`, if it is there.
+fn trailing_mark(text: &str) -> Option<(usize, usize)> {
+    let at = text.rfind(" at line ")?;
+    let rest = &text[at + " at line ".len()..];
+    let (line, column) = rest.split_once(" column ")?;
+    Some((line.trim().parse().ok()?, column.trim().parse().ok()?))
+}
+
+/// A YAML syntax error, located where the problem starts: an unclosed quote or bracket at its
+/// opening, not at the end of the file where the parser gave up. No field is named: the parser
+/// had not reached one.
+fn syntax_error(file: &Path, source: &str, err: &serde_norway::Error) -> ManifestError {
+    let text = err.to_string();
+    let (problem, context) = match text.split_once(", while ") {
+        Some((p, c)) => (p.to_owned(), Some(c.to_owned())),
+        None => (text.clone(), None),
+    };
+    let mut at = err.location().map(|l| (l.line(), l.column()));
+    let mut message = match problem.find(" at line ") {
+        Some(i) => problem[..i].to_owned(),
+        None => problem.clone(),
+    };
+    let mut hint = "fix the YAML syntax at that position".to_owned();
+    // A quote left open swallows the lines after it until the next quote; the parser then fails
+    // there. The quote that was left open is the place to fix.
+    if let Some(opened) = at.and_then(|(line, _)| unclosed_quote(source, line)) {
+        let (line, column) = at.unwrap_or_default();
+        return ManifestError {
+            file: file.to_owned(),
+            line: Some(opened.0),
+            column: Some(opened.1),
+            path: String::new(),
+            message: format!(
+                "a quoted value starts here and is not closed on its line (the YAML parser gave up at {line}:{column}: {message})"
+            ),
+            hint: Some("close the quote on the same line".into()),
+        };
+    }
+    if message.contains("tab character") {
+        hint = "indent with spaces: YAML does not allow tabs for indentation".into();
+    }
+    if let Some(context) = &context {
+        let opened = trailing_mark(context);
+        let what = match context.find(" at line ") {
+            Some(i) => &context[..i],
+            None => context.as_str(),
+        };
+        if message.contains("unexpected end of stream") && opened.is_some() {
+            at = opened;
+            let thing = what
+                .trim_start_matches("scanning ")
+                .trim_start_matches("parsing ");
+            message = format!("{thing} starts here and is never closed (the file ends first)");
+            hint = "close it (a quote with the same quote, `[` with `]`, `{` with `}`)".into();
+        }
+    }
+    ManifestError {
+        file: file.to_owned(),
+        line: at.map(|a| a.0),
+        column: at.map(|a| a.1),
+        path: String::new(),
+        message,
+        hint: Some(hint),
+    }
+}
+
+/// The manifest's top-level fields, in the order `docs/manifest.schema.json` lists them.
+const TOP_LEVEL_FIELDS: [&str; 10] = [
+    "version",
+    "id",
+    "display_name",
+    "tier",
+    "identity",
+    "models",
+    "budget",
+    "rate_limits",
+    "tags",
+    "retention",
+];
+
+/// From a key's position to its value's, when the value is on the key's line (`key: value`).
+fn value_start(source: &str, (line, column): (usize, usize)) -> (usize, usize) {
+    let Some(text) = source.lines().nth(line.saturating_sub(1)) else {
+        return (line, column);
+    };
+    let rest = text.get(column.saturating_sub(1)..).unwrap_or_default();
+    match rest.find(':') {
+        Some(colon) => {
+            let after = &rest[colon + 1..];
+            let value = after.trim_start();
+            if value.is_empty() || value.starts_with('#') {
+                (line, column)
+            } else {
+                (line, column + colon + 1 + (after.len() - value.len()))
+            }
+        }
+        None => (line, column),
+    }
+}
+
+/// The first quoted value that is not closed on its own line, at or before `line`: where an
+/// unclosed quote starts (the parser reports it later, where the next quote confused it).
+fn unclosed_quote(source: &str, line: usize) -> Option<(usize, usize)> {
+    for (i, text) in source.lines().enumerate().take(line) {
+        let t = text.trim_start();
+        if t.starts_with('#') {
+            continue;
+        }
+        let start = match (text.find(": "), t.strip_prefix("- ")) {
+            (_, Some(_)) => text.find("- ").map(|p| p + 2),
+            (Some(p), None) => Some(p + 2),
+            (None, None) => None,
+        };
+        let Some(start) = start else { continue };
+        let value = text[start..].trim_start();
+        let offset = text.len() - value.len();
+        let Some(quote) = value.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            continue;
+        };
+        let body = &value[1..];
+        let closed = if quote == '"' {
+            let mut escaped = false;
+            body.chars().any(|c| {
+                let end = c == '"' && !escaped;
+                escaped = c == '\\' && !escaped;
+                end
+            })
+        } else {
+            body.replace("''", "").contains('\'')
+        };
+        if !closed {
+            return Some((i + 1, offset + 1));
+        }
+    }
+    None
+}
+
+fn segments(path: &serde_path_to_error::Path) -> Vec<Seg> {
+    path.iter()
+        .filter_map(|s| match s {
+            serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+            serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+            serde_path_to_error::Segment::Enum { variant } => Some(Seg::Key(variant.clone())),
+            serde_path_to_error::Segment::Unknown => None,
+        })
+        .collect()
+}
+
+/// Each top-level field of `value` deserialized on its own, so one run names every field that has
+/// the wrong shape, plus unknown and missing fields.
+fn field_errors(file: &Path, source: &str, value: &serde_norway::Value) -> Vec<ManifestError> {
+    use raw::{RawBudget, RawIdentity, RawModels, RawRateLimits, RawRetention};
+    fn check<T: serde::de::DeserializeOwned>(
+        file: &Path,
+        source: &str,
+        field: &str,
+        value: &serde_norway::Value,
+    ) -> Option<ManifestError> {
+        let err = serde_path_to_error::deserialize::<_, T>(value.clone()).err()?;
+        let mut path = vec![key(field)];
+        path.extend(segments(err.path()));
+        let shown = display_path(&path);
+        let (message, hint) = humanize(&shown, &err.into_inner().to_string());
+        // A wrong value is pointed at; an unknown field at its key.
+        let at = locate(source, &path).map(|at| {
+            if message.contains("unknown field") {
+                at
+            } else {
+                value_start(source, at)
+            }
+        });
+        Some(ManifestError {
+            file: file.to_owned(),
+            line: at.map(|a| a.0),
+            column: at.map(|a| a.1),
+            path: shown,
+            message,
+            hint: Some(hint),
+        })
+    }
+    let Some(map) = value.as_mapping() else {
+        return Vec::new();
+    };
+    let mut errors = Vec::new();
+    let mut seen = Vec::new();
+    for (k, v) in map {
+        let Some(name) = k.as_str() else { continue };
+        seen.push(name);
+        let found = match name {
+            "version" => check::<u32>(file, source, name, v),
+            "id" | "display_name" => check::<String>(file, source, name, v),
+            "tier" => check::<RawTier>(file, source, name, v),
+            "identity" => check::<RawIdentity>(file, source, name, v),
+            "models" => check::<RawModels>(file, source, name, v),
+            "budget" => check::<RawBudget>(file, source, name, v),
+            "rate_limits" => check::<RawRateLimits>(file, source, name, v),
+            "tags" => check::<BTreeMap<String, String>>(file, source, name, v),
+            "retention" => check::<RawRetention>(file, source, name, v),
+            other => {
+                let at = locate(source, &[key(other)]);
+                Some(ManifestError {
+                    file: file.to_owned(),
+                    line: at.map(|a| a.0),
+                    column: at.map(|a| a.1),
+                    path: other.to_owned(),
+                    message: format!(
+                        "unknown field `{other}`, expected one of {}",
+                        TOP_LEVEL_FIELDS
+                            .iter()
+                            .map(|f| format!("`{f}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    hint: Some(humanize(other, "unknown field").1),
+                })
+            }
+        };
+        errors.extend(found);
+    }
+    for required in TOP_LEVEL_FIELDS
+        .into_iter()
+        .filter(|f| !matches!(*f, "identity" | "rate_limits"))
+    {
+        if !seen.contains(&required) {
+            errors.push(ManifestError {
+                file: file.to_owned(),
+                line: None,
+                column: None,
+                path: String::new(),
+                message: format!("missing field `{required}`"),
+                hint: Some(humanize("", "missing field").1),
+            });
+        }
+    }
+    errors
+}
+
+fn parse_raw(file: &Path, source: &str) -> Result<RawManifest, Vec<ManifestError>> {
+    let value: serde_norway::Value =
+        serde_norway::from_str(source).map_err(|e| vec![syntax_error(file, source, &e)])?;
     let de = serde_norway::Deserializer::from_str(source);
     serde_path_to_error::deserialize::<_, RawManifest>(de).map_err(|err| {
+        let all = field_errors(file, source, &value);
+        if !all.is_empty() {
+            return all;
+        }
         let path = err.path().to_string();
+        let path = if path == "." { String::new() } else { path };
         let inner = err.into_inner();
         let location = inner.location();
-        let mut message = inner.to_string();
-        // serde_norway appends " at line L column C"; the location is printed separately.
-        if let Some(i) = message.find(" at line ") {
-            message.truncate(i);
-        }
-        let path = if path == "." { String::new() } else { path };
-        // serde_norway prefixes some messages with the path (or a parent of it).
-        let mut prefix = path.as_str();
-        loop {
-            if let Some(rest) = message.strip_prefix(&format!("{prefix}: ")) {
-                message = rest.to_owned();
-                break;
-            }
-            match prefix.rfind('.') {
-                Some(i) => prefix = &prefix[..i],
-                None => break,
-            }
-        }
-        for (rust, human) in [("expected u32", "expected a whole number"), ("expected u64", "expected a whole number"), ("expected a string", "expected text")] {
-            message = message.replace(rust, human);
-        }
-        let hint = if message.contains("unknown field") {
-            Some("remove the field or fix its spelling; `docs/manifest.schema.json` lists every field".into())
-        } else if message.contains("missing field") {
-            Some("add the field; see `tenants/acme.yaml` for a complete example".into())
-        } else if message.contains("unknown variant") {
-            Some("use one of the values listed above".into())
-        } else if message.contains("invalid type") {
-            Some("check the value's type against `docs/manifest.schema.json`".into())
-        } else {
-            Some("fix the YAML syntax at that position".into())
-        };
-        ManifestError {
+        let (message, hint) = humanize(&path, &inner.to_string());
+        vec![ManifestError {
             file: file.to_owned(),
             line: location.as_ref().map(|l| l.line()),
             column: location.as_ref().map(|l| l.column()),
             path,
             message,
-            hint,
-        }
+            hint: Some(hint),
+        }]
     })
+}
+
+/// The value of a check that passed; a failed check's error is kept for the report.
+fn keep<T>(errs: &mut Vec<ManifestError>, r: Result<T, ManifestError>) -> Option<T> {
+    r.map_err(|e| errs.push(e)).ok()
 }
 
 struct Checker<'a> {
@@ -242,39 +519,49 @@ impl Checker<'_> {
         }
     }
 
-    fn build(&self, raw: RawManifest) -> Result<TenantSpec, ManifestError> {
+    fn build(&self, raw: RawManifest) -> Result<TenantSpec, Vec<ManifestError>> {
+        // Every check runs, so one run names every problem of the file.
+        let mut errs: Vec<ManifestError> = Vec::new();
         if raw.version != 1 {
-            return Err(self.err(
-                vec![key("version")],
-                format!("unsupported manifest version {}", raw.version),
-                "this tenantctl reads `version: 1`",
-            ));
+            keep(
+                &mut errs,
+                Err::<(), _>(self.err(
+                    vec![key("version")],
+                    format!("unsupported manifest version {}", raw.version),
+                    "this tenantctl reads `version: 1`",
+                )),
+            );
         }
-        let id = TenantId::parse(&raw.id)
-            .map_err(|e| self.err(vec![key("id")], e.0, "example: `id: acme-health`"))?;
+        let id = keep(
+            &mut errs,
+            TenantId::parse(&raw.id)
+                .map_err(|e| self.err(vec![key("id")], e.0, "example: `id: acme-health`")),
+        );
         let display_name = raw.display_name.trim().to_owned();
         if display_name.is_empty()
             || display_name.chars().count() > 100
             || display_name.chars().any(char::is_control)
         {
-            return Err(self.err(
-                vec![key("display_name")],
-                "display name must be 1-100 printable characters",
-                "example: `display_name: Acme Health`",
-            ));
+            keep(
+                &mut errs,
+                Err::<(), _>(self.err(
+                    vec![key("display_name")],
+                    "display name must be 1-100 printable characters",
+                    "example: `display_name: Acme Health`",
+                )),
+            );
         }
         let tier = match raw.tier {
             RawTier::Pool => Tier::Pool,
             RawTier::Schema => Tier::Schema,
             RawTier::Dedicated => Tier::Dedicated,
         };
-        let identity = self.identity(raw.identity)?;
-        let models = self.models(raw.models)?;
-        let monthly_budget = self.money("monthly_usd", raw.budget.monthly_usd)?;
+        let identity = keep(&mut errs, self.identity(raw.identity));
+        let models = keep(&mut errs, self.models(raw.models));
+        let monthly_budget = keep(&mut errs, self.money("monthly_usd", raw.budget.monthly_usd));
         let subject_monthly_budget = match raw.budget.per_subject_monthly_usd {
             None => None,
-            Some(m) => {
-                let per_subject = self.money("per_subject_monthly_usd", m)?;
+            Some(m) => keep(&mut errs, self.money("per_subject_monthly_usd", m).and_then(|per_subject| {
                 if per_subject.0 <= 0 {
                     return Err(self.err(
                         vec![key("budget"), key("per_subject_monthly_usd")],
@@ -282,40 +569,57 @@ impl Checker<'_> {
                         "give each subject more than $0, or leave `per_subject_monthly_usd` out",
                     ));
                 }
-                if per_subject > monthly_budget {
-                    return Err(self.err(
+                match monthly_budget {
+                    Some(monthly) if per_subject > monthly => Err(self.err(
                         vec![key("budget"), key("per_subject_monthly_usd")],
                         format!(
-                            "{per_subject} for each subject is more than the tenant's whole monthly budget ({monthly_budget})"
+                            "{per_subject} for each subject is more than the tenant's whole monthly budget ({monthly})"
                         ),
                         "make it at most `budget.monthly_usd`, or leave it out (the tenant's budget applies alone)",
-                    ));
+                    )),
+                    _ => Ok(per_subject),
                 }
-                Some(per_subject)
-            }
+            })),
         };
         let rl = raw.rate_limits;
         if !(1..=1_000_000).contains(&rl.requests_per_minute) {
-            return Err(self.err(
-                vec![key("rate_limits"), key("requests_per_minute")],
-                format!("{} is out of range", rl.requests_per_minute),
-                "use a number from 1 to 1000000",
-            ));
+            keep(
+                &mut errs,
+                Err::<(), _>(self.err(
+                    vec![key("rate_limits"), key("requests_per_minute")],
+                    format!("{} is out of range", rl.requests_per_minute),
+                    "use a number from 1 to 1000000",
+                )),
+            );
         }
         if !(1..=1_000_000_000).contains(&rl.tokens_per_minute) {
-            return Err(self.err(
-                vec![key("rate_limits"), key("tokens_per_minute")],
-                format!("{} is out of range", rl.tokens_per_minute),
-                "use a number from 1 to 1000000000",
-            ));
+            keep(
+                &mut errs,
+                Err::<(), _>(self.err(
+                    vec![key("rate_limits"), key("tokens_per_minute")],
+                    format!("{} is out of range", rl.tokens_per_minute),
+                    "use a number from 1 to 1000000000",
+                )),
+            );
         }
-        let tags = self.tags(raw.tags)?;
+        let tags = keep(&mut errs, self.tags(raw.tags));
         if !(1..=3650).contains(&raw.retention.usage_days) {
-            return Err(self.err(
-                vec![key("retention"), key("usage_days")],
-                format!("{} days is out of range", raw.retention.usage_days),
-                "use a number of days from 1 to 3650",
-            ));
+            keep(
+                &mut errs,
+                Err::<(), _>(self.err(
+                    vec![key("retention"), key("usage_days")],
+                    format!("{} days is out of range", raw.retention.usage_days),
+                    "use a number of days from 1 to 3650",
+                )),
+            );
+        }
+        let (Some(id), Some(identity), Some(models), Some(monthly_budget), Some(tags)) =
+            (id, identity, models, monthly_budget, tags)
+        else {
+            return Err(errs);
+        };
+        if !errs.is_empty() {
+            return Err(errs);
         }
         Ok(TenantSpec {
             id,
@@ -719,7 +1023,26 @@ pub fn load_all(
     }
     let mut specs: Vec<(PathBuf, TenantSpec)> = Vec::new();
     for file in files {
-        match TenantSpec::from_file(&file, platform) {
+        match TenantSpec::from_file_all(&file, platform) {
+            Ok(spec) if file.file_stem().and_then(|s| s.to_str()) != Some(spec.id.as_str()) => {
+                let source = std::fs::read_to_string(&file).unwrap_or_default();
+                let at = locate(&source, &[key("id")]);
+                errors.push(ManifestError {
+                    file: file.clone(),
+                    line: at.map(|a| a.0),
+                    column: at.map(|a| a.1),
+                    path: "id".into(),
+                    message: format!(
+                        "the file is named `{}` but declares tenant `{}`",
+                        file.file_name().and_then(|n| n.to_str()).unwrap_or_default(),
+                        spec.id
+                    ),
+                    hint: Some(format!(
+                        "rename the file to `{}.yaml` (one manifest per tenant, named after its id, so a reviewer finds a tenant by name and a copied file cannot silently redefine another tenant)",
+                        spec.id
+                    )),
+                });
+            }
             Ok(spec) => {
                 if let Some((other, _)) = specs.iter().find(|(_, s)| s.id == spec.id) {
                     let source = std::fs::read_to_string(&file).unwrap_or_default();
@@ -743,7 +1066,7 @@ pub fn load_all(
                     specs.push((file, spec));
                 }
             }
-            Err(e) => errors.push(e),
+            Err(e) => errors.extend(e),
         }
     }
     if paths.iter().all(|p| p.is_dir()) && specs.is_empty() && errors.is_empty() {

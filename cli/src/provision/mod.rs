@@ -11,6 +11,7 @@ pub mod moves;
 pub mod observe;
 pub mod offboard;
 pub mod plan;
+pub mod saved;
 pub mod suspend;
 
 use std::path::PathBuf;

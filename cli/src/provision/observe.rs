@@ -32,6 +32,9 @@ pub struct ObservedTenant {
     /// database are not looked for on this one.
     #[serde(default)]
     pub own_server: bool,
+    /// The day (UTC, `YYYY-MM-DD`) an offboarded tenant was offboarded.
+    #[serde(default)]
+    pub offboarded_on: Option<String>,
 }
 
 /// Everything the planner needs to know about a target.
@@ -66,7 +69,9 @@ pub async fn observe(target: &Target, scope: Scope<'_>) -> Result<Observed> {
         for row in client
             // `db_host` through JSON: a control plane from before the column still answers.
             .query(
-                "SELECT tenant_id, tier, status, (to_jsonb(t) ->> 'db_host') IS NOT NULL \
+                "SELECT tenant_id, tier, status, (to_jsonb(t) ->> 'db_host') IS NOT NULL, \
+                        CASE WHEN status = 'offboarded' \
+                             THEN to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') END \
                    FROM control.tenants t",
                 &[],
             )
@@ -87,6 +92,7 @@ pub async fn observe(target: &Target, scope: Scope<'_>) -> Result<Observed> {
                     spec_hash: String::new(),
                     migration_version: 0,
                     own_server: row.get(3),
+                    offboarded_on: row.get(4),
                 },
             );
         }

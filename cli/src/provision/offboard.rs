@@ -57,6 +57,71 @@ pub async fn locate(target: &Target, tenant: &TenantId) -> Result<Location> {
     })
 }
 
+/// What a destructive step (`offboard`, `move`) would remove, for its confirmation and `--dry-run`:
+/// where the tenant's data lives and how many rows each of its tables holds there.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preview {
+    pub tenant: TenantId,
+    pub tier: Tier,
+    pub status: String,
+    /// The tenant's home in words: its rows in the pool, its schema, its database.
+    pub home: String,
+    /// Rows per table; `None` when the data is on a server of its own (not counted in a preview).
+    pub rows: Option<Vec<(String, usize)>>,
+}
+
+impl Preview {
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "`{}` ({} tier, {}): {}",
+            self.tenant, self.tier, self.status, self.home
+        );
+        match &self.rows {
+            Some(rows) => {
+                let total: usize = rows.iter().map(|(_, n)| n).sum();
+                let _ = std::fmt::Write::write_fmt(&mut out, format_args!(", {total} row(s)"));
+                for (table, n) in rows.iter().filter(|(_, n)| *n > 0) {
+                    let _ = std::fmt::Write::write_fmt(&mut out, format_args!("\n  {table}: {n}"));
+                }
+            }
+            None => out.push_str(" (on a server of its own; rows not counted)"),
+        }
+        out
+    }
+}
+
+/// Where `tenant`'s data is and how much of it there is; reads only.
+pub async fn preview(target: &Target, tenant: &TenantId) -> Result<Preview> {
+    let loc = locate(target, tenant).await?;
+    let home = match loc.tier {
+        Tier::Pool => format!(
+            "its rows in schema `{}` of database `{}`",
+            loc.schema, loc.database
+        ),
+        Tier::Schema => format!("schema `{}` of database `{}`", loc.schema, loc.database),
+        Tier::Dedicated => format!("database `{}`", loc.database),
+    };
+    let rows = if loc.host.is_some() || loc.status == "offboarded" {
+        None
+    } else {
+        let mut rows = Vec::new();
+        for table in TENANT_DATA_TABLES {
+            rows.push((
+                (*table).to_owned(),
+                read_rows(target, &loc, tenant, table).await?.len(),
+            ));
+        }
+        Some(rows)
+    };
+    Ok(Preview {
+        tenant: tenant.clone(),
+        tier: loc.tier,
+        status: loc.status,
+        home,
+        rows,
+    })
+}
+
 /// Makes `tx` act as the migrator with `tenant` set transaction-locally, so pool maintenance reaches
 /// that tenant's rows only (the maintenance row-level security policy).
 pub async fn fence_to_tenant(

@@ -158,19 +158,52 @@ fn changed_fields(old: &serde_json::Value, new: &serde_json::Value) -> Vec<Strin
         .collect()
 }
 
-/// Plans `specs` against `observed` for deployment namespace `ns`.
 /// Observes what exists for `specs`' tenants on `target` (creating its database if missing) and plans
-/// them.
-pub async fn plan_for(target: &super::Target, specs: &[TenantSpec]) -> anyhow::Result<Plan> {
+/// them. An offboarded tenant's manifest is blocked unless `reactivate`.
+pub async fn plan_for(
+    target: &super::Target,
+    specs: &[TenantSpec],
+    reactivate: bool,
+) -> anyhow::Result<Plan> {
+    Ok(observe_and_plan(target, specs, reactivate).await?.1)
+}
+
+/// `plan_for`, with what was observed (a saved plan records its digest).
+pub async fn observe_and_plan(
+    target: &super::Target,
+    specs: &[TenantSpec],
+    reactivate: bool,
+) -> anyhow::Result<(Observed, Plan)> {
     target.ensure_database().await?;
     let ids: Vec<TenantId> = specs.iter().map(|s| s.id.clone()).collect();
     let observed = super::observe::observe(target, super::observe::Scope::Only(&ids)).await?;
-    Ok(plan(
-        specs,
-        &observed,
-        &target.namespace,
-        &target.endpoint.dbname,
-    ))
+    let mut p = plan(specs, &observed, &target.namespace, &target.endpoint.dbname);
+    if !reactivate {
+        refuse_offboarded(&mut p, &observed);
+    }
+    Ok((observed, p))
+}
+
+/// Blocks the plan of every offboarded tenant: its manifest would onboard a new, empty tenant under
+/// the id of one whose data was exported and deleted, which is asked for explicitly
+/// (`--reactivate`), never by a manifest left behind.
+pub fn refuse_offboarded(plan: &mut Plan, observed: &Observed) {
+    for t in &mut plan.tenants {
+        let Some(o) = observed
+            .tenants
+            .get(&t.tenant)
+            .filter(|o| o.status == "offboarded")
+        else {
+            continue;
+        };
+        t.action = Action::Blocked(format!(
+            "`{}` was offboarded on {}; its manifest would onboard a new, empty tenant under that id. \
+             Remove the manifest, or pass `--reactivate` to onboard it again",
+            t.tenant,
+            o.offboarded_on.as_deref().unwrap_or("an unknown day")
+        ));
+        t.changes.clear();
+    }
 }
 
 pub fn plan(specs: &[TenantSpec], observed: &Observed, ns: &Namespace, database: &str) -> Plan {
@@ -365,6 +398,7 @@ mod tests {
                     spec_hash: s.hash(),
                     migration_version: latest_version(),
                     own_server: false,
+                    offboarded_on: None,
                 },
             );
         }
@@ -474,5 +508,26 @@ mod tests {
 
         let p = plan(&[], &converged(&specs, &ns), &ns, "ns");
         assert_eq!(p.unmanaged, vec![specs[0].id.clone()]);
+    }
+
+    #[test]
+    fn an_offboarded_tenants_manifest_is_blocked_and_names_the_day_and_the_flag() {
+        let ns = Namespace::parse("ns").unwrap();
+        let specs = vec![spec("acme", "schema", "10")];
+        let mut observed = converged(&specs, &ns);
+        let t = observed.tenants.get_mut(&specs[0].id).unwrap();
+        t.status = "offboarded".into();
+        t.offboarded_on = Some("2026-11-30".into());
+        let mut p = plan(&specs, &observed, &ns, "ns");
+        assert!(p.has_changes(), "re-onboarding is planned when asked for");
+        refuse_offboarded(&mut p, &observed);
+        assert!(!p.has_changes() && p.has_blocked(), "{}", p.render());
+        let Action::Blocked(why) = &p.tenants[0].action else {
+            unreachable!()
+        };
+        assert!(
+            why.contains("offboarded on 2026-11-30") && why.contains("--reactivate"),
+            "{why}"
+        );
     }
 }

@@ -58,7 +58,7 @@ async fn transition(
                 "read_only" =>
                     "\nhint: a tier move is in progress; wait for `tenantctl move` to finish",
                 "offboarded" =>
-                    "\nhint: an offboarded tenant has no data left to serve; onboard it again with `tenantctl apply`",
+                    "\nhint: an offboarded tenant has no data left to serve; onboarding it again is explicit: `tenantctl apply --reactivate`",
                 _ => "",
             }
         );

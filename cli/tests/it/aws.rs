@@ -117,7 +117,7 @@ fn a_bedrock_tenant_calls_through_its_own_tagged_inference_profiles() {
         sub_string(&resources[1]).ends_with(&format!("::foundation-model/{}", BEDROCK_MODELS[0]))
     );
     let config = sub_string(
-        &t["Resources"]["Function"]["Properties"]["Environment"]["Variables"]["TENANT_RUNTIME_CONFIG_JSON"],
+        &t["Resources"]["Function"]["Properties"]["Environment"]["Variables"]["TENANTCTL_RUNTIME_CONFIG_JSON"],
     );
     for (i, model) in BEDROCK_MODELS.iter().enumerate() {
         let pair = format!("\"{model}\":\"${{BedrockProfile{i}.InferenceProfileArn}}\"");
@@ -456,7 +456,7 @@ fn a_tenants_function_environment_fits_in_lambdas_4_kb() {
         );
         // The prices it carries are its own models' (each priced, none other).
         // The substitutions (the database's host and port) stand in for values.
-        let config = sub_string(&vars["TENANT_RUNTIME_CONFIG_JSON"])
+        let config = sub_string(&vars["TENANTCTL_RUNTIME_CONFIG_JSON"])
             .replace("${TenantDatabasePort}", "5432")
             .replace("${TenantDatabaseHost}", "db")
             .replace("${DatabaseEndpoint}", "db");

@@ -18,7 +18,7 @@ fn tenantctl(state_dir: &std::path::Path) -> Command {
 }
 
 #[test]
-fn validate_reports_every_bad_manifest_and_exits_2() {
+fn validate_reports_every_bad_manifest_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let good =
         std::fs::read_to_string(cli::testing::repo_root().join("tenants/acme.yaml")).unwrap();
@@ -34,7 +34,7 @@ fn validate_reports_every_bad_manifest_and_exits_2() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("bad.yaml`:6:7: field `tier`: unknown variant `shared`"),
@@ -76,7 +76,7 @@ fn apply_with_one_bad_manifest_applies_nothing() {
         .unwrap();
     assert_eq!(
         out.status.code(),
-        Some(2),
+        Some(1),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -100,7 +100,7 @@ fn apply_with_one_bad_manifest_applies_nothing() {
 fn commands_that_need_the_cluster_say_how_to_start_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = tenantctl(dir.path()).arg("status").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("not running") && stderr.contains("hint: run `tenantctl local start`"),
@@ -235,7 +235,7 @@ fn up_starts_everything_prints_working_curl_commands_and_stops_cleanly_on_ctrl_c
 }
 
 #[test]
-fn status_checks_a_real_login_per_tenant_and_exits_1_on_drift() {
+fn status_checks_a_real_login_per_tenant_and_exits_2_on_drift() {
     let cluster = cli::testing::cluster();
     let target = cli::testing::deployment();
     let ns = target.namespace.to_string();
@@ -285,7 +285,7 @@ fn status_checks_a_real_login_per_tenant_and_exits_1_on_drift() {
             .unwrap();
     });
     let out = run(&["status"]);
-    assert_eq!(out.status.code(), Some(1), "drift must exit 1");
+    assert_eq!(out.status.code(), Some(2), "drift exits 2");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.lines()
@@ -448,9 +448,9 @@ fn every_privileged_step_joins_its_tenants_hash_chain_and_an_edit_is_found_where
             .await
             .unwrap();
     });
-    // An owner's edit (case 61): `verify` names the event and exits 1; globex's chain still holds.
+    // An owner's edit (case 61): `verify` names the event and exits 2; globex's chain still holds.
     let out = run(&["audit", "verify"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(
@@ -478,7 +478,7 @@ fn token_mints_a_token_the_runtime_accepts_and_refuses_unknown_tenants_with_a_hi
     );
 
     let out = run(&["token", "--tenant", "initech"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("tenant `initech` is not onboarded")
@@ -486,7 +486,7 @@ fn token_mints_a_token_the_runtime_accepts_and_refuses_unknown_tenants_with_a_hi
         "{stderr}"
     );
     let out = run(&["token", "--tenant", "acme", "--scope", "admin:all"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
 
     let out = run(&[
         "token",
@@ -518,7 +518,7 @@ fn token_mints_a_token_the_runtime_accepts_and_refuses_unknown_tenants_with_a_hi
         "--scope",
         "platform:tenants:read",
     ]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`--operator`"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -654,7 +654,13 @@ fn apply_and_status_work_for_every_tier_from_the_command_line() {
     let run = |args: &[&str]| in_namespace(cluster, &ns).args(args).output().unwrap();
     let path = dir.path().to_str().unwrap();
     let out = run(&["plan", path]);
-    assert_eq!(out.status.code(), Some(1), "changes pending");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "plain plan: success, changes or not"
+    );
+    let out = run(&["plan", "--detailed-exitcode", path]);
+    assert_eq!(out.status.code(), Some(2), "changes pending");
     let out = run(&["apply", path]);
     assert!(
         out.status.success(),
@@ -835,10 +841,10 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
             .unwrap();
     });
     let out = run(&["status"]);
-    assert_eq!(out.status.code(), Some(1), "behind on migrations is drift");
+    assert_eq!(out.status.code(), Some(2), "behind on migrations is drift");
 
-    let out = run(&["migrate", "--jobs", "3"]);
-    assert_eq!(out.status.code(), Some(2), "one tenant failed");
+    let out = run(&["migrate", "--parallelism", "3"]);
+    assert_eq!(out.status.code(), Some(1), "one tenant failed");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
@@ -952,7 +958,7 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
     // `status` calls it drift and names the fix; `migrate` adds it back, though every tenant is up
     // to date.
     let out = run(&["status"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         text(&out).contains(
             "drift: sa-co: ledger partition of next month missing: run `tenantctl migrate`"
@@ -1017,7 +1023,7 @@ fn secrets_are_put_rotated_listed_and_deleted_by_name_never_shown() {
     );
     assert_eq!(
         out.status.code(),
-        Some(2),
+        Some(1),
         "nothing to rotate yet: {}",
         text(&out)
     );
@@ -1096,7 +1102,7 @@ fn secrets_are_put_rotated_listed_and_deleted_by_name_never_shown() {
     );
     // Delete asks first: without a terminal and without --yes nothing is deleted.
     let out = run(&["secret", "delete", "acme", "providers/openai"], None);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         text(&out).contains("--yes") && text(&out).contains("nothing was done"),
         "{}",
@@ -1126,7 +1132,7 @@ fn secrets_are_put_rotated_listed_and_deleted_by_name_never_shown() {
         ],
         None,
     );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         text(&out).contains("needs confirmation") && text(&out).contains("--yes"),
         "{}",
@@ -1134,7 +1140,7 @@ fn secrets_are_put_rotated_listed_and_deleted_by_name_never_shown() {
     );
     assert_eq!(std::fs::read_dir(export.path()).unwrap().count(), 0);
     let out = run(&["secret", "put", "acme", "Providers/../x"], Some("v"));
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out).contains("not a valid secret name") && text(&out).contains("hint:"),
         "{}",
@@ -1220,7 +1226,7 @@ fn prices_are_imported_diffed_listed_and_an_imported_version_never_changes() {
     let changed_file = dir.path().join("changed.yaml");
     std::fs::write(&changed_file, &changed).unwrap();
     let out = run(&["prices", "diff", "--file", changed_file.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out).contains("openai/gpt-4o-mini: input 150000 -> 150000, output 600000 -> 700000"),
         "{}",
@@ -1243,7 +1249,7 @@ fn prices_are_imported_diffed_listed_and_an_imported_version_never_changes() {
     let next_file = dir.path().join("next.yaml");
     std::fs::write(&next_file, &next).unwrap();
     let out = run(&["prices", "diff", "--file", next_file.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("next: new"), "{}", text(&out));
     let out = run(&["prices", "import", "--file", next_file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
@@ -1296,7 +1302,7 @@ fn prices_are_imported_diffed_listed_and_an_imported_version_never_changes() {
 fn usage_report_adds_up_and_reconcile_flags_every_discrepancy_with_a_failing_exit() {
     // Issue 11 item 6: `usage report --month` per tenant, cost-center and model, totals equal to the
     // sum of the rows; `usage reconcile` against a generated invoice that matches (exit 0) and one
-    // with injected discrepancies (each reported, exit 1).
+    // with injected discrepancies (each reported, exit 2).
     let cluster = cli::testing::cluster();
     let target = cli::testing::deployment();
     let ns = target.namespace.to_string();
@@ -1468,7 +1474,7 @@ fn usage_report_adds_up_and_reconcile_flags_every_discrepancy_with_a_failing_exi
         ("2026-11-09", "claude-opus-4-1-20250805", "0.50"),
     ]);
     let out = reconcile(&wrong);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let status: Vec<(String, String, String, i64)> = v["lines"]
         .as_array()
@@ -1528,7 +1534,7 @@ fn cost_report_says_it_needs_the_aws_target_and_checks_the_month_first() {
         .args(["cost", "report", "--month", "2026-11"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("run it with `--target aws`")
@@ -1810,7 +1816,7 @@ fn usage_outlives_offboarding_for_its_retention_and_purge_removes_only_what_is_p
 
     // Without --yes and without a terminal, nothing is removed.
     let out = run(&["usage", "purge"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("needs confirmation"), "{}", text(&out));
     assert_eq!(count("t_acme.usage_ledger"), "2");
     let out = run(&["usage", "purge", "--yes"]);

@@ -10,5 +10,6 @@
 
 mod aws;
 mod binary;
+mod conventions;
 mod local;
 mod manifest;

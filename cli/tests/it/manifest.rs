@@ -215,14 +215,103 @@ fn malformed_manifests_fail_with_located_errors_and_hints() {
 #[test]
 fn duplicate_tenant_ids_across_files_are_refused_naming_both_files() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("a.yaml"), GOOD).unwrap();
-    std::fs::write(dir.path().join("b.yaml"), GOOD).unwrap();
-    let errors = load_all(&[dir.path().to_owned()], &Platform::builtin()).unwrap_err();
+    for sub in ["a", "b"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+        std::fs::write(dir.path().join(sub).join("acme.yaml"), GOOD).unwrap();
+    }
+    let errors = load_all(
+        &[dir.path().join("a"), dir.path().join("b")],
+        &Platform::builtin(),
+    )
+    .unwrap_err();
     assert_eq!(errors.len(), 1);
     let text = errors[0]
         .render()
         .replace(&dir.path().display().to_string(), "DIR");
     insta::assert_snapshot!("duplicate_ids", text);
+}
+
+/// Issue 13: a syntax error is located where its construct starts and names no field; every error
+/// of a file is reported in one run; a file not named after its tenant's id is refused.
+#[test]
+fn errors_point_at_the_right_place_all_of_a_file_come_at_once_and_the_file_is_named_after_its_id() {
+    let parse = |source: &str| {
+        TenantSpec::from_source_all(Path::new("tenants/acme.yaml"), source, &Platform::builtin())
+            .expect_err("must fail")
+    };
+    // An unclosed quote on line 3 is reported at its opening quote, not at the end of the file.
+    let errs = parse(&with(
+        "display_name: Acme Health",
+        "display_name: \"Acme Health",
+    ));
+    assert_eq!(errs.len(), 1);
+    assert_eq!(
+        (errs[0].line, errs[0].column, errs[0].path.as_str()),
+        (Some(3), Some(15), ""),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[0].message.contains("not closed on its line"),
+        "{}",
+        errs[0]
+    );
+    // A tab on line 3 is a tab on line 3, not a problem of field `id`.
+    let errs = parse(&with(
+        "display_name: Acme Health",
+        "\tdisplay_name: Acme Health",
+    ));
+    assert_eq!(
+        (errs[0].line, errs[0].path.as_str()),
+        (Some(3), ""),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[0].hint.as_deref().unwrap().contains("spaces"),
+        "{}",
+        errs[0]
+    );
+    // Three fields of the wrong shape: three errors, in file order, each at its own line.
+    let source = with("tier: schema", "tier: bogus")
+        .replace("display_name: Acme Health", "display_name: [5]")
+        .replace("usage_days: 30", "usage_days: -1");
+    let errs = parse(&source);
+    let got: Vec<_> = errs.iter().map(|e| (e.path.as_str(), e.line)).collect();
+    assert_eq!(
+        got,
+        [
+            ("display_name", Some(3)),
+            ("tier", Some(4)),
+            ("retention.usage_days", Some(15))
+        ],
+        "{errs:?}"
+    );
+    // Three values the rules refuse: three errors too.
+    let source = with("usage_days: 30", "usage_days: 9999")
+        .replace("display_name: Acme Health", "display_name: \"  \"")
+        .replace("cost-center: cc-1", "team: x");
+    let errs = parse(&source);
+    let got: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        got,
+        ["display_name", "tags", "retention.usage_days"],
+        "{errs:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("acme-copy.yaml"), GOOD).unwrap();
+    let errors = load_all(&[dir.path().to_owned()], &Platform::builtin()).unwrap_err();
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0]
+            .message
+            .contains("named `acme-copy.yaml` but declares tenant `acme`")
+            && errors[0].hint.as_deref().unwrap().contains("`acme.yaml`")
+            && errors[0].line == Some(2),
+        "{}",
+        errors[0]
+    );
 }
 
 #[test]

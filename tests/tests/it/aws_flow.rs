@@ -224,8 +224,8 @@ async fn onboard_reapply_update_drift_and_offboard_on_moto() {
     let acme = manifests.path().join("acme.yaml");
     let body = std::fs::read_to_string(&acme).unwrap();
     std::fs::write(&acme, body.replace("usage_days: 400", "usage_days: 800")).unwrap();
-    let out = env.run(&["plan", dir], None);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = env.run(&["plan", "--detailed-exitcode", dir], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let plan = stdout(&out);
     assert!(plan.contains("stack tenantctl-test-acme: update"), "{plan}");
     assert!(plan.contains("Modify  LogGroup"), "{plan}");
@@ -314,7 +314,7 @@ async fn onboard_reapply_update_drift_and_offboard_on_moto() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(concurrency(&env), "10");
     let out = env.run(&["move", "acme", "--to", "pool"], None);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         text(&out).contains("does not run on the AWS target"),
         "{}",
@@ -390,14 +390,14 @@ async fn onboard_reapply_update_drift_and_offboard_on_moto() {
     // Drift: globex's stack deleted out of band.
     tests::moto_fixture(&env.moto, &["delete-stack", "tenantctl-test-globex"]);
     let out = env.run(&["drift"], None);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         stdout(&out).contains("globex (tenantctl-test-globex): the registry says `active` but the stack does not exist"),
         "{}",
         text(&out)
     );
     let out = env.run(&["status"], None);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
 
 fn concurrency_of(env: &Env, function: &str) -> String {
@@ -466,7 +466,7 @@ async fn bad_input_fails_before_any_aws_call() {
         ),
     ] {
         let out = run(&args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
         assert!(
             String::from_utf8_lossy(&out.stderr).contains(needle),
             "{args:?}: {}",
@@ -492,7 +492,7 @@ async fn bad_input_fails_before_any_aws_call() {
         vec!["suspend", "nosuch"],
     ] {
         let out = run_with(&args, &url);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("tenant `nosuch` is not in the registry"),
             "{args:?}: {}",
@@ -652,7 +652,7 @@ async fn a_dedicated_tenant_gets_its_database_on_its_own_instance_and_its_functi
         &[
             "function-env",
             "tenantctl-test-acme",
-            "TENANT_RUNTIME_CONFIG_JSON",
+            "TENANTCTL_RUNTIME_CONFIG_JSON",
         ],
     ))
     .unwrap();

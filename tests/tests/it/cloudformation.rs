@@ -39,6 +39,7 @@ fn platform(cost_center: &str) -> StackRequest {
         parameters: vec![],
         keep_parameters: vec![],
         digest: None,
+        allow_destructive: true,
         tags: BTreeMap::from([
             ("environment".into(), "test".into()),
             ("cost-center".into(), cost_center.into()),

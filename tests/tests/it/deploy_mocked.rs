@@ -37,6 +37,7 @@ fn request() -> StackRequest {
         parameters: vec![],
         keep_parameters: vec![],
         digest: None,
+        allow_destructive: true,
         tags: Default::default(),
     }
 }
@@ -304,4 +305,73 @@ async fn while_a_stack_is_in_progress_its_newest_event_is_reported_only_when_ask
             assert_eq!(stack_events.num_calls(), 0, "{seen:?}");
         }
     }
+}
+
+/// Issue 13: an update whose change set removes or replaces a resource is not executed unless the
+/// request allows it (`apply --yes`); the change set is deleted and the error names each resource.
+#[tokio::test]
+async fn a_change_set_that_replaces_or_removes_a_resource_is_not_executed_without_approval() {
+    use aws_sdk_cloudformation::types::{
+        Change, ChangeAction, ChangeType, Replacement, ResourceChange,
+    };
+    let destructive = || {
+        mock!(Client::describe_change_set).then_output(|| {
+            DescribeChangeSetOutput::builder()
+                .status(ChangeSetStatus::CreateComplete)
+                .changes(
+                    Change::builder()
+                        .r#type(ChangeType::Resource)
+                        .resource_change(
+                            ResourceChange::builder()
+                                .action(ChangeAction::Modify)
+                                .logical_resource_id("Database")
+                                .resource_type("AWS::RDS::DBInstance")
+                                .replacement(Replacement::True)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .changes(
+                    Change::builder()
+                        .r#type(ChangeType::Resource)
+                        .resource_change(
+                            ResourceChange::builder()
+                                .action(ChangeAction::Remove)
+                                .logical_resource_id("LogGroup")
+                                .resource_type("AWS::Logs::LogGroup")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        })
+    };
+    let describe_rule = describe(&[Some("UPDATE_COMPLETE")]);
+    let (create, ready, execute) = (ok_create(), destructive(), ok_execute());
+    let delete_cs =
+        mock!(Client::delete_change_set).then_output(|| DeleteChangeSetOutput::builder().build());
+    let client = mocked(&[&describe_rule, &create, &ready, &execute, &delete_cs]);
+    let refused = StackRequest {
+        allow_destructive: false,
+        ..request()
+    };
+    let err = deploy(&client, &refused, POLL, &|_| {}).await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("replace `Database` (AWS::RDS::DBInstance)")
+            && text.contains("remove `LogGroup` (AWS::Logs::LogGroup)")
+            && text.contains("--yes"),
+        "{text}"
+    );
+    assert_eq!((execute.num_calls(), delete_cs.num_calls()), (0, 1));
+
+    // Approved, the same change set is executed.
+    let describe_rule = describe(&[Some("UPDATE_COMPLETE"), Some("UPDATE_COMPLETE")]);
+    let (create, ready, execute) = (ok_create(), destructive(), ok_execute());
+    let client = mocked(&[&describe_rule, &create, &ready, &execute]);
+    assert_eq!(
+        deploy(&client, &request(), POLL, &|_| {}).await.unwrap(),
+        Outcome::Updated
+    );
+    assert_eq!(execute.num_calls(), 1);
 }

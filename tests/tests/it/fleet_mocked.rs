@@ -96,6 +96,7 @@ async fn throttling_is_retried_with_backoff_until_it_passes() {
         keep_parameters: vec![],
         tags: BTreeMap::new(),
         digest: None,
+        allow_destructive: true,
     };
     let outcome = deploy(&client, &req, POLL, &|_| {}).await.unwrap();
     assert_eq!(outcome, Outcome::Created);
@@ -286,13 +287,14 @@ async fn one_tenant_failing_does_not_stop_those_in_flight_or_those_after_it() {
             s
         })
         .collect();
-    let db_plan = cli::provision::plan::plan_for(&target, &specs)
+    let db_plan = cli::provision::plan::plan_for(&target, &specs, false)
         .await
         .unwrap();
     let opts = FleetOptions {
         arch: cli::aws::Arch::X86_64,
         code: "s3://code/runtime.zip".parse().unwrap(),
         parallelism: 2,
+        allow_destructive: false,
     };
     let report = cli::aws::fleet::apply(
         &aws,

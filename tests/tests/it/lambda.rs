@@ -137,7 +137,7 @@ async fn run_lambda(
 
     let mut child = tokio::process::Command::new(&binary);
     child
-        .env("TENANT_RUNTIME_CONFIG_JSON", config.to_string())
+        .env("TENANTCTL_RUNTIME_CONFIG_JSON", config.to_string())
         .envs(env);
     let mut child = child
         .env("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string())
@@ -341,7 +341,7 @@ async fn under_cargo_lambda_watch_the_runtime_answers_its_tenant_and_refuses_ano
             "tenant-runtime",
         ])
         .current_dir(cli::testing::repo_root())
-        .env("TENANT_RUNTIME_CONFIG_JSON", cfg.to_string())
+        .env("TENANTCTL_RUNTIME_CONFIG_JSON", cfg.to_string())
         .env("CARGO_TARGET_DIR", &target_dir)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
@@ -446,7 +446,7 @@ async fn under_cargo_lambda_watch_the_runtime_answers_its_tenant_and_refuses_ano
 
 #[tokio::test]
 async fn the_tenant_stack_configures_a_single_tenant_lambda_that_reaches_its_data_over_tls() {
-    // The runtime configuration the tenant template renders (TENANT_RUNTIME_CONFIG_JSON) starts the real
+    // The runtime configuration the tenant template renders (TENANTCTL_RUNTIME_CONFIG_JSON) starts the real
     // Lambda binary as a single-tenant deployment: no control-plane credential (case 64), pinned to its
     // tenant behind the gateway's authorizer, its data reached as the tenant's database user with an RDS
     // IAM token over verified TLS; for the schema tier and for the pool tier (which has its own login
@@ -491,7 +491,7 @@ async fn the_tenant_stack_configures_a_single_tenant_lambda_that_reaches_its_dat
             cli::aws::render_tenant(&spec, &ns, "test", &platform, cli::aws::Arch::X86_64).unwrap();
         let template: Value = serde_norway::from_str(&rendered.body).unwrap();
         let sub = template["Resources"]["Function"]["Properties"]["Environment"]["Variables"]
-            ["TENANT_RUNTIME_CONFIG_JSON"]["Fn::Sub"]
+            ["TENANTCTL_RUNTIME_CONFIG_JSON"]["Fn::Sub"]
             .as_str()
             .unwrap()
             .replace("${DatabaseEndpoint}", "127.0.0.1");

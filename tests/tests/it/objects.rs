@@ -549,7 +549,7 @@ async fn admins_grant_tenant_roles_only_never_their_own_and_every_attempt_is_in_
     let out = tenantctl(&s, &["audit", "verify", "--tenant", "acme"]).await;
     assert_eq!(
         out.status.code(),
-        Some(1),
+        Some(2),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
