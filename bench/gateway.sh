@@ -85,7 +85,7 @@ ledger_counters() {
   python3 - "$P_METRICS" "$OUT/ledger_$1.txt" <<'PY'
 import sys, urllib.request
 text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics").read().decode()
-open(sys.argv[2], "w").write("".join(l + "\n" for l in text.splitlines() if l.startswith("tenant_ledger_")))
+open(sys.argv[2], "w").write("".join(l + "\n" for l in text.splitlines() if l.startswith("tenantctl_ledger_") and "{" not in l and "_write_duration" not in l))
 PY
 }
 # CPU time (clock ticks, user + system) of each process of the run, and of the whole machine, so a
@@ -165,10 +165,12 @@ def counters(phase):
     f = out / f"ledger_{phase}.txt"
     if not f.exists():
         return {}
-    return {l.split()[0]: int(l.split()[1]) for l in f.read_text().splitlines() if l.strip()}
+    return {l.split()[0]: float(l.split()[1]) for l in f.read_text().splitlines() if l.strip()}
 def delta(phase):
     a, b = counters(phase + "_before"), counters(phase + "_after")
-    return {k.removeprefix("tenant_ledger_").removesuffix("_total"): b.get(k, 0) - a.get(k, 0) for k in b}
+    d = {k.removeprefix("tenantctl_ledger_").removesuffix("_total"): b.get(k, 0) - a.get(k, 0) for k in b}
+    d["commit_microseconds"] = int(d.pop("commit_seconds", 0) * 1e6)
+    return {k: int(v) for k, v in d.items()}
 print("| target | c=1 p50 (µs) | c=1 p99 (µs) | c=32 req/s | TTFT p50 (µs) | inter-chunk mean (µs) | ≥40 ms |")
 print("|---|---:|---:|---:|---:|---:|---:|")
 for n in names:

@@ -45,9 +45,9 @@ for mode in group direct; do
   "${TC[@]}" serve --ledger-commit "$mode" --listen "127.0.0.1:$P_RT" --idp-listen "127.0.0.1:$P_IDP" --metrics-listen "127.0.0.1:$P_METRICS" 2>"$OUT/ledger-$mode.log" & RT=$!; PIDS+=($RT)
   wait_port "$P_RT"
   url="http://127.0.0.1:$P_RT/v1/chat/completions"
-  rows0=$(counter tenant_ledger_rows_total); commits0=$(counter tenant_ledger_commits_total)
+  rows0=$(counter tenantctl_ledger_rows_total); commits0=$(counter tenantctl_ledger_commits_total)
   "$BIN/gateway-bench" --name "$mode" --url "$url" --concurrency 32 --duration-secs "$SECS" --warmup 100 | tee -a "$RESULTS"
-  rows1=$(counter tenant_ledger_rows_total); commits1=$(counter tenant_ledger_commits_total)
+  rows1=$(counter tenantctl_ledger_rows_total); commits1=$(counter tenantctl_ledger_commits_total)
   echo "{\"name\":\"$mode\",\"c32_rows\":$((rows1 - rows0)),\"c32_commits\":$((commits1 - commits0))}" | tee -a "$RESULTS"
   "$BIN/gateway-bench" --name "$mode" --url "$url" --requests "$N" --concurrency 1 | tee -a "$RESULTS"
   kill "$RT"; wait "$RT" 2>/dev/null || true

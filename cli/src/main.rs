@@ -45,14 +45,20 @@ fn main() -> ExitCode {
     };
     console::set_colors_enabled(color);
     console::set_colors_enabled_stderr(color);
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TENANTCTL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
-        )
-        .with_ansi(color)
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TENANTCTL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    // Text on a terminal by default; `TENANTCTL_LOG_FORMAT=json` for a log pipeline. Spans go to
+    // OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (`tenantctl serve`'s requests and model calls).
+    let _tracing =
+        match runtime::telemetry::LogFormat::from_env(runtime::telemetry::LogFormat::Text)
+            .and_then(|format| runtime::telemetry::init(format, filter, color, "tenantctl"))
+        {
+            Ok(guard) => guard,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(cli::exit::ERROR);
+            }
+        };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -21,6 +21,7 @@ pub mod schema;
 pub mod secrets;
 pub mod service;
 pub mod state;
+pub mod telemetry;
 pub mod tenancy;
 
 pub use http::app;

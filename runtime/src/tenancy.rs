@@ -43,6 +43,16 @@ pub enum Lane {
 /// tenant role's connection limit would refuse a crowd of them).
 type PoolCell = Arc<tokio::sync::OnceCell<Pool>>;
 
+/// What `DataPlane::pool_usage` reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolUsage {
+    pub pools: usize,
+    /// Connections open, in use or idle.
+    pub size: usize,
+    /// Idle connections.
+    pub available: usize,
+}
+
 /// Per-tenant connection pools, created on first use with the tenant's own credentials from the secret
 /// store. Counts every statement it runs, so tests can prove a denied request touched nothing.
 #[derive(Debug)]
@@ -172,6 +182,23 @@ impl DataPlane {
     /// Caps the number of connection pools kept (default 256).
     pub fn set_max_pools(&self, max: usize) {
         self.max_pools.store(max.max(1), Ordering::Relaxed);
+    }
+
+    /// The pools kept and their connections (for metrics).
+    pub async fn pool_usage(&self) -> PoolUsage {
+        let pools = self.pools.lock().await;
+        let mut usage = PoolUsage {
+            pools: pools.len(),
+            ..PoolUsage::default()
+        };
+        for (cell, _) in pools.values() {
+            if let Some(pool) = cell.get() {
+                let status = pool.status();
+                usage.size += status.size;
+                usage.available += status.available;
+            }
+        }
+        usage
     }
 
     /// Connection pools currently kept.

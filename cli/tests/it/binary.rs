@@ -109,7 +109,7 @@ fn commands_that_need_the_cluster_say_how_to_start_it() {
 }
 
 /// `tenantctl` on the shared test cluster, in deployment namespace `ns`.
-fn in_namespace(cluster: &cli::testing::TestCluster, ns: &str) -> Command {
+pub(crate) fn in_namespace(cluster: &cli::testing::TestCluster, ns: &str) -> Command {
     let mut cmd = tenantctl(cluster.state.root());
     cmd.args(["--namespace", ns]);
     cmd
@@ -125,7 +125,7 @@ fn text(o: &std::process::Output) -> String {
 }
 
 /// Kills the child if the test fails half-way.
-struct Guard(std::process::Child);
+pub(crate) struct Guard(pub(crate) std::process::Child);
 impl Drop for Guard {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -1550,7 +1550,18 @@ fn cost_report_says_it_needs_the_aws_target_and_checks_the_month_first() {
 
 /// `tenantctl serve` (with `extra` arguments) on loopback ports in `ns`: the child and its API base URL.
 fn serve_child(cluster: &cli::testing::TestCluster, ns: &str, extra: &[&str]) -> (Guard, String) {
+    serve_child_with(cluster, ns, extra, &[])
+}
+
+/// `serve_child` with environment variables.
+pub(crate) fn serve_child_with(
+    cluster: &cli::testing::TestCluster,
+    ns: &str,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> (Guard, String) {
     let child = in_namespace(cluster, ns)
+        .envs(envs.iter().copied())
         .args([
             "serve",
             "--listen",
@@ -1634,9 +1645,9 @@ fn serve_commits_each_row_on_its_own_when_told_to() {
             .parse()
             .unwrap()
     };
-    assert_eq!(counter("tenant_ledger_rows_total"), 16);
+    assert_eq!(counter("tenantctl_ledger_rows_total"), 16);
     assert_eq!(
-        counter("tenant_ledger_commits_total"),
+        counter("tenantctl_ledger_commits_total"),
         16,
         "one commit per row"
     );

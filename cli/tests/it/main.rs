@@ -13,3 +13,4 @@ mod binary;
 mod conventions;
 mod local;
 mod manifest;
+mod observability;

@@ -247,6 +247,8 @@ struct KeySet {
 pub struct FetchStats {
     pub attempts: AtomicU64,
     pub failures: AtomicU64,
+    /// Unix time (seconds) of the last fetch that gave a usable key set; 0: none yet.
+    pub last_success_unix: AtomicU64,
 }
 
 /// One issuer's keys.
@@ -394,7 +396,12 @@ impl KeyCache {
                 body
             }
         };
-        parse_jwks(&bytes, &self.allowed)
+        let keys = parse_jwks(&bytes, &self.allowed)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.stats.last_success_unix.store(now, Ordering::Relaxed);
+        Ok(keys)
     }
 
     /// Fetches now; replaces the key set only with a good one. Returns the number of keys loaded.

@@ -333,11 +333,27 @@ fn outcome(status: http::StatusCode) -> &'static str {
 /// table (never the raw path, which may carry ids), the tenant and subject the token named, the
 /// outcome, status, latency and request id. No token, no body, no query.
 pub async fn access_log(req: Request, next: Next) -> Response {
+    use tracing::Instrument as _;
     let started = std::time::Instant::now();
     let operation = crate::http::routes::operation_for(req.method(), req.uri().path())
         .map_or("unknown", |r| r.operation_id);
+    let method = static_method(req.method());
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0);
-    let response = next.run(req).await;
+    // The request's root span: a child of the caller's `traceparent`; the tenant is recorded on it
+    // once the token is verified.
+    let span = tracing::info_span!(
+        "request",
+        otel.name = operation,
+        otel.kind = "server",
+        http.request.method = method,
+        http.route = operation,
+        http.response.status_code = tracing::field::Empty,
+        tenant.id = tracing::field::Empty,
+        tenant.tier = tracing::field::Empty,
+        request.id = %request_id.map(|r| r.to_string()).unwrap_or_default(),
+    );
+    crate::telemetry::set_parent(&span, req.headers());
+    let response = next.run(req).instrument(span.clone()).await;
     let status = response.status();
     // The auth layer leaves the verified tenant on the response.
     let who = response.extensions().get::<Tenant>();
@@ -347,6 +363,25 @@ pub async fn access_log(req: Request, next: Next) -> Response {
         (None, Some(o)) => ("(platform)", o.principal().subject.as_str()),
         (None, None) => ("-", "-"),
     };
+    let tier = match (who, operator) {
+        (Some(t), _) => t.record().tier.as_str(),
+        (None, Some(_)) => "platform",
+        (None, None) => "none",
+    };
+    span.record("http.response.status_code", status.as_u16());
+    if tier != "none" {
+        span.record("tenant.id", tenant);
+        span.record("tenant.tier", tier);
+    }
+    crate::telemetry::METRICS
+        .http_request_duration
+        .get_or_create(&crate::telemetry::HttpLabels {
+            route: operation,
+            method,
+            tier,
+            status: status_class(status),
+        })
+        .observe(started.elapsed().as_secs_f64());
     tracing::info!(
         target: "access",
         operation,
@@ -359,6 +394,30 @@ pub async fn access_log(req: Request, next: Next) -> Response {
         "request"
     );
     response
+}
+
+/// The method as a fixed word (a label value; anything unusual is `other`).
+fn static_method(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+fn status_class(s: http::StatusCode) -> &'static str {
+    match s.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
 }
 
 fn reshape(response: Response, body: &serde_json::Value) -> Response {

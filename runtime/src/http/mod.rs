@@ -45,112 +45,189 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Prometheus text-format metrics: denials by reason, admitted requests, verifications, cache hits,
-/// JWKS fetches per issuer, tenant-database statements. Served on a separate (operator) listener, never
-/// on the tenant API.
-pub fn metrics_text(state: &AppState) -> String {
-    use std::fmt::Write as _;
+/// The operator's metrics (OpenMetrics text, every name under `tenantctl_`): what the request path
+/// records (`telemetry::METRICS`: request, upstream and first-token latency, tokens and cost by
+/// tenant and model, budget holds, ledger write time) and the figures the modules keep (denials by
+/// reason, verifications, JWKS fetches and last success, secret cache, pools, ledger commits,
+/// admissions). Served on a separate (operator) listener, never on the tenant API.
+pub async fn metrics_text(state: &AppState) -> String {
+    use prometheus_client::encoding::EncodeLabelSet;
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+    use prometheus_client::registry::Unit;
     use std::sync::atomic::Ordering::Relaxed;
+
+    use crate::telemetry::counter;
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct Reason {
+        reason: &'static str,
+    }
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct IssuerOutcome {
+        issuer: String,
+        outcome: &'static str,
+    }
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct Issuer {
+        issuer: String,
+    }
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct Result {
+        result: &'static str,
+    }
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct ConnState {
+        state: &'static str,
+    }
+    let mut r = crate::telemetry::registry();
     let m = &state.auth.metrics;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP tenant_auth_denials_total Requests refused at the edge, by reason."
-    );
-    let _ = writeln!(out, "# TYPE tenant_auth_denials_total counter");
+    let denials = Family::<Reason, Counter>::default();
     let counts = state.auth.denial_counts();
     for reason in crate::auth::jwt::DenyReason::ALL {
         let n = counts.get(reason.code()).copied().unwrap_or(0);
-        let _ = writeln!(
-            out,
-            "tenant_auth_denials_total{{reason=\"{}\"}} {n}",
-            reason.code()
-        );
+        denials
+            .get_or_create(&Reason {
+                reason: reason.code(),
+            })
+            .inc_by(n);
     }
-    let _ = writeln!(
-        out,
-        "# TYPE tenant_auth_admitted_total counter\ntenant_auth_admitted_total {}",
-        m.admitted.load(Relaxed)
+    r.register(
+        "auth_denials",
+        "Requests refused at the edge, by reason",
+        denials,
     );
-    let _ = writeln!(
-        out,
-        "# TYPE tenant_auth_verifications_total counter\ntenant_auth_verifications_total {}",
-        m.verifications.load(Relaxed)
+    r.register(
+        "auth_admitted",
+        "Requests whose token was accepted",
+        counter(m.admitted.load(Relaxed)),
     );
-    let _ = writeln!(
-        out,
-        "# TYPE tenant_auth_cache_hits_total counter\ntenant_auth_cache_hits_total {}",
-        m.cache_hits.load(Relaxed)
+    r.register(
+        "auth_verifications",
+        "Token signature verifications (cache misses)",
+        counter(m.verifications.load(Relaxed)),
     );
-    let _ = writeln!(out, "# TYPE tenant_jwks_fetches_total counter");
+    r.register(
+        "auth_cache_hits",
+        "Tokens accepted from the verified-token cache",
+        counter(m.cache_hits.load(Relaxed)),
+    );
+    let fetches = Family::<IssuerOutcome, Counter>::default();
+    let last = Family::<Issuer, Gauge>::default();
     for name in state.auth.issuer_names() {
         if let Some(keys) = state.auth.keys(name) {
-            let _ = writeln!(
-                out,
-                "tenant_jwks_fetches_total{{issuer=\"{name}\",outcome=\"attempt\"}} {}",
-                keys.stats.attempts.load(Relaxed)
-            );
-            let _ = writeln!(
-                out,
-                "tenant_jwks_fetches_total{{issuer=\"{name}\",outcome=\"failure\"}} {}",
-                keys.stats.failures.load(Relaxed)
-            );
+            for (outcome, n) in [
+                ("attempt", keys.stats.attempts.load(Relaxed)),
+                ("failure", keys.stats.failures.load(Relaxed)),
+            ] {
+                fetches
+                    .get_or_create(&IssuerOutcome {
+                        issuer: name.to_owned(),
+                        outcome,
+                    })
+                    .inc_by(n);
+            }
+            last.get_or_create(&Issuer {
+                issuer: name.to_owned(),
+            })
+            .set(i64::try_from(keys.stats.last_success_unix.load(Relaxed)).unwrap_or(0));
         }
     }
-    let _ = writeln!(
-        out,
-        "# TYPE tenant_db_statements_total counter\ntenant_db_statements_total {}",
-        state.data.statements()
+    r.register(
+        "jwks_fetches",
+        "JWKS fetches per issuer, by outcome",
+        fetches,
     );
-    let _ = writeln!(
-        out,
-        "# TYPE tenant_directory_tenants gauge\ntenant_directory_tenants {}",
-        state.directory.len()
+    r.register(
+        "jwks_last_success_timestamp_seconds",
+        "When each issuer's key set was last fetched successfully (Unix time; 0: never)",
+        last,
     );
-    let _ = writeln!(
-        out,
-        "# HELP tenant_ledger_commits_total Durable ledger commits (a group commit holds many rows).\n\
-         # TYPE tenant_ledger_commits_total counter\ntenant_ledger_commits_total {}",
-        state.ledger.commits()
+    let secrets = Family::<Result, Counter>::default();
+    let (hits, misses) = state.secrets.hits_and_fetches();
+    secrets
+        .get_or_create(&Result { result: "hit" })
+        .inc_by(hits);
+    secrets
+        .get_or_create(&Result { result: "miss" })
+        .inc_by(misses);
+    r.register(
+        "secret_cache_requests",
+        "Secret reads on the request path: from memory (hit) or from the store (miss)",
+        secrets,
     );
-    let _ = writeln!(
-        out,
-        "# TYPE tenant_ledger_rows_total counter\ntenant_ledger_rows_total {}",
-        state.ledger.rows()
+    let usage = state.data.pool_usage().await;
+    let conns = Family::<ConnState, Gauge>::default();
+    conns
+        .get_or_create(&ConnState { state: "in_use" })
+        .set(i64::try_from(usage.size.saturating_sub(usage.available)).unwrap_or(0));
+    conns
+        .get_or_create(&ConnState { state: "idle" })
+        .set(i64::try_from(usage.available).unwrap_or(0));
+    r.register(
+        "db_pool_connections",
+        "Tenant database connections held by this process's pools",
+        conns,
     );
-    let _ = writeln!(
-        out,
-        "# HELP tenant_ledger_commit_microseconds_total Time spent in durable ledger commits.\n\
-         # TYPE tenant_ledger_commit_microseconds_total counter\ntenant_ledger_commit_microseconds_total {}",
-        state.ledger.commit_micros()
+    let pools = Gauge::<i64>::default();
+    pools.set(i64::try_from(usage.pools).unwrap_or(0));
+    r.register("db_pools", "Tenant connection pools kept", pools);
+    r.register(
+        "db_statements",
+        "Statements run through tenant handles",
+        counter(state.data.statements()),
     );
-    let _ = writeln!(
-        out,
-        "# HELP tenant_ledger_zero_cost_rows_total Ledger rows of calls that produced tokens at zero cost.\n\
-         # TYPE tenant_ledger_zero_cost_rows_total counter\ntenant_ledger_zero_cost_rows_total {}",
-        state.ledger.zero_cost_rows()
+    let tenants = Gauge::<i64>::default();
+    tenants.set(i64::try_from(state.directory.len()).unwrap_or(0));
+    r.register("directory_tenants", "Tenants in the registry copy", tenants);
+    r.register(
+        "ledger_commits",
+        "Durable ledger commits (a group commit holds many rows)",
+        counter(state.ledger.commits()),
     );
-    let _ = writeln!(
-        out,
-        "# HELP tenant_ledger_cost_differs_rows_total Ledger rows whose provider-reported cost differs from the price book's.\n\
-         # TYPE tenant_ledger_cost_differs_rows_total counter\ntenant_ledger_cost_differs_rows_total {}",
-        state.ledger.cost_differs_rows()
+    r.register(
+        "ledger_rows",
+        "Ledger rows committed",
+        counter(state.ledger.rows()),
+    );
+    let commit_time = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "microseconds of commit time fit in an f64's mantissa for centuries"
+    )]
+    commit_time.inc_by(state.ledger.commit_micros() as f64 / 1e6);
+    r.register_with_unit(
+        "ledger_commit",
+        "Time spent in durable ledger commits",
+        Unit::Seconds,
+        commit_time,
+    );
+    r.register(
+        "ledger_zero_cost_rows",
+        "Ledger rows of calls that produced tokens at zero cost",
+        counter(state.ledger.zero_cost_rows()),
+    );
+    r.register(
+        "ledger_cost_differs_rows",
+        "Ledger rows whose provider-reported cost differs from the price book's",
+        counter(state.ledger.cost_differs_rows()),
     );
     let gate = state.ledger.gate();
-    let _ = writeln!(
-        out,
-        "# HELP tenant_admissions_leased_total Model calls admitted from a lease, without a statement.\n\
-         # TYPE tenant_admissions_leased_total counter\ntenant_admissions_leased_total {}",
-        gate.local_admissions()
+    r.register(
+        "admissions_leased",
+        "Model calls admitted from a lease, without a statement",
+        counter(gate.local_admissions()),
     );
-    let _ = writeln!(
-        out,
-        "# HELP tenant_admission_statements_total Admission statements (own holds, lease grants, returns).\n\
-         # TYPE tenant_admission_statements_total counter\ntenant_admission_statements_total {}",
-        gate.statements()
+    r.register(
+        "admission_statements",
+        "Admission statements (own holds, lease grants, returns)",
+        counter(gate.statements()),
     );
-    out
+    crate::telemetry::encode(&r)
 }
+
+/// The content type of `metrics_text`.
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The operator listener's router: `GET /metrics`.
 pub fn metrics_app(state: AppState) -> Router {
@@ -158,7 +235,12 @@ pub fn metrics_app(state: AppState) -> Router {
         "/metrics",
         axum::routing::get(move || {
             let state = state.clone();
-            async move { metrics_text(&state) }
+            async move {
+                (
+                    [(http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+                    metrics_text(&state).await,
+                )
+            }
         }),
     )
 }

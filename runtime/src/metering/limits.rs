@@ -110,6 +110,18 @@ pub enum Refusal {
     },
 }
 
+impl Refusal {
+    /// The refusal as a fixed word (a metric label).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Requests { .. } => "requests",
+            Refusal::Tokens { .. } => "tokens",
+            Refusal::Budget { .. } => "budget",
+            Refusal::SubjectBudget { .. } => "subject_budget",
+        }
+    }
+}
+
 const ADMIT: &str = "SELECT verdict, retry_after_ms, spent, held, amount, requests, tokens, \
                             subject_spent, subject_held \
                        FROM tenant_admit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \

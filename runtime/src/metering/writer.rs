@@ -175,6 +175,29 @@ impl LedgerWriter {
         admission: Admission,
         entry: NewEntry,
     ) -> Result<Uuid, DataError> {
+        let handed = std::time::Instant::now();
+        let usage = (
+            entry.model.to_string(),
+            entry.input_tokens,
+            entry.output_tokens,
+            entry.cost.0,
+        );
+        let committed = self.record_inner(tenant, admission, entry).await;
+        if committed.is_ok() {
+            let m = &crate::telemetry::METRICS;
+            m.ledger_write_duration
+                .observe(handed.elapsed().as_secs_f64());
+            m.usage(tenant.id().as_str(), &usage.0, usage.1, usage.2, usage.3);
+        }
+        committed
+    }
+
+    async fn record_inner(
+        self: &Arc<Self>,
+        tenant: &Tenant,
+        admission: Admission,
+        entry: NewEntry,
+    ) -> Result<Uuid, DataError> {
         let id = entry.id;
         if entry.cost.0 == 0 && entry.output_tokens + entry.input_tokens > 0 {
             // Finance wants to hear of tokens nobody pays for: a zero price, or a bug.

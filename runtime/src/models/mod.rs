@@ -254,6 +254,7 @@ impl ModelRouter {
         &self,
         tenant: &TenantId,
         routes: &[Route],
+        operation: &'static str,
         op: F,
     ) -> Result<(Route, T), ProviderError>
     where
@@ -262,9 +263,16 @@ impl ModelRouter {
     {
         let mut last = ProviderError::Unavailable("no route".into());
         for route in routes {
+            let started = Instant::now();
             let result = self
                 .with_key(tenant, route, |p, k| op(route.clone(), p, k))
                 .await;
+            crate::telemetry::METRICS.upstream(
+                route.provider.as_str(),
+                operation,
+                result.is_ok(),
+                started.elapsed(),
+            );
             match result {
                 Ok(value) => return Ok((route.clone(), value)),
                 Err(e) if e.is_retryable() || matches!(e, ProviderError::KeyUnavailable(_)) => {
@@ -296,12 +304,20 @@ impl ModelRouter {
         routes: &[Route],
         request: &ChatRequest,
     ) -> Result<(Route, Completion), ProviderError> {
-        self.first_success(tenant, routes, |route, provider, key| async move {
-            provider
-                .complete(self.call(&route, key.as_ref()), request)
-                .await
-        })
-        .await
+        use tracing::Instrument as _;
+        let span = gen_ai_span("chat", routes);
+        let done = self
+            .first_success(tenant, routes, "chat", |route, provider, key| async move {
+                provider
+                    .complete(self.call(&route, key.as_ref()), request)
+                    .await
+            })
+            .instrument(span.clone())
+            .await;
+        if let Ok((route, c)) = &done {
+            record_gen_ai(&span, route, &c.usage);
+        }
+        done
     }
 
     /// A streamed completion: returns once a provider accepted the request, with its events.
@@ -311,12 +327,25 @@ impl ModelRouter {
         routes: &[Route],
         request: &ChatRequest,
     ) -> Result<(Route, EventStream), ProviderError> {
-        self.first_success(tenant, routes, |route, provider, key| async move {
-            provider
-                .stream(self.call(&route, key.as_ref()), request)
-                .await
-        })
-        .await
+        use tracing::Instrument as _;
+        let span = gen_ai_span("chat", routes);
+        let done = self
+            .first_success(
+                tenant,
+                routes,
+                "stream",
+                |route, provider, key| async move {
+                    provider
+                        .stream(self.call(&route, key.as_ref()), request)
+                        .await
+                },
+            )
+            .instrument(span.clone())
+            .await;
+        if let Ok((route, _)) = &done {
+            span.record("gen_ai.response.model", route.model.as_str());
+        }
+        done
     }
 
     /// Embeddings through the first route that answers.
@@ -326,13 +355,52 @@ impl ModelRouter {
         routes: &[Route],
         request: &EmbeddingRequest,
     ) -> Result<(Route, Embeddings), ProviderError> {
-        self.first_success(tenant, routes, |route, provider, key| async move {
-            provider
-                .embed(self.call(&route, key.as_ref()), request)
-                .await
-        })
-        .await
+        use tracing::Instrument as _;
+        let span = gen_ai_span("embeddings", routes);
+        let done = self
+            .first_success(
+                tenant,
+                routes,
+                "embeddings",
+                |route, provider, key| async move {
+                    provider
+                        .embed(self.call(&route, key.as_ref()), request)
+                        .await
+                },
+            )
+            .instrument(span.clone())
+            .await;
+        if let Ok((route, e)) = &done {
+            record_gen_ai(&span, route, &e.usage);
+        }
+        done
     }
+}
+
+/// A model call's span, named and attributed by the OpenTelemetry GenAI semantic conventions
+/// (`{operation} {model}`, `gen_ai.operation.name`, `gen_ai.provider.name`, `gen_ai.request.model`;
+/// the response model and usage are recorded when known). No prompt or answer is ever recorded.
+fn gen_ai_span(operation: &'static str, routes: &[Route]) -> tracing::Span {
+    let (provider, model) = routes
+        .first()
+        .map_or(("none", ""), |r| (r.provider.as_str(), r.model.as_str()));
+    tracing::info_span!(
+        "gen_ai",
+        otel.name = %format!("{operation} {model}"),
+        otel.kind = "client",
+        gen_ai.operation.name = operation,
+        gen_ai.provider.name = provider,
+        gen_ai.request.model = model,
+        gen_ai.response.model = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+    )
+}
+
+fn record_gen_ai(span: &tracing::Span, route: &Route, usage: &chat::Usage) {
+    span.record("gen_ai.response.model", route.model.as_str());
+    span.record("gen_ai.usage.input_tokens", usage.input_tokens);
+    span.record("gen_ai.usage.output_tokens", usage.output_tokens);
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ pub struct SecretCache {
     ttl: Duration,
     slots: RwLock<HashMap<SecretName, Arc<Slot>>>,
     fetches: std::sync::atomic::AtomicU64,
+    hits: std::sync::atomic::AtomicU64,
 }
 
 impl SecretCache {
@@ -38,6 +39,7 @@ impl SecretCache {
             ttl,
             slots: RwLock::new(HashMap::new()),
             fetches: std::sync::atomic::AtomicU64::new(0),
+            hits: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -49,6 +51,14 @@ impl SecretCache {
     /// How many times the store was read (tests use it to prove single flight).
     pub fn fetches(&self) -> u64 {
         self.fetches.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Reads answered from memory, and reads that went to the store (for metrics).
+    pub fn hits_and_fetches(&self) -> (u64, u64) {
+        (
+            self.hits.load(std::sync::atomic::Ordering::Relaxed),
+            self.fetches(),
+        )
     }
 
     fn slot(&self, name: &SecretName) -> Arc<Slot> {
@@ -81,6 +91,7 @@ impl SecretCache {
     pub async fn get(&self, name: &SecretName) -> Result<SecretString, SecretError> {
         let slot = self.slot(name);
         if let Some(value) = self.fresh(&slot, None) {
+            self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(value);
         }
         self.fetch(&slot, name, None).await

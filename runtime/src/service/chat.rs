@@ -191,7 +191,11 @@ async fn admit(
         .gate()
         .admit(tenant, admission, ledger_id, worst_case, tokens)
         .await?
-        .map_err(ServiceError::Refused)?;
+        .map_err(|refused| {
+            crate::telemetry::METRICS.hold(refused.reason());
+            ServiceError::Refused(refused)
+        })?;
+    crate::telemetry::METRICS.hold("admitted");
     Ok((routes, max_tokens, ledger_id, admitted))
 }
 
@@ -389,6 +393,7 @@ pub async fn stream(
     request: &ChatRequest,
 ) -> Result<MeteredStream, ServiceError> {
     let (p, request) = prepare_chat(data, &ledger, tenant, call, request).await?;
+    let asked = std::time::Instant::now();
     let called = router.stream(tenant.id(), &p.routes, &request).await;
     let ((route, upstream), p) = or_release(data, tenant, p, called).await?;
     let ledger_id = p.ledger_id;
@@ -408,6 +413,7 @@ pub async fn stream(
         usage: None,
         reported: Reported::default(),
         admission: Some((admission, hold)),
+        asked: Some(asked),
     };
     let state = StreamState {
         upstream: Some(upstream),
@@ -501,6 +507,8 @@ struct Meter {
     reported: Reported,
     /// The call's admission and hold, present until the row is written.
     admission: Option<(Admission, limits::Hold)>,
+    /// When the call was made, until its first token arrived (time to first token).
+    asked: Option<std::time::Instant>,
 }
 
 impl Meter {
@@ -508,7 +516,10 @@ impl Meter {
         match event {
             StreamEvent::Text(t) => self.produced.push_str(t),
             StreamEvent::ToolCall { arguments, .. } => self.produced.push_str(arguments),
-            _ => {}
+            _ => return,
+        }
+        if let Some(asked) = self.asked.take() {
+            crate::telemetry::METRICS.first_token(self.route.provider.as_str(), asked.elapsed());
         }
     }
 

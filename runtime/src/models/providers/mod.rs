@@ -319,7 +319,10 @@ impl Upstream {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let error = match build().send().await {
+            // The call continues the request's trace (W3C `traceparent`).
+            let mut trace = http::HeaderMap::new();
+            crate::telemetry::inject_current(&mut trace);
+            let error = match build().headers(trace).send().await {
                 Ok(response) if response.status().is_success() => return Ok(response),
                 Ok(response) => classify(response, key).await,
                 Err(e) => transport_error(&e, key),
