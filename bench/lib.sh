@@ -13,6 +13,11 @@
 # tenant's and each subject's, both enforced) and rate limits set high so a benchmark measures the
 # path, not the limit. Sets TC, the tenantctl
 # command line for STATE.
+
+# The Python tools (moto, the SDKs) are in the tests' virtual environment (scripts/test-prereqs.sh).
+PY_VENV="${TENANTCTL_PY_VENV:-/var/tmp/tenantctl-py}"
+if [ -x "$PY_VENV/bin/python3" ]; then export PATH="$PY_VENV/bin:$PATH"; fi
+
 bench_deployment() {
   local state=$1 bin=$2 models=$3
   TC=("$bin/tenantctl" --state-dir "$state" --no-progress -q)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Checks (and, as root on Debian/Ubuntu, installs) what tenantctl and its tests need on this machine:
-# PostgreSQL server binaries, an unprivileged account to run them as when we are root, and curl.
-# Sourced by scripts/up.sh and scripts/test.sh; prints what it does on stderr and fails loudly.
+# Checks (and, as root on Debian/Ubuntu, installs) what the main job needs on this machine and nothing
+# more: PostgreSQL server binaries, an unprivileged account to run them as when we are root, and cargo.
+# Sourced by scripts/up.sh (and by scripts/test-prereqs.sh, which adds what the tests need); prints what
+# it does on stderr and fails loudly.
 set -euo pipefail
 
 say() { echo "prereqs: $*" >&2; }
@@ -32,50 +33,10 @@ if [ "$(id -u)" = 0 ] && ! id "${TENANTCTL_PG_USER:-postgres}" >/dev/null 2>&1; 
   say "creating the unprivileged account ${TENANTCTL_PG_USER:-postgres} (initdb and postgres refuse to run as root)"
   useradd --system --create-home "${TENANTCTL_PG_USER:-postgres}"
 fi
-if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
-  apt_install pgbouncer || { say "PgBouncer is required by the pooled-connection isolation test"; exit 1; }
-fi
-if ! command -v jq >/dev/null 2>&1; then
-  apt_install jq || { say "jq is required by the test of the audit export's offline check (scripts/verify-audit-export.sh)"; exit 1; }
+if ! command -v cargo >/dev/null 2>&1; then
+  say "cargo is required: install Rust 1.94.1 or newer from your distribution or rustup"
+  exit 1
 fi
 if ! command -v curl >/dev/null 2>&1; then
-  apt_install curl || { say "curl is required by the end-to-end test of the README's main command"; exit 1; }
-fi
-# moto is pinned exactly: tests/clients/moto_server.py fills four gaps in its CloudFormation by
-# patching its internals, which can move between releases.
-if ! python3 -c 'import openai, anthropic, jwt, cryptography, moto, boto3; assert moto.__version__ == "5.2.1"' >/dev/null 2>&1 || ! command -v sqlmap >/dev/null 2>&1 || ! command -v cfn-lint >/dev/null 2>&1 || ! command -v cargo-lambda >/dev/null 2>&1; then
-  say "installing the Python tools the tests use: the official openai and anthropic SDKs, PyJWT, cryptography, sqlmap, cfn-lint, moto, cargo-lambda"
-  python3 -m pip install --quiet --disable-pip-version-check 'openai>=1.40,<4' 'anthropic>=0.40,<1' 'pyjwt[crypto]>=2.8,<3' 'sqlmap==1.10.10' 'cfn-lint>=1.20,<2' 'moto[server]==5.2.1' 'cargo-lambda==1.9.2' >&2 \
-    || { say "could not install them; run: python3 -m pip install openai anthropic 'pyjwt[crypto]' sqlmap cfn-lint 'moto[server]==5.2.1' 'cargo-lambda==1.9.2'"; exit 1; }
-  hash -r
-fi
-# checkov (the independent IaC scanner) lives in its own virtual environment: its dependencies must not
-# move the pinned moto's. Its command is put on PATH (after the system's python).
-CHECKOV_VENV="${TENANTCTL_CHECKOV_VENV:-/var/tmp/tenantctl-checkov}"
-if [ ! -x "$CHECKOV_VENV/bin/checkov" ]; then
-  say "installing checkov into $CHECKOV_VENV (the IaC scanner the template tests run)"
-  { python3 -m venv "$CHECKOV_VENV" && "$CHECKOV_VENV/bin/pip" install --quiet --disable-pip-version-check 'checkov>=3.2,<4'; } >&2 \
-    || { say "could not install checkov; run: python3 -m venv $CHECKOV_VENV && $CHECKOV_VENV/bin/pip install checkov"; exit 1; }
-fi
-# schemathesis (the OpenAPI fuzzer of security case 33) too: its own virtual environment.
-SCHEMATHESIS_VENV="${TENANTCTL_SCHEMATHESIS_VENV:-/var/tmp/tenantctl-schemathesis}"
-if [ ! -x "$SCHEMATHESIS_VENV/bin/schemathesis" ]; then
-  say "installing schemathesis into $SCHEMATHESIS_VENV (the fuzzer the OpenAPI contract test runs)"
-  { python3 -m venv "$SCHEMATHESIS_VENV" && "$SCHEMATHESIS_VENV/bin/pip" install --quiet --disable-pip-version-check 'schemathesis>=4.32,<5'; } >&2 \
-    || { say "could not install schemathesis; run: python3 -m venv $SCHEMATHESIS_VENV && $SCHEMATHESIS_VENV/bin/pip install 'schemathesis>=4.32,<5'"; exit 1; }
-fi
-mkdir -p "$CHECKOV_VENV/tools"
-ln -sf "$CHECKOV_VENV/bin/checkov" "$CHECKOV_VENV/tools/checkov"
-export PATH="$PATH:$CHECKOV_VENV/tools"
-if ! command -v node >/dev/null 2>&1; then
-  apt_install nodejs npm || { say "Node.js 20+ is required by the OpenID Provider interop test"; exit 1; }
-fi
-if [ ! -d tests/idp/node_modules/oidc-provider ]; then
-  say "installing oidc-provider (a certified OpenID Provider) for the identity interop test"
-  npm ci --prefix tests/idp --no-audit --no-fund --loglevel=error >&2 \
-    || { say "could not install it; run: npm ci --prefix tests/idp"; exit 1; }
-fi
-if ! command -v cargo >/dev/null 2>&1; then
-  say "cargo is required: install Rust from your distribution or rustup"
-  exit 1
+  say "note: curl is not installed; the commands tenantctl prints use it (Debian/Ubuntu: apt-get install curl)"
 fi

@@ -657,12 +657,12 @@ fn local_target(g: &Global) -> Result<(Target, Option<Cluster>)> {
 }
 
 fn require_running(cluster: Option<&Cluster>) -> Result<()> {
-    if let Some(c) = cluster {
-        if !c.is_initialized() || !c.is_running() {
-            bail!(
-                "the local Postgres cluster is not running\nhint: run `tenantctl local start` (or `tenantctl up` to do everything)"
-            );
-        }
+    if let Some(c) = cluster
+        && (!c.is_initialized() || !c.is_running())
+    {
+        bail!(
+            "the local Postgres cluster is not running\nhint: run `tenantctl local start` (or `tenantctl up` to do everything)"
+        );
     }
     Ok(())
 }
@@ -1401,25 +1401,25 @@ async fn offboard(
     } else {
         None
     };
-    if let Some(a) = &aws_report {
-        if g.output == OutputFormat::Text {
-            if a.stack_deleted {
-                out(&format!(
-                    "{tenant}: stack `{}` deleted{}",
-                    a.stack,
-                    if a.final_snapshot {
-                        " (CloudFormation kept a final snapshot of the dedicated database)"
-                    } else {
-                        ""
-                    }
-                ))?;
-            }
+    if let Some(a) = &aws_report
+        && g.output == OutputFormat::Text
+    {
+        if a.stack_deleted {
             out(&format!(
-                "{tenant}: {} secret(s) scheduled for deletion (recoverable for {} days)",
-                a.secrets_scheduled_for_deletion.len(),
-                a.recovery_window_days
+                "{tenant}: stack `{}` deleted{}",
+                a.stack,
+                if a.final_snapshot {
+                    " (CloudFormation kept a final snapshot of the dedicated database)"
+                } else {
+                    ""
+                }
             ))?;
         }
+        out(&format!(
+            "{tenant}: {} secret(s) scheduled for deletion (recoverable for {} days)",
+            a.secrets_scheduled_for_deletion.len(),
+            a.recovery_window_days
+        ))?;
     }
     match g.output {
         OutputFormat::Json => out_json(&json!({"database": report, "aws": aws_report}))?,
@@ -1758,11 +1758,9 @@ async fn up(g: &Global, tenants: &std::path::Path, args: &ServeArgs) -> Result<u
         started = c.start()?;
     }
     let result = up_inner(g, &target, tenants, &specs, args).await;
-    if started {
-        if let Some(c) = &cluster {
-            note(g, "stopping the local Postgres cluster...");
-            c.stop()?;
-        }
+    if started && let Some(c) = &cluster {
+        note(g, "stopping the local Postgres cluster...");
+        c.stop()?;
     }
     result
 }

@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod platform;
 pub mod prices;
 pub mod provision;
+pub mod reference;
 pub mod serve;
 pub mod sql;
 pub mod testing;

@@ -104,17 +104,16 @@ pub async fn start_with(
     // With the dev identity provider, its tokens for the operator audience are the platform
     // staff's (`tenantctl token --operator`): they reach the platform routes only.
     let mut deployment = runtime::auth::DeploymentPolicy::default();
-    if platform.dev_issuer {
-        if let Some(i) = issuers
+    if platform.dev_issuer
+        && let Some(i) = issuers
             .iter_mut()
             .find(|i| i.name == crate::platform::PLATFORM_ISSUER)
-        {
-            i.audiences.push(devidp::OPERATOR_AUDIENCE.to_owned());
-            deployment.platform = Some(runtime::auth::PlatformAccess {
-                issuer: i.name.clone(),
-                audience: devidp::OPERATOR_AUDIENCE.to_owned(),
-            });
-        }
+    {
+        i.audiences.push(devidp::OPERATOR_AUDIENCE.to_owned());
+        deployment.platform = Some(runtime::auth::PlatformAccess {
+            issuer: i.name.clone(),
+            audience: devidp::OPERATOR_AUDIENCE.to_owned(),
+        });
     }
     let config = RuntimeConfig {
         namespace: target.namespace.clone(),

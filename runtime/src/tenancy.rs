@@ -528,12 +528,12 @@ impl TenantTx {
 
 impl Drop for TenantTx {
     fn drop(&mut self) {
-        if !self.committed {
-            if let Some(object) = self.client.take() {
-                // Detach the connection from the pool and close it: the server rolls the transaction
-                // back, and no half-finished transaction can be handed to another request.
-                drop(Object::take(object));
-            }
+        if !self.committed
+            && let Some(object) = self.client.take()
+        {
+            // Detach the connection from the pool and close it: the server rolls the transaction
+            // back, and no half-finished transaction can be handed to another request.
+            drop(Object::take(object));
         }
     }
 }

@@ -252,10 +252,10 @@ fn admit(
             return Some((Fault::Unauthorized, key));
         }
     }
-    if let Some(accepted) = shared.accepted.lock().unwrap().as_ref() {
-        if !key.as_ref().is_some_and(|k| accepted.contains(k)) {
-            return Some((Fault::Unauthorized, key));
-        }
+    if let Some(accepted) = shared.accepted.lock().unwrap().as_ref()
+        && !key.as_ref().is_some_and(|k| accepted.contains(k))
+    {
+        return Some((Fault::Unauthorized, key));
     }
     shared.faults.lock().unwrap().pop_front().map(|f| (f, key))
 }
@@ -298,10 +298,10 @@ fn error_response(wire: Wire, fault: &Fault, key: Option<&str>) -> Option<Respon
             .headers_mut()
             .insert("retry-after", retry_after_secs.to_string().parse().unwrap());
     }
-    if matches!(fault, Fault::Unauthorized) {
-        if let Ok(v) = format!("Bearer realm=\"{key}\"").parse() {
-            response.headers_mut().insert("www-authenticate", v);
-        }
+    if matches!(fault, Fault::Unauthorized)
+        && let Ok(v) = format!("Bearer realm=\"{key}\"").parse()
+    {
+        response.headers_mut().insert("www-authenticate", v);
     }
     Some(response)
 }
@@ -545,10 +545,10 @@ async fn chat_openai_like(
         return (StatusCode::BAD_REQUEST, "not json").into_response();
     };
     let fault = admit(&s, wire, path, query, headers, &body);
-    if let Some((f, key)) = &fault {
-        if let Some(r) = error_response(wire, f, key.as_deref()) {
-            return r;
-        }
+    if let Some((f, key)) = &fault
+        && let Some(r) = error_response(wire, f, key.as_deref())
+    {
+        return r;
     }
     let cut = match fault {
         Some((Fault::CutAfter(n), _)) => Some(n),
@@ -632,10 +632,10 @@ async fn embeddings_like(
     let Ok(body) = serde_json::from_slice::<Value>(&raw) else {
         return (StatusCode::BAD_REQUEST, "not json").into_response();
     };
-    if let Some((f, key)) = admit(&s, wire, path, query, headers, &body) {
-        if let Some(r) = error_response(wire, &f, key.as_deref()) {
-            return r;
-        }
+    if let Some((f, key)) = admit(&s, wire, path, query, headers, &body)
+        && let Some(r) = error_response(wire, &f, key.as_deref())
+    {
+        return r;
     }
     let inputs: Vec<String> = match body.get("input") {
         Some(Value::String(t)) => vec![t.clone()],
@@ -709,10 +709,10 @@ async fn anthropic_messages(
         &headers,
         &body,
     );
-    if let Some((f, key)) = &fault {
-        if let Some(r) = error_response(Wire::Anthropic, f, key.as_deref()) {
-            return r;
-        }
+    if let Some((f, key)) = &fault
+        && let Some(r) = error_response(Wire::Anthropic, f, key.as_deref())
+    {
+        return r;
     }
     let cut = match fault {
         Some((Fault::CutAfter(n), _)) => Some(n),
@@ -786,10 +786,10 @@ fn bedrock_body(
         ));
     };
     let fault = admit(s, Wire::Bedrock, path, None, headers, &body);
-    if let Some((f, key)) = &fault {
-        if let Some(r) = error_response(Wire::Bedrock, f, key.as_deref()) {
-            return Err(Box::new(r));
-        }
+    if let Some((f, key)) = &fault
+        && let Some(r) = error_response(Wire::Bedrock, f, key.as_deref())
+    {
+        return Err(Box::new(r));
     }
     let cut = match fault {
         Some((Fault::CutAfter(n), _)) => Some(n),

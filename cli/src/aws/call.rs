@@ -95,11 +95,11 @@ impl Intercept for CallCounter {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         self.total.fetch_add(1, Ordering::Relaxed);
-        if let Some(meta) = cfg.load::<Metadata>() {
-            if let Ok(mut map) = self.by_operation.lock() {
-                *map.entry(format!("{}.{}", meta.service(), meta.name()))
-                    .or_default() += 1;
-            }
+        if let Some(meta) = cfg.load::<Metadata>()
+            && let Ok(mut map) = self.by_operation.lock()
+        {
+            *map.entry(format!("{}.{}", meta.service(), meta.name()))
+                .or_default() += 1;
         }
         Ok(())
     }

@@ -164,13 +164,12 @@ async fn settle(
         }
         match &status {
             Some(s) if operation_in_progress(s) => {
-                if polling.events {
-                    if let Some(event) = newest_event(client, name).await {
-                        if event != last_event {
-                            report(&format!("{last}: {event}"));
-                            last_event = event;
-                        }
-                    }
+                if polling.events
+                    && let Some(event) = newest_event(client, name).await
+                    && event != last_event
+                {
+                    report(&format!("{last}: {event}"));
+                    last_event = event;
                 }
             }
             _ => return Ok(status),

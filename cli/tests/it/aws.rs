@@ -380,7 +380,7 @@ fn every_rendered_template_passes_checkov() {
         .args(["--framework", "cloudformation", "--skip-download", "--quiet", "-o", "json", "-d"])
         .arg(dir.path())
         .output()
-        .expect("checkov is needed: scripts/prereqs.sh installs it (python3 -m venv /var/tmp/tenantctl-checkov && /var/tmp/tenantctl-checkov/bin/pip install checkov, then put its bin on PATH)");
+        .expect("checkov is needed: scripts/test-prereqs.sh installs it (python3 -m venv /var/tmp/tenantctl-checkov && /var/tmp/tenantctl-checkov/bin/pip install checkov, then put its bin on PATH)");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "checkov printed no JSON report ({e}):\n{}{}",

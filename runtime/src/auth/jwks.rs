@@ -458,10 +458,8 @@ impl KeyCache {
     /// stale.
     pub async fn lookup(&self, kid: &str) -> Lookup {
         let (keys, fresh) = self.snapshot();
-        if fresh {
-            if let Some(k) = keys.get(kid) {
-                return Lookup::Found(k.clone());
-            }
+        if fresh && let Some(k) = keys.get(kid) {
+            return Lookup::Found(k.clone());
         }
         self.refetch_on_demand().await;
         let (keys, fresh) = self.snapshot();

@@ -244,10 +244,10 @@ impl Authenticator {
         if !issuer.config.algorithms.contains(&t.alg) {
             return Err(deny(DenyReason::UnsupportedAlg));
         }
-        if let Some(required) = &issuer.config.required_typ {
-            if !jwt::typ_matches(t.typ.as_deref(), required) {
-                return Err(deny(DenyReason::BadType));
-            }
+        if let Some(required) = &issuer.config.required_typ
+            && !jwt::typ_matches(t.typ.as_deref(), required)
+        {
+            return Err(deny(DenyReason::BadType));
         }
         let mut key = match issuer.keys.lookup(&t.kid).await {
             Lookup::Found(k) => k,
@@ -331,38 +331,38 @@ impl Authenticator {
             reason,
             issuer: Some(issuer.config.name.clone()),
         };
-        if let Some(platform) = &self.policy.platform {
-            if claims.aud.contains(&platform.audience) {
-                // A staff token: from the platform's issuer only, naming no tenant, and never in
-                // a deployment that serves one tenant.
-                if issuer.config.name != platform.issuer {
-                    return Err(deny(DenyReason::WrongAudience));
-                }
-                if jwt::claim_at(&claims.all, &issuer.config.tenant_claim).is_some() {
-                    return Err(deny(DenyReason::BadClaims));
-                }
-                if self.policy.tenant.is_some() {
-                    return Err(deny(DenyReason::WrongDeployment));
-                }
-                check_gateway(
-                    credentials.gateway_claims,
-                    &claims,
-                    &issuer.config,
-                    self.policy.require_gateway_authorizer,
-                )
-                .map_err(deny)?;
-                return Ok(Caller::Operator(Operator(Arc::new(OperatorPrincipal {
-                    subject: claims.sub.clone(),
-                    issuer: issuer.config.name.clone(),
-                    scopes: claims
-                        .scopes
-                        .iter()
-                        .filter(|s| s.starts_with(PLATFORM_PREFIX))
-                        .cloned()
-                        .collect(),
-                    expires_at: claims.exp,
-                }))));
+        if let Some(platform) = &self.policy.platform
+            && claims.aud.contains(&platform.audience)
+        {
+            // A staff token: from the platform's issuer only, naming no tenant, and never in
+            // a deployment that serves one tenant.
+            if issuer.config.name != platform.issuer {
+                return Err(deny(DenyReason::WrongAudience));
             }
+            if jwt::claim_at(&claims.all, &issuer.config.tenant_claim).is_some() {
+                return Err(deny(DenyReason::BadClaims));
+            }
+            if self.policy.tenant.is_some() {
+                return Err(deny(DenyReason::WrongDeployment));
+            }
+            check_gateway(
+                credentials.gateway_claims,
+                &claims,
+                &issuer.config,
+                self.policy.require_gateway_authorizer,
+            )
+            .map_err(deny)?;
+            return Ok(Caller::Operator(Operator(Arc::new(OperatorPrincipal {
+                subject: claims.sub.clone(),
+                issuer: issuer.config.name.clone(),
+                scopes: claims
+                    .scopes
+                    .iter()
+                    .filter(|s| s.starts_with(PLATFORM_PREFIX))
+                    .cloned()
+                    .collect(),
+                expires_at: claims.exp,
+            }))));
         }
         let record = bind_tenant(&claims, &issuer.config, directory).map_err(deny)?;
         if !claims.aud.iter().any(|a| *a == record.identity.audience) {
@@ -492,10 +492,10 @@ fn check_gateway(
         return Err(DenyReason::AuthorizerMismatch);
     }
     let ours = jwt::claim_at(&claims.all, &issuer.tenant_claim).and_then(Value::as_str);
-    if let (Some(theirs), Some(ours)) = (gateway.get(&issuer.tenant_claim), ours) {
-        if theirs != ours {
-            return Err(DenyReason::AuthorizerMismatch);
-        }
+    if let (Some(theirs), Some(ours)) = (gateway.get(&issuer.tenant_claim), ours)
+        && theirs != ours
+    {
+        return Err(DenyReason::AuthorizerMismatch);
     }
     Ok(())
 }

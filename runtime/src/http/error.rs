@@ -241,11 +241,10 @@ impl IntoResponse for ApiError {
         if let ApiError::Provider(ProviderError::RateLimited {
             retry_after: Some(after),
         }) = &self
+            && let Ok(v) = http::HeaderValue::from_str(&after.as_secs().max(1).to_string())
         {
-            if let Ok(v) = http::HeaderValue::from_str(&after.as_secs().max(1).to_string()) {
-                response.headers_mut().insert(http::header::RETRY_AFTER, v);
-                return response;
-            }
+            response.headers_mut().insert(http::header::RETRY_AFTER, v);
+            return response;
         }
         if let ApiError::RateLimited {
             retry_after_secs, ..

@@ -423,16 +423,16 @@ pub fn completion_json(id: &str, created: u64, model: &str, c: &Completion) -> V
         })
         .collect();
     let mut message = serde_json::json!({"role": "assistant", "content": c.content});
-    if !tool_calls.is_empty() {
-        if let Some(m) = message.as_object_mut() {
-            if c.content.is_empty() {
-                m.insert("content".into(), Value::Null);
-            }
-            m.insert(
-                "tool_calls".into(),
-                serde_json::to_value(&tool_calls).unwrap_or_default(),
-            );
+    if !tool_calls.is_empty()
+        && let Some(m) = message.as_object_mut()
+    {
+        if c.content.is_empty() {
+            m.insert("content".into(), Value::Null);
         }
+        m.insert(
+            "tool_calls".into(),
+            serde_json::to_value(&tool_calls).unwrap_or_default(),
+        );
     }
     serde_json::json!({
         "id": id,

@@ -206,10 +206,10 @@ impl ModelPolicy {
                     ),
                 ));
             }
-            if let Some(url) = &p.endpoint.base_url {
-                if let Err(why) = check_base_url(url) {
-                    out.push((at(&["endpoint", "base_url"]), why));
-                }
+            if let Some(url) = &p.endpoint.base_url
+                && let Err(why) = check_base_url(url)
+            {
+                out.push((at(&["endpoint", "base_url"]), why));
             }
             match id {
                 ProviderId::AzureOpenai => {

@@ -80,12 +80,12 @@ impl NewConversation {
             return Err("`model` must be a model name or alias of 1 to 200 bytes".into());
         }
         crate::models::chat::check_model_field(&self.model)?;
-        if let Some(p) = &self.system_prompt {
-            if p.chars().count() > MAX_MESSAGE_CHARS {
-                return Err(format!(
-                    "`system_prompt` is longer than {MAX_MESSAGE_CHARS} characters"
-                ));
-            }
+        if let Some(p) = &self.system_prompt
+            && p.chars().count() > MAX_MESSAGE_CHARS
+        {
+            return Err(format!(
+                "`system_prompt` is longer than {MAX_MESSAGE_CHARS} characters"
+            ));
         }
         Ok(())
     }
@@ -239,16 +239,15 @@ pub async fn list(
     let limit = limit.clamp(1, 100);
     let tx = TenantTx::begin(data, tenant).await?;
     let tenant_id = tx.tenant().as_str();
-    if let Some(after) = after {
-        if tx
+    if let Some(after) = after
+        && tx
             .query(EXISTS, &[&tenant_id, &subject(tenant), &after])
             .await?
             .is_empty()
-        {
-            return Err(ServiceError::NotFound(format!(
-                "`after`: no conversation `{after}` in this tenant"
-            )));
-        }
+    {
+        return Err(ServiceError::NotFound(format!(
+            "`after`: no conversation `{after}` in this tenant"
+        )));
     }
     let rows = tx
         .query(

@@ -102,10 +102,10 @@ pub async fn change(
         )));
     }
     let target = format!("secret/{}", name.as_str());
-    if let Some(v) = value {
-        if let Err(e) = check_value(v) {
-            return Err(ServiceError::BadRequest(e));
-        }
+    if let Some(v) = value
+        && let Err(e) = check_value(v)
+    {
+        return Err(ServiceError::BadRequest(e));
     }
     let store = keys.store();
     if matches!(change, Change::Rotate | Change::Delete)

@@ -330,12 +330,12 @@ pub async fn list(
     let limit = limit.clamp(1, 100);
     let tx = TenantTx::begin(data, tenant).await?;
     let tenant_id = tx.tenant().as_str();
-    if let Some(after) = after {
-        if tx.query(EXISTS, &[&tenant_id, &after]).await?.is_empty() {
-            return Err(ServiceError::NotFound(format!(
-                "`after`: no prompt template `{after}` in this tenant"
-            )));
-        }
+    if let Some(after) = after
+        && tx.query(EXISTS, &[&tenant_id, &after]).await?.is_empty()
+    {
+        return Err(ServiceError::NotFound(format!(
+            "`after`: no prompt template `{after}` in this tenant"
+        )));
     }
     let rows = tx
         .query(LIST, &[&tenant_id, &after, &(limit + 1), &name_prefix])

@@ -321,10 +321,10 @@ async fn frames(response: reqwest::Response, mut each: impl AsyncFnMut(&str) -> 
         while let Some(i) = buf.find("\n\n") {
             let frame: String = buf.drain(..i + 2).collect();
             for line in frame.lines() {
-                if let Some(data) = line.strip_prefix("data: ") {
-                    if !each(data).await {
-                        return;
-                    }
+                if let Some(data) = line.strip_prefix("data: ")
+                    && !each(data).await
+                {
+                    return;
                 }
             }
         }

@@ -1007,7 +1007,7 @@ async fn usage_views_budget_limits_and_policy_answer_for_the_callers_tenant_only
     s.running.stop().await.unwrap();
 }
 
-/// The schemathesis command, installed by `scripts/prereqs.sh` in its own virtual environment.
+/// The schemathesis command, installed by `scripts/test-prereqs.sh` in its own virtual environment.
 fn schemathesis() -> std::path::PathBuf {
     let venv = std::env::var_os("TENANTCTL_SCHEMATHESIS_VENV")
         .map(std::path::PathBuf::from)
@@ -1015,7 +1015,7 @@ fn schemathesis() -> std::path::PathBuf {
     let bin = venv.join("bin/schemathesis");
     assert!(
         bin.exists(),
-        "schemathesis is not installed at `{}`; run `bash scripts/prereqs.sh` (or `python3 -m venv {} && {}/bin/pip install 'schemathesis>=4.32,<5'`)",
+        "schemathesis is not installed at `{}`; run `bash scripts/test.sh` (or `python3 -m venv {} && {}/bin/pip install 'schemathesis>=4.32,<5'`)",
         bin.display(),
         venv.display(),
         venv.display()

@@ -528,3 +528,55 @@ fn no_float_anywhere_on_the_money_path() {
     }
     assert!(checked >= 12, "only {checked} files checked");
 }
+
+/// Issue 13: the declared `rust-version` is the one the lockfile really needs: the highest
+/// `rust-version` any locked package declares (a lower one would promise a build that fails).
+#[test]
+fn the_declared_rust_version_is_what_the_lockfile_needs() {
+    let root = cli::testing::repo_root();
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let parse = |v: &str| -> Vec<u32> { v.split('.').map(|p| p.parse().unwrap()).collect() };
+    let members: Vec<&str> = meta["workspace_members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    let mut needed = (vec![0], String::new());
+    let mut declared = None;
+    for p in meta["packages"].as_array().unwrap() {
+        let Some(v) = p["rust_version"].as_str() else {
+            continue;
+        };
+        if members.contains(&p["id"].as_str().unwrap()) {
+            declared = Some(v.to_owned());
+        } else if parse(v) > needed.0 {
+            needed = (parse(v), format!("{} {}", p["name"], p["version"]));
+        }
+    }
+    let declared = declared.expect("the workspace declares a rust-version");
+    let mut d = parse(&declared);
+    d.resize(3, 0);
+    let mut n = needed.0.clone();
+    n.resize(3, 0);
+    assert_eq!(
+        d, n,
+        "Cargo.toml declares rust-version {declared}; the lockfile needs {:?} ({}): set `rust-version` in Cargo.toml and the README's prerequisite to it",
+        needed.0, needed.1
+    );
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("Rust {declared} or newer")),
+        "README states another minimum"
+    );
+}

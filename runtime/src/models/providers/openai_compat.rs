@@ -314,10 +314,10 @@ pub(crate) fn parse_chunk(sse: &SseEvent) -> Result<Option<Vec<StreamEvent>>, Pr
     let mut out = Vec::new();
     if let Some(choice) = v.get("choices").and_then(|c| c.get(0)) {
         if let Some(delta) = choice.get("delta") {
-            if let Some(text) = delta.get("content").and_then(Value::as_str) {
-                if !text.is_empty() {
-                    out.push(StreamEvent::Text(text.to_owned()));
-                }
+            if let Some(text) = delta.get("content").and_then(Value::as_str)
+                && !text.is_empty()
+            {
+                out.push(StreamEvent::Text(text.to_owned()));
             }
             for call in delta
                 .get("tool_calls")
