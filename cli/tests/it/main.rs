@@ -14,3 +14,4 @@ mod conventions;
 mod local;
 mod manifest;
 mod observability;
+mod runbooks;
