@@ -292,14 +292,7 @@ async fn computed_change_set(
             }
             Some(ChangeSetStatus::Failed) => {
                 let reason = cs.status_reason().unwrap_or_default().to_owned();
-                let _ = with_backoff(|| {
-                    client
-                        .delete_change_set()
-                        .stack_name(&req.name)
-                        .change_set_name(&cs_name)
-                        .send()
-                })
-                .await;
+                discard(client, req, &cs_name).await;
                 if is_no_changes(&reason) {
                     return Ok(None);
                 }
@@ -401,6 +394,18 @@ pub async fn delete(
     }
 }
 
+/// Deletes an unexecuted change set (best effort: CloudFormation expires it anyway).
+async fn discard(client: &Client, req: &StackRequest, cs_name: &str) {
+    let _ = with_backoff(|| {
+        client
+            .delete_change_set()
+            .stack_name(&req.name)
+            .change_set_name(cs_name)
+            .send()
+    })
+    .await;
+}
+
 async fn change_set(
     client: &Client,
     req: &StackRequest,
@@ -417,14 +422,7 @@ async fn change_set(
         .filter_map(ResourceChange::destroys)
         .collect();
     if !req.allow_destructive && !destructive.is_empty() {
-        let _ = with_backoff(|| {
-            client
-                .delete_change_set()
-                .stack_name(&req.name)
-                .change_set_name(&cs_name)
-                .send()
-        })
-        .await;
+        discard(client, req, &cs_name).await;
         bail!(
             "stack `{}` would {}; nothing was changed in it\nhint: review it with `tenantctl plan`, then apply with `--yes` to allow it",
             req.name,

@@ -986,6 +986,20 @@ fn quoted<'a>(items: impl Iterator<Item = &'a str>) -> String {
         .join(", ")
 }
 
+/// An error about `file`'s `id`, located at it.
+fn id_error(file: &Path, message: String, hint: String) -> ManifestError {
+    let source = std::fs::read_to_string(file).unwrap_or_default();
+    let at = locate(&source, &[key("id")]);
+    ManifestError {
+        file: file.to_owned(),
+        line: at.map(|a| a.0),
+        column: at.map(|a| a.1),
+        path: "id".into(),
+        message,
+        hint: Some(hint),
+    }
+}
+
 /// Expands files and directories into manifest files (`*.yaml`, `*.yml`, sorted), parses all of them,
 /// and refuses a tenant id that appears in two files. Returns every error, not just the first.
 pub fn load_all(
@@ -1025,43 +1039,31 @@ pub fn load_all(
     for file in files {
         match TenantSpec::from_file_all(&file, platform) {
             Ok(spec) if file.file_stem().and_then(|s| s.to_str()) != Some(spec.id.as_str()) => {
-                let source = std::fs::read_to_string(&file).unwrap_or_default();
-                let at = locate(&source, &[key("id")]);
-                errors.push(ManifestError {
-                    file: file.clone(),
-                    line: at.map(|a| a.0),
-                    column: at.map(|a| a.1),
-                    path: "id".into(),
-                    message: format!(
+                errors.push(id_error(
+                    &file,
+                    format!(
                         "the file is named `{}` but declares tenant `{}`",
                         file.file_name().and_then(|n| n.to_str()).unwrap_or_default(),
                         spec.id
                     ),
-                    hint: Some(format!(
+                    format!(
                         "rename the file to `{}.yaml` (one manifest per tenant, named after its id, so a reviewer finds a tenant by name and a copied file cannot silently redefine another tenant)",
                         spec.id
-                    )),
-                });
+                    ),
+                ));
             }
             Ok(spec) => {
                 if let Some((other, _)) = specs.iter().find(|(_, s)| s.id == spec.id) {
-                    let source = std::fs::read_to_string(&file).unwrap_or_default();
-                    let at = locate(&source, &[key("id")]);
-                    errors.push(ManifestError {
-                        file: file.clone(),
-                        line: at.map(|a| a.0),
-                        column: at.map(|a| a.1),
-                        path: "id".into(),
-                        message: format!(
+                    errors.push(id_error(
+                        &file,
+                        format!(
                             "tenant id `{}` is already declared in `{}`",
                             spec.id,
                             other.display()
                         ),
-                        hint: Some(
-                            "every tenant id must be unique; remove or rename one of the manifests"
-                                .into(),
-                        ),
-                    });
+                        "every tenant id must be unique; remove or rename one of the manifests"
+                            .into(),
+                    ));
                 } else {
                     specs.push((file, spec));
                 }

@@ -104,6 +104,19 @@ fn errors_exit_1_with_a_versioned_json_shape_and_completions_and_man_pages_come_
     }
 }
 
+/// Runs `tenantctl` with the given arguments in a fresh deployment of the shared test cluster.
+fn in_fresh_deployment() -> impl Fn(&[&str]) -> Output {
+    let cluster = cli::testing::cluster();
+    let ns = cli::testing::deployment().namespace.to_string();
+    move |args: &[&str]| {
+        tenantctl(cluster.state.root())
+            .args(["--namespace", &ns])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
 /// Writes a manifest of `id` in `tier` from the example `acme` into `dir`.
 fn manifest(dir: &std::path::Path, id: &str, tier: &str) -> std::path::PathBuf {
     let acme =
@@ -118,17 +131,8 @@ fn manifest(dir: &std::path::Path, id: &str, tier: &str) -> std::path::PathBuf {
 
 #[test]
 fn a_saved_plan_applies_exactly_what_was_reviewed_and_refuses_when_anything_changed() {
-    let cluster = cli::testing::cluster();
-    let target = cli::testing::deployment();
-    let ns = target.namespace.to_string();
+    let run = in_fresh_deployment();
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        tenantctl(cluster.state.root())
-            .args(["--namespace", &ns])
-            .args(args)
-            .output()
-            .unwrap()
-    };
     let file = manifest(dir.path(), "planned", "schema");
     let saved = dir.path().join("reviewed.plan");
     let (m, p) = (file.to_str().unwrap(), saved.to_str().unwrap());
@@ -200,18 +204,9 @@ fn a_saved_plan_applies_exactly_what_was_reviewed_and_refuses_when_anything_chan
 
 #[test]
 fn destructive_steps_show_what_they_destroy_ask_or_refuse_dry_run_and_offboarded_is_a_state() {
-    let cluster = cli::testing::cluster();
-    let target = cli::testing::deployment();
-    let ns = target.namespace.to_string();
+    let run = in_fresh_deployment();
     let dir = tempfile::tempdir().unwrap();
     let export = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        tenantctl(cluster.state.root())
-            .args(["--namespace", &ns])
-            .args(args)
-            .output()
-            .unwrap()
-    };
     let file = manifest(dir.path(), "leaving", "schema");
     let m = file.to_str().unwrap();
     let e = export.path().to_str().unwrap();
