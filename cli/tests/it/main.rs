@@ -11,6 +11,7 @@
 mod aws;
 mod binary;
 mod conventions;
+mod doc_truth;
 mod local;
 mod manifest;
 mod observability;
