@@ -131,6 +131,11 @@ fn runbook_rotate_provider_key() {
 }
 
 #[test]
+fn runbook_month_end_reconciliation() {
+    run_runbook("month-end-reconciliation.md");
+}
+
+#[test]
 fn runbook_move_tier() {
     run_runbook("move-tier.md");
 }
