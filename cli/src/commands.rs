@@ -1688,17 +1688,28 @@ async fn token(
         }
     }
     let signer = crate::devidp::signer(&target.secrets).await?;
-    if operator {
-        out(&crate::devidp::mint_operator(&signer, sub, &scopes, ttl))?;
-        return Ok(0);
+    let (token, tenant) = if operator {
+        (
+            crate::devidp::mint_operator(&signer, sub, &scopes, ttl),
+            None,
+        )
+    } else {
+        let tenant = TenantId::parse(tenant.unwrap_or_default())
+            .map_err(|e| anyhow::anyhow!("`--tenant`: {e}"))?;
+        let binding = binding_of(&target, &tenant).await?;
+        (
+            crate::devidp::mint(&signer, &binding, &tenant, sub, &scopes, ttl),
+            Some(tenant),
+        )
+    };
+    match g.output {
+        OutputFormat::Json => out_json(&json!({
+            "token": token, "tenant": tenant.as_ref().map(TenantId::as_str),
+            "operator": operator, "subject": sub, "scopes": scopes, "expires_in": ttl,
+        }))?,
+        OutputFormat::Text => out(&token)?,
     }
-    let tenant = TenantId::parse(tenant.unwrap_or_default())
-        .map_err(|e| anyhow::anyhow!("`--tenant`: {e}"))?;
-    let binding = binding_of(&target, &tenant).await?;
-    out(&crate::devidp::mint(
-        &signer, &binding, &tenant, sub, &scopes, ttl,
-    ))?;
-    Ok(0)
+    Ok(crate::exit::OK)
 }
 
 async fn wait_for_stop() {

@@ -176,6 +176,17 @@ fn a_saved_plan_applies_exactly_what_was_reviewed_and_refuses_when_anything_chan
     let out = run(&["apply", p]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "planned: created\n");
+    // `--output json` covers `token` too.
+    let out = run(&[
+        "--output", "json", "token", "--tenant", "planned", "--sub", "ann",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["tenant"].as_str(), v["subject"].as_str()),
+        (Some("planned"), Some("ann"))
+    );
+    assert_eq!(v["token"].as_str().unwrap().split('.').count(), 3, "{v}");
 
     // A plan made, then the target changed under it (another apply): refused.
     std::fs::write(&file, body.replace("usage_days: 400", "usage_days: 402")).unwrap();
