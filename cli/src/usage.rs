@@ -68,20 +68,7 @@ async fn read_month(
     Ok(rows)
 }
 
-/// Rows of (day, provider, model, requests, input, output, cost), as both stores answer them.
-fn day_usage(rows: &[tokio_postgres::Row]) -> Vec<DayUsage> {
-    rows.iter()
-        .map(|r| DayUsage {
-            day: r.get(0),
-            provider: r.get(1),
-            model: r.get(2),
-            requests: r.get(3),
-            input_tokens: r.get(4),
-            output_tokens: r.get(5),
-            cost_micro_usd: r.get(6),
-        })
-        .collect()
-}
+use runtime::service::reconciliation::day_usage;
 
 /// A tenant's rows of a month whose provider-reported cost differs from ours, per provider and
 /// model.

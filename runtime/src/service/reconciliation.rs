@@ -78,18 +78,7 @@ pub async fn run(
     let params: [&(dyn ToSql + Sync); 2] = [&tx.tenant().as_str(), &first];
     let rows = tx.query(MONTH, &params).await?;
     tx.commit().await?;
-    let ledger: Vec<DayUsage> = rows
-        .iter()
-        .map(|r| DayUsage {
-            day: r.get(0),
-            provider: r.get(1),
-            model: r.get(2),
-            requests: r.get(3),
-            input_tokens: r.get(4),
-            output_tokens: r.get(5),
-            cost_micro_usd: r.get(6),
-        })
-        .collect();
+    let ledger = day_usage(&rows);
     let lines = reconcile(&ledger, &provider, &costs, tolerance);
     let over = lines.iter().filter(|l| l.status != "ok").count();
     let digest: String = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, invoice.as_bytes())
@@ -156,4 +145,20 @@ pub async fn get(
         .into_iter()
         .next()
         .ok_or_else(not_found)
+}
+
+/// Rows of (day, provider, model, requests, input, output, cost), as the ledger's month query and
+/// `tenantctl usage`'s both answer them.
+pub fn day_usage(rows: &[tokio_postgres::Row]) -> Vec<DayUsage> {
+    rows.iter()
+        .map(|r| DayUsage {
+            day: r.get(0),
+            provider: r.get(1),
+            model: r.get(2),
+            requests: r.get(3),
+            input_tokens: r.get(4),
+            output_tokens: r.get(5),
+            cost_micro_usd: r.get(6),
+        })
+        .collect()
 }
