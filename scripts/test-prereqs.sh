@@ -45,8 +45,17 @@ if [ ! -x "$SCHEMATHESIS_VENV/bin/schemathesis" ]; then
   { python3 -m venv "$SCHEMATHESIS_VENV" && "$SCHEMATHESIS_VENV/bin/pip" install --quiet --disable-pip-version-check 'schemathesis>=4.32,<5'; } >&2 \
     || { say "could not install schemathesis; run: python3 -m venv $SCHEMATHESIS_VENV && $SCHEMATHESIS_VENV/bin/pip install 'schemathesis>=4.32,<5'"; exit 1; }
 fi
+# The AWS CLI (the runbook of a new AWS account uses it, against moto): its own environment too, since
+# it pins botocore exactly.
+AWSCLI_VENV="${TENANTCTL_AWSCLI_VENV:-/var/tmp/tenantctl-awscli}"
+if [ ! -x "$AWSCLI_VENV/bin/aws" ]; then
+  say "installing the AWS CLI into $AWSCLI_VENV (the AWS runbook's test runs it against moto)"
+  { python3 -m venv "$AWSCLI_VENV" && "$AWSCLI_VENV/bin/pip" install --quiet --disable-pip-version-check 'awscli>=1.36,<2'; } >&2 \
+    || { say "could not install the AWS CLI; run: python3 -m venv $AWSCLI_VENV && $AWSCLI_VENV/bin/pip install 'awscli>=1.36,<2'"; exit 1; }
+fi
 mkdir -p "$CHECKOV_VENV/tools"
 ln -sf "$CHECKOV_VENV/bin/checkov" "$CHECKOV_VENV/tools/checkov"
+ln -sf "$AWSCLI_VENV/bin/aws" "$CHECKOV_VENV/tools/aws"
 export PATH="$PATH:$CHECKOV_VENV/tools"
 if ! command -v node >/dev/null 2>&1; then
   apt_install nodejs npm || { say "Node.js 20+ is required by the OpenID Provider interop test"; exit 1; }

@@ -190,6 +190,16 @@ pub enum Command {
         #[command(flatten)]
         approve: Approve,
     },
+    /// AWS target: create or update the platform stack alone (network, keys, the platform
+    /// database) and print the steps left before the first `apply`, with this environment's values.
+    /// Needs no database connection (it is what creates the database). The local target's
+    /// equivalent is `tenantctl local start`.
+    #[command(after_long_help = "Example:\n  tenantctl --target aws --env prod bootstrap")]
+    Bootstrap {
+        /// Allow a change that removes or replaces a resource of the platform stack.
+        #[arg(long, visible_alias = "auto-approve")]
+        yes: bool,
+    },
     /// Validate, plan and apply one tenant's manifest.
     #[command(after_long_help = "Example:\n  tenantctl onboard tenants/acme.yaml")]
     Onboard {
@@ -504,6 +514,18 @@ pub enum AuditCommand {
         #[arg(long, value_enum, default_value = "platform")]
         chain: AuditChain,
     },
+    /// Check the isolation fences of this deployment from the inside: log in as each tenant's own
+    /// database role (active or suspended) and try to reach every other tenant (its schema, its database,
+    /// its pool rows with the tenant setting claiming it) and the control plane; check each role has
+    /// no dangerous attribute or membership and every pool table keeps row-level security forced.
+    /// Exits 2 on a finding. Read-only.
+    ///
+    /// Example: `tenantctl --output json audit isolation --tenant acme > isolation-acme.json`
+    Isolation {
+        /// Only this tenant (the catalog check always runs).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 /// How a report is printed.
@@ -604,4 +626,17 @@ pub enum LocalCommand {
     Stop,
     /// Show where the cluster lives and whether it runs.
     Status,
+    /// Rotate the development identity provider's signing key.
+    ///
+    /// A new key signs every token from now on; the key it replaces stays published, so tokens it
+    /// signed keep verifying until `retire-idp-key`. A running `tenantctl serve` publishes the new
+    /// set at once; its key cache picks up the new key on the first token that carries it.
+    ///
+    /// Example: `tenantctl local rotate-idp-key`
+    RotateIdpKey,
+    /// Stop publishing the key the last rotation replaced: tokens it signed are refused once a
+    /// runtime's key cache refreshes (the issuer's `jwks_cache.ttl_secs`), at once after a restart.
+    ///
+    /// Example: `tenantctl local retire-idp-key`
+    RetireIdpKey,
 }

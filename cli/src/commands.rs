@@ -53,6 +53,10 @@ pub async fn run(cli: Cli) -> Result<u8> {
             out,
             reactivate,
         } => plan_cmd(g, &paths, detailed_exitcode, out.as_deref(), reactivate).await,
+        Command::Bootstrap { yes } if aws(g) => aws_bootstrap(g, yes).await,
+        Command::Bootstrap { .. } => bail!(
+            "`bootstrap` creates the AWS target's platform stack; the local target has none\nhint: `tenantctl local start` starts the local target, or pass `--target aws --env ENV`"
+        ),
         Command::Apply { paths, approve } => apply_cmd(g, &paths, approve.reactivate).await,
         Command::Onboard { file, approve } => apply_cmd(g, &[file], approve.reactivate).await,
         Command::Status => status(g).await,
@@ -144,6 +148,17 @@ async fn audit_cmd(g: &Global, command: crate::args::AuditCommand) -> Result<u8>
             let text: String = chain.iter().map(|r| r.export_line() + "\n").collect();
             out(&text)?;
             Ok(0)
+        }
+        AuditCommand::Isolation { tenant } => {
+            let tenant = tenant.as_deref().map(parse_tenant).transpose()?;
+            let report = crate::isolation::check(&target, tenant.as_ref()).await?;
+            match g.output {
+                OutputFormat::Json => out_json(&json!({ "isolation": report }))?,
+                OutputFormat::Text => out(crate::isolation::render(&report).trim_end())?,
+            }
+            Ok(crate::exit::findings(crate::isolation::has_findings(
+                &report,
+            )))
         }
         AuditCommand::Verify { tenant } => {
             let tenants = match tenant {
@@ -575,7 +590,7 @@ async fn aws_target(g: &Global) -> Result<(crate::aws::fleet::Aws, Target)> {
     let url = std::env::var("TENANTCTL_DATABASE_URL").map_err(|_| {
         anyhow::anyhow!(
             "the AWS target keeps its registry in the platform database, and TENANTCTL_DATABASE_URL is not set\n\
-             hint: set it to the admin connection of the platform stack's database (see docs/aws.md)"
+             hint: in a new environment run `tenantctl --target aws --env ENV bootstrap` first: it creates that database and prints the connection to set (docs/aws.md)"
         )
     })?;
     let aws = crate::aws::fleet::Aws::connect(&env, g.aws.endpoint_url.as_deref()).await?;
@@ -778,6 +793,37 @@ async fn aws_plan(g: &Global, paths: &[PathBuf], detailed: bool) -> Result<u8> {
             .chain(&plan.stacks)
             .any(|p| matches!(p.action, crate::aws::fleet::StackAction::Blocked(_)));
     Ok(plan_exit(g, blocked, plan.has_changes(), detailed))
+}
+
+async fn aws_bootstrap(g: &Global, yes: bool) -> Result<u8> {
+    let env = environment(g)?;
+    let aws = crate::aws::fleet::Aws::connect(&env, g.aws.endpoint_url.as_deref()).await?;
+    let platform = crate::platform::Platform::resolve(g.platform.as_deref())?;
+    let bars = crate::aws::fleet::Bars::new(
+        !(g.quiet || g.no_progress || !std::io::stderr().is_terminal()),
+    );
+    let done = crate::aws::fleet::bootstrap(&aws, &platform, yes, &bars).await?;
+    match g.output {
+        OutputFormat::Json => out_json(&serde_json::to_value(&done)?)?,
+        OutputFormat::Text => {
+            let mut text = format!(
+                "platform stack {}: {}\n",
+                done.stack,
+                serde_json::to_value(done.outcome)?.as_str().unwrap_or("")
+            );
+            for (k, v) in &done.outputs {
+                if k != crate::aws::DIGEST_OUTPUT {
+                    text.push_str(&format!("  {k:<24} {v}\n"));
+                }
+            }
+            text.push_str("next:\n");
+            for (i, step) in done.next_steps.iter().enumerate() {
+                text.push_str(&format!("  {}. {step}\n", i + 1));
+            }
+            out(text.trim_end())?
+        }
+    }
+    Ok(crate::exit::OK)
 }
 
 async fn aws_apply(g: &Global, paths: &[PathBuf], yes: bool) -> Result<u8> {
@@ -1503,7 +1549,12 @@ async fn status(g: &Global) -> Result<u8> {
         rows.push(json!({
             "tenant": id, "tier": t.tier, "status": t.status,
             "migrations": format!("{}/{latest}", t.migration_version),
-            "ledger_partitions": if partitions_ok { "ok" } else { "next month missing: run `tenantctl migrate`" },
+            // Unknown when the role cannot log in (that is the drift to name, not the partition).
+            "ledger_partitions": match (&login, partitions_ok) {
+                (Err(_), _) => serde_json::Value::Null,
+                (Ok(_), true) => json!("ok"),
+                (Ok(_), false) => json!("next month missing: run `tenantctl migrate`"),
+            },
             "db_login": login.as_ref().map(|_| "ok".to_owned()).unwrap_or_else(|e| format!("failed: {e:#}")),
             "spec_hash": &t.spec_hash[..12.min(t.spec_hash.len())],
             "drift": tenant_drift,
@@ -1512,6 +1563,18 @@ async fn status(g: &Global) -> Result<u8> {
     let stack_drift = if let Some(aws) = &aws {
         let findings = crate::aws::fleet::drift(aws, &target).await?;
         drift |= !findings.is_empty();
+        // Where each tenant's clients send requests: its stack's HTTP API.
+        let stacks = crate::aws::fleet::list_stacks(&aws.cfn, &aws.env).await?;
+        for r in &mut rows {
+            let name = format!(
+                "tenantctl-{}-{}",
+                aws.env,
+                r["tenant"].as_str().unwrap_or("")
+            );
+            if let Some(url) = stacks.get(&name).and_then(|s| s.outputs.get("ApiEndpoint")) {
+                r["api_endpoint"] = json!(url);
+            }
+        }
         Some(findings)
     } else {
         None
@@ -1526,11 +1589,16 @@ async fn status(g: &Global) -> Result<u8> {
                 "TENANT", "TIER", "STATUS", "MIGRATIONS", "LOGIN"
             ))?;
             for r in &rows {
-                if let Some(p) = r["ledger_partitions"].as_str().filter(|p| *p != "ok") {
+                let tenant = r["tenant"].as_str().unwrap_or("");
+                if let Some(e) = r["db_login"]
+                    .as_str()
+                    .and_then(|l| l.strip_prefix("failed: "))
+                {
                     out(&format!(
-                        "drift: {}: ledger partition of {p}",
-                        r["tenant"].as_str().unwrap_or("")
+                        "drift: {tenant}: its role cannot log in to its data: {e}"
                     ))?;
+                } else if let Some(p) = r["ledger_partitions"].as_str().filter(|p| *p != "ok") {
+                    out(&format!("drift: {tenant}: ledger partition of {p}"))?;
                 }
             }
             for r in &rows {
@@ -1555,6 +1623,14 @@ async fn status(g: &Global) -> Result<u8> {
             }
             if rows.is_empty() {
                 note(g, "No tenants yet.\nhint: run `tenantctl apply tenants/`");
+            }
+            for r in &rows {
+                if let Some(url) = r["api_endpoint"].as_str() {
+                    out(&format!(
+                        "api: {:<19} {url}",
+                        r["tenant"].as_str().unwrap_or("")
+                    ))?;
+                }
             }
             for f in stack_drift.iter().flatten() {
                 out(&format!(
@@ -1871,7 +1947,11 @@ async fn local(g: &Global, command: LocalCommand) -> Result<u8> {
         LocalCommand::Status => {
             let st = cluster.status();
             match g.output {
-                OutputFormat::Json => out_json(&serde_json::to_value(&st)?)?,
+                OutputFormat::Json => {
+                    let mut v = serde_json::to_value(&st)?;
+                    v["database"] = json!(target.endpoint.dbname);
+                    out_json(&v)?
+                }
                 OutputFormat::Text => out(&format!(
                     "initialized: {}\nrunning:     {}\ndata:        {}\nsocket dir:  {}\nlog:         {}\nbinaries:    {}\nruns as:     {}\nconnect:     psql -h {} -p {} -U {ADMIN_ROLE} {}",
                     st.initialized,
@@ -1887,6 +1967,37 @@ async fn local(g: &Global, command: LocalCommand) -> Result<u8> {
                 ))?,
             }
             Ok(crate::exit::findings(!st.running))
+        }
+        LocalCommand::RotateIdpKey => {
+            let keys = crate::devidp::rotate(&target.secrets).await?;
+            match g.output {
+                OutputFormat::Json => out_json(&serde_json::to_value(&keys)?)?,
+                OutputFormat::Text => out(&format!(
+                    "signing key: {}\nstill published: {} (retire it with `tenantctl local retire-idp-key` once its tokens have expired)",
+                    keys.current,
+                    keys.previous.as_deref().unwrap_or("")
+                ))?,
+            }
+            Ok(crate::exit::OK)
+        }
+        LocalCommand::RetireIdpKey => {
+            let (keys, retired) = crate::devidp::retire(&target.secrets).await?;
+            match g.output {
+                OutputFormat::Json => {
+                    out_json(&json!({"current": keys.current, "retired": retired}))?
+                }
+                OutputFormat::Text => out(&match retired {
+                    Some(kid) => format!(
+                        "signing key: {}\nretired: {kid} (its tokens are refused once a runtime's key cache refreshes)",
+                        keys.current
+                    ),
+                    None => format!(
+                        "signing key: {}\nno previous key was published",
+                        keys.current
+                    ),
+                })?,
+            }
+            Ok(crate::exit::OK)
         }
     }
 }

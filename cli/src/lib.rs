@@ -7,6 +7,7 @@ pub mod aws;
 pub mod commands;
 pub mod devidp;
 pub mod exit;
+pub mod isolation;
 pub mod local;
 pub mod manifest;
 pub mod platform;

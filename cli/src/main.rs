@@ -27,10 +27,14 @@ fn main() -> ExitCode {
         }
     };
     let json = cli.global.output == cli::args::OutputFormat::Json;
+    // A server logs one access line per request (target `access`) by default; other commands only
+    // what goes wrong.
+    let serving = matches!(cli.command, cli::args::Command::Serve(_));
     let filter = match (cli.global.quiet, cli.global.verbose) {
         (true, _) => "error",
         // An idle pooled connection closed by a stopping cluster is not worth a warning; real
         // connection failures surface as request or command errors.
+        (_, 0) if serving => "warn,access=info,deadpool.postgres=error",
         (_, 0) => "warn,deadpool.postgres=error",
         (_, 1) => "info,tenantctl=info",
         _ => "debug",

@@ -80,7 +80,8 @@ pub async fn start_with(
     ledger_commit: runtime::metering::writer::CommitMode,
 ) -> Result<Running> {
     let Listen { api, idp, metrics } = listen;
-    let signer = devidp::signer(&target.secrets).await?;
+    // The key exists before the JWKS is first served (created on first use).
+    devidp::signer(&target.secrets).await?;
     let idp_listener = tokio::net::TcpListener::bind(idp)
         .await
         .with_context(|| format!("cannot listen on `{idp}` for the dev identity provider\nhint: pass `--idp-listen` with a free port"))?;
@@ -97,7 +98,7 @@ pub async fn start_with(
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(devidp::serve_jwks(
         idp_listener,
-        signer.jwks(),
+        target.secrets.clone(),
         signal(&rx),
     )));
     let mut issuers = platform.runtime_issuers(&devidp::jwks_url(idp_addr));

@@ -212,3 +212,64 @@ pub fn openssl(dir: &Path, args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The `sh` blocks of a Markdown file, in order.
+fn sh_blocks(text: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```sh") => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), l) => {
+                block.push_str(l);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    assert!(current.is_none(), "an unclosed code block");
+    blocks
+}
+
+/// Every `sh` block of `docs/runbooks/<name>`, in order, as one bash script that stops at the first
+/// failure and announces each block on stderr (so a failure names its block).
+pub fn runbook_script(name: &str) -> String {
+    let text = std::fs::read_to_string(repo_root().join("docs/runbooks").join(name))
+        .unwrap_or_else(|e| panic!("docs/runbooks/{name}: {e}"));
+    let blocks = sh_blocks(&text);
+    assert!(!blocks.is_empty(), "{name} has no `sh` block");
+    let mut script = String::from("set -euo pipefail\n");
+    for (i, b) in blocks.iter().enumerate() {
+        script.push_str(&format!("echo '--- block {}' >&2\n{b}", i + 1));
+    }
+    script
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let fail = |what: &Path, e: std::io::Error| -> ! { panic!("{}: {e}", what.display()) };
+    std::fs::create_dir_all(to).unwrap_or_else(|e| fail(to, e));
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| fail(from, e)) {
+        let entry = entry.unwrap_or_else(|e| fail(from, e));
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap_or_else(|e| fail(&entry.path(), e));
+        }
+    }
+}
+
+/// Fills `dir` with what a runbook runs in, as a reader's checkout has it: copies of `tenants/`,
+/// `prices/`, `scripts/` and `platform.yaml`.
+pub fn runbook_workdir(dir: &Path) {
+    let root = repo_root();
+    for sub in ["tenants", "prices", "scripts"] {
+        copy_dir(&root.join(sub), &dir.join(sub));
+    }
+    std::fs::copy(root.join("platform.yaml"), dir.join("platform.yaml"))
+        .unwrap_or_else(|e| panic!("platform.yaml: {e}"));
+}

@@ -9,7 +9,9 @@
   (a stack made by CreateStack has them; one made through a change set keeps none, and an update
   keeps the old ones). AWS replaces all three; so does this.
 - Outputs that read a resource type moto's CloudFormation skips (API Gateway v2): moto fails every
-  DescribeStacks of the stack; here such an output is left out, as the resource itself is.
+  DescribeStacks of the stack; here such an output is left out, as the resource itself is, except a
+  tenant's `ApiEndpoint`, which gets the address AWS would give (`https://<id>.execute-api.<region>
+  .amazonaws.com`, nothing answers there) so `tenantctl status` can list it.
 - Updating a resource whose type moto cannot update (an `AWS::EC2::EIP` whose tags changed): moto
   replaces it in the stack's resource map with nothing, so the next `Fn::GetAtt` on it (the NAT
   gateway's `AllocationId`) fails the whole update. Here the resource is kept as it was, as
@@ -35,6 +37,7 @@ For benchmarks only: with MOTO_STACK_OPERATION_SECONDS=N, an executed change set
 Usage: python3 moto_server.py -H 127.0.0.1 -p PORT
 """
 
+import hashlib
 import json
 import os
 import sys
@@ -166,6 +169,16 @@ def output(self, key):
         return _output(self, key)
     except ValidationError as e:
         if "references undefined resource" in str(e):
+            # A tenant's HTTP API: the address AWS would give it (execute-api, the stack's region),
+            # derived from the stack id so each tenant's differs. Nothing answers there under moto.
+            if key == "ApiEndpoint":
+                region = self._stack_id.split(":")[3]
+                api_id = hashlib.sha256(self._stack_id.encode()).hexdigest()[:10]
+                return cfn_parsing.Output(
+                    key=key,
+                    value=f"https://{api_id}.execute-api.{region}.amazonaws.com",
+                    description=None,
+                )
             return None
         raise
 

@@ -419,15 +419,110 @@ pub fn platform_outputs(
             Ok(s.outputs.clone())
         }
         Some(s) => bail!(
-            "the platform stack `{name}` is `{}`\nhint: run `tenantctl apply --target aws --env {}` to converge it",
+            "the platform stack `{name}` is `{}`\nhint: run `tenantctl --target aws --env {} bootstrap` to converge it",
             s.status,
             aws.env
         ),
         None => bail!(
-            "the platform stack `{name}` does not exist\nhint: `tenantctl apply --target aws --env {}` creates it first",
+            "the platform stack `{name}` does not exist\nhint: `tenantctl --target aws --env {} bootstrap` creates it first",
             aws.env
         ),
     }
+}
+
+/// Creates or updates the platform stack alone (the first step of `apply`, and all of
+/// `bootstrap`): it needs no database, since it is what creates the platform's.
+async fn converge_platform(
+    aws: &Aws,
+    platform: &Platform,
+    allow_destructive: bool,
+    bars: &Bars,
+) -> Result<Outcome> {
+    let polling = Polling {
+        events: !bars.hidden,
+        ..aws.polling
+    };
+    let req = StackRequest {
+        allow_destructive,
+        ..platform_request(aws, platform)?
+    };
+    let bar = bars.tenant(&req.name);
+    let report = |s: &str| bar.set_message(s.to_owned());
+    let outcome = deploy::deploy(&aws.cfn, &req, polling, &report)
+        .await
+        .context("the platform stack")?;
+    bar.finish_and_clear();
+    Ok(outcome)
+}
+
+/// What `tenantctl bootstrap` did: the platform stack, its outputs, and what comes next.
+#[derive(Debug, Clone, Serialize)]
+pub struct Bootstrap {
+    pub stack: String,
+    pub outcome: Outcome,
+    pub region: String,
+    pub outputs: BTreeMap<String, String>,
+    /// The steps left before the first `apply`, with this environment's values filled in.
+    pub next_steps: Vec<String>,
+    pub aws_calls: u64,
+}
+
+/// `tenantctl bootstrap`: the platform stack (network, keys, the platform database), with no
+/// database connection; then the steps that make the database reachable for `apply`.
+pub async fn bootstrap(
+    aws: &Aws,
+    platform: &Platform,
+    allow_destructive: bool,
+    bars: &Bars,
+) -> Result<Bootstrap> {
+    let outcome = converge_platform(aws, platform, allow_destructive, bars).await?;
+    let stacks = list_stacks(&aws.cfn, &aws.env).await?;
+    let outputs = platform_outputs(aws, &stacks)?;
+    let out = |k: &str| outputs.get(k).cloned().unwrap_or_else(|| format!("<{k}>"));
+    // The account is the KMS key's (`arn:aws:kms:<region>:<account>:key/...`): no STS call needed.
+    let account = out("KmsKeyArn")
+        .split(':')
+        .nth(4)
+        .map(str::to_owned)
+        .unwrap_or_else(|| "<account>".into());
+    let env = &aws.env;
+    let next_steps = vec![
+        format!(
+            "run tenantctl where the database is reachable: in subnet {} or {} with security group {} (a CI runner or an instance in the VPC)",
+            out("PrivateSubnetA"),
+            out("PrivateSubnetB"),
+            out("DeployerSecurityGroup")
+        ),
+        format!(
+            "once, as the master user with the password in secret {}: psql \"host={} dbname=postgres user={} sslmode=verify-full sslrootcert=rds-ca-bundle.pem\" -c '{}'",
+            out("DatabaseMasterSecretArn"),
+            out("DatabaseEndpoint"),
+            crate::aws::PLATFORM_ADMIN,
+            crate::aws::PLATFORM_ADMIN_IAM_GRANT
+        ),
+        format!(
+            "allow the deploy role rds-db:connect on arn:aws:rds-db:{}:{account}:dbuser:{}/{}",
+            aws.region,
+            out("DbiResourceId"),
+            crate::aws::PLATFORM_ADMIN
+        ),
+        format!(
+            "export TENANTCTL_DATABASE_URL=postgres://{}@{}:5432/tenantctl TENANTCTL_DATABASE_AUTH=iam TENANTCTL_DATABASE_CA=rds-ca-bundle.pem (the RDS certificate bundle)",
+            crate::aws::PLATFORM_ADMIN,
+            out("DatabaseEndpoint")
+        ),
+        format!(
+            "review, then apply: tenantctl --target aws --env {env} --lambda-code s3://BUCKET/KEY plan tenants/ && tenantctl --target aws --env {env} --lambda-code s3://BUCKET/KEY apply tenants/"
+        ),
+    ];
+    Ok(Bootstrap {
+        stack: platform_stack_name(env),
+        outcome,
+        region: aws.region.clone(),
+        outputs,
+        next_steps,
+        aws_calls: aws.calls.get(),
+    })
 }
 
 /// The whole plan of an environment: the platform stack, then every tenant's stack and database.
@@ -710,16 +805,7 @@ pub async fn apply(
         ..aws.polling
     };
     check_bedrock_regions(specs, &aws.region)?;
-    let platform_req = StackRequest {
-        allow_destructive: opts.allow_destructive,
-        ..platform_request(aws, platform)?
-    };
-    let platform_bar = bars.tenant(&platform_req.name);
-    let report = |s: &str| platform_bar.set_message(s.to_owned());
-    let platform_outcome = deploy::deploy(&aws.cfn, &platform_req, polling, &report)
-        .await
-        .context("the platform stack")?;
-    platform_bar.finish_and_clear();
+    let platform_outcome = converge_platform(aws, platform, opts.allow_destructive, bars).await?;
     db_apply::ensure_control_plane(target).await?;
     crate::prices::import_builtin_if_none(target).await?;
     let book = &crate::prices::for_deployment(target).await?;

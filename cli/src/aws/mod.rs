@@ -107,6 +107,13 @@ pub struct Rendered {
 
 /// The name of the output carrying a template's digest.
 pub const DIGEST_OUTPUT: &str = "TenantctlDigest";
+
+/// The platform database's master user (`MasterUsername` of `templates/aws/platform.yaml.j2`), which
+/// tenantctl connects as (with IAM authentication once `rds_iam` is granted to it).
+pub const PLATFORM_ADMIN: &str = "tenantctl_admin";
+
+/// The one statement an operator runs as that user, once, so it logs in with IAM tokens.
+pub const PLATFORM_ADMIN_IAM_GRANT: &str = "GRANT rds_iam TO tenantctl_admin";
 const DIGEST_SENTINEL: &str = "@@tenantctl-digest@@";
 
 /// Fills the digest: SHA-256 over the template (with the sentinel in place) and the stack's tags, so

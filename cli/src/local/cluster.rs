@@ -59,6 +59,10 @@ pub struct ClusterStatus {
     pub log_file: PathBuf,
     pub bindir: PathBuf,
     pub runs_as: String,
+    /// The port the cluster listens on (on its socket directory only).
+    pub port: u16,
+    /// The superuser role, reached by peer authentication only.
+    pub admin_role: &'static str,
 }
 
 /// Finds the directory holding `initdb`, `pg_ctl` and `postgres`.
@@ -323,6 +327,8 @@ impl Cluster {
                 .as_ref()
                 .map(|a| a.name.clone())
                 .unwrap_or_else(|| "the current user".into()),
+            port: PORT,
+            admin_role: ADMIN_ROLE,
         }
     }
 

@@ -12,6 +12,7 @@ mod aws;
 mod binary;
 mod conventions;
 mod doc_truth;
+mod isolation;
 mod local;
 mod manifest;
 mod observability;

@@ -7,64 +7,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The `sh` blocks of a Markdown file, in order.
-fn sh_blocks(text: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in text.lines() {
-        match (&mut current, line.trim_end()) {
-            (None, "```sh") => current = Some(String::new()),
-            (Some(block), "```") => {
-                blocks.push(std::mem::take(block));
-                current = None;
-            }
-            (Some(block), l) => {
-                block.push_str(l);
-                block.push('\n');
-            }
-            (None, _) => {}
-        }
-    }
-    assert!(current.is_none(), "an unclosed code block");
-    blocks
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 fn run_runbook(name: &str) {
-    let root = cli::testing::repo_root();
-    let text = std::fs::read_to_string(root.join("docs/runbooks").join(name)).unwrap();
-    let blocks = sh_blocks(&text);
-    assert!(!blocks.is_empty(), "{name} has no `sh` block");
     let work = tempfile::tempdir().unwrap();
-    for dir in ["tenants", "prices", "scripts"] {
-        copy_dir(&root.join(dir), &work.path().join(dir));
-    }
-    std::fs::copy(
-        root.join("platform.yaml"),
-        work.path().join("platform.yaml"),
-    )
-    .unwrap();
+    cli::testing::runbook_workdir(work.path());
     let state = tempfile::tempdir().unwrap();
     let bin: PathBuf = Path::new(env!("CARGO_BIN_EXE_tenantctl"))
         .parent()
         .unwrap()
         .to_owned();
-    let mut script = String::from("set -euo pipefail\n");
-    for (i, b) in blocks.iter().enumerate() {
-        script.push_str(&format!("echo '--- block {}' >&2\n{b}", i + 1));
-    }
+    let script = cli::testing::runbook_script(name);
     let path = format!(
         "{}:{}",
         bin.display(),
@@ -106,11 +57,17 @@ fn every_runbook_is_tested_here() {
         .filter(|n| n.ends_with(".md") && n != "README.md")
         .collect();
     names.sort();
-    let source = include_str!("runbooks.rs");
+    // The AWS runbooks run against moto, in the `tests` crate (which has the moto harness).
+    let source = [
+        include_str!("runbooks.rs"),
+        include_str!("../../../tests/tests/it/aws_runbooks.rs"),
+    ]
+    .concat();
     for n in &names {
         assert!(
-            source.contains(&format!("run_runbook(\"{n}\")")),
-            "docs/runbooks/{n} has no test in cli/tests/it/runbooks.rs"
+            source.contains(&format!("run_runbook(\"{n}\")"))
+                || source.contains(&format!("run_aws_runbook(\"{n}\")")),
+            "docs/runbooks/{n} has no test in cli/tests/it/runbooks.rs or tests/tests/it/aws_runbooks.rs"
         );
     }
 }
@@ -143,4 +100,19 @@ fn runbook_move_tier() {
 #[test]
 fn runbook_upgrade() {
     run_runbook("upgrade.md");
+}
+
+#[test]
+fn runbook_rotate_idp_key() {
+    run_runbook("rotate-idp-key.md");
+}
+
+#[test]
+fn runbook_cross_tenant_access() {
+    run_runbook("cross-tenant-access.md");
+}
+
+#[test]
+fn runbook_restore_dedicated() {
+    run_runbook("restore-dedicated.md");
 }

@@ -10,6 +10,7 @@
 mod api;
 mod auth;
 mod aws_flow;
+mod aws_runbooks;
 mod cloudformation;
 mod deploy_mocked;
 mod fleet_mocked;
