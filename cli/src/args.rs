@@ -499,7 +499,7 @@ pub enum AuditCommand {
     /// Check every tenant's chains (or one tenant's): the platform's chain of it and its own (what
     /// its admins did through the API): events numbered without a gap, each naming the previous
     /// event's hash, each hash its fields' hash. Prints each chain's head hash (keep it elsewhere:
-    /// events removed from a chain's end leave no broken link). Exits 1 at a broken link.
+    /// events removed from a chain's end leave no broken link). Exits 2 at a broken link.
     Verify {
         /// Only this tenant.
         #[arg(long)]
@@ -536,6 +536,16 @@ pub enum ReportFormat {
     Csv,
 }
 
+impl ReportFormat {
+    /// `--format` as given, else what `--output` asks for.
+    pub fn or_output(format: Option<Self>, output: OutputFormat) -> Self {
+        format.unwrap_or(match output {
+            OutputFormat::Json => ReportFormat::Json,
+            OutputFormat::Text => ReportFormat::Text,
+        })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum UsageCommand {
     /// A calendar month (UTC) per tenant, cost-center, provider and model: requests, input and
@@ -548,8 +558,9 @@ pub enum UsageCommand {
         /// Only this tenant.
         #[arg(long)]
         tenant: Option<String>,
-        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
-        format: ReportFormat,
+        /// `text`, `json` or `csv` [default: `json` with `--output json`, else `text`].
+        #[arg(long, value_enum)]
+        format: Option<ReportFormat>,
     },
     /// Remove usage past retention: each tenant's ledger rows older than its `retention.usage_days`,
     /// and offboarded tenants' retained usage past its day; says what it removed. Asks first.
@@ -559,7 +570,7 @@ pub enum UsageCommand {
         yes: bool,
     },
     /// A tenant's month against its provider's cost export (OpenAI- or Anthropic-style CSV), per day
-    /// and model. Exits 1 when any line differs by more than its tolerance: its number of calls in
+    /// and model. Exits 2 when any line differs by more than its tolerance: its number of calls in
     /// micro-USD (the ledger rounds each call up) plus `--tolerance-micro-usd`.
     Reconcile {
         /// Tenant id (its provider account is billed on its own key).
@@ -574,8 +585,9 @@ pub enum UsageCommand {
         /// Extra variance accepted per day and model, in micro-USD.
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
         tolerance_micro_usd: i64,
-        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
-        format: ReportFormat,
+        /// `text`, `json` or `csv` [default: `json` with `--output json`, else `text`].
+        #[arg(long, value_enum)]
+        format: Option<ReportFormat>,
     },
 }
 
@@ -586,8 +598,9 @@ pub enum CostCommand {
         /// The month, YYYY-MM.
         #[arg(long)]
         month: String,
-        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
-        format: ReportFormat,
+        /// `text`, `json` or `csv` [default: `json` with `--output json`, else `text`].
+        #[arg(long, value_enum)]
+        format: Option<ReportFormat>,
     },
 }
 
@@ -600,7 +613,7 @@ pub enum PricesCommand {
         #[arg(long, value_name = "FILE", default_value = crate::prices::BUILTIN_PATH)]
         file: PathBuf,
     },
-    /// Compare the file with the deployment's book, version by version. Exits 1 when an import
+    /// Compare the file with the deployment's book, version by version. Exits 2 when an import
     /// would add or refuse anything.
     Diff {
         /// The price book file.

@@ -116,7 +116,10 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Usage { command } => usage_cmd(g, command).await,
         Command::Cost {
             command: crate::args::CostCommand::Report { month, format },
-        } => cost_report_cmd(g, &month, format).await,
+        } => {
+            let format = crate::args::ReportFormat::or_output(format, g.output);
+            cost_report_cmd(g, &month, format).await
+        }
     }
 }
 
@@ -285,7 +288,7 @@ async fn usage_cmd(g: &Global, command: crate::args::UsageCommand) -> Result<u8>
         } => {
             let only = tenant.as_deref().map(parse_tenant).transpose()?;
             let report = crate::usage::report(&target, &month, only.as_ref()).await?;
-            match format {
+            match ReportFormat::or_output(format, g.output) {
                 ReportFormat::Json => out_json(&serde_json::to_value(&report)?)?,
                 ReportFormat::Csv => out(&report.csv())?,
                 ReportFormat::Text => out(&report.text())?,
@@ -296,7 +299,10 @@ async fn usage_cmd(g: &Global, command: crate::args::UsageCommand) -> Result<u8>
             let planned = crate::usage::purge(&target, true).await?;
             let total: i64 = planned.iter().map(|p| p.rows).sum();
             if total == 0 {
-                out("no usage is past its retention; nothing to remove")?;
+                match g.output {
+                    OutputFormat::Json => out_json(&serde_json::json!([]))?,
+                    OutputFormat::Text => out("no usage is past its retention; nothing to remove")?,
+                }
                 return Ok(0);
             }
             if !yes {
@@ -345,7 +351,7 @@ async fn usage_cmd(g: &Global, command: crate::args::UsageCommand) -> Result<u8>
             )
             .await?;
             let bad = lines.iter().filter(|l| l.status != "ok").count();
-            match format {
+            match ReportFormat::or_output(format, g.output) {
                 ReportFormat::Json => out_json(&serde_json::json!({
                     "tenant": tenant.as_str(), "month": month, "provider": provider,
                     "unit": "micro_usd", "lines": lines, "beyond_tolerance": bad,
@@ -398,6 +404,20 @@ async fn usage_cmd(g: &Global, command: crate::args::UsageCommand) -> Result<u8>
     }
 }
 
+/// `prices import` and `prices diff` as JSON: each version with its change and what explains it.
+fn price_changes_json<V: std::fmt::Display>(
+    changes: &[(V, crate::prices::Change)],
+) -> serde_json::Value {
+    let versions: Vec<serde_json::Value> = changes
+        .iter()
+        .map(|(version, change)| {
+            let (code, detail) = change.code_and_detail();
+            json!({"version": version.to_string(), "change": code, "detail": detail})
+        })
+        .collect();
+    json!({ "versions": versions })
+}
+
 async fn prices_cmd(g: &Global, command: crate::args::PricesCommand) -> Result<u8> {
     use crate::args::PricesCommand;
     use crate::prices::{Change, compare, import, imported, listing, load};
@@ -407,6 +427,10 @@ async fn prices_cmd(g: &Global, command: crate::args::PricesCommand) -> Result<u
         PricesCommand::Import { file } => {
             let book = load(&file)?;
             let changes = import(&target, &file, &book).await?;
+            if g.output == OutputFormat::Json {
+                out_json(&price_changes_json(&changes))?;
+                return Ok(0);
+            }
             for (version, change) in &changes {
                 let what = match change {
                     Change::New => "imported",
@@ -421,6 +445,13 @@ async fn prices_cmd(g: &Global, command: crate::args::PricesCommand) -> Result<u
         PricesCommand::Diff { file } => {
             let book = load(&file)?;
             let changes = compare(&book, &imported(&target).await?, &runtime::pricing::today());
+            if g.output == OutputFormat::Json {
+                out_json(&price_changes_json(&changes))?;
+                let pending = changes.iter().any(|(_, c)| {
+                    matches!(c, Change::New | Change::Changed(_) | Change::Backdated(_))
+                });
+                return Ok(crate::exit::findings(pending));
+            }
             let mut pending = false;
             for (version, change) in &changes {
                 let line = match change {
@@ -453,7 +484,14 @@ async fn prices_cmd(g: &Global, command: crate::args::PricesCommand) -> Result<u
                     .map_err(|e| anyhow::anyhow!("`--tenant {t}`: {}", e.0))?;
             }
             let book = imported(&target).await?;
-            out(&listing(&book, &day, tenant.as_deref())?)?;
+            match g.output {
+                OutputFormat::Json => out_json(&crate::prices::listing_json(
+                    &book,
+                    &day,
+                    tenant.as_deref(),
+                )?)?,
+                OutputFormat::Text => out(&listing(&book, &day, tenant.as_deref())?)?,
+            }
             Ok(0)
         }
     }
@@ -701,7 +739,10 @@ fn man_pages(g: &Global, dir: &std::path::Path) -> Result<u8> {
             stack.push((format!("{name}-{}", sub.get_name()), sub.clone()));
         }
     }
-    note(g, &format!("{written} man page(s) in `{}`", dir.display()));
+    match g.output {
+        OutputFormat::Json => out_json(&json!({"man_pages": written, "dir": dir}))?,
+        OutputFormat::Text => note(g, &format!("{written} man page(s) in `{}`", dir.display())),
+    }
     Ok(crate::exit::OK)
 }
 

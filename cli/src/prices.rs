@@ -283,6 +283,19 @@ pub enum Change {
     OnlyImported,
 }
 
+impl Change {
+    /// The change as a stable word, and what explains it (what differs, or why it is refused).
+    pub fn code_and_detail(&self) -> (&'static str, Vec<String>) {
+        match self {
+            Change::New => ("new", Vec::new()),
+            Change::Unchanged => ("unchanged", Vec::new()),
+            Change::Changed(diff) => ("changed", diff.clone()),
+            Change::Backdated(why) => ("backdated", vec![why.clone()]),
+            Change::OnlyImported => ("only_imported", Vec::new()),
+        }
+    }
+}
+
 /// Compares `file` with `imported`, version by version (`today` is UTC `YYYY-MM-DD`).
 pub fn compare(file: &PriceBook, imported: &PriceBook, today: &str) -> Vec<(String, Change)> {
     let newest = imported
@@ -497,16 +510,39 @@ pub fn unpriced(book: &PriceBook, spec: &crate::manifest::TenantSpec) -> Option<
 }
 
 /// The rows `prices list` prints for `tenant` (or the book's own prices) on `day`.
-pub fn listing(book: &PriceBook, day: &str, tenant: Option<&str>) -> Result<String> {
+/// The version effective on `day`, and its prices as `tenant` is charged them (each with whether it
+/// is the tenant's negotiated price).
+fn charged<'a>(
+    book: &'a PriceBook,
+    day: &str,
+    tenant: Option<&str>,
+) -> Result<(&'a PriceVersion, Vec<(&'a Price, bool)>)> {
     let Some(v) = book.effective(day) else {
         bail!(
             "no price book version is effective on {day}: import one (`tenantctl prices import`)"
         );
     };
-    let negotiated = tenant
-        .and_then(|t| v.tenants.get(t))
-        .cloned()
-        .unwrap_or_default();
+    let negotiated = tenant.and_then(|t| v.tenants.get(t));
+    let prices = v
+        .prices
+        .iter()
+        .map(|p| {
+            match negotiated
+                .into_iter()
+                .flatten()
+                .find(|n| n.provider == p.provider && n.model == p.model)
+            {
+                Some(n) => (n, true),
+                None => (p, false),
+            }
+        })
+        .collect();
+    Ok((v, prices))
+}
+
+/// `tenantctl prices list`: the prices charged on `day`, as `tenant` is charged them.
+pub fn listing(book: &PriceBook, day: &str, tenant: Option<&str>) -> Result<String> {
+    let (v, prices) = charged(book, day, tenant)?;
     let mut out = format!(
         "price book version {} (effective from {}){}\n",
         v.version,
@@ -521,25 +557,40 @@ pub fn listing(book: &PriceBook, day: &str, tenant: Option<&str>) -> Result<Stri
         "provider", "model", "input $/Mtok", "output $/Mtok", "per call $"
     );
     let usd = |m: MicroUsd| crate::usage::usd_text(m.0);
-    for p in &v.prices {
-        let (p, note) = match negotiated
-            .iter()
-            .find(|n| n.provider == p.provider && n.model == p.model)
-        {
-            Some(n) => (n, "negotiated"),
-            None => (p, ""),
-        };
+    for (p, negotiated) in prices {
         let _ = writeln!(
             out,
-            "{:<18} {:<42} {:>14} {:>14} {:>12}  {note}",
+            "{:<18} {:<42} {:>14} {:>14} {:>12}  {}",
             p.provider.as_str(),
             p.model,
             usd(p.input_per_mtok),
             usd(p.output_per_mtok),
-            usd(p.per_request)
+            usd(p.per_request),
+            if negotiated { "negotiated" } else { "" }
         );
     }
     Ok(out)
+}
+
+/// `tenantctl --output json prices list`: the same, with integer micro-USD.
+pub fn listing_json(
+    book: &PriceBook,
+    day: &str,
+    tenant: Option<&str>,
+) -> Result<serde_json::Value> {
+    let (v, prices) = charged(book, day, tenant)?;
+    let prices = prices
+        .into_iter()
+        .map(|(p, negotiated)| {
+            let mut row = serde_json::to_value(p)?;
+            row["negotiated"] = serde_json::Value::Bool(negotiated);
+            Ok(row)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(serde_json::json!({
+        "version": v.version, "effective_from": v.effective_from, "day": day,
+        "tenant": tenant, "unit": "micro_usd_per_mtok", "prices": prices,
+    }))
 }
 
 #[cfg(test)]
