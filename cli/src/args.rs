@@ -482,6 +482,9 @@ pub enum SecretCommand {
         /// Do not ask.
         #[arg(long)]
         yes: bool,
+        /// Say what would be deleted (the secret exists, its name), and change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -568,6 +571,9 @@ pub enum UsageCommand {
         /// Do not ask.
         #[arg(long)]
         yes: bool,
+        /// Say what would be removed (per tenant: rows, store, oldest day), and change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// A tenant's month against its provider's cost export (OpenAI- or Anthropic-style CSV), per day
     /// and model. Exits 2 when any line differs by more than its tolerance: its number of calls in

@@ -94,9 +94,12 @@ pub async fn run(cli: Cli) -> Result<u8> {
                 from_file,
             } => secret_put(g, &tenant, &name, from_file.as_deref(), true).await,
             SecretCommand::List { tenant } => secret_list(g, &tenant).await,
-            SecretCommand::Delete { tenant, name, yes } => {
-                secret_delete(g, &tenant, &name, yes).await
-            }
+            SecretCommand::Delete {
+                tenant,
+                name,
+                yes,
+                dry_run,
+            } => secret_delete(g, &tenant, &name, yes, dry_run).await,
         },
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
@@ -295,9 +298,26 @@ async fn usage_cmd(g: &Global, command: crate::args::UsageCommand) -> Result<u8>
             }
             Ok(0)
         }
-        UsageCommand::Purge { yes } => {
+        UsageCommand::Purge { yes, dry_run } => {
             let planned = crate::usage::purge(&target, true).await?;
             let total: i64 = planned.iter().map(|p| p.rows).sum();
+            if dry_run {
+                match g.output {
+                    OutputFormat::Json => out_json(&serde_json::to_value(&planned)?)?,
+                    OutputFormat::Text => {
+                        let mut text = String::new();
+                        for p in &planned {
+                            text.push_str(&format!(
+                                "would remove {}: {} {} rows from {} on\n",
+                                p.tenant, p.rows, p.store, p.oldest
+                            ));
+                        }
+                        text.push_str(&format!("{total} rows in all (dry run: nothing changed)"));
+                        out(&text)?;
+                    }
+                }
+                return Ok(0);
+            }
             if total == 0 {
                 match g.output {
                     OutputFormat::Json => out_json(&serde_json::json!([]))?,
@@ -1117,7 +1137,13 @@ async fn secret_list(g: &Global, tenant: &str) -> Result<u8> {
     Ok(0)
 }
 
-async fn secret_delete(g: &Global, tenant: &str, name: &str, yes: bool) -> Result<u8> {
+async fn secret_delete(
+    g: &Global,
+    tenant: &str,
+    name: &str,
+    yes: bool,
+    dry_run: bool,
+) -> Result<u8> {
     let (tenant_id, secret) = tenant_secret(tenant, name)?;
     let (target, cluster, _aws) = target_and_aws(g).await?;
     require_running(cluster.as_ref())?;
@@ -1131,6 +1157,23 @@ async fn secret_delete(g: &Global, tenant: &str, name: &str, yes: bool) -> Resul
             "secret `{}` does not exist\nhint: `tenantctl secret list {tenant}` shows its secrets",
             secret.as_str()
         );
+    }
+    if dry_run {
+        match g.output {
+            OutputFormat::Json => {
+                out_json(&json!({"secret": secret.as_str(), "deleted": false, "dry_run": true}))?
+            }
+            OutputFormat::Text => out(&format!(
+                "would delete `{}`{} (dry run: nothing changed)",
+                secret.as_str(),
+                if aws(g) {
+                    ", restorable within the recovery window"
+                } else {
+                    ""
+                }
+            ))?,
+        }
+        return Ok(0);
     }
     if !yes {
         confirm(&format!("deleting `{}`", secret.as_str()), name, "--yes")?;

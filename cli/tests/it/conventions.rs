@@ -309,6 +309,60 @@ fn destructive_steps_show_what_they_destroy_ask_or_refuse_dry_run_and_offboarded
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(me(&v)["status"], "active", "{v}");
     assert_eq!(me(&v)["db_login"], "ok", "{v}");
+
+    // `secret delete`: the dry run names the secret and keeps it; without a terminal and without
+    // `--yes` it refuses and keeps it; with `--yes` it is gone. `usage purge --dry-run` too.
+    let key = dir.path().join("key.txt");
+    std::fs::write(&key, "sk-generated-for-this-test-only").unwrap();
+    let k = key.to_str().unwrap();
+    let listed = |run: &dyn Fn(&[&str]) -> Output| {
+        String::from_utf8_lossy(&run(&["secret", "list", "leaving"]).stdout)
+            .contains("providers/openai")
+    };
+    assert!(
+        run(&[
+            "secret",
+            "put",
+            "leaving",
+            "providers/openai",
+            "--from-file",
+            k
+        ])
+        .status
+        .success()
+    );
+    let out = run(&[
+        "secret",
+        "delete",
+        "leaving",
+        "providers/openai",
+        "--dry-run",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("would delete `")
+            && text(&out).contains("tenants/leaving/providers/openai`")
+            && text(&out).contains("dry run"),
+        "{}",
+        text(&out)
+    );
+    assert!(listed(&run), "the dry run deleted it");
+    let out = run(&["secret", "delete", "leaving", "providers/openai"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("`--yes`"), "{}", text(&out));
+    assert!(listed(&run), "a refused delete deleted it");
+    assert!(
+        run(&["secret", "delete", "leaving", "providers/openai", "--yes"])
+            .status
+            .success()
+    );
+    assert!(!listed(&run));
+    let out = run(&["usage", "purge", "--dry-run"]);
+    assert!(
+        out.status.success() && text(&out).contains("dry run: nothing changed"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// Issue 13 item 1: `--output json` covers every command. Each leaf command of the clap definitions
