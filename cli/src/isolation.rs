@@ -188,24 +188,19 @@ async fn tenant(target: &Target, me: &Placement, all: &[Placement]) -> Result<Te
         .filter(|p| same_server(p) && p.database == me.database && p.schema != me.schema)
         .map(|p| p.schema.clone())
         .collect();
-    let reachable: Vec<String> = tx
-        .query(
+    checks.push(
+        reached(
+            &tx,
             "SELECT nspname FROM pg_namespace \
               WHERE nspname = ANY($1) AND has_schema_privilege(oid, 'USAGE')",
-            &[&schemas],
+            &schemas,
+            format!(
+                "{} other tenant schema(s) in this database are out of reach",
+                schemas.len()
+            ),
         )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    checks.push(Check {
-        check: format!(
-            "{} other tenant schema(s) in this database are out of reach",
-            schemas.len()
-        ),
-        ok: reachable.is_empty(),
-        detail: reachable.join(", "),
-    });
+        .await?,
+    );
     // Other tenants' databases on this server, and the platform's own (the registry's) for a
     // tenant with a database of its own.
     let platform_db = (me.elsewhere.is_none() && me.database != target.endpoint.dbname)
@@ -218,24 +213,19 @@ async fn tenant(target: &Target, me: &Placement, all: &[Placement]) -> Result<Te
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let connectable: Vec<String> = tx
-        .query(
+    checks.push(
+        reached(
+            &tx,
             "SELECT datname FROM pg_database \
               WHERE datname = ANY($1) AND has_database_privilege(datname, 'CONNECT')",
-            &[&databases],
+            &databases,
+            format!(
+                "{} other database(s) on this server refuse this role",
+                databases.len()
+            ),
         )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    checks.push(Check {
-        check: format!(
-            "{} other database(s) on this server refuse this role",
-            databases.len()
-        ),
-        ok: connectable.is_empty(),
-        detail: connectable.join(", "),
-    });
+        .await?,
+    );
 
     // Pool rows: claim each other pool tenant as the transaction's tenant, as compromised code
     // would, and count what every readable pool table shows of it (row-level security: none).
@@ -301,6 +291,26 @@ async fn tenant(target: &Target, me: &Placement, all: &[Placement]) -> Result<Te
         tenant: Some(me.id.clone()),
         tier: Some(me.tier.clone()),
         checks,
+    })
+}
+
+/// A check passing when `sql` (names among `$1` this role reaches) answers none of `names`.
+async fn reached(
+    tx: &tokio_postgres::Transaction<'_>,
+    sql: &str,
+    names: &[String],
+    check: String,
+) -> Result<Check> {
+    let reached: Vec<String> = tx
+        .query(sql, &[&names])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(Check {
+        check,
+        ok: reached.is_empty(),
+        detail: reached.join(", "),
     })
 }
 

@@ -249,6 +249,17 @@ pub fn runbook_script(name: &str) -> String {
     script
 }
 
+/// Fails, with everything the runbook printed, unless its script (`runbook_script`) succeeded.
+pub fn assert_runbook_ran(name: &str, out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "runbook {name} failed (exit {:?}); the last block started is the failing one\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     let fail = |what: &Path, e: std::io::Error| -> ! { panic!("{}: {e}", what.display()) };
     std::fs::create_dir_all(to).unwrap_or_else(|e| fail(to, e));

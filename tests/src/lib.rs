@@ -390,6 +390,23 @@ pub fn mocked_cfn(rules: &[&aws_smithy_mocks::Rule]) -> aws_sdk_cloudformation::
     )
 }
 
+/// The platform's RDS, stood in for by `target`'s cluster: an admin URL with a managed database's
+/// master-user rights only (`external_admin_url`), and the `rds_iam` role RDS predefines (tenantctl
+/// grants it to the roles it creates there).
+pub async fn rds_stand_in(target: &cli::provision::Target) -> String {
+    let url = external_admin_url(target).await;
+    target
+        .connect_admin("postgres")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .batch_execute(
+            "DO $$ BEGIN CREATE ROLE rds_iam NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    url
+}
+
 /// An admin URL for `target`'s cluster with a password login and only CREATEROLE + CREATEDB, as a
 /// managed database's master user has (a stand-in for the platform's RDS, which cannot run here).
 pub async fn external_admin_url(target: &cli::provision::Target) -> String {

@@ -313,7 +313,7 @@ fn destructive_steps_show_what_they_destroy_ask_or_refuse_dry_run_and_offboarded
     // `secret delete`: the dry run names the secret and keeps it; without a terminal and without
     // `--yes` it refuses and keeps it; with `--yes` it is gone. `usage purge --dry-run` too.
     let key = dir.path().join("key.txt");
-    std::fs::write(&key, "sk-generated-for-this-test-only").unwrap();
+    std::fs::write(&key, uuid::Uuid::new_v4().to_string()).unwrap();
     let k = key.to_str().unwrap();
     let listed = |run: &dyn Fn(&[&str]) -> Output| {
         String::from_utf8_lossy(&run(&["secret", "list", "leaving"]).stdout)
@@ -380,7 +380,7 @@ fn every_command_answers_output_json_with_json() {
     manifest(dir.path(), "jsonpool", "pool");
     let tenants = d("");
     let acme = d("jsonacme.yaml");
-    std::fs::write(d("key.txt"), "sk-generated-for-this-test-only").unwrap();
+    std::fs::write(d("key.txt"), uuid::Uuid::new_v4().to_string()).unwrap();
     let month = {
         let out = Command::new("date")
             .args(["-u", "+%Y-%m"])

@@ -40,13 +40,7 @@ fn run_runbook(name: &str) {
         .arg(state.path())
         .args(["local", "stop"])
         .output();
-    assert!(
-        out.status.success(),
-        "runbook {name} failed (exit {:?}); the last block started is the failing one\n--- stdout\n{}--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli::testing::assert_runbook_ran(name, &out);
 }
 
 #[test]

@@ -104,17 +104,7 @@ async fn onboard_reapply_update_drift_and_offboard_on_moto() {
         .unwrap()
         .insert("department".into());
     let target = cli::testing::deployment();
-    let url = tests::external_admin_url(&target).await;
-    // RDS predefines `rds_iam`; tenantctl grants it to the roles it creates there.
-    target
-        .connect_admin("postgres")
-        .await
-        .unwrap()
-        .batch_execute(
-            "DO $$ BEGIN CREATE ROLE rds_iam NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
-        )
-        .await
-        .unwrap();
+    let url = tests::rds_stand_in(&target).await;
     tests::moto_fixture(&moto, &["upload-code", "tenantctl-code", "runtime.zip"]);
     let env = Env {
         moto,

@@ -8,17 +8,7 @@ async fn run_aws_runbook(name: &str) {
     let moto = tests::moto().await;
     let costs = tests::fake_cost_explorer().await;
     let target = cli::testing::deployment();
-    let url = tests::external_admin_url(&target).await;
-    // RDS predefines `rds_iam`; tenantctl grants it to the roles it creates there.
-    target
-        .connect_admin("postgres")
-        .await
-        .unwrap()
-        .batch_execute(
-            "DO $$ BEGIN CREATE ROLE rds_iam NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
-        )
-        .await
-        .unwrap();
+    let url = tests::rds_stand_in(&target).await;
     let work = tempfile::tempdir().unwrap();
     cli::testing::runbook_workdir(work.path());
     // The stand-in package: a zip holding `bootstrap`, as a release build's is.
@@ -64,13 +54,7 @@ async fn run_aws_runbook(name: &str) {
     })
     .await
     .unwrap();
-    assert!(
-        out.status.success(),
-        "runbook {name} failed (exit {:?}); the last block started is the failing one\n--- stdout\n{}--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli::testing::assert_runbook_ran(name, &out);
 }
 
 #[tokio::test(flavor = "multi_thread")]
