@@ -162,23 +162,15 @@ async fn tenant(target: &Target, me: &Placement, all: &[Placement]) -> Result<Te
     // reads no tenant data (counts only, under the tenant's own policies), then rolls back.
     let tx = client.build_transaction().read_only(true).start().await?;
 
-    let control: bool = tx
-        .query_one(
-            "SELECT coalesce(bool_or(has_schema_privilege(oid, 'USAGE')), false) \
-               FROM pg_namespace WHERE nspname = 'control'",
-            &[],
+    checks.push(
+        reached(
+            &tx,
+            SCHEMAS_REACHED,
+            &["control".to_owned()],
+            "the control plane is out of reach".into(),
         )
-        .await?
-        .get(0);
-    checks.push(Check {
-        check: "the control plane is out of reach".into(),
-        ok: !control,
-        detail: if control {
-            "USAGE on schema `control`".into()
-        } else {
-            String::new()
-        },
-    });
+        .await?,
+    );
 
     let others: Vec<&Placement> = all.iter().filter(|p| p.id != me.id).collect();
     let same_server = |p: &Placement| p.elsewhere == me.elsewhere;
@@ -191,8 +183,7 @@ async fn tenant(target: &Target, me: &Placement, all: &[Placement]) -> Result<Te
     checks.push(
         reached(
             &tx,
-            "SELECT nspname FROM pg_namespace \
-              WHERE nspname = ANY($1) AND has_schema_privilege(oid, 'USAGE')",
+            SCHEMAS_REACHED,
             &schemas,
             format!(
                 "{} other tenant schema(s) in this database are out of reach",
@@ -268,23 +259,15 @@ async fn tenant(target: &Target, me: &Placement, all: &[Placement]) -> Result<Te
             detail: seen.join("; "),
         });
     } else {
-        let pool: bool = tx
-            .query_one(
-                "SELECT coalesce(bool_or(has_schema_privilege(oid, 'USAGE')), false) \
-                   FROM pg_namespace WHERE nspname = 'pool'",
-                &[],
+        checks.push(
+            reached(
+                &tx,
+                SCHEMAS_REACHED,
+                &["pool".to_owned()],
+                "the shared pool is out of reach".into(),
             )
-            .await?
-            .get(0);
-        checks.push(Check {
-            check: "the shared pool is out of reach".into(),
-            ok: !pool,
-            detail: if pool {
-                "USAGE on schema `pool`".into()
-            } else {
-                String::new()
-            },
-        });
+            .await?,
+        );
     }
     tx.rollback().await?;
     Ok(TenantChecks {
@@ -293,6 +276,10 @@ async fn tenant(target: &Target, me: &Placement, all: &[Placement]) -> Result<Te
         checks,
     })
 }
+
+/// Which of the schemas `$1` this role may use.
+const SCHEMAS_REACHED: &str = "SELECT nspname FROM pg_namespace \
+     WHERE nspname = ANY($1) AND has_schema_privilege(oid, 'USAGE')";
 
 /// A check passing when `sql` (names among `$1` this role reaches) answers none of `names`.
 async fn reached(

@@ -107,7 +107,7 @@ fn the_isolation_check_passes_on_a_sound_deployment_and_names_each_broken_fence(
     );
 
     // Each fence broken, named, repaired.
-    let broken: [(&str, String, String, &str); 5] = [
+    let broken: [(&str, String, String, &str); 6] = [
         (
             "umbrella",
             format!("GRANT USAGE ON SCHEMA \"{acme_schema}\" TO \"{umbrella_role}\""),
@@ -119,6 +119,12 @@ fn the_isolation_check_passes_on_a_sound_deployment_and_names_each_broken_fence(
             format!("GRANT CONNECT ON DATABASE \"{hooli_db}\" TO \"{acme_role}\""),
             format!("REVOKE CONNECT ON DATABASE \"{hooli_db}\" FROM \"{acme_role}\""),
             "other database(s)",
+        ),
+        (
+            "acme",
+            format!("GRANT USAGE ON SCHEMA control TO \"{acme_role}\""),
+            format!("REVOKE USAGE ON SCHEMA control FROM \"{acme_role}\""),
+            "the control plane is out of reach",
         ),
         (
             "acme",
