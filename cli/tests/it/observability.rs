@@ -1,12 +1,44 @@
 //! Issue 13 item 4: the local stack's metrics and traces while it serves traffic. `tenantctl serve`
 //! runs with the standard OpenTelemetry variables pointing at a receiver in this test (OTLP/HTTP,
-//! JSON); the test scrapes `/metrics`, waits for the spans, checks the JSON logs, and stops the
-//! server with SIGTERM while a stream is open.
+//! JSON); the test scrapes `/metrics`, waits for the spans, checks the JSON logs, sees a provider
+//! call carry the caller's trace (`traceparent`), and stops the server with SIGTERM while a stream
+//! is open.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::binary::serve_child_with;
+
+/// An OpenAI-compatible upstream that answers every chat completion the same way and keeps the
+/// `traceparent` each request carried (the runtime's own mock provider makes no HTTP call).
+async fn upstream() -> (String, Arc<Mutex<Vec<String>>>) {
+    let got: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = got.clone();
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let sink = sink.clone();
+            async move {
+                let tp = headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("(none)");
+                sink.lock().unwrap().push(tp.to_owned());
+                axum::Json(serde_json::json!({
+                    "id": "chatcmpl-1", "object": "chat.completion", "created": 0,
+                    "model": "gpt-4o-mini",
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": "hello"}}],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+                }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
 
 /// An OTLP/HTTP receiver: every body POSTed to `/v1/traces`, parsed.
 async fn receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
@@ -86,8 +118,42 @@ fn the_local_stack_exports_metrics_and_traces_and_drains_on_sigterm() {
             .output()
             .unwrap()
     };
-    let acme = cli::testing::repo_root().join("tenants/acme.yaml");
-    assert!(run(&["apply", acme.to_str().unwrap()]).status.success());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // acme as in the example, plus OpenAI at an upstream of this test (to see what it is sent).
+    let (upstream_url, upstream_saw) = rt.block_on(upstream());
+    let dir = tempfile::tempdir().unwrap();
+    let acme = dir.path().join("acme.yaml");
+    let example =
+        std::fs::read_to_string(cli::testing::repo_root().join("tenants/acme.yaml")).unwrap();
+    let with_openai = example.replace(
+        "  default: mock-small\n",
+        &format!(
+            "    openai:\n      models: [gpt-4o-mini]\n      endpoint:\n        base_url: \"{upstream_url}\"\n  default: mock-small\n"
+        ),
+    );
+    assert_ne!(with_openai, example);
+    std::fs::write(&acme, with_openai).unwrap();
+    let applied = run(&["apply", acme.to_str().unwrap()]);
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let key = dir.path().join("key.txt");
+    std::fs::write(&key, uuid::Uuid::new_v4().to_string()).unwrap();
+    let put = run(&[
+        "secret",
+        "put",
+        "acme",
+        "providers/openai",
+        "--from-file",
+        key.to_str().unwrap(),
+    ]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
     let out = run(&[
         "token",
         "--tenant",
@@ -96,7 +162,6 @@ fn the_local_stack_exports_metrics_and_traces_and_drains_on_sigterm() {
         "chat:write models:read",
     ]);
     let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let (otlp, received) = rt.block_on(receiver());
     let (mut guard, urls) = serve_child_with(
         cluster,
@@ -294,6 +359,28 @@ fn the_local_stack_exports_metrics_and_traces_and_drains_on_sigterm() {
             );
         }
     }
+
+    // The call to a provider continues the caller's trace: the same trace id, a span of ours.
+    let status = rt.block_on(async {
+        http.post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(&token)
+            .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+            .json(&serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert!(status.is_success(), "{status}");
+    let sent = upstream_saw.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let parts: Vec<&str> = sent[0].split('-').collect();
+    assert_eq!(parts.len(), 4, "{sent:?}");
+    assert_eq!((parts[0], parts[1]), ("00", trace_id), "{sent:?}");
+    assert_ne!(
+        parts[2], "00f067aa0ba902b7",
+        "the runtime's own span, not the caller's"
+    );
 
     // SIGTERM while a stream is open: the stream still ends properly, the server exits 0.
     let pid = nix::unistd::Pid::from_raw(i32::try_from(guard.0.id()).unwrap());
