@@ -387,6 +387,41 @@ fn tenant_data_is_reached_only_through_the_tenancy_module() {
 }
 
 #[test]
+fn every_model_call_is_made_by_the_metered_service() {
+    // Invariant: every model call goes through `ModelRouter` and leaves a ledger row. The router's
+    // calls and the provider adapters are reached only from `service::chat`, which admits each
+    // call against the budget and limits before it and writes its ledger row before answering
+    // (`api::a_chat_completion_is_answered_and_metered_before_the_response_returns`).
+    let calls = [
+        ".complete(",
+        ".stream(",
+        ".embed(",
+        "Provider::for_id",
+        "providers::Adapter",
+    ];
+    for f in rust_files()
+        .iter()
+        .filter(|f| f.starts_with(cli::testing::repo_root().join("runtime/src")))
+    {
+        let rel = f
+            .strip_prefix(cli::testing::repo_root())
+            .unwrap()
+            .display()
+            .to_string();
+        if rel.starts_with("runtime/src/models/") || rel == "runtime/src/service/chat.rs" {
+            continue;
+        }
+        let text = std::fs::read_to_string(f).unwrap();
+        for needle in calls {
+            assert!(
+                !text.contains(needle),
+                "{rel} uses `{needle}`: model calls go through `service::chat`, which meters them"
+            );
+        }
+    }
+}
+
+#[test]
 fn no_credentials_or_private_keys_are_committed() {
     let mut all = Vec::new();
     for ext in [
