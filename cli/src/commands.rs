@@ -8,7 +8,6 @@ use anyhow::{Context, Result, bail};
 use runtime::domain::{Namespace, TenantId};
 use runtime::registry::IdentityBinding;
 use runtime::secrets::SecretName;
-use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::args::{
@@ -1581,32 +1580,11 @@ async fn status(g: &Global) -> Result<u8> {
     let latest = runtime::schema::latest_version();
     let mut rows = Vec::new();
     let mut drift = false;
-    let admin = target.admin().await?;
-    let mut access = std::collections::BTreeMap::new();
-    if observed.control_plane {
-        for row in admin
-            .query(
-                "SELECT tenant_id, db_role, coalesce(db_name, current_database()), db_host, db_port, \
-                        db_schema \
-                   FROM control.tenants",
-                &[],
-            )
-            .await?
-        {
-            let host: Option<String> = row.get(3);
-            let port: Option<i32> = row.get(4);
-            let at = host.zip(port.and_then(|p| u16::try_from(p).ok()));
-            access.insert(
-                row.get::<_, String>(0),
-                (
-                    row.get::<_, String>(1),
-                    row.get::<_, String>(2),
-                    at,
-                    row.get::<_, String>(5),
-                ),
-            );
-        }
-    }
+    let located = if observed.control_plane {
+        crate::provision::offboard::locate_all(&target.admin().await?).await?
+    } else {
+        Default::default()
+    };
     for (id, t) in &observed.tenants {
         // An offboarded tenant is a state, not drift: its role and data are gone on purpose.
         if t.status == "offboarded" {
@@ -1618,8 +1596,10 @@ async fn status(g: &Global) -> Result<u8> {
             }));
             continue;
         }
-        let (role, db, at, schema) = access.get(id.as_str()).cloned().unwrap_or_default();
-        let login = login_check(&target, id, &role, &db, at, &schema).await;
+        let login = match located.get(id.as_str()) {
+            Some(loc) => login_check(&target, id, loc).await,
+            None => Err(anyhow::anyhow!("`{id}` is not in the registry")),
+        };
         // Next month's ledger partition (tenant migration 0010): missing, its rows would go to the
         // default partition; `tenantctl migrate` adds it.
         let partitions_ok = t.migration_version < runtime::schema::LEDGER_PARTITIONED_SINCE
@@ -1728,36 +1708,21 @@ async fn status(g: &Global) -> Result<u8> {
 }
 
 /// Logs in the way the runtime will for this tenant (its own role, on every tier; its database) with
-/// the stored password, and runs one query: whether its ledger (in `schema`) has next month's
+/// the stored password, and runs one query: whether its ledger (in its schema) has next month's
 /// partition.
 async fn login_check(
     target: &Target,
     id: &TenantId,
-    role: &str,
-    db: &str,
-    at: Option<(String, u16)>,
-    schema: &str,
+    loc: &crate::provision::offboard::Location,
 ) -> Result<bool> {
-    let password = target
-        .secrets
-        .get(&SecretName::for_tenant(id, "db-password")?)
-        .await?;
-    let mut endpoint = target.endpoint.clone();
-    endpoint.dbname = db.to_owned();
-    // A dedicated tenant on AWS: its own instance, over the same verified TLS.
-    if let Some((host, port)) = at {
-        endpoint.host = host;
-        endpoint.port = port;
-    }
-    let mut config = endpoint.config(role, "tenantctl-status");
-    config.password(password.expose_secret().as_bytes());
-    let (client, _task) = runtime::db::connect(&config, endpoint.tls()?).await?;
+    let (client, _task) =
+        crate::provision::offboard::connect_as_tenant(target, id, loc, "tenantctl-status").await?;
     let row = client
         .query_one(
             "SELECT to_regclass(format('%I.%I', $1::text, 'usage_ledger_' || \
                     to_char((now() AT TIME ZONE 'UTC') + interval '1 month', '\"y\"YYYY\"m\"MM'))) \
                     IS NOT NULL",
-            &[&schema],
+            &[&loc.schema],
         )
         .await?;
     Ok(row.get(0))

@@ -8,13 +8,12 @@
 //! CI (`docs/security.md`, sections D and J); this answers whether they still hold on the deployment
 //! in front of you, e.g. after a suspected cross-tenant access (`docs/runbooks/cross-tenant-access.md`).
 
-use anyhow::{Context, Result};
-use runtime::domain::TenantId;
-use runtime::secrets::SecretName;
-use secrecy::ExposeSecret;
+use anyhow::Result;
+use runtime::domain::{TenantId, Tier};
 use serde::Serialize;
 
 use crate::provision::Target;
+use crate::provision::offboard::{Location, connect_as_tenant, locate_all};
 
 /// One check and its outcome.
 #[derive(Debug, Serialize)]
@@ -29,66 +28,37 @@ pub struct Check {
 #[derive(Debug, Serialize)]
 pub struct TenantChecks {
     pub tenant: Option<String>,
-    pub tier: Option<String>,
+    pub tier: Option<Tier>,
     pub checks: Vec<Check>,
-}
-
-/// What the registry says about where a tenant's data lives.
-#[derive(Debug, Clone)]
-struct Placement {
-    id: String,
-    tier: String,
-    role: String,
-    database: String,
-    schema: String,
-    elsewhere: Option<(String, u16)>,
 }
 
 /// Every check, for every tenant that has data (active, suspended, or in a move) or only `only`.
 pub async fn check(target: &Target, only: Option<&TenantId>) -> Result<Vec<TenantChecks>> {
     let admin = target.admin().await?;
-    let placements: Vec<Placement> = admin
-        .query(
-            "SELECT tenant_id, tier, db_role, coalesce(db_name, current_database()), db_schema, \
-                    db_host, db_port \
-               FROM control.tenants WHERE status <> 'offboarded' ORDER BY tenant_id",
-            &[],
-        )
-        .await
-        .context("reading the tenant registry")?
-        .iter()
-        .map(|r| Placement {
-            id: r.get(0),
-            tier: r.get(1),
-            role: r.get(2),
-            database: r.get(3),
-            schema: r.get(4),
-            elsewhere: r.get::<_, Option<String>>(5).zip(
-                r.get::<_, Option<i32>>(6)
-                    .and_then(|p| u16::try_from(p).ok()),
-            ),
-        })
+    let placed: Vec<(String, Location)> = locate_all(&admin)
+        .await?
+        .into_iter()
+        .filter(|(_, l)| l.status != "offboarded")
         .collect();
     if let Some(t) = only
-        && !placements.iter().any(|p| p.id == t.as_str())
+        && !placed.iter().any(|(id, _)| id == t.as_str())
     {
         anyhow::bail!(
             "tenant `{t}` has no data in this deployment (not onboarded, or offboarded)\nhint: `tenantctl status` lists the tenants"
         );
     }
-    let mut report = vec![catalog(target).await?];
-    for p in placements
+    let mut report = vec![catalog(&admin).await?];
+    for (id, loc) in placed
         .iter()
-        .filter(|p| only.is_none_or(|t| t.as_str() == p.id))
+        .filter(|(id, _)| only.is_none_or(|t| t.as_str() == id))
     {
-        report.push(tenant(target, p, &placements).await?);
+        report.push(tenant(target, &admin, id, loc, &placed).await?);
     }
     Ok(report)
 }
 
 /// Every pool table (partitions included) has row-level security enabled and forced, and a policy.
-async fn catalog(target: &Target) -> Result<TenantChecks> {
-    let admin = target.admin().await?;
+async fn catalog(admin: &tokio_postgres::Client) -> Result<TenantChecks> {
     let rows = admin
         .query(
             "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity, \
@@ -121,18 +91,19 @@ async fn catalog(target: &Target) -> Result<TenantChecks> {
     })
 }
 
-async fn tenant(target: &Target, me: &Placement, all: &[Placement]) -> Result<TenantChecks> {
-    let id = TenantId::parse(&me.id).map_err(|e| anyhow::anyhow!("registry id: {}", e.0))?;
+async fn tenant(
+    target: &Target,
+    admin: &tokio_postgres::Client,
+    id: &str,
+    me: &Location,
+    all: &[(String, Location)],
+) -> Result<TenantChecks> {
+    let tenant_id = TenantId::parse(id).map_err(|e| anyhow::anyhow!("registry id: {}", e.0))?;
     let mut checks = Vec::new();
 
     // The role itself, as the runtime checks it at start.
-    let admin = target.admin().await?;
     let allowed = runtime::db::roles::allowed_memberships(&target.namespace, true);
-    let hazards = admin
-        .query_opt(runtime::db::roles::ROLE_HAZARDS_SQL, &[&me.role, &allowed])
-        .await?
-        .map(|row| runtime::db::roles::role_hazards_of(&row))
-        .unwrap_or_default();
+    let hazards = runtime::db::roles::hazards_of(admin, &me.role, &allowed).await?;
     checks.push(Check {
         check: format!(
             "role `{}` has no dangerous attribute or membership",
@@ -143,21 +114,8 @@ async fn tenant(target: &Target, me: &Placement, all: &[Placement]) -> Result<Te
     });
 
     // Everything else as the tenant's own role, in one read-only transaction.
-    let password = target
-        .secrets
-        .get(&SecretName::for_tenant(&id, "db-password")?)
-        .await?;
-    let mut endpoint = target.endpoint.clone();
-    endpoint.dbname = me.database.clone();
-    if let Some((host, port)) = &me.elsewhere {
-        endpoint.host = host.clone();
-        endpoint.port = *port;
-    }
-    let mut config = endpoint.config(&me.role, "tenantctl-isolation");
-    config.password(password.expose_secret().as_bytes());
-    let (mut client, _task) = runtime::db::connect(&config, endpoint.tls()?)
-        .await
-        .with_context(|| format!("logging in as `{}`", me.role))?;
+    let (mut client, _task) =
+        connect_as_tenant(target, &tenant_id, me, "tenantctl-isolation").await?;
     // Not a `TenantTx`: this is the operator probing the fence from the tenant's side, and it
     // reads no tenant data (counts only, under the tenant's own policies), then rolls back.
     let tx = client.build_transaction().read_only(true).start().await?;
@@ -172,13 +130,17 @@ async fn tenant(target: &Target, me: &Placement, all: &[Placement]) -> Result<Te
         .await?,
     );
 
-    let others: Vec<&Placement> = all.iter().filter(|p| p.id != me.id).collect();
-    let same_server = |p: &Placement| p.elsewhere == me.elsewhere;
+    let others: Vec<(&str, &Location)> = all
+        .iter()
+        .filter(|(other, _)| other != id)
+        .map(|(other, l)| (other.as_str(), l))
+        .collect();
+    let same_server = |l: &Location| l.host == me.host;
     // Other tenants' schemas in the database this role logs in to (the pool's is shared on purpose).
     let schemas: Vec<String> = others
         .iter()
-        .filter(|p| same_server(p) && p.database == me.database && p.schema != me.schema)
-        .map(|p| p.schema.clone())
+        .filter(|(_, l)| same_server(l) && l.database == me.database && l.schema != me.schema)
+        .map(|(_, l)| l.schema.clone())
         .collect();
     checks.push(
         reached(
@@ -194,12 +156,12 @@ async fn tenant(target: &Target, me: &Placement, all: &[Placement]) -> Result<Te
     );
     // Other tenants' databases on this server, and the platform's own (the registry's) for a
     // tenant with a database of its own.
-    let platform_db = (me.elsewhere.is_none() && me.database != target.endpoint.dbname)
+    let platform_db = (me.host.is_none() && me.database != target.endpoint.dbname)
         .then(|| target.endpoint.dbname.clone());
     let databases: Vec<String> = others
         .iter()
-        .filter(|p| same_server(p) && p.database != me.database)
-        .map(|p| p.database.clone())
+        .filter(|(_, l)| same_server(l) && l.database != me.database)
+        .map(|(_, l)| l.database.clone())
         .chain(platform_db)
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
@@ -220,14 +182,15 @@ async fn tenant(target: &Target, me: &Placement, all: &[Placement]) -> Result<Te
 
     // Pool rows: claim each other pool tenant as the transaction's tenant, as compromised code
     // would, and count what every readable pool table shows of it (row-level security: none).
-    let pool_others: Vec<&&Placement> = others
+    let pool_others: Vec<&str> = others
         .iter()
-        .filter(|p| p.tier == "pool" && same_server(p) && p.database == me.database)
+        .filter(|(_, l)| l.tier == Tier::Pool && same_server(l) && l.database == me.database)
+        .map(|(other, _)| *other)
         .collect();
-    if me.tier == "pool" {
+    if me.tier == Tier::Pool {
         let mut seen = Vec::new();
         for other in &pool_others {
-            tx.execute("SELECT set_config('app.tenant_id', $1, true)", &[&other.id])
+            tx.execute("SELECT set_config('app.tenant_id', $1, true)", &[other])
                 .await?;
             // `query_to_xml` runs each count as this role, so the table's policies apply.
             for row in tx
@@ -240,13 +203,16 @@ async fn tenant(target: &Target, me: &Placement, all: &[Placement]) -> Result<Te
                         AND has_table_privilege(c.oid, 'SELECT') \
                         AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid \
                                      AND a.attname = 'tenant_id' AND NOT a.attisdropped)",
-                    &[&other.id],
+                    &[other],
                 )
                 .await?
             {
                 let n: i64 = row.get(1);
                 if n > 0 {
-                    seen.push(format!("{} row(s) of {} in {}", n, other.id, row.get::<_, String>(0)));
+                    seen.push(format!(
+                        "{n} row(s) of {other} in {}",
+                        row.get::<_, String>(0)
+                    ));
                 }
             }
         }
@@ -271,8 +237,8 @@ async fn tenant(target: &Target, me: &Placement, all: &[Placement]) -> Result<Te
     }
     tx.rollback().await?;
     Ok(TenantChecks {
-        tenant: Some(me.id.clone()),
-        tier: Some(me.tier.clone()),
+        tenant: Some(id.to_owned()),
+        tier: Some(me.tier),
         checks,
     })
 }

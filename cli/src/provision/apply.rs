@@ -456,11 +456,7 @@ async fn refuse_dangerous_attributes(
 ) -> Result<()> {
     // The same definition of "dangerous" the runtime's self-checks use.
     let allowed = runtime::db::roles::allowed_memberships(namespace, tenant_role);
-    let hazards = tx
-        .query_opt(runtime::db::roles::ROLE_HAZARDS_SQL, &[&role, &allowed])
-        .await?
-        .map(|row| runtime::db::roles::role_hazards_of(&row))
-        .unwrap_or_default();
+    let hazards = runtime::db::roles::hazards_of(tx, role, &allowed).await?;
     if !hazards.is_empty() {
         anyhow::bail!(
             "role `{role}` has {}; a tenant role must not\nhint: a superuser must remove it (for an attribute: \

@@ -33,17 +33,15 @@ pub struct Location {
     pub host: Option<(String, u16)>,
 }
 
-pub async fn locate(target: &Target, tenant: &TenantId) -> Result<Location> {
-    let admin = target.admin().await?;
-    let row = admin
-        .query_opt(
-            "SELECT tier, status, db_role, db_schema, coalesce(db_name, current_database()), \
-                    db_host, db_port \
-               FROM control.tenants WHERE tenant_id = $1",
-            &[&tenant.as_str()],
-        )
-        .await?
-        .with_context(|| format!("tenant `{tenant}` is not in the registry\nhint: `tenantctl status` lists the tenants"))?;
+/// The registry's columns a `Location` is read from, in `location_of`'s order (a macro, so each
+/// query stays one static string).
+macro_rules! location_columns {
+    () => {
+        "tier, status, db_role, db_schema, coalesce(db_name, current_database()), db_host, db_port"
+    };
+}
+
+fn location_of(row: &tokio_postgres::Row) -> Result<Location> {
     Ok(Location {
         tier: Tier::parse(row.get(0)).map_err(|e| anyhow::anyhow!("{e}"))?,
         status: row.get(1),
@@ -55,6 +53,66 @@ pub async fn locate(target: &Target, tenant: &TenantId) -> Result<Location> {
                 .and_then(|p| u16::try_from(p).ok()),
         ),
     })
+}
+
+pub async fn locate(target: &Target, tenant: &TenantId) -> Result<Location> {
+    let admin = target.admin().await?;
+    let row = admin
+        .query_opt(
+            concat!(
+                "SELECT ",
+                location_columns!(),
+                " FROM control.tenants WHERE tenant_id = $1"
+            ),
+            &[&tenant.as_str()],
+        )
+        .await?
+        .with_context(|| format!("tenant `{tenant}` is not in the registry\nhint: `tenantctl status` lists the tenants"))?;
+    location_of(&row)
+}
+
+/// Every tenant of the registry, by id, with where its data is.
+pub async fn locate_all(admin: &tokio_postgres::Client) -> Result<BTreeMap<String, Location>> {
+    let rows = admin
+        .query(
+            concat!(
+                "SELECT ",
+                location_columns!(),
+                ", tenant_id FROM control.tenants"
+            ),
+            &[],
+        )
+        .await
+        .context("reading the tenant registry")?;
+    rows.iter()
+        .map(|r| Ok((r.get::<_, String>(7), location_of(r)?)))
+        .collect()
+}
+
+/// Logs in as `tenant`'s own role to its own data (its database, on its own server if it has one,
+/// over the target's verified TLS), with the stored password: the way its runtime does.
+pub async fn connect_as_tenant(
+    target: &Target,
+    tenant: &TenantId,
+    loc: &Location,
+    application: &str,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
+    use secrecy::ExposeSecret as _;
+    let password = target
+        .secrets
+        .get(&SecretName::for_tenant(tenant, "db-password")?)
+        .await?;
+    let mut endpoint = target.endpoint.clone();
+    endpoint.dbname = loc.database.clone();
+    if let Some((host, port)) = &loc.host {
+        endpoint.host = host.clone();
+        endpoint.port = *port;
+    }
+    let mut config = endpoint.config(&loc.role, application);
+    config.password(password.expose_secret().as_bytes());
+    runtime::db::connect(&config, endpoint.tls()?)
+        .await
+        .with_context(|| format!("logging in as `{}`", loc.role))
 }
 
 /// What a destructive step (`offboard`, `move`) would remove, for its confirmation and `--dry-run`:

@@ -46,7 +46,7 @@ pub fn allowed_memberships(namespace: &Namespace, tenant_role: bool) -> Vec<Stri
 }
 
 /// The hazards a `ROLE_HAZARDS_SQL` row reports, each named.
-pub fn role_hazards_of(row: &tokio_postgres::Row) -> Vec<String> {
+fn role_hazards_of(row: &tokio_postgres::Row) -> Vec<String> {
     let mut hazards: Vec<String> = ROLE_HAZARDS
         .iter()
         .enumerate()
@@ -62,17 +62,28 @@ pub fn role_hazards_of(row: &tokio_postgres::Row) -> Vec<String> {
     hazards
 }
 
+/// The hazards of `role` beyond the memberships `allowed` (see `ROLE_HAZARDS_SQL`), each named;
+/// none when it has none or does not exist. Over a connection or inside a transaction.
+pub async fn hazards_of(
+    client: &impl tokio_postgres::GenericClient,
+    role: &str,
+    allowed: &[String],
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(ROLE_HAZARDS_SQL, &[&role, &allowed])
+        .await?
+        .map(|row| role_hazards_of(&row))
+        .unwrap_or_default())
+}
+
 /// Fails when `role` exists and has any hazard (see `ROLE_HAZARDS_SQL`), over `client`.
 pub async fn check_role_over(
     client: &tokio_postgres::Client,
     role: &str,
     allowed: &[String],
 ) -> Result<(), DataError> {
-    let row = client
-        .query_opt(ROLE_HAZARDS_SQL, &[&role, &allowed])
-        .await?;
-    match row.map(|r| role_hazards_of(&r)) {
-        Some(h) if !h.is_empty() => Err(DataError::UnsafeRole {
+    match hazards_of(client, role, allowed).await? {
+        h if !h.is_empty() => Err(DataError::UnsafeRole {
             role: role.to_owned(),
             hazards: h.join(", "),
         }),
