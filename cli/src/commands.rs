@@ -464,33 +464,21 @@ async fn prices_cmd(g: &Global, command: crate::args::PricesCommand) -> Result<u
         PricesCommand::Diff { file } => {
             let book = load(&file)?;
             let changes = compare(&book, &imported(&target).await?, &runtime::pricing::today());
+            let pending = changes.iter().any(|(_, c)| c.pending());
             if g.output == OutputFormat::Json {
                 out_json(&price_changes_json(&changes))?;
-                let pending = changes.iter().any(|(_, c)| {
-                    matches!(c, Change::New | Change::Changed(_) | Change::Backdated(_))
-                });
                 return Ok(crate::exit::findings(pending));
             }
-            let mut pending = false;
             for (version, change) in &changes {
                 let line = match change {
-                    Change::New => {
-                        pending = true;
-                        format!("{version}: new, `tenantctl prices import` adds it")
-                    }
+                    Change::New => format!("{version}: new, `tenantctl prices import` adds it"),
                     Change::Unchanged => format!("{version}: unchanged"),
                     Change::OnlyImported => format!("{version}: imported, not in the file (kept)"),
-                    Change::Changed(diff) => {
-                        pending = true;
-                        format!(
-                            "{version}: imported with other prices; an import refuses it:\n  {}",
-                            diff.join("\n  ")
-                        )
-                    }
-                    Change::Backdated(why) => {
-                        pending = true;
-                        format!("{version}: an import refuses it: {why}")
-                    }
+                    Change::Changed(diff) => format!(
+                        "{version}: imported with other prices; an import refuses it:\n  {}",
+                        diff.join("\n  ")
+                    ),
+                    Change::Backdated(why) => format!("{version}: an import refuses it: {why}"),
                 };
                 out(&line)?;
             }
@@ -952,7 +940,7 @@ async fn drift(g: &Global) -> Result<u8> {
         );
     }
     let (aws, target) = aws_target(g).await?;
-    let findings = crate::aws::fleet::drift(&aws, &target).await?;
+    let (findings, _) = crate::aws::fleet::drift(&aws, &target).await?;
     match g.output {
         OutputFormat::Json => out_json(&json!({"environment": aws.env, "drift": findings}))?,
         OutputFormat::Text => {
@@ -1625,16 +1613,12 @@ async fn status(g: &Global) -> Result<u8> {
         }));
     }
     let stack_drift = if let Some(aws) = &aws {
-        let findings = crate::aws::fleet::drift(aws, &target).await?;
+        let (findings, stacks) = crate::aws::fleet::drift(aws, &target).await?;
         drift |= !findings.is_empty();
         // Where each tenant's clients send requests: its stack's HTTP API.
-        let stacks = crate::aws::fleet::list_stacks(&aws.cfn, &aws.env).await?;
         for r in &mut rows {
-            let name = format!(
-                "tenantctl-{}-{}",
-                aws.env,
-                r["tenant"].as_str().unwrap_or("")
-            );
+            let name =
+                crate::aws::tenant_stack_name_of(&aws.env, r["tenant"].as_str().unwrap_or(""));
             if let Some(url) = stacks.get(&name).and_then(|s| s.outputs.get("ApiEndpoint")) {
                 r["api_endpoint"] = json!(url);
             }

@@ -284,6 +284,14 @@ pub enum Change {
 }
 
 impl Change {
+    /// Whether an import would add or refuse this version (what `prices diff` exits 2 for).
+    pub fn pending(&self) -> bool {
+        matches!(
+            self,
+            Change::New | Change::Changed(_) | Change::Backdated(_)
+        )
+    }
+
     /// The change as a stable word, and what explains it (what differs, or why it is refused).
     pub fn code_and_detail(&self) -> (&'static str, Vec<String>) {
         match self {

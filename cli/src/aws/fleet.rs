@@ -1001,7 +1001,7 @@ pub fn reconcile(
     let mut findings = Vec::new();
     let mut seen = BTreeSet::new();
     for r in registry {
-        let stack = format!("{prefix}{}", r.tenant);
+        let stack = crate::aws::tenant_stack_name_of(env, &r.tenant);
         seen.insert(stack.clone());
         let state = stacks.get(&stack);
         let finding = |problem: String, hint: &str| Finding {
@@ -1097,10 +1097,13 @@ pub async fn registry(target: &Target) -> Result<Vec<Registered>> {
 }
 
 /// Drift of an environment: the registry against CloudFormation.
-pub async fn drift(aws: &Aws, target: &Target) -> Result<Vec<Finding>> {
+pub async fn drift(
+    aws: &Aws,
+    target: &Target,
+) -> Result<(Vec<Finding>, BTreeMap<String, StackState>)> {
     let registry = registry(target).await?;
     let stacks = list_stacks(&aws.cfn, &aws.env).await?;
-    Ok(reconcile(&aws.env, &registry, &stacks))
+    Ok((reconcile(&aws.env, &registry, &stacks), stacks))
 }
 
 #[cfg(test)]

@@ -82,7 +82,12 @@ pub fn log_retention(days: u32) -> u32 {
 
 /// The tenant's CloudFormation stack name (also its Lambda's name).
 pub fn tenant_stack_name(env: &str, spec: &TenantSpec) -> String {
-    format!("tenantctl-{env}-{}", spec.id)
+    tenant_stack_name_of(env, spec.id.as_str())
+}
+
+/// The stack name of the tenant with id `tenant`.
+pub fn tenant_stack_name_of(env: &str, tenant: &str) -> String {
+    format!("tenantctl-{env}-{tenant}")
 }
 
 /// The platform stack name.
@@ -108,12 +113,20 @@ pub struct Rendered {
 /// The name of the output carrying a template's digest.
 pub const DIGEST_OUTPUT: &str = "TenantctlDigest";
 
-/// The platform database's master user (`MasterUsername` of `templates/aws/platform.yaml.j2`), which
-/// tenantctl connects as (with IAM authentication once `rds_iam` is granted to it).
-pub const PLATFORM_ADMIN: &str = "tenantctl_admin";
+/// The platform database's master user, written once (a macro, so the grant below is one static
+/// string too).
+macro_rules! platform_admin {
+    () => {
+        "tenantctl_admin"
+    };
+}
+
+/// The platform database's master user (the platform template's `MasterUsername`), which tenantctl
+/// connects as (with IAM authentication once `rds_iam` is granted to it).
+pub const PLATFORM_ADMIN: &str = platform_admin!();
 
 /// The one statement an operator runs as that user, once, so it logs in with IAM tokens.
-pub const PLATFORM_ADMIN_IAM_GRANT: &str = "GRANT rds_iam TO tenantctl_admin";
+pub const PLATFORM_ADMIN_IAM_GRANT: &str = concat!("GRANT rds_iam TO ", platform_admin!());
 const DIGEST_SENTINEL: &str = "@@tenantctl-digest@@";
 
 /// Fills the digest: SHA-256 over the template (with the sentinel in place) and the stack's tags, so
@@ -465,6 +478,7 @@ pub fn render_platform(
     let list: Vec<(String, String)> = tags.clone().into_iter().collect();
     let ctx = context! {
         environment => env,
+        admin_user => PLATFORM_ADMIN,
         issuers_json => serde_json::to_string(&crate::manifest::canonical(&serde_json::Value::Array(issuers)))?,
         tags => list,
         digest => DIGEST_SENTINEL,

@@ -353,20 +353,24 @@ fn no_sql_is_built_with_format_outside_the_quoting_module() {
     );
 }
 
+/// Every Rust file of `runtime/src`: its path from the repository root, and its text.
+fn runtime_sources() -> Vec<(String, String)> {
+    let root = cli::testing::repo_root();
+    rust_files()
+        .into_iter()
+        .filter(|f| f.starts_with(root.join("runtime/src")))
+        .map(|f| {
+            let rel = f.strip_prefix(&root).unwrap().display().to_string();
+            (rel, std::fs::read_to_string(&f).unwrap())
+        })
+        .collect()
+}
+
 #[test]
 fn tenant_data_is_reached_only_through_the_tenancy_module() {
     // Invariant: no handler opens a database connection. `db` opens connections and builds pools,
     // `registry` reads the control plane, and only `tenancy` checks out tenant connections.
-    for f in rust_files()
-        .iter()
-        .filter(|f| f.starts_with(cli::testing::repo_root().join("runtime/src")))
-    {
-        let rel = f
-            .strip_prefix(cli::testing::repo_root())
-            .unwrap()
-            .display()
-            .to_string();
-        let text = std::fs::read_to_string(f).unwrap();
+    for (rel, text) in runtime_sources() {
         if rel == "runtime/src/tenancy.rs"
             || rel.starts_with("runtime/src/db/")
             || rel == "runtime/src/registry/mod.rs"
@@ -399,19 +403,10 @@ fn every_model_call_is_made_by_the_metered_service() {
         "Provider::for_id",
         "providers::Adapter",
     ];
-    for f in rust_files()
-        .iter()
-        .filter(|f| f.starts_with(cli::testing::repo_root().join("runtime/src")))
-    {
-        let rel = f
-            .strip_prefix(cli::testing::repo_root())
-            .unwrap()
-            .display()
-            .to_string();
+    for (rel, text) in runtime_sources() {
         if rel.starts_with("runtime/src/models/") || rel == "runtime/src/service/chat.rs" {
             continue;
         }
-        let text = std::fs::read_to_string(f).unwrap();
         for needle in calls {
             assert!(
                 !text.contains(needle),
