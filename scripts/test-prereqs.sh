@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What the tests need on top of the main job's prerequisites (scripts/prereqs.sh): PgBouncer, jq, curl,
 # the Python tools (in a virtual environment), checkov and schemathesis (each in its own), Node.js 20+
-# with oidc-provider, and the supply-chain tools. Sourced by scripts/test.sh; as root on Debian/Ubuntu
+# with oidc-provider, Chromium with playwright-core, and the supply-chain tools. Sourced by scripts/test.sh; as root on Debian/Ubuntu
 # it installs what is missing, otherwise it says what to install.
 set -euo pipefail
 source scripts/prereqs.sh
@@ -69,6 +69,16 @@ if [ ! -d tests/idp/node_modules/oidc-provider ]; then
   say "installing oidc-provider (a certified OpenID Provider) for the identity interop test"
   npm ci --prefix tests/idp --no-audit --no-fund --loglevel=error >&2 \
     || { say "could not install it; run: npm ci --prefix tests/idp"; exit 1; }
+fi
+# The web console's browser test: Debian's Chromium, driven headless by playwright-core (no browser
+# download: playwright-core drives the system's binary).
+if ! command -v chromium >/dev/null 2>&1 && [ -z "${CHROMIUM:-}" ]; then
+  apt_install --no-install-recommends chromium fonts-dejavu-core || { say "Chromium is required by the console's browser test (Debian/Ubuntu: apt-get install chromium), or set CHROMIUM to a Chromium binary"; exit 1; }
+fi
+if [ ! -d tests/console/node_modules/playwright-core ]; then
+  say "installing playwright-core (drives Chromium) for the console's browser test"
+  npm ci --prefix tests/console --no-audit --no-fund --loglevel=error >&2 \
+    || { say "could not install it; run: npm ci --prefix tests/console"; exit 1; }
 fi
 # The supply-chain checks (scripts/supply-chain.sh), pinned, built once into cargo's bin directory.
 for tool in cargo-deny@0.20.2 cargo-machete@0.9.2; do

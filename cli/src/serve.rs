@@ -96,12 +96,28 @@ pub async fn start_with(
     let metrics_addr = metrics_listener.local_addr()?;
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(devidp::serve_jwks(
+    // The console is served on the API's own address; the dev identity provider registers its
+    // callback there.
+    let public_url = format!("http://{api_addr}");
+    let oidc = std::sync::Arc::new(devidp::Oidc::new(
+        format!("http://{idp_addr}"),
+        vec![format!("{public_url}/console/callback")],
+    ));
+    ensure_console_key(&target.secrets).await?;
+    tasks.push(tokio::spawn(devidp::serve(
         idp_listener,
         target.secrets.clone(),
+        oidc.clone(),
         signal(&rx),
     )));
     let mut issuers = platform.runtime_issuers(&devidp::jwks_url(idp_addr));
+    if platform.dev_issuer
+        && let Some(i) = issuers
+            .iter_mut()
+            .find(|i| i.name == crate::platform::PLATFORM_ISSUER)
+    {
+        i.console = Some(oidc.console_client());
+    }
     // With the dev identity provider, its tokens for the operator audience are the platform
     // staff's (`tenantctl token --operator`): they reach the platform routes only.
     let mut deployment = runtime::auth::DeploymentPolicy::default();
@@ -131,6 +147,10 @@ pub async fn start_with(
         provider_key_ttl_secs: 60,
         upstream: Default::default(),
         ledger_commit,
+        console: Some(runtime::state::ConsoleConfig {
+            public_url: public_url.clone(),
+            session_key_secret: runtime::state::CONSOLE_SESSION_KEY.to_owned(),
+        }),
     };
     let state = match runtime::AppState::from_config(&config).await {
         Ok(s) => s,
@@ -139,6 +159,7 @@ pub async fn start_with(
             return Err(anyhow::Error::new(e).context("starting the runtime"));
         }
     };
+    oidc.use_directory(state.directory.clone());
     tasks.push(tokio::spawn(runtime::http::serve_local(
         api_listener,
         state.clone(),
@@ -159,4 +180,20 @@ pub async fn start_with(
         shutdown: tx,
         tasks,
     })
+}
+
+/// The console's session key: 32 random bytes as hex in the secret store, created on first use
+/// (every `serve` of this deployment seals and opens sessions with the same one).
+async fn ensure_console_key(secrets: &runtime::secrets::SecretStore) -> Result<()> {
+    let name = runtime::secrets::SecretName::parse(runtime::state::CONSOLE_SESSION_KEY)?;
+    if !secrets.exists(&name).await? {
+        let mut bytes = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut bytes)
+            .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        secrets
+            .put(&name, &secrecy::SecretString::from(hex))
+            .await?;
+    }
+    Ok(())
 }

@@ -28,6 +28,91 @@ pub struct AppState {
     pub secrets: Arc<SecretCache>,
     /// The registry, where one is read (not in a single-tenant deployment): the platform routes'.
     pub control: Option<ControlPlane>,
+    /// The web console's settings, when it is served (`RuntimeConfig::console`).
+    pub console: Option<Arc<ConsoleSettings>>,
+}
+
+/// The web console's settings, read at startup.
+#[derive(Debug)]
+pub struct ConsoleSettings {
+    /// The runtime's base URL as browsers reach it (no trailing slash).
+    pub public_url: String,
+    /// Whether cookies are `Secure`: always, but on a plain-http loopback URL (local evaluation).
+    pub secure_cookies: bool,
+    /// The key session cookies are sealed with (64 hex digits: AES-256-GCM).
+    pub session_key: secrecy::SecretString,
+}
+
+/// Serving the web console (`/console`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// The runtime's base URL as browsers reach it: `https://...`, or `http://127.0.0.1:<port>` on
+    /// loopback. The sign-in's redirect URI is `<public_url>/console/callback` (register it with
+    /// the issuer); cookies are `Secure` unless this is plain http on loopback.
+    pub public_url: String,
+    /// The secret holding the key session cookies are sealed with: 64 hex digits (32 random
+    /// bytes). Every instance of the runtime must read the same one.
+    #[serde(default = "default_session_key_secret")]
+    pub session_key_secret: String,
+}
+
+/// The secret `ConsoleConfig::session_key_secret` names by default.
+pub const CONSOLE_SESSION_KEY: &str = "platform/console/session-key";
+
+fn default_session_key_secret() -> String {
+    CONSOLE_SESSION_KEY.to_owned()
+}
+
+impl ConsoleConfig {
+    /// Checks the URL and reads the session key: a console that cannot seal sessions is not served.
+    async fn load(&self, secrets: &SecretStore) -> Result<ConsoleSettings, StartupError> {
+        let url = url::Url::parse(&self.public_url).map_err(|e| {
+            StartupError::Config(format!(
+                "`console.public_url` `{}` is not a URL ({e}): use https://<host> (or http://127.0.0.1:<port> on loopback)",
+                self.public_url
+            ))
+        })?;
+        let loopback = match url.host() {
+            Some(url::Host::Ipv4(a)) => a.is_loopback(),
+            Some(url::Host::Ipv6(a)) => a.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        };
+        let secure_cookies = match url.scheme() {
+            "https" => true,
+            "http" if loopback => false,
+            _ => {
+                return Err(StartupError::Config(format!(
+                    "`console.public_url` `{}` must be https (plain http only on loopback): session cookies off loopback are `Secure`",
+                    self.public_url
+                )));
+            }
+        };
+        if url.path() != "/" || url.query().is_some() {
+            return Err(StartupError::Config(format!(
+                "`console.public_url` `{}` must be a bare origin (no path or query): the console is served under `/console`",
+                self.public_url
+            )));
+        }
+        let name = SecretName::parse(&self.session_key_secret)?;
+        let key = secrets.get(&name).await?;
+        {
+            use secrecy::ExposeSecret as _;
+            let k = key.expose_secret();
+            if k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(StartupError::Config(format!(
+                    "the console's session key `{}` is not 64 hex digits: store 32 random bytes there as hex (`tenantctl serve` creates it on the local target)",
+                    self.session_key_secret
+                )));
+            }
+        }
+        Ok(ConsoleSettings {
+            public_url: self.public_url.trim_end_matches('/').to_owned(),
+            secure_cookies,
+            session_key: key,
+        })
+    }
 }
 
 /// The runtime's configuration (JSON). Holds no secret: credentials are read from the secret store.
@@ -83,6 +168,9 @@ pub struct RuntimeConfig {
     /// time, `group` otherwise).
     #[serde(default)]
     pub ledger_commit: CommitMode,
+    /// The web console (`/console`). Unset: it is not served (its routes answer 404).
+    #[serde(default)]
+    pub console: Option<ConsoleConfig>,
 }
 
 /// Which secret store backend the runtime uses.
@@ -144,8 +232,14 @@ impl AppState {
         ));
         let models =
             ModelRouter::new(config.upstream, cache.clone()).map_err(StartupError::Config)?;
+        let console = match &config.console {
+            Some(c) => Some(Arc::new(c.load(&secrets).await?)),
+            None => None,
+        };
         if let Some(record) = &config.tenant {
-            return Self::single_tenant(config, record, secrets, cache, models).await;
+            let mut state = Self::single_tenant(config, record, secrets, cache, models).await?;
+            state.console = console;
+            return Ok(state);
         }
         let control = ControlPlane::connect(
             &config.database,
@@ -205,6 +299,7 @@ impl AppState {
             models,
             secrets: cache,
             control: Some(control),
+            console,
         })
     }
 }
@@ -240,6 +335,7 @@ impl AppState {
             models,
             secrets: cache,
             control: None,
+            console: None,
         })
     }
 }

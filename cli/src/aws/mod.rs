@@ -321,6 +321,13 @@ fn lambda_runtime_config(
     issuer: &runtime::auth::IssuerConfig,
     book: &runtime::pricing::PriceBook,
 ) -> Result<String> {
+    if issuer.console.is_some() {
+        anyhow::bail!(
+            "issuer `{}` has a `console` sign-in, but the AWS target does not serve the console: a tenant's Lambda sits behind API Gateway's JWT authorizer, which admits no browser session\nhint: remove `console` from issuer `{}` in the platform configuration for `--target aws`; the console is served by `tenantctl serve` on the local target",
+            issuer.name,
+            issuer.name
+        );
+    }
     let mut record = tenant_record(spec, ns, book);
     if let Some(bedrock) = record
         .policy
@@ -364,6 +371,9 @@ fn lambda_runtime_config(
         upstream: Default::default(),
         // One request at a time and frozen between them: each row commits on its own request.
         ledger_commit: runtime::metering::writer::CommitMode::Direct,
+        // The console is served on the local target (`tenantctl serve`); a tenant's Lambda sits
+        // behind API Gateway's JWT authorizer, which admits no cookie session.
+        console: None,
     };
     let json = serde_json::to_string(&config)?;
     // A dedicated tenant's data is on its own instance (the stack's `Database`); every other tier's on

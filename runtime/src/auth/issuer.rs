@@ -89,6 +89,25 @@ impl Default for JwksCacheConfig {
     }
 }
 
+/// How the web console signs a person in with this issuer: OpenID Connect's authorization code
+/// flow with PKCE (S256), as a public client. The values are the issuer's (its discovery document's
+/// `authorization_endpoint` and `token_endpoint`, and the client it registered for the console).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleClient {
+    /// Where the browser is sent to sign in (https, or http on loopback with `allow_loopback_http`).
+    pub authorization_endpoint: String,
+    /// Where the console exchanges the code for tokens (the same rule).
+    pub token_endpoint: String,
+    /// The client id the issuer registered for the console; the id token's `aud`.
+    pub client_id: String,
+    /// The authorization request parameter that asks for an access token for the tenant's audience
+    /// (`resource` per RFC 8707, or `audience` for providers that use that name). Unset: none is
+    /// sent, and the issuer must give the console's client tokens for that audience by itself.
+    #[serde(default)]
+    pub audience_parameter: Option<String>,
+}
+
 /// One trusted issuer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,6 +141,10 @@ pub struct IssuerConfig {
     /// Allows a plain-http JWKS URL on a loopback address (local development only).
     #[serde(default)]
     pub allow_loopback_http: bool,
+    /// Browser sign-in to the web console with this issuer. Unset: its users cannot sign in to
+    /// the console (the API is unaffected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<ConsoleClient>,
 }
 
 fn d_algs() -> Vec<Alg> {
@@ -153,6 +176,7 @@ impl IssuerConfig {
             roles: None,
             jwks_cache: JwksCacheConfig::default(),
             allow_loopback_http: false,
+            console: None,
         }
     }
 
@@ -220,6 +244,21 @@ impl IssuerConfig {
         if let JwksSource::Url(url) = &self.jwks {
             super::jwks::check_url(url, self.allow_loopback_http)
                 .map_err(|e| format!("issuer `{}`: {e}", self.name))?;
+        }
+        if let Some(c) = &self.console {
+            for (field, url) in [
+                ("authorization_endpoint", &c.authorization_endpoint),
+                ("token_endpoint", &c.token_endpoint),
+            ] {
+                super::jwks::check_url(url, self.allow_loopback_http)
+                    .map_err(|e| format!("issuer `{}`: `console.{field}`: {e}", self.name))?;
+            }
+            if c.client_id.is_empty() {
+                return Err(format!(
+                    "issuer `{}`: `console.client_id` must not be empty",
+                    self.name
+                ));
+            }
         }
         if let Some(roles) = &self.roles {
             for (role, entries) in &roles.permissions {

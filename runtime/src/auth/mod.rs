@@ -28,7 +28,7 @@ use serde_json::Value;
 
 use crate::domain::TenantId;
 use crate::registry::{TenantDirectory, TenantRecord};
-pub use issuer::{Alg, IssuerConfig, JwksCacheConfig, RolesConfig};
+pub use issuer::{Alg, ConsoleClient, IssuerConfig, JwksCacheConfig, RolesConfig};
 use jwks::{Jwk, KeyCache, Lookup};
 use jwt::{Claims, DenyReason};
 
@@ -197,6 +197,65 @@ impl Authenticator {
             .iter()
             .find(|i| i.config.name == name)
             .map(|i| &i.keys)
+    }
+
+    /// Which tokens are the platform staff's, if any are.
+    pub fn platform_access(&self) -> Option<&PlatformAccess> {
+        self.policy.platform.as_ref()
+    }
+
+    /// The configuration of issuer `name`.
+    pub fn issuer(&self, name: &str) -> Option<&IssuerConfig> {
+        self.issuers
+            .iter()
+            .find(|i| i.config.name == name)
+            .map(|i| &i.config)
+    }
+
+    /// Verifies an OpenID Connect id token of issuer `name` (the console's sign-in): signed by one
+    /// of that issuer's keys with an allowed algorithm, `iss` the issuer's, `aud` the console's
+    /// `client_id`, within its lifetime, and carrying the `nonce` the sign-in sent. Returns its
+    /// `sub`. The id token proves who signed in; it is never a credential for the API.
+    pub async fn verify_id_token(
+        &self,
+        name: &str,
+        token: &str,
+        client_id: &str,
+        nonce: &str,
+        now: i64,
+    ) -> Result<String, Denial> {
+        let issuer = self
+            .issuers
+            .iter()
+            .find(|i| i.config.name == name)
+            .ok_or(DenyReason::UntrustedIssuer)?;
+        let deny = |reason| Denial {
+            reason,
+            issuer: Some(issuer.config.name.clone()),
+        };
+        let t = jwt::decode(token).map_err(deny)?;
+        if t.issuer_hint() != Some(issuer.config.issuer.as_str()) {
+            return Err(deny(DenyReason::UntrustedIssuer));
+        }
+        if !issuer.config.algorithms.contains(&t.alg) {
+            return Err(deny(DenyReason::UnsupportedAlg));
+        }
+        let key = match issuer.keys.lookup(&t.kid).await {
+            Lookup::Found(k) => k,
+            Lookup::Unknown => return Err(deny(DenyReason::UnknownKey)),
+            Lookup::Stale => return Err(deny(DenyReason::KeysUnavailable)),
+        };
+        if key.alg != t.alg || !key.verify(t.signing_input.as_bytes(), &t.signature) {
+            return Err(deny(DenyReason::BadSignature));
+        }
+        let mut rules = issuer.config.clone();
+        rules.audiences = vec![client_id.to_owned()];
+        rules.required_typ = None;
+        let claims = jwt::check_claims(t.claims, &rules, now).map_err(deny)?;
+        if claims.all.get("nonce").and_then(Value::as_str) != Some(nonce) {
+            return Err(deny(DenyReason::BadClaims));
+        }
+        Ok(claims.sub)
     }
 
     /// The configured issuers' names.

@@ -766,6 +766,7 @@ async fn report_response(
     Ok(Json(json!({
         "object": "usage.report",
         "tenant": tenant.id().as_str(),
+        "cost_center": tenant.record().tags.get("cost-center"),
         "from": report.range.from,
         "to": report.range.to,
         "group_by": report.group_by,
@@ -807,6 +808,38 @@ pub async fn usage_summary(
             "requests_per_minute": limits.requests_per_minute,
             "tokens_per_minute": limits.tokens_per_minute,
         },
+    }))
+    .into_response())
+}
+
+/// `GET /v1/me/usage`: the caller's own usage this month so far (UTC), by model: only its own
+/// subject's rows, and its own budget when the tenant budgets per subject (never the tenant's).
+pub async fn me_usage(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+) -> Result<Response, ApiError> {
+    let today = crate::domain::utc_today();
+    let range =
+        service::usage::DayRange::parse(None, None, &today).map_err(ApiError::BadRequest)?;
+    let (report, budget) = service::usage::own(&state.data, &tenant, range)
+        .await
+        .map_err(|e| ApiError::service(e, request_id))?;
+    let subject = &tenant.principal().subject;
+    Ok(Json(json!({
+        "object": "usage.own",
+        "tenant": tenant.id().as_str(),
+        "subject": subject,
+        "from": report.range.from,
+        "to": report.range.to,
+        "currency": "USD",
+        "unit": "micro_usd",
+        "totals": report.totals,
+        "models": report.rows,
+        "budget": budget.map(|b| {
+            let one = service::Budgets { tenant: b, subject: None };
+            budget_json(&one, subject)
+        }),
     }))
     .into_response())
 }

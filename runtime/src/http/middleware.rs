@@ -254,6 +254,10 @@ pub async fn refuse_nul(req: Request, next: Next) -> Response {
 /// handler, the auth layer, axum's own rejections): Anthropic's on `/v1/messages`, OpenAI's
 /// (`{"error": {"message", "type", "code"}}`) everywhere else, so SDKs raise their typed exceptions.
 pub async fn shape_errors(req: Request, next: Next) -> Response {
+    // The console's pages answer people: their errors are pages, not the API's JSON.
+    if crate::http::routes::is_console(req.uri().path()) {
+        return next.run(req).await;
+    }
     let anthropic_surface = req.uri().path() == "/v1/messages";
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0);
     let response = next.run(req).await;

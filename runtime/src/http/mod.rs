@@ -5,6 +5,7 @@
 //! (before routing), then the per-route permission check. This module wires; it must not hold business logic.
 
 pub mod anthropic;
+pub mod console;
 pub mod csv;
 pub mod error;
 pub mod handlers;
@@ -25,8 +26,22 @@ pub const MAX_BODY_BYTES: usize = 4 << 20;
 
 /// The whole API. Routes come from `routes::ROUTES` only.
 pub fn app(state: AppState) -> Router {
+    // The console's pages call the API in-process: the same table without the console's routes,
+    // behind the same layers.
+    let api = layered(
+        state.clone(),
+        routes::ROUTES
+            .iter()
+            .filter(|r| !routes::is_console(r.path)),
+    );
+    layered(state.clone(), routes::ROUTES.iter())
+        .layer(axum::Extension(console::ConsoleApi(api)))
+        .layer(from_fn_with_state(state, console::headers))
+}
+
+fn layered<'r>(state: AppState, specs: impl Iterator<Item = &'r routes::RouteSpec>) -> Router {
     let mut router: Router<AppState> = Router::new();
-    for spec in routes::ROUTES {
+    for spec in specs {
         router = router.route(spec.path, (spec.handler)());
     }
     router

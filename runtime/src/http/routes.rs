@@ -7,6 +7,7 @@
 use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use http::Method;
 
+use crate::http::console as c;
 use crate::http::handlers as h;
 use crate::http::handlers::{
     chat_completions, embeddings, get_model, healthz, list_models, me, messages, openapi,
@@ -32,7 +33,10 @@ pub struct RouteSpec {
 
 /// The permission scopes tokens can carry, each with what it allows. Every one is used by a route.
 pub const PERMISSIONS: &[(&str, &str)] = &[
-    ("me:read", "read who the token says you are (`GET /v1/me`)"),
+    (
+        "me:read",
+        "read who the token says you are (`GET /v1/me`) and your own usage (`GET /v1/me/usage`)",
+    ),
     ("models:read", "list the tenant's models"),
     ("chat:write", "call the tenant's chat models"),
     ("embeddings:write", "call the tenant's embedding models"),
@@ -142,6 +146,14 @@ pub static ROUTES: &[RouteSpec] = &[
         summary: "Who the token says you are: tenant, subject, issuer, permissions",
         permission: Some("me:read"),
         handler: || get(me),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/me/usage",
+        operation_id: "getOwnUsage",
+        summary: "The caller's own usage this month, by model (its own subject's rows only)",
+        permission: Some("me:read"),
+        handler: || get(h::me_usage),
     },
     RouteSpec {
         method: Method::GET,
@@ -591,6 +603,174 @@ pub static ROUTES: &[RouteSpec] = &[
         permission: Some("platform:usage:read"),
         handler: || get(p::get_reconciliation_run),
     },
+    RouteSpec {
+        method: Method::GET,
+        path: "/console",
+        operation_id: "consoleHome",
+        summary: "Console: the sign-in page, or the signed-in caller's first page",
+        permission: None,
+        handler: || get(c::home),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/console/assets/console.css",
+        operation_id: "consoleStylesheet",
+        summary: "Console: its stylesheet",
+        permission: None,
+        handler: || get(c::stylesheet),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/console/login",
+        operation_id: "consoleLogin",
+        summary: "Console: starts an OpenID Connect sign-in (code flow, PKCE) with the tenant's issuer",
+        permission: None,
+        handler: || get(c::login),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/console/callback",
+        operation_id: "consoleCallback",
+        summary: "Console: the issuer's redirect back; exchanges the code, verifies both tokens, sets the session",
+        permission: None,
+        handler: || get(c::callback),
+    },
+    RouteSpec {
+        method: Method::POST,
+        path: "/console/logout",
+        operation_id: "consoleLogout",
+        summary: "Console: ends the session (CSRF-checked)",
+        permission: None,
+        handler: || post(c::logout),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/console/me",
+        operation_id: "consoleOwnUsage",
+        summary: "Console: the caller's own usage and models (calls getOwnUsage, listModels)",
+        permission: None,
+        handler: || get(c::me),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/console/models",
+        operation_id: "consoleModels",
+        summary: "Console: the tenant's models (calls listModels)",
+        permission: None,
+        handler: || get(c::models),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/console/usage",
+        operation_id: "consoleUsage",
+        summary: "Console: usage over time, by model and subject, budget burn-down (calls getUsageDaily, getUsageByModel, getUsageBySubject)",
+        permission: None,
+        handler: || get(c::usage),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/console/finance",
+        operation_id: "consoleFinance",
+        summary: "Console: a month's spend by model and cost-center (calls getUsageByModel)",
+        permission: None,
+        handler: || get(c::finance),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/console/finance.csv",
+        operation_id: "consoleFinanceCsv",
+        summary: "Console: the month's CSV export (calls getUsageByModel with format=csv)",
+        permission: None,
+        handler: || get(c::finance_csv),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/console/members",
+        operation_id: "consoleMembers",
+        summary: "Console: members and roles (calls listMembers)",
+        permission: None,
+        handler: || get(c::members),
+    },
+    RouteSpec {
+        method: Method::POST,
+        path: "/console/members",
+        operation_id: "consoleSetMember",
+        summary: "Console: grants or removes a member's roles (CSRF-checked; calls setMemberRoles or removeMember)",
+        permission: None,
+        handler: || post(c::set_members),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/console/policy",
+        operation_id: "consolePolicy",
+        summary: "Console: the model policy and limits (calls getModelPolicy, getLimits)",
+        permission: None,
+        handler: || get(c::policy),
+    },
+    RouteSpec {
+        method: Method::POST,
+        path: "/console/policy",
+        operation_id: "consoleNarrowPolicy",
+        summary: "Console: disables models (CSRF-checked; calls narrowModelPolicy)",
+        permission: None,
+        handler: || post(c::set_policy),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/console/credentials",
+        operation_id: "consoleCredentials",
+        summary: "Console: provider credentials, never values (calls listCredentials)",
+        permission: None,
+        handler: || get(c::credentials),
+    },
+    RouteSpec {
+        method: Method::POST,
+        path: "/console/credentials",
+        operation_id: "consoleSetCredential",
+        summary: "Console: stores a provider credential, write-only (CSRF-checked; calls setCredential)",
+        permission: None,
+        handler: || post(c::set_credential),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/console/audit",
+        operation_id: "consoleAudit",
+        summary: "Console: the audit chain's verification and events (calls verifyAuditChain, listAuditEvents)",
+        permission: None,
+        handler: || get(c::audit),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/console/platform",
+        operation_id: "consolePlatformTenants",
+        summary: "Console: every tenant, tier and status (calls listTenants)",
+        permission: None,
+        handler: || get(c::platform),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/console/platform/spend",
+        operation_id: "consolePlatformSpend",
+        summary: "Console: spend per tenant stacked by model (calls getPlatformUsage)",
+        permission: None,
+        handler: || get(c::platform_spend),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/console/platform/reconciliations",
+        operation_id: "consoleReconciliations",
+        summary: "Console: reconciliation runs and variances (calls listReconciliationRuns, getReconciliationRun)",
+        permission: None,
+        handler: || get(c::reconciliations),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/console/platform/prices",
+        operation_id: "consolePrices",
+        summary: "Console: the price book (calls listPriceVersions)",
+        permission: None,
+        handler: || get(c::prices),
+    },
 ];
 
 /// The operation a request is for: the route whose path template matches `path` (a `{param}`
@@ -618,6 +798,15 @@ pub fn operation_for(method: &Method, path: &str) -> Option<&'static RouteSpec> 
         (r.method == method || (method == Method::HEAD && r.method == Method::GET))
             && matches(r.path)
     })
+}
+
+/// Whether `path` is the web console's (`/console...`): a public route at the edge (it carries no
+/// bearer token); its pages call the API in-process with the session's token (`http::console`),
+/// so they hold no permission of their own. Not part of the OpenAPI document.
+pub fn is_console(path: &str) -> bool {
+    path == crate::http::console::PREFIX
+        || path.starts_with(concat!("/console", "/"))
+        || path.starts_with("/console.")
 }
 
 /// Whether `(method, path)` is a public route. Exact match only: public routes take no parameters.

@@ -387,3 +387,37 @@ pub async fn report(
         })
         .collect())
 }
+
+/// One subject's usage on the UTC days `from..=to`, by model (the caller's own: `GET /v1/me/usage`),
+/// summed in the database over the ledger's rows (the index on tenant, subject and time).
+pub async fn subject_by_model(
+    tx: &TenantTx,
+    subject: &str,
+    from: &str,
+    to: &str,
+) -> Result<Vec<ReportRow>, DataError> {
+    let rows = tx
+        .query(
+            "SELECT provider, model, count(*)::bigint, coalesce(sum(input_tokens), 0)::bigint, \
+                    coalesce(sum(output_tokens), 0)::bigint, coalesce(sum(cost_micro_usd), 0)::bigint \
+               FROM usage_ledger \
+              WHERE tenant_id = $1 AND subject = $4 \
+                AND created_at >= CAST($2::text AS date)::timestamp AT TIME ZONE 'UTC' \
+                AND created_at < (CAST($3::text AS date) + 1)::timestamp AT TIME ZONE 'UTC' \
+              GROUP BY provider, model ORDER BY provider COLLATE \"C\", model COLLATE \"C\"",
+            &[&tx.tenant().as_str(), &from, &to, &subject],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ReportRow {
+            provider: Some(r.get(0)),
+            model: Some(r.get(1)),
+            requests: r.get(2),
+            input_tokens: r.get(3),
+            output_tokens: r.get(4),
+            cost_micro_usd: r.get(5),
+            ..ReportRow::default()
+        })
+        .collect())
+}

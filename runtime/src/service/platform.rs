@@ -130,12 +130,17 @@ pub async fn set_suspended(
     tenant(directory, id.as_str())
 }
 
-/// One tenant's usage over a range.
+/// One tenant's usage over a range: its totals, by model, and its cost-center tag.
 #[derive(Debug, Clone, Serialize)]
 pub struct TenantUsage {
     pub tenant: String,
+    pub cost_center: Option<String>,
     pub totals: Totals,
+    pub models: Vec<crate::service::usage::ReportRow>,
 }
+
+/// Tenants read at once by `usage` (each through its own handle and connection).
+const CONCURRENT_TENANTS: usize = 8;
 
 /// Every tenant's usage over `range`, each read through its own handle, with the sum.
 pub async fn usage(
@@ -144,12 +149,28 @@ pub async fn usage(
     operator: &Operator,
     range: DayRange,
 ) -> Result<(Vec<TenantUsage>, Totals), ServiceError> {
+    use futures_util::StreamExt as _;
+    let records = directory.records();
+    let reads: Vec<_> = records
+        .iter()
+        .map(|record| {
+            let tenant = operator.acting_for(record.clone());
+            let range = range.clone();
+            async move {
+                crate::service::usage::report(data, &tenant, range, GroupBy::Model)
+                    .await
+                    .map(|(report, _)| report)
+            }
+        })
+        .collect();
+    let reports: Vec<_> = futures_util::stream::iter(reads)
+        .buffered(CONCURRENT_TENANTS)
+        .collect()
+        .await;
     let mut out = Vec::new();
     let mut sum = Totals::default();
-    for record in directory.records() {
-        let tenant = operator.acting_for(record.clone());
-        let (report, _) =
-            crate::service::usage::report(data, &tenant, range.clone(), GroupBy::Model).await?;
+    for (record, report) in records.iter().zip(reports) {
+        let report = report?;
         let add = |a: i64, b: i64| {
             a.checked_add(b)
                 .ok_or_else(|| ServiceError::internal("a usage total overflowed 64 bits"))
@@ -160,7 +181,9 @@ pub async fn usage(
         sum.cost_micro_usd = add(sum.cost_micro_usd, report.totals.cost_micro_usd)?;
         out.push(TenantUsage {
             tenant: record.id.to_string(),
+            cost_center: record.tags.get("cost-center").cloned(),
             totals: report.totals,
+            models: report.rows,
         });
     }
     Ok((out, sum))

@@ -192,6 +192,42 @@ pub async fn report(
     ))
 }
 
+/// The caller's own usage over `range` by model (its subject's rows only), with its own budget
+/// this month when the tenant budgets per subject.
+pub async fn own(
+    data: &DataPlane,
+    tenant: &Tenant,
+    range: DayRange,
+) -> Result<(Report, Option<crate::service::BudgetStatus>), ServiceError> {
+    let subject = tenant.principal().subject.clone();
+    let tx = TenantTx::begin(data, tenant).await?;
+    let (rows, budget) = tokio::try_join!(
+        ledger::subject_by_model(&tx, &subject, &range.from, &range.to),
+        limits::budgets(&tx, tenant)
+    )?;
+    tx.commit().await?;
+    let mut totals = Totals::default();
+    for r in &rows {
+        let add = |a: i64, b: i64| {
+            a.checked_add(b)
+                .ok_or_else(|| ServiceError::internal("a usage total overflowed 64 bits"))
+        };
+        totals.requests = add(totals.requests, r.requests)?;
+        totals.input_tokens = add(totals.input_tokens, r.input_tokens)?;
+        totals.output_tokens = add(totals.output_tokens, r.output_tokens)?;
+        totals.cost_micro_usd = add(totals.cost_micro_usd, r.cost_micro_usd)?;
+    }
+    Ok((
+        Report {
+            range,
+            group_by: GroupBy::Model,
+            rows,
+            totals,
+        },
+        budget.subject,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::DayRange;

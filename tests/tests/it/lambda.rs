@@ -598,6 +598,7 @@ async fn a_single_tenant_deployment_must_be_pinned_to_its_tenant() {
         provider_key_ttl_secs: 60,
         upstream: Default::default(),
         ledger_commit: Default::default(),
+        console: None,
     };
     let err = runtime::AppState::from_config(&config(&spec, "globex"))
         .await

@@ -12,6 +12,7 @@ mod auth;
 mod aws_flow;
 mod aws_runbooks;
 mod cloudformation;
+mod console;
 mod deploy_mocked;
 mod fleet_mocked;
 mod gateway;

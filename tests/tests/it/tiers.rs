@@ -719,6 +719,7 @@ async fn the_runtime_refuses_to_start_with_a_dangerous_role_and_says_which() {
         provider_key_ttl_secs: 60,
         upstream: Default::default(),
         ledger_commit: Default::default(),
+        console: None,
     };
     assert!(
         runtime::AppState::from_config(&config).await.is_ok(),
