@@ -266,6 +266,13 @@ async fn cost_report_cmd(g: &Global, month: &str, format: crate::args::ReportFor
         &crate::usage::next_month_start(month)?,
     )
     .await?;
+    // Kept for the platform's console, which shows it next to the LLM spend.
+    let by_tenant: std::collections::BTreeMap<String, i64> = spend
+        .iter()
+        .filter(|(t, _)| !t.is_empty())
+        .map(|(t, v)| (t.clone(), *v))
+        .collect();
+    crate::provision::record_aws_spend(&target.admin().await?, month, &by_tenant).await?;
     let report = crate::usage::cost_report(&usage, &spend)?;
     match format {
         ReportFormat::Json => out_json(&serde_json::to_value(&report)?)?,
@@ -1568,6 +1575,8 @@ async fn status(g: &Global) -> Result<u8> {
     let latest = runtime::schema::latest_version();
     let mut rows = Vec::new();
     let mut drift = false;
+    // What was found per tenant, recorded for the platform's console (`control.tenant_checks`).
+    let mut checks: Vec<(String, Vec<serde_json::Value>)> = Vec::new();
     let located = if observed.control_plane {
         crate::provision::offboard::locate_all(&target.admin().await?).await?
     } else {
@@ -1598,6 +1607,20 @@ async fn status(g: &Global) -> Result<u8> {
             || !matches!(t.status.as_str(), "active" | "suspended")
             || !partitions_ok;
         drift |= tenant_drift;
+        let mut found = Vec::new();
+        if let Err(e) = &login {
+            found.push(json!({"problem": format!("its role cannot log in to its data: {e:#}"), "hint": "see docs/runbooks/restore-dedicated.md (a dedicated tier) or run `tenantctl apply`"}));
+        }
+        if t.migration_version < latest {
+            found.push(json!({"problem": format!("migrations {}/{latest}", t.migration_version), "hint": "run `tenantctl migrate`"}));
+        }
+        if !matches!(t.status.as_str(), "active" | "suspended") {
+            found.push(json!({"problem": format!("status `{}`: a move that did not finish", t.status), "hint": "run the `tenantctl move` again"}));
+        }
+        if !partitions_ok && login.is_ok() {
+            found.push(json!({"problem": "next month's ledger partition is missing", "hint": "run `tenantctl migrate`"}));
+        }
+        checks.push((id.to_string(), found));
         rows.push(json!({
             "tenant": id, "tier": t.tier, "status": t.status,
             "migrations": format!("{}/{latest}", t.migration_version),
@@ -1615,6 +1638,11 @@ async fn status(g: &Global) -> Result<u8> {
     let stack_drift = if let Some(aws) = &aws {
         let (findings, stacks) = crate::aws::fleet::drift(aws, &target).await?;
         drift |= !findings.is_empty();
+        for f in &findings {
+            if let Some((_, found)) = checks.iter_mut().find(|(t, _)| *t == f.tenant) {
+                found.push(json!({"problem": format!("stack `{}`: {}", f.stack, f.problem), "hint": f.hint}));
+            }
+        }
         // Where each tenant's clients send requests: its stack's HTTP API.
         for r in &mut rows {
             let name =
@@ -1627,6 +1655,10 @@ async fn status(g: &Global) -> Result<u8> {
     } else {
         None
     };
+    if observed.control_plane {
+        crate::provision::record_checks(&target.admin().await?, "tenantctl status", &checks)
+            .await?;
+    }
     match g.output {
         OutputFormat::Json => out_json(
             &json!({"namespace": target.namespace, "database": target.endpoint.dbname, "tenants": rows, "stack_drift": stack_drift}),

@@ -211,12 +211,17 @@ async function tableColumn(page, tableId, column) {
   check(new URL(page.url()).pathname === '/console/platform', 'an operator lands on the tenants');
   report.operator = {
     tenants: await page.$$eval('#tenants tbody tr td:first-child', (t) => t.map((x) => x.textContent)),
+    drift: Object.fromEntries(await page.$$eval('#tenants tbody tr', (rows) => rows.map((r) => [r.cells[0].textContent, r.cells[5].textContent]))),
   };
   await shot(page, 'platform-tenants');
   await page.goto(`${BASE}/console/platform/spend`);
   report.operator.platform_total = await number(page, '#platform-total');
   report.operator.spend = await page.$$eval('#spend tbody tr', (rows) => rows.map((r) => [r.cells[0].textContent, Number(r.cells[5].getAttribute('data-micro-usd'))]));
   report.operator.stacked = await page.$$eval('#spend-chart rect', (rs) => rs.map((r) => [r.getAttribute('data-row'), r.getAttribute('data-series'), Number(r.getAttribute('data-micro-usd'))]));
+  report.operator.llm_aws = Object.fromEntries(await page.$$eval('#llm-aws tbody tr', (rows) => rows.map((r) => {
+    const v = (c) => (c.getAttribute('data-micro-usd') === null ? null : Number(c.getAttribute('data-micro-usd')));
+    return [r.cells[0].textContent, [v(r.cells[2]), v(r.cells[3])]];
+  })));
   await shot(page, 'platform-spend');
   await page.goto(`${BASE}/console/platform/reconciliations?run=${process.env.GLOBEX_RUN}`);
   report.operator.variance_rows = await page.locator('#variances tr.variance').count();

@@ -167,3 +167,48 @@ pub fn target_from_url(
         secrets_dir,
     })
 }
+
+/// Records what `by` (`tenantctl status`) found of each tenant, replacing its last record: the
+/// platform's console shows it (`GET /v1/platform/checks`) without reaching the deployment itself.
+pub async fn record_checks(
+    admin: &tokio_postgres::Client,
+    by: &str,
+    checks: &[(String, Vec<serde_json::Value>)],
+) -> Result<()> {
+    for (tenant, findings) in checks {
+        admin
+            .execute(
+                "INSERT INTO control.tenant_checks (tenant_id, checked_by, findings, checked_at) \
+                 VALUES ($1, $2, $3, now()) \
+                 ON CONFLICT (tenant_id) DO UPDATE \
+                 SET checked_by = excluded.checked_by, findings = excluded.findings, \
+                     checked_at = excluded.checked_at",
+                &[tenant, &by, &serde_json::Value::Array(findings.clone())],
+            )
+            .await
+            .with_context(|| format!("recording the check of `{tenant}`"))?;
+    }
+    Ok(())
+}
+
+/// Records a month's AWS spend per tenant as Cost Explorer reported it (`tenantctl cost report`),
+/// replacing that month's last record: the platform's console shows it next to the LLM spend.
+pub async fn record_aws_spend(
+    admin: &tokio_postgres::Client,
+    month: &str,
+    spend: &std::collections::BTreeMap<String, i64>,
+) -> Result<()> {
+    for (tenant, micro) in spend {
+        admin
+            .execute(
+                "INSERT INTO control.aws_spend (month, tenant_id, cost_micro_usd, fetched_at) \
+                 VALUES ($1, $2, $3, now()) \
+                 ON CONFLICT (month, tenant_id) DO UPDATE \
+                 SET cost_micro_usd = excluded.cost_micro_usd, fetched_at = excluded.fetched_at",
+                &[&month, tenant, micro],
+            )
+            .await
+            .with_context(|| format!("recording the AWS spend of `{tenant}` in {month}"))?;
+    }
+    Ok(())
+}

@@ -842,6 +842,30 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
     });
     let out = run(&["status"]);
     assert_eq!(out.status.code(), Some(2), "behind on migrations is drift");
+    // What it found is recorded for the platform's console (`GET /v1/platform/checks`).
+    let recorded = |tenant: &str| -> serde_json::Value {
+        rt.block_on(async {
+            target
+                .admin()
+                .await
+                .unwrap()
+                .query_one(
+                    "SELECT findings FROM control.tenant_checks WHERE tenant_id = $1 AND checked_by = 'tenantctl status'",
+                    &[&tenant],
+                )
+                .await
+                .unwrap()
+                .get(0)
+        })
+    };
+    assert!(
+        recorded("da-co")[0]["problem"]
+            .as_str()
+            .unwrap()
+            .starts_with("migrations 1/"),
+        "{}",
+        recorded("da-co")
+    );
 
     let out = run(&["migrate", "--parallelism", "3"]);
     assert_eq!(out.status.code(), Some(1), "one tenant failed");
@@ -883,6 +907,11 @@ fn migrate_brings_every_tier_up_to_date_in_parallel_and_reports_one_tenants_fail
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        recorded("da-co"),
+        serde_json::json!([]),
+        "a clean check replaces the last one"
     );
     rt.block_on(async {
         let admin = target.admin().await.unwrap();

@@ -314,3 +314,61 @@ pub async fn list_price_versions(
         .map_err(svc(request_id))?;
     Ok(Json(json!({"object": "list", "data": versions, "has_more": false})).into_response())
 }
+
+/// `GET /v1/platform/checks`: what `tenantctl status` last found of each tenant (its drift).
+pub async fn list_checks(
+    State(state): State<AppState>,
+    _operator: Operator,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+) -> Result<Response, ApiError> {
+    let checks = service::platform::checks(state.control.as_ref(), &state.directory)
+        .await
+        .map_err(svc(request_id))?;
+    Ok(Json(json!({"object": "list", "data": checks, "has_more": false})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonthQuery {
+    month: Option<String>,
+}
+
+/// `GET /v1/platform/spend?month=YYYY-MM`: each tenant's LLM spend (the ledger) next to its AWS
+/// spend (as `tenantctl cost report` last read it from Cost Explorer).
+pub async fn month_spend(
+    State(state): State<AppState>,
+    operator: Operator,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    q: Result<Query<MonthQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let month = q.month.unwrap_or_else(|| {
+        crate::domain::utc_today()
+            .get(..7)
+            .unwrap_or_default()
+            .to_owned()
+    });
+    if month.len() != 7 {
+        return Err(ApiError::BadRequest(format!(
+            "`month` is `{}`: use YYYY-MM (UTC)",
+            crate::domain::printable(&month)
+        )));
+    }
+    let data = service::platform::month_spend(
+        &state.data,
+        state.control.as_ref(),
+        &state.directory,
+        &operator,
+        &month,
+    )
+    .await
+    .map_err(svc(request_id))?;
+    Ok(Json(json!({
+        "object": "platform.spend",
+        "month": month,
+        "currency": "USD",
+        "unit": "micro_usd",
+        "data": data,
+    }))
+    .into_response())
+}

@@ -605,6 +605,22 @@ pub static ROUTES: &[RouteSpec] = &[
     },
     RouteSpec {
         method: Method::GET,
+        path: "/v1/platform/checks",
+        operation_id: "listTenantChecks",
+        summary: "Platform: what `tenantctl status` last found of each tenant (drift), and when",
+        permission: Some("platform:tenants:read"),
+        handler: || get(p::list_checks),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/platform/spend",
+        operation_id: "getPlatformSpend",
+        summary: "Platform: each tenant's LLM spend in a month next to its AWS spend (as last read from Cost Explorer)",
+        permission: Some("platform:usage:read"),
+        handler: || get(p::month_spend),
+    },
+    RouteSpec {
+        method: Method::GET,
         path: "/console",
         operation_id: "consoleHome",
         summary: "Console: the sign-in page, or the signed-in caller's first page",

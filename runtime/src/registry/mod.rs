@@ -501,6 +501,41 @@ impl ControlPlane {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    /// What `tenantctl status` last found of each tenant (`control.tenant_checks`), by tenant.
+    pub async fn tenant_checks(&self) -> Result<Vec<serde_json::Value>, DataError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT json_build_object('tenant', tenant_id, 'checked_by', checked_by, \
+                        'findings', findings, \
+                        'checked_at', to_char(checked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::jsonb \
+                   FROM control.tenant_checks ORDER BY tenant_id COLLATE \"C\"",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// A month's AWS spend per tenant as `tenantctl cost report` last read it: tenant, micro-USD
+    /// and when it was read.
+    pub async fn aws_spend(&self, month: &str) -> Result<Vec<(String, i64, String)>, DataError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT tenant_id, cost_micro_usd, \
+                        to_char(fetched_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+                   FROM control.aws_spend WHERE month = $1 ORDER BY tenant_id COLLATE \"C\"",
+                &[&month],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
     /// The platform's audit chain of `tenant`, oldest first (the runtime's role reads it; it never
     /// changes an event).
     pub async fn platform_chain(

@@ -234,3 +234,84 @@ pub async fn prices(control: Option<&ControlPlane>) -> Result<Vec<PriceVersion>,
         .await
         .map_err(ServiceError::internal)
 }
+
+/// What `tenantctl status` last found of each tenant of the registry: a tenant never checked has
+/// `checked_at: null`.
+pub async fn checks(
+    control: Option<&ControlPlane>,
+    directory: &TenantDirectory,
+) -> Result<Vec<serde_json::Value>, ServiceError> {
+    let Some(control) = control else {
+        return Err(ServiceError::Conflict(
+            "this deployment reads no registry; run `tenantctl status`".into(),
+        ));
+    };
+    let found = control
+        .tenant_checks()
+        .await
+        .map_err(ServiceError::internal)?;
+    let mut out: Vec<serde_json::Value> = directory
+        .records()
+        .iter()
+        .map(|r| {
+            found
+                .iter()
+                .find(|c| c["tenant"] == r.id.as_str())
+                .cloned()
+                .unwrap_or_else(|| {
+                    serde_json::json!({"tenant": r.id.as_str(), "checked_by": null, "findings": null, "checked_at": null})
+                })
+        })
+        .collect();
+    out.sort_by(|a, b| a["tenant"].as_str().cmp(&b["tenant"].as_str()));
+    Ok(out)
+}
+
+/// One tenant's LLM and AWS spend in a month.
+#[derive(Debug, Clone, Serialize)]
+pub struct MonthSpend {
+    pub tenant: String,
+    pub cost_center: Option<String>,
+    /// From the ledger, exact.
+    pub llm_cost_micro_usd: i64,
+    /// As Cost Explorer reported it when `tenantctl cost report` last ran; `None` if never for
+    /// this month.
+    pub aws_cost_micro_usd: Option<i64>,
+    pub aws_fetched_at: Option<String>,
+}
+
+/// Every tenant's LLM spend in `month` (`YYYY-MM`, from the ledger) next to its AWS spend (as last
+/// recorded).
+pub async fn month_spend(
+    data: &DataPlane,
+    control: Option<&ControlPlane>,
+    directory: &TenantDirectory,
+    operator: &Operator,
+    month: &str,
+) -> Result<Vec<MonthSpend>, ServiceError> {
+    let Some(control) = control else {
+        return Err(ServiceError::Conflict(
+            "this deployment reads no registry; run `tenantctl cost report`".into(),
+        ));
+    };
+    let range = DayRange::parse(Some(month), Some(month), &crate::domain::utc_today())
+        .map_err(ServiceError::BadRequest)?;
+    let aws = control
+        .aws_spend(month)
+        .await
+        .map_err(ServiceError::internal)?;
+    let (llm, _) = usage(data, directory, operator, range).await?;
+    Ok(llm
+        .into_iter()
+        .map(|t| {
+            let a = aws.iter().find(|(id, _, _)| *id == t.tenant);
+            MonthSpend {
+                llm_cost_micro_usd: t.totals.cost_micro_usd,
+                aws_cost_micro_usd: a.map(|(_, v, _)| *v),
+                aws_fetched_at: a.map(|(_, _, at)| at.clone()),
+                tenant: t.tenant,
+                cost_center: t.cost_center,
+            }
+        })
+        .collect())
+}

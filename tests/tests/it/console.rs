@@ -101,6 +101,29 @@ async fn each_role_signs_in_in_chromium_and_sees_the_apis_figures_and_nothing_of
         .unwrap();
     assert_eq!(r.status(), 201);
     let run: Value = r.json().await.unwrap();
+    // What `tenantctl status` and `tenantctl cost report` record, as they record it: a finding of
+    // acme's, a clean globex, and acme's AWS spend this month.
+    let admin_db = s.target.admin().await.unwrap();
+    cli::provision::record_checks(
+        &admin_db,
+        "tenantctl status",
+        &[
+            (
+                "acme".into(),
+                vec![json!({"problem": "migrations 9/10", "hint": "run `tenantctl migrate`"})],
+            ),
+            ("globex".into(), vec![]),
+        ],
+    )
+    .await
+    .unwrap();
+    cli::provision::record_aws_spend(
+        &admin_db,
+        month,
+        &[("acme".to_owned(), 12_345_678_i64)].into_iter().collect(),
+    )
+    .await
+    .unwrap();
     let credential = runtime::secrets::generate_secret();
     let artifacts = cli::testing::repo_root().join("target/console-artifacts");
     let out = tokio::process::Command::new("node")
@@ -331,6 +354,28 @@ async fn each_role_signs_in_in_chromium_and_sees_the_apis_figures_and_nothing_of
         );
     }
     assert!(report["operator"]["variance_rows"].as_i64().unwrap() >= 1);
+    // Drift as `tenantctl status` last found it, and AWS spend next to LLM spend, as the API has them.
+    let checks = api(&s, &op, "/v1/platform/checks").await;
+    assert_eq!(
+        checks["data"][0]["findings"][0]["problem"], "migrations 9/10",
+        "{checks}"
+    );
+    assert_eq!(report["operator"]["drift"]["acme"], "migrations 9/10");
+    assert_eq!(report["operator"]["drift"]["globex"], "none");
+    let spend = api(&s, &op, &format!("/v1/platform/spend?month={m}")).await;
+    for t in spend["data"].as_array().unwrap() {
+        let id = t["tenant"].as_str().unwrap();
+        assert_eq!(
+            report["operator"]["llm_aws"][id][0], t["llm_cost_micro_usd"],
+            "{id}"
+        );
+        assert_eq!(
+            report["operator"]["llm_aws"][id][1], t["aws_cost_micro_usd"],
+            "{id}"
+        );
+    }
+    assert_eq!(report["operator"]["llm_aws"]["acme"][1], 12_345_678);
+    assert_eq!(report["operator"]["llm_aws"]["globex"][1], Value::Null);
     let prices = api(&s, &op, "/v1/platform/prices").await;
     assert_eq!(
         report["operator"]["prices"].as_u64().unwrap() as usize,

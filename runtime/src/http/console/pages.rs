@@ -849,24 +849,65 @@ pub async fn audit(signed: Signed, Query(f): Query<AuditFilter>) -> Response {
     frame(Some(&signed), "Audit", "/console/audit", body)
 }
 
-/// `GET /console/platform`: every tenant with its tier and status.
+/// `GET /console/platform`: every tenant with its tier, status and drift (what `tenantctl status`
+/// last found, and when).
 pub async fn platform(signed: Signed, Query(n): Query<Notice>) -> Response {
-    let body = section(&signed, "/v1/platform/tenants", |v| {
-        table(
-            "tenants",
-            "Tenants",
-            &[
-                ("id", "Tenant"),
-                ("display_name", "Name"),
-                ("tier", "Tier"),
-                ("status", "Status"),
-                ("suspended", "Suspended"),
-                ("issuer", "Issuer"),
-            ],
-            &rows(v, "data"),
-        )
-    })
-    .await;
+    let (tenants, checks) = tokio::join!(
+        signed.get("/v1/platform/tenants"),
+        signed.get("/v1/platform/checks")
+    );
+    let body = match &tenants {
+        Ok(v) => {
+            let found = checks.as_ref().map(|c| rows(c, "data")).unwrap_or_default();
+            let lines: Vec<Value> = rows(v, "data")
+                .into_iter()
+                .map(|mut t| {
+                    let check = found.iter().find(|c| c["tenant"] == t["id"]);
+                    let (drift, at) = match check.filter(|c| !c["checked_at"].is_null()) {
+                        None => (
+                            "not checked yet: run `tenantctl status`".to_owned(),
+                            Value::Null,
+                        ),
+                        Some(c) => {
+                            let found = rows(c, "findings");
+                            let text = if found.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                found
+                                    .iter()
+                                    .map(|f| f["problem"].as_str().unwrap_or_default().to_owned())
+                                    .collect::<Vec<_>>()
+                                    .join("; ")
+                            };
+                            (text, c["checked_at"].clone())
+                        }
+                    };
+                    t["drift"] = json!(drift);
+                    t["checked_at"] = at;
+                    t
+                })
+                .collect();
+            let mut out = table(
+                "tenants",
+                "Tenants, and what `tenantctl status` last found",
+                &[
+                    ("id", "Tenant"),
+                    ("display_name", "Name"),
+                    ("tier", "Tier"),
+                    ("status", "Status"),
+                    ("suspended", "Suspended"),
+                    ("drift", "Drift"),
+                    ("checked_at", "Checked"),
+                ],
+                &lines,
+            );
+            if let Err(f) = &checks {
+                out.push_str(&refused(f));
+            }
+            out
+        }
+        Err(f) => refused(f),
+    };
     frame(
         Some(&signed),
         "Tenants",
@@ -935,11 +976,45 @@ pub async fn platform_spend(signed: Signed, Query(r): Query<Range>) -> Response 
         )
     })
     .await;
+    // The month of the range's end (this month by default): LLM spend next to AWS spend.
+    let month = r.to.as_deref().and_then(|t| t.get(..7)).map_or_else(
+        || {
+            crate::domain::utc_today()
+                .get(..7)
+                .unwrap_or_default()
+                .to_owned()
+        },
+        str::to_owned,
+    );
+    let uri = format!("/v1/platform/spend?month={}", segment(&month));
+    let side = section(&signed, &uri, |v| {
+        let lines = rows(v, "data");
+        let missing = lines.iter().any(|l| l["aws_cost_micro_usd"].is_null());
+        let mut out = table(
+            "llm-aws",
+            &format!("LLM spend next to AWS spend, {month}"),
+            &[
+                ("tenant", "Tenant"),
+                ("cost_center", "Cost center"),
+                ("llm_cost_micro_usd", "LLM spend (ledger)"),
+                ("aws_cost_micro_usd", "AWS spend (Cost Explorer)"),
+                ("aws_fetched_at", "AWS spend read at"),
+            ],
+            &lines,
+        );
+        if missing {
+            out.push_str("<p class=\"help\">A tenant without AWS spend has none recorded for this month: <code>tenantctl --target aws cost report --month ");
+            out.push_str(&esc(&month));
+            out.push_str("</code> reads it from Cost Explorer and records it.</p>");
+        }
+        out
+    })
+    .await;
     frame(
         Some(&signed),
         "Spend",
         "/console/platform/spend",
-        r.form("/console/platform/spend") + &body,
+        r.form("/console/platform/spend") + &body + &side,
     )
 }
 
