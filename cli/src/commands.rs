@@ -1891,8 +1891,8 @@ async fn serve(g: &Global, args: &ServeArgs) -> Result<u8> {
     note(
         g,
         &format!(
-            "serving the API on http://{} (JWKS on http://{}, metrics on http://{}/metrics); Ctrl-C stops",
-            running.api_addr, running.idp_addr, running.metrics_addr
+            "serving the API on http://{} and the web console on http://{}/console (the dev identity provider and its JWKS on http://{}, metrics on http://{}/metrics); Ctrl-C stops",
+            running.api_addr, running.api_addr, running.idp_addr, running.metrics_addr
         ),
     );
     wait_for_stop().await;
@@ -1954,7 +1954,11 @@ async fn up_inner(
         .map(|(p, _)| (*p).to_owned())
         .collect();
     let base = format!("http://{}", running.api_addr);
-    let mut text = format!("tenantctl is serving {} tenant(s) on {base}\n", specs.len());
+    let mut text = format!(
+        "tenantctl is serving {} tenant(s) on {base}\n\
+         web console: {base}/console (the dev identity provider signs you in as any user and role)\n",
+        specs.len()
+    );
     for spec in specs.iter().filter(|s| {
         !matches!(
             plan.tenants

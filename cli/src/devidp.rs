@@ -249,6 +249,7 @@ impl Oidc {
             token_endpoint: format!("{}/token", self.base),
             client_id: CONSOLE_CLIENT_ID.to_owned(),
             audience_parameter: None,
+            send_login_hint: true,
         }
     }
 }

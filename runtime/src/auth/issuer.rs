@@ -106,6 +106,11 @@ pub struct ConsoleClient {
     /// sent, and the issuer must give the console's client tokens for that audience by itself.
     #[serde(default)]
     pub audience_parameter: Option<String>,
+    /// Send the tenant id asked for (or `platform` for staff) as `login_hint`, for an issuer whose
+    /// login page uses it to choose the organisation (the dev identity provider does). Off by
+    /// default: most providers take `login_hint` for a user name.
+    #[serde(default)]
+    pub send_login_hint: bool,
 }
 
 /// One trusted issuer.

@@ -718,3 +718,124 @@ async fn without_a_session_the_console_signs_in_and_a_forged_cookie_is_no_sessio
     assert!(r.text().await.unwrap().contains("is not this sign-in"));
     s.running.stop().await.unwrap();
 }
+
+/// The console's sign-in as a browser follows it, without one: `login` (the sign-in cookie), the
+/// provider's login form, the callback. The session cookie (`name=value`), or the callback's page.
+async fn sign_in(s: &Served, login: &str, form: &[(&str, &str)]) -> Result<String, String> {
+    let http = client();
+    let r = http
+        .get(format!("{}/console/login?{login}", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let signin = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let to = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let mut fields: Vec<(String, String)> = to.query_pairs().into_owned().collect();
+    fields.extend(form.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    let r = http
+        .post(format!("http://{}/authorize", s.running.idp_addr))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(enc(&fields))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let back = r.headers()["location"].to_str().unwrap().to_owned();
+    let r = http
+        .get(&back)
+        .header("cookie", &signin)
+        .send()
+        .await
+        .unwrap();
+    let session = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("tenantctl_console=") && !c.starts_with("tenantctl_console=;"))
+        .map(|c| c.split(';').next().unwrap().to_owned());
+    match session {
+        Some(c) if r.status() == 200 => Ok(c),
+        _ => Err(r.text().await.unwrap()),
+    }
+}
+
+#[tokio::test]
+async fn a_session_is_the_tokens_and_ends_when_the_api_would_refuse_it() {
+    let s = tests::serve_examples().await;
+    let http = client();
+    let page = |cookie: String| {
+        let http = http.clone();
+        let url = format!("{}/console/usage", s.base);
+        async move {
+            let r = http.get(url).header("cookie", cookie).send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.headers()
+                    .get("location")
+                    .map(|l| l.to_str().unwrap().to_owned()),
+            )
+        }
+    };
+    // Asked for acme, signed in as a user of globex: no session.
+    let e = sign_in(
+        &s,
+        "tenant=acme",
+        &[
+            ("tenant", "globex"),
+            ("subject", "g"),
+            ("role", "tenant_admin"),
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert!(e.contains("you signed in as a user of `globex`"), "{e}");
+    // Asked for a tenant, signed in as staff: no session.
+    let e = sign_in(
+        &s,
+        "tenant=acme",
+        &[
+            ("tenant", "acme"),
+            ("subject", "o"),
+            ("role", "platform_operator"),
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert!(e.contains("platform staff"), "{e}");
+    let cookie = sign_in(
+        &s,
+        "tenant=acme",
+        &[
+            ("tenant", "acme"),
+            ("subject", "ann"),
+            ("role", "tenant_admin"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(page(cookie.clone()).await, (200, None));
+    // The tenant is suspended: the session's token is refused by the API's edge, and so is the session.
+    let op = operator_token(&s);
+    let r = s
+        .http
+        .post(format!("{}/v1/platform/tenants/acme/suspend", s.base))
+        .bearer_auth(&op)
+        .json(&json!({"reason": "console test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(
+        page(cookie).await,
+        (303, Some("/console?signed_out=rejected".to_owned()))
+    );
+    s.running.stop().await.unwrap();
+}

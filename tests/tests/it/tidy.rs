@@ -391,6 +391,39 @@ fn tenant_data_is_reached_only_through_the_tenancy_module() {
 }
 
 #[test]
+fn the_console_reaches_data_only_through_the_api() {
+    // Issue 14: the console holds no privilege of its own; every figure and write is an API call
+    // made as the signed-in caller (`Signed::call`). So its code names no data, secret, registry,
+    // ledger or model handle, and no service function.
+    let dir = cli::testing::repo_root().join("runtime/src/http/console");
+    let mut found = Vec::new();
+    files(&dir, ".rs", &mut found);
+    assert!(found.len() >= 5, "the console's sources: {found:?}");
+    for f in found {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for forbidden in [
+            "crate::service",
+            "crate::tenancy",
+            "crate::secrets",
+            "crate::db",
+            "crate::metering",
+            "crate::models",
+            "state.data",
+            "state.secrets",
+            "state.control",
+            "state.ledger",
+            "state.models",
+        ] {
+            assert!(
+                !text.contains(forbidden),
+                "`{}` names `{forbidden}`: the console reaches data only through the API",
+                f.display()
+            );
+        }
+    }
+}
+
+#[test]
 fn every_model_call_is_made_by_the_metered_service() {
     // Invariant: every model call goes through `ModelRouter` and leaves a ledger row. The router's
     // calls and the provider adapters are reached only from `service::chat`, which admits each

@@ -796,7 +796,10 @@ pub async fn audit(signed: Signed, Query(f): Query<AuditFilter>) -> Response {
         Ok(v) if v["ok"] == json!(true) => format!(
             "<p class=\"ok\" id=\"chain\" data-ok=\"true\" role=\"status\">The chain verifies: {} events, head <code>{}</code>.</p>",
             v["events"].as_i64().unwrap_or(0),
-            esc(&v["head"].to_string())
+            esc(v["head"]
+                .as_str()
+                .map_or_else(|| v["head"].to_string(), str::to_owned)
+                .as_str())
         ),
         Ok(v) => format!(
             "<p class=\"error\" id=\"chain\" data-ok=\"false\" role=\"alert\">The chain is broken at event {}: {}.</p>",
@@ -1090,25 +1093,69 @@ pub async fn reconciliations(signed: Signed, Query(q): Query<RunQuery>) -> Respo
     )
 }
 
-/// `GET /console/platform/prices`: the price book's versions.
+/// `GET /console/platform/prices`: the price book's versions, and each version's prices (per
+/// million tokens).
 pub async fn prices(signed: Signed) -> Response {
     let body = section(&signed, "/v1/platform/prices", |v| {
-        let versions = rows(v, "data");
-        let mut columns: Vec<(&str, &str)> = Vec::new();
-        if let Some(first) = versions.first().and_then(Value::as_object) {
-            for k in first.keys() {
-                columns.push((k.as_str(), k.as_str()));
-            }
-        }
-        let columns: Vec<(String, String)> = columns
+        let versions: Vec<Value> = rows(v, "data")
             .into_iter()
-            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .map(|mut x| {
+                let short: String = x["digest"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(12)
+                    .collect();
+                x["digest"] = json!(short);
+                x["models"] = json!(x["body"]["prices"].as_array().map_or(0, Vec::len));
+                x
+            })
             .collect();
-        let refs: Vec<(&str, &str)> = columns
-            .iter()
-            .map(|(a, b)| (a.as_str(), b.as_str()))
-            .collect();
-        table("prices", "The price book's versions", &refs, &versions)
+        let mut out = table(
+            "prices",
+            "The price book's versions",
+            &[
+                ("version", "Version"),
+                ("effective_from", "Effective from"),
+                ("models", "Models"),
+                ("digest", "Digest"),
+                ("imported_by", "Imported by"),
+                ("imported_at", "Imported"),
+            ],
+            &versions,
+        );
+        for x in &versions {
+            let lines: Vec<Value> = rows(&x["body"], "prices")
+                .into_iter()
+                .map(|p| {
+                    json!({
+                        "provider": p["provider"],
+                        "model": p["model"],
+                        "input_micro_usd": p["input_per_mtok"],
+                        "output_micro_usd": p["output_per_mtok"],
+                        "cached_input_micro_usd": p["cached_input_per_mtok"],
+                        "per_request_micro_usd": p["per_request"],
+                    })
+                })
+                .collect();
+            out.push_str(&table(
+                &format!("prices-{}", x["version"].as_str().unwrap_or_default()),
+                &format!(
+                    "Version {}: prices per million tokens",
+                    x["version"].as_str().unwrap_or_default()
+                ),
+                &[
+                    ("provider", "Provider"),
+                    ("model", "Model"),
+                    ("input_micro_usd", "Input"),
+                    ("output_micro_usd", "Output"),
+                    ("cached_input_micro_usd", "Cached input"),
+                    ("per_request_micro_usd", "Per call"),
+                ],
+                &lines,
+            ));
+        }
+        out
     })
     .await;
     frame(

@@ -126,8 +126,10 @@ pub async fn login(State(state): State<AppState>, Query(q): Query<LoginQuery>) -
             .append_pair("state", &pending.state)
             .append_pair("nonce", &pending.nonce)
             .append_pair("code_challenge", &seal::s256(&pending.verifier))
-            .append_pair("code_challenge_method", "S256")
-            .append_pair("login_hint", tenant.as_deref().unwrap_or("platform"));
+            .append_pair("code_challenge_method", "S256");
+        if client.send_login_hint {
+            q.append_pair("login_hint", tenant.as_deref().unwrap_or("platform"));
+        }
         if let Some(p) = &client.audience_parameter {
             q.append_pair(p, &audience);
         }
