@@ -250,6 +250,7 @@ impl Oidc {
             client_id: CONSOLE_CLIENT_ID.to_owned(),
             audience_parameter: None,
             send_login_hint: true,
+            scope: None,
         }
     }
 }

@@ -250,10 +250,14 @@ mod tests {
         runtime_docs()
             .into_iter()
             .map(|(name, meaning)| {
-                let default = (minimal.get(&name).is_none())
-                    // Keys sorted: the order must not depend on serde_json's features.
-                    .then(|| filled.get(&name).map(|v| crate::manifest::canonical(v).to_string()))
-                    .flatten();
+                let default = (minimal.get(&name).is_none()).then(|| {
+                    // Keys sorted: the order must not depend on serde_json's features. A field
+                    // left out when unset (`console`) is `null`.
+                    filled.get(&name).map_or_else(
+                        || "null".to_owned(),
+                        |v| crate::manifest::canonical(v).to_string(),
+                    )
+                });
                 let meaning = if meaning.is_empty() {
                     match name.as_str() {
                         "database" => "Where the Postgres cluster is: `host` (a host name or a unix socket directory), `port`, `dbname`; `tls_ca` (a PEM bundle: every connection TLS) and `iam_auth` (RDS IAM tokens instead of passwords).".to_owned(),
@@ -285,11 +289,14 @@ mod tests {
         .unwrap();
         let mut names: Vec<&str> = fields.iter().map(|f| f.0.as_str()).collect();
         names.sort_unstable();
+        // `console` is left out of the JSON when unset (a tenant's Lambda configuration, whose
+        // digest decides whether its stack changes, stays as it was).
         let mut keys: Vec<&str> = config
             .as_object()
             .unwrap()
             .keys()
             .map(String::as_str)
+            .chain(["console"])
             .collect();
         keys.sort_unstable();
         assert_eq!(names, keys, "RuntimeConfig's fields");

@@ -169,7 +169,7 @@ pub struct RuntimeConfig {
     #[serde(default)]
     pub ledger_commit: CommitMode,
     /// The web console (`/console`). Unset: it is not served (its routes answer 404).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console: Option<ConsoleConfig>,
 }
 

@@ -265,6 +265,19 @@ async function tableColumn(page, tableId, column) {
   await ctx.close();
 }
 
+// ---- platform finance: tenants, spend, reconciliation and the price book, as its role grants ----
+{
+  const { ctx, page } = await signIn(null, 'fin-op', 'platform_finance');
+  report.platform_finance = {
+    nav: await page.$$eval('nav a', (as) => as.map((a) => a.textContent)),
+  };
+  await page.goto(`${BASE}/console/platform/spend`);
+  report.platform_finance.platform_total = await number(page, '#platform-total');
+  await page.goto(`${BASE}/console/platform/reconciliations?run=${process.env.GLOBEX_RUN}`);
+  report.platform_finance.variance_rows = await page.locator('#variances tr.variance').count();
+  await ctx.close();
+}
+
 await browser.close();
 writeFileSync(`${ARTIFACTS}/report.json`, JSON.stringify(report, null, 2));
 console.log(JSON.stringify(report));

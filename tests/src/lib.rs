@@ -39,6 +39,15 @@ pub async fn serve_with(
     platform: cli::platform::Platform,
     edit: impl Fn(&mut TenantSpec),
 ) -> Served {
+    serve_on(platform, edit, cli::serve::Listen::loopback_any()).await
+}
+
+/// `serve_with`, listening where `listen` says.
+pub async fn serve_on(
+    platform: cli::platform::Platform,
+    edit: impl Fn(&mut TenantSpec),
+    listen: cli::serve::Listen,
+) -> Served {
     let target = cli::testing::deployment();
     let mut specs: Vec<TenantSpec> =
         load_all(&[cli::testing::repo_root().join("tenants")], &platform)
@@ -67,7 +76,7 @@ pub async fn serve_with(
     if let Some(o) = outcomes.iter().find(|o| o.result == "failed") {
         panic!("tenant `{}` failed to apply: {:?}", o.tenant, o.error);
     }
-    let running = cli::serve::start(&target, &platform, cli::serve::Listen::loopback_any())
+    let running = cli::serve::start(&target, &platform, listen)
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
     let signer = cli::devidp::signer(&target.secrets)

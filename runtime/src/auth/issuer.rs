@@ -111,6 +111,10 @@ pub struct ConsoleClient {
     /// default: most providers take `login_hint` for a user name.
     #[serde(default)]
     pub send_login_hint: bool,
+    /// Scopes to ask for besides `openid` (space-separated), for an issuer that grants the API's
+    /// permissions as scopes only when they are asked for (e.g. `me:read models:read usage:read`).
+    #[serde(default)]
+    pub scope: Option<String>,
 }
 
 /// One trusted issuer.

@@ -382,6 +382,21 @@ async fn each_role_signs_in_in_chromium_and_sees_the_apis_figures_and_nothing_of
         prices["data"].as_array().unwrap().len().max(1)
     );
     assert!(report["operator"]["members_refused"].as_i64().unwrap() >= 1);
+    // Platform finance: the same figures, through its own role's permissions.
+    assert_eq!(
+        report["platform_finance"]["nav"],
+        json!(["Tenants", "Spend", "Reconciliation", "Price book"])
+    );
+    assert_eq!(
+        report["platform_finance"]["platform_total"],
+        platform["totals"]["cost_micro_usd"]
+    );
+    assert!(
+        report["platform_finance"]["variance_rows"]
+            .as_i64()
+            .unwrap()
+            >= 1
+    );
     for shot in [
         "member-my-usage",
         "admin-usage",
@@ -836,6 +851,131 @@ async fn a_session_is_the_tokens_and_ends_when_the_api_would_refuse_it() {
     assert_eq!(
         page(cookie).await,
         (303, Some("/console?signed_out=rejected".to_owned()))
+    );
+    s.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tenant_signs_in_with_its_own_openid_provider_in_chromium() {
+    // The console as a relying party of an independent, certified OpenID Provider (npm
+    // `oidc-provider`): its login and consent pages, the code flow with PKCE, resource indicators
+    // for the API's audience, RFC 9068 access tokens; acme bound to it.
+    const API: &str = "urn:tenantctl:api";
+    let dir = cli::testing::repo_root().join("tests/idp");
+    assert!(
+        dir.join("node_modules/oidc-provider").is_dir(),
+        "oidc-provider is not installed: run `npm ci --prefix tests/idp` (scripts/test-prereqs.sh does)"
+    );
+    let browser = chromium();
+    // The console's address is the provider's registered redirect URI, so it is chosen first.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let api_addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut idp = tokio::process::Command::new("node")
+        .arg(dir.join("console-provider.mjs"))
+        .env("IDP_API_RESOURCE", API)
+        .env(
+            "IDP_REDIRECT_URI",
+            format!("http://{api_addr}/console/callback"),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node is needed for the console's OpenID Provider test (Node.js 20 or newer)");
+    use tokio::io::AsyncBufReadExt as _;
+    let mut lines = tokio::io::BufReader::new(idp.stdout.take().unwrap()).lines();
+    let ready: Value = serde_json::from_str(
+        &lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the provider exited"),
+    )
+    .unwrap();
+    let at = |k: &str| ready[k].as_str().unwrap().to_owned();
+    let mut issuer = runtime::auth::IssuerConfig::new(
+        "oidc",
+        &at("issuer"),
+        runtime::auth::jwks::JwksSource::Url(at("jwks_uri")),
+        API,
+    );
+    issuer.allow_loopback_http = true;
+    issuer.required_typ = Some("at+jwt".into());
+    issuer.max_lifetime_secs = 3600;
+    issuer.console = Some(runtime::auth::ConsoleClient {
+        authorization_endpoint: at("authorization_endpoint"),
+        token_endpoint: at("token_endpoint"),
+        client_id: "tenantctl-console".into(),
+        audience_parameter: Some("resource".into()),
+        send_login_hint: false,
+        scope: Some("me:read models:read usage:read".into()),
+    });
+    issuer.check().unwrap();
+    let mut platform = cli::platform::Platform::builtin();
+    platform.issuers.push(issuer);
+    let listen = cli::serve::Listen {
+        api: api_addr,
+        ..cli::serve::Listen::loopback_any()
+    };
+    let s = tests::serve_on(
+        platform,
+        |spec| {
+            if spec.id.as_str() == "acme" {
+                spec.identity = runtime::registry::IdentityBinding {
+                    issuer: "oidc".into(),
+                    audience: API.into(),
+                    tenant_claim: "tenant_id".into(),
+                };
+            }
+        },
+        listen,
+    )
+    .await;
+    let out = tokio::process::Command::new("node")
+        .arg(cli::testing::repo_root().join("tests/console/oidc-provider.mjs"))
+        .env("BASE", &s.base)
+        .env("TENANT", "acme")
+        .env("LOGIN", "alice@acme")
+        .env("CHROMIUM", &browser)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the browser run failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["provider_origin"], at("issuer"), "{seen}");
+    assert_eq!(seen["path"], "/console/me");
+    assert!(
+        seen["who"].as_str().unwrap().starts_with("alice@acme"),
+        "{seen}"
+    );
+    assert_eq!(seen["own_total"], "0");
+    let mut models: Vec<&str> = seen["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    models.sort_unstable();
+    assert_eq!(
+        models,
+        ["fast", "mock-large", "mock-small", "smart"],
+        "acme's policy, aliases too"
+    );
+    assert_eq!(
+        seen["range_total"], "0",
+        "usage:read came with the token's scopes"
     );
     s.running.stop().await.unwrap();
 }

@@ -122,7 +122,18 @@ pub async fn login(State(state): State<AppState>, Query(q): Query<LoginQuery>) -
         q.append_pair("response_type", "code")
             .append_pair("client_id", &client.client_id)
             .append_pair("redirect_uri", &callback_url(&settings.public_url))
-            .append_pair("scope", "openid")
+            .append_pair(
+                "scope",
+                &match client
+                    .scope
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|x| !x.is_empty())
+                {
+                    Some(extra) => format!("openid {extra}"),
+                    None => "openid".to_owned(),
+                },
+            )
             .append_pair("state", &pending.state)
             .append_pair("nonce", &pending.nonce)
             .append_pair("code_challenge", &seal::s256(&pending.verifier))
