@@ -328,6 +328,9 @@ fn authorize_error(
 
 type Params = std::collections::HashMap<String, String>;
 
+/// What the provider's handlers share: its OpenID Connect state and the secret store (its key).
+type IdpState = axum::extract::State<(std::sync::Arc<Oidc>, SecretStore)>;
+
 /// Checks an authorization request. `Err` is the response: a page when the client or redirect
 /// URI is not registered, else a redirect carrying the error.
 #[allow(clippy::result_large_err)]
@@ -400,7 +403,7 @@ fn roles() -> Vec<&'static str> {
 }
 
 async fn authorize_page(
-    axum::extract::State((oidc, _)): axum::extract::State<(std::sync::Arc<Oidc>, SecretStore)>,
+    axum::extract::State((oidc, _)): IdpState,
     axum::extract::Query(p): axum::extract::Query<Params>,
 ) -> axum::response::Response {
     let esc = runtime::http::console::html::esc;
@@ -458,10 +461,7 @@ async fn authorize_page(
 }
 
 async fn authorize_submit(
-    axum::extract::State((oidc, secrets)): axum::extract::State<(
-        std::sync::Arc<Oidc>,
-        SecretStore,
-    )>,
+    axum::extract::State((oidc, secrets)): IdpState,
     body: axum::body::Bytes,
 ) -> axum::response::Response {
     use axum::response::IntoResponse as _;
@@ -591,10 +591,7 @@ fn token_error(error: &str, description: &str) -> axum::response::Response {
 /// `POST /token`: the code, exchanged once, by the client it was issued to, for the redirect URI it
 /// was issued for, with the verifier of its challenge.
 async fn token(
-    axum::extract::State((oidc, secrets)): axum::extract::State<(
-        std::sync::Arc<Oidc>,
-        SecretStore,
-    )>,
+    axum::extract::State((oidc, secrets)): IdpState,
     body: axum::body::Bytes,
 ) -> axum::response::Response {
     use axum::response::IntoResponse as _;

@@ -157,6 +157,22 @@ pub struct Report {
     pub totals: Totals,
 }
 
+/// The exact sum of `rows` (an overflow is an error, never a wrap).
+fn totals_of(rows: &[ReportRow]) -> Result<Totals, ServiceError> {
+    let mut totals = Totals::default();
+    for r in rows {
+        let add = |a: i64, b: i64| {
+            a.checked_add(b)
+                .ok_or_else(|| ServiceError::internal("a usage total overflowed 64 bits"))
+        };
+        totals.requests = add(totals.requests, r.requests)?;
+        totals.input_tokens = add(totals.input_tokens, r.input_tokens)?;
+        totals.output_tokens = add(totals.output_tokens, r.output_tokens)?;
+        totals.cost_micro_usd = add(totals.cost_micro_usd, r.cost_micro_usd)?;
+    }
+    Ok(totals)
+}
+
 /// `tenant`'s usage over `range`, grouped by `by`, with its budget this month, in one snapshot.
 pub async fn report(
     data: &DataPlane,
@@ -170,17 +186,7 @@ pub async fn report(
         limits::budgets(&tx, tenant)
     )?;
     tx.commit().await?;
-    let mut totals = Totals::default();
-    for r in &rows {
-        let add = |a: i64, b: i64| {
-            a.checked_add(b)
-                .ok_or_else(|| ServiceError::internal("a usage total overflowed 64 bits"))
-        };
-        totals.requests = add(totals.requests, r.requests)?;
-        totals.input_tokens = add(totals.input_tokens, r.input_tokens)?;
-        totals.output_tokens = add(totals.output_tokens, r.output_tokens)?;
-        totals.cost_micro_usd = add(totals.cost_micro_usd, r.cost_micro_usd)?;
-    }
+    let totals = totals_of(&rows)?;
     Ok((
         Report {
             range,
@@ -206,17 +212,7 @@ pub async fn own(
         limits::budgets(&tx, tenant)
     )?;
     tx.commit().await?;
-    let mut totals = Totals::default();
-    for r in &rows {
-        let add = |a: i64, b: i64| {
-            a.checked_add(b)
-                .ok_or_else(|| ServiceError::internal("a usage total overflowed 64 bits"))
-        };
-        totals.requests = add(totals.requests, r.requests)?;
-        totals.input_tokens = add(totals.input_tokens, r.input_tokens)?;
-        totals.output_tokens = add(totals.output_tokens, r.output_tokens)?;
-        totals.cost_micro_usd = add(totals.cost_micro_usd, r.cost_micro_usd)?;
-    }
+    let totals = totals_of(&rows)?;
     Ok((
         Report {
             range,

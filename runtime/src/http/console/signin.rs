@@ -44,6 +44,18 @@ pub struct LoginQuery {
     staff: Option<String>,
 }
 
+/// The `Set-Cookie` that ends a sign-in in progress.
+fn clear_signin(settings: &crate::state::ConsoleSettings) -> HeaderValue {
+    set_cookie(
+        settings,
+        SIGNIN_COOKIE,
+        "",
+        &format!("{PREFIX}/callback"),
+        "Lax",
+        0,
+    )
+}
+
 fn callback_url(public_url: &str) -> String {
     format!("{public_url}{PREFIX}/callback")
 }
@@ -204,17 +216,8 @@ pub async fn callback(
             &why,
             "start again from the sign-in page",
         );
-        r.headers_mut().append(
-            header::SET_COOKIE,
-            set_cookie(
-                &settings,
-                SIGNIN_COOKIE,
-                "",
-                &format!("{PREFIX}/callback"),
-                "Lax",
-                0,
-            ),
-        );
+        r.headers_mut()
+            .append(header::SET_COOKIE, clear_signin(&settings));
         r
     };
     let Some(pending) = super::cookie(&headers, SIGNIN_COOKIE)
@@ -376,17 +379,8 @@ pub async fn callback(
             expires_at - now,
         ),
     );
-    r.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(
-            &settings,
-            SIGNIN_COOKIE,
-            "",
-            &format!("{PREFIX}/callback"),
-            "Lax",
-            0,
-        ),
-    );
+    r.headers_mut()
+        .append(header::SET_COOKIE, clear_signin(&settings));
     r
 }
 
