@@ -361,12 +361,18 @@ pub async fn usage(signed: Signed, Query(r): Query<Range>) -> Response {
         format!("/v1/usage/models?{q}"),
         format!("/v1/usage/subjects?{q}"),
     );
-    let (daily, models, subjects, month) = tokio::join!(
-        signed.get(&d),
-        signed.get(&m),
-        signed.get(&s),
-        signed.get("/v1/usage/daily"),
-    );
+    // The burn-down needs this month by day: the range's answer when the range is this month
+    // (the default), else one more call.
+    let this_month = async {
+        if q.is_empty() {
+            None
+        } else {
+            Some(signed.get("/v1/usage/daily").await)
+        }
+    };
+    let (daily, models, subjects, month) =
+        tokio::join!(signed.get(&d), signed.get(&m), signed.get(&s), this_month,);
+    let month = month.unwrap_or_else(|| daily.clone());
     let mut body = r.form("/console/usage");
     match &daily {
         Ok(v) => {
