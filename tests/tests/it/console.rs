@@ -657,7 +657,22 @@ async fn the_dev_identity_provider_refuses_what_an_openid_provider_must() {
 
 #[tokio::test]
 async fn without_a_session_the_console_signs_in_and_a_forged_cookie_is_no_session() {
-    let s = tests::serve_examples().await;
+    // globex is bound to an issuer with no console client (its keys never fetched: a closed port).
+    let mut plain = runtime::auth::IssuerConfig::new(
+        "no-console",
+        "https://no-console.example",
+        runtime::auth::jwks::JwksSource::Url("http://127.0.0.1:9/jwks.json".into()),
+        "tenantctl-api",
+    );
+    plain.allow_loopback_http = true;
+    let mut platform = cli::platform::Platform::builtin();
+    platform.issuers.push(plain);
+    let s = tests::serve_with(platform, |spec| {
+        if spec.id.as_str() == "globex" {
+            spec.identity.issuer = "no-console".into();
+        }
+    })
+    .await;
     let http = client();
     let r = http
         .get(format!("{}/console/usage", s.base))
@@ -698,6 +713,18 @@ async fn without_a_session_the_console_signs_in_and_a_forged_cookie_is_no_sessio
     assert!(
         text.contains("not a tenant of this platform, or its identity provider has no console"),
         "{text}"
+    );
+    // A tenant that exists but whose issuer has no console client reads the same (case 82).
+    let no_console = http
+        .get(format!("{}/console/login?tenant=globex", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_console.status(), 400);
+    assert_eq!(
+        no_console.text().await.unwrap(),
+        text.replace("`nosuch`", "`globex`"),
+        "the same page but for the id typed"
     );
     let known = http
         .get(format!("{}/console/login?tenant=acme", s.base))
