@@ -129,7 +129,7 @@ page() { # NAME JAR PATH API-TOKEN API-PATH
   page audit "$ADMIN_JAR" /console/audit "$ADMIN_TOKEN" "/v1/audit/events?limit=50"
   page policy "$ADMIN_JAR" /console/policy "$ADMIN_TOKEN" /v1/policy
   page tenants "$OP_JAR" /console/platform "$OP_TOKEN" /v1/platform/tenants
-  page spend-month "$OP_JAR" /console/platform/spend "$OP_TOKEN" /v1/platform/usage
+  page spend-month "$OP_JAR" /console/platform/spend "$OP_TOKEN" /v1/platform/spend
   page spend-year "$OP_JAR" "/console/platform/spend?from=$YEAR_FROM&to=$MONTH" "$OP_TOKEN" "/v1/platform/usage?from=$YEAR_FROM&to=$MONTH"
   page reconciliations "$OP_JAR" /console/platform/reconciliations "$OP_TOKEN" /v1/platform/reconciliations
   page prices "$OP_JAR" /console/platform/prices "$OP_TOKEN" /v1/platform/prices

@@ -550,27 +550,29 @@ fn anthropic_frames(
 /// This calendar month's budget (UTC), in integer micro-USD, as `/v1/usage` and its report show it;
 /// with `subject` (the caller's own) when the tenant budgets per subject.
 fn budget_json(budgets: &service::Budgets, subject: &str) -> serde_json::Value {
-    let one = |b: &service::BudgetStatus| {
-        let left = b
-            .budget
-            .0
-            .saturating_sub(b.spent.0)
-            .saturating_sub(b.held.0);
-        json!({
-            "monthly_budget_micro_usd": b.budget.0,
-            "spent_this_month_micro_usd": b.spent.0,
-            "held_micro_usd": b.held.0,
-            "remaining_micro_usd": left.max(0),
-            "warning": b.warning(),
-        })
-    };
-    let mut out = one(&budgets.tenant);
+    let mut out = budget_status_json(&budgets.tenant);
     if let (Some(b), Some(map)) = (&budgets.subject, out.as_object_mut()) {
-        let mut s = one(b);
+        let mut s = budget_status_json(b);
         s["subject"] = json!(subject);
         map.insert("subject".into(), s);
     }
     out
+}
+
+/// One budget: its amount, the committed spend, the open holds, what remains, and the warning.
+fn budget_status_json(b: &service::BudgetStatus) -> serde_json::Value {
+    let left = b
+        .budget
+        .0
+        .saturating_sub(b.spent.0)
+        .saturating_sub(b.held.0);
+    json!({
+        "monthly_budget_micro_usd": b.budget.0,
+        "spent_this_month_micro_usd": b.spent.0,
+        "held_micro_usd": b.held.0,
+        "remaining_micro_usd": left.max(0),
+        "warning": b.warning(),
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -836,10 +838,7 @@ pub async fn me_usage(
         "unit": "micro_usd",
         "totals": report.totals,
         "models": report.rows,
-        "budget": budget.map(|b| {
-            let one = service::Budgets { tenant: b, subject: None };
-            budget_json(&one, subject)
-        }),
+        "budget": budget.as_ref().map(budget_status_json),
     }))
     .into_response())
 }

@@ -36,7 +36,10 @@ pub fn app(state: AppState) -> Router {
     );
     layered(state.clone(), routes::ROUTES.iter())
         .layer(axum::Extension(console::ConsoleApi(api)))
-        .layer(from_fn_with_state(state, console::headers))
+        .layer(from_fn_with_state(
+            console::content_security_policy(&state.auth),
+            console::headers,
+        ))
 }
 
 fn layered<'r>(state: AppState, specs: impl Iterator<Item = &'r routes::RouteSpec>) -> Router {

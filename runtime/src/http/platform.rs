@@ -333,8 +333,9 @@ pub struct MonthQuery {
     month: Option<String>,
 }
 
-/// `GET /v1/platform/spend?month=YYYY-MM`: each tenant's LLM spend (the ledger) next to its AWS
-/// spend (as `tenantctl cost report` last read it from Cost Explorer).
+/// `GET /v1/platform/spend?month=YYYY-MM`: `GET /v1/platform/usage` over the month (each tenant's
+/// usage by model, and the sum), with each tenant's AWS spend (as `tenantctl cost report` last
+/// read it from Cost Explorer).
 pub async fn month_spend(
     State(state): State<AppState>,
     operator: Operator,
@@ -354,7 +355,7 @@ pub async fn month_spend(
             crate::domain::printable(&month)
         )));
     }
-    let data = service::platform::month_spend(
+    let (data, range, totals) = service::platform::month_spend(
         &state.data,
         state.control.as_ref(),
         &state.directory,
@@ -366,8 +367,11 @@ pub async fn month_spend(
     Ok(Json(json!({
         "object": "platform.spend",
         "month": month,
+        "from": range.from,
+        "to": range.to,
         "currency": "USD",
         "unit": "micro_usd",
+        "totals": totals,
         "data": data,
     }))
     .into_response())

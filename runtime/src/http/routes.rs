@@ -767,7 +767,7 @@ pub static ROUTES: &[RouteSpec] = &[
         method: Method::GET,
         path: "/console/platform/spend",
         operation_id: "consolePlatformSpend",
-        summary: "Console: spend per tenant stacked by model (calls getPlatformUsage)",
+        summary: "Console: spend per tenant stacked by model, next to AWS spend (calls getPlatformSpend; getPlatformUsage too for a range)",
         permission: None,
         handler: || get(c::platform_spend),
     },

@@ -305,6 +305,29 @@ pub struct Totals {
     pub cost_micro_usd: i64,
 }
 
+impl Totals {
+    /// `self + other`, field by field; `None` if a sum overflows 64 bits (never a wrap).
+    pub fn checked_add(&self, other: &Totals) -> Option<Totals> {
+        Some(Totals {
+            requests: self.requests.checked_add(other.requests)?,
+            input_tokens: self.input_tokens.checked_add(other.input_tokens)?,
+            output_tokens: self.output_tokens.checked_add(other.output_tokens)?,
+            cost_micro_usd: self.cost_micro_usd.checked_add(other.cost_micro_usd)?,
+        })
+    }
+}
+
+impl From<&ReportRow> for Totals {
+    fn from(r: &ReportRow) -> Self {
+        Totals {
+            requests: r.requests,
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            cost_micro_usd: r.cost_micro_usd,
+        }
+    }
+}
+
 /// How a usage report groups the tenant's rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]

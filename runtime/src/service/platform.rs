@@ -171,14 +171,9 @@ pub async fn usage(
     let mut sum = Totals::default();
     for (record, report) in records.iter().zip(reports) {
         let report = report?;
-        let add = |a: i64, b: i64| {
-            a.checked_add(b)
-                .ok_or_else(|| ServiceError::internal("a usage total overflowed 64 bits"))
-        };
-        sum.requests = add(sum.requests, report.totals.requests)?;
-        sum.input_tokens = add(sum.input_tokens, report.totals.input_tokens)?;
-        sum.output_tokens = add(sum.output_tokens, report.totals.output_tokens)?;
-        sum.cost_micro_usd = add(sum.cost_micro_usd, report.totals.cost_micro_usd)?;
+        sum = sum
+            .checked_add(&report.totals)
+            .ok_or_else(|| ServiceError::internal("a usage total overflowed 64 bits"))?;
         out.push(TenantUsage {
             tenant: record.id.to_string(),
             cost_center: record.tags.get("cost-center").cloned(),
@@ -267,28 +262,26 @@ pub async fn checks(
     Ok(out)
 }
 
-/// One tenant's LLM and AWS spend in a month.
+/// One tenant's usage in a month (its LLM spend, exact, from the ledger) and its AWS spend.
 #[derive(Debug, Clone, Serialize)]
 pub struct MonthSpend {
-    pub tenant: String,
-    pub cost_center: Option<String>,
-    /// From the ledger, exact.
-    pub llm_cost_micro_usd: i64,
+    #[serde(flatten)]
+    pub llm: TenantUsage,
     /// As Cost Explorer reported it when `tenantctl cost report` last ran; `None` if never for
     /// this month.
     pub aws_cost_micro_usd: Option<i64>,
     pub aws_fetched_at: Option<String>,
 }
 
-/// Every tenant's LLM spend in `month` (`YYYY-MM`, from the ledger) next to its AWS spend (as last
-/// recorded).
+/// Every tenant's usage in `month` (`YYYY-MM`, from the ledger; `usage` over that month) next to
+/// its AWS spend (as last recorded), and the month's range and LLM totals.
 pub async fn month_spend(
     data: &DataPlane,
     control: Option<&ControlPlane>,
     directory: &TenantDirectory,
     operator: &Operator,
     month: &str,
-) -> Result<Vec<MonthSpend>, ServiceError> {
+) -> Result<(Vec<MonthSpend>, DayRange, Totals), ServiceError> {
     let Some(control) = control else {
         return Err(ServiceError::Conflict(
             "this deployment reads no registry; run `tenantctl cost report`".into(),
@@ -300,18 +293,17 @@ pub async fn month_spend(
         .aws_spend(month)
         .await
         .map_err(ServiceError::internal)?;
-    let (llm, _) = usage(data, directory, operator, range).await?;
-    Ok(llm
+    let (llm, totals) = usage(data, directory, operator, range.clone()).await?;
+    let spend = llm
         .into_iter()
         .map(|t| {
             let a = aws.iter().find(|(id, _, _)| *id == t.tenant);
             MonthSpend {
-                llm_cost_micro_usd: t.totals.cost_micro_usd,
                 aws_cost_micro_usd: a.map(|(_, v, _)| *v),
                 aws_fetched_at: a.map(|(_, _, at)| at.clone()),
-                tenant: t.tenant,
-                cost_center: t.cost_center,
+                llm: t,
             }
         })
-        .collect())
+        .collect();
+    Ok((spend, range, totals))
 }

@@ -159,18 +159,9 @@ pub struct Report {
 
 /// The exact sum of `rows` (an overflow is an error, never a wrap).
 fn totals_of(rows: &[ReportRow]) -> Result<Totals, ServiceError> {
-    let mut totals = Totals::default();
-    for r in rows {
-        let add = |a: i64, b: i64| {
-            a.checked_add(b)
-                .ok_or_else(|| ServiceError::internal("a usage total overflowed 64 bits"))
-        };
-        totals.requests = add(totals.requests, r.requests)?;
-        totals.input_tokens = add(totals.input_tokens, r.input_tokens)?;
-        totals.output_tokens = add(totals.output_tokens, r.output_tokens)?;
-        totals.cost_micro_usd = add(totals.cost_micro_usd, r.cost_micro_usd)?;
-    }
-    Ok(totals)
+    rows.iter()
+        .try_fold(Totals::default(), |t, r| t.checked_add(&r.into()))
+        .ok_or_else(|| ServiceError::internal("a usage total overflowed 64 bits"))
 }
 
 /// `tenant`'s usage over `range`, grouped by `by`, with its budget this month, in one snapshot.

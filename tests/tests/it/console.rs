@@ -269,7 +269,7 @@ async fn each_role_signs_in_in_chromium_and_sees_the_apis_figures_and_nothing_of
     // refused there, and joined acme's own chain (security case 30): no console backdoor.
     for op in [
         "listTenants",
-        "getPlatformUsage",
+        "getPlatformSpend",
         "listPriceVersions",
         "getReconciliationRun",
     ] {
@@ -366,7 +366,7 @@ async fn each_role_signs_in_in_chromium_and_sees_the_apis_figures_and_nothing_of
     for t in spend["data"].as_array().unwrap() {
         let id = t["tenant"].as_str().unwrap();
         assert_eq!(
-            report["operator"]["llm_aws"][id][0], t["llm_cost_micro_usd"],
+            report["operator"]["llm_aws"][id][0], t["totals"]["cost_micro_usd"],
             "{id}"
         );
         assert_eq!(

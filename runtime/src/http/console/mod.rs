@@ -29,7 +29,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tower::ServiceExt as _;
 
-use crate::auth::{Caller, Credentials, unix_now};
+use crate::auth::jwt::DenyReason;
+use crate::auth::{Caller, Credentials, Denial, unix_now};
 use crate::http::middleware::RequestId;
 use crate::state::{AppState, ConsoleSettings};
 
@@ -47,12 +48,11 @@ pub const PREFIX: &str = "/console";
 #[derive(Clone, Debug)]
 pub struct ConsoleApi(pub Router);
 
-/// What a session cookie seals.
+/// What a session cookie seals: the token (its own `exp` bounds the session) and the CSRF token.
 #[derive(Serialize, Deserialize)]
 struct Session {
     token: String,
     csrf: String,
-    exp: i64,
 }
 
 /// A signed-in console request: who the token says the caller is, and how to call the API as it.
@@ -77,13 +77,13 @@ pub struct ApiFailure {
 
 impl Signed {
     /// Calls the API as the signed-in caller: `method` on `uri` (path and query) with an optional
-    /// JSON body. The answer's status and body, parsed when it is JSON.
+    /// JSON body. A success's headers and body; a refusal as the API's status, code and message.
     pub async fn call(
         &self,
         method: Method,
         uri: &str,
         body: Option<&Value>,
-    ) -> Result<(StatusCode, HeaderMap, bytes::Bytes), ApiFailure> {
+    ) -> Result<(HeaderMap, bytes::Bytes), ApiFailure> {
         let internal = |message: String| ApiFailure {
             status: 500,
             code: "console_error".into(),
@@ -123,12 +123,12 @@ impl Signed {
                     .to_owned(),
             });
         }
-        Ok((parts.status, parts.headers, bytes))
+        Ok((parts.headers, bytes))
     }
 
     /// `GET uri` as JSON.
     pub async fn get(&self, uri: &str) -> Result<Value, ApiFailure> {
-        let (_, _, bytes) = self.call(Method::GET, uri, None).await?;
+        let (_, bytes) = self.call(Method::GET, uri, None).await?;
         serde_json::from_slice(&bytes).map_err(|e| ApiFailure {
             status: 500,
             code: "console_error".into(),
@@ -230,32 +230,53 @@ fn set_cookie(
     .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+/// The `Set-Cookie` that ends the session.
+fn clear_session(settings: &ConsoleSettings) -> HeaderValue {
+    set_cookie(settings, SESSION_COOKIE, "", PREFIX, "Strict", 0)
+}
+
+/// Verifies `token` exactly as the API's edge verifies a bearer token (the console's sign-in and
+/// every console request): expiry, issuer keys (a retired key fails), binding, suspension.
+async fn verify_token(state: &AppState, token: &str, now: i64) -> Result<Caller, Denial> {
+    let mut headers = HeaderMap::new();
+    let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| Denial::from(DenyReason::Malformed))?;
+    headers.insert(header::AUTHORIZATION, bearer);
+    state
+        .auth
+        .authenticate_caller(
+            Credentials {
+                headers: &headers,
+                query: None,
+                gateway_claims: None,
+            },
+            &state.directory,
+            now,
+        )
+        .await
+}
+
 /// Why a request is not signed in.
 #[derive(Debug)]
 pub enum NotSigned {
     /// The console is not configured on this deployment.
     NotServed,
-    /// No session, or one that no longer verifies: sign in (again).
-    SignIn(&'static str),
+    /// No session, or one that no longer verifies: sign in (again), the session cookie cleared.
+    SignIn(&'static str, Arc<ConsoleSettings>),
 }
 
 impl IntoResponse for NotSigned {
     fn into_response(self) -> Response {
         match self {
             NotSigned::NotServed => crate::http::error::ApiError::NotFound.into_response(),
-            NotSigned::SignIn(why) => {
+            NotSigned::SignIn(why, settings) => {
                 let mut r = (
                     StatusCode::SEE_OTHER,
                     [(header::LOCATION, format!("{PREFIX}?signed_out={why}"))],
                 )
                     .into_response();
-                r.headers_mut().insert(
-                    header::SET_COOKIE,
-                    HeaderValue::from_str(&format!(
-                        "{SESSION_COOKIE}=; Path={PREFIX}; HttpOnly; SameSite=Strict; Max-Age=0"
-                    ))
-                    .unwrap_or_else(|_| HeaderValue::from_static("")),
-                );
+                r.headers_mut()
+                    .insert(header::SET_COOKIE, clear_session(&settings));
                 r
             }
         }
@@ -272,34 +293,21 @@ impl FromRequestParts<AppState> for Signed {
             .get::<ConsoleApi>()
             .cloned()
             .ok_or(NotSigned::NotServed)?;
-        let sealed = cookie(&parts.headers, SESSION_COOKIE).ok_or(NotSigned::SignIn("none"))?;
+        let signed_out = |why| NotSigned::SignIn(why, settings.clone());
+        let sealed = cookie(&parts.headers, SESSION_COOKIE).ok_or_else(|| signed_out("none"))?;
         let session: Session = seal::open(&settings.session_key, SESSION_COOKIE, sealed)
-            .ok_or(NotSigned::SignIn("invalid"))?;
-        let now = unix_now();
-        if session.exp <= now {
-            return Err(NotSigned::SignIn("expired"));
-        }
+            .ok_or_else(|| signed_out("invalid"))?;
         // The same verification every API request gets: a token that expired, was signed by a
         // retired key, or whose tenant was suspended ends the session here.
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_str(&format!("Bearer {}", session.token))
-                .map_err(|_| NotSigned::SignIn("invalid"))?,
-        );
-        let caller = state
-            .auth
-            .authenticate_caller(
-                Credentials {
-                    headers: &headers,
-                    query: None,
-                    gateway_claims: None,
-                },
-                &state.directory,
-                now,
-            )
+        let caller = verify_token(state, &session.token, unix_now())
             .await
-            .map_err(|_| NotSigned::SignIn("rejected"))?;
+            .map_err(|d| {
+                signed_out(if d.reason == DenyReason::Expired {
+                    "expired"
+                } else {
+                    "rejected"
+                })
+            })?;
         let request_id = parts
             .extensions
             .get::<RequestId>()
@@ -315,18 +323,13 @@ impl FromRequestParts<AppState> for Signed {
     }
 }
 
-/// Middleware over every console response: the Content-Security-Policy and the other headers a
-/// page of money and identities should carry. Other paths pass untouched.
-pub async fn headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if !req.uri().path().starts_with(PREFIX) {
-        return next.run(req).await;
-    }
-    let mut response = next.run(req).await;
-    // Sign-in forms lead to the issuers' authorization endpoints: those origins may receive the
-    // console's form navigation (a redirect after a form is held to `form-action`).
+/// The console's Content-Security-Policy for these issuers (fixed for the process's life): no
+/// script, styles and images from this origin, and forms only to it and to the issuers'
+/// authorization endpoints (a sign-in form's redirect there is held to `form-action`).
+pub fn content_security_policy(auth: &crate::auth::Authenticator) -> HeaderValue {
     let mut form_action = String::from("'self'");
-    for name in state.auth.issuer_names() {
-        if let Some(c) = state.auth.issuer(name).and_then(|i| i.console.as_ref())
+    for name in auth.issuer_names() {
+        if let Some(c) = auth.issuer(name).and_then(|i| i.console.as_ref())
             && let Ok(u) = url::Url::parse(&c.authorization_endpoint)
         {
             let origin = u.origin().ascii_serialization();
@@ -336,13 +339,22 @@ pub async fn headers(State(state): State<AppState>, req: Request, next: Next) ->
             }
         }
     }
-    let h = response.headers_mut();
-    let csp = format!(
+    HeaderValue::from_str(&format!(
         "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
-    );
-    if let Ok(v) = HeaderValue::from_str(&csp) {
-        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"))
+}
+
+/// Middleware over every console response: the Content-Security-Policy (`csp`, from
+/// `content_security_policy`) and the other headers a page of money and identities should carry.
+/// Other paths pass untouched.
+pub async fn headers(State(csp): State<HeaderValue>, req: Request, next: Next) -> Response {
+    if !req.uri().path().starts_with(PREFIX) {
+        return next.run(req).await;
     }
+    let mut response = next.run(req).await;
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, csp);
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -365,6 +377,19 @@ pub async fn headers(State(state): State<AppState>, req: Request, next: Next) ->
 /// Form fields of an `application/x-www-form-urlencoded` body, in order (a field may repeat).
 pub fn form(body: &[u8]) -> Vec<(String, String)> {
     url::form_urlencoded::parse(body).into_owned().collect()
+}
+
+impl Signed {
+    /// A write's form fields, once `check_write` accepted it (the refusal page otherwise).
+    pub fn write_form(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Vec<(String, String)>, Box<Response>> {
+        let fields = form(body);
+        self.check_write(headers, field(&fields, "csrf"))?;
+        Ok(fields)
+    }
 }
 
 /// The first value of field `name`.

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::html::{bars, esc, stacked, table, usd};
-use super::{ApiFailure, Signed, field, form};
+use super::{ApiFailure, Signed, field};
 use crate::state::AppState;
 
 /// The stylesheet, served from this origin (the CSP allows no other).
@@ -545,7 +545,7 @@ pub async fn finance_csv(signed: Signed, Query(m): Query<Month>) -> Response {
         .call(Method::GET, &format!("/v1/usage/models?{q}"), None)
         .await
     {
-        Ok((_, headers, bytes)) => {
+        Ok((headers, bytes)) => {
             let mut r = bytes.into_response();
             for h in [header::CONTENT_TYPE, header::CONTENT_DISPOSITION] {
                 if let Some(v) = headers.get(&h) {
@@ -603,10 +603,10 @@ pub async fn members(signed: Signed, Query(n): Query<Notice>) -> Response {
 
 /// `POST /console/members`: grants a subject exactly the checked roles (none: removes it).
 pub async fn set_members(signed: Signed, headers: HeaderMap, body: bytes::Bytes) -> Response {
-    let fields = form(&body);
-    if let Err(r) = signed.check_write(&headers, field(&fields, "csrf")) {
-        return *r;
-    }
+    let fields = match signed.write_form(&headers, &body) {
+        Ok(f) => f,
+        Err(r) => return *r,
+    };
     let subject = field(&fields, "subject")
         .unwrap_or_default()
         .trim()
@@ -695,10 +695,10 @@ pub async fn policy(signed: Signed, Query(n): Query<Notice>) -> Response {
 
 /// `POST /console/policy`: the checked models become the disabled ones.
 pub async fn set_policy(signed: Signed, headers: HeaderMap, body: bytes::Bytes) -> Response {
-    let fields = form(&body);
-    if let Err(r) = signed.check_write(&headers, field(&fields, "csrf")) {
-        return *r;
-    }
+    let fields = match signed.write_form(&headers, &body) {
+        Ok(f) => f,
+        Err(r) => return *r,
+    };
     let disabled: Vec<&str> = fields
         .iter()
         .filter(|(k, _)| k == "disabled")
@@ -751,10 +751,10 @@ pub async fn credentials(signed: Signed, Query(n): Query<Notice>) -> Response {
 
 /// `POST /console/credentials`: stores a provider credential (write-only).
 pub async fn set_credential(signed: Signed, headers: HeaderMap, body: bytes::Bytes) -> Response {
-    let fields = form(&body);
-    if let Err(r) = signed.check_write(&headers, field(&fields, "csrf")) {
-        return *r;
-    }
+    let fields = match signed.write_form(&headers, &body) {
+        Ok(f) => f,
+        Err(r) => return *r,
+    };
     let provider = field(&fields, "provider")
         .unwrap_or_default()
         .trim()
@@ -925,67 +925,99 @@ pub async fn platform(signed: Signed, Query(n): Query<Notice>) -> Response {
     )
 }
 
-/// `GET /console/platform/spend`: spend per tenant, stacked by model, and the sum.
+/// Spend per tenant stacked by model, and the table, from a `GET /v1/platform/usage` answer (or
+/// `GET /v1/platform/spend`'s, which has the same shape).
+fn spend_per_tenant(v: &Value) -> String {
+    let tenants = rows(v, "data");
+    let mut chart: Vec<(String, Vec<(String, i64)>)> = tenants
+        .iter()
+        .map(|t| {
+            (
+                t["tenant"].as_str().unwrap_or_default().to_owned(),
+                rows(t, "models")
+                    .iter()
+                    .map(|m| {
+                        (
+                            m["model"].as_str().unwrap_or_default().to_owned(),
+                            m["cost_micro_usd"].as_i64().unwrap_or(0),
+                        )
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    chart.sort_by_key(|(_, parts)| -parts.iter().map(|(_, v)| *v).sum::<i64>());
+    let lines: Vec<Value> = tenants
+        .iter()
+        .map(|t| {
+            json!({
+                "tenant": t["tenant"],
+                "cost_center": t["cost_center"],
+                "requests": t["totals"]["requests"],
+                "input_tokens": t["totals"]["input_tokens"],
+                "output_tokens": t["totals"]["output_tokens"],
+                "cost_micro_usd": t["totals"]["cost_micro_usd"],
+            })
+        })
+        .collect();
+    format!(
+        "<p>{} to {}: <strong id=\"platform-total\" data-micro-usd=\"{}\">{}</strong> across {} tenants.</p>{}{}",
+        esc(v["from"].as_str().unwrap_or_default()),
+        esc(v["to"].as_str().unwrap_or_default()),
+        v["totals"]["cost_micro_usd"].as_i64().unwrap_or(0),
+        usd(v["totals"]["cost_micro_usd"].as_i64().unwrap_or(0)),
+        tenants.len(),
+        stacked("spend-chart", "LLM spend per tenant, by model", &chart),
+        table(
+            "spend",
+            "LLM spend per tenant",
+            &[
+                ("tenant", "Tenant"),
+                ("cost_center", "Cost center"),
+                ("requests", "Requests"),
+                ("input_tokens", "Input tokens"),
+                ("output_tokens", "Output tokens"),
+                ("cost_micro_usd", "LLM spend"),
+            ],
+            &lines
+        )
+    )
+}
+
+/// Each tenant's LLM spend in `month` next to its AWS spend, from `GET /v1/platform/spend`.
+fn llm_next_to_aws(v: &Value, month: &str) -> String {
+    let lines: Vec<Value> = rows(v, "data")
+        .into_iter()
+        .map(|mut l| {
+            l["llm_cost_micro_usd"] = l["totals"]["cost_micro_usd"].clone();
+            l
+        })
+        .collect();
+    let mut out = table(
+        "llm-aws",
+        &format!("LLM spend next to AWS spend, {month}"),
+        &[
+            ("tenant", "Tenant"),
+            ("cost_center", "Cost center"),
+            ("llm_cost_micro_usd", "LLM spend (ledger)"),
+            ("aws_cost_micro_usd", "AWS spend (Cost Explorer)"),
+            ("aws_fetched_at", "AWS spend read at"),
+        ],
+        &lines,
+    );
+    if lines.iter().any(|l| l["aws_cost_micro_usd"].is_null()) {
+        out.push_str("<p class=\"help\">A tenant without AWS spend has none recorded for this month: <code>tenantctl --target aws cost report --month ");
+        out.push_str(&esc(month));
+        out.push_str("</code> reads it from Cost Explorer and records it.</p>");
+    }
+    out
+}
+
+/// `GET /console/platform/spend`: spend per tenant over a range, stacked by model, and the sum;
+/// each tenant's LLM spend in the range's last month next to its AWS spend. This month (the
+/// default) is one API call, `getPlatformSpend`, whose answer holds both.
 pub async fn platform_spend(signed: Signed, Query(r): Query<Range>) -> Response {
     let q = r.query();
-    let body = section(&signed, &format!("/v1/platform/usage?{q}"), |v| {
-        let tenants = rows(v, "data");
-        let mut chart: Vec<(String, Vec<(String, i64)>)> = tenants
-            .iter()
-            .map(|t| {
-                (
-                    t["tenant"].as_str().unwrap_or_default().to_owned(),
-                    rows(t, "models")
-                        .iter()
-                        .map(|m| {
-                            (
-                                m["model"].as_str().unwrap_or_default().to_owned(),
-                                m["cost_micro_usd"].as_i64().unwrap_or(0),
-                            )
-                        })
-                        .collect(),
-                )
-            })
-            .collect();
-        chart.sort_by_key(|(_, parts)| -parts.iter().map(|(_, v)| *v).sum::<i64>());
-        let lines: Vec<Value> = tenants
-            .iter()
-            .map(|t| {
-                json!({
-                    "tenant": t["tenant"],
-                    "cost_center": t["cost_center"],
-                    "requests": t["totals"]["requests"],
-                    "input_tokens": t["totals"]["input_tokens"],
-                    "output_tokens": t["totals"]["output_tokens"],
-                    "cost_micro_usd": t["totals"]["cost_micro_usd"],
-                })
-            })
-            .collect();
-        format!(
-            "<p>{} to {}: <strong id=\"platform-total\" data-micro-usd=\"{}\">{}</strong> across {} tenants.</p>{}{}",
-            esc(v["from"].as_str().unwrap_or_default()),
-            esc(v["to"].as_str().unwrap_or_default()),
-            v["totals"]["cost_micro_usd"].as_i64().unwrap_or(0),
-            usd(v["totals"]["cost_micro_usd"].as_i64().unwrap_or(0)),
-            tenants.len(),
-            stacked("spend-chart", "LLM spend per tenant, by model", &chart),
-            table(
-                "spend",
-                "LLM spend per tenant",
-                &[
-                    ("tenant", "Tenant"),
-                    ("cost_center", "Cost center"),
-                    ("requests", "Requests"),
-                    ("input_tokens", "Input tokens"),
-                    ("output_tokens", "Output tokens"),
-                    ("cost_micro_usd", "LLM spend"),
-                ],
-                &lines
-            )
-        )
-    })
-    .await;
-    // The month of the range's end (this month by default): LLM spend next to AWS spend.
     let month = r.to.as_deref().and_then(|t| t.get(..7)).map_or_else(
         || {
             crate::domain::utc_today()
@@ -995,35 +1027,26 @@ pub async fn platform_spend(signed: Signed, Query(r): Query<Range>) -> Response 
         },
         str::to_owned,
     );
-    let uri = format!("/v1/platform/spend?month={}", segment(&month));
-    let side = section(&signed, &uri, |v| {
-        let lines = rows(v, "data");
-        let missing = lines.iter().any(|l| l["aws_cost_micro_usd"].is_null());
-        let mut out = table(
-            "llm-aws",
-            &format!("LLM spend next to AWS spend, {month}"),
-            &[
-                ("tenant", "Tenant"),
-                ("cost_center", "Cost center"),
-                ("llm_cost_micro_usd", "LLM spend (ledger)"),
-                ("aws_cost_micro_usd", "AWS spend (Cost Explorer)"),
-                ("aws_fetched_at", "AWS spend read at"),
-            ],
-            &lines,
-        );
-        if missing {
-            out.push_str("<p class=\"help\">A tenant without AWS spend has none recorded for this month: <code>tenantctl --target aws cost report --month ");
-            out.push_str(&esc(&month));
-            out.push_str("</code> reads it from Cost Explorer and records it.</p>");
-        }
-        out
-    })
-    .await;
+    let spend_uri = format!("/v1/platform/spend?month={}", segment(&month));
+    let body = if q.is_empty() {
+        section(&signed, &spend_uri, |v| {
+            spend_per_tenant(v) + &llm_next_to_aws(v, &month)
+        })
+        .await
+    } else {
+        let usage_uri = format!("/v1/platform/usage?{q}");
+        let (usage, spend) = tokio::join!(signed.get(&usage_uri), signed.get(&spend_uri));
+        let part = |a: &Result<Value, ApiFailure>, render: &dyn Fn(&Value) -> String| match a {
+            Ok(v) => render(v),
+            Err(f) => refused(f),
+        };
+        part(&usage, &spend_per_tenant) + &part(&spend, &|v| llm_next_to_aws(v, &month))
+    };
     frame(
         Some(&signed),
         "Spend",
         "/console/platform/spend",
-        r.form("/console/platform/spend") + &body + &side,
+        r.form("/console/platform/spend") + &body,
     )
 }
 

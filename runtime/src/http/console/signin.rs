@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use super::pages::error_page;
 use super::{PREFIX, SESSION_COOKIE, SIGNIN_COOKIE, Session, Signed, seal, set_cookie};
-use crate::auth::{Caller, Credentials, unix_now};
+use crate::auth::{Caller, unix_now};
 use crate::domain::TenantId;
 use crate::state::AppState;
 
@@ -303,24 +303,7 @@ pub async fn callback(
         Ok(sub) => sub,
         Err(d) => return fail(format!("the id token was refused: {}", d.reason.code())),
     };
-    let mut auth = HeaderMap::new();
-    let Ok(bearer) = HeaderValue::from_str(&format!("Bearer {access}")) else {
-        return fail("the access token is not a header value".into());
-    };
-    auth.insert(header::AUTHORIZATION, bearer);
-    let caller = match state
-        .auth
-        .authenticate_caller(
-            Credentials {
-                headers: &auth,
-                query: None,
-                gateway_claims: None,
-            },
-            &state.directory,
-            now,
-        )
-        .await
-    {
+    let caller = match super::verify_token(&state, access, now).await {
         Ok(c) => c,
         Err(d) => {
             return fail(format!(
@@ -353,7 +336,6 @@ pub async fn callback(
     let session = Session {
         token: access.to_owned(),
         csrf,
-        exp: expires_at,
     };
     let Some(sealed) = seal::seal(&settings.session_key, SESSION_COOKIE, &session) else {
         return fail("the session could not be sealed".into());
@@ -386,8 +368,7 @@ pub async fn callback(
 
 /// `POST /console/logout`: ends the session (its form carries the CSRF token).
 pub async fn logout(signed: Signed, headers: HeaderMap, body: bytes::Bytes) -> Response {
-    let fields = super::form(&body);
-    if let Err(r) = signed.check_write(&headers, super::field(&fields, "csrf")) {
+    if let Err(r) = signed.write_form(&headers, &body) {
         return *r;
     }
     let mut r = (
@@ -395,9 +376,7 @@ pub async fn logout(signed: Signed, headers: HeaderMap, body: bytes::Bytes) -> R
         [(header::LOCATION, format!("{PREFIX}?signed_out=bye"))],
     )
         .into_response();
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        set_cookie(&signed.settings, SESSION_COOKIE, "", PREFIX, "Strict", 0),
-    );
+    r.headers_mut()
+        .insert(header::SET_COOKIE, super::clear_session(&signed.settings));
     r
 }
